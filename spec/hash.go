@@ -1,0 +1,57 @@
+package spec
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"maps"
+)
+
+// HashLen is the number of hex digits kept from a SHA-256 for the hashes
+// berth stores in LXD keys and Docker labels: enough to never collide among
+// one app's revisions, short enough to read in `lxc config show`.
+const HashLen = 16
+
+// Hash is the canonical hash of the system part. It is computed from the
+// defaulted value with encoding/json, which sorts map keys, so key order in
+// the YAML and spelled-out defaults do not change it.
+func (s System) Hash() string { return canonicalHash(s) }
+
+// Hash is the canonical hash of the container part; any change to it
+// replaces the app container.
+func (c Container) Hash() string { return canonicalHash(c) }
+
+func canonicalHash(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only plain strings, maps and slices are in these types.
+		panic("spec: canonical hash: " + err.Error())
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])[:HashLen]
+}
+
+// LXD config keys that berth derives from typed spec fields.
+const (
+	KeyLimitsCPU     = "limits.cpu"
+	KeyLimitsMemory  = "limits.memory"
+	KeyCloudInitUser = "cloud-init.user-data"
+)
+
+// LXDConfig returns the instance config keys the spec asks for: Config plus
+// the keys derived from Limits and CloudInit. It never contains user.berth.*
+// keys; those are the reconciler's. The result is a new map.
+func (s System) LXDConfig() map[string]string {
+	out := make(map[string]string, len(s.Config)+3)
+	maps.Copy(out, s.Config)
+	if s.Limits.CPU != "" {
+		out[KeyLimitsCPU] = s.Limits.CPU
+	}
+	if s.Limits.Memory != "" {
+		out[KeyLimitsMemory] = s.Limits.Memory
+	}
+	if s.CloudInit != "" {
+		out[KeyCloudInitUser] = s.CloudInit
+	}
+	return out
+}

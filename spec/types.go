@@ -1,0 +1,148 @@
+// Package spec defines berth's App specification: the types, a strict
+// loader that reports every problem with its file:line:col, defaults,
+// canonical hashes and a JSON Schema.
+//
+// The types in this file are the contract other packages build on: the
+// reconciler plans from them and the executor creates instances and
+// containers from them. They hold the *defaulted* form of a spec: once
+// Load has returned an App, every field has its final value.
+package spec
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// APIVersion and Kind are the only values accepted in a document header.
+const (
+	APIVersion = "berth/v1"
+	KindApp    = "App"
+)
+
+// App is one application: N replicas, each an LXD system container that
+// houses exactly one Docker app container.
+type App struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Metadata   Metadata `json:"metadata"`
+	Spec       AppSpec  `json:"spec"`
+
+	// Origin is where the document was read from, for messages. It is not
+	// part of any hash: moving an app to another file changes nothing.
+	Origin Origin `json:"-"`
+}
+
+// Origin locates a document in the spec tree.
+type Origin struct {
+	File string // slash-separated, relative to the spec root
+	Line int    // 1-based line of the document's first key
+}
+
+func (o Origin) String() string { return fmt.Sprintf("%s:%d", o.File, o.Line) }
+
+// Metadata names the app. Name is a DNS label; instances are <name>-<slot>.
+type Metadata struct {
+	Name string `json:"name"`
+}
+
+// AppSpec is the desired state of an app.
+type AppSpec struct {
+	// Replicas is the number of system containers (slots 0..Replicas-1).
+	// Zero is valid (scale to zero); the default is 1.
+	Replicas  int       `json:"replicas"`
+	System    System    `json:"system"`
+	Container Container `json:"container"`
+	Update    Update    `json:"update"`
+}
+
+// System is the LXD system container of each replica.
+type System struct {
+	// Image is an alias or fingerprint on the LXD server, or
+	// "remote:alias" for an image server.
+	Image    string   `json:"image"`
+	Profiles []string `json:"profiles"` // default [default]
+	Limits   Limits   `json:"limits"`
+	// Config holds other LXD config keys. user.berth.* is reserved and
+	// limits.cpu / limits.memory go through Limits.
+	Config map[string]string `json:"config,omitempty"`
+	// Devices are LXD devices by name, each a map of device keys.
+	Devices map[string]map[string]string `json:"devices,omitempty"`
+	// CloudInit becomes cloud-init.user-data. It runs on first boot only,
+	// so changing it recreates the instance.
+	CloudInit string `json:"cloudInit,omitempty"`
+}
+
+// Limits are the LXD resource limits, patched live on a running instance.
+type Limits struct {
+	CPU    string `json:"cpu,omitempty"`    // limits.cpu: "1", "2", "0-3"
+	Memory string `json:"memory,omitempty"` // limits.memory: "512MiB", "2GB", "50%"
+}
+
+// Container is the one Docker app container inside each system container.
+// It always runs with network_mode host.
+type Container struct {
+	// Image is a reference: repo[:tag][@sha256:digest].
+	Image   string            `json:"image"`
+	Command []string          `json:"command,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	// User runs the process as this user ("uid[:gid]" or a name), so the
+	// app is not root unless the spec says so.
+	User        string       `json:"user,omitempty"`
+	Volumes     []Volume     `json:"volumes,omitempty"`
+	Healthcheck *Healthcheck `json:"healthcheck,omitempty"`
+}
+
+// Volume bind-mounts a path of the system container into the app container.
+type Volume struct {
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// Healthcheck mirrors Docker's: Test is [CMD, ...], [CMD-SHELL, "..."] or [NONE].
+type Healthcheck struct {
+	Test        []string `json:"test"`
+	Interval    Duration `json:"interval,omitempty"`
+	Timeout     Duration `json:"timeout,omitempty"`
+	StartPeriod Duration `json:"startPeriod,omitempty"`
+	Retries     int      `json:"retries,omitempty"`
+}
+
+// Update is the rollout policy.
+type Update struct {
+	// MaxUnavailable is how many replicas may be disrupted at once (default 1).
+	MaxUnavailable int `json:"maxUnavailable"`
+	// HealthTimeout bounds how long a replica may take to become ready
+	// (default 2m).
+	HealthTimeout Duration `json:"healthTimeout"`
+	// Snapshot asks for an LXD snapshot before an instance is deleted or
+	// recreated, so an operator can restore it by hand.
+	Snapshot bool `json:"snapshot,omitempty"`
+}
+
+// Duration is a time.Duration written as "5s" / "2m" in YAML and JSON.
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a Go duration string, so canonical
+// hashes and the JSON plan read as "2m0s", not nanoseconds.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON accepts a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"5s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
