@@ -1,0 +1,50 @@
+# berth — see README.md. Two commands matter:
+#   make demo   provision what is missing, then converge the sample apps
+#   make test   provision what is missing, then run every test
+SHELL := /bin/bash
+GO ?= go
+export PATH := /usr/local/go/bin:$(shell $(GO) env GOPATH)/bin:$(PATH)
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/berth-gitops/berth/cmd/berth/cli.version=$(VERSION)
+STATICCHECK_VERSION := v0.8.2
+# Integration and end-to-end tests share one LXD; running their packages one
+# at a time keeps 2 cores from timing out health checks.
+TEST_FLAGS ?= -count=1 -timeout 25m -p 1
+
+.PHONY: all build test unit testenv lint bench demo clean testenv-down
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/berth ./cmd/berth
+
+testenv:
+	./testenv/testenv.sh up
+
+# Unit tests need nothing but Go.
+unit:
+	$(GO) test -count=1 ./...  -short
+
+test: testenv lint
+	BERTH_REQUIRE_LXD=1 $(GO) test $(TEST_FLAGS) -race ./...
+
+lint: tools
+	@fmt=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
+	$(GO) vet ./...
+	staticcheck ./...
+
+tools:
+	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+bench: testenv
+	BERTH_REQUIRE_LXD=1 $(GO) test -run '^$$' -bench . -benchmem -count 1 -p 1 -timeout 30m ./...
+
+demo: testenv build
+	./samples/demo.sh
+
+testenv-down:
+	./testenv/testenv.sh down
+
+clean:
+	rm -rf bin

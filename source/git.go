@@ -1,0 +1,174 @@
+// Package source reads app specs out of Git: it opens a repository (a
+// local path or a URL), resolves revisions, and serves the spec root of a
+// revision straight from the Git objects — no checkout, so the work tree a
+// person is editing is never touched and two revisions can be read side by
+// side (berth diff).
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing/fstest"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/storage/memory"
+)
+
+// ErrRevisionNotFound is returned when a revision does not name a commit.
+var ErrRevisionNotFound = errors.New("revision not found")
+
+// Repo is an opened Git repository.
+type Repo struct {
+	// Location is what the repository was opened from: a path or a URL.
+	Location string
+	repo     *git.Repository
+}
+
+// Commit describes a resolved revision.
+type Commit struct {
+	SHA     string    `json:"sha"`
+	Subject string    `json:"subject"`
+	Author  string    `json:"author"`
+	When    time.Time `json:"when"`
+}
+
+// Short is the abbreviated SHA people read in output.
+func (c Commit) Short() string {
+	if len(c.SHA) > 12 {
+		return c.SHA[:12]
+	}
+	return c.SHA
+}
+
+// IsRemote tells whether location is a URL rather than a local path.
+// scp-like "user@host:path" counts as remote, as it does for git.
+func IsRemote(location string) bool {
+	if strings.Contains(location, "://") {
+		return true
+	}
+	if i := strings.Index(location, ":"); i > 0 && !strings.ContainsAny(location[:i], "/\\") {
+		_, err := os.Stat(location)
+		return err != nil
+	}
+	return false
+}
+
+// Open opens the repository at location. A local path may be a work tree
+// (any folder inside it) or a bare repository. A URL is cloned into memory:
+// fine for the small config repos berth reads; the daemon keeps a clone on
+// disk instead.
+func Open(ctx context.Context, location string) (*Repo, error) {
+	if IsRemote(location) {
+		r, err := git.CloneContext(ctx, memory.NewStorage(), nil, &git.CloneOptions{
+			URL:        location,
+			NoCheckout: true,
+			Tags:       git.AllTags,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("clone %s: %w", location, err)
+		}
+		return &Repo{Location: location, repo: r}, nil
+	}
+	r, err := git.PlainOpenWithOptions(location, &git.PlainOpenOptions{DetectDotGit: true})
+	if err != nil {
+		if errors.Is(err, git.ErrRepositoryNotExists) {
+			return nil, fmt.Errorf("%s is not a Git repository", location)
+		}
+		return nil, fmt.Errorf("open %s: %w", location, err)
+	}
+	return &Repo{Location: location, repo: r}, nil
+}
+
+// Git exposes the underlying repository for callers that need more (the
+// daemon's fetch, rollback's revert commits).
+func (r *Repo) Git() *git.Repository { return r.repo }
+
+// Resolve turns a revision (branch, tag, SHA or a prefix of one, HEAD~1,
+// origin/main, ...) into a commit. Branches of a cloned URL live under
+// refs/remotes/origin, so "main" is also tried as "origin/main".
+func (r *Repo) Resolve(rev string) (Commit, error) {
+	if rev == "" {
+		rev = "HEAD"
+	}
+	h, err := r.repo.ResolveRevision(plumbing.Revision(rev))
+	if err != nil {
+		if h2, err2 := r.repo.ResolveRevision(plumbing.Revision("origin/" + rev)); err2 == nil {
+			h, err = h2, nil
+		}
+	}
+	if err != nil {
+		return Commit{}, fmt.Errorf("%w: %q in %s", ErrRevisionNotFound, rev, r.Location)
+	}
+	c, err := r.repo.CommitObject(*h)
+	if err != nil {
+		return Commit{}, fmt.Errorf("%w: %q in %s: %v", ErrRevisionNotFound, rev, r.Location, err)
+	}
+	return commitOf(c), nil
+}
+
+func commitOf(c *object.Commit) Commit {
+	subject, _, _ := strings.Cut(c.Message, "\n")
+	return Commit{SHA: c.Hash.String(), Subject: subject, Author: c.Author.Name, When: c.Author.When}
+}
+
+// SpecFS returns the YAML files under dir (slash-separated, "" or "." for
+// the root) of the commit sha, read from the Git objects, as an fs.FS rooted
+// at dir. Only *.yaml and *.yml files are loaded: a config repo may hold
+// anything else, and spec.Load reads nothing but those.
+func (r *Repo) SpecFS(sha, dir string) (fs.FS, error) {
+	c, err := r.repo.CommitObject(plumbing.NewHash(sha))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrRevisionNotFound, sha, err)
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("read tree of %s: %w", sha, err)
+	}
+	dir = path.Clean(strings.Trim(filepath.ToSlash(dir), "/"))
+	if dir != "." && dir != "" {
+		sub, err := tree.Tree(dir)
+		if err != nil {
+			if errors.Is(err, object.ErrDirectoryNotFound) {
+				return nil, fmt.Errorf("%s: no folder %q at revision %s", r.Location, dir, sha[:12])
+			}
+			return nil, fmt.Errorf("read %s at %s: %w", dir, sha[:12], err)
+		}
+		tree = sub
+	}
+	files := fstest.MapFS{}
+	err = tree.Files().ForEach(func(f *object.File) error {
+		if !isSpecFile(f.Name) || !f.Mode.IsFile() {
+			return nil
+		}
+		rd, err := f.Reader()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", f.Name, err)
+		}
+		defer rd.Close()
+		data, err := io.ReadAll(rd)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", f.Name, err)
+		}
+		files[f.Name] = &fstest.MapFile{Data: data, Mode: 0o444}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return files, nil
+}
+
+func isSpecFile(name string) bool {
+	ext := strings.ToLower(path.Ext(name))
+	return ext == ".yaml" || ext == ".yml"
+}

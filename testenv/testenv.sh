@@ -1,0 +1,245 @@
+#!/bin/sh
+# berth's test environment: real LXD, real nested Docker, a local registry.
+#
+#   testenv.sh up      install what is missing, start what is not running,
+#                      build/import what is not there (idempotent; the default)
+#   testenv.sh status  say what is there
+#   testenv.sh down    stop the daemons this script started (lxd, registry)
+#   testenv.sh purge   down, and delete test instances, the test images, the
+#                      berth-test profile and the caches
+#
+# Contract used by the tests (see README "Test environment"):
+#   LXD image alias  berth/debian-docker   Debian 12 + docker.io, own /sbin/init
+#   LXD image alias  berth/busybox         tiny, for LXD client tests
+#   LXD profile      berth-test            nesting + syscall intercepts + a
+#                                          proxy to the registry at
+#                                          127.0.0.1:5000 inside instances
+#   registry         127.0.0.1:5000        berth/hello:1, berth/hello:2,
+#                                          berth/broken:1
+# Needs root on Debian 12. Uses no network but Debian's package mirror.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+state=${BERTH_TESTENV_STATE:-/var/lib/berth-testenv}
+cache=${BERTH_TESTENV_CACHE:-/var/cache/berth-testenv}
+registry_addr=127.0.0.1:5000
+packages="lxd btrfs-progs debootstrap busybox-static docker-registry jq curl git"
+export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+log() { echo "testenv: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+require_root() {
+	[ "$(uname -s)" = Linux ] || die "needs Linux"
+	[ "$(id -u)" = 0 ] || die "needs root (LXD, debootstrap)"
+}
+
+install_packages() {
+	missing=
+	for p in $packages; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
+	done
+	[ -z "$missing" ] && return 0
+	log "installing:$missing"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+lxd_answers() { lxc query /1.0 >/dev/null 2>&1; }
+
+start_lxd() {
+	if lxd_answers; then return 0; fi
+	log "starting lxd"
+	mkdir -p "$state"
+	# No systemd here: run the daemon detached from our session so it
+	# survives the make/test process that started it.
+	setsid lxd --group lxd --logfile "$state/lxd.log" >/dev/null 2>&1 </dev/null &
+	echo $! >"$state/lxd.pid"
+	lxd waitready --timeout=120 || die "lxd did not become ready; see $state/lxd.log"
+}
+
+init_lxd() {
+	if [ -z "$(lxc storage list --format csv)" ]; then
+		log "initialising lxd: btrfs loop pool 'default'"
+		lxd init --preseed <<'YAML'
+storage_pools:
+- name: default
+  driver: btrfs
+  config:
+    size: 30GiB
+profiles:
+- name: default
+  devices:
+    root:
+      path: /
+      pool: default
+      type: disk
+YAML
+	fi
+	if ! lxc profile device get default root type >/dev/null 2>&1; then
+		pool=$(lxc storage list --format csv | head -n1 | cut -d, -f1)
+		lxc profile device add default root disk path=/ pool="$pool" >/dev/null
+	fi
+}
+
+# image_key ALIAS: the berth.key property of the image an alias points to.
+image_key() {
+	fp=$(lxc query "/1.0/images/aliases/$(echo "$1" | sed 's,/,%2F,g')" 2>/dev/null | jq -r .target) || return 0
+	lxc query "/1.0/images/$fp" 2>/dev/null | jq -r '.properties["berth.key"] // empty'
+}
+
+# import_image ALIAS DIR KEY: replace ALIAS with the split image in DIR.
+import_image() {
+	alias=$1 dir=$2 key=$3
+	old=$(lxc query "/1.0/images/aliases/$(echo "$alias" | sed 's,/,%2F,g')" 2>/dev/null | jq -r .target) || old=
+	[ -n "$old" ] && lxc image alias delete "$alias"
+	# The same image may already be there without its alias.
+	fp=$(cat "$dir/metadata.tar.gz" "$dir/rootfs.tar.gz" | sha256sum | cut -d' ' -f1)
+	if ! lxc query "/1.0/images/$fp" >/dev/null 2>&1; then
+		lxc image import "$dir/metadata.tar.gz" "$dir/rootfs.tar.gz" >/dev/null
+	fi
+	lxc image alias create "$alias" "$fp"
+	if [ -n "$old" ] && [ "$old" != "$fp" ]; then lxc image delete "$old" 2>/dev/null || true; fi
+	log "image $alias = ${fp%"${fp#????????????}"} (key $key)"
+}
+
+dir_key() { (cd "$1" && cat $(ls | sort)) | sha256sum | cut -c1-16; }
+
+ensure_debian_docker() {
+	key=$(dir_key "$here/debian-docker")
+	[ "$(image_key berth/debian-docker)" = "$key" ] && return 0
+	dir=$cache/debian-docker-$key
+	if [ ! -f "$dir/rootfs.tar.gz" ]; then
+		log "building berth/debian-docker (debootstrap; a few minutes, cached in $dir)"
+		"$here/debian-docker/build.sh" "$dir" "$key"
+	fi
+	import_image berth/debian-docker "$dir" "$key"
+}
+
+ensure_busybox() {
+	key=$(cat "$0" /bin/busybox | sha256sum | cut -c1-16)
+	[ "$(image_key berth/busybox)" = "$key" ] && return 0
+	dir=$cache/busybox-$key
+	if [ ! -f "$dir/rootfs.tar.gz" ]; then
+		tmp=$(mktemp -d)
+		mkdir -p "$tmp/rootfs/bin" "$tmp/rootfs/sbin" "$tmp/rootfs/etc"
+		for d in proc sys dev tmp root run var; do mkdir -p "$tmp/rootfs/$d"; done
+		cp /bin/busybox "$tmp/rootfs/bin/busybox"
+		for a in sh sleep cat echo ls mount ip env id true false wc head sha256sum; do
+			ln -s busybox "$tmp/rootfs/bin/$a"
+		done
+		printf '#!/bin/sh\nexec /bin/busybox sleep 2147483647\n' >"$tmp/rootfs/sbin/init"
+		chmod 755 "$tmp/rootfs/sbin/init"
+		printf 'architecture: %s\ncreation_date: %s\nproperties:\n  os: busybox\n  description: berth test busybox\n  berth.key: "%s"\n' \
+			"$(uname -m)" "$(date +%s)" "$key" >"$tmp/metadata.yaml"
+		mkdir -p "$dir"
+		tar -C "$tmp" -czf "$dir/metadata.tar.gz" metadata.yaml
+		tar -C "$tmp/rootfs" --numeric-owner -czf "$dir/rootfs.tar.gz" .
+		rm -rf "$tmp"
+	fi
+	import_image berth/busybox "$dir" "$key"
+}
+
+ensure_profile() {
+	lxc profile show berth-test >/dev/null 2>&1 || lxc profile create berth-test >/dev/null
+	lxc profile set berth-test security.nesting=true
+	lxc profile set berth-test security.syscalls.intercept.mknod=true
+	lxc profile set berth-test security.syscalls.intercept.setxattr=true
+	if ! lxc profile device get berth-test registry type >/dev/null 2>&1; then
+		lxc profile device add berth-test registry proxy \
+			listen=tcp:$registry_addr connect=tcp:$registry_addr bind=instance >/dev/null
+	fi
+}
+
+registry_answers() { curl -fsS -o /dev/null --max-time 2 "http://$registry_addr/v2/"; }
+
+start_registry() {
+	if ! registry_answers; then
+		log "starting registry on $registry_addr"
+		mkdir -p "$state/registry"
+		cat >"$state/registry.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $state/registry
+  delete:
+    enabled: true
+http:
+  addr: $registry_addr
+YAML
+		setsid docker-registry serve "$state/registry.yml" >"$state/registry.log" 2>&1 </dev/null &
+		echo $! >"$state/registry.pid"
+		i=0
+		until registry_answers; do
+			i=$((i + 1))
+			[ $i -lt 100 ] || die "registry did not answer; see $state/registry.log"
+			sleep 0.1
+		done
+	fi
+	(cd "$repo" && go run ./testenv/appimages -registry "$registry_addr") >"$state/images.txt"
+	log "registry images: $(cut -d' ' -f1 "$state/images.txt" | tr '\n' ' ')"
+}
+
+stop_pidfile() {
+	[ -f "$1" ] || return 0
+	pid=$(cat "$1")
+	if kill "$pid" 2>/dev/null; then
+		i=0
+		while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	fi
+	rm -f "$1"
+}
+
+cmd_up() {
+	require_root
+	start=$(date +%s)
+	install_packages
+	start_lxd
+	init_lxd
+	ensure_profile
+	ensure_busybox
+	ensure_debian_docker
+	start_registry
+	log "ready in $(($(date +%s) - start))s"
+}
+
+cmd_status() {
+	lxd_answers && echo "lxd: up ($(lxc query /1.0 | jq -r .environment.server_version))" || echo "lxd: down"
+	for a in berth/debian-docker berth/busybox; do echo "image $a: key $(image_key $a)"; done
+	lxc profile show berth-test >/dev/null 2>&1 && echo "profile berth-test: present" || echo "profile berth-test: missing"
+	registry_answers && echo "registry $registry_addr: up" || echo "registry $registry_addr: down"
+}
+
+cmd_down() {
+	stop_pidfile "$state/registry.pid"
+	if [ -f "$state/lxd.pid" ]; then
+		lxd shutdown --timeout=60 2>/dev/null || true
+		stop_pidfile "$state/lxd.pid"
+	fi
+	log "down"
+}
+
+cmd_purge() {
+	require_root
+	if lxd_answers; then
+		for i in $(lxc list --format csv -c n | grep -E '^berth-(it|e2e|bench|demo)-' || true); do lxc delete -f "$i"; done
+		for a in berth/debian-docker berth/busybox; do
+			fp=$(lxc query "/1.0/images/aliases/$(echo "$a" | sed 's,/,%2F,g')" 2>/dev/null | jq -r .target) || continue
+			lxc image delete "$fp" || true
+		done
+		lxc profile delete berth-test 2>/dev/null || true
+	fi
+	cmd_down
+	rm -rf "$cache" "$state"
+}
+
+case ${1:-up} in
+up) cmd_up ;;
+status) cmd_status ;;
+down) cmd_down ;;
+purge) cmd_purge ;;
+*) die "usage: testenv.sh [up|status|down|purge]" ;;
+esac
