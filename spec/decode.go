@@ -1,0 +1,420 @@
+package spec
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The decoder walks yaml.Node trees by hand instead of using yaml.Unmarshal:
+// Unmarshal stops at the first type error and knows neither columns nor
+// field paths, while berth must report every problem of the tree at once.
+
+// docBudget bounds how many nodes one document may expand to through
+// aliases and merge keys, so a "billion laughs" file costs milliseconds.
+const docBudget = 200_000
+
+// maxMergeDepth bounds chains of merge keys; real specs use one or two.
+const maxMergeDepth = 16
+
+// segment is one step of the field path.
+type segment struct {
+	name    string
+	index   int
+	isIndex bool
+	// key is where the segment was written, so a missing child field can
+	// point at its parent's key rather than at the parent's first child.
+	key *yaml.Node
+}
+
+type decoder struct {
+	file       string
+	opts       Options
+	path       []segment
+	diags      Diagnostics
+	budget     int
+	overBudget bool
+}
+
+func newDecoder(file string, opts Options) *decoder {
+	return &decoder{file: file, opts: opts, budget: docBudget}
+}
+
+var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+func (d *decoder) pathString() string {
+	var b strings.Builder
+	for _, s := range d.path {
+		switch {
+		case s.isIndex:
+			fmt.Fprintf(&b, "[%d]", s.index)
+		case plainKey.MatchString(s.name):
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(s.name)
+		default:
+			// Keys like security.privileged would read as nested fields.
+			fmt.Fprintf(&b, "[%s]", strconv.Quote(s.name))
+		}
+	}
+	return b.String()
+}
+
+func (d *decoder) push(name string, key *yaml.Node) {
+	d.path = append(d.path, segment{name: name, key: key})
+}
+func (d *decoder) pushIndex(i int, item *yaml.Node) {
+	d.path = append(d.path, segment{index: i, isIndex: true, key: item})
+}
+func (d *decoder) pop() { d.path = d.path[:len(d.path)-1] }
+
+// errorf records a problem at n for the current path.
+func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
+	d.diags = append(d.diags, Diagnostic{
+		File:    d.file,
+		Line:    n.Line,
+		Col:     n.Column,
+		Path:    d.pathString(),
+		Message: fmt.Sprintf(format, args...),
+	})
+}
+
+// spend takes n from the document's node budget and reports, once, when it
+// runs out.
+func (d *decoder) spend(n int, at *yaml.Node) bool {
+	d.budget -= n
+	if d.budget >= 0 {
+		return true
+	}
+	if !d.overBudget {
+		d.overBudget = true
+		d.errorf(at, "document is too large after expanding aliases and merge keys")
+	}
+	return false
+}
+
+// resolve follows aliases. It returns nil when the budget is spent.
+func (d *decoder) resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		if !d.spend(1, n) {
+			return nil
+		}
+		n = n.Alias
+	}
+	if !d.spend(1, n) {
+		return nil
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// describe names what a node is, for "expected X, got Y" messages.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch tag := n.ShortTag(); tag {
+		case "!!str":
+			return "string " + strconv.Quote(n.Value)
+		case "!!int":
+			return "integer " + n.Value
+		case "!!float":
+			return "number " + n.Value
+		case "!!bool":
+			return "boolean " + n.Value
+		case "!!null":
+			return "null"
+		default:
+			return fmt.Sprintf("value %q tagged %s", n.Value, tag)
+		}
+	}
+	return "an unsupported YAML node"
+}
+
+func (d *decoder) typeError(n *yaml.Node, want string) {
+	d.errorf(n, "expected %s, got %s", want, describe(n))
+}
+
+// str reads a string. Numbers and booleans are refused rather than turned
+// into text, because YAML has already changed them (1.10 -> 1.1, on ->
+// true in YAML 1.1 tools) and the user should say what they mean.
+func (d *decoder) str(n *yaml.Node, why string) (string, bool) {
+	if n = d.resolve(n); n == nil {
+		return "", false
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+		return n.Value, true
+	}
+	if n.Kind == yaml.ScalarNode {
+		switch n.ShortTag() {
+		case "!!int", "!!float", "!!bool":
+			msg := fmt.Sprintf("expected a string, got %s; quote it: %q", describe(n), n.Value)
+			if why != "" {
+				msg += " (" + why + ")"
+			}
+			d.errorf(n, "%s", msg)
+			return "", false
+		}
+	}
+	d.typeError(n, "a string")
+	return "", false
+}
+
+// integer reads an integer that fits an int.
+func (d *decoder) integer(n *yaml.Node) (int, bool) {
+	if n = d.resolve(n); n == nil {
+		return 0, false
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		d.typeError(n, "an integer")
+		return 0, false
+	}
+	var v int
+	if err := n.Decode(&v); err != nil {
+		d.errorf(n, "integer %s is out of range", n.Value)
+		return 0, false
+	}
+	return v, true
+}
+
+func (d *decoder) boolean(n *yaml.Node) (bool, bool) {
+	if n = d.resolve(n); n == nil {
+		return false, false
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		d.typeError(n, "a boolean (true or false)")
+		return false, false
+	}
+	var v bool
+	if err := n.Decode(&v); err != nil {
+		d.typeError(n, "a boolean (true or false)")
+		return false, false
+	}
+	return v, true
+}
+
+// list returns the items of a sequence, aliases not yet resolved.
+func (d *decoder) list(n *yaml.Node) ([]*yaml.Node, bool) {
+	if n = d.resolve(n); n == nil {
+		return nil, false
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.typeError(n, "a list")
+		return nil, false
+	}
+	return n.Content, true
+}
+
+// stringList reads a list of strings. An explicit empty list gives a
+// non-nil empty slice so callers can tell it from an absent field.
+func (d *decoder) stringList(n *yaml.Node) ([]string, bool) {
+	items, ok := d.list(n)
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, 0, len(items))
+	for i, item := range items {
+		d.pushIndex(i, item)
+		s, ok2 := d.str(item, "")
+		d.pop()
+		ok = ok && ok2
+		out = append(out, s)
+	}
+	return out, ok
+}
+
+// entry is one key/value pair of a mapping after merge keys are applied.
+type entry struct {
+	key   string
+	k, v  *yaml.Node
+	isNil bool
+}
+
+// mapping returns the entries of a mapping in source order, reporting
+// duplicate and non-scalar keys. Merge keys (<<: *anchor) are expanded with
+// YAML's rule: keys written in the mapping win over merged ones.
+func (d *decoder) mapping(n *yaml.Node) ([]entry, bool) {
+	return d.mappingDepth(n, 0)
+}
+
+func (d *decoder) mappingDepth(n *yaml.Node, depth int) ([]entry, bool) {
+	if n = d.resolve(n); n == nil {
+		return nil, false
+	}
+	if n.Kind != yaml.MappingNode {
+		d.typeError(n, "a mapping")
+		return nil, false
+	}
+	if !d.spend(len(n.Content)/2, n) {
+		return nil, false
+	}
+	ok := true
+	var own, merged []entry
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			m, ok2 := d.merge(v, depth)
+			ok = ok && ok2
+			merged = append(merged, m...)
+			continue
+		}
+		rk := d.resolve(k)
+		if rk == nil {
+			return nil, false
+		}
+		if rk.Kind != yaml.ScalarNode || isNull(rk) {
+			d.errorf(k, "mapping keys must be strings, got %s", describe(rk))
+			ok = false
+			continue
+		}
+		if first, dup := seen[rk.Value]; dup {
+			d.push(rk.Value, k)
+			d.errorf(k, "duplicate key %q (first at line %d)", rk.Value, first.Line)
+			d.pop()
+			ok = false
+			continue
+		}
+		seen[rk.Value] = k
+		own = append(own, entry{key: rk.Value, k: k, v: v})
+	}
+	for _, e := range merged {
+		if _, dup := seen[e.key]; dup {
+			continue
+		}
+		seen[e.key] = e.k
+		own = append(own, e)
+	}
+	return own, ok
+}
+
+// merge expands the value of a merge key: a mapping or a list of mappings,
+// earlier ones winning.
+func (d *decoder) merge(v *yaml.Node, depth int) ([]entry, bool) {
+	if depth >= maxMergeDepth {
+		d.errorf(v, "merge keys nested too deeply")
+		return nil, false
+	}
+	rv := d.resolve(v)
+	if rv == nil {
+		return nil, false
+	}
+	sources := []*yaml.Node{rv}
+	if rv.Kind == yaml.SequenceNode {
+		sources = rv.Content
+	}
+	ok := true
+	var out []entry
+	seen := map[string]bool{}
+	for _, src := range sources {
+		es, ok2 := d.mappingDepth(src, depth+1)
+		ok = ok && ok2
+		for _, e := range es {
+			if !seen[e.key] {
+				seen[e.key] = true
+				out = append(out, e)
+			}
+		}
+	}
+	return out, ok
+}
+
+// object walks a mapping with a fixed set of fields, calling field for each
+// known one with the path pushed. Unknown fields are reported; null values
+// count as absent, as in Kubernetes manifests. It returns the fields that
+// have a non-null value.
+func (d *decoder) object(n *yaml.Node, fields []string, field func(name string, v *yaml.Node)) (map[string]bool, bool) {
+	entries, ok := d.mapping(n)
+	if entries == nil && !ok {
+		return nil, false
+	}
+	present := map[string]bool{}
+	for _, e := range entries {
+		d.push(e.key, e.k)
+		switch {
+		case !slices.Contains(fields, e.key):
+			d.errorf(e.k, "%s", unknownField(e.key, fields))
+		default:
+			if v := d.resolve(e.v); v != nil && !isNull(v) {
+				present[e.key] = true
+				field(e.key, e.v)
+			}
+		}
+		d.pop()
+	}
+	return present, true
+}
+
+// require reports the named fields missing from present. The position is
+// the key of the enclosing field when there is one, since that is what the
+// user has to extend.
+func (d *decoder) require(n *yaml.Node, present map[string]bool, names ...string) {
+	at := n
+	if len(d.path) > 0 && d.path[len(d.path)-1].key != nil {
+		at = d.path[len(d.path)-1].key
+	}
+	for _, name := range names {
+		if !present[name] {
+			d.push(name, nil)
+			d.errorf(at, "required field is missing")
+			d.pop()
+		}
+	}
+}
+
+func unknownField(name string, allowed []string) string {
+	msg := fmt.Sprintf("unknown field %q", name)
+	if s := suggest(name, allowed); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	return msg + "; allowed: " + strings.Join(allowed, ", ")
+}
+
+// suggest returns the allowed name closest to a misspelt one, if any is
+// close enough to be a likely typo.
+func suggest(name string, allowed []string) string {
+	best, bestDist := "", 3
+	for _, a := range allowed {
+		if strings.EqualFold(a, name) {
+			return a
+		}
+		if dist := editDistance(strings.ToLower(name), strings.ToLower(a)); dist < bestDist {
+			best, bestDist = a, dist
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 1 << 30 // not a typo; keep the quadratic cost small
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

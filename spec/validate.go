@@ -1,0 +1,173 @@
+package spec
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The checks here are pure functions of one value returning a message ("" if
+// fine), so the decoder stays about structure and the rules can be tested
+// and compared with the JSON Schema's patterns on their own.
+
+// maxInstanceName is LXD's limit on instance names (a hostname label).
+const maxInstanceName = 63
+
+var (
+	nameRE = regexp.MustCompile(`^[a-z]([a-z0-9-]*[a-z0-9])?$`)
+
+	// LXD's byte sizes: a count with an optional SI or IEC suffix (LXD
+	// spells kilo "kB"), or a share of the host's memory.
+	memoryRE  = regexp.MustCompile(`^([0-9]+)(B|kB|MB|GB|TB|PB|EB|KiB|MiB|GiB|TiB|PiB|EiB)?$`)
+	percentRE = regexp.MustCompile(`^([0-9]+)%$`)
+
+	cpuCountRE = regexp.MustCompile(`^[0-9]+$`)
+	cpuSetRE   = regexp.MustCompile(`^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$`)
+
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+	// Image references, following the grammar Docker documents for
+	// "docker pull": host[:port]/path[:tag][@digest].
+	domainRE    = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?$`)
+	pathPartRE  = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$`)
+	tagRE       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	sha256HexRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
+)
+
+// checkName checks metadata.name. highestSlot is the largest slot number
+// the app will use, since LXD must accept "<name>-<slot>" as a hostname.
+func checkName(name string, highestSlot int) string {
+	if !nameRE.MatchString(name) {
+		return fmt.Sprintf("%q is not a valid app name: use lowercase letters, digits and '-', start with a letter and end with a letter or digit", name)
+	}
+	inst := name + "-" + strconv.Itoa(highestSlot)
+	if len(inst) > maxInstanceName {
+		return fmt.Sprintf("name is too long: instance name %q has %d characters, LXD allows %d", inst, len(inst), maxInstanceName)
+	}
+	return ""
+}
+
+func checkMemory(s string) string {
+	const want = `limits.memory must be a size like "512MiB", "2GiB", "1GB" or "1024kB", a byte count, or a percentage like "50%"`
+	if m := percentRE.FindStringSubmatch(s); m != nil {
+		if p, err := strconv.Atoi(m[1]); err != nil || p < 1 || p > 100 {
+			return fmt.Sprintf("memory percentage %q must be between 1%% and 100%%", s)
+		}
+		return ""
+	}
+	m := memoryRE.FindStringSubmatch(s)
+	if m == nil {
+		return fmt.Sprintf("%s, got %q", want, s)
+	}
+	n, err := strconv.ParseUint(m[1], 10, 64)
+	if err != nil {
+		return fmt.Sprintf("memory size %q is too large", s)
+	}
+	if n == 0 {
+		return "memory limit must be more than 0"
+	}
+	return ""
+}
+
+func checkCPU(s string) string {
+	if cpuCountRE.MatchString(s) {
+		// LXD reads a lone number as a count, not as CPU number s.
+		if n, err := strconv.Atoi(s); err != nil || n < 1 {
+			return fmt.Sprintf("CPU count must be at least 1, got %q", s)
+		}
+		return ""
+	}
+	if !cpuSetRE.MatchString(s) {
+		return fmt.Sprintf(`limits.cpu must be a number of CPUs like "2" or a CPU set like "0-3" or "0,2", got %q`, s)
+	}
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		if !isRange {
+			continue
+		}
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := strconv.Atoi(hi)
+		if err1 != nil || err2 != nil || a > b {
+			return fmt.Sprintf("CPU range %q must go from low to high", part)
+		}
+	}
+	return ""
+}
+
+func checkEnvName(s string) string {
+	if !envNameRE.MatchString(s) {
+		return fmt.Sprintf("%q is not a valid environment variable name: use letters, digits and '_', not starting with a digit", s)
+	}
+	return ""
+}
+
+// parseDuration reads a Go duration that must be positive: a zero interval
+// or timeout is a typo, never a wish.
+func parseDuration(s string) (Duration, string) {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Sprintf(`%q is not a duration; write it like "5s", "2m" or "1h30m"`, s)
+	}
+	if v <= 0 {
+		return 0, fmt.Sprintf("duration must be more than 0, got %q", s)
+	}
+	return Duration(v), ""
+}
+
+// checkImageRef checks a Docker image reference
+// [registry[:port]/]repo[:tag][@sha256:<64 hex>].
+func checkImageRef(ref string, requireDigest bool) string {
+	if ref == "" {
+		return "image must not be empty"
+	}
+	name, digest, hasDigest := strings.Cut(ref, "@")
+	if hasDigest {
+		algo, hex, _ := strings.Cut(digest, ":")
+		if algo != "sha256" || !sha256HexRE.MatchString(hex) {
+			return fmt.Sprintf("image digest %q must be sha256:<64 lowercase hex digits>", digest)
+		}
+	}
+	// A ':' after the last '/' starts the tag; one before it is a port.
+	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+		tag := name[i+1:]
+		name = name[:i]
+		if !tagRE.MatchString(tag) {
+			return fmt.Sprintf("image tag %q is not valid: use letters, digits, '_', '.' and '-', at most 128 characters", tag)
+		}
+	}
+	if len(name) > 255 {
+		return "image name is longer than 255 characters"
+	}
+	parts := strings.Split(name, "/")
+	if len(parts) > 1 && (strings.ContainsAny(parts[0], ".:") || parts[0] == "localhost") {
+		if !domainRE.MatchString(parts[0]) {
+			return fmt.Sprintf("image registry %q is not a valid host[:port]", parts[0])
+		}
+		parts = parts[1:]
+	}
+	for _, p := range parts {
+		if pathPartRE.MatchString(p) {
+			continue
+		}
+		if pathPartRE.MatchString(strings.ToLower(p)) {
+			return fmt.Sprintf("image repository %q must be lowercase", name)
+		}
+		return fmt.Sprintf("%q is not a valid image reference: want [registry[:port]/]repo[:tag][@sha256:<digest>]", ref)
+	}
+	if requireDigest && !hasDigest {
+		return "image is not pinned to a digest: add @sha256:<digest> (digests are required here)"
+	}
+	return ""
+}
+
+// isTrue mirrors how LXD reads boolean config values, so that
+// security.privileged: "yes" is caught as well as "true".
+func isTrue(s string) bool {
+	switch strings.ToLower(s) {
+	case "true", "1", "yes", "on":
+		return true
+	}
+	return false
+}
