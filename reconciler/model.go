@@ -1,0 +1,206 @@
+// Package reconciler turns what Git says (Desired) and what LXD and Docker
+// report (Observed) into a Plan: an ordered, explained list of steps. Plan
+// is pure; applying a plan is the executor's job. See README.md for the
+// whole flow.
+package reconciler
+
+import (
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/berth-gitops/berth/spec"
+)
+
+// LXD config keys berth sets on the instances it owns. They are the only
+// state berth keeps: ownership, identity and what was applied.
+const (
+	// KeyOwner marks an instance as berth's; its value is Policy.Owner.
+	KeyOwner = "user.berth.owner"
+	// KeyApp is the app the instance is a replica of.
+	KeyApp = "user.berth.app"
+	// KeySlot is the replica's slot number, in decimal.
+	KeySlot = "user.berth.slot"
+	// KeySystemHash is spec.System.Hash() of the spec last applied.
+	KeySystemHash = "user.berth.system-hash"
+	// KeyRevision is the Git SHA last applied. It is informative only: a
+	// new revision that leaves the app unchanged changes nothing.
+	KeyRevision = "user.berth.revision"
+	// KeyImage is system.image as written in the spec: LXD records only the
+	// fingerprint, and the plan must say "old → new" in the user's terms.
+	KeyImage = "user.berth.image"
+	// KeyConfigKeys lists, sorted and comma-separated, the config keys
+	// berth set from the spec (the keys of System.LXDConfig()), so that a
+	// key dropped from the spec is deleted rather than left behind.
+	KeyConfigKeys = "user.berth.config-keys"
+)
+
+// KeyPrefix is the prefix of every key berth reserves on an instance.
+const KeyPrefix = "user.berth."
+
+// Docker labels berth sets on the app container of each replica.
+const (
+	LabelApp           = "berth.app"
+	LabelSlot          = "berth.slot"
+	LabelContainerHash = "berth.container-hash"
+	LabelRevision      = "berth.revision"
+)
+
+// DefaultOwner is Policy.Owner when none is set.
+const DefaultOwner = "berth"
+
+// DefaultMaxPruneFraction is Policy.MaxPruneFraction when none is set.
+const DefaultMaxPruneFraction = 0.5
+
+// Desired is what Git says at one revision.
+type Desired struct {
+	// Revision is the Git SHA the apps came from.
+	Revision string `json:"revision"`
+	// Apps are the valid apps of this revision.
+	Apps []spec.App `json:"apps"`
+	// HeldApps are apps whose spec is invalid at this revision. They keep
+	// their last applied state: no steps at all, and never pruned.
+	HeldApps []string `json:"heldApps,omitempty"`
+	// PruneBlocked, when not empty, says why this run must prune nothing
+	// (e.g. "apps/x.yaml did not parse": an app may have vanished only
+	// because its file could not be read).
+	PruneBlocked string `json:"pruneBlocked,omitempty"`
+}
+
+// Observed is the live state: every instance the observer saw. It is the
+// format `berth plan --observed FILE.json` reads.
+type Observed struct {
+	// Instances holds berth's instances, other owners' and unowned ones
+	// alike; the planner decides which are its own. Order does not matter.
+	Instances []Instance `json:"instances"`
+}
+
+// Instance is one LXD instance as observed.
+type Instance struct {
+	// Name is the LXD instance name; berth's are <app>-<slot>.
+	Name string `json:"name"`
+	// Status is LXD's status: Running, Stopped, Frozen, Error, ...
+	Status string `json:"status"`
+	// Config is the instance's local config (not expanded from profiles).
+	// It includes the user.berth.* keys; volatile.* keys are ignored.
+	Config map[string]string `json:"config"`
+	// Profiles are the instance's profiles, in order.
+	Profiles []string `json:"profiles"`
+	// Devices are the instance's local devices (not from profiles).
+	Devices map[string]map[string]string `json:"devices,omitempty"`
+	// Container is berth's app container in the instance, found by its
+	// labels; nil when there is none or Docker was not observed.
+	Container *Container `json:"container,omitempty"`
+	// ForeignContainers names containers without berth labels: reported,
+	// never touched.
+	ForeignContainers []string `json:"foreignContainers,omitempty"`
+	// DockerError is set when Docker could not be reached in a running
+	// instance; the container is then unknown, not missing.
+	DockerError string `json:"dockerError,omitempty"`
+}
+
+// Container is a Docker container as observed.
+type Container struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
+	// Image is the image reference the container was created from.
+	Image string `json:"image"`
+	// State is Docker's state: created, running, paused, restarting,
+	// exited, dead.
+	State string `json:"state"`
+	// Health is "" (no healthcheck), starting, healthy or unhealthy.
+	Health       string `json:"health,omitempty"`
+	RestartCount int    `json:"restartCount,omitempty"`
+	// Labels are the container's berth.* labels.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Policy holds the planner's knobs that are not part of any app.
+type Policy struct {
+	// Owner is the value of user.berth.owner that makes an instance ours;
+	// default "berth". Several config repos share one LXD by using
+	// different owners.
+	Owner string `json:"owner"`
+	// AllowMassPrune lifts the prune guards (zero apps, MaxPruneFraction).
+	// It never overrides Desired.PruneBlocked.
+	AllowMassPrune bool `json:"allowMassPrune,omitempty"`
+	// MaxPruneFraction is the largest share of owned instances that
+	// pruning removed apps may delete in one run; default 0.5 (when <= 0).
+	MaxPruneFraction float64 `json:"maxPruneFraction,omitempty"`
+}
+
+// withDefaults fills the zero fields.
+func (p Policy) withDefaults() Policy {
+	if p.Owner == "" {
+		p.Owner = DefaultOwner
+	}
+	if p.MaxPruneFraction <= 0 {
+		p.MaxPruneFraction = DefaultMaxPruneFraction
+	}
+	return p
+}
+
+// InstanceName is the name of an app's replica in a slot.
+func InstanceName(app string, slot int) string {
+	return app + "-" + strconv.Itoa(slot)
+}
+
+// ManagedConfig returns everything berth sets in the config of the
+// instance of app in slot: the spec's LXD config plus the user.berth.*
+// keys. The executor creates instances with it; the planner compares
+// live instances against it (all but KeyRevision, which is informative).
+// Keys whose value would be empty are left out: LXD drops empty keys.
+func ManagedConfig(app spec.App, owner, revision string, slot int) map[string]string {
+	out := app.Spec.System.LXDConfig()
+	for k, v := range out {
+		// spec validation rejects these; never let a spec overwrite ours.
+		if strings.HasPrefix(k, KeyPrefix) || v == "" {
+			delete(out, k)
+		}
+	}
+	keys := slices.Sorted(maps.Keys(out))
+	set := func(k, v string) {
+		if v != "" {
+			out[k] = v
+		}
+	}
+	set(KeyConfigKeys, strings.Join(keys, ","))
+	set(KeyOwner, owner)
+	set(KeyApp, app.Metadata.Name)
+	set(KeySlot, strconv.Itoa(slot))
+	set(KeySystemHash, app.Spec.System.Hash())
+	set(KeyRevision, revision)
+	set(KeyImage, app.Spec.System.Image)
+	return out
+}
+
+// RemovedConfigKeys returns, sorted, the keys berth once set on an
+// instance from a spec (listed in its KeyConfigKeys) that the app's spec
+// no longer sets and that are still present: the executor deletes them
+// when it updates the instance in place.
+func RemovedConfigKeys(observed map[string]string, app spec.App) []string {
+	list := observed[KeyConfigKeys]
+	if list == "" {
+		return nil
+	}
+	want := app.Spec.System.LXDConfig()
+	var out []string
+	for k := range strings.SplitSeq(list, ",") {
+		k = strings.TrimSpace(k)
+		if k == "" || strings.HasPrefix(k, KeyPrefix) || isVolatile(k) {
+			continue
+		}
+		if want[k] != "" {
+			continue
+		}
+		if observed[k] == "" {
+			continue
+		}
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func isVolatile(key string) bool { return strings.HasPrefix(key, "volatile.") }

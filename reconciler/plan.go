@@ -1,0 +1,330 @@
+package reconciler
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Action is what a step does to one replica. The set is closed: the
+// executor handles each of these and nothing else.
+type Action int
+
+const (
+	// Create makes a missing instance (and its app container) from the spec.
+	Create Action = iota + 1
+	// Start starts (or unfreezes) an instance that is not running, then
+	// ensures its app container matches ContainerHash: Docker cannot be
+	// seen in a stopped instance, so that part is decided at apply time.
+	Start
+	// UpdateInPlace patches the instance's config live (limits, plain
+	// config keys, berth's own keys) and deletes keys the spec dropped.
+	UpdateInPlace
+	// Recreate deletes the instance and creates it again from the spec:
+	// image, profiles, devices and cloud-init cannot change in place.
+	Recreate
+	// ReplaceContainer removes the app container and creates it anew.
+	ReplaceContainer
+	// CreateContainer creates the missing app container of a running instance.
+	CreateContainer
+	// StartContainer starts an app container that exists but is not running.
+	StartContainer
+	// Stop stops an instance. The planner does not choose it today; it is
+	// part of the set so that the executor and plan files know it.
+	Stop
+	// Delete deletes an instance: scale-down or an app removed from Git.
+	Delete
+)
+
+var actionNames = [...]string{
+	Create:           "create",
+	Start:            "start",
+	UpdateInPlace:    "update-in-place",
+	Recreate:         "recreate",
+	ReplaceContainer: "replace-container",
+	CreateContainer:  "create-container",
+	StartContainer:   "start-container",
+	Stop:             "stop",
+	Delete:           "delete",
+}
+
+// Actions lists every action, in the order summaries count them.
+var Actions = []Action{Create, Start, UpdateInPlace, Recreate, ReplaceContainer, CreateContainer, StartContainer, Stop, Delete}
+
+func (a Action) String() string {
+	if a > 0 && int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// ParseAction is the inverse of Action.String.
+func ParseAction(s string) (Action, error) {
+	for _, a := range Actions {
+		if actionNames[a] == s {
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown action %q", s)
+}
+
+// MarshalJSON writes the action's name, so plan files read "recreate".
+func (a Action) MarshalJSON() ([]byte, error) {
+	if a <= 0 || int(a) >= len(actionNames) {
+		return nil, fmt.Errorf("reconciler: cannot marshal %v", a)
+	}
+	return json.Marshal(actionNames[a])
+}
+
+// UnmarshalJSON reads an action's name.
+func (a *Action) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("action must be a string: %w", err)
+	}
+	v, err := ParseAction(s)
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}
+
+// disruptive reports whether the action takes a serving replica out of
+// service while it runs. Recreate and ReplaceContainer stop the app;
+// Stop and Delete remove it. Create adds a replica; UpdateInPlace patches
+// limits and config live; Start, CreateContainer and StartContainer act
+// on a replica that is not serving anyway. Only disruptive steps on
+// available replicas count against update.maxUnavailable.
+func (a Action) disruptive() bool {
+	switch a {
+	case Recreate, ReplaceContainer, Stop, Delete:
+		return true
+	}
+	return false
+}
+
+// Reason is one difference that motivates a step.
+type Reason struct {
+	// Field names what differs in spec terms: "replicas", "system.image",
+	// "system.limits.memory", "system.config.<key>", "system.devices.<name>",
+	// "container.image", "container-hash", "status", or a user.berth.* key
+	// when only berth's bookkeeping differs.
+	Field string `json:"field"`
+	// Old is the observed value ("" when absent).
+	Old string `json:"old"`
+	// New is the desired value ("" when the key is to be removed).
+	New string `json:"new"`
+}
+
+// Step is one action on one replica.
+type Step struct {
+	// App is the app the replica belongs to (for a prune, the removed app).
+	App string `json:"app"`
+	// Slot is the replica's slot; the instance is <app>-<slot>.
+	Slot int `json:"slot"`
+	// Instance is the LXD instance name the step acts on.
+	Instance string `json:"instance"`
+	// Action is what to do.
+	Action Action `json:"action"`
+	// Batch orders an app's rollout: batches run in increasing order, and
+	// the steps of one batch may run together (steps on the same instance
+	// run in plan order). Numbers start at 1 and are per app; different
+	// apps are independent of each other.
+	Batch int `json:"batch"`
+	// Reasons are the differences that make the step necessary.
+	Reasons []Reason `json:"reasons,omitempty"`
+	// SystemHash is the system hash the instance has after the step
+	// (empty for Delete and Stop).
+	SystemHash string `json:"systemHash,omitempty"`
+	// ContainerHash is the container hash the app container has after the
+	// step (empty for Delete and Stop).
+	ContainerHash string `json:"containerHash,omitempty"`
+}
+
+// Conflict is an instance whose name an app wants but that is not berth's
+// (unowned, or owned by another owner, or berth's but labelled for
+// another replica). Berth never touches it; the slot stays unserved.
+type Conflict struct {
+	// Instance is the clashing instance's name.
+	Instance string `json:"instance"`
+	// App is the app that wants the name.
+	App string `json:"app"`
+	// Owner is the instance's user.berth.owner ("" when unowned).
+	Owner string `json:"owner"`
+	// Message says what is wrong, for people.
+	Message string `json:"message"`
+}
+
+// Plan is the result of planning: what would change, in which order, and
+// why. It is a value; the executor consumes it.
+type Plan struct {
+	// Revision is the Git SHA of the desired state planned for.
+	Revision string `json:"revision"`
+	// Owner is the owner id the plan acts as.
+	Owner string `json:"owner"`
+	// ObservedFingerprint is a SHA-256 of the observed state that matters
+	// for planning (berth's instances and those clashing with its names,
+	// without volatile.* keys). Apply refuses a plan whose fingerprint no
+	// longer matches what it observes: the plan is stale.
+	ObservedFingerprint string `json:"observedFingerprint"`
+	// Steps are ordered by app, then batch, then slot (scale-down and
+	// prune deletes: highest slot first).
+	Steps []Step `json:"steps"`
+	// Conflicts are names berth wants but may not touch.
+	Conflicts []Conflict `json:"conflicts,omitempty"`
+	// Held are the apps kept at their last applied state because their
+	// spec is invalid at this revision.
+	Held []string `json:"held,omitempty"`
+	// PruneBlocked says why pruning was skipped, if it was.
+	PruneBlocked string `json:"pruneBlocked,omitempty"`
+	// Warnings are things people should know that change no step: foreign
+	// containers, Docker unreachable, instances with garbled berth keys.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Empty reports whether the plan changes nothing. Conflicts, warnings and
+// held apps are not changes.
+func (p Plan) Empty() bool { return len(p.Steps) == 0 }
+
+// summaryParts says how each action is counted in Summary.
+var summaryParts = map[Action][2]string{
+	Create:           {"%d to create", "%d to create"},
+	Start:            {"%d to start", "%d to start"},
+	UpdateInPlace:    {"%d to update in place", "%d to update in place"},
+	Recreate:         {"%d to recreate", "%d to recreate"},
+	ReplaceContainer: {"%d container replacement", "%d container replacements"},
+	CreateContainer:  {"%d container to create", "%d containers to create"},
+	StartContainer:   {"%d container to start", "%d containers to start"},
+	Stop:             {"%d to stop", "%d to stop"},
+	Delete:           {"%d to delete", "%d to delete"},
+}
+
+// Summary is one line: "Plan: 2 to create, 1 to recreate, 1 to delete."
+// or "No changes.".
+func (p Plan) Summary() string {
+	if p.Empty() {
+		return "No changes."
+	}
+	var counts [len(actionNames)]int
+	for _, s := range p.Steps {
+		if s.Action > 0 && int(s.Action) < len(counts) {
+			counts[s.Action]++
+		}
+	}
+	var parts []string
+	for _, a := range Actions {
+		n := counts[a]
+		if n == 0 {
+			continue
+		}
+		f := summaryParts[a][1]
+		if n == 1 {
+			f = summaryParts[a][0]
+		}
+		parts = append(parts, fmt.Sprintf(f, n))
+	}
+	return "Plan: " + strings.Join(parts, ", ") + "."
+}
+
+// GoString is the summary, so %#v of a plan in a test failure reads well.
+func (p Plan) GoString() string { return p.Summary() }
+
+var actionSymbols = [...]string{
+	Create:           "+",
+	Start:            ">",
+	UpdateInPlace:    "~",
+	Recreate:         "-/+",
+	ReplaceContainer: "-/+",
+	CreateContainer:  "+",
+	StartContainer:   ">",
+	Stop:             "#",
+	Delete:           "-",
+}
+
+func (a Action) symbol() string {
+	if a > 0 && int(a) < len(actionSymbols) {
+		return actionSymbols[a]
+	}
+	return "?"
+}
+
+// Text renders the plan for people: steps grouped per app and batch, then
+// conflicts, held apps, the prune notice, warnings and the summary.
+func (p Plan) Text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Revision %s, owner %s\n", orDash(p.Revision), orDash(p.Owner))
+
+	// Column widths over the whole plan keep the output aligned.
+	wName, wAction := 0, 0
+	for _, s := range p.Steps {
+		wName = max(wName, len(s.Instance))
+		wAction = max(wAction, len(s.Action.String()))
+	}
+	app, batch := "", -1
+	for i, s := range p.Steps {
+		if i == 0 || s.App != app {
+			app, batch = s.App, -1
+			fmt.Fprintf(&b, "\n%s:\n", s.App)
+		}
+		if s.Batch != batch {
+			batch = s.Batch
+			fmt.Fprintf(&b, "  batch %d\n", s.Batch)
+		}
+		line := fmt.Sprintf("    %-3s %-*s  %-*s", s.Action.symbol(), wName, s.Instance, wAction, s.Action.String())
+		if len(s.Reasons) > 0 {
+			rs := make([]string, len(s.Reasons))
+			for j, r := range s.Reasons {
+				rs[j] = fmt.Sprintf("%s: %s → %s", r.Field, displayValue(r.Old), displayValue(r.New))
+			}
+			line += "  (" + strings.Join(rs, "; ") + ")"
+		}
+		b.WriteString(strings.TrimRight(line, " "))
+		b.WriteByte('\n')
+	}
+	if len(p.Conflicts) > 0 {
+		b.WriteString("\nConflicts (left untouched):\n")
+		for _, c := range p.Conflicts {
+			fmt.Fprintf(&b, "  ! %s (wanted by %s): %s\n", c.Instance, c.App, c.Message)
+		}
+	}
+	if len(p.Held) > 0 {
+		b.WriteString("\nHeld at their last applied state (invalid spec):\n")
+		for _, h := range p.Held {
+			fmt.Fprintf(&b, "  = %s\n", h)
+		}
+	}
+	if p.PruneBlocked != "" {
+		fmt.Fprintf(&b, "\nPruning skipped: %s\n", p.PruneBlocked)
+	}
+	if len(p.Warnings) > 0 {
+		b.WriteString("\nWarnings:\n")
+		for _, w := range p.Warnings {
+			fmt.Fprintf(&b, "  * %s\n", w)
+		}
+	}
+	b.WriteString("\n" + p.Summary() + "\n")
+	return b.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// displayValue keeps reasons on one line: absent values read "(unset)",
+// and multi-line values such as cloud-init are shown by size and hash.
+func displayValue(v string) string {
+	if v == "" {
+		return "(unset)"
+	}
+	if strings.ContainsAny(v, "\n\r") {
+		sum := sha256.Sum256([]byte(v))
+		return fmt.Sprintf("<%d lines, sha256:%s>", strings.Count(strings.TrimRight(v, "\n"), "\n")+1, hex.EncodeToString(sum[:])[:12])
+	}
+	return v
+}

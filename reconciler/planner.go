@@ -1,0 +1,504 @@
+package reconciler
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/berth-gitops/berth/spec"
+)
+
+// StatusRunning is LXD's status of a running instance.
+const StatusRunning = "Running"
+
+// Docker container states the planner tells apart.
+const (
+	stateRunning    = "running"
+	stateRestarting = "restarting"
+	stateDead       = "dead"
+)
+
+// MakePlan computes the plan that converges observed to desired. It is
+// pure: no I/O, no clock, no randomness; it never modifies its inputs, and
+// the same inputs give a byte-identical plan whatever the order of
+// Observed.Instances or Desired.Apps.
+//
+// (The function cannot be called Plan: that is the name of its result.)
+func MakePlan(desired Desired, observed Observed, policy Policy) Plan {
+	policy = policy.withDefaults()
+	pl := &planner{
+		desired: desired,
+		policy:  policy,
+		held:    make(map[string]bool, len(desired.HeldApps)),
+		apps:    make(map[string]*spec.App, len(desired.Apps)),
+		byName:  make(map[string]*Instance, len(observed.Instances)),
+		dupName: map[string]bool{},
+		owned:   map[string]map[int]*Instance{},
+		plan: Plan{
+			Revision: desired.Revision,
+			Owner:    policy.Owner,
+			Steps:    []Step{},
+		},
+	}
+	pl.indexDesired()
+	pl.indexObserved(observed)
+	for _, name := range pl.appNames {
+		pl.planApp(pl.apps[name])
+	}
+	pl.planPrune()
+	pl.finish()
+	return pl.plan
+}
+
+// planner holds one planning run's indexes. Nothing in it outlives
+// MakePlan, and it only ever points into the inputs to read them.
+type planner struct {
+	desired Desired
+	policy  Policy
+
+	held     map[string]bool
+	apps     map[string]*spec.App
+	appNames []string // sorted names of the apps to plan (valid, not held)
+
+	instances []*Instance          // observed, sorted by name
+	byName    map[string]*Instance // all observed instances with a unique name
+	dupName   map[string]bool      // names observed more than once: never touched
+	owned     map[string]map[int]*Instance
+	nOwned    int // every instance with our owner, garbled ones included
+
+	wanted   map[string]bool // instance names the desired apps want
+	warnings []string
+	plan     Plan
+}
+
+func (pl *planner) warnf(format string, args ...any) {
+	pl.warnings = append(pl.warnings, fmt.Sprintf(format, args...))
+}
+
+func (pl *planner) indexDesired() {
+	for _, h := range pl.desired.HeldApps {
+		pl.held[h] = true
+	}
+	for i := range pl.desired.Apps {
+		a := &pl.desired.Apps[i]
+		name := a.Metadata.Name
+		if pl.held[name] {
+			continue
+		}
+		if _, dup := pl.apps[name]; dup {
+			// spec rejects duplicate names; if one slips through, planning
+			// either copy would flap between them.
+			pl.warnf("app %s is defined more than once; it is held", name)
+			pl.held[name] = true
+			continue
+		}
+		pl.apps[name] = a
+	}
+	for name := range pl.apps {
+		if pl.held[name] {
+			delete(pl.apps, name)
+		}
+	}
+	pl.plan.Held = slices.Sorted(maps.Keys(pl.held))
+	pl.appNames = slices.Sorted(maps.Keys(pl.apps))
+	pl.wanted = make(map[string]bool)
+	for _, name := range pl.appNames {
+		for slot := range max(pl.apps[name].Spec.Replicas, 0) {
+			pl.wanted[InstanceName(name, slot)] = true
+		}
+	}
+}
+
+func (pl *planner) indexObserved(observed Observed) {
+	pl.instances = make([]*Instance, len(observed.Instances))
+	for i := range observed.Instances {
+		pl.instances[i] = &observed.Instances[i]
+	}
+	slices.SortStableFunc(pl.instances, func(a, b *Instance) int { return cmp.Compare(a.Name, b.Name) })
+	for i, inst := range pl.instances {
+		if i > 0 && pl.instances[i-1].Name == inst.Name {
+			if !pl.dupName[inst.Name] {
+				pl.warnf("instance %s is observed more than once; left alone", inst.Name)
+			}
+			pl.dupName[inst.Name] = true
+			delete(pl.byName, inst.Name)
+			continue
+		}
+		pl.byName[inst.Name] = inst
+	}
+	for _, inst := range pl.instances {
+		if pl.dupName[inst.Name] || inst.Config[KeyOwner] != pl.policy.Owner {
+			continue
+		}
+		pl.nOwned++
+		app, slot, ok := parseIdentity(inst)
+		if !ok {
+			pl.warnf("instance %s is owned by %s but its %s/%s keys (%q, %q) do not name a replica; left alone",
+				inst.Name, pl.policy.Owner, KeyApp, KeySlot, inst.Config[KeyApp], inst.Config[KeySlot])
+			continue
+		}
+		if want := InstanceName(app, slot); want != inst.Name {
+			pl.warnf("instance %s is owned by %s but labelled as %s; left alone", inst.Name, pl.policy.Owner, want)
+			continue
+		}
+		if pl.owned[app] == nil {
+			pl.owned[app] = map[int]*Instance{}
+		}
+		pl.owned[app][slot] = inst
+	}
+}
+
+// parseIdentity reads the app and slot berth recorded on an instance.
+func parseIdentity(inst *Instance) (app string, slot int, ok bool) {
+	app = inst.Config[KeyApp]
+	s := inst.Config[KeySlot]
+	if app == "" || s == "" {
+		return "", 0, false
+	}
+	slot, err := strconv.Atoi(s)
+	if err != nil || slot < 0 || strconv.Itoa(slot) != s {
+		return "", 0, false
+	}
+	return app, slot, true
+}
+
+// appPlan is what one app's steps are computed from.
+type appPlan struct {
+	app        *spec.App
+	name       string
+	replicas   int
+	sysHash    string
+	ctrHash    string
+	managed    map[string]string // ManagedConfig for slot 0, without KeyRevision
+	lxdConfig  map[string]string
+	nObserved  int
+	maxUnavail int
+}
+
+// slotSteps are the steps of one replica; they stay together in one batch.
+type slotSteps struct {
+	slot       int
+	steps      []Step
+	disruptive bool
+}
+
+func (pl *planner) planApp(app *spec.App) {
+	a := &appPlan{
+		app:        app,
+		name:       app.Metadata.Name,
+		replicas:   max(app.Spec.Replicas, 0),
+		sysHash:    app.Spec.System.Hash(),
+		ctrHash:    app.Spec.Container.Hash(),
+		managed:    ManagedConfig(*app, pl.policy.Owner, "", 0),
+		lxdConfig:  app.Spec.System.LXDConfig(),
+		nObserved:  len(pl.owned[app.Metadata.Name]),
+		maxUnavail: max(app.Spec.Update.MaxUnavailable, 1),
+	}
+	delete(a.managed, KeyRevision)
+	replicasReason := Reason{Field: "replicas", Old: strconv.Itoa(a.nObserved), New: strconv.Itoa(a.replicas)}
+
+	var quiet, disruptive []slotSteps
+	for slot := range a.replicas {
+		name := InstanceName(a.name, slot)
+		inst := pl.owned[a.name][slot]
+		if inst == nil {
+			if pl.conflict(a.name, name) {
+				continue
+			}
+			quiet = append(quiet, slotSteps{slot: slot, steps: []Step{{
+				App: a.name, Slot: slot, Instance: name, Action: Create,
+				Reasons:    []Reason{replicasReason},
+				SystemHash: a.sysHash, ContainerHash: a.ctrHash,
+			}}})
+			continue
+		}
+		ss := pl.replicaSteps(a, slot, inst)
+		switch {
+		case len(ss.steps) == 0:
+		case ss.disruptive:
+			disruptive = append(disruptive, ss)
+		default:
+			quiet = append(quiet, ss)
+		}
+	}
+
+	batch := 0
+	if len(quiet) > 0 {
+		batch++
+		for _, ss := range quiet {
+			pl.addSteps(ss.steps, batch)
+		}
+	}
+	for i, ss := range disruptive {
+		if i%a.maxUnavail == 0 {
+			batch++
+		}
+		pl.addSteps(ss.steps, batch)
+	}
+
+	// Scale down last: the replicas that stay are converged first, and the
+	// highest slots go first so the survivors are always 0..replicas-1.
+	var extra []int
+	for slot := range pl.owned[a.name] {
+		if slot >= a.replicas {
+			extra = append(extra, slot)
+		}
+	}
+	if len(extra) > 0 {
+		batch++
+		slices.Sort(extra)
+		slices.Reverse(extra)
+		for _, slot := range extra {
+			pl.plan.Steps = append(pl.plan.Steps, Step{
+				App: a.name, Slot: slot, Instance: InstanceName(a.name, slot),
+				Action: Delete, Batch: batch, Reasons: []Reason{replicasReason},
+			})
+		}
+	}
+}
+
+func (pl *planner) addSteps(steps []Step, batch int) {
+	for _, s := range steps {
+		s.Batch = batch
+		pl.plan.Steps = append(pl.plan.Steps, s)
+	}
+}
+
+// conflict records a Conflict when name is taken by an instance that is
+// not this app's replica, and reports whether it did.
+func (pl *planner) conflict(app, name string) bool {
+	c := Conflict{Instance: name, App: app}
+	if pl.dupName[name] {
+		c.Message = "several instances have this name"
+		pl.plan.Conflicts = append(pl.plan.Conflicts, c)
+		return true
+	}
+	inst := pl.byName[name]
+	if inst == nil {
+		return false
+	}
+	c.Owner = inst.Config[KeyOwner]
+	switch c.Owner {
+	case "":
+		c.Message = "instance exists and is not managed by berth"
+	case pl.policy.Owner:
+		c.Message = fmt.Sprintf("instance is owned by %s but its keys say app %q slot %q", c.Owner, inst.Config[KeyApp], inst.Config[KeySlot])
+	default:
+		c.Message = fmt.Sprintf("instance is owned by %s", c.Owner)
+	}
+	pl.plan.Conflicts = append(pl.plan.Conflicts, c)
+	return true
+}
+
+// replicaSteps diffs one existing replica against its app's spec.
+func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps {
+	ss := slotSteps{slot: slot}
+	step := func(action Action, reasons ...Reason) {
+		ss.steps = append(ss.steps, Step{
+			App: a.name, Slot: slot, Instance: inst.Name, Action: action,
+			Reasons: reasons, SystemHash: a.sysHash, ContainerHash: a.ctrHash,
+		})
+	}
+
+	recreate, update := pl.systemReasons(a, slot, inst)
+	if len(recreate) > 0 {
+		step(Recreate, append(recreate, update...)...)
+	} else if len(update) > 0 {
+		step(UpdateInPlace, update...)
+	}
+
+	running := inst.Status == StatusRunning
+	available := running
+	switch {
+	case len(recreate) > 0:
+		// A recreated instance starts with a fresh container.
+	case !running:
+		// Docker cannot be seen in a stopped instance: Start also ensures
+		// the app container (ContainerHash) once the instance is up.
+		step(Start, Reason{Field: "status", Old: inst.Status, New: StatusRunning})
+	case inst.DockerError != "":
+		pl.warnf("instance %s: docker unreachable (%s); app container not checked", inst.Name, inst.DockerError)
+	default:
+		c := inst.Container
+		available = c != nil && c.State == stateRunning
+		switch {
+		case c == nil:
+			step(CreateContainer, Reason{Field: "container", Old: "absent", New: "present"})
+		case c.Labels[LabelContainerHash] != a.ctrHash:
+			if c.Image != a.app.Spec.Container.Image {
+				step(ReplaceContainer, Reason{Field: "container.image", Old: c.Image, New: a.app.Spec.Container.Image})
+			} else {
+				step(ReplaceContainer, Reason{Field: "container-hash", Old: c.Labels[LabelContainerHash], New: a.ctrHash})
+			}
+		case c.State == stateDead:
+			step(ReplaceContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning})
+		case c.State != stateRunning && c.State != stateRestarting:
+			step(StartContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning})
+		}
+	}
+	if len(inst.ForeignContainers) > 0 {
+		names := slices.Sorted(slices.Values(inst.ForeignContainers))
+		pl.warnf("instance %s: containers without berth labels left alone: %s", inst.Name, strings.Join(names, ", "))
+	}
+	for _, s := range ss.steps {
+		if available && s.Action.disruptive() {
+			ss.disruptive = true
+		}
+	}
+	return ss
+}
+
+// systemReasons compares the instance with the system spec. Differences
+// that LXD cannot apply to a live instance go to recreate; the rest
+// (limits, plain config keys, berth's keys) to update.
+//
+// Image and cloud-init are known only through config keys: they force a
+// recreate only when the system hash says the spec changed. With the
+// hash unchanged they can only have been edited by hand, and restoring the
+// key in place is enough: the instance was built from the right ones.
+// Profiles and devices are live properties of the instance, so any
+// difference recreates.
+func (pl *planner) systemReasons(a *appPlan, slot int, inst *Instance) (recreate, update []Reason) {
+	sys := &a.app.Spec.System
+	cfg := inst.Config
+	specChanged := cfg[KeySystemHash] != a.sysHash
+
+	if specChanged && cfg[KeyImage] != sys.Image {
+		recreate = append(recreate, Reason{Field: "system.image", Old: cfg[KeyImage], New: sys.Image})
+	}
+	if !slices.Equal(inst.Profiles, sys.Profiles) {
+		recreate = append(recreate, Reason{Field: "system.profiles", Old: strings.Join(inst.Profiles, ","), New: strings.Join(sys.Profiles, ",")})
+	}
+	if !devicesEqual(inst.Devices, sys.Devices) {
+		names := slices.Sorted(maps.Keys(inst.Devices))
+		for n := range sys.Devices {
+			if _, ok := inst.Devices[n]; !ok {
+				names = append(names, n)
+			}
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			if !maps.Equal(inst.Devices[n], sys.Devices[n]) {
+				recreate = append(recreate, Reason{Field: "system.devices." + n, Old: formatDevice(inst.Devices[n]), New: formatDevice(sys.Devices[n])})
+			}
+		}
+	}
+
+	var labels []Reason // differences in berth's bookkeeping only
+	diff := func(key, old, new string) {
+		r := Reason{Field: configField(key), Old: old, New: new}
+		switch {
+		case key == KeyImage && specChanged:
+			// reported as system.image above when it matters
+		case strings.HasPrefix(key, KeyPrefix):
+			labels = append(labels, r)
+		case specChanged && strings.HasPrefix(key, "cloud-init."):
+			recreate = append(recreate, r)
+		default:
+			update = append(update, r)
+		}
+	}
+	slotStr := strconv.Itoa(slot)
+	for _, k := range slices.Sorted(maps.Keys(a.managed)) {
+		want := a.managed[k]
+		if k == KeySlot {
+			want = slotStr
+		}
+		if got := cfg[k]; got != want {
+			diff(k, got, want)
+		}
+	}
+	for _, k := range RemovedConfigKeys(cfg, *a.app) {
+		diff(k, cfg[k], "")
+	}
+	slices.SortStableFunc(update, func(x, y Reason) int { return cmp.Compare(x.Field, y.Field) })
+	if len(recreate) == 0 && len(update) == 0 {
+		update = labels
+	}
+	return recreate, update
+}
+
+// configField names a config key in spec terms.
+func configField(key string) string {
+	switch {
+	case key == spec.KeyLimitsCPU:
+		return "system.limits.cpu"
+	case key == spec.KeyLimitsMemory:
+		return "system.limits.memory"
+	case key == spec.KeyCloudInitUser:
+		return "system.cloudInit"
+	case strings.HasPrefix(key, KeyPrefix):
+		return key
+	}
+	return "system.config." + key
+}
+
+func devicesEqual(a, b map[string]map[string]string) bool {
+	return maps.EqualFunc(a, b, func(x, y map[string]string) bool { return maps.Equal(x, y) })
+}
+
+// formatDevice writes a device as sorted key=value pairs.
+func formatDevice(d map[string]string) string {
+	if d == nil {
+		return ""
+	}
+	keys := slices.Sorted(maps.Keys(d))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + d[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+// planPrune deletes the replicas of apps that are gone from Git, unless a
+// guard says this revision cannot be trusted to mean it.
+func (pl *planner) planPrune() {
+	var gone []string
+	count := 0
+	for app, slots := range pl.owned {
+		if _, ok := pl.apps[app]; ok || pl.held[app] {
+			continue
+		}
+		gone = append(gone, app)
+		count += len(slots)
+	}
+	slices.Sort(gone)
+	switch {
+	case pl.desired.PruneBlocked != "":
+		pl.plan.PruneBlocked = pl.desired.PruneBlocked
+		return
+	case count == 0:
+		return
+	case pl.policy.AllowMassPrune:
+	case len(pl.desired.Apps) == 0 && len(pl.desired.HeldApps) == 0:
+		pl.plan.PruneBlocked = fmt.Sprintf("revision has no apps: refusing to delete all %d owned instances (allow mass prune to do it)", count)
+		return
+	case float64(count) > pl.policy.MaxPruneFraction*float64(pl.nOwned):
+		pl.plan.PruneBlocked = fmt.Sprintf("pruning would delete %d of %d owned instances, more than the %g%% allowed (allow mass prune to do it)",
+			count, pl.nOwned, pl.policy.MaxPruneFraction*100)
+		return
+	}
+	for _, app := range gone {
+		slots := slices.Sorted(maps.Keys(pl.owned[app]))
+		slices.Reverse(slots)
+		for _, slot := range slots {
+			pl.plan.Steps = append(pl.plan.Steps, Step{
+				App: app, Slot: slot, Instance: InstanceName(app, slot),
+				Action: Delete, Batch: 1,
+				Reasons: []Reason{{Field: "app", Old: "present", New: "absent"}},
+			})
+		}
+	}
+}
+
+func (pl *planner) finish() {
+	// Apps were planned in name order, prunes after them; a stable sort by
+	// app keeps each app's batch and slot order.
+	slices.SortStableFunc(pl.plan.Steps, func(x, y Step) int { return cmp.Compare(x.App, y.App) })
+	slices.Sort(pl.warnings)
+	pl.plan.Warnings = slices.Compact(pl.warnings)
+	pl.plan.ObservedFingerprint = pl.fingerprint()
+}
