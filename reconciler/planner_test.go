@@ -629,7 +629,10 @@ func purityInputs() (Desired, Observed) {
 	apps := []spec.App{newCtr, with(api, func(a *spec.App) { a.Spec.System.Limits.Memory = "2GiB" })}
 	insts := fleet(web, api, testApp("gone", 1))
 	insts = setStatus(insts, "web-1", "Stopped")
-	insts = edit(insts, "web-2", func(i *Instance) { i.ForeignContainers = []string{"b", "a"}; i.Devices = map[string]map[string]string{"x": {"type": "none"}} })
+	insts = edit(insts, "web-2", func(i *Instance) {
+		i.ForeignContainers = []string{"b", "a"}
+		i.Devices = map[string]map[string]string{"x": {"type": "none"}}
+	})
 	insts = append(insts, Instance{Name: "web-3", Config: map[string]string{"user.other": "1"}})
 	return Desired{Revision: testRev, Apps: apps, HeldApps: []string{"zz", "held"}}, Observed{Instances: insts}
 }
@@ -664,18 +667,22 @@ func TestPlanPurity(t *testing.T) {
 
 func TestFingerprint(t *testing.T) {
 	base := func() Observed { return Observed{Instances: fleet(web, api)} }
-	fp := func(o Observed) string { return MakePlan(Desired{Apps: []spec.App{web, api}}, o, Policy{}).ObservedFingerprint }
+	fp := func(o Observed) string {
+		return MakePlan(Desired{Apps: []spec.App{web, api}}, o, Policy{}).ObservedFingerprint
+	}
 	want := fp(base())
 	if !strings.HasPrefix(want, "sha256:") {
 		t.Fatalf("fingerprint = %q", want)
 	}
 
 	same := map[string]func(*Observed){
-		"volatile key":      func(o *Observed) { o.Instances[0].Config["volatile.uuid"] = "x" },
-		"health":            func(o *Observed) { o.Instances[0].Container.Health = "unhealthy" },
-		"restart count":     func(o *Observed) { o.Instances[0].Container.RestartCount = 3 },
-		"unrelated foreign": func(o *Observed) { o.Instances = append(o.Instances, Instance{Name: "db-0", Config: map[string]string{}}) },
-		"order":             func(o *Observed) { slices.Reverse(o.Instances) },
+		"volatile key":  func(o *Observed) { o.Instances[0].Config["volatile.uuid"] = "x" },
+		"health":        func(o *Observed) { o.Instances[0].Container.Health = "unhealthy" },
+		"restart count": func(o *Observed) { o.Instances[0].Container.RestartCount = 3 },
+		"unrelated foreign": func(o *Observed) {
+			o.Instances = append(o.Instances, Instance{Name: "db-0", Config: map[string]string{}})
+		},
+		"order": func(o *Observed) { slices.Reverse(o.Instances) },
 	}
 	for name, f := range same {
 		o := base()
@@ -685,11 +692,13 @@ func TestFingerprint(t *testing.T) {
 		}
 	}
 	changed := map[string]func(*Observed){
-		"status":         func(o *Observed) { o.Instances[0].Status = "Stopped" },
-		"config":         func(o *Observed) { o.Instances[0].Config["limits.cpu"] = "9" },
-		"container":      func(o *Observed) { o.Instances[0].Container.ID = "other" },
-		"docker error":   func(o *Observed) { o.Instances[0].DockerError = "x" },
-		"clashing name":  func(o *Observed) { o.Instances = append(o.Instances, Instance{Name: "web-3", Config: map[string]string{}}) },
+		"status":       func(o *Observed) { o.Instances[0].Status = "Stopped" },
+		"config":       func(o *Observed) { o.Instances[0].Config["limits.cpu"] = "9" },
+		"container":    func(o *Observed) { o.Instances[0].Container.ID = "other" },
+		"docker error": func(o *Observed) { o.Instances[0].DockerError = "x" },
+		"clashing name": func(o *Observed) {
+			o.Instances = append(o.Instances, Instance{Name: "web-3", Config: map[string]string{}})
+		},
 		"owned instance": func(o *Observed) { o.Instances = o.Instances[1:] },
 	}
 	for name, f := range changed {
