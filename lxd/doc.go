@@ -1,0 +1,48 @@
+// Package lxd is berth's own, focused client for the LXD REST API (/1.0).
+//
+// The canonical Go client (github.com/canonical/lxd/client) is not available
+// to this module, so this package speaks LXD's documented REST API directly,
+// over the local unix socket or over HTTPS with a TLS client certificate. It
+// covers what berth needs and nothing more: instances (list, get, create,
+// update, patch, state changes, delete, snapshots), exec (batch commands and
+// a net.Conn stream for tunnelling `docker system dial-stdio`), image import
+// and aliases, profiles, server config and certificates.
+//
+// # Responses and errors
+//
+// LXD answers with an envelope of type "sync" (HTTP 200), "async" (HTTP 202,
+// an operation to wait on) or "error" (4xx/5xx). Errors are returned as
+// *StatusError and match ErrNotFound (404), ErrConflict (409),
+// ErrPreconditionFailed (412, a stale ETag) and ErrForbidden (403) with
+// errors.Is. Many failures only show up in the final state of an operation,
+// which LXD returns with HTTP 200 and status_code 400 (e.g. creating an
+// instance that already exists); those are *OperationError, and an operation
+// error saying "already exists" also matches ErrConflict.
+//
+// Every call takes a context and every HTTP request is bound by it; nothing
+// waits forever. Operations are awaited with /1.0/operations/<id>/wait in
+// bounded slices (a wait that times out is a 200 with status_code 103, not an
+// error); when the context ends first, the operation is cancelled on the
+// server if it allows that.
+//
+// # Projects and targets
+//
+// With Config.Project set, every project-scoped request carries ?project=.
+// Operation URLs never do: operations are global. Config.Target adds
+// ?target= to instance creation only (LXD rejects it with 400 on a server
+// that is not clustered).
+//
+// # Read-modify-write and ETags
+//
+// GetInstance, GetProfile and GetServer return the object's ETag. Pass it back
+// to UpdateInstance/PatchInstance/UpdateProfile/UpdateServerConfig: it is sent
+// as If-Match, and a concurrent change makes the write fail with
+// ErrPreconditionFailed instead of silently overwriting. An empty ETag skips
+// the check. Note that LXD's instance ETag covers the local config including
+// volatile.* keys, which change when the instance starts or stops.
+//
+// # Counting requests
+//
+// Client.OnRequest and Client.RequestCounts let callers (and tests) observe
+// every request made, e.g. to assert that a dry run made zero writes.
+package lxd

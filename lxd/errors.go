@@ -1,0 +1,91 @@
+package lxd
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Sentinel errors, matched with errors.Is against *StatusError and
+// *OperationError.
+var (
+	// ErrNotFound: HTTP 404 (e.g. "Instance not found").
+	ErrNotFound = errors.New("lxd: not found")
+	// ErrConflict: HTTP 409 (existing alias, certificate, ...) or an
+	// operation that failed because its object "already exists" (LXD reports
+	// a duplicate instance only in the operation, with HTTP 202 then 200).
+	ErrConflict = errors.New("lxd: conflict")
+	// ErrPreconditionFailed: HTTP 412, the If-Match ETag no longer matches.
+	ErrPreconditionFailed = errors.New("lxd: precondition failed (stale ETag)")
+	// ErrForbidden: HTTP 403, e.g. an untrusted or restricted client.
+	ErrForbidden = errors.New("lxd: forbidden")
+	// ErrUntrusted: the HTTPS server does not trust the client certificate.
+	ErrUntrusted = errors.New("lxd: client certificate is not trusted by the server")
+)
+
+// StatusError is an error response from LXD (an "error" envelope, or any
+// non-2xx HTTP status).
+type StatusError struct {
+	Code    int    // HTTP status / error_code
+	Message string // LXD's "error" text
+	Method  string
+	Path    string // request path without query
+}
+
+func (e *StatusError) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = http.StatusText(e.Code)
+	}
+	return fmt.Sprintf("lxd: %s %s: %d %s", e.Method, e.Path, e.Code, msg)
+}
+
+// Is maps HTTP codes to the sentinel errors.
+func (e *StatusError) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.Code == http.StatusNotFound
+	case ErrConflict:
+		return e.Code == http.StatusConflict
+	case ErrPreconditionFailed:
+		return e.Code == http.StatusPreconditionFailed
+	case ErrForbidden:
+		return e.Code == http.StatusForbidden
+	}
+	return false
+}
+
+// OperationError is an operation that ended in Failure (400) or Cancelled
+// (401). LXD returns such an operation with HTTP 200, so it is not a
+// StatusError.
+type OperationError struct {
+	ID          string
+	Description string
+	StatusCode  int // 400 Failure, 401 Cancelled
+	Err         string
+}
+
+func (e *OperationError) Error() string {
+	status := "failed"
+	if e.StatusCode == StatusCancelled {
+		status = "cancelled"
+	}
+	if e.Err == "" {
+		return fmt.Sprintf("lxd: operation %q (%s) %s", e.Description, e.ID, status)
+	}
+	return fmt.Sprintf("lxd: operation %q %s: %s", e.Description, status, e.Err)
+}
+
+// Is reports ErrConflict for operations failing with "already exists" (the
+// only way LXD reports creating a duplicate instance or image) and
+// ErrNotFound for "not found".
+func (e *OperationError) Is(target error) bool {
+	switch target {
+	case ErrConflict:
+		return strings.Contains(e.Err, "already exists")
+	case ErrNotFound:
+		return strings.Contains(strings.ToLower(e.Err), "not found")
+	}
+	return false
+}

@@ -1,0 +1,310 @@
+package lxd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// ExecRequest is a non-interactive command run in an instance.
+type ExecRequest struct {
+	Command []string
+	// Env is added to LXD's defaults (PATH, HOME=/root, USER=root,
+	// LANG=C.UTF-8) and the instance's environment.* keys.
+	Env   map[string]string
+	Cwd   string
+	User  uint32
+	Group uint32
+	// Stdin is copied to the command's standard input, which is closed at
+	// EOF; nil gives an empty input. A Stdin whose Read blocks forever keeps
+	// one goroutine alive until it returns (like any reader copy).
+	Stdin io.Reader
+	// Stdout and Stderr receive the outputs; nil discards them.
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+type execPost struct {
+	Command      []string          `json:"command"`
+	WaitForWS    bool              `json:"wait-for-websocket"`
+	Interactive  bool              `json:"interactive"`
+	Environment  map[string]string `json:"environment"`
+	RecordOutput bool              `json:"record-output"`
+	User         uint32            `json:"user"`
+	Group        uint32            `json:"group"`
+	Cwd          string            `json:"cwd"`
+	Width        int               `json:"width"`
+	Height       int               `json:"height"`
+}
+
+// execSockets are the websockets of one non-interactive exec.
+type execSockets struct {
+	control, stdin, stdout, stderr *websocket.Conn
+}
+
+func (s *execSockets) closeAll() {
+	// Control first: LXD SIGKILLs the command when the control socket goes
+	// away (lxd/instance_exec.go control handler), so the process never
+	// outlives us.
+	for _, c := range []*websocket.Conn{s.control, s.stdin, s.stdout, s.stderr} {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+}
+
+// startExec POSTs the exec (non-interactive, wait-for-websocket, so LXD
+// gives us separate binary-safe stdin/stdout/stderr sockets instead of a
+// PTY) and connects all four websockets. LXD fails the operation if 0, 1 and
+// 2 are not connected within 5 seconds, so they are dialled in parallel
+// right away.
+func (c *Client) startExec(ctx context.Context, name string, req ExecRequest) (*Operation, *execSockets, error) {
+	if name == "" {
+		return nil, nil, errEmptyName
+	}
+	if len(req.Command) == 0 {
+		return nil, nil, fmt.Errorf("lxd: exec in %s: empty command", name)
+	}
+	env := req.Env
+	if env == nil {
+		env = map[string]string{}
+	}
+	body := execPost{
+		Command:     req.Command,
+		WaitForWS:   true,
+		Environment: env,
+		User:        req.User,
+		Group:       req.Group,
+		Cwd:         req.Cwd,
+	}
+	resp, err := c.do(ctx, request{method: "POST", path: instancePath(name) + "/exec", project: true, body: body})
+	if err != nil {
+		return nil, nil, err
+	}
+	if resp.Type != "async" {
+		return nil, nil, fmt.Errorf("lxd: exec in %s: expected an operation, got %q", name, resp.Type)
+	}
+	op, err := c.operationFromResponse(resp)
+	if err != nil {
+		return nil, nil, err
+	}
+	var meta struct {
+		FDs map[string]string `json:"fds"`
+	}
+	if err := op.DecodeMetadata(&meta); err != nil {
+		return nil, nil, err
+	}
+	for _, k := range []string{"0", "1", "2", "control"} {
+		if meta.FDs[k] == "" {
+			return nil, nil, fmt.Errorf("lxd: exec in %s: operation %s has no websocket %q", name, op.ID, k)
+		}
+	}
+
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	keys := []string{"control", "0", "1", "2"}
+	conns := make([]*websocket.Conn, len(keys))
+	errs := make([]error, len(keys))
+	var wg sync.WaitGroup
+	for i, k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conns[i], errs[i] = c.dialOperationWebsocket(dctx, op.ID, meta.FDs[k])
+		}()
+	}
+	wg.Wait()
+	s := &execSockets{control: conns[0], stdin: conns[1], stdout: conns[2], stderr: conns[3]}
+	if err := errors.Join(errs...); err != nil {
+		s.closeAll()
+		return nil, nil, fmt.Errorf("lxd: exec in %s: connecting websockets: %w", name, err)
+	}
+	return op, s, nil
+}
+
+// dialOperationWebsocket connects to /1.0/operations/<id>/websocket
+// (ws:// through the unix socket dialer, or wss:// with the client's TLS
+// config). Operation URLs never take ?project=.
+func (c *Client) dialOperationWebsocket(ctx context.Context, opID, secret string) (*websocket.Conn, error) {
+	path := "/1.0/operations/" + pathEscape(opID) + "/websocket"
+	u := c.url(c.wsBase, path, url.Values{"secret": {secret}}, false)
+	c.count("GET", path)
+	h := http.Header{"User-Agent": {c.userAgent}}
+	conn, resp, err := c.ws.DialContext(ctx, u, h)
+	if resp != nil && resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	if err != nil {
+		if resp != nil {
+			return nil, &StatusError{Code: resp.StatusCode, Message: err.Error(), Method: "GET", Path: path}
+		}
+		return nil, err
+	}
+	return conn, nil
+}
+
+// discard reads and drops messages until the connection fails. gorilla
+// handles ping and close frames only while someone reads, and LXD pings
+// every socket every 10 s, so every socket gets a reader.
+func discard(conn *websocket.Conn) {
+	for {
+		if _, _, err := conn.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+// recvStream copies binary frames to w until LXD's end-of-stream marker (an
+// empty text message, shared/network.go WebsocketSendStream) or an error.
+// It then keeps reading (and dropping) so pings are answered.
+func recvStream(conn *websocket.Conn, w io.Writer) error {
+	var werr error
+	for {
+		mt, r, err := conn.NextReader()
+		if err != nil {
+			return err
+		}
+		if mt == websocket.TextMessage {
+			data, err := io.ReadAll(r)
+			if err != nil {
+				return err
+			}
+			if len(data) == 0 {
+				discard(conn)
+				return werr
+			}
+			if werr == nil && w != nil {
+				_, werr = w.Write(data)
+			}
+			continue
+		}
+		if werr == nil && w != nil {
+			_, werr = io.Copy(w, r)
+		}
+	}
+}
+
+// sendStream copies r to conn as binary frames and then sends the empty text
+// message that closes the command's stdin.
+func sendStream(conn *websocket.Conn, r io.Reader) {
+	if r != nil {
+		buf := make([]byte, 32*1024)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				if werr := conn.WriteMessage(websocket.BinaryMessage, buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
+	_ = conn.WriteMessage(websocket.TextMessage, []byte{})
+}
+
+// exitCode reads metadata.return of a finished exec. A non-zero exit is
+// still a successful operation.
+func exitCode(op *Operation) (int, error) {
+	var meta struct {
+		Return *int `json:"return"`
+	}
+	if err := op.DecodeMetadata(&meta); err != nil {
+		return -1, err
+	}
+	if meta.Return == nil {
+		return -1, fmt.Errorf("lxd: exec operation %s finished without a return code", op.ID)
+	}
+	return *meta.Return, nil
+}
+
+// Exec runs a command in a running instance, non-interactively (separate,
+// binary-safe stdin/stdout/stderr), and returns its exit code once the
+// command has finished and its output has been written. A command that
+// cannot be started fails the operation (*OperationError). When ctx ends,
+// the control socket is closed, which makes LXD kill the command.
+func (c *Client) Exec(ctx context.Context, name string, req ExecRequest) (int, error) {
+	op, s, err := c.startExec(ctx, name, req)
+	if err != nil {
+		return -1, err
+	}
+	defer s.closeAll()
+
+	go discard(s.control)
+	go discard(s.stdin)
+	// Not waited for: it may be blocked in req.Stdin.Read. Closing the
+	// sockets makes its next write fail.
+	go sendStream(s.stdin, req.Stdin)
+
+	outDone := make(chan error, 2)
+	go func() { outDone <- recvStream(s.stdout, req.Stdout) }()
+	go func() { outDone <- recvStream(s.stderr, req.Stderr) }()
+
+	type result struct {
+		op  *Operation
+		err error
+	}
+	opDone := make(chan result, 1)
+	wctx, cancelWait := context.WithCancel(ctx)
+	defer cancelWait()
+	go func() {
+		op, err := c.waitOperation(wctx, op)
+		opDone <- result{op, err}
+	}()
+
+	// LXD writes all output before it marks the operation done
+	// (lxd/instance_exec.go finisher waits for the mirrors), then closes the
+	// sockets. Collect both, bounded by ctx.
+	var res result
+	gotOp := false
+	var outErr error
+	for pending := 2; pending > 0; {
+		select {
+		case err := <-outDone:
+			pending--
+			var ce *websocket.CloseError
+			if err != nil && outErr == nil && !errors.As(err, &ce) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				outErr = err
+			}
+		case res = <-opDone:
+			gotOp = true
+			if res.err != nil {
+				pending = 0 // failed: the streams may never end
+				continue
+			}
+			// Output should already be complete; don't hang on a peer
+			// that keeps the sockets open.
+			go func() {
+				t := time.NewTimer(5 * time.Second)
+				defer t.Stop()
+				select {
+				case <-t.C:
+					s.closeAll()
+				case <-wctx.Done():
+				}
+			}()
+		}
+	}
+	if !gotOp {
+		res = <-opDone
+	}
+	if res.err != nil {
+		return -1, res.err
+	}
+	code, err := exitCode(res.op)
+	if err != nil {
+		return -1, err
+	}
+	if outErr != nil {
+		return code, fmt.Errorf("lxd: exec in %s: writing output: %w", name, outErr)
+	}
+	return code, nil
+}
