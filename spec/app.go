@@ -357,7 +357,7 @@ func (d *decoder) volumes(n *yaml.Node) []Volume {
 				return
 			}
 			if !path.IsAbs(p) {
-				d.errorf(d.resolve(v), "%s must be an absolute path, got %q", f, p)
+				d.errorf(d.resolve(v), "must be an absolute path, got %q", p)
 			}
 			if f == "source" {
 				vol.Source = p

@@ -38,6 +38,12 @@ type decoder struct {
 	diags      Diagnostics
 	budget     int
 	overBudget bool
+	// merging holds the mappings whose merge keys are being expanded, to
+	// catch a merge that includes its own mapping.
+	merging []*yaml.Node
+	// reported drops repeats: an anchor used in many places, or merged
+	// many times, has one problem, not one per use.
+	reported map[Diagnostic]bool
 }
 
 func newDecoder(file string, opts Options) *decoder {
@@ -75,13 +81,21 @@ func (d *decoder) pop() { d.path = d.path[:len(d.path)-1] }
 
 // errorf records a problem at n for the current path.
 func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
-	d.diags = append(d.diags, Diagnostic{
+	diag := Diagnostic{
 		File:    d.file,
 		Line:    n.Line,
 		Col:     n.Column,
 		Path:    d.pathString(),
 		Message: fmt.Sprintf(format, args...),
-	})
+	}
+	if d.reported[diag] {
+		return
+	}
+	if d.reported == nil {
+		d.reported = map[Diagnostic]bool{}
+	}
+	d.reported[diag] = true
+	d.diags = append(d.diags, diag)
 }
 
 // spend takes n from the document's node budget and reports, once, when it
@@ -265,7 +279,9 @@ func (d *decoder) mappingDepth(n *yaml.Node, depth int) ([]entry, bool) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			d.merging = append(d.merging, n)
 			m, ok2 := d.merge(v, depth)
+			d.merging = d.merging[:len(d.merging)-1]
 			ok = ok && ok2
 			merged = append(merged, m...)
 			continue
@@ -310,7 +326,8 @@ func (d *decoder) merge(v *yaml.Node, depth int) ([]entry, bool) {
 	if rv == nil {
 		return nil, false
 	}
-	sources := []*yaml.Node{rv}
+	// Keep the alias itself as the source so problems point at the use.
+	sources := []*yaml.Node{v}
 	if rv.Kind == yaml.SequenceNode {
 		sources = rv.Content
 	}
@@ -318,6 +335,13 @@ func (d *decoder) merge(v *yaml.Node, depth int) ([]entry, bool) {
 	var out []entry
 	seen := map[string]bool{}
 	for _, src := range sources {
+		if r := d.resolve(src); r == nil {
+			return out, false
+		} else if slices.Contains(d.merging, r) {
+			d.errorf(src, "merge key includes the mapping it is in")
+			ok = false
+			continue
+		}
 		es, ok2 := d.mappingDepth(src, depth+1)
 		ok = ok && ok2
 		for _, e := range es {

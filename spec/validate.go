@@ -50,7 +50,7 @@ func checkName(name string, highestSlot int) string {
 }
 
 func checkMemory(s string) string {
-	const want = `limits.memory must be a size like "512MiB", "2GiB", "1GB" or "1024kB", a byte count, or a percentage like "50%"`
+	const want = `must be a size like "512MiB", "2GiB", "1GB" or "1024kB", a byte count, or a percentage like "50%"`
 	if m := percentRE.FindStringSubmatch(s); m != nil {
 		if p, err := strconv.Atoi(m[1]); err != nil || p < 1 || p > 100 {
 			return fmt.Sprintf("memory percentage %q must be between 1%% and 100%%", s)
@@ -80,7 +80,7 @@ func checkCPU(s string) string {
 		return ""
 	}
 	if !cpuSetRE.MatchString(s) {
-		return fmt.Sprintf(`limits.cpu must be a number of CPUs like "2" or a CPU set like "0-3" or "0,2", got %q`, s)
+		return fmt.Sprintf(`must be a number of CPUs like "2" or a CPU set like "0-3" or "0,2", got %q`, s)
 	}
 	for _, part := range strings.Split(s, ",") {
 		lo, hi, isRange := strings.Cut(part, "-")
