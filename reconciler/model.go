@@ -204,3 +204,15 @@ func RemovedConfigKeys(observed map[string]string, app spec.App) []string {
 }
 
 func isVolatile(key string) bool { return strings.HasPrefix(key, "volatile.") }
+
+// NewDesired turns a spec load into the planner's input: invalid apps are
+// held, and a file that did not parse at all blocks pruning, because the
+// apps it held cannot be known.
+func NewDesired(revision string, res *spec.Result) Desired {
+	d := Desired{Revision: revision, Apps: res.Apps, HeldApps: res.InvalidApps}
+	if len(res.Unparsable) > 0 {
+		files := slices.Sorted(slices.Values(res.Unparsable))
+		d.PruneBlocked = strings.Join(files, ", ") + " did not parse"
+	}
+	return d
+}
