@@ -152,7 +152,7 @@ ensure_profile() {
 	fi
 }
 
-registry_answers() { curl -fsS -o /dev/null --max-time 2 "http://$registry_addr/v2/"; }
+registry_answers() { curl -fs -o /dev/null --max-time 2 "http://$registry_addr/v2/"; }
 
 start_registry() {
 	if ! registry_answers; then
