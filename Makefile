@@ -6,7 +6,7 @@ GO ?= go
 export PATH := /usr/local/go/bin:$(shell $(GO) env GOPATH)/bin:$(PATH)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/berth-gitops/berth/cmd/berth/cli.version=$(VERSION)
+LDFLAGS := -X github.com/berth-gitops/berth/main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
 # Integration and end-to-end tests share one LXD; running their packages one
 # at a time keeps 2 cores from timing out health checks.

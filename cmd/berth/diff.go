@@ -1,0 +1,273 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-gitops/berth/source"
+	"github.com/berth-gitops/berth/spec"
+)
+
+// specDiff is what changes between two revisions at the spec level: the
+// review view of a pull request. It needs no live access.
+type specDiff struct {
+	From source.Commit `json:"from"`
+	To   source.Commit `json:"to"`
+	Apps []appDiff     `json:"apps"`
+}
+
+type appDiff struct {
+	Name   string `json:"name"`
+	Change string `json:"change"` // added, removed, changed
+	// File is where the app is defined (in To, or in From when removed).
+	File             string        `json:"file"`
+	Replicas         *replicaDiff  `json:"replicas,omitempty"`
+	Fields           []fieldChange `json:"fields,omitempty"`
+	InstancesAdded   []string      `json:"instancesAdded,omitempty"`
+	InstancesRemoved []string      `json:"instancesRemoved,omitempty"`
+}
+
+type replicaDiff struct {
+	Old int `json:"old"`
+	New int `json:"new"`
+}
+
+type fieldChange struct {
+	Path string `json:"path"`
+	Old  string `json:"old,omitempty"`
+	New  string `json:"new,omitempty"`
+}
+
+func newDiffCmd() *cobra.Command {
+	var (
+		repoLoc string
+		sf      specFlags
+		output  string
+	)
+	cmd := &cobra.Command{
+		Use:   "diff --repo REPO FROM TO",
+		Short: "Show what changes between two revisions, spec by spec",
+		Long: `Diff compares the app specs of two Git revisions (branches, tags, SHAs,
+HEAD~1, ...) without touching LXD: apps added and removed, replica counts with
+the instances they add or remove, image and config changes. It is what a pull
+request review runs.
+
+Exit status: 0 no change, 2 changes, 1 error (including an invalid spec in
+either revision).`,
+		Example: `  berth diff --repo . origin/main HEAD
+  berth diff --repo . --dir apps HEAD~1 HEAD -o json`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			repo, err := source.Open(cmd.Context(), repoLoc)
+			if err != nil {
+				return err
+			}
+			var sides [2]*loadedSpecs
+			for i, rev := range args {
+				l, err := loadFromGit(repo, rev, sf.dir, sf.options())
+				if err != nil {
+					return err
+				}
+				if diags := l.Diagnostics(); len(diags) > 0 {
+					for _, d := range diags {
+						fmt.Fprintln(cmd.ErrOrStderr(), d.String())
+					}
+					return &exitCodeError{code: exitError, err: fmt.Errorf("revision %s (%s) has invalid specs", rev, l.Commit.Short())}
+				}
+				sides[i] = l
+			}
+			d := diffSpecs(*sides[0].Commit, *sides[1].Commit, sides[0].Result.Apps, sides[1].Result.Apps)
+			if output == "json" {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(d); err != nil {
+					return err
+				}
+			} else {
+				d.writeText(cmd.OutOrStdout())
+			}
+			if len(d.Apps) > 0 {
+				return silentExit(exitChanges)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&repoLoc, "repo", ".", "Git repository: a local path or a URL")
+	sf.register(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+// diffSpecs compares two valid spec sets. Apps are sorted by name on both
+// sides (spec.Load guarantees it), so the result is deterministic.
+func diffSpecs(from, to source.Commit, old, new []spec.App) specDiff {
+	d := specDiff{From: from, To: to, Apps: []appDiff{}}
+	byName := func(apps []spec.App) map[string]spec.App {
+		m := make(map[string]spec.App, len(apps))
+		for _, a := range apps {
+			m[a.Metadata.Name] = a
+		}
+		return m
+	}
+	o, n := byName(old), byName(new)
+	names := slices.Sorted(maps.Keys(o))
+	for name := range n {
+		if _, ok := o[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		a, inOld := o[name]
+		b, inNew := n[name]
+		switch {
+		case !inOld:
+			d.Apps = append(d.Apps, appDiff{Name: name, Change: "added", File: b.Origin.File,
+				Replicas:       &replicaDiff{Old: 0, New: b.Spec.Replicas},
+				InstancesAdded: instanceNames(name, 0, b.Spec.Replicas)})
+		case !inNew:
+			d.Apps = append(d.Apps, appDiff{Name: name, Change: "removed", File: a.Origin.File,
+				Replicas:         &replicaDiff{Old: a.Spec.Replicas, New: 0},
+				InstancesRemoved: instanceNames(name, 0, a.Spec.Replicas)})
+		default:
+			ad := appDiff{Name: name, Change: "changed", File: b.Origin.File}
+			if a.Spec.Replicas != b.Spec.Replicas {
+				ad.Replicas = &replicaDiff{Old: a.Spec.Replicas, New: b.Spec.Replicas}
+				ad.InstancesAdded = instanceNames(name, a.Spec.Replicas, b.Spec.Replicas)
+				ad.InstancesRemoved = instanceNames(name, b.Spec.Replicas, a.Spec.Replicas)
+				slices.Reverse(ad.InstancesRemoved) // highest slots go first
+			}
+			ad.Fields = fieldChanges(a.Spec, b.Spec)
+			if ad.Replicas != nil || len(ad.Fields) > 0 {
+				d.Apps = append(d.Apps, ad)
+			}
+		}
+	}
+	return d
+}
+
+func instanceNames(app string, from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("%s-%d", app, i))
+	}
+	return out
+}
+
+// fieldChanges flattens both specs to path -> value and lists the paths
+// that differ. Maps are walked key by key (so one config key shows as one
+// line); lists compare as a whole, since an element's position is its
+// identity only by accident.
+func fieldChanges(a, b spec.AppSpec) []fieldChange {
+	fa, fb := flatten(a), flatten(b)
+	paths := slices.Sorted(maps.Keys(fa))
+	for p := range fb {
+		if _, ok := fa[p]; !ok {
+			paths = append(paths, p)
+		}
+	}
+	slices.Sort(paths)
+	paths = slices.Compact(paths)
+	var out []fieldChange
+	for _, p := range paths {
+		if p == "spec.replicas" || fa[p] == fb[p] {
+			continue
+		}
+		out = append(out, fieldChange{Path: p, Old: fa[p], New: fb[p]})
+	}
+	return out
+}
+
+func flatten(s spec.AppSpec) map[string]string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // plain data only
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		panic(err)
+	}
+	out := map[string]string{}
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		switch t := v.(type) {
+		case map[string]any:
+			for k, c := range t {
+				walk(prefix+"."+k, c)
+			}
+		case string:
+			out[prefix] = t
+		case nil:
+		default:
+			j, _ := json.Marshal(t)
+			out[prefix] = string(j)
+		}
+	}
+	walk("spec", v)
+	return out
+}
+
+func (d specDiff) writeText(w io.Writer) {
+	fmt.Fprintf(w, "berth diff %s..%s\n", d.From.Short(), d.To.Short())
+	if len(d.Apps) == 0 {
+		fmt.Fprintln(w, "No changes to app specs.")
+		return
+	}
+	var added, removed, changed int
+	for _, a := range d.Apps {
+		fmt.Fprintln(w)
+		switch a.Change {
+		case "added":
+			added++
+			fmt.Fprintf(w, "+ %s (new app, %s)\n", a.Name, a.File)
+			fmt.Fprintf(w, "    replicas: %d (%s)\n", a.Replicas.New, signed("+", a.InstancesAdded))
+		case "removed":
+			removed++
+			fmt.Fprintf(w, "- %s (removed, was in %s)\n", a.Name, a.File)
+			fmt.Fprintf(w, "    replicas: %d → 0 (%s)\n", a.Replicas.Old, signed("-", a.InstancesRemoved))
+		default:
+			changed++
+			fmt.Fprintf(w, "~ %s (%s)\n", a.Name, a.File)
+			if a.Replicas != nil {
+				fmt.Fprintf(w, "    replicas: %d → %d (%s)\n", a.Replicas.Old, a.Replicas.New,
+					signed("+", a.InstancesAdded)+signed("-", a.InstancesRemoved))
+			}
+			for _, f := range a.Fields {
+				fmt.Fprintf(w, "    %s: %s → %s\n", strings.TrimPrefix(f.Path, "spec."), shown(f.Old), shown(f.New))
+			}
+		}
+	}
+	fmt.Fprintf(w, "\n%d app%s added, %d changed, %d removed.\n", added, plural(added), changed, removed)
+}
+
+func signed(sign string, names []string) string {
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = sign + n
+	}
+	return strings.Join(parts, ", ")
+}
+
+// shown quotes a value for one line of output; multi-line values such as
+// cloud-init are summarised rather than dumped.
+func shown(v string) string {
+	switch {
+	case v == "":
+		return "(unset)"
+	case strings.Contains(v, "\n"):
+		return fmt.Sprintf("(%d lines)", strings.Count(strings.TrimRight(v, "\n"), "\n")+1)
+	case len(v) > 80:
+		return strconv.Quote(v[:77] + "...")
+	}
+	return v
+}
