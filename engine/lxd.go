@@ -1,0 +1,54 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/berth-gitops/berth/lxd"
+)
+
+// NewLXDDialer returns a Dialer that opens tunnels with LXD's exec API
+// through berth's LXD client. The engine depends on LXD only through this
+// adapter; tests use fakes of Dialer.
+func NewLXDDialer(c *lxd.Client) Dialer { return lxdDialer{c} }
+
+type lxdDialer struct{ c *lxd.Client }
+
+func (d lxdDialer) DialExec(ctx context.Context, instance string, command []string, stderr io.Writer) (net.Conn, error) {
+	ec, err := d.c.DialExec(ctx, instance, command, stderr)
+	if err != nil {
+		if notRunning(err) {
+			return nil, &notRunningError{instance: instance, err: err}
+		}
+		return nil, err
+	}
+	return ec, nil
+}
+
+// notRunning recognizes LXD's synchronous 400 "Instance is not running" to
+// an exec POST, and a 404 for an instance that is gone.
+func notRunning(err error) bool {
+	if errors.Is(err, lxd.ErrNotFound) {
+		return true
+	}
+	var se *lxd.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusBadRequest &&
+		strings.Contains(strings.ToLower(se.Message), "not running")
+}
+
+// notRunningError matches ErrInstanceNotRunning and keeps LXD's error.
+type notRunningError struct {
+	instance string
+	err      error
+}
+
+func (e *notRunningError) Error() string {
+	return fmt.Sprintf("instance %s is not running (%v)", e.instance, e.err)
+}
+
+func (e *notRunningError) Unwrap() []error { return []error{ErrInstanceNotRunning, e.err} }

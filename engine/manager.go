@@ -1,0 +1,482 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/docker/docker/api/types/versions"
+	"github.com/docker/docker/client"
+)
+
+// MinAPIVersion is the oldest Docker API berth works with: Debian 12's
+// docker.io 20.10. The package uses no field gated to a newer version (e.g.
+// Healthcheck.StartInterval needs 1.44).
+const MinAPIVersion = "1.41"
+
+// DialStdio is the command run in the instance for each connection. It
+// copies its stdin to the daemon socket and the socket to its stdout.
+var DialStdio = []string{"docker", "system", "dial-stdio"}
+
+// ErrInstanceNotRunning is matched (errors.Is) by errors caused by a tunnel
+// that could not be opened because the instance is stopped or gone. The
+// cached client of that instance has already been dropped.
+var ErrInstanceNotRunning = errors.New("instance is not running")
+
+// Dialer opens a byte stream to a command running in an instance. The
+// connection must outlive ctx (ctx bounds the start only), because the HTTP
+// transport keeps it for reuse. An error caused by the instance not running
+// (or not existing) should match ErrInstanceNotRunning; NewLXDDialer does
+// that mapping for berth's LXD client.
+type Dialer interface {
+	DialExec(ctx context.Context, instance string, command []string, stderr io.Writer) (net.Conn, error)
+}
+
+// DialerFunc adapts a function to Dialer.
+type DialerFunc func(ctx context.Context, instance string, command []string, stderr io.Writer) (net.Conn, error)
+
+// DialExec calls f.
+func (f DialerFunc) DialExec(ctx context.Context, instance string, command []string, stderr io.Writer) (net.Conn, error) {
+	return f(ctx, instance, command, stderr)
+}
+
+// PullPolicy says when Ensure pulls the image.
+type PullPolicy string
+
+const (
+	// PullIfNotPresent pulls only when the image (and pinned digest) is not
+	// in the instance yet. The default.
+	PullIfNotPresent PullPolicy = "IfNotPresent"
+	// PullAlways pulls on every container (re)creation, picking up a moved
+	// tag.
+	PullAlways PullPolicy = "Always"
+)
+
+// Options tune a Manager. The zero value is usable.
+type Options struct {
+	// Logger receives debug and info records; nil discards them.
+	Logger *slog.Logger
+	// AuthFile is a Docker config.json on the berth host whose "auths"
+	// hold registry credentials, sent per pull as X-Registry-Auth. Empty
+	// means anonymous pulls. It is read at each pull, so rotating it needs
+	// no restart.
+	AuthFile string
+	// PullPolicy defaults to PullIfNotPresent.
+	PullPolicy PullPolicy
+	// Settle is how long a container without a healthcheck must run
+	// without restarting to be ready (default 5s).
+	Settle time.Duration
+	// PollInterval is how often WaitReady and WaitDocker look (default
+	// 300ms).
+	PollInterval time.Duration
+	// StopTimeout is the grace period before Docker kills the old
+	// container on replace or remove (default 10s).
+	StopTimeout time.Duration
+	// CallTimeout bounds each Docker API call other than pulls and stops
+	// (default 1m), so a wedged daemon or tunnel never blocks a caller
+	// whose context has no deadline.
+	CallTimeout time.Duration
+	// PullTimeout bounds one image pull, stream included (default 15m).
+	PullTimeout time.Duration
+	// IdleConnTimeout is how long an idle tunnel (a dial-stdio process in
+	// the instance) is kept for reuse (default 5m). Longer than a reconcile
+	// interval, so steady observing starts no new execs.
+	IdleConnTimeout time.Duration
+	// MaxIdleConnsPerInstance caps the idle tunnels kept per instance
+	// (default 2): each one is a process in the instance.
+	MaxIdleConnsPerInstance int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.PullPolicy == "" {
+		o.PullPolicy = PullIfNotPresent
+	}
+	if o.Settle <= 0 {
+		o.Settle = 5 * time.Second
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 300 * time.Millisecond
+	}
+	if o.StopTimeout <= 0 {
+		o.StopTimeout = 10 * time.Second
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = time.Minute
+	}
+	if o.PullTimeout <= 0 {
+		o.PullTimeout = 15 * time.Minute
+	}
+	if o.IdleConnTimeout <= 0 {
+		o.IdleConnTimeout = 5 * time.Minute
+	}
+	if o.MaxIdleConnsPerInstance <= 0 {
+		o.MaxIdleConnsPerInstance = 2
+	}
+	return o
+}
+
+// Manager talks to the Docker engines of many instances. It is safe for
+// concurrent use.
+type Manager struct {
+	dialer Dialer
+	opts   Options
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	clients map[string]*conn
+
+	execs atomic.Int64
+}
+
+// conn is the cached client of one instance.
+type conn struct {
+	instance string
+
+	// mu serializes the creation (Ping + version check) of cli, so
+	// concurrent first calls for an instance start one tunnel, not many.
+	mu      sync.Mutex
+	cli     *client.Client
+	version string
+
+	// dialErr is the last tunnel error (nil after a successful dial). The
+	// docker client replaces some dial errors with a generic "Cannot
+	// connect to the Docker daemon" text; this keeps the real cause.
+	dialErr atomic.Pointer[error]
+	// stderr keeps the tail of dial-stdio's stderr: it is where the
+	// command says why it could not reach dockerd.
+	stderr *tailBuffer
+}
+
+// New returns a Manager that reaches instances through d.
+func New(d Dialer, opts Options) *Manager {
+	opts = opts.withDefaults()
+	return &Manager{dialer: d, opts: opts, log: opts.Logger, clients: map[string]*conn{}}
+}
+
+// Execs is the number of tunnels (execs of dial-stdio) this manager has
+// started, successful or not. With connection reuse it grows by a handful
+// per instance, not per call.
+func (m *Manager) Execs() int64 { return m.execs.Load() }
+
+// Forget drops the cached client of instance and closes its idle tunnels.
+// Call it when the instance is stopped, recreated or deleted: a recreated
+// instance may run another Docker version. A dial that fails because the
+// instance is not running forgets it automatically.
+func (m *Manager) Forget(instance string) {
+	m.mu.Lock()
+	c := m.clients[instance]
+	delete(m.clients, instance)
+	m.mu.Unlock()
+	if c != nil {
+		c.close()
+	}
+}
+
+// Close forgets every instance.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	cs := m.clients
+	m.clients = map[string]*conn{}
+	m.mu.Unlock()
+	for _, c := range cs {
+		c.close()
+	}
+}
+
+// forgetConn drops c only if it is still the cached entry, so a stale
+// tunnel error cannot evict a newer client.
+func (m *Manager) forgetConn(c *conn) {
+	m.mu.Lock()
+	cur := m.clients[c.instance] == c
+	if cur {
+		delete(m.clients, c.instance)
+	}
+	m.mu.Unlock()
+	if cur {
+		// Not inline: this runs inside the transport's dial, and closing
+		// idle connections there is better left to another goroutine.
+		go c.close()
+	}
+}
+
+func (c *conn) close() {
+	c.mu.Lock()
+	cli := c.cli
+	c.cli = nil
+	c.mu.Unlock()
+	if cli != nil {
+		_ = cli.Close()
+	}
+}
+
+// APIVersion returns the negotiated Docker API version of instance,
+// connecting if needed.
+func (m *Manager) APIVersion(ctx context.Context, instance string) (string, error) {
+	c, err := m.conn(ctx, instance)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.version, nil
+}
+
+// client returns the negotiated client of instance.
+func (m *Manager) client(ctx context.Context, instance string) (*client.Client, *conn, error) {
+	c, err := m.conn(ctx, instance)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	cli := c.cli
+	c.mu.Unlock()
+	if cli == nil { // forgotten in between: try once more
+		c, err = m.conn(ctx, instance)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.mu.Lock()
+		cli = c.cli
+		c.mu.Unlock()
+		if cli == nil {
+			return nil, nil, fmt.Errorf("docker in %s: client was dropped concurrently", instance)
+		}
+	}
+	return cli, c, nil
+}
+
+func (m *Manager) conn(ctx context.Context, instance string) (*conn, error) {
+	if instance == "" {
+		return nil, errors.New("engine: empty instance name")
+	}
+	m.mu.Lock()
+	c := m.clients[instance]
+	if c == nil {
+		c = &conn{instance: instance, stderr: newTailBuffer(512)}
+		m.clients[instance] = c
+	}
+	m.mu.Unlock()
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cli != nil {
+		return c, nil
+	}
+	cli, err := m.newClient(c)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
+	defer cancel()
+	version, err := negotiate(cctx, cli)
+	if err != nil {
+		_ = cli.Close()
+		// An entry that never connected is useless; drop it so the map
+		// does not grow with names of instances that are down.
+		m.mu.Lock()
+		if m.clients[instance] == c {
+			delete(m.clients, instance)
+		}
+		m.mu.Unlock()
+		return nil, m.connErr(c, "connect", err)
+	}
+	m.mu.Lock()
+	current := m.clients[instance] == c
+	m.mu.Unlock()
+	if !current {
+		// Forgotten while we were connecting (e.g. the instance was
+		// stopped): don't keep a client nobody can reach.
+		_ = cli.Close()
+		return nil, fmt.Errorf("docker in %s: client forgotten while connecting", instance)
+	}
+	c.cli, c.version = cli, version
+	m.log.Debug("docker connected", "instance", instance, "api", version)
+	return c, nil
+}
+
+// newClient builds a docker client whose every connection is a tunnel.
+// WithHTTPClient first, so our transport settings are the ones kept;
+// WithHost next (it reconfigures the transport's dialer); WithDialContext
+// last, replacing that dialer with the tunnel. The unix:// host keeps
+// http.ProxyFromEnvironment out of the transport, which an http:// host
+// would install (and HTTPS_PROXY would then hijack the "connection").
+func (m *Manager) newClient(c *conn) (*client.Client, error) {
+	tr := &http.Transport{
+		// MaxIdleConns non-zero also stops go-connections from resetting
+		// IdleConnTimeout to its 30s default.
+		MaxIdleConns:        m.opts.MaxIdleConnsPerInstance,
+		MaxIdleConnsPerHost: m.opts.MaxIdleConnsPerInstance,
+		IdleConnTimeout:     m.opts.IdleConnTimeout,
+	}
+	cli, err := client.NewClientWithOpts(
+		client.WithHTTPClient(&http.Client{Transport: tr, CheckRedirect: client.CheckRedirect}),
+		client.WithHost("unix:///var/run/docker.sock"),
+		client.WithDialContext(m.tunnel(c)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %s: %w", c.instance, err)
+	}
+	return cli, nil
+}
+
+// tunnel is the transport's DialContext for one instance.
+func (m *Manager) tunnel(c *conn) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, _, _ string) (net.Conn, error) {
+		n := m.execs.Add(1)
+		start := time.Now()
+		nc, err := m.dialer.DialExec(ctx, c.instance, DialStdio, c.stderr)
+		if err != nil {
+			err = fmt.Errorf("tunnel to docker in %s: %w", c.instance, err)
+			c.dialErr.Store(&err)
+			if errors.Is(err, ErrInstanceNotRunning) {
+				m.log.Debug("instance not running; dropping docker client", "instance", c.instance)
+				m.forgetConn(c)
+			}
+			return nil, err
+		}
+		c.dialErr.Store(nil)
+		m.log.Debug("docker tunnel opened", "instance", c.instance, "execs", n, "took", time.Since(start))
+		return nc, nil
+	}
+}
+
+// negotiate pings the daemon and pins the client to the daemon's API
+// version, checking it. client.NegotiateAPIVersion swallows a failed ping
+// and the client would then send /v1.51/... requests that a 20.10 daemon
+// rejects; here a failed ping is an error and the result is verified.
+func negotiate(ctx context.Context, cli *client.Client) (string, error) {
+	ping, err := cli.Ping(ctx)
+	if err != nil {
+		return "", err
+	}
+	if ping.APIVersion == "" {
+		return "", errors.New("daemon did not report an API version (too old)")
+	}
+	if err := checkAPIVersion(ping.APIVersion); err != nil {
+		return "", err
+	}
+	cli.NegotiateAPIVersionPing(ping)
+	v := cli.ClientVersion()
+	if err := checkAPIVersion(v); err != nil {
+		return "", fmt.Errorf("negotiation: %w", err)
+	}
+	if versions.GreaterThan(v, ping.APIVersion) {
+		return "", fmt.Errorf("negotiation kept client API %s above the daemon's %s", v, ping.APIVersion)
+	}
+	return v, nil
+}
+
+func checkAPIVersion(v string) error {
+	if versions.LessThan(v, MinAPIVersion) {
+		return fmt.Errorf("docker API %s is older than the %s berth needs", v, MinAPIVersion)
+	}
+	return nil
+}
+
+// connErr turns a failed call into an error naming the instance and the
+// real cause: the tunnel error if the dial failed, plus what dial-stdio
+// said on stderr.
+func (m *Manager) connErr(c *conn, what string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("docker in %s: %s: %w", c.instance, what, err)
+	}
+	if client.IsErrConnectionFailed(err) {
+		if de := c.dialErr.Load(); de != nil {
+			return fmt.Errorf("docker in %s: %s: %w", c.instance, what, *de)
+		}
+	}
+	if tail := c.stderr.String(); tail != "" && isTransportErr(err) {
+		return fmt.Errorf("docker in %s: %s: %w (dial-stdio: %s)", c.instance, what, err, tail)
+	}
+	return fmt.Errorf("docker in %s: %s: %w", c.instance, what, err)
+}
+
+// isTransportErr is true for errors where the tunnel broke rather than the
+// daemon answering.
+func isTransportErr(err error) bool {
+	if client.IsErrConnectionFailed(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	s := err.Error()
+	return strings.Contains(s, "EOF") || strings.Contains(s, "connection reset")
+}
+
+// WaitDocker waits until the daemon in instance answers a ping (and the API
+// version checks out), polling every PollInterval, for at most timeout.
+// dockerd takes a few seconds after the instance starts; the socket file
+// may exist before it answers, so only a ping counts.
+func (m *Manager) WaitDocker(ctx context.Context, instance string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(m.opts.PollInterval)
+	defer t.Stop()
+	var last error
+	for {
+		cli, c, err := m.client(ctx, instance)
+		if err == nil {
+			_, err = cli.Ping(ctx)
+			if err != nil {
+				err = m.connErr(c, "ping", err)
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return fmt.Errorf("waiting for docker in %s: %w", instance, ctx.Err())
+			}
+			return fmt.Errorf("docker did not answer in %s within %s: %w", instance, timeout, last)
+		case <-t.C:
+		}
+	}
+}
+
+// tailBuffer keeps the last bytes written to it (dial-stdio's stderr).
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append([]byte(nil), t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+// String returns the last non-empty line.
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return lastLine(string(t.b))
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return strings.TrimSpace(s)
+}
