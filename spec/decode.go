@@ -250,9 +250,8 @@ func (d *decoder) stringList(n *yaml.Node) ([]string, bool) {
 
 // entry is one key/value pair of a mapping after merge keys are applied.
 type entry struct {
-	key   string
-	k, v  *yaml.Node
-	isNil bool
+	key  string
+	k, v *yaml.Node
 }
 
 // mapping returns the entries of a mapping in source order, reporting

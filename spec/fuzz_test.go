@@ -1,0 +1,69 @@
+package spec
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// FuzzLoadBytes feeds arbitrary bytes to the loader: whatever is in a Git
+// repository, berth must answer with diagnostics, never a panic or a hang.
+func FuzzLoadBytes(f *testing.F) {
+	_ = filepath.WalkDir("testdata", func(p string, de fs.DirEntry, err error) error {
+		if err == nil && !de.IsDir() && isYAMLFile(p) {
+			if data, err := os.ReadFile(p); err == nil {
+				f.Add(data)
+			}
+		}
+		return nil
+	})
+	for _, seed := range []string{
+		minimal,
+		minimal + "---\n" + minimal,
+		"apiVersion: &a [*a]\n",
+		"a: &a {<<: [*a, *a]}\n",
+		"spec: {system: {config: {<<: &c {x: y}, k: *c}}}\n",
+		"? [a, b]\n: c\n",
+		"metadata: {name: !!binary aGVsbG8=}\n",
+		"spec: {replicas: 0o17, update: {maxUnavailable: 0x10}}\n",
+		"\xef\xbb\xbfapiVersion: berth/v1\n",
+		"%YAML 1.1\n---\nkind: App\n",
+		"- - - -\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := LoadBytes("f.yaml", data, Options{})
+		if err != nil {
+			t.Fatalf("LoadBytes returned an error for in-memory data: %v", err)
+		}
+		if r.OK() != (len(r.Diagnostics) == 0) {
+			t.Fatal("OK() disagrees with Diagnostics")
+		}
+		for _, d := range r.Diagnostics {
+			if d.File != "f.yaml" || d.Line < 0 || d.Col < 0 || d.Message == "" {
+				t.Fatalf("malformed diagnostic %#v", d)
+			}
+		}
+		if len(r.Unparsable) > 0 && r.OK() {
+			t.Fatal("unparsable file without a diagnostic")
+		}
+		for _, a := range r.Apps {
+			if msg := checkName(a.Metadata.Name, max(a.Spec.Replicas, 1)-1); msg != "" {
+				t.Fatalf("valid app with a bad name: %s", msg)
+			}
+			if a.Spec.Replicas < 0 || a.Spec.Update.MaxUnavailable < 1 || a.Spec.Update.HealthTimeout <= 0 {
+				t.Fatalf("valid app outside its bounds: %+v", a.Spec)
+			}
+			for k := range a.Spec.System.LXDConfig() {
+				if strings.HasPrefix(k, "user.berth.") {
+					t.Fatalf("valid app sets reserved key %s", k)
+				}
+			}
+			_ = a.Spec.System.Hash()
+			_ = a.Spec.Container.Hash()
+		}
+	})
+}
