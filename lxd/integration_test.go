@@ -23,6 +23,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -254,6 +255,8 @@ func TestIntegrationInstances(t *testing.T) {
 	})
 
 	t.Run("dial exec deadlines and close kills", func(t *testing.T) {
+		c.Close() // idle HTTP connections have goroutines of their own
+		before := runtime.NumGoroutine()
 		conn, err := c.DialExec(ctx, name, []string{"cat"}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -285,6 +288,56 @@ func TestIntegrationInstances(t *testing.T) {
 		t.Logf("cat after Close: exit %d err %v", code, err)
 		if err == nil && code != 137 {
 			t.Errorf("closing control should SIGKILL (137), got %d", code)
+		}
+		// Exec too must leave nothing behind.
+		if _, err := c.Exec(ctx, name, ExecRequest{Command: []string{"cat"}, Stdin: strings.NewReader("x")}); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		deadline := time.Now().Add(3 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			c.Close()
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<20)
+			t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+	})
+
+	t.Run("dial exec under http.Transport", func(t *testing.T) {
+		// busybox httpd -i serves one HTTP connection on stdin/stdout, a
+		// stand-in for `docker system dial-stdio`.
+		if code, err := c.Exec(ctx, name, ExecRequest{Command: []string{"sh", "-c", "mkdir -p /tmp/www && echo hi > /tmp/www/index.html"}}); err != nil || code != 0 {
+			t.Fatal(code, err)
+		}
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return c.DialExec(ctx, name, []string{"busybox", "httpd", "-i", "-h", "/tmp/www"}, nil)
+		}}
+		defer tr.CloseIdleConnections()
+		hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := hc.Get("http://instance/index.html")
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				if err != nil || resp.StatusCode != 200 || string(body) != "hi\n" {
+					errs <- fmt.Errorf("status %d body %q err %v", resp.StatusCode, body, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
 		}
 	})
 
