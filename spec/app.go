@@ -236,7 +236,7 @@ func (d *decoder) config(n *yaml.Node) map[string]string {
 				break
 			}
 			if e.key == "security.privileged" && isTrue(v) && !d.opts.AllowPrivileged {
-				d.errorf(d.resolve(e.v), "privileged system containers are not allowed; berth must be configured to allow them")
+				d.errorf(d.resolve(e.v), "privileged system containers are not allowed (berth --allow-privileged permits them)")
 				break
 			}
 			out[e.key] = v

@@ -137,7 +137,7 @@ func TestLoadBadTree(t *testing.T) {
 		`a.yaml:14:57: spec.container.healthcheck.timeout: "soon" is not a duration; write it like "5s", "2m" or "1h30m"`,
 		`a.yaml:24:7: spec.system.config["user.berth.owner"]: keys under user.berth. are reserved for berth's own bookkeeping`,
 		`a.yaml:25:7: spec.system.config["limits.memory"]: set this through spec.system.limits.memory, not through config`,
-		`a.yaml:26:28: spec.system.config["security.privileged"]: privileged system containers are not allowed; berth must be configured to allow them`,
+		`a.yaml:26:28: spec.system.config["security.privileged"]: privileged system containers are not allowed (berth --allow-privileged permits them)`,
 		`a.yaml:27:16: spec.system.config["raw.lxc"]: expected a string, got integer 1; quote it: "1" (LXD config values are strings)`,
 		`a.yaml:29:13: spec.system.devices.eth0: expected a mapping, got a list`,
 		`a.yaml:30:28: spec.system.devices.gpu.id: expected a string, got integer 0; quote it: "0" (LXD device values are strings)`,
@@ -312,8 +312,8 @@ func TestRequireDigest(t *testing.T) {
 		image string
 		want  []string
 	}{
-		{"nginx:1.25", []string{`app.yaml:9:12: spec.container.image: image is not pinned to a digest: add @sha256:<digest> (digests are required here)`}},
-		{"nginx", []string{`app.yaml:9:12: spec.container.image: image is not pinned to a digest: add @sha256:<digest> (digests are required here)`}},
+		{"nginx:1.25", []string{`app.yaml:9:12: spec.container.image: image is not pinned to a digest: add @sha256:<digest> (berth runs with --require-digest)`}},
+		{"nginx", []string{`app.yaml:9:12: spec.container.image: image is not pinned to a digest: add @sha256:<digest> (berth runs with --require-digest)`}},
 		{"nginx" + digest, nil},
 		{"127.0.0.1:5000/team/nginx:1.25" + digest, nil},
 	}
@@ -332,7 +332,7 @@ func TestAllowPrivileged(t *testing.T) {
 		src := sys("    config: {security.privileged: " + v + "}\n")
 		r := mustLoadBytes(t, src, Options{})
 		sameLines(t, v, diagStrings(r.Diagnostics), []string{
-			`app.yaml:8:35: spec.system.config["security.privileged"]: privileged system containers are not allowed; berth must be configured to allow them`,
+			`app.yaml:8:35: spec.system.config["security.privileged"]: privileged system containers are not allowed (berth --allow-privileged permits them)`,
 		})
 		if !slices.Equal(r.InvalidApps, []string{"web"}) {
 			t.Errorf("InvalidApps = %v, want [web]", r.InvalidApps)

@@ -157,7 +157,7 @@ func checkImageRef(ref string, requireDigest bool) string {
 		return fmt.Sprintf("%q is not a valid image reference: want [registry[:port]/]repo[:tag][@sha256:<digest>]", ref)
 	}
 	if requireDigest && !hasDigest {
-		return "image is not pinned to a digest: add @sha256:<digest> (digests are required here)"
+		return "image is not pinned to a digest: add @sha256:<digest> (berth runs with --require-digest)"
 	}
 	return ""
 }
