@@ -152,14 +152,25 @@ func InstanceName(app string, slot int) string {
 // live instances against it (all but KeyRevision, which is informative).
 // Keys whose value would be empty are left out: LXD drops empty keys.
 func ManagedConfig(app spec.App, owner, revision string, slot int) map[string]string {
-	out := app.Spec.System.LXDConfig()
+	return managedConfig(&app, app.Spec.System.LXDConfig(), app.Spec.System.Hash(), owner, revision, slot)
+}
+
+// managedConfig is ManagedConfig with the parts the planner computes once
+// per app passed in. lxdConfig is not modified.
+func managedConfig(app *spec.App, lxdConfig map[string]string, sysHash, owner, revision string, slot int) map[string]string {
+	out := make(map[string]string, len(lxdConfig)+7)
+	maps.Copy(out, lxdConfig)
 	for k, v := range out {
 		// spec validation rejects these; never let a spec overwrite ours.
 		if strings.HasPrefix(k, KeyPrefix) || v == "" {
 			delete(out, k)
 		}
 	}
-	keys := slices.Sorted(maps.Keys(out))
+	keys := make([]string, 0, len(out))
+	for k := range out {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
 	set := func(k, v string) {
 		if v != "" {
 			out[k] = v
@@ -169,7 +180,7 @@ func ManagedConfig(app spec.App, owner, revision string, slot int) map[string]st
 	set(KeyOwner, owner)
 	set(KeyApp, app.Metadata.Name)
 	set(KeySlot, strconv.Itoa(slot))
-	set(KeySystemHash, app.Spec.System.Hash())
+	set(KeySystemHash, sysHash)
 	set(KeyRevision, revision)
 	set(KeyImage, app.Spec.System.Image)
 	return out
@@ -180,11 +191,17 @@ func ManagedConfig(app spec.App, owner, revision string, slot int) map[string]st
 // no longer sets and that are still present: the executor deletes them
 // when it updates the instance in place.
 func RemovedConfigKeys(observed map[string]string, app spec.App) []string {
+	return removedConfigKeys(observed, app.Spec.System.LXDConfig(), "")
+}
+
+// removedConfigKeys is RemovedConfigKeys given the spec's LXD config and,
+// if known, the KeyConfigKeys value the spec gives: when the instance
+// records the same list, nothing was dropped.
+func removedConfigKeys(observed, want map[string]string, wantList string) []string {
 	list := observed[KeyConfigKeys]
-	if list == "" {
+	if list == "" || list == wantList {
 		return nil
 	}
-	want := app.Spec.System.LXDConfig()
 	var out []string
 	for k := range strings.SplitSeq(list, ",") {
 		k = strings.TrimSpace(k)

@@ -69,7 +69,6 @@ type planner struct {
 	owned     map[string]map[int]*Instance
 	nOwned    int // every instance with our owner, garbled ones included
 
-	wanted   map[string]bool // instance names the desired apps want
 	warnings []string
 	plan     Plan
 }
@@ -104,12 +103,6 @@ func (pl *planner) indexDesired() {
 	}
 	pl.plan.Held = slices.Sorted(maps.Keys(pl.held))
 	pl.appNames = slices.Sorted(maps.Keys(pl.apps))
-	pl.wanted = make(map[string]bool)
-	for _, name := range pl.appNames {
-		for slot := range max(pl.apps[name].Spec.Replicas, 0) {
-			pl.wanted[InstanceName(name, slot)] = true
-		}
-	}
 }
 
 func (pl *planner) indexObserved(observed Observed) {
@@ -140,8 +133,8 @@ func (pl *planner) indexObserved(observed Observed) {
 				inst.Name, pl.policy.Owner, KeyApp, KeySlot, inst.Config[KeyApp], inst.Config[KeySlot])
 			continue
 		}
-		if want := InstanceName(app, slot); want != inst.Name {
-			pl.warnf("instance %s is owned by %s but labelled as %s; left alone", inst.Name, pl.policy.Owner, want)
+		if !isInstanceName(inst.Name, app, inst.Config[KeySlot]) {
+			pl.warnf("instance %s is owned by %s but labelled as %s; left alone", inst.Name, pl.policy.Owner, InstanceName(app, slot))
 			continue
 		}
 		if pl.owned[app] == nil {
@@ -165,6 +158,14 @@ func parseIdentity(inst *Instance) (app string, slot int, ok bool) {
 	return app, slot, true
 }
 
+// isInstanceName reports whether name is InstanceName(app, slot), slot
+// given in canonical decimal, without building the name: this runs for
+// every owned instance.
+func isInstanceName(name, app, slot string) bool {
+	return len(name) == len(app)+1+len(slot) &&
+		name[:len(app)] == app && name[len(app)] == '-' && name[len(app)+1:] == slot
+}
+
 // appPlan is what one app's steps are computed from.
 type appPlan struct {
 	app        *spec.App
@@ -172,7 +173,8 @@ type appPlan struct {
 	replicas   int
 	sysHash    string
 	ctrHash    string
-	managed    map[string]string // ManagedConfig for slot 0, without KeyRevision
+	managed    [][2]string // ManagedConfig for slot 0 without KeyRevision, sorted by key
+	configKeys string      // the KeyConfigKeys value the spec gives
 	lxdConfig  map[string]string
 	nObserved  int
 	maxUnavail int
@@ -192,19 +194,25 @@ func (pl *planner) planApp(app *spec.App) {
 		replicas:   max(app.Spec.Replicas, 0),
 		sysHash:    app.Spec.System.Hash(),
 		ctrHash:    app.Spec.Container.Hash(),
-		managed:    ManagedConfig(*app, pl.policy.Owner, "", 0),
 		lxdConfig:  app.Spec.System.LXDConfig(),
 		nObserved:  len(pl.owned[app.Metadata.Name]),
 		maxUnavail: max(app.Spec.Update.MaxUnavailable, 1),
 	}
-	delete(a.managed, KeyRevision)
+	managed := managedConfig(app, a.lxdConfig, a.sysHash, pl.policy.Owner, "", 0)
+	a.configKeys = managed[KeyConfigKeys]
+	a.managed = make([][2]string, 0, len(managed))
+	for k, v := range managed {
+		a.managed = append(a.managed, [2]string{k, v})
+	}
+	sortPairs(a.managed)
 	replicasReason := Reason{Field: "replicas", Old: strconv.Itoa(a.nObserved), New: strconv.Itoa(a.replicas)}
 
+	owned := pl.owned[a.name]
 	var quiet, disruptive []slotSteps
 	for slot := range a.replicas {
-		name := InstanceName(a.name, slot)
-		inst := pl.owned[a.name][slot]
+		inst := owned[slot]
 		if inst == nil {
+			name := InstanceName(a.name, slot)
 			if pl.conflict(a.name, name) {
 				continue
 			}
@@ -242,7 +250,7 @@ func (pl *planner) planApp(app *spec.App) {
 	// Scale down last: the replicas that stay are converged first, and the
 	// highest slots go first so the survivors are always 0..replicas-1.
 	var extra []int
-	for slot := range pl.owned[a.name] {
+	for slot := range owned {
 		if slot >= a.replicas {
 			extra = append(extra, slot)
 		}
@@ -402,8 +410,8 @@ func (pl *planner) systemReasons(a *appPlan, slot int, inst *Instance) (recreate
 		}
 	}
 	slotStr := strconv.Itoa(slot)
-	for _, k := range slices.Sorted(maps.Keys(a.managed)) {
-		want := a.managed[k]
+	for _, kv := range a.managed {
+		k, want := kv[0], kv[1]
 		if k == KeySlot {
 			want = slotStr
 		}
@@ -411,7 +419,7 @@ func (pl *planner) systemReasons(a *appPlan, slot int, inst *Instance) (recreate
 			diff(k, got, want)
 		}
 	}
-	for _, k := range RemovedConfigKeys(cfg, *a.app) {
+	for _, k := range removedConfigKeys(cfg, a.lxdConfig, a.configKeys) {
 		diff(k, cfg[k], "")
 	}
 	slices.SortStableFunc(update, func(x, y Reason) int { return cmp.Compare(x.Field, y.Field) })
@@ -500,5 +508,5 @@ func (pl *planner) finish() {
 	slices.SortStableFunc(pl.plan.Steps, func(x, y Step) int { return cmp.Compare(x.App, y.App) })
 	slices.Sort(pl.warnings)
 	pl.plan.Warnings = slices.Compact(pl.warnings)
-	pl.plan.ObservedFingerprint = pl.fingerprint()
+	pl.plan.ObservedFingerprint = fingerprint(pl.instances, pl.policy.Owner, pl.plan.wantedNames())
 }

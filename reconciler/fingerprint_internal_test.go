@@ -1,0 +1,43 @@
+package reconciler
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// The hand-written encoder must write the JSON encoding/json would (without
+// its HTML escaping), so the fingerprint's documented form holds.
+func TestCanonEncoderMatchesJSON(t *testing.T) {
+	inst := converged(web, 1)
+	inst.Config["cloud-init.user-data"] = "#cloud-config\n\truncmd: [\"echo \\\\ hi\"]\r\x01"
+	inst.Devices = map[string]map[string]string{"b": {"type": "disk", "path": "/x"}, "a": {"type": "none"}}
+	delete(inst.Config, "volatile.uuid")
+	delete(inst.Config, "volatile.base_image")
+	var e canonEncoder
+	e.instance(&inst)
+
+	type fpContainer struct {
+		Name   string            `json:"name"`
+		ID     string            `json:"id"`
+		Image  string            `json:"image"`
+		State  string            `json:"state"`
+		Labels map[string]string `json:"labels"`
+	}
+	want := struct {
+		Name        string                       `json:"name"`
+		Status      string                       `json:"status"`
+		Config      map[string]string            `json:"config"`
+		Profiles    []string                     `json:"profiles"`
+		Devices     map[string]map[string]string `json:"devices"`
+		Container   *fpContainer                 `json:"container"`
+		DockerError bool                         `json:"dockerError"`
+	}{inst.Name, inst.Status, inst.Config, inst.Profiles, inst.Devices,
+		&fpContainer{inst.Container.Name, inst.Container.ID, inst.Container.Image, inst.Container.State, inst.Container.Labels}, false}
+	b, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(e.buf); got != string(b)+"\n" {
+		t.Errorf("canonical encoding differs:\n got %s\nwant %s", got, b)
+	}
+}
