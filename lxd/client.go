@@ -406,7 +406,8 @@ func (c *Client) run(ctx context.Context, r request) (*Operation, error) {
 
 // RawQuery performs a request against an arbitrary API path (e.g.
 // "/1.0/networks") and waits for it if it is asynchronous. It is an escape
-// hatch for calls this package does not wrap. The metadata of a sync answer
+// hatch for calls this package does not wrap; ?project= is added except for
+// operation URLs. The metadata of a sync answer
 // (or of the final operation) is decoded into out when out is not nil.
 func (c *Client) RawQuery(ctx context.Context, method, path string, body any, etag string, out any) error {
 	u, err := url.Parse(path)

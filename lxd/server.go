@@ -51,7 +51,7 @@ func (c *Client) GetServer(ctx context.Context) (*Server, string, error) {
 	return &s, etag, nil
 }
 
-// UpdateServerConfig replaces the server config (PUT /1.0) with If-Match:
+// UpdateServerConfig replaces the server (global, not per project) config (PUT /1.0) with If-Match:
 // etag ("" = no check); a concurrent change gives ErrPreconditionFailed.
 // Start from GetServer: keys left out are reset to their defaults. Values are
 // strings (LXD also accepts numbers and booleans).
@@ -59,14 +59,14 @@ func (c *Client) UpdateServerConfig(ctx context.Context, config map[string]any, 
 	if config == nil {
 		config = map[string]any{}
 	}
-	_, err := c.run(ctx, request{method: "PUT", path: "/1.0", project: true, body: map[string]any{"config": config}, etag: etag})
+	_, err := c.run(ctx, request{method: "PUT", path: "/1.0", body: map[string]any{"config": config}, etag: etag})
 	return err
 }
 
 // PatchServerConfig changes only the given keys (PATCH /1.0); "" resets a
 // key.
 func (c *Client) PatchServerConfig(ctx context.Context, config map[string]any, etag string) error {
-	_, err := c.run(ctx, request{method: "PATCH", path: "/1.0", project: true, body: map[string]any{"config": config}, etag: etag})
+	_, err := c.run(ctx, request{method: "PATCH", path: "/1.0", body: map[string]any{"config": config}, etag: etag})
 	return err
 }
 

@@ -1,0 +1,232 @@
+package lxd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// fakeExec adds an exec endpoint to the fake LXD that behaves like LXD's
+// non-interactive exec of `cat`: fd 0 frames are echoed on fd 1, an empty
+// text frame on fd 0 ends the command (empty text frames on 1 and 2), and
+// closing control kills it (exit 137). The operation finishes afterwards
+// with metadata.return.
+func fakeExec(t *testing.T, f *fakeLXD) {
+	var mu sync.Mutex
+	type execOp struct {
+		conns map[string]*websocket.Conn
+		done  chan int
+	}
+	ops := map[string]*execOp{}
+	n := 0
+	up := websocket.Upgrader{}
+	f.mux.HandleFunc("POST /1.0/instances/{name}/exec", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		id := fmt.Sprintf("exec%d", n)
+		ops[id] = &execOp{conns: map[string]*websocket.Conn{}, done: make(chan int, 1)}
+		mu.Unlock()
+		fds := map[string]string{"0": id + "-0", "1": id + "-1", "2": id + "-2", "control": id + "-control"}
+		async202(w, opJSON(id, 103, "", false, map[string]any{"fds": fds}))
+	})
+	f.mux.HandleFunc("GET /1.0/operations/{id}/websocket", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		fd := strings.TrimPrefix(r.URL.Query().Get("secret"), id+"-")
+		if r.URL.Query().Has("project") {
+			t.Errorf("websocket URL with project: %s", r.URL)
+		}
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		op := ops[id]
+		op.conns[fd] = conn
+		ready := len(op.conns) == 4
+		mu.Unlock()
+		if ready {
+			go runCat(op.conns, op.done)
+		}
+	})
+	f.mux.HandleFunc("GET /1.0/operations/{id}/wait", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		op := ops[r.PathValue("id")]
+		mu.Unlock()
+		select {
+		case code := <-op.done:
+			op.done <- code
+			sync200(w, opJSON(r.PathValue("id"), 200, "", false, map[string]any{"return": code}))
+		case <-time.After(200 * time.Millisecond):
+			sync200(w, opJSON(r.PathValue("id"), 103, "", false, nil))
+		case <-r.Context().Done():
+		}
+	})
+}
+
+func runCat(conns map[string]*websocket.Conn, done chan int) {
+	killed := make(chan struct{})
+	go func() { // control: closing it kills the command
+		for {
+			if _, _, err := conns["control"].NextReader(); err != nil {
+				close(killed)
+				return
+			}
+		}
+	}()
+	go func() { // stdout is never written by the client; drain for control frames
+		for {
+			if _, _, err := conns["1"].NextReader(); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			if _, _, err := conns["2"].NextReader(); err != nil {
+				return
+			}
+		}
+	}()
+	eof := make(chan struct{})
+	go func() {
+		defer close(eof)
+		for {
+			mt, data, err := conns["0"].ReadMessage()
+			if err != nil || mt == websocket.TextMessage {
+				return
+			}
+			if conns["1"].WriteMessage(websocket.BinaryMessage, data) != nil {
+				return
+			}
+		}
+	}()
+	code := 0
+	select {
+	case <-eof:
+		_ = conns["1"].WriteMessage(websocket.TextMessage, nil)
+		_ = conns["2"].WriteMessage(websocket.BinaryMessage, []byte("bye\n"))
+		_ = conns["2"].WriteMessage(websocket.TextMessage, nil)
+	case <-killed:
+		code = 137
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	done <- code
+}
+
+func TestExecFake(t *testing.T) {
+	f := newFake(t)
+	fakeExec(t, f)
+	c := f.connect(t, Config{Project: "p"})
+	var out, errb bytes.Buffer
+	code, err := c.Exec(context.Background(), "x", ExecRequest{Command: []string{"cat"}, Stdin: strings.NewReader("hello"), Stdout: &out, Stderr: &errb})
+	if err != nil || code != 0 || out.String() != "hello" || errb.String() != "bye\n" {
+		t.Fatalf("code %d err %v out %q err %q", code, err, out.String(), errb.String())
+	}
+}
+
+func TestExecConnFake(t *testing.T) {
+	f := newFake(t)
+	fakeExec(t, f)
+	c := f.connect(t, Config{})
+	ctx := context.Background()
+	c.Close()
+	before := runtime.NumGoroutine()
+
+	var stderr bytes.Buffer
+	conn, err := c.DialExec(ctx, "x", []string{"cat"}, &lockedWriter{w: &stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read deadline: times out, then the conn is still usable.
+	_ = conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("deadline: %v", err)
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	payload := bytes.Repeat([]byte("0123456789"), 10000)
+	go func() {
+		_, _ = conn.Write(payload)
+		_ = conn.CloseWrite()
+	}()
+	got, err := io.ReadAll(conn)
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("read %d bytes, err %v", len(got), err)
+	}
+	if code, err := conn.Wait(ctx); code != 0 || err != nil {
+		t.Fatalf("wait %d %v", code, err)
+	}
+	if _, err := conn.Write([]byte("x")); err == nil {
+		t.Fatal("write after CloseWrite")
+	}
+	_ = conn.Close()
+	_ = conn.Close() // twice is fine
+	if stderr.String() != "bye\n" {
+		t.Fatalf("stderr %q", stderr.String())
+	}
+
+	// Close from another goroutine releases a blocked Read and kills.
+	conn, err = c.DialExec(ctx, "x", []string{"cat"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readErr := make(chan error, 1)
+	go func() { _, err := conn.Read(make([]byte, 1)); readErr <- err }()
+	time.Sleep(20 * time.Millisecond)
+	_ = conn.Close()
+	if err := <-readErr; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("blocked read: %v", err)
+	}
+	if code, err := conn.Wait(ctx); code != 137 || err != nil {
+		t.Fatalf("after close: %d %v", code, err)
+	}
+
+	c.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		c.Close()
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("goroutines %d -> %d\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestDeadlineHelper(t *testing.T) {
+	d := newDeadline()
+	d.set(time.Now().Add(-time.Second))
+	select {
+	case <-d.wait():
+	default:
+		t.Fatal("past deadline not expired")
+	}
+	d.set(time.Time{})
+	select {
+	case <-d.wait():
+		t.Fatal("cleared deadline expired")
+	default:
+	}
+	d.set(time.Now().Add(20 * time.Millisecond))
+	ch := d.wait()
+	d.set(time.Now().Add(time.Hour)) // extending keeps waiters blocked
+	select {
+	case <-ch:
+		t.Fatal("extended deadline fired")
+	case <-time.After(60 * time.Millisecond):
+	}
+	d.stop()
+}
