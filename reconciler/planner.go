@@ -319,7 +319,6 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 	}
 
 	running := inst.Status == StatusRunning
-	available := running
 	switch {
 	case len(recreate) > 0:
 		// A recreated instance starts with a fresh container.
@@ -331,7 +330,6 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		pl.warnf("instance %s: docker unreachable (%s); app container not checked", inst.Name, inst.DockerError)
 	default:
 		c := inst.Container
-		available = c != nil && c.State == stateRunning
 		switch {
 		case c == nil:
 			step(CreateContainer, Reason{Field: "container", Old: "absent", New: "present"})
@@ -351,12 +349,27 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		names := slices.Sorted(slices.Values(inst.ForeignContainers))
 		pl.warnf("instance %s: containers without berth labels left alone: %s", inst.Name, strings.Join(names, ", "))
 	}
+	available := serving(inst)
 	for _, s := range ss.steps {
 		if available && s.Action.disruptive() {
 			ss.disruptive = true
 		}
 	}
 	return ss
+}
+
+// serving reports whether a replica is, as far as can be seen, serving:
+// its instance runs and its app container runs. When Docker could not be
+// reached the container is unknown, and it counts as serving, so that
+// disrupting it stays within the budget.
+func serving(inst *Instance) bool {
+	if inst.Status != StatusRunning {
+		return false
+	}
+	if inst.DockerError != "" {
+		return true
+	}
+	return inst.Container != nil && inst.Container.State == stateRunning
 }
 
 // systemReasons compares the instance with the system spec. Differences

@@ -768,3 +768,54 @@ func TestSummary(t *testing.T) {
 		t.Errorf("Summary =\n%s\nwant\n%s", got, want)
 	}
 }
+
+func TestPlanStale(t *testing.T) {
+	scaled := with(web, func(a *spec.App) { a.Spec.Replicas = 4 })
+	obs := Observed{Instances: append(fleet(web), Instance{Name: "db-0", Config: map[string]string{"limits.cpu": "2"}})}
+	p := MakePlan(Desired{Revision: testRev, Apps: []spec.App{scaled}}, obs, Policy{})
+	if p.Stale(obs) {
+		t.Fatal("plan is stale against the state it was made from")
+	}
+	// Things the plan did not read do not make it stale.
+	moved := Observed{Instances: slices.Clone(obs.Instances)}
+	moved.Instances[3] = Instance{Name: "db-0", Config: map[string]string{"limits.cpu": "4"}}
+	slices.Reverse(moved.Instances)
+	if p.Stale(moved) {
+		t.Error("an unrelated instance made the plan stale")
+	}
+	// An instance appearing on a name the plan creates does.
+	clash := Observed{Instances: append(slices.Clone(obs.Instances), Instance{Name: "web-3", Status: "Stopped", Config: map[string]string{}})}
+	if !p.Stale(clash) {
+		t.Error("a hand-made instance on a Create target did not make the plan stale")
+	}
+	// So does a change to one of berth's instances.
+	changed := Observed{Instances: fleet(web)}
+	changed.Instances[0].Status = "Stopped"
+	changed.Instances = append(changed.Instances, obs.Instances[3])
+	if !p.Stale(changed) {
+		t.Error("a stopped instance did not make the plan stale")
+	}
+}
+
+func TestPlanRecreateOfReplicaWithoutContainer(t *testing.T) {
+	newImage := with(web, func(a *spec.App) { a.Spec.System.Image = "debian-docker-13" })
+	runCases(t, []planCase{{
+		name:     "a replica without its container is down already: recreated first",
+		apps:     []spec.App{newImage},
+		observed: edit(fleet(web), "web-2", func(i *Instance) { i.Container = nil }),
+		want: []string{
+			"1 web-2 recreate (system.image: debian-docker → debian-docker-13)",
+			"2 web-0 recreate (system.image: debian-docker → debian-docker-13)",
+			"3 web-1 recreate (system.image: debian-docker → debian-docker-13)",
+		},
+	}, {
+		name:     "docker unreachable counts as serving",
+		apps:     []spec.App{newImage},
+		observed: edit(fleet(web), "web-2", func(i *Instance) { i.Container = nil; i.DockerError = "timeout" }),
+		want: []string{
+			"1 web-0 recreate (system.image: debian-docker → debian-docker-13)",
+			"2 web-1 recreate (system.image: debian-docker → debian-docker-13)",
+			"3 web-2 recreate (system.image: debian-docker → debian-docker-13)",
+		},
+	}})
+}
