@@ -16,8 +16,9 @@
 // ErrPreconditionFailed (412, a stale ETag) and ErrForbidden (403) with
 // errors.Is. Many failures only show up in the final state of an operation,
 // which LXD returns with HTTP 200 and status_code 400 (e.g. creating an
-// instance that already exists); those are *OperationError, and an operation
-// error saying "already exists" also matches ErrConflict.
+// instance that already exists); those are *OperationError. Any error saying
+// "already exists" matches ErrConflict, whatever its code (LXD 5.0.2 answers
+// a duplicate profile with 500).
 //
 // Every call takes a context and every HTTP request is bound by it; nothing
 // waits forever. Operations are awaited with /1.0/operations/<id>/wait in
@@ -40,6 +41,21 @@
 // ErrPreconditionFailed instead of silently overwriting. An empty ETag skips
 // the check. Note that LXD's instance ETag covers the local config including
 // volatile.* keys, which change when the instance starts or stops.
+//
+// # Exec
+//
+// Exec runs a command non-interactively: LXD then gives separate, binary-safe
+// websockets for stdin, stdout and stderr plus a control socket
+// (interactive mode would use a PTY, merging the streams). All four must be
+// connected within 5 seconds or LXD fails the operation. Data travels in
+// binary frames and an empty text frame marks end of stream. Every socket
+// keeps a reader because gorilla/websocket answers LXD's 10-second pings
+// only while reading. Closing the control socket makes LXD SIGKILL the
+// command. The exit code comes from the final operation's metadata.return;
+// a non-zero exit is still a successful operation.
+//
+// DialExec wraps the same mechanism as a net.Conn (ExecConn), for tunnelling
+// `docker system dial-stdio` through LXD to a Docker daemon in an instance.
 //
 // # Counting requests
 //

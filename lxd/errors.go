@@ -12,9 +12,10 @@ import (
 var (
 	// ErrNotFound: HTTP 404 (e.g. "Instance not found").
 	ErrNotFound = errors.New("lxd: not found")
-	// ErrConflict: HTTP 409 (existing alias, certificate, ...) or an
-	// operation that failed because its object "already exists" (LXD reports
-	// a duplicate instance only in the operation, with HTTP 202 then 200).
+	// ErrConflict: HTTP 409 (existing alias, certificate, ...), or any
+	// error or failed operation saying "already exists" (LXD reports a
+	// duplicate instance only in the operation, with HTTP 202 then 200, and
+	// a duplicate profile as a 500).
 	ErrConflict = errors.New("lxd: conflict")
 	// ErrPreconditionFailed: HTTP 412, the If-Match ETag no longer matches.
 	ErrPreconditionFailed = errors.New("lxd: precondition failed (stale ETag)")
@@ -41,13 +42,15 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("lxd: %s %s: %d %s", e.Method, e.Path, e.Code, msg)
 }
 
-// Is maps HTTP codes to the sentinel errors.
+// Is maps HTTP codes to the sentinel errors. ErrConflict also matches an
+// error saying "already exists": LXD 5.0.2 reports a duplicate profile as
+// 500 "Error inserting ... The profile already exists".
 func (e *StatusError) Is(target error) bool {
 	switch target {
 	case ErrNotFound:
 		return e.Code == http.StatusNotFound
 	case ErrConflict:
-		return e.Code == http.StatusConflict
+		return e.Code == http.StatusConflict || strings.Contains(e.Message, "already exists")
 	case ErrPreconditionFailed:
 		return e.Code == http.StatusPreconditionFailed
 	case ErrForbidden:

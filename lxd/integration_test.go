@@ -717,3 +717,38 @@ func BenchmarkExecRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+func TestIntegrationProfiles(t *testing.T) {
+	c := realLXD(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	name := "berth-it-" + randSuffix()
+	if err := c.CreateProfile(ctx, name, ProfilePut{Config: map[string]string{"user.berth.test": "1"}, Description: "berth test"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := cleanupCtx()
+		defer cancel()
+		if err := c.DeleteProfile(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			t.Errorf("cleanup profile: %v", err)
+		}
+	})
+	if err := c.CreateProfile(ctx, name, ProfilePut{}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("duplicate profile: %v", err)
+	}
+	p, etag, err := c.GetProfile(ctx, name)
+	if err != nil || p.Config["user.berth.test"] != "1" || etag == "" {
+		t.Fatalf("get: %v %+v %q", err, p, etag)
+	}
+	put := p.ProfilePut
+	put.Config = map[string]string{"user.berth.test": "2"}
+	if err := c.UpdateProfile(ctx, name, put, etag); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.UpdateProfile(ctx, name, put, etag); !errors.Is(err, ErrPreconditionFailed) {
+		t.Fatalf("stale profile etag: %v", err)
+	}
+	if p, _, err := c.GetProfile(ctx, name); err != nil || p.Config["user.berth.test"] != "2" {
+		t.Fatalf("after update: %v %+v", err, p)
+	}
+}
