@@ -145,7 +145,7 @@ func TestNotRunningForgetsClient(t *testing.T) {
 	c := m.clients["web-0"]
 	m.mu.Unlock()
 	c.cli.Close() // drop the idle connection so the next call dials
-	f.dialErr = &notRunningError{instance: "web-0", err: errors.New("lxd: POST /1.0/instances/web-0/exec: 400 Instance is not running")}
+	f.dialErr = &notRunningError{err: errors.New("lxd: POST /1.0/instances/web-0/exec: 400 Instance is not running")}
 	_, err := m.Observe(ctx, "web-0")
 	if !errors.Is(err, ErrInstanceNotRunning) {
 		t.Fatalf("err = %v, want ErrInstanceNotRunning", err)

@@ -375,7 +375,7 @@ func (m *Manager) ensureImage(ctx context.Context, cli *client.Client, c *conn, 
 		return true, err
 	}
 	if !img.digestOK(insp) {
-		return true, fmt.Errorf("%w: %s is %s, the spec pins %s", ErrDigestMismatch, img.pullRef, strings.Join(insp.RepoDigests, ", "), img.digest)
+		return true, fmt.Errorf("%w in %s: %s is %s, the spec pins %s", ErrDigestMismatch, c.instance, img.pullRef, strings.Join(insp.RepoDigests, ", "), img.digest)
 	}
 	return true, nil
 }

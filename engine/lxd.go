@@ -23,7 +23,7 @@ func (d lxdDialer) DialExec(ctx context.Context, instance string, command []stri
 	ec, err := d.c.DialExec(ctx, instance, command, stderr)
 	if err != nil {
 		if notRunning(err) {
-			return nil, &notRunningError{instance: instance, err: err}
+			return nil, &notRunningError{err: err}
 		}
 		return nil, err
 	}
@@ -42,13 +42,10 @@ func notRunning(err error) bool {
 }
 
 // notRunningError matches ErrInstanceNotRunning and keeps LXD's error.
-type notRunningError struct {
-	instance string
-	err      error
-}
+type notRunningError struct{ err error }
 
 func (e *notRunningError) Error() string {
-	return fmt.Sprintf("instance %s is not running (%v)", e.instance, e.err)
+	return fmt.Sprintf("instance is not running (%v)", e.err)
 }
 
 func (e *notRunningError) Unwrap() []error { return []error{ErrInstanceNotRunning, e.err} }

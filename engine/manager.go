@@ -337,7 +337,7 @@ func (m *Manager) tunnel(c *conn) func(ctx context.Context, network, addr string
 		start := time.Now()
 		nc, err := m.dialer.DialExec(ctx, c.instance, DialStdio, c.stderr)
 		if err != nil {
-			err = fmt.Errorf("tunnel to docker in %s: %w", c.instance, err)
+			err = fmt.Errorf("exec %s: %w", strings.Join(DialStdio, " "), err)
 			c.dialErr.Store(&err)
 			if errors.Is(err, ErrInstanceNotRunning) {
 				m.log.Debug("instance not running; dropping docker client", "instance", c.instance)
