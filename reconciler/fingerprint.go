@@ -18,9 +18,13 @@ import (
 // Conflicts), so a hand-made instance appearing on a name the plan is
 // about to create makes the plan stale. It hashes a canonical JSON form
 // (one object per instance, sorted by name; object keys sorted; no
-// spaces) of what planning reads, leaving out what changes without
-// changing any step: volatile.* keys, container health and restart
-// counts, error texts and foreign containers.
+// spaces) of what planning reads: status, profiles, devices, the config
+// keys berth manages (its user.berth.* keys but the revision, and the keys
+// its user.berth.config-keys lists), and the app container's name, id,
+// image, state and hash label. Everything else can change without
+// changing any step (volatile.* and image.* keys, keys berth never set,
+// revisions, health, restart counts, error texts, foreign containers),
+// so it does not make a plan stale.
 func (p Plan) Fingerprint(observed Observed) string {
 	insts := make([]*Instance, len(observed.Instances))
 	for i := range observed.Instances {
@@ -79,7 +83,7 @@ func (e *canonEncoder) instance(inst *Instance) {
 	e.buf = append(e.buf, `,"status":`...)
 	e.str(inst.Status)
 	e.buf = append(e.buf, `,"config":`...)
-	e.strMap(inst.Config, true)
+	e.managedConfig(inst.Config)
 	e.buf = append(e.buf, `,"profiles":[`...)
 	for i, p := range inst.Profiles {
 		if i > 0 {
@@ -99,7 +103,7 @@ func (e *canonEncoder) instance(inst *Instance) {
 		}
 		e.str(name)
 		e.buf = append(e.buf, ':')
-		e.strMap(inst.Devices[name], false)
+		e.strMap(inst.Devices[name])
 	}
 	e.buf = append(e.buf, `},"container":`...)
 	if c := inst.Container; c == nil {
@@ -113,8 +117,8 @@ func (e *canonEncoder) instance(inst *Instance) {
 		e.str(c.Image)
 		e.buf = append(e.buf, `,"state":`...)
 		e.str(c.State)
-		e.buf = append(e.buf, `,"labels":`...)
-		e.strMap(c.Labels, false)
+		e.buf = append(e.buf, `,"hash":`...)
+		e.str(c.Labels[LabelContainerHash])
 		e.buf = append(e.buf, '}')
 	}
 	e.buf = append(e.buf, `,"dockerError":`...)
@@ -122,16 +126,48 @@ func (e *canonEncoder) instance(inst *Instance) {
 	e.buf = append(e.buf, "}\n"...)
 }
 
-// strMap writes m with sorted keys, leaving out volatile.* keys if asked.
-// Pairs are collected while iterating, so no key is looked up twice.
-func (e *canonEncoder) strMap(m map[string]string, skipVolatile bool) {
+// fingerprintKeys are berth's keys that planning reads.
+var fingerprintKeys = []string{KeyApp, KeyConfigKeys, KeyImage, KeyOwner, KeySlot, KeySystemHash}
+
+// managedConfig writes the config keys planning reads: berth's own and
+// those its config-keys list names. Looking them up beats walking and
+// sorting whole configs, which LXD fills with image.* and volatile.* keys.
+func (e *canonEncoder) managedConfig(cfg map[string]string) {
 	e.pairs = e.pairs[:0]
-	for k, v := range m {
-		if !skipVolatile || !isVolatile(k) {
+	// The list is sorted and its keys mostly sort before user.berth.*, so
+	// appending in this order leaves the insertion sort little to do.
+	for rest := cfg[KeyConfigKeys]; rest != ""; {
+		var k string
+		k, rest, _ = strings.Cut(rest, ",")
+		if k == "" || strings.HasPrefix(k, KeyPrefix) || isVolatile(k) {
+			continue
+		}
+		if v := cfg[k]; v != "" {
+			e.pairs = append(e.pairs, [2]string{k, v})
+		}
+	}
+	for _, k := range fingerprintKeys {
+		if v := cfg[k]; v != "" {
 			e.pairs = append(e.pairs, [2]string{k, v})
 		}
 	}
 	sortPairs(e.pairs)
+	// A hand-edited list may repeat a key.
+	e.pairs = slices.Compact(e.pairs)
+	e.writePairs()
+}
+
+// strMap writes m with sorted keys.
+func (e *canonEncoder) strMap(m map[string]string) {
+	e.pairs = e.pairs[:0]
+	for k, v := range m {
+		e.pairs = append(e.pairs, [2]string{k, v})
+	}
+	sortPairs(e.pairs)
+	e.writePairs()
+}
+
+func (e *canonEncoder) writePairs() {
 	e.buf = append(e.buf, '{')
 	for i, kv := range e.pairs {
 		if i > 0 {
@@ -158,6 +194,16 @@ func sortPairs(p [][2]string) {
 	}
 }
 
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// hasZero is non-zero when a byte of x is zero; hasLess when a byte of x
+// is below n (n <= 128). Bytes >= 0x80 (UTF-8) are never flagged.
+func hasZero(x uint64) uint64         { return (x - ones) &^ x & highs }
+func hasLess(x uint64, n byte) uint64 { return (x - ones*uint64(n)) &^ x & highs }
+
 // needsEscape marks the bytes JSON strings must escape.
 var needsEscape = func() (t [256]bool) {
 	for c := range 0x20 {
@@ -173,7 +219,16 @@ func (e *canonEncoder) str(s string) {
 	const hexDigits = "0123456789abcdef"
 	e.buf = append(e.buf, '"')
 	start := 0
-	for i := 0; i < len(s); i++ {
+	// Most strings need no escaping: check eight bytes at a time.
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if hasLess(x, 0x20)|hasZero(x^(ones*'"'))|hasZero(x^(ones*'\\')) != 0 {
+			break
+		}
+	}
+	for ; i < len(s); i++ {
 		c := s[i]
 		if !needsEscape[c] {
 			continue
@@ -188,6 +243,10 @@ func (e *canonEncoder) str(s string) {
 			e.buf = append(e.buf, '\\', 't')
 		case '\r':
 			e.buf = append(e.buf, '\\', 'r')
+		case '\b':
+			e.buf = append(e.buf, '\\', 'b')
+		case '\f':
+			e.buf = append(e.buf, '\\', 'f')
 		default:
 			e.buf = append(e.buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 		}

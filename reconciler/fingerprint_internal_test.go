@@ -10,18 +10,22 @@ import (
 func TestCanonEncoderMatchesJSON(t *testing.T) {
 	inst := converged(web, 1)
 	inst.Config["cloud-init.user-data"] = "#cloud-config\n\truncmd: [\"echo \\\\ hi\"]\r\x01"
+	inst.Config[KeyConfigKeys] += ",cloud-init.user-data,limits.cpu"
 	inst.Devices = map[string]map[string]string{"b": {"type": "disk", "path": "/x"}, "a": {"type": "none"}}
-	delete(inst.Config, "volatile.uuid")
-	delete(inst.Config, "volatile.base_image")
 	var e canonEncoder
 	e.instance(&inst)
 
+	// What planning reads of the config: no volatile.*, image.* or revision.
+	cfg := map[string]string{}
+	for _, k := range append(fingerprintKeys, "cloud-init.user-data", "limits.cpu", "limits.memory", "security.nesting") {
+		cfg[k] = inst.Config[k]
+	}
 	type fpContainer struct {
-		Name   string            `json:"name"`
-		ID     string            `json:"id"`
-		Image  string            `json:"image"`
-		State  string            `json:"state"`
-		Labels map[string]string `json:"labels"`
+		Name  string `json:"name"`
+		ID    string `json:"id"`
+		Image string `json:"image"`
+		State string `json:"state"`
+		Hash  string `json:"hash"`
 	}
 	want := struct {
 		Name        string                       `json:"name"`
@@ -31,8 +35,8 @@ func TestCanonEncoderMatchesJSON(t *testing.T) {
 		Devices     map[string]map[string]string `json:"devices"`
 		Container   *fpContainer                 `json:"container"`
 		DockerError bool                         `json:"dockerError"`
-	}{inst.Name, inst.Status, inst.Config, inst.Profiles, inst.Devices,
-		&fpContainer{inst.Container.Name, inst.Container.ID, inst.Container.Image, inst.Container.State, inst.Container.Labels}, false}
+	}{inst.Name, inst.Status, cfg, inst.Profiles, inst.Devices,
+		&fpContainer{inst.Container.Name, inst.Container.ID, inst.Container.Image, inst.Container.State, inst.Container.Labels[LabelContainerHash]}, false}
 	b, err := json.Marshal(want)
 	if err != nil {
 		t.Fatal(err)
