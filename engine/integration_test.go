@@ -89,6 +89,9 @@ func required() bool { return os.Getenv("BERTH_REQUIRE_LXD") == "1" || os.Getenv
 // first use.
 func integration(t testing.TB) *itEnv {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: no integration tests")
+	}
 	itOnce.Do(itSetup)
 	if itSkip != "" {
 		if required() {
@@ -401,8 +404,17 @@ func TestITPullErrorsAndDigests(t *testing.T) {
 	t.Logf("mismatch: %v", err)
 
 	// The right pin runs (on another port: hello uses 8080 on the same
-	// host network).
-	right := Desired{App: "pinned", Spec: spec.Container{Image: itHello1 + "@" + e.digests[itHello1], Env: map[string]string{"PORT": "8081"}}}
+	// host network), with the spec's own healthcheck and bind mounts whose
+	// missing sources Docker creates.
+	right := Desired{App: "pinned", Spec: spec.Container{
+		Image: itHello1 + "@" + e.digests[itHello1],
+		Env:   map[string]string{"PORT": "8081"},
+		Healthcheck: &spec.Healthcheck{
+			Test:     []string{"CMD", "wget", "-qO-", "http://127.0.0.1:8081/"},
+			Interval: spec.Duration(500 * time.Millisecond), Timeout: spec.Duration(2 * time.Second), Retries: 2,
+		},
+		Volumes: []spec.Volume{{Source: "/srv/berth-it/pinned", Target: "/data"}, {Source: "/etc", Target: "/host-etc", ReadOnly: true}},
+	}}
 	if err := e.m.Ensure(ctx, e.instance, right, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -417,8 +429,27 @@ func TestITPullErrorsAndDigests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, _ := obs.Container("pinned"); c.Image != repo+"@"+e.digests[itHello1] {
-		t.Errorf("pinned container runs %q", c.Image)
+	if c, _ := obs.Container("pinned"); c.Image != repo+"@"+e.digests[itHello1] || c.Health != HealthHealthy {
+		t.Errorf("pinned container: %+v", c)
+	}
+	cli, _, err := e.m.client(ctx, e.instance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insp, err := cli.ContainerInspect(ctx, "pinned")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc := insp.Config.Healthcheck; hc == nil || hc.Interval != 500*time.Millisecond || hc.Retries != 2 || hc.Test[0] != "CMD" {
+		t.Errorf("healthcheck = %+v", insp.Config.Healthcheck)
+	}
+	var ro, rw bool
+	for _, mp := range insp.Mounts {
+		ro = ro || (mp.Destination == "/host-etc" && !mp.RW)
+		rw = rw || (mp.Destination == "/data" && mp.RW && mp.Source == "/srv/berth-it/pinned")
+	}
+	if !ro || !rw || insp.HostConfig.NetworkMode != "host" || insp.HostConfig.RestartPolicy.Name != "unless-stopped" {
+		t.Errorf("mounts %+v, host config %+v", insp.Mounts, insp.HostConfig)
 	}
 
 	// A digest-only pin with PullAlways pulls by digest.
@@ -501,6 +532,10 @@ func TestITInstanceRestartAndExecReuse(t *testing.T) {
 func BenchmarkObserve(b *testing.B) {
 	e := integration(b)
 	ctx := context.Background()
+	// Measure with berth's container present: a list plus one inspect.
+	if err := e.m.Ensure(ctx, e.instance, Desired{App: "hello", Spec: spec.Container{Image: itHello1}}, nil); err != nil {
+		b.Fatal(err)
+	}
 	b.Run("cold", func(b *testing.B) {
 		var execs int64
 		for b.Loop() {

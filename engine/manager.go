@@ -22,9 +22,9 @@ import (
 // Healthcheck.StartInterval needs 1.44).
 const MinAPIVersion = "1.41"
 
-// DialStdio is the command run in the instance for each connection. It
+// dialStdio is the command run in the instance for each connection. It
 // copies its stdin to the daemon socket and the socket to its stdout.
-var DialStdio = []string{"docker", "system", "dial-stdio"}
+var dialStdio = []string{"docker", "system", "dial-stdio"}
 
 // ErrInstanceNotRunning is matched (errors.Is) by errors caused by a tunnel
 // that could not be opened because the instance is stopped or gone. The
@@ -335,9 +335,9 @@ func (m *Manager) tunnel(c *conn) func(ctx context.Context, network, addr string
 	return func(ctx context.Context, _, _ string) (net.Conn, error) {
 		n := m.execs.Add(1)
 		start := time.Now()
-		nc, err := m.dialer.DialExec(ctx, c.instance, DialStdio, c.stderr)
+		nc, err := m.dialer.DialExec(ctx, c.instance, dialStdio, c.stderr)
 		if err != nil {
-			err = fmt.Errorf("exec %s: %w", strings.Join(DialStdio, " "), err)
+			err = fmt.Errorf("exec %s: %w", strings.Join(dialStdio, " "), err)
 			c.dialErr.Store(&err)
 			if errors.Is(err, ErrInstanceNotRunning) {
 				m.log.Debug("instance not running; dropping docker client", "instance", c.instance)
