@@ -58,13 +58,31 @@ func (p Plan) wantedNames() map[string]bool {
 func fingerprint(insts []*Instance, owner string, wanted map[string]bool) string {
 	h := sha256.New()
 	var e canonEncoder
-	for _, inst := range insts {
-		if inst.Config[KeyOwner] != owner && !wanted[inst.Name] {
-			continue
+	for i := 0; i < len(insts); {
+		inst := insts[i]
+		j := i + 1
+		for j < len(insts) && insts[j].Name == inst.Name {
+			j++
 		}
-		e.instance(inst)
-		h.Write(e.buf)
-		e.buf = e.buf[:0]
+		if j-i > 1 {
+			// Instances sharing a name (a broken observer) are ordered by
+			// their encoding, so input order never leaks into the hash.
+			var encs []string
+			for _, dup := range insts[i:j] {
+				e.instance(dup)
+				encs = append(encs, string(e.buf))
+				e.buf = e.buf[:0]
+			}
+			slices.Sort(encs)
+			for _, enc := range encs {
+				h.Write([]byte(enc))
+			}
+		} else if inst.Config[KeyOwner] == owner || wanted[inst.Name] {
+			e.instance(inst)
+			h.Write(e.buf)
+			e.buf = e.buf[:0]
+		}
+		i = j
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }

@@ -102,16 +102,20 @@ type Instance struct {
 
 // Container is a Docker container as observed.
 type Container struct {
+	// Name is the container's name (without Docker's leading slash).
 	Name string `json:"name"`
-	ID   string `json:"id"`
+	// ID is Docker's full container id.
+	ID string `json:"id"`
 	// Image is the image reference the container was created from.
 	Image string `json:"image"`
 	// State is Docker's state: created, running, paused, restarting,
 	// exited, dead.
 	State string `json:"state"`
 	// Health is "" (no healthcheck), starting, healthy or unhealthy.
-	Health       string `json:"health,omitempty"`
-	RestartCount int    `json:"restartCount,omitempty"`
+	Health string `json:"health,omitempty"`
+	// RestartCount is Docker's restart count, for status; planning
+	// ignores it.
+	RestartCount int `json:"restartCount,omitempty"`
 	// Labels are the container's berth.* labels.
 	Labels map[string]string `json:"labels,omitempty"`
 }

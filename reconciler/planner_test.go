@@ -1,6 +1,8 @@
 package reconciler
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"reflect"
 	"slices"
@@ -818,4 +820,44 @@ func TestPlanRecreateOfReplicaWithoutContainer(t *testing.T) {
 			"3 web-2 recreate (system.image: debian-docker → debian-docker-13)",
 		},
 	}})
+}
+
+func TestText(t *testing.T) {
+	ci := "#cloud-config\npackages: [puppet-agent]\n"
+	p := MakePlan(Desired{Revision: testRev, Apps: []spec.App{with(web, func(a *spec.App) { a.Spec.System.CloudInit = ci; a.Spec.Replicas = 1 })}},
+		Observed{Instances: fleet(with(web, func(a *spec.App) { a.Spec.Replicas = 1 }))}, Policy{})
+	want := `Revision 1111111111111111111111111111111111111111, owner berth
+
+web:
+  batch 1
+    -/+ web-0  recreate  (system.cloudInit: (unset) → <2 lines, sha256:` + shortHash(ci) + `>)
+
+Plan: 1 to recreate.
+`
+	if got := p.Text(); got != want {
+		t.Errorf("Text:\n%s\nwant:\n%s", got, want)
+	}
+	if got := (Plan{}).Text(); got != "Revision -, owner -\n\nNo changes.\n" {
+		t.Errorf("empty Text = %q", got)
+	}
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])[:12]
+}
+
+func TestPlanDuplicateNames(t *testing.T) {
+	a, b := converged(web, 0), converged(web, 0)
+	b.Status = "Stopped"
+	one := MakePlan(Desired{Apps: []spec.App{web}}, Observed{Instances: append(fleet(web)[1:], a, b)}, Policy{})
+	two := MakePlan(Desired{Apps: []spec.App{web}}, Observed{Instances: append([]Instance{b, a}, fleet(web)[1:]...)}, Policy{})
+	j1, _ := json.Marshal(one)
+	j2, _ := json.Marshal(two)
+	if string(j1) != string(j2) {
+		t.Errorf("order of duplicates leaked into the plan:\n%s\n%s", j1, j2)
+	}
+	if len(one.Steps) != 0 || len(one.Conflicts) != 1 || one.Conflicts[0].Instance != "web-0" {
+		t.Errorf("duplicates must be a conflict and untouched:\n%s", one.Text())
+	}
 }
