@@ -17,6 +17,19 @@
 // foreign: Observe reports its name, and nothing in this package ever
 // stops, removes or replaces it.
 //
+// Decisions worth knowing:
+//   - Volumes are Docker "Binds", which create a missing source directory
+//     (root-owned) in the system container, like `docker run -v` and
+//     Compose; config management may still create it first with the right
+//     owner.
+//   - An image "repo:tag@sha256:..." is pulled by tag and must be that
+//     digest (ErrDigestMismatch otherwise); Docker would silently ignore the
+//     tag. The container is created from repo@digest.
+//   - A change of revision alone does not replace a container: Docker
+//     labels are immutable, so LabelRevision is the revision that created
+//     the container; LabelContainerHash decides replacement.
+//   - Removing a container also removes its anonymous volumes.
+//
 // Secrets: container env values may be secrets. They are never logged, and
 // an error from Docker that happens to quote one is redacted.
 package engine
