@@ -5,7 +5,6 @@
 package reconciler
 
 import (
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -156,38 +155,50 @@ func InstanceName(app string, slot int) string {
 // live instances against it (all but KeyRevision, which is informative).
 // Keys whose value would be empty are left out: LXD drops empty keys.
 func ManagedConfig(app spec.App, owner, revision string, slot int) map[string]string {
-	return managedConfig(&app, app.Spec.System.LXDConfig(), app.Spec.System.Hash(), owner, revision, slot)
+	pairs, _ := managedPairs(&app, app.Spec.System.LXDConfig(), app.Spec.System.Hash(), owner, revision, slot)
+	out := make(map[string]string, len(pairs))
+	for _, kv := range pairs {
+		out[kv[0]] = kv[1]
+	}
+	return out
 }
 
-// managedConfig is ManagedConfig with the parts the planner computes once
-// per app passed in. lxdConfig is not modified.
-func managedConfig(app *spec.App, lxdConfig map[string]string, sysHash, owner, revision string, slot int) map[string]string {
-	out := make(map[string]string, len(lxdConfig)+7)
-	maps.Copy(out, lxdConfig)
-	for k, v := range out {
+// managedPairs is ManagedConfig as key/value pairs sorted by key, given
+// the parts the planner computes once per app, plus the KeyConfigKeys
+// value. A negative slot or an empty revision leaves that key out.
+func managedPairs(app *spec.App, lxdConfig map[string]string, sysHash, owner, revision string, slot int) (pairs [][2]string, configKeys string) {
+	pairs = make([][2]string, 0, len(lxdConfig)+7)
+	for k, v := range lxdConfig {
 		// spec validation rejects these; never let a spec overwrite ours.
-		if strings.HasPrefix(k, KeyPrefix) || v == "" {
-			delete(out, k)
+		if !strings.HasPrefix(k, KeyPrefix) && v != "" {
+			pairs = append(pairs, [2]string{k, v})
 		}
 	}
-	keys := make([]string, 0, len(out))
-	for k := range out {
-		keys = append(keys, k)
+	sortPairs(pairs)
+	var b strings.Builder
+	for i, kv := range pairs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(kv[0])
 	}
-	slices.Sort(keys)
-	set := func(k, v string) {
+	configKeys = b.String()
+	add := func(k, v string) {
 		if v != "" {
-			out[k] = v
+			pairs = append(pairs, [2]string{k, v})
 		}
 	}
-	set(KeyConfigKeys, strings.Join(keys, ","))
-	set(KeyOwner, owner)
-	set(KeyApp, app.Metadata.Name)
-	set(KeySlot, strconv.Itoa(slot))
-	set(KeySystemHash, sysHash)
-	set(KeyRevision, revision)
-	set(KeyImage, app.Spec.System.Image)
-	return out
+	add(KeyConfigKeys, configKeys)
+	add(KeyOwner, owner)
+	add(KeyApp, app.Metadata.Name)
+	if slot >= 0 {
+		add(KeySlot, strconv.Itoa(slot))
+	}
+	add(KeySystemHash, sysHash)
+	add(KeyRevision, revision)
+	add(KeyImage, app.Spec.System.Image)
+	sortPairs(pairs)
+	return pairs, configKeys
 }
 
 // RemovedConfigKeys returns, sorted, the keys berth once set on an

@@ -34,9 +34,8 @@ func MakePlan(desired Desired, observed Observed, policy Policy) Plan {
 		policy:  policy,
 		held:    make(map[string]bool, len(desired.HeldApps)),
 		apps:    make(map[string]*spec.App, len(desired.Apps)),
-		byName:  make(map[string]*Instance, len(observed.Instances)),
 		dupName: map[string]bool{},
-		owned:   map[string]map[int]*Instance{},
+		owned:   map[string][]replica{},
 		plan: Plan{
 			Revision: desired.Revision,
 			Owner:    policy.Owner,
@@ -64,10 +63,9 @@ type planner struct {
 	appNames []string // sorted names of the apps to plan (valid, not held)
 
 	instances []*Instance          // observed, sorted by name
-	byName    map[string]*Instance // all observed instances with a unique name
 	dupName   map[string]bool      // names observed more than once: never touched
-	owned     map[string]map[int]*Instance
-	nOwned    int // every instance with our owner, garbled ones included
+	owned     map[string][]replica // berth's well-labelled instances by app, in name order
+	nOwned    int                  // every instance with our owner, garbled ones included
 
 	warnings []string
 	plan     Plan
@@ -111,19 +109,17 @@ func (pl *planner) indexObserved(observed Observed) {
 		pl.instances[i] = &observed.Instances[i]
 	}
 	slices.SortStableFunc(pl.instances, func(a, b *Instance) int { return cmp.Compare(a.Name, b.Name) })
-	for i, inst := range pl.instances {
-		if i > 0 && pl.instances[i-1].Name == inst.Name {
-			if !pl.dupName[inst.Name] {
-				pl.warnf("instance %s is observed more than once; left alone", inst.Name)
-			}
-			pl.dupName[inst.Name] = true
-			delete(pl.byName, inst.Name)
-			continue
+	for i := 1; i < len(pl.instances); i++ {
+		if name := pl.instances[i].Name; name == pl.instances[i-1].Name && !pl.dupName[name] {
+			pl.warnf("instance %s is observed more than once; left alone", name)
+			pl.dupName[name] = true
 		}
-		pl.byName[inst.Name] = inst
 	}
 	for _, inst := range pl.instances {
-		if pl.dupName[inst.Name] || inst.Config[KeyOwner] != pl.policy.Owner {
+		if inst.Config[KeyOwner] != pl.policy.Owner {
+			continue
+		}
+		if pl.dupName[inst.Name] {
 			continue
 		}
 		pl.nOwned++
@@ -137,11 +133,27 @@ func (pl *planner) indexObserved(observed Observed) {
 			pl.warnf("instance %s is owned by %s but labelled as %s; left alone", inst.Name, pl.policy.Owner, InstanceName(app, slot))
 			continue
 		}
-		if pl.owned[app] == nil {
-			pl.owned[app] = map[int]*Instance{}
-		}
-		pl.owned[app][slot] = inst
+		pl.owned[app] = append(pl.owned[app], replica{slot, inst})
 	}
+}
+
+// replica is one of berth's instances with the slot its keys give.
+type replica struct {
+	slot int
+	inst *Instance
+}
+
+// lookup returns the observed instance named name, nil when there is none
+// or several.
+func (pl *planner) lookup(name string) *Instance {
+	if pl.dupName[name] {
+		return nil
+	}
+	i, ok := slices.BinarySearchFunc(pl.instances, name, func(inst *Instance, name string) int { return cmp.Compare(inst.Name, name) })
+	if !ok {
+		return nil
+	}
+	return pl.instances[i]
 }
 
 // parseIdentity reads the app and slot berth recorded on an instance.
@@ -173,7 +185,7 @@ type appPlan struct {
 	replicas   int
 	sysHash    string
 	ctrHash    string
-	managed    [][2]string // ManagedConfig for slot 0 without KeyRevision, sorted by key
+	managed    [][2]string // ManagedConfig without KeyRevision and KeySlot, sorted by key
 	configKeys string      // the KeyConfigKeys value the spec gives
 	lxdConfig  map[string]string
 	nObserved  int
@@ -198,19 +210,21 @@ func (pl *planner) planApp(app *spec.App) {
 		nObserved:  len(pl.owned[app.Metadata.Name]),
 		maxUnavail: max(app.Spec.Update.MaxUnavailable, 1),
 	}
-	managed := managedConfig(app, a.lxdConfig, a.sysHash, pl.policy.Owner, "", 0)
-	a.configKeys = managed[KeyConfigKeys]
-	a.managed = make([][2]string, 0, len(managed))
-	for k, v := range managed {
-		a.managed = append(a.managed, [2]string{k, v})
-	}
-	sortPairs(a.managed)
+	// The slot key differs per replica and is compared on its own.
+	a.managed, a.configKeys = managedPairs(app, a.lxdConfig, a.sysHash, pl.policy.Owner, "", -1)
 	replicasReason := Reason{Field: "replicas", Old: strconv.Itoa(a.nObserved), New: strconv.Itoa(a.replicas)}
 
-	owned := pl.owned[a.name]
+	bySlot := make([]*Instance, a.replicas)
+	var extra []replica
+	for _, r := range pl.owned[a.name] {
+		if r.slot < a.replicas {
+			bySlot[r.slot] = r.inst
+		} else {
+			extra = append(extra, r)
+		}
+	}
 	var quiet, disruptive []slotSteps
-	for slot := range a.replicas {
-		inst := owned[slot]
+	for slot, inst := range bySlot {
 		if inst == nil {
 			name := InstanceName(a.name, slot)
 			if pl.conflict(a.name, name) {
@@ -249,22 +263,21 @@ func (pl *planner) planApp(app *spec.App) {
 
 	// Scale down last: the replicas that stay are converged first, and the
 	// highest slots go first so the survivors are always 0..replicas-1.
-	var extra []int
-	for slot := range owned {
-		if slot >= a.replicas {
-			extra = append(extra, slot)
-		}
-	}
 	if len(extra) > 0 {
 		batch++
-		slices.Sort(extra)
-		slices.Reverse(extra)
-		for _, slot := range extra {
-			pl.plan.Steps = append(pl.plan.Steps, Step{
-				App: a.name, Slot: slot, Instance: InstanceName(a.name, slot),
-				Action: Delete, Batch: batch, Reasons: []Reason{replicasReason},
-			})
-		}
+		pl.deleteAll(extra, batch, replicasReason)
+	}
+}
+
+// deleteAll deletes replicas in one batch, highest slot first, so that
+// what survives an interruption is always slots 0..n.
+func (pl *planner) deleteAll(rs []replica, batch int, why Reason) {
+	slices.SortFunc(rs, func(x, y replica) int { return cmp.Compare(y.slot, x.slot) })
+	for _, r := range rs {
+		pl.plan.Steps = append(pl.plan.Steps, Step{
+			App: r.inst.Config[KeyApp], Slot: r.slot, Instance: r.inst.Name,
+			Action: Delete, Batch: batch, Reasons: []Reason{why},
+		})
 	}
 }
 
@@ -284,7 +297,7 @@ func (pl *planner) conflict(app, name string) bool {
 		pl.plan.Conflicts = append(pl.plan.Conflicts, c)
 		return true
 	}
-	inst := pl.byName[name]
+	inst := pl.lookup(name)
 	if inst == nil {
 		return false
 	}
@@ -311,7 +324,7 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		})
 	}
 
-	recreate, update := pl.systemReasons(a, slot, inst)
+	recreate, update := pl.systemReasons(a, inst)
 	if len(recreate) > 0 {
 		step(Recreate, append(recreate, update...)...)
 	} else if len(update) > 0 {
@@ -382,7 +395,7 @@ func serving(inst *Instance) bool {
 // key in place is enough: the instance was built from the right ones.
 // Profiles and devices are live properties of the instance, so any
 // difference recreates.
-func (pl *planner) systemReasons(a *appPlan, slot int, inst *Instance) (recreate, update []Reason) {
+func (pl *planner) systemReasons(a *appPlan, inst *Instance) (recreate, update []Reason) {
 	sys := &a.app.Spec.System
 	cfg := inst.Config
 	specChanged := cfg[KeySystemHash] != a.sysHash
@@ -422,14 +435,10 @@ func (pl *planner) systemReasons(a *appPlan, slot int, inst *Instance) (recreate
 			update = append(update, r)
 		}
 	}
-	slotStr := strconv.Itoa(slot)
+	// KeySlot needs no check: the replica was indexed by it.
 	for _, kv := range a.managed {
-		k, want := kv[0], kv[1]
-		if k == KeySlot {
-			want = slotStr
-		}
-		if got := cfg[k]; got != want {
-			diff(k, got, want)
+		if got := cfg[kv[0]]; got != kv[1] {
+			diff(kv[0], got, kv[1])
 		}
 	}
 	for _, k := range removedConfigKeys(cfg, a.lxdConfig, a.configKeys) {
@@ -503,15 +512,7 @@ func (pl *planner) planPrune() {
 		return
 	}
 	for _, app := range gone {
-		slots := slices.Sorted(maps.Keys(pl.owned[app]))
-		slices.Reverse(slots)
-		for _, slot := range slots {
-			pl.plan.Steps = append(pl.plan.Steps, Step{
-				App: app, Slot: slot, Instance: InstanceName(app, slot),
-				Action: Delete, Batch: 1,
-				Reasons: []Reason{{Field: "app", Old: "present", New: "absent"}},
-			})
-		}
+		pl.deleteAll(slices.Clone(pl.owned[app]), 1, Reason{Field: "app", Old: "present", New: "absent"})
 	}
 }
 
