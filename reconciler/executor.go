@@ -1,0 +1,385 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berth-gitops/berth/spec"
+)
+
+// Driver performs the single changes the executor sequences. It is the
+// only way the executor writes anything; the live implementation talks to
+// LXD and Docker (package live), tests use fakes.
+type Driver interface {
+	// CreateInstance creates the instance from the app's system spec with
+	// exactly config, and starts it.
+	CreateInstance(ctx context.Context, name string, app spec.App, config map[string]string) error
+	// StartInstance starts an instance that is not running.
+	StartInstance(ctx context.Context, name string) error
+	// StopInstance stops an instance (clean stop with a timeout, then force).
+	StopInstance(ctx context.Context, name string) error
+	// UpdateInstance sets the config keys in set and deletes those in
+	// remove, guarded by the instance's ETag so a concurrent change is an
+	// error, not an overwrite.
+	UpdateInstance(ctx context.Context, name string, set map[string]string, remove []string) error
+	// DeleteInstance deletes an owned instance (stopping it first). With
+	// keepBackup, a copy is kept for an operator to restore by hand.
+	DeleteInstance(ctx context.Context, name string, keepBackup bool) error
+	// EnsureContainer makes the instance's app container match the app's
+	// container spec: pull, create or replace, start.
+	EnsureContainer(ctx context.Context, name string, app spec.App, slot int, revision string) error
+	// WaitReady waits until the instance runs, Docker answers and the app
+	// container is ready, within the app's update.healthTimeout.
+	WaitReady(ctx context.Context, name string, app spec.App) error
+}
+
+// Observer reads the live state. Each call observes everything anew:
+// berth is level-triggered and keeps no state of its own.
+type Observer interface {
+	Observe(ctx context.Context) (Observed, error)
+}
+
+// ErrStalePlan is returned when the live state changed since a plan was
+// computed: applying it could undo someone else's change.
+var ErrStalePlan = errors.New("plan is stale")
+
+// CheckFresh tells whether plan still describes the way from observed to
+// desired: same revision, and the observed state it was computed from.
+func CheckFresh(plan Plan, desired Desired, observed Observed) error {
+	if plan.Revision != desired.Revision {
+		return fmt.Errorf("%w: it was made for revision %s, not %s", ErrStalePlan, short(plan.Revision), short(desired.Revision))
+	}
+	if plan.Stale(observed) {
+		return fmt.Errorf("%w: the live state changed since it was computed (plan again)", ErrStalePlan)
+	}
+	return nil
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+// StepStatus is the outcome of one step.
+type StepStatus string
+
+// Step outcomes.
+const (
+	StepDone    StepStatus = "done"
+	StepFailed  StepStatus = "failed"
+	StepSkipped StepStatus = "skipped" // an earlier batch of the app failed
+)
+
+// StepResult is what happened to one step of the plan.
+type StepResult struct {
+	Step   Step       `json:"step"`
+	Status StepStatus `json:"status"`
+	// Error says why the step failed or was skipped.
+	Error string `json:"error,omitempty"`
+	// Duration is how long the step took, readiness wait included.
+	Duration time.Duration `json:"duration"`
+}
+
+// AppStatus is an app's state after a run.
+type AppStatus string
+
+// App statuses, after Flux's conditions: Ready, Degraded (a rollout
+// halted), Held (invalid spec: nothing applied).
+const (
+	AppReady    AppStatus = "Ready"
+	AppDegraded AppStatus = "Degraded"
+	AppHeld     AppStatus = "Held"
+)
+
+// AppResult is an app's outcome.
+type AppResult struct {
+	App    string    `json:"app"`
+	Status AppStatus `json:"status"`
+	// Reason explains a Degraded or Held status.
+	Reason string `json:"reason,omitempty"`
+	// Changed counts the steps done for the app.
+	Changed int `json:"changed"`
+}
+
+// Result is what Apply did: every step's outcome, in plan order, and each
+// app's status.
+type Result struct {
+	Revision string       `json:"revision"`
+	Steps    []StepResult `json:"steps"`
+	Apps     []AppResult  `json:"apps"`
+}
+
+// OK reports whether every step succeeded.
+func (r Result) OK() bool {
+	for _, s := range r.Steps {
+		if s.Status != StepDone {
+			return false
+		}
+	}
+	return true
+}
+
+// Phase is where a step is in its life, for progress events.
+type Phase string
+
+// Event phases.
+const (
+	PhaseStart  Phase = "start"
+	PhaseDone   Phase = "done"
+	PhaseFailed Phase = "failed"
+)
+
+// Event reports progress: a step starting or ending.
+type Event struct {
+	Step     Step
+	Phase    Phase
+	Duration time.Duration
+	Err      error
+}
+
+// Executor applies plans through a Driver.
+type Executor struct {
+	Driver Driver
+	// Now is the clock used to time steps; default time.Now.
+	Now func() time.Time
+	// OnEvent, if set, is called as steps start and end. It may be called
+	// from several goroutines at once, never for the same step at once.
+	OnEvent func(Event)
+	// Parallel bounds the steps running at once across all apps (default 4):
+	// each may be an LXD create and an image pull.
+	Parallel int
+}
+
+// Apply executes the plan's steps and nothing else. Apps run independently
+// of each other; within an app, batches run in order and the steps of a
+// batch together. A failed step halts its app: later batches are skipped,
+// so untouched replicas keep the old version, and the app is Degraded.
+// observed is the state the plan was made from (for keys to delete).
+func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observed Observed) Result {
+	now := e.Now
+	if now == nil {
+		now = time.Now
+	}
+	parallel := e.Parallel
+	if parallel <= 0 {
+		parallel = 4
+	}
+	sem := make(chan struct{}, parallel)
+	apps := map[string]*spec.App{}
+	for i := range desired.Apps {
+		apps[desired.Apps[i].Metadata.Name] = &desired.Apps[i]
+	}
+	insts := map[string]*Instance{}
+	for i := range observed.Instances {
+		insts[observed.Instances[i].Name] = &observed.Instances[i]
+	}
+
+	results := make([]StepResult, len(plan.Steps))
+	byApp := map[string][]int{}
+	var appOrder []string
+	for i, s := range plan.Steps {
+		results[i] = StepResult{Step: s}
+		if _, ok := byApp[s.App]; !ok {
+			appOrder = append(appOrder, s.App)
+		}
+		byApp[s.App] = append(byApp[s.App], i)
+	}
+
+	run := func(i int) error {
+		s := plan.Steps[i]
+		sem <- struct{}{}
+		defer func() { <-sem }()
+		start := now()
+		e.emit(Event{Step: s, Phase: PhaseStart})
+		err := e.step(ctx, s, apps[s.App], insts[s.Instance], plan.Revision, plan.Owner)
+		d := now().Sub(start)
+		results[i].Duration = d
+		if err != nil {
+			results[i].Status, results[i].Error = StepFailed, err.Error()
+			e.emit(Event{Step: s, Phase: PhaseFailed, Duration: d, Err: err})
+			return err
+		}
+		results[i].Status = StepDone
+		e.emit(Event{Step: s, Phase: PhaseDone, Duration: d})
+		return nil
+	}
+
+	appResults := make([]AppResult, len(appOrder))
+	var wg sync.WaitGroup
+	for ai, name := range appOrder {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			appResults[ai] = e.applyApp(ctx, name, byApp[name], plan.Steps, results, run)
+		}()
+	}
+	wg.Wait()
+
+	for _, h := range plan.Held {
+		appResults = append(appResults, AppResult{App: h, Status: AppHeld, Reason: "spec is invalid at this revision; last applied state kept"})
+	}
+	for _, a := range desired.Apps {
+		if _, ok := byApp[a.Metadata.Name]; !ok {
+			appResults = append(appResults, AppResult{App: a.Metadata.Name, Status: AppReady})
+		}
+	}
+	sort.SliceStable(appResults, func(i, j int) bool { return appResults[i].App < appResults[j].App })
+	return Result{Revision: plan.Revision, Steps: results, Apps: appResults}
+}
+
+// applyApp runs one app's steps batch by batch.
+func (e *Executor) applyApp(ctx context.Context, app string, idx []int, steps []Step, results []StepResult, run func(int) error) AppResult {
+	res := AppResult{App: app, Status: AppReady}
+	batches := map[int][]int{}
+	var order []int
+	for _, i := range idx {
+		b := steps[i].Batch
+		if _, ok := batches[b]; !ok {
+			order = append(order, b)
+		}
+		batches[b] = append(batches[b], i)
+	}
+	slices.Sort(order)
+	var failed []string
+	skip := ""
+	for _, b := range order {
+		if skip == "" && len(failed) > 0 {
+			skip = "not run: an earlier batch of " + app + " failed"
+		}
+		if skip == "" && ctx.Err() != nil {
+			skip = "not run: " + context.Cause(ctx).Error()
+			failed = append(failed, "interrupted: "+context.Cause(ctx).Error())
+		}
+		if skip != "" {
+			for _, i := range batches[b] {
+				results[i].Status, results[i].Error = StepSkipped, skip
+			}
+			continue
+		}
+		// Steps on the same instance run in plan order; different
+		// instances of the batch run together.
+		perInstance := map[string][]int{}
+		var insts []string
+		for _, i := range batches[b] {
+			n := steps[i].Instance
+			if _, ok := perInstance[n]; !ok {
+				insts = append(insts, n)
+			}
+			perInstance[n] = append(perInstance[n], i)
+		}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, n := range insts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k, i := range perInstance[n] {
+					if err := run(i); err != nil {
+						mu.Lock()
+						failed = append(failed, fmt.Sprintf("%s: %s: %v", n, steps[i].Action, err))
+						mu.Unlock()
+						for _, j := range perInstance[n][k+1:] {
+							results[j].Status, results[j].Error = StepSkipped, "not run: an earlier step on "+n+" failed"
+						}
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	for _, i := range idx {
+		if results[i].Status == StepDone {
+			res.Changed++
+		}
+	}
+	if len(failed) > 0 {
+		slices.Sort(failed)
+		res.Status, res.Reason = AppDegraded, strings.Join(failed, "; ")
+	}
+	return res
+}
+
+func (e *Executor) emit(ev Event) {
+	if e.OnEvent != nil {
+		e.OnEvent(ev)
+	}
+}
+
+// step performs one step, readiness included: a replica counts as done
+// only when it serves again.
+func (e *Executor) step(ctx context.Context, s Step, app *spec.App, inst *Instance, revision, owner string) error {
+	d := e.Driver
+	needApp := s.Action != Delete && s.Action != Stop
+	if needApp && app == nil {
+		return fmt.Errorf("app %s is not in the desired state", s.App)
+	}
+	converge := func() error {
+		if err := d.EnsureContainer(ctx, s.Instance, *app, s.Slot, revision); err != nil {
+			return err
+		}
+		return d.WaitReady(ctx, s.Instance, *app)
+	}
+	switch s.Action {
+	case Create:
+		if err := d.CreateInstance(ctx, s.Instance, *app, ManagedConfig(*app, owner, revision, s.Slot)); err != nil {
+			return err
+		}
+		return converge()
+	case Recreate:
+		if err := d.DeleteInstance(ctx, s.Instance, app.Spec.Update.Snapshot); err != nil {
+			return err
+		}
+		if err := d.CreateInstance(ctx, s.Instance, *app, ManagedConfig(*app, owner, revision, s.Slot)); err != nil {
+			return err
+		}
+		return converge()
+	case Start:
+		if err := d.StartInstance(ctx, s.Instance); err != nil {
+			return err
+		}
+		return converge()
+	case UpdateInPlace:
+		var observedConfig map[string]string
+		if inst != nil {
+			observedConfig = inst.Config
+		}
+		set := ManagedConfig(*app, owner, revision, s.Slot)
+		return d.UpdateInstance(ctx, s.Instance, set, append(RemovedConfigKeys(observedConfig, *app), staleBerthKeys(observedConfig, set)...))
+	case ReplaceContainer, CreateContainer, StartContainer:
+		return converge()
+	case Stop:
+		return d.StopInstance(ctx, s.Instance)
+	case Delete:
+		snapshot := false
+		if app != nil {
+			snapshot = app.Spec.Update.Snapshot
+		}
+		return d.DeleteInstance(ctx, s.Instance, snapshot)
+	}
+	return fmt.Errorf("unknown action %v", s.Action)
+}
+
+// staleBerthKeys are berth's own keys on an instance that its managed
+// config no longer sets (e.g. user.berth.config-keys once the spec sets no
+// LXD keys): left alone they would describe a spec that is gone.
+func staleBerthKeys(observed, set map[string]string) []string {
+	var out []string
+	for k := range observed {
+		if strings.HasPrefix(k, KeyPrefix) && k != KeyOwner {
+			if _, ok := set[k]; !ok {
+				out = append(out, k)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}

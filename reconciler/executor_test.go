@@ -1,0 +1,254 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-gitops/berth/spec"
+)
+
+// fakeDriver records calls and tracks how many replicas of each app are
+// unavailable at once, to check the rollout's maxUnavailable bound.
+type fakeDriver struct {
+	mu      sync.Mutex
+	calls   []string
+	fail    map[string]error // "op instance" -> error
+	busy    map[string]int   // app -> replicas currently disrupted
+	maxBusy map[string]int
+	delay   time.Duration
+}
+
+func newFakeDriver() *fakeDriver {
+	return &fakeDriver{fail: map[string]error{}, busy: map[string]int{}, maxBusy: map[string]int{}}
+}
+
+func (f *fakeDriver) record(op, name string) error {
+	f.mu.Lock()
+	f.calls = append(f.calls, op+" "+name)
+	err := f.fail[op+" "+name]
+	f.mu.Unlock()
+	return err
+}
+
+func appOf(instance string) string { return instance[:strings.LastIndexByte(instance, '-')] }
+
+func (f *fakeDriver) down(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a := appOf(name)
+	f.busy[a]++
+	f.maxBusy[a] = max(f.maxBusy[a], f.busy[a])
+}
+
+func (f *fakeDriver) up(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.busy[appOf(name)]--
+}
+
+func (f *fakeDriver) CreateInstance(_ context.Context, name string, _ spec.App, cfg map[string]string) error {
+	if cfg[KeyOwner] == "" || cfg[KeyApp] == "" {
+		return errors.New("create without berth keys")
+	}
+	return f.record("create", name)
+}
+func (f *fakeDriver) StartInstance(_ context.Context, name string) error { return f.record("start", name) }
+func (f *fakeDriver) StopInstance(_ context.Context, name string) error  { return f.record("stop", name) }
+func (f *fakeDriver) UpdateInstance(_ context.Context, name string, set map[string]string, remove []string) error {
+	return f.record(fmt.Sprintf("update(%d,-%v)", len(set), remove), name)
+}
+func (f *fakeDriver) DeleteInstance(_ context.Context, name string, backup bool) error {
+	f.down(name)
+	return f.record(fmt.Sprintf("delete(backup=%v)", backup), name)
+}
+func (f *fakeDriver) EnsureContainer(_ context.Context, name string, _ spec.App, _ int, _ string) error {
+	f.down(name)
+	return f.record("ensure", name)
+}
+func (f *fakeDriver) WaitReady(_ context.Context, name string, _ spec.App) error {
+	time.Sleep(f.delay)
+	err := f.record("ready", name)
+	if err == nil {
+		f.up(name)
+	}
+	return err
+}
+
+func execApp(name string, replicas, maxUnavailable int, image string) spec.App {
+	return spec.App{
+		APIVersion: spec.APIVersion, Kind: spec.KindApp,
+		Metadata: spec.Metadata{Name: name},
+		Spec: spec.AppSpec{
+			Replicas:  replicas,
+			System:    spec.System{Image: "berth/debian-docker", Profiles: []string{"default"}},
+			Container: spec.Container{Image: image},
+			Update:    spec.Update{MaxUnavailable: maxUnavailable, HealthTimeout: spec.Duration(time.Minute)},
+		},
+	}
+}
+
+// running is the observed state of apps fully converged at revision.
+func convergedObs(apps ...spec.App) Observed {
+	var obs Observed
+	for _, a := range apps {
+		for s := 0; s < a.Spec.Replicas; s++ {
+			obs.Instances = append(obs.Instances, Instance{
+				Name: InstanceName(a.Metadata.Name, s), Status: StatusRunning,
+				Config: ManagedConfig(a, DefaultOwner, "r1", s), Profiles: a.Spec.System.Profiles,
+				Container: &Container{Name: a.Metadata.Name, State: "running", Health: "healthy", Image: a.Spec.Container.Image,
+					Labels: map[string]string{LabelApp: a.Metadata.Name, LabelSlot: fmt.Sprint(s),
+						LabelContainerHash: a.Spec.Container.Hash(), LabelRevision: "r1"}},
+			})
+		}
+	}
+	return obs
+}
+
+func apply(t *testing.T, f *fakeDriver, desired Desired, obs Observed) (Plan, Result, []Event) {
+	t.Helper()
+	plan := MakePlan(desired, obs, Policy{})
+	var mu sync.Mutex
+	var events []Event
+	ex := &Executor{Driver: f, OnEvent: func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() }}
+	return plan, ex.Apply(context.Background(), plan, desired, obs), events
+}
+
+func TestApplyRollingUpdateHonoursMaxUnavailable(t *testing.T) {
+	for _, maxU := range []int{1, 2} {
+		t.Run(fmt.Sprint("maxUnavailable=", maxU), func(t *testing.T) {
+			old := execApp("web", 4, maxU, "reg/web:1")
+			now := execApp("web", 4, maxU, "reg/web:2")
+			f := newFakeDriver()
+			f.delay = 5 * time.Millisecond
+			plan, res, events := apply(t, f, Desired{Revision: "r2", Apps: []spec.App{now}}, convergedObs(old))
+			if len(plan.Steps) != 4 || !res.OK() {
+				t.Fatalf("plan %s\nresult %+v", plan.Text(), res)
+			}
+			if f.maxBusy["web"] != maxU {
+				t.Errorf("at most %d replicas were down at once, want exactly %d", f.maxBusy["web"], maxU)
+			}
+			if len(events) != 8 || res.Apps[0].Status != AppReady || res.Apps[0].Changed != 4 {
+				t.Errorf("events %d, apps %+v", len(events), res.Apps)
+			}
+		})
+	}
+}
+
+func TestApplyFailureHaltsOnlyThatApp(t *testing.T) {
+	web1 := execApp("web", 3, 1, "reg/web:1")
+	web2 := execApp("web", 3, 1, "reg/broken:1")
+	api := execApp("api", 2, 1, "reg/api:1")
+	f := newFakeDriver()
+	f.fail["ready web-0"] = errors.New("not ready: unhealthy")
+	_, res, _ := apply(t, f, Desired{Revision: "r2", Apps: []spec.App{web2, api}}, convergedObs(web1))
+	if res.OK() {
+		t.Fatal("want a failure")
+	}
+	byApp := map[string]AppResult{}
+	for _, a := range res.Apps {
+		byApp[a.App] = a
+	}
+	if a := byApp["web"]; a.Status != AppDegraded || !strings.Contains(a.Reason, "web-0: replace-container: not ready: unhealthy") {
+		t.Errorf("web = %+v", a)
+	}
+	if a := byApp["api"]; a.Status != AppReady || a.Changed != 2 {
+		t.Errorf("api = %+v", a)
+	}
+	// web-1 and web-2 were never touched: they keep the old version.
+	for _, c := range f.calls {
+		if strings.HasSuffix(c, "web-1") || strings.HasSuffix(c, "web-2") {
+			t.Errorf("untouched replica was changed: %s", c)
+		}
+	}
+	skipped := 0
+	for _, s := range res.Steps {
+		if s.Status == StepSkipped {
+			skipped++
+		}
+	}
+	if skipped != 2 {
+		t.Errorf("skipped = %d, want 2", skipped)
+	}
+}
+
+func TestApplyStepKinds(t *testing.T) {
+	a := execApp("web", 2, 1, "reg/web:1")
+	obs := convergedObs(a)
+	obs.Instances[0].Status = "Stopped"
+	obs.Instances[0].Container = nil
+	obs.Instances[1].Config[spec.KeyLimitsMemory] = "1GiB" // drift: the spec sets no memory limit
+	obs.Instances[1].Config[KeyConfigKeys] = spec.KeyLimitsMemory
+	gone := execApp("old", 1, 1, "reg/old:1")
+	obs.Instances = append(obs.Instances, convergedObs(gone).Instances...)
+	a.Spec.Update.Snapshot = true
+	f := newFakeDriver()
+	plan, res, _ := apply(t, f, Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
+	if !res.OK() {
+		t.Fatalf("%+v", res)
+	}
+	got := slices.Clone(f.calls)
+	slices.Sort(got)
+	want := []string{"delete(backup=false) old-0", "ensure web-0", "ready web-0", "start web-0", "update(6,-[limits.memory user.berth.config-keys]) web-1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("calls = %q\nwant    %q\nplan:\n%s", got, want, plan.Text())
+	}
+}
+
+func TestApplyCancelledSkipsLaterBatches(t *testing.T) {
+	old := execApp("web", 3, 1, "reg/web:1")
+	now := execApp("web", 3, 1, "reg/web:2")
+	ctx, cancel := context.WithCancel(context.Background())
+	f := newFakeDriver()
+	obs := convergedObs(old)
+	desired := Desired{Revision: "r2", Apps: []spec.App{now}}
+	plan := MakePlan(desired, obs, Policy{})
+	ex := &Executor{Driver: f, OnEvent: func(e Event) {
+		if e.Phase == PhaseDone {
+			cancel()
+		}
+	}}
+	res := ex.Apply(ctx, plan, desired, obs)
+	done := 0
+	for _, s := range res.Steps {
+		if s.Status == StepDone {
+			done++
+		} else if s.Status != StepSkipped || !strings.Contains(s.Error, "canceled") {
+			t.Errorf("step %+v", s)
+		}
+	}
+	if done != 1 || res.Apps[0].Status != AppDegraded {
+		t.Errorf("done = %d, apps = %+v", done, res.Apps)
+	}
+}
+
+func TestApplyReportsHeldApps(t *testing.T) {
+	f := newFakeDriver()
+	a := execApp("web", 1, 1, "reg/web:1")
+	_, res, _ := apply(t, f, Desired{Revision: "r1", Apps: []spec.App{a}, HeldApps: []string{"api"}}, convergedObs(a))
+	if len(f.calls) != 0 || len(res.Apps) != 2 || res.Apps[0].Status != AppHeld || res.Apps[1].Status != AppReady {
+		t.Errorf("calls %v apps %+v", f.calls, res.Apps)
+	}
+}
+
+func TestCheckFresh(t *testing.T) {
+	a := execApp("web", 2, 1, "reg/web:1")
+	desired := Desired{Revision: "r1", Apps: []spec.App{a}}
+	obs := convergedObs(execApp("web", 1, 1, "reg/web:1"))
+	plan := MakePlan(desired, obs, Policy{})
+	if err := CheckFresh(plan, desired, obs); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckFresh(plan, Desired{Revision: "r2", Apps: desired.Apps}, obs); !errors.Is(err, ErrStalePlan) {
+		t.Errorf("other revision: %v", err)
+	}
+	moved := convergedObs(execApp("web", 2, 1, "reg/web:1"))
+	if err := CheckFresh(plan, desired, moved); !errors.Is(err, ErrStalePlan) {
+		t.Errorf("changed state: %v", err)
+	}
+}
