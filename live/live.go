@@ -1,0 +1,314 @@
+// Package live wires the real adapters — berth's LXD client and the Docker
+// engine reached through it — into the reconciler's Observer and Driver
+// interfaces. It holds no logic of its own beyond translating between the
+// adapters' types and the reconciler's model.
+package live
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berth-gitops/berth/engine"
+	"github.com/berth-gitops/berth/lxd"
+	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/spec"
+)
+
+// Defaults for the live system's timeouts.
+const (
+	// DockerTimeout bounds the wait for dockerd after an instance starts.
+	DockerTimeout = 90 * time.Second
+	// StopTimeout is the clean-shutdown grace before a forced stop.
+	StopTimeout = 30 * time.Second
+	// observeParallel bounds concurrent Docker observations: each is an
+	// exec-tunnelled API call, and LXD and the host have few cores.
+	observeParallel = 8
+)
+
+// Backup keys mark a kept copy of a deleted instance (update.snapshot).
+const (
+	KeyBackupOf    = "user.berth.backup-of"
+	KeyBackupOwner = "user.berth.backup-owner"
+)
+
+// System is the live LXD + Docker pair berth converges.
+type System struct {
+	LXD    *lxd.Client
+	Engine *engine.Manager
+	Owner  string
+	Logger *slog.Logger
+	// Remotes maps the "remote" part of a system.image "remote:alias" to an
+	// image server URL (simplestreams).
+	Remotes map[string]string
+	// OnEngineEvent, if set, receives the Docker-side steps (pull, create,
+	// start, ...) for progress output.
+	OnEngineEvent func(engine.Event)
+}
+
+// New connects the engine to the LXD client.
+func New(c *lxd.Client, owner string, opts engine.Options) *System {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &System{LXD: c, Engine: engine.New(engine.NewLXDDialer(c), opts), Owner: owner, Logger: opts.Logger}
+}
+
+// Close drops the engine's Docker connections.
+func (s *System) Close() { s.Engine.Close() }
+
+var replicaName = regexp.MustCompile(`^[a-z][a-z0-9-]*-[0-9]+$`)
+
+// Observe lists berth's instances in one request, the names of all
+// instances in a second (an unowned instance named like a replica is a
+// conflict the planner must see), and the app container of each running
+// owned instance through its Docker engine, in parallel.
+func (s *System) Observe(ctx context.Context) (reconciler.Observed, error) {
+	owned, err := s.LXD.ListInstances(ctx, map[string]string{"config." + reconciler.KeyOwner: s.Owner})
+	if err != nil {
+		return reconciler.Observed{}, fmt.Errorf("list instances: %w", err)
+	}
+	var urls []string
+	if err := s.LXD.RawQuery(ctx, "GET", "/1.0/instances", nil, "", &urls); err != nil {
+		return reconciler.Observed{}, fmt.Errorf("list instance names: %w", err)
+	}
+	seen := map[string]bool{}
+	obs := reconciler.Observed{Instances: make([]reconciler.Instance, 0, len(owned))}
+	for i := range owned {
+		seen[owned[i].Name] = true
+		obs.Instances = append(obs.Instances, toInstance(&owned[i]))
+	}
+	for _, u := range urls {
+		name := u[strings.LastIndex(u, "/")+1:]
+		if i := strings.IndexByte(name, '?'); i >= 0 {
+			name = name[:i]
+		}
+		if seen[name] || !replicaName.MatchString(name) {
+			continue
+		}
+		inst, _, err := s.LXD.GetInstance(ctx, name)
+		if errors.Is(err, lxd.ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return reconciler.Observed{}, fmt.Errorf("get %s: %w", name, err)
+		}
+		obs.Instances = append(obs.Instances, toInstance(inst))
+	}
+	sort.Slice(obs.Instances, func(i, j int) bool { return obs.Instances[i].Name < obs.Instances[j].Name })
+
+	sem := make(chan struct{}, observeParallel)
+	var wg sync.WaitGroup
+	for i := range obs.Instances {
+		inst := &obs.Instances[i]
+		if inst.Config[reconciler.KeyOwner] != s.Owner {
+			continue
+		}
+		if inst.Status != "Running" {
+			s.Engine.Forget(inst.Name)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			s.observeContainer(ctx, inst)
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return reconciler.Observed{}, err
+	}
+	return obs, nil
+}
+
+func (s *System) observeContainer(ctx context.Context, inst *reconciler.Instance) {
+	o, err := s.Engine.Observe(ctx, inst.Name)
+	if err != nil {
+		inst.DockerError = err.Error()
+		return
+	}
+	inst.ForeignContainers = o.Foreign
+	if c, ok := o.Container(inst.Config[reconciler.KeyApp]); ok {
+		inst.Container = &reconciler.Container{
+			Name: c.Name, ID: c.ID, Image: c.Image, State: c.State, Health: c.Health,
+			RestartCount: c.RestartCount, Labels: c.Labels,
+		}
+	}
+}
+
+func toInstance(i *lxd.Instance) reconciler.Instance {
+	return reconciler.Instance{
+		Name:     i.Name,
+		Status:   i.Status,
+		Config:   i.Config,
+		Profiles: i.Profiles,
+		Devices:  i.Devices,
+	}
+}
+
+// imageSource turns a spec's system.image into an LXD image source.
+func (s *System) imageSource(image string) (lxd.ImageSource, error) {
+	remote, src := lxd.ParseImageRef(image)
+	if remote == "" {
+		return src, nil
+	}
+	url, ok := s.Remotes[remote]
+	if !ok {
+		return lxd.ImageSource{}, fmt.Errorf("system.image %q: unknown image remote %q (known: %s)", image, remote, strings.Join(sortedKeys(s.Remotes), ", "))
+	}
+	src.Server, src.Protocol = url, "simplestreams"
+	return src, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// CreateInstance creates the instance with exactly config and starts it.
+func (s *System) CreateInstance(ctx context.Context, name string, app spec.App, config map[string]string) error {
+	src, err := s.imageSource(app.Spec.System.Image)
+	if err != nil {
+		return err
+	}
+	profiles := app.Spec.System.Profiles
+	if profiles == nil {
+		profiles = []string{} // explicit: the spec's list is the whole list
+	}
+	s.Engine.Forget(name)
+	if err := s.LXD.CreateInstance(ctx, lxd.InstancesPost{
+		Name: name, Source: src, Profiles: profiles, Config: config, Devices: app.Spec.System.Devices,
+		Description: "berth: " + app.Metadata.Name,
+	}); err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	if err := s.LXD.StartInstance(ctx, name); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	return nil
+}
+
+// StartInstance starts an instance; its Docker client is dropped, since the
+// old tunnel died with the old dockerd.
+func (s *System) StartInstance(ctx context.Context, name string) error {
+	s.Engine.Forget(name)
+	if err := s.LXD.StartInstance(ctx, name); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	return nil
+}
+
+// StopInstance stops an instance cleanly, then by force.
+func (s *System) StopInstance(ctx context.Context, name string) error {
+	s.Engine.Forget(name)
+	return s.LXD.StopInstance(ctx, name, StopTimeout)
+}
+
+// UpdateInstance patches config keys live with the ETag of a fresh read,
+// so a change made between the read and the write fails instead of being
+// overwritten. It refuses to touch an instance that is not berth's.
+func (s *System) UpdateInstance(ctx context.Context, name string, set map[string]string, remove []string) error {
+	inst, etag, err := s.LXD.GetInstance(ctx, name)
+	if err != nil {
+		return err
+	}
+	if inst.Config[reconciler.KeyOwner] != s.Owner {
+		return fmt.Errorf("%s is not owned by %q any more; not touching it", name, s.Owner)
+	}
+	patch := make(map[string]string, len(set)+len(remove))
+	for k, v := range set {
+		patch[k] = v
+	}
+	for _, k := range remove {
+		patch[k] = "" // an empty value deletes the key
+	}
+	if err := s.LXD.PatchInstance(ctx, name, lxd.InstancePatch{Config: patch}, etag); err != nil {
+		return fmt.Errorf("patch config: %w", err)
+	}
+	return nil
+}
+
+// DeleteInstance deletes an owned instance. With keepBackup the instance is
+// kept instead, stopped, renamed <name>-bak-<time>, disowned (so berth never
+// touches it again) and snapshotted: an operator restores it by hand.
+func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup bool) error {
+	inst, _, err := s.LXD.GetInstance(ctx, name)
+	if errors.Is(err, lxd.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if inst.Config[reconciler.KeyOwner] != s.Owner {
+		return fmt.Errorf("%s is not owned by %q; not deleting it", name, s.Owner)
+	}
+	s.Engine.Forget(name)
+	if err := s.LXD.StopInstance(ctx, name, StopTimeout); err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	if !keepBackup {
+		if err := s.LXD.DeleteInstance(ctx, name); err != nil {
+			return fmt.Errorf("delete: %w", err)
+		}
+		return nil
+	}
+	backup := backupName(name, time.Now())
+	if err := s.LXD.PatchInstance(ctx, name, lxd.InstancePatch{Config: map[string]string{
+		reconciler.KeyOwner: "", KeyBackupOf: name, KeyBackupOwner: s.Owner,
+	}}, ""); err != nil {
+		return fmt.Errorf("disown before backup: %w", err)
+	}
+	if err := s.LXD.RawQuery(ctx, "POST", "/1.0/instances/"+name, map[string]string{"name": backup}, "", nil); err != nil {
+		return fmt.Errorf("rename to %s: %w", backup, err)
+	}
+	if err := s.LXD.CreateSnapshot(ctx, backup, "berth-backup", false); err != nil {
+		return fmt.Errorf("snapshot %s: %w", backup, err)
+	}
+	s.Logger.Info("kept a backup of a deleted instance", "instance", name, "backup", backup)
+	return nil
+}
+
+// backupName is <name>-bak-<unix seconds in base 36>, cut to LXD's 63
+// characters by shortening the name part.
+func backupName(name string, now time.Time) string {
+	suffix := "-bak-" + strconv.FormatInt(now.Unix(), 36)
+	if len(name)+len(suffix) > 63 {
+		name = strings.TrimRight(name[:63-len(suffix)], "-")
+	}
+	return name + suffix
+}
+
+// EnsureContainer waits for the instance's dockerd, then converges its app
+// container.
+func (s *System) EnsureContainer(ctx context.Context, name string, app spec.App, slot int, revision string) error {
+	if err := s.Engine.WaitDocker(ctx, name, DockerTimeout); err != nil {
+		return err
+	}
+	return s.Engine.Ensure(ctx, name, engine.Desired{
+		App: app.Metadata.Name, Slot: slot, Revision: revision, Spec: app.Spec.Container,
+	}, s.OnEngineEvent)
+}
+
+// WaitReady waits until the app container is ready within the app's
+// update.healthTimeout.
+func (s *System) WaitReady(ctx context.Context, name string, app spec.App) error {
+	return s.Engine.WaitReady(ctx, name, app.Metadata.Name, app.Spec.Update.HealthTimeout.D())
+}
+
+var (
+	_ reconciler.Observer = (*System)(nil)
+	_ reconciler.Driver   = (*System)(nil)
+)
