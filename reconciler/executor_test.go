@@ -58,8 +58,12 @@ func (f *fakeDriver) CreateInstance(_ context.Context, name string, _ spec.App, 
 	}
 	return f.record("create", name)
 }
-func (f *fakeDriver) StartInstance(_ context.Context, name string) error { return f.record("start", name) }
-func (f *fakeDriver) StopInstance(_ context.Context, name string) error  { return f.record("stop", name) }
+func (f *fakeDriver) StartInstance(_ context.Context, name string) error {
+	return f.record("start", name)
+}
+func (f *fakeDriver) StopInstance(_ context.Context, name string) error {
+	return f.record("stop", name)
+}
 func (f *fakeDriver) UpdateInstance(_ context.Context, name string, set map[string]string, remove []string) error {
 	return f.record(fmt.Sprintf("update(%d,-%v)", len(set), remove), name)
 }
