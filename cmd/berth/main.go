@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -73,7 +74,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // globalOptions are the flags every command shares.
 type globalOptions struct {
-	owner string
+	owner    string
+	logLevel string
+	lxd      lxdOptions
+}
+
+// logger logs to stderr at the chosen level: text on a terminal, JSON
+// otherwise, so a service's journal gets structured records.
+func (g *globalOptions) logger(cmd *cobra.Command) *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		lvl = slog.LevelWarn
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	w := cmd.ErrOrStderr()
+	if isTerminal(w) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 func newRootCmd() *cobra.Command {
@@ -91,6 +109,8 @@ container on the instance's network. Rolling back is "git revert".`,
 	}
 	root.PersistentFlags().StringVar(&g.owner, "owner", "berth",
 		"owner id written to user.berth.owner; instances of other owners are never touched")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	g.lxd.register(root)
 	root.AddGroup(
 		&cobra.Group{ID: "specs", Title: "Working with specs (no LXD needed):"},
 		&cobra.Group{ID: "live", Title: "Planning and converging:"},
@@ -99,7 +119,7 @@ container on the instance's network. Rolling back is "git revert".`,
 		c.GroupID = "specs"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newPlanCmd(g)} {
+	for _, c := range []*cobra.Command{newPlanCmd(g), newApplyCmd(g), newStatusCmd(g), newObserveCmd(g)} {
 		c.GroupID = "live"
 		root.AddCommand(c)
 	}
@@ -126,4 +146,15 @@ func checkOutput(o string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown output format %q (want text or json)", o)
+}
+
+// isTerminal tells whether w is a terminal (for prompts, colour-free
+// progress bars and log format).
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

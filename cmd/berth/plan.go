@@ -76,27 +76,38 @@ func newPlanCmd(g *globalOptions) *cobra.Command {
 the steps that would converge it: creates, in-place updates, recreates,
 container replacements, deletes, each with the fields that differ.
 
---observed FILE.json plans against a saved snapshot of the live state instead
-of asking LXD (the format is documented in reconciler/README.md).
+By default it observes the live LXD (see --lxd) and the Docker engine in each
+instance. --observed FILE.json plans against a saved snapshot instead (the
+format is documented in reconciler/README.md; "berth observe" writes one).
 
 Exit status: 0 nothing to do, 2 changes, 1 error.`,
-		Example: `  berth plan --repo . --observed observed.json
+		Example: `  berth plan --repo .
+  berth plan --repo https://git.example.org/ops/apps.git --rev main
+  berth plan --repo . --observed observed.json
   berth plan --repo . --rev HEAD~1 --observed observed.json -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			if observed == "" {
-				return fmt.Errorf("live observation is not available in this build: pass --observed FILE.json")
-			}
-			obs, err := readObserved(observed)
-			if err != nil {
-				return err
-			}
 			desired, _, err := rf.desired(cmd)
 			if err != nil {
 				return err
+			}
+			var obs reconciler.Observed
+			if observed != "" {
+				if obs, err = readObserved(observed); err != nil {
+					return err
+				}
+			} else {
+				sys, err := g.lxd.connect(cmd.Context(), g.owner, g.logger(cmd))
+				if err != nil {
+					return err
+				}
+				defer sys.Close()
+				if obs, err = sys.Observe(cmd.Context()); err != nil {
+					return err
+				}
 			}
 			plan := reconciler.MakePlan(desired, obs, pf.policy(g.owner))
 			if err := writePlan(cmd, plan, output); err != nil {

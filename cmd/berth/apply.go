@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-gitops/berth/engine"
+	"github.com/berth-gitops/berth/reconciler"
+)
+
+func newApplyCmd(g *globalOptions) *cobra.Command {
+	var (
+		rf     repoFlags
+		pf     pruneFlags
+		yes    bool
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Converge LXD and Docker to a Git revision",
+		Long: `Apply plans like "berth plan", shows the plan, asks for confirmation (unless
+--yes, or when stdin is not a terminal), then converges: one line per step as it
+starts and ends. Per app, replicas change in slot order, at most
+update.maxUnavailable at a time, each becoming ready before the next; a replica
+that does not become ready halts its app (Degraded) while other apps go on.
+
+Right before executing, apply observes again and refuses a plan whose live state
+changed meanwhile ("plan is stale").
+
+Exit status: 0 converged (or nothing to do), 1 otherwise.`,
+		Example: `  berth apply --repo . --yes
+  berth apply --repo https://git.example.org/ops/apps.git --rev main --dir apps`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			desired, _, err := rf.desired(cmd)
+			if err != nil {
+				return err
+			}
+			sys, err := g.lxd.connect(ctx, g.owner, g.logger(cmd))
+			if err != nil {
+				return err
+			}
+			defer sys.Close()
+			obs, err := sys.Observe(ctx)
+			if err != nil {
+				return err
+			}
+			policy := pf.policy(g.owner)
+			plan := reconciler.MakePlan(desired, obs, policy)
+			if output == "text" {
+				fmt.Fprint(out, plan.Text())
+			}
+			if plan.Empty() {
+				if output == "json" {
+					return writeJSON(out, reconciler.Result{Revision: plan.Revision, Steps: []reconciler.StepResult{}})
+				}
+				return nil
+			}
+			if !yes && isTerminal(cmd.InOrStdin()) {
+				fmt.Fprint(errOut, "\nApply these changes? Only 'yes' is accepted: ")
+				answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+				if strings.TrimSpace(answer) != "yes" {
+					return &exitCodeError{code: exitError, err: fmt.Errorf("apply cancelled")}
+				}
+			}
+			// The plan was shown to a person who may have taken a while:
+			// check that it still describes the live state.
+			fresh, err := sys.Observe(ctx)
+			if err != nil {
+				return err
+			}
+			if err := reconciler.CheckFresh(plan, desired, fresh); err != nil {
+				return err
+			}
+			progress := newProgress(errOut, len(plan.Steps), isTerminal(errOut))
+			sys.OnEngineEvent = progress.engineEvent
+			ex := &reconciler.Executor{Driver: sys, OnEvent: progress.event}
+			start := time.Now()
+			res := ex.Apply(ctx, plan, desired, fresh)
+			progress.finish()
+			if output == "json" {
+				if err := writeJSON(out, res); err != nil {
+					return err
+				}
+			} else {
+				writeResult(out, res, time.Since(start))
+			}
+			if !res.OK() {
+				return silentExit(exitError)
+			}
+			return nil
+		},
+	}
+	rf.register(cmd)
+	pf.register(cmd)
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "apply without asking")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format of the plan and result: text or json")
+	return cmd
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeResult prints the per-app summary of an apply.
+func writeResult(w io.Writer, res reconciler.Result, took time.Duration) {
+	counts := map[reconciler.StepStatus]int{}
+	for _, s := range res.Steps {
+		counts[s.Status]++
+	}
+	fmt.Fprintf(w, "\nApply finished in %s: %d done, %d failed, %d skipped.\n",
+		took.Round(100*time.Millisecond), counts[reconciler.StepDone], counts[reconciler.StepFailed], counts[reconciler.StepSkipped])
+	for _, a := range res.Apps {
+		line := fmt.Sprintf("  %-20s %-9s", a.App, a.Status)
+		if a.Changed > 0 {
+			line += fmt.Sprintf(" %d replica step%s done", a.Changed, plural(a.Changed))
+		}
+		if a.Reason != "" {
+			line += "  " + a.Reason
+		}
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
+	}
+}
+
+// progress prints one line per step as it starts and ends; on a terminal
+// it also keeps a bar on the last line.
+type progress struct {
+	mu    sync.Mutex
+	w     io.Writer
+	total int
+	done  int
+	tty   bool
+}
+
+func newProgress(w io.Writer, total int, tty bool) *progress {
+	fmt.Fprintln(w)
+	return &progress{w: w, total: total, tty: tty}
+}
+
+func (p *progress) clearBar() {
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+}
+
+func (p *progress) drawBar() {
+	if !p.tty {
+		return
+	}
+	const width = 30
+	filled := width * p.done / max(p.total, 1)
+	fmt.Fprintf(p.w, "[%s%s] %d/%d", strings.Repeat("#", filled), strings.Repeat(".", width-filled), p.done, p.total)
+}
+
+func (p *progress) event(e reconciler.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearBar()
+	s := e.Step
+	switch e.Phase {
+	case reconciler.PhaseStart:
+		fmt.Fprintf(p.w, "  %-16s %-17s started\n", s.Instance, s.Action)
+	case reconciler.PhaseDone:
+		p.done++
+		fmt.Fprintf(p.w, "  %-16s %-17s done in %s\n", s.Instance, s.Action, e.Duration.Round(100*time.Millisecond))
+	case reconciler.PhaseFailed:
+		p.done++
+		fmt.Fprintf(p.w, "  %-16s %-17s FAILED after %s: %v\n", s.Instance, s.Action, e.Duration.Round(100*time.Millisecond), e.Err)
+	}
+	p.drawBar()
+}
+
+// engineEvent shows the Docker side of a step (pull, create, start...).
+func (p *progress) engineEvent(e engine.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearBar()
+	detail := e.Detail
+	if e.Err != nil {
+		detail = "error: " + e.Err.Error()
+	}
+	fmt.Fprintf(p.w, "  %-16s   %-15s %s (%s)\n", e.Instance, e.Step, detail, e.Duration.Round(10*time.Millisecond))
+	p.drawBar()
+}
+
+func (p *progress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearBar()
+}

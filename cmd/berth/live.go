@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-gitops/berth/engine"
+	"github.com/berth-gitops/berth/live"
+	"github.com/berth-gitops/berth/lxd"
+)
+
+// lxdOptions are the global flags that say where LXD is.
+type lxdOptions struct {
+	url, cert, key, serverCert string
+	project, target            string
+	registryAuth               string
+	remotes                    []string
+}
+
+func (o *lxdOptions) register(cmd *cobra.Command) {
+	f := cmd.PersistentFlags()
+	f.StringVar(&o.url, "lxd", os.Getenv("BERTH_LXD"),
+		"LXD to talk to: a unix socket path, or https://host:port (default: the local socket)")
+	f.StringVar(&o.cert, "lxd-cert", os.Getenv("BERTH_LXD_CERT"), "TLS client certificate (PEM) for an https LXD")
+	f.StringVar(&o.key, "lxd-key", os.Getenv("BERTH_LXD_KEY"), "TLS client key (PEM) for an https LXD")
+	f.StringVar(&o.serverCert, "lxd-server-cert", os.Getenv("BERTH_LXD_SERVER_CERT"),
+		"LXD server (or cluster) certificate (PEM) to pin for an https LXD")
+	f.StringVar(&o.project, "project", os.Getenv("BERTH_PROJECT"), "LXD project (default: the server's default project)")
+	f.StringVar(&o.target, "target", "", "cluster member or @group for new instances")
+	f.StringVar(&o.registryAuth, "registry-auth", os.Getenv("BERTH_REGISTRY_AUTH"),
+		"Docker config.json with registry credentials, read on the berth host")
+	f.StringArrayVar(&o.remotes, "image-remote", nil,
+		"NAME=URL of a simplestreams image server for system.image \"NAME:alias\" (repeatable)")
+}
+
+// connect opens the live system: the LXD client and the Docker engine
+// reached through it.
+func (o *lxdOptions) connect(ctx context.Context, owner string, logger *slog.Logger) (*live.System, error) {
+	remotes := map[string]string{}
+	for _, r := range o.remotes {
+		name, url, ok := strings.Cut(r, "=")
+		if !ok || name == "" || url == "" {
+			return nil, fmt.Errorf("--image-remote %q: want NAME=URL", r)
+		}
+		remotes[name] = url
+	}
+	c, err := lxd.Connect(ctx, lxd.Config{
+		URL: o.url, ClientCert: o.cert, ClientKey: o.key, ServerCert: o.serverCert,
+		Project: o.project, Target: o.target, UserAgent: "berth/" + version,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to LXD: %w", err)
+	}
+	sys := live.New(c, owner, engine.Options{AuthFile: o.registryAuth, Logger: logger})
+	sys.Remotes = remotes
+	return sys, nil
+}
