@@ -1,0 +1,146 @@
+package server
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrape fetches /metrics through the server and parses the exposition.
+func scrape(t *testing.T, f *fixture) map[string]bool {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	f.srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/metrics = %d %q", rec.Code, rec.Body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(io.Reader(rec.Body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	names := map[string]bool{}
+	for n := range fams {
+		names[n] = true
+	}
+	return names
+}
+
+func TestMetricsExposition(t *testing.T) {
+	f := newFixture(t, false)
+	m := f.metrics
+	m.RunFinished(RunOK, 1500*time.Millisecond)
+	m.RunError("lxd")
+	m.GitPolled()
+	m.GitFetched()
+	m.GitError()
+	m.SetRevision("abc123")
+	m.SetApps(map[string]int{"Ready": 2, "Degraded": 1})
+	m.LXDRequest("GET")
+	m.Triggered("poll")
+	m.Succeeded(time.Unix(1700000000, 0))
+	// berth_webhooks_total is counted by the server itself.
+	f.do(t, "POST", "/hooks/github", []byte(pushMain), githubHeaders("push", []byte(pushMain), testSecret))
+
+	names := scrape(t, f)
+	for _, want := range []string{
+		"berth_reconcile_runs_total",
+		"berth_reconcile_duration_seconds",
+		"berth_reconcile_errors_total",
+		"berth_git_polls_total",
+		"berth_git_fetches_total",
+		"berth_git_errors_total",
+		"berth_applied_revision_info",
+		"berth_apps",
+		"berth_lxd_requests_total",
+		"berth_webhooks_total",
+		"berth_triggers_total",
+		"berth_last_success_timestamp_seconds",
+		"go_goroutines",
+		"process_start_time_seconds",
+	} {
+		if !names[want] {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for n := range names {
+		if !strings.HasPrefix(n, "berth_") && !strings.HasPrefix(n, "go_") && !strings.HasPrefix(n, "process_") {
+			t.Errorf("unexpected metric family %s", n)
+		}
+	}
+}
+
+func TestMetricsValues(t *testing.T) {
+	m := NewMetrics()
+
+	m.RunFinished(RunNoop, time.Second)
+	m.RunFinished(RunNoop, time.Second)
+	if got := testutil.ToFloat64(m.runs.WithLabelValues(RunNoop)); got != 2 {
+		t.Errorf("runs{noop} = %v", got)
+	}
+	if got := testutil.CollectAndCount(m.runs); got != 3 {
+		t.Errorf("runs series = %d, want ok, error, noop pre-set", got)
+	}
+
+	m.SetRevision("aaa")
+	m.SetRevision("bbb")
+	if got := testutil.CollectAndCount(m.revision); got != 1 {
+		t.Errorf("revision series = %d, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.revision.WithLabelValues("bbb")); got != 1 {
+		t.Errorf("revision{bbb} = %v", got)
+	}
+	m.SetRevision("")
+	if got := testutil.CollectAndCount(m.revision); got != 0 {
+		t.Errorf("revision series after clear = %d", got)
+	}
+
+	m.SetApps(map[string]int{"Ready": 3, "Held": 1})
+	m.SetApps(map[string]int{"Ready": 4})
+	err := testutil.CollectAndCompare(m.apps, strings.NewReader(`
+# HELP berth_apps Number of apps per status.
+# TYPE berth_apps gauge
+berth_apps{status="Ready"} 4
+`))
+	if err != nil {
+		t.Error(err)
+	}
+
+	m.Triggered("webhook:github")
+	m.Triggered("webhook:gitlab")
+	m.Triggered("api")
+	if got := testutil.ToFloat64(m.triggers.WithLabelValues("webhook")); got != 2 {
+		t.Errorf("triggers{webhook} = %v", got)
+	}
+
+	m.Succeeded(time.Unix(1700000000, 500_000_000))
+	if got := testutil.ToFloat64(m.lastSuccessTS); got != 1700000000.5 {
+		t.Errorf("last success = %v", got)
+	}
+}
+
+// A nil *Metrics records nothing and does not panic.
+func TestNilMetrics(t *testing.T) {
+	var m *Metrics
+	m.RunFinished(RunOK, time.Second)
+	m.RunError("git")
+	m.GitPolled()
+	m.GitFetched()
+	m.GitError()
+	m.SetRevision("x")
+	m.SetApps(map[string]int{"Ready": 1})
+	m.LXDRequest("GET")
+	m.Triggered("poll")
+	m.Succeeded(time.Now())
+	m.webhook("github", webhookTriggered)
+	if m.Registry() != nil {
+		t.Error("nil Metrics has a registry")
+	}
+}
