@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-gitops/berth/engine"
@@ -48,17 +49,54 @@ type System struct {
 	// Remotes maps the "remote" part of a system.image "remote:alias" to an
 	// image server URL (simplestreams).
 	Remotes map[string]string
+	// OnLXDRequest, if set, is called for every LXD request (metrics).
+	OnLXDRequest func(method, path string)
 	// OnEngineEvent, if set, receives the Docker-side steps (pull, create,
 	// start, ...) for progress output.
 	OnEngineEvent func(engine.Event)
+
+	requests, writes, execs atomic.Int64
 }
 
-// New connects the engine to the LXD client.
+// Requests counts the LXD requests made through the system.
+type Requests struct {
+	// Total is every HTTP request, websocket dials included.
+	Total int64 `json:"total"`
+	// Writes are the requests that change LXD state: every method but GET
+	// and HEAD, except exec POSTs (Docker tunnels run commands, they
+	// change nothing in LXD).
+	Writes int64 `json:"writes"`
+	// Execs are exec POSTs: each starts a Docker tunnel in an instance.
+	Execs int64 `json:"execs"`
+}
+
+// Requests returns the LXD request counts so far.
+func (s *System) Requests() Requests {
+	return Requests{Total: s.requests.Load(), Writes: s.writes.Load(), Execs: s.execs.Load()}
+}
+
+func (s *System) countRequest(method, path string) {
+	s.requests.Add(1)
+	switch {
+	case method == "POST" && strings.HasSuffix(path, "/exec"):
+		s.execs.Add(1)
+	case method != "GET" && method != "HEAD":
+		s.writes.Add(1)
+	}
+	if s.OnLXDRequest != nil {
+		s.OnLXDRequest(method, path)
+	}
+}
+
+// New connects the engine to the LXD client. It takes over c.OnRequest to
+// count requests.
 func New(c *lxd.Client, owner string, opts engine.Options) *System {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &System{LXD: c, Engine: engine.New(engine.NewLXDDialer(c), opts), Owner: owner, Logger: opts.Logger}
+	s := &System{LXD: c, Engine: engine.New(engine.NewLXDDialer(c), opts), Owner: owner, Logger: opts.Logger}
+	c.OnRequest = s.countRequest
+	return s
 }
 
 // Close drops the engine's Docker connections.
@@ -132,6 +170,13 @@ func (s *System) Observe(ctx context.Context) (reconciler.Observed, error) {
 
 func (s *System) observeContainer(ctx context.Context, inst *reconciler.Instance) {
 	o, err := s.Engine.Observe(ctx, inst.Name)
+	if err != nil && !errors.Is(err, engine.ErrInstanceNotRunning) && ctx.Err() == nil {
+		// A tunnel can break (LXD resets an exec stream under load); one
+		// fresh try on a new client tells a blip from a dead dockerd.
+		s.Logger.Debug("docker observe failed, retrying once", "instance", inst.Name, "err", err)
+		s.Engine.Forget(inst.Name)
+		o, err = s.Engine.Observe(ctx, inst.Name)
+	}
 	if err != nil {
 		inst.DockerError = err.Error()
 		return

@@ -52,7 +52,7 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			if err != nil {
 				return err
 			}
-			defer sys.Close()
+			defer g.done(cmd, sys)
 			obs, err := sys.Observe(ctx)
 			if err != nil {
 				return err
@@ -68,21 +68,35 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 				}
 				return nil
 			}
+			confirmed := false
 			if !yes && isTerminal(cmd.InOrStdin()) {
 				fmt.Fprint(errOut, "\nApply these changes? Only 'yes' is accepted: ")
 				answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
 				if strings.TrimSpace(answer) != "yes" {
 					return &exitCodeError{code: exitError, err: fmt.Errorf("apply cancelled")}
 				}
+				confirmed = true
 			}
-			// The plan was shown to a person who may have taken a while:
-			// check that it still describes the live state.
+			// Observe again right before writing: the world may have moved
+			// since the plan was made.
 			fresh, err := sys.Observe(ctx)
 			if err != nil {
 				return err
 			}
 			if err := reconciler.CheckFresh(plan, desired, fresh); err != nil {
-				return err
+				if confirmed {
+					// A person approved that plan, not another one.
+					return err
+				}
+				// Nobody reviewed it: plan again from what is there now,
+				// as a new run would, and say so.
+				plan = reconciler.MakePlan(desired, fresh, policy)
+				if output == "text" {
+					fmt.Fprintf(out, "\nThe live state changed while planning; planned again:\n%s", plan.Text())
+				}
+				if plan.Empty() {
+					return nil
+				}
 			}
 			progress := newProgress(errOut, len(plan.Steps), isTerminal(errOut))
 			sys.OnEngineEvent = progress.engineEvent

@@ -60,3 +60,13 @@ func (o *lxdOptions) connect(ctx context.Context, owner string, logger *slog.Log
 	sys.Remotes = remotes
 	return sys, nil
 }
+
+// done closes the live system and, with --count-requests, reports how many
+// LXD requests the command made.
+func (g *globalOptions) done(cmd *cobra.Command, sys *live.System) {
+	sys.Close()
+	if g.countRequests {
+		r := sys.Requests()
+		fmt.Fprintf(cmd.ErrOrStderr(), "lxd requests: %d (writes %d, execs %d)\n", r.Total, r.Writes, r.Execs)
+	}
+}

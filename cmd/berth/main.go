@@ -74,9 +74,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // globalOptions are the flags every command shares.
 type globalOptions struct {
-	owner    string
-	logLevel string
-	lxd      lxdOptions
+	// countRequests prints the LXD request counts when a command ends:
+	// how the tests check that a no-op apply writes nothing.
+	countRequests bool
+	owner         string
+	logLevel      string
+	lxd           lxdOptions
 }
 
 // logger logs to stderr at the chosen level: text on a terminal, JSON
@@ -111,6 +114,8 @@ container on the instance's network. Rolling back is "git revert".`,
 		"owner id written to user.berth.owner; instances of other owners are never touched")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	g.lxd.register(root)
+	root.PersistentFlags().BoolVar(&g.countRequests, "count-requests", false, "print LXD request counts (total, writes, execs) to stderr at the end")
+	_ = root.PersistentFlags().MarkHidden("count-requests")
 	root.AddGroup(
 		&cobra.Group{ID: "specs", Title: "Working with specs (no LXD needed):"},
 		&cobra.Group{ID: "live", Title: "Planning and converging:"},

@@ -104,7 +104,7 @@ Exit status: 0 nothing to do, 2 changes, 1 error.`,
 				if err != nil {
 					return err
 				}
-				defer sys.Close()
+				defer g.done(cmd, sys)
 				if obs, err = sys.Observe(cmd.Context()); err != nil {
 					return err
 				}

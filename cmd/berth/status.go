@@ -43,7 +43,7 @@ repository; without one, only the live side is shown.`,
 			if err != nil {
 				return err
 			}
-			defer sys.Close()
+			defer g.done(cmd, sys)
 			obs, err := sys.Observe(ctx)
 			if err != nil {
 				return err
@@ -78,7 +78,7 @@ func newObserveCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer sys.Close()
+			defer g.done(cmd, sys)
 			obs, err := sys.Observe(cmd.Context())
 			if err != nil {
 				return err
