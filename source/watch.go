@@ -1,0 +1,399 @@
+package source
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing/fstest"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// DefaultDebounce is the quiet time WatchRepo waits for after a change: a
+// commit touches several files (objects, index, ref, logs) and an editor
+// saves with several writes; one reconcile for all of them is enough.
+const DefaultDebounce = 200 * time.Millisecond
+
+// watched directory kinds: what an event inside them means.
+type watchKind int
+
+const (
+	kindGitDir   watchKind = iota // HEAD (and packed-refs when not a linked work tree)
+	kindCommon                    // packed-refs of a linked work tree's main repository
+	kindRefs                      // refs/heads and below
+	kindWorkTree                  // the files people edit
+)
+
+// WatchRepo calls trigger when a commit lands in the repository at path
+// (a work tree, any folder in it, or a bare repository): it watches
+// refs/heads (recursively), packed-refs and HEAD. Git updates those by
+// writing a .lock file and renaming it over the old one, so the folders
+// holding them are watched, not the files, and .lock names are ignored.
+//
+// With worktree=true it also watches the files of the work tree
+// (recursively, skipping .git, adding folders as they appear): the local
+// development loop, where saving a file is enough.
+//
+// Events are debounced: trigger runs once the repository has been quiet
+// for debounce (DefaultDebounce when <= 0), and at the latest 5×debounce
+// after the first event of a burst, so a steady stream of writes cannot
+// hold it back for ever. trigger is called from WatchRepo's goroutine and
+// should not block (a non-blocking send on a buffered channel is the
+// usual shape): the daemon's run is level-triggered, a trigger carries
+// nothing but a reason for the log.
+//
+// WatchRepo returns nil when ctx ends, or an error when watching cannot
+// start or the watcher fails; the caller then falls back to polling.
+func WatchRepo(ctx context.Context, path string, worktree bool, debounce time.Duration, trigger func(reason string)) error {
+	if debounce <= 0 {
+		debounce = DefaultDebounce
+	}
+	loc, err := findGitDir(path)
+	if err != nil {
+		return err
+	}
+	if worktree && loc.workTree == "" {
+		return fmt.Errorf("%s is a bare repository: it has no work tree to watch", path)
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", path, err)
+	}
+	defer w.Close()
+	rw := &repoWatcher{w: w, kinds: map[string]watchKind{}, gitDir: loc.gitDir}
+	if err := rw.add(loc.gitDir, kindGitDir); err != nil {
+		return err
+	}
+	if loc.commonDir != loc.gitDir {
+		if err := rw.add(loc.commonDir, kindCommon); err != nil {
+			return err
+		}
+	}
+	refs := filepath.Join(loc.commonDir, "refs", "heads")
+	if err := rw.addTree(refs, kindRefs); err != nil {
+		return err
+	}
+	if worktree {
+		if err := rw.addTree(loc.workTree, kindWorkTree); err != nil {
+			return err
+		}
+	}
+
+	if testHookWatching != nil {
+		testHookWatching()
+	}
+
+	var (
+		timer   *time.Timer
+		fire    <-chan time.Time
+		first   time.Time
+		reason  string
+		pending int
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	note := func(r string) {
+		now := time.Now()
+		if fire == nil {
+			first, reason, pending = now, r, 0
+			if timer == nil {
+				timer = time.NewTimer(debounce)
+			} else {
+				timer.Reset(debounce)
+			}
+			fire = timer.C
+			return
+		}
+		pending++
+		if now.Sub(first)+debounce <= 5*debounce {
+			timer.Reset(debounce) // still quiet-time based; past the cap, let it fire
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if r := rw.handle(ev); r != "" {
+				note(r)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				// Events were lost: a folder created meanwhile may be
+				// unwatched. Walk again, and run anyway.
+				_ = rw.addTree(refs, kindRefs)
+				if worktree {
+					_ = rw.addTree(loc.workTree, kindWorkTree)
+				}
+				note("file events overflowed")
+				continue
+			}
+			return fmt.Errorf("watch %s: %w", path, err)
+		case <-fire:
+			fire = nil
+			r := reason
+			if pending > 0 {
+				r = fmt.Sprintf("%s (+%d more)", reason, pending)
+			}
+			trigger(r)
+		}
+	}
+}
+
+// testHookWatching runs once WatchRepo watches everything, so that tests
+// do not race the set-up.
+var testHookWatching func()
+
+type repoWatcher struct {
+	w      *fsnotify.Watcher
+	kinds  map[string]watchKind // watched folder -> kind
+	gitDir string
+}
+
+func (rw *repoWatcher) add(dir string, kind watchKind) error {
+	if _, ok := rw.kinds[dir]; ok {
+		return nil
+	}
+	if err := rw.w.Add(dir); err != nil {
+		return fmt.Errorf("watch %s: %w", dir, err)
+	}
+	rw.kinds[dir] = kind
+	return nil
+}
+
+// addTree watches dir and every folder below it, skipping .git folders
+// in a work tree. A folder that vanishes while walking is not an error:
+// its removal is an event of its own.
+func (rw *repoWatcher) addTree(dir string, kind watchKind) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && p != dir {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		if kind == kindWorkTree && (d.Name() == ".git" || p == rw.gitDir) {
+			return filepath.SkipDir
+		}
+		if err := rw.add(p, kind); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		return nil
+	})
+}
+
+// handle returns why the event matters, or "" when it does not.
+func (rw *repoWatcher) handle(ev fsnotify.Event) string {
+	if ev.Op == fsnotify.Chmod {
+		return "" // touch, permission changes: content is the same
+	}
+	name := filepath.Base(ev.Name)
+	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+		// The kernel drops the watch of a removed folder; forget it so
+		// that a folder made again with the same name is watched again.
+		delete(rw.kinds, ev.Name)
+	}
+	kind, ok := rw.kinds[filepath.Dir(ev.Name)]
+	if !ok {
+		return ""
+	}
+	switch kind {
+	case kindGitDir, kindCommon:
+		if name == "HEAD" && kind == kindGitDir || name == "packed-refs" {
+			return name + " changed"
+		}
+	case kindRefs:
+		if strings.HasSuffix(name, ".lock") {
+			return ""
+		}
+		if ev.Has(fsnotify.Create) && isDir(ev.Name) {
+			_ = rw.addTree(ev.Name, kindRefs)
+		}
+		return "branch " + strings.TrimPrefix(filepath.ToSlash(ev.Name), filepath.ToSlash(rw.refsBase(ev.Name))) + " moved"
+	case kindWorkTree:
+		if name == ".git" || editorScratch(name) {
+			return ""
+		}
+		if ev.Has(fsnotify.Create) && isDir(ev.Name) {
+			_ = rw.addTree(ev.Name, kindWorkTree)
+		}
+		return ev.Name + " changed"
+	}
+	return ""
+}
+
+// refsBase returns the ".../refs/heads/" prefix of a ref file's path.
+func (rw *repoWatcher) refsBase(p string) string {
+	p = filepath.ToSlash(p)
+	if i := strings.LastIndex(p, "/refs/heads/"); i >= 0 {
+		return p[:i+len("/refs/heads/")]
+	}
+	return ""
+}
+
+func isDir(p string) bool {
+	fi, err := os.Lstat(p)
+	return err == nil && fi.IsDir()
+}
+
+// editorScratch tells the files editors write beside the real one while
+// saving (vim's swap files and its 4913 probe, emacs lock and backup
+// files): their churn must not trigger runs of its own.
+func editorScratch(name string) bool {
+	return name == "4913" || strings.HasPrefix(name, ".#") || strings.HasSuffix(name, "~") ||
+		strings.HasSuffix(name, ".swp") || strings.HasSuffix(name, ".swx") || strings.HasSuffix(name, ".swpx")
+}
+
+// gitLocation is where the parts of a repository live.
+type gitLocation struct {
+	gitDir    string // HEAD
+	commonDir string // refs, packed-refs (differs from gitDir in a linked work tree)
+	workTree  string // "" for a bare repository
+}
+
+// findGitDir finds the repository at path: a work tree (or a folder in
+// one), a linked work tree (.git is a "gitdir:" file), or a bare repository.
+func findGitDir(path string) (gitLocation, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return gitLocation{}, err
+	}
+	if isBareRepo(abs) {
+		return gitLocation{gitDir: abs, commonDir: abs}, nil
+	}
+	for dir := abs; ; {
+		dotgit := filepath.Join(dir, ".git")
+		if fi, err := os.Stat(dotgit); err == nil {
+			loc := gitLocation{gitDir: dotgit, commonDir: dotgit, workTree: dir}
+			if !fi.IsDir() {
+				b, err := os.ReadFile(dotgit)
+				if err != nil {
+					return gitLocation{}, err
+				}
+				g, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "gitdir:")
+				if !ok {
+					return gitLocation{}, fmt.Errorf("%s: not a gitdir file", dotgit)
+				}
+				loc.gitDir = absFrom(dir, strings.TrimSpace(g))
+				loc.commonDir = loc.gitDir
+				if c, err := os.ReadFile(filepath.Join(loc.gitDir, "commondir")); err == nil {
+					loc.commonDir = absFrom(loc.gitDir, strings.TrimSpace(string(c)))
+				}
+			}
+			return loc, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return gitLocation{}, fmt.Errorf("%s is not a Git repository", path)
+		}
+		dir = parent
+	}
+}
+
+func absFrom(base, p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(base, p)
+}
+
+func isBareRepo(dir string) bool {
+	for _, n := range []string{"HEAD", "objects", "refs"} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// WorktreeSnapshot reads the YAML files under dir of the folder path as
+// they are on disk, uncommitted edits included (the development loop).
+// path need not be a Git repository.
+//
+// Its Commit.SHA is "worktree-" and 12 hex digits of a hash over the
+// names and contents of those files: the same content always gives the
+// same revision, whatever was committed, so saving a file with no real
+// change plans nothing, and the value can never be mistaken for a commit.
+func WorktreeSnapshot(path, dir string) (Snapshot, error) {
+	root := filepath.Join(path, filepath.FromSlash(strings.Trim(filepath.ToSlash(dir), "/")))
+	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
+		return Snapshot{}, fmt.Errorf("%s: no folder %q", path, dir)
+	}
+	files := fstest.MapFS{}
+	var newest time.Time
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if d.Name() == ".git" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || !isSpecFile(d.Name()) {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		files[filepath.ToSlash(rel)] = &fstest.MapFile{Data: data, Mode: 0o444}
+		if fi, err := d.Info(); err == nil && fi.ModTime().After(newest) {
+			newest = fi.ModTime()
+		}
+		return nil
+	})
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("read %s: %w", root, err)
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	var n [8]byte
+	for _, name := range names {
+		// Length-prefixed, so that no two different sets of files hash alike.
+		binary.BigEndian.PutUint64(n[:], uint64(len(name)))
+		h.Write(n[:])
+		h.Write([]byte(name))
+		binary.BigEndian.PutUint64(n[:], uint64(len(files[name].Data)))
+		h.Write(n[:])
+		h.Write(files[name].Data)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	return Snapshot{
+		Commit: Commit{SHA: "worktree-" + sum[:12], Subject: "work tree of " + path, When: newest},
+		FS:     files,
+	}, nil
+}
