@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 # at a time keeps 2 cores from timing out health checks.
 TEST_FLAGS ?= -count=1 -timeout 25m -p 1
 
-.PHONY: all build test unit testenv lint bench demo clean testenv-down
+.PHONY: all build test unit testenv lint bench demo demo-clean clean testenv-down tools
 
 all: build
 
@@ -42,6 +42,9 @@ bench: testenv
 
 demo: testenv build
 	./samples/demo.sh
+
+demo-clean: build
+	./samples/demo-clean.sh
 
 testenv-down:
 	./testenv/testenv.sh down

@@ -503,6 +503,10 @@ func buildConfig(d Desired, image string) (*container.Config, *container.HostCon
 		// instance reboots, but a container an operator stopped stays
 		// stopped.
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyUnlessStopped},
+		// docker-init (tini) as PID 1 forwards SIGTERM and reaps zombies:
+		// an app that is PID 1 itself often ignores SIGTERM, and every
+		// replacement and delete would then wait out the stop timeout.
+		Init: &initProcess,
 	}
 	for _, v := range s.Volumes {
 		if !strings.HasPrefix(v.Source, "/") || !strings.HasPrefix(v.Target, "/") {
@@ -519,6 +523,9 @@ func buildConfig(d Desired, image string) (*container.Config, *container.HostCon
 	}
 	return cfg, host, nil
 }
+
+// initProcess is addressed by HostConfig.Init.
+var initProcess = true
 
 func isNotFound(err error) bool { return err != nil && cerrdefs.IsNotFound(err) }
 
