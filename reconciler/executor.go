@@ -156,6 +156,10 @@ type Executor struct {
 	// Parallel bounds the steps running at once across all apps (default 4):
 	// each may be an LXD create and an image pull.
 	Parallel int
+	// Drain, when > 0, lets steps already running go on for up to this long
+	// after ctx is cancelled (a shutdown): a half-done step is worse than a
+	// finished one. No new batch starts once ctx is done.
+	Drain time.Duration
 }
 
 // Apply executes the plan's steps and nothing else. Apps run independently
@@ -182,6 +186,25 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 		insts[observed.Instances[i].Name] = &observed.Instances[i]
 	}
 
+	// stepCtx is what steps run under: ctx itself, or with Drain a context
+	// that outlives ctx's cancellation by Drain.
+	stepCtx := ctx
+	if e.Drain > 0 {
+		var cancel context.CancelFunc
+		stepCtx, cancel = context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		stop := context.AfterFunc(ctx, func() {
+			t := time.NewTimer(e.Drain)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				cancel()
+			case <-stepCtx.Done():
+			}
+		})
+		defer stop()
+	}
+
 	results := make([]StepResult, len(plan.Steps))
 	byApp := map[string][]int{}
 	var appOrder []string
@@ -199,7 +222,7 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 		defer func() { <-sem }()
 		start := now()
 		e.emit(Event{Step: s, Phase: PhaseStart})
-		err := e.step(ctx, s, apps[s.App], insts[s.Instance], plan.Revision, plan.Owner)
+		err := e.step(stepCtx, s, apps[s.App], insts[s.Instance], plan.Revision, plan.Owner)
 		d := now().Sub(start)
 		results[i].Duration = d
 		if err != nil {
