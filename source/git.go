@@ -79,14 +79,29 @@ func Open(ctx context.Context, location string) (*Repo, error) {
 		}
 		return &Repo{Location: location, repo: r}, nil
 	}
-	r, err := git.PlainOpenWithOptions(location, &git.PlainOpenOptions{DetectDotGit: true})
+	r, err := openPath(location)
 	if err != nil {
-		if errors.Is(err, git.ErrRepositoryNotExists) {
-			return nil, fmt.Errorf("%s is not a Git repository", location)
-		}
-		return nil, fmt.Errorf("open %s: %w", location, err)
+		return nil, err
 	}
 	return &Repo{Location: location, repo: r}, nil
+}
+
+// openPath opens the repository at a local path: a bare repository, a
+// work tree, or any folder inside one. The bare case comes first because
+// go-git's DetectDotGit looks for a .git folder only, up to the root, and
+// so never finds a bare repository.
+func openPath(p string) (*git.Repository, error) {
+	r, err := git.PlainOpen(p)
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		r, err = git.PlainOpenWithOptions(p, &git.PlainOpenOptions{DetectDotGit: true})
+	}
+	if err != nil {
+		if errors.Is(err, git.ErrRepositoryNotExists) {
+			return nil, fmt.Errorf("%s is not a Git repository", p)
+		}
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	return r, nil
 }
 
 // Git exposes the underlying repository for callers that need more (the

@@ -137,14 +137,7 @@ func (s *GitSource) remoteRef() plumbing.ReferenceName {
 // on purpose: go-git caches the list of pack files, and git (gc, push into
 // a bare repository) adds and removes packs behind its back.
 func (s *GitSource) openLocal() (*git.Repository, error) {
-	r, err := git.PlainOpenWithOptions(s.opts.URL, &git.PlainOpenOptions{DetectDotGit: true})
-	if err != nil {
-		if errors.Is(err, git.ErrRepositoryNotExists) {
-			return nil, fmt.Errorf("%s is not a Git repository", s.opts.URL)
-		}
-		return nil, fmt.Errorf("open %s: %w", s.opts.URL, err)
-	}
-	return r, nil
+	return openPath(s.opts.URL)
 }
 
 // Head returns the SHA the branch points to on the remote, with one

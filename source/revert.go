@@ -1,0 +1,609 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+)
+
+// RevertOptions say what `berth rollback` undoes. Exactly one of To and
+// Commits is set.
+type RevertOptions struct {
+	// To makes one commit whose tree is the tree of this revision (an
+	// ancestor of HEAD): everything since is undone at once.
+	To string
+	// Commits are reverted one by one, newest first, one revert commit
+	// each, as `git revert` does.
+	Commits []string
+	// Author; when empty, user.name/user.email from the Git config, then
+	// $GIT_AUTHOR_NAME/$GIT_AUTHOR_EMAIL.
+	AuthorName, AuthorEmail string
+	// Push pushes the branch to its upstream remote (branch.<b>.remote,
+	// else Remote, else "origin") once the commits are made.
+	Push   bool
+	Auth   Auth
+	Remote string
+}
+
+// entry is one file of a flattened tree.
+type entry struct {
+	hash plumbing.Hash
+	mode filemode.FileMode
+}
+
+// plannedCommit is a revert commit computed but not written yet.
+type plannedCommit struct {
+	files   map[string]entry // nil when tree is set
+	tree    plumbing.Hash
+	message string
+}
+
+// Revert undoes commits on the branch checked out at repoPath with new
+// commits (history is never rewritten, so a pushed branch stays
+// fast-forward and the undo is itself reviewable and revertable).
+//
+// go-git has no `git revert`, so the inverse of each commit's diff is
+// applied here, file by file: a file the commit changed must still be as
+// that commit left it, or the revert does not apply cleanly and nothing
+// is written. Merge commits are refused (which parent's side to undo is
+// a person's call); --to handles them, since it copies a whole tree.
+//
+// The work tree must be clean (untracked files are fine unless the
+// revert would overwrite one). Afterwards the index and the work tree
+// match the new HEAD. A bare repository gets the commits only.
+//
+// reverted lists the commits undone. With Push, a push failure is
+// returned along with the new head: the commits exist locally.
+func Revert(ctx context.Context, repoPath string, opts RevertOptions) (newHead Commit, reverted []Commit, err error) {
+	if (opts.To == "") == (len(opts.Commits) == 0) {
+		return Commit{}, nil, errors.New("revert: give either a revision to roll back to or the commits to revert")
+	}
+	repo, err := openPath(repoPath)
+	if err != nil {
+		return Commit{}, nil, err
+	}
+	headRef, err := repo.Reference(plumbing.HEAD, false)
+	if err != nil {
+		return Commit{}, nil, fmt.Errorf("%s: %w", repoPath, err)
+	}
+	if headRef.Type() != plumbing.SymbolicReference || !headRef.Target().IsBranch() {
+		return Commit{}, nil, fmt.Errorf("%s: HEAD is detached; check out the branch to roll back", repoPath)
+	}
+	branch := headRef.Target()
+	ref, err := repo.Reference(branch, true)
+	if err != nil {
+		return Commit{}, nil, fmt.Errorf("%s: branch %s has no commits: %w", repoPath, branch.Short(), err)
+	}
+	head, err := repo.CommitObject(ref.Hash())
+	if err != nil {
+		return Commit{}, nil, err
+	}
+	author, err := revertAuthor(repo, opts)
+	if err != nil {
+		return Commit{}, nil, err
+	}
+
+	wt, err := repo.Worktree()
+	if errors.Is(err, git.ErrIsBareRepository) {
+		wt = nil
+	} else if err != nil {
+		return Commit{}, nil, err
+	}
+	var untracked map[string]bool
+	if wt != nil {
+		if untracked, err = checkClean(wt); err != nil {
+			return Commit{}, nil, err
+		}
+	}
+
+	var plan []plannedCommit
+	if opts.To != "" {
+		plan, reverted, err = planRollbackTo(repo, head, opts.To)
+	} else {
+		plan, reverted, err = planReverts(repo, head, opts.Commits)
+	}
+	if err != nil {
+		return Commit{}, nil, err
+	}
+
+	// Everything is known to apply: write the objects.
+	headFiles, err := flatten(head)
+	if err != nil {
+		return Commit{}, nil, err
+	}
+	parent := head.Hash
+	var last *object.Commit
+	for _, p := range plan {
+		tree := p.tree
+		if p.files != nil {
+			if tree, err = writeTree(repo.Storer, p.files); err != nil {
+				return Commit{}, nil, fmt.Errorf("write tree: %w", err)
+			}
+		}
+		sig := object.Signature{Name: author.Name, Email: author.Email, When: author.When}
+		c := &object.Commit{
+			Author:       sig,
+			Committer:    sig,
+			Message:      p.message,
+			TreeHash:     tree,
+			ParentHashes: []plumbing.Hash{parent},
+		}
+		obj := repo.Storer.NewEncodedObject()
+		if err := c.Encode(obj); err != nil {
+			return Commit{}, nil, err
+		}
+		if parent, err = repo.Storer.SetEncodedObject(obj); err != nil {
+			return Commit{}, nil, fmt.Errorf("write commit: %w", err)
+		}
+		if last, err = repo.CommitObject(parent); err != nil {
+			return Commit{}, nil, err
+		}
+	}
+	newFiles, err := flatten(last)
+	if err != nil {
+		return Commit{}, nil, err
+	}
+	if wt != nil {
+		for p := range changedPaths(headFiles, newFiles) {
+			if untracked[p] {
+				return Commit{}, nil, fmt.Errorf("untracked file %s would be overwritten by the rollback; move it away first", p)
+			}
+		}
+	}
+	// Compare-and-swap: a commit made meanwhile (by a person, or by git
+	// running beside us) is not silently dropped.
+	if err := repo.Storer.CheckAndSetReference(plumbing.NewHashReference(branch, last.Hash), ref); err != nil {
+		return Commit{}, nil, fmt.Errorf("update %s: %w", branch.Short(), err)
+	}
+	newHead = commitOf(last)
+	if wt != nil {
+		if err := syncWorktree(repo, wt, last.Hash, headFiles, newFiles); err != nil {
+			return newHead, reverted, fmt.Errorf("commits made (%s), but updating the work tree failed: %w", newHead.Short(), err)
+		}
+	}
+	if opts.Push {
+		if err := pushBranch(ctx, repo, branch, opts); err != nil {
+			return newHead, reverted, err
+		}
+	}
+	return newHead, reverted, nil
+}
+
+// revertAuthor picks the author: options, then Git config (local, global,
+// system), then the environment.
+func revertAuthor(repo *git.Repository, opts RevertOptions) (object.Signature, error) {
+	name, email := opts.AuthorName, opts.AuthorEmail
+	cfg, err := repo.ConfigScoped(config.SystemScope)
+	if err != nil {
+		cfg, err = repo.Config() // a broken global file must not stop a rollback
+	}
+	if err == nil {
+		if name == "" {
+			name = cfg.User.Name
+		}
+		if email == "" {
+			email = cfg.User.Email
+		}
+	}
+	if name == "" {
+		name = os.Getenv("GIT_AUTHOR_NAME")
+	}
+	if email == "" {
+		email = os.Getenv("GIT_AUTHOR_EMAIL")
+	}
+	if name == "" || email == "" {
+		return object.Signature{}, errors.New("revert: no author: pass a name and email, or set user.name and user.email in the Git config")
+	}
+	return object.Signature{Name: name, Email: email, When: time.Now()}, nil
+}
+
+// checkClean refuses a work tree with changes to tracked files and
+// returns the untracked paths.
+func checkClean(wt *git.Worktree) (map[string]bool, error) {
+	st, err := wt.Status()
+	if err != nil {
+		return nil, fmt.Errorf("work tree status: %w", err)
+	}
+	untracked := map[string]bool{}
+	var dirty []string
+	for p, fs := range st {
+		if fs.Staging == git.Untracked && fs.Worktree == git.Untracked {
+			untracked[p] = true
+			continue
+		}
+		if fs.Staging != git.Unmodified || fs.Worktree != git.Unmodified {
+			dirty = append(dirty, p)
+		}
+	}
+	if len(dirty) > 0 {
+		sort.Strings(dirty)
+		if len(dirty) > 5 {
+			dirty = append(dirty[:5], "...")
+		}
+		return nil, fmt.Errorf("the work tree has uncommitted changes (%s): commit or stash them first", strings.Join(dirty, ", "))
+	}
+	return untracked, nil
+}
+
+// planRollbackTo plans one commit that gives HEAD the tree of rev.
+func planRollbackTo(repo *git.Repository, head *object.Commit, rev string) ([]plannedCommit, []Commit, error) {
+	h, err := repo.ResolveRevision(plumbing.Revision(rev))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %q", ErrRevisionNotFound, rev)
+	}
+	target, err := repo.CommitObject(*h)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %q: %v", ErrRevisionNotFound, rev, err)
+	}
+	if target.Hash == head.Hash {
+		return nil, nil, fmt.Errorf("nothing to roll back: %s is HEAD", rev)
+	}
+	if ok, err := target.IsAncestor(head); err != nil || !ok {
+		return nil, nil, fmt.Errorf("%s (%s) is not an earlier commit of this branch", rev, shortSHA(target.Hash.String()))
+	}
+	if target.TreeHash == head.TreeHash {
+		return nil, nil, fmt.Errorf("nothing to roll back: HEAD already has the files of %s", shortSHA(target.Hash.String()))
+	}
+	// The commits undone: reachable from HEAD but not from the target.
+	keep := map[plumbing.Hash]bool{}
+	err = object.NewCommitPreorderIter(target, nil, nil).ForEach(func(c *object.Commit) error {
+		keep[c.Hash] = true
+		return nil
+	})
+	if err != nil && !errors.Is(err, plumbing.ErrObjectNotFound) { // shallow history ends somewhere
+		return nil, nil, err
+	}
+	var reverted []Commit
+	err = object.NewCommitPreorderIter(head, keep, nil).ForEach(func(c *object.Commit) error {
+		reverted = append(reverted, commitOf(c))
+		return nil
+	})
+	if err != nil && !errors.Is(err, plumbing.ErrObjectNotFound) {
+		return nil, nil, err
+	}
+	tc := commitOf(target)
+	var msg strings.Builder
+	fmt.Fprintf(&msg, "Roll back to %s (%s)\n\nThis reverts the changes of:\n", tc.Short(), tc.Subject)
+	for _, c := range reverted {
+		fmt.Fprintf(&msg, "  %s %s\n", c.Short(), c.Subject)
+	}
+	return []plannedCommit{{tree: target.TreeHash, message: msg.String()}}, reverted, nil
+}
+
+// planReverts plans one revert commit per commit, newest first, each
+// applied on the result of the one before.
+func planReverts(repo *git.Repository, head *object.Commit, revs []string) ([]plannedCommit, []Commit, error) {
+	// Position in the history from HEAD: newest first, and only commits
+	// of this branch (reverting a commit from elsewhere is not a rollback).
+	pos := map[plumbing.Hash]int{}
+	n := 0
+	err := object.NewCommitPreorderIter(head, nil, nil).ForEach(func(c *object.Commit) error {
+		pos[c.Hash] = n
+		n++
+		return nil
+	})
+	if err != nil && !errors.Is(err, plumbing.ErrObjectNotFound) {
+		return nil, nil, err
+	}
+	var commits []*object.Commit
+	seen := map[plumbing.Hash]bool{}
+	for _, rev := range revs {
+		h, err := repo.ResolveRevision(plumbing.Revision(rev))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %q", ErrRevisionNotFound, rev)
+		}
+		c, err := repo.CommitObject(*h)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %q: %v", ErrRevisionNotFound, rev, err)
+		}
+		if _, ok := pos[c.Hash]; !ok {
+			return nil, nil, fmt.Errorf("%s (%s) is not a commit of this branch", rev, shortSHA(c.Hash.String()))
+		}
+		if c.NumParents() > 1 {
+			return nil, nil, fmt.Errorf("%s (%s) is a merge commit: revert it by hand, or roll back to a revision with --to", rev, shortSHA(c.Hash.String()))
+		}
+		if !seen[c.Hash] {
+			seen[c.Hash] = true
+			commits = append(commits, c)
+		}
+	}
+	sort.Slice(commits, func(i, j int) bool { return pos[commits[i].Hash] < pos[commits[j].Hash] })
+
+	cur, err := flatten(head)
+	if err != nil {
+		return nil, nil, err
+	}
+	var plan []plannedCommit
+	var reverted []Commit
+	for _, c := range commits {
+		after, err := flatten(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		before := map[string]entry{}
+		if c.NumParents() == 1 {
+			p, err := c.Parent(0)
+			if err != nil {
+				return nil, nil, fmt.Errorf("parent of %s: %w", shortSHA(c.Hash.String()), err)
+			}
+			if before, err = flatten(p); err != nil {
+				return nil, nil, err
+			}
+		}
+		next := make(map[string]entry, len(cur))
+		for k, v := range cur {
+			next[k] = v
+		}
+		changed := 0
+		var conflicts []string
+		for p := range changedPaths(before, after) {
+			now, hasNow := cur[p]
+			was, hadWas := after[p]  // as the commit left it
+			orig, hadOrig := before[p] // as it was before the commit
+			switch {
+			case hasNow == hadWas && now == was:
+				// Untouched since: undo.
+				if hadOrig {
+					next[p] = orig
+				} else {
+					delete(next, p)
+				}
+				changed++
+			case hasNow == hadOrig && now == orig:
+				// Already as before the commit: nothing to undo here.
+			default:
+				conflicts = append(conflicts, p)
+			}
+		}
+		cc := commitOf(c)
+		if len(conflicts) > 0 {
+			sort.Strings(conflicts)
+			return nil, nil, fmt.Errorf("revert of %s (%s) does not apply cleanly: changed since: %s; nothing was written",
+				cc.Short(), cc.Subject, strings.Join(conflicts, ", "))
+		}
+		if changed == 0 {
+			return nil, nil, fmt.Errorf("%s (%s) changes nothing that is still there: already reverted?", cc.Short(), cc.Subject)
+		}
+		// A dir/file clash (a file where the result needs a folder) would
+		// make a tree git cannot check out: refuse it like a conflict.
+		if p := pathClash(next); p != "" {
+			return nil, nil, fmt.Errorf("revert of %s (%s) does not apply cleanly: %s is both a file and a folder", cc.Short(), cc.Subject, p)
+		}
+		plan = append(plan, plannedCommit{
+			files:   next,
+			message: fmt.Sprintf("Revert %q\n\nThis reverts commit %s.\n", cc.Subject, cc.SHA),
+		})
+		reverted = append(reverted, cc)
+		cur = next
+	}
+	return plan, reverted, nil
+}
+
+// flatten lists every non-tree entry (files, symlinks, submodules) of a
+// commit's tree by full path.
+func flatten(c *object.Commit) (map[string]entry, error) {
+	t, err := c.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("tree of %s: %w", shortSHA(c.Hash.String()), err)
+	}
+	out := map[string]entry{}
+	w := object.NewTreeWalker(t, true, nil)
+	defer w.Close()
+	for {
+		name, e, err := w.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tree of %s: %w", shortSHA(c.Hash.String()), err)
+		}
+		if e.Mode == filemode.Dir {
+			continue
+		}
+		out[name] = entry{hash: e.Hash, mode: e.Mode}
+	}
+}
+
+// changedPaths returns the paths whose entry differs between a and b.
+func changedPaths(a, b map[string]entry) map[string]bool {
+	out := map[string]bool{}
+	for p, e := range a {
+		if f, ok := b[p]; !ok || f != e {
+			out[p] = true
+		}
+	}
+	for p := range b {
+		if _, ok := a[p]; !ok {
+			out[p] = true
+		}
+	}
+	return out
+}
+
+func pathClash(files map[string]entry) string {
+	for p := range files {
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			if _, ok := files[d]; ok {
+				return d
+			}
+		}
+	}
+	return ""
+}
+
+// writeTree stores the tree objects for a flat file list and returns
+// the root tree's hash.
+func writeTree(s storer.EncodedObjectStorer, files map[string]entry) (plumbing.Hash, error) {
+	type dir struct {
+		files map[string]entry
+		dirs  map[string]*dir
+	}
+	newDir := func() *dir { return &dir{files: map[string]entry{}, dirs: map[string]*dir{}} }
+	root := newDir()
+	for p, e := range files {
+		d := root
+		parts := strings.Split(p, "/")
+		for _, part := range parts[:len(parts)-1] {
+			sub, ok := d.dirs[part]
+			if !ok {
+				sub = newDir()
+				d.dirs[part] = sub
+			}
+			d = sub
+		}
+		d.files[parts[len(parts)-1]] = e
+	}
+	var write func(d *dir) (plumbing.Hash, error)
+	write = func(d *dir) (plumbing.Hash, error) {
+		var t object.Tree
+		for name, e := range d.files {
+			t.Entries = append(t.Entries, object.TreeEntry{Name: name, Mode: e.mode, Hash: e.hash})
+		}
+		for name, sub := range d.dirs {
+			h, err := write(sub)
+			if err != nil {
+				return plumbing.ZeroHash, err
+			}
+			t.Entries = append(t.Entries, object.TreeEntry{Name: name, Mode: filemode.Dir, Hash: h})
+		}
+		// Git's order: by name, a folder sorting as if its name ended in
+		// "/". Another order gives a tree that git fsck rejects.
+		key := func(e object.TreeEntry) string {
+			if e.Mode == filemode.Dir {
+				return e.Name + "/"
+			}
+			return e.Name
+		}
+		sort.Slice(t.Entries, func(i, j int) bool { return key(t.Entries[i]) < key(t.Entries[j]) })
+		obj := s.NewEncodedObject()
+		if err := t.Encode(obj); err != nil {
+			return plumbing.ZeroHash, err
+		}
+		return s.SetEncodedObject(obj)
+	}
+	return write(root)
+}
+
+// syncWorktree makes the index and the files match the new commit. The
+// index comes from go-git's mixed reset; the files that changed are
+// written here, so that nothing else in the work tree is touched.
+func syncWorktree(repo *git.Repository, wt *git.Worktree, commit plumbing.Hash, oldFiles, newFiles map[string]entry) error {
+	if err := wt.Reset(&git.ResetOptions{Commit: commit, Mode: git.MixedReset}); err != nil {
+		return err
+	}
+	root := wt.Filesystem.Root()
+	changed := changedPaths(oldFiles, newFiles)
+	paths := make([]string, 0, len(changed))
+	for p := range changed {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	// Deletions first: a file may make way for a folder of the same name.
+	for _, p := range paths {
+		if _, ok := newFiles[p]; ok {
+			continue
+		}
+		full := filepath.Join(root, filepath.FromSlash(p))
+		if err := os.Remove(full); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		// Like git, drop the folders that the removal left empty.
+		for d := filepath.Dir(full); d != root && strings.HasPrefix(d, root); d = filepath.Dir(d) {
+			if os.Remove(d) != nil {
+				break
+			}
+		}
+	}
+	for _, p := range paths {
+		e, ok := newFiles[p]
+		if !ok || e.mode == filemode.Submodule {
+			continue
+		}
+		if err := writeWorktreeFile(repo, filepath.Join(root, filepath.FromSlash(p)), e); err != nil {
+			return fmt.Errorf("write %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func writeWorktreeFile(repo *git.Repository, full string, e entry) error {
+	blob, err := repo.BlobObject(e.hash)
+	if err != nil {
+		return err
+	}
+	rd, err := blob.Reader()
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	data, err := io.ReadAll(rd)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(full), 0o777); err != nil {
+		return err
+	}
+	// Replace rather than write through: the old entry may be a symlink
+	// or have another mode.
+	if err := os.Remove(full); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if e.mode == filemode.Symlink {
+		return os.Symlink(string(data), full)
+	}
+	perm := os.FileMode(0o666) // less the umask, as git does
+	if e.mode == filemode.Executable {
+		perm = 0o777
+	}
+	return os.WriteFile(full, data, perm)
+}
+
+// pushBranch pushes branch to its upstream: the remote and branch from
+// branch.<name>.remote/merge, unless opts.Remote names another remote.
+func pushBranch(ctx context.Context, repo *git.Repository, branch plumbing.ReferenceName, opts RevertOptions) error {
+	cfg, err := repo.Config()
+	if err != nil {
+		return err
+	}
+	remote, dst := opts.Remote, branch
+	if b, ok := cfg.Branches[branch.Short()]; ok && b.Remote != "" && b.Remote != "." && (remote == "" || remote == b.Remote) {
+		remote = b.Remote
+		if b.Merge.IsBranch() {
+			dst = b.Merge
+		}
+	}
+	if remote == "" {
+		remote = git.DefaultRemoteName
+	}
+	rc, ok := cfg.Remotes[remote]
+	if !ok || len(rc.URLs) == 0 {
+		return fmt.Errorf("rollback committed locally, but there is no remote %q to push to", remote)
+	}
+	auth, err := opts.Auth.Method(rc.URLs[0])
+	if err != nil {
+		return fmt.Errorf("rollback committed locally, but push to %s: %w", remote, err)
+	}
+	err = repo.PushContext(ctx, &git.PushOptions{
+		RemoteName: remote,
+		RefSpecs:   []config.RefSpec{config.RefSpec(branch.String() + ":" + dst.String())},
+		Auth:       auth,
+	})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return fmt.Errorf("rollback committed locally, but push to %s (%s) failed: %w", remote, dst.Short(), err)
+	}
+	return nil
+}
