@@ -352,7 +352,7 @@ func planReverts(repo *git.Repository, head *object.Commit, revs []string) ([]pl
 		var conflicts []string
 		for p := range changedPaths(before, after) {
 			now, hasNow := cur[p]
-			was, hadWas := after[p]  // as the commit left it
+			was, hadWas := after[p]    // as the commit left it
 			orig, hadOrig := before[p] // as it was before the commit
 			switch {
 			case hasNow == hadWas && now == was:
