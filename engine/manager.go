@@ -280,6 +280,21 @@ func (m *Manager) conn(ctx context.Context, instance string) (*conn, error) {
 	cctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
 	defer cancel()
 	version, err := negotiate(cctx, cli)
+	// LXD sometimes fails a fresh exec under load ("Failed to retrieve PID
+	// of executing child process") and resets its streams: a new tunnel
+	// usually works, so try twice more before calling Docker unreachable.
+	for try := 1; err != nil && try < 3 && !errors.Is(err, ErrInstanceNotRunning) && cctx.Err() == nil; try++ {
+		m.log.Debug("docker ping failed, retrying on a new tunnel", "instance", instance, "err", err)
+		select {
+		case <-cctx.Done():
+		case <-time.After(time.Duration(try) * 200 * time.Millisecond):
+		}
+		v, err2 := negotiate(cctx, cli)
+		if err2 != nil && cctx.Err() != nil {
+			break // keep the error that says why, not "deadline exceeded"
+		}
+		version, err = v, err2
+	}
 	if err != nil {
 		_ = cli.Close()
 		// An entry that never connected is useless; drop it so the map
