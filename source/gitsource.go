@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -56,6 +58,7 @@ type GitSource struct {
 	remote bool
 	auth   transport.AuthMethod
 	lister *git.Remote // ls-remote without a repository
+	name   string      // URL for messages, without a password
 	clone  string      // clone directory (remote only)
 	log    *slog.Logger
 
@@ -82,7 +85,8 @@ func NewGitSource(opts GitOptions) (*GitSource, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &GitSource{opts: opts, remote: IsRemote(opts.URL), log: log.With("repo", opts.URL, "branch", opts.Branch)}
+	name := redactURL(opts.URL)
+	s := &GitSource{opts: opts, remote: IsRemote(opts.URL), name: name, log: log.With("repo", name, "branch", opts.Branch)}
 	if !s.remote {
 		// Fail early on a path that is not a repository.
 		if _, err := s.openLocal(); err != nil {
@@ -92,7 +96,7 @@ func NewGitSource(opts GitOptions) (*GitSource, error) {
 	}
 	auth, err := opts.Auth.Method(opts.URL)
 	if err != nil {
-		return nil, fmt.Errorf("git source %s: %w", opts.URL, err)
+		return nil, fmt.Errorf("git source %s: %w", name, err)
 	}
 	s.auth = auth
 	if opts.CacheDir == "" {
@@ -152,13 +156,13 @@ func (s *GitSource) Head(ctx context.Context) (string, error) {
 		}
 		ref, err := r.Reference(s.branchRef(), true)
 		if err != nil {
-			return "", fmt.Errorf("%s: branch %q: %w", s.opts.URL, s.opts.Branch, err)
+			return "", fmt.Errorf("%s: branch %q: %w", s.name, s.opts.Branch, err)
 		}
 		return ref.Hash().String(), nil
 	}
 	refs, err := s.lister.ListContext(ctx, &git.ListOptions{Auth: s.auth})
 	if err != nil {
-		return "", fmt.Errorf("ls-remote %s: %w", s.opts.URL, err)
+		return "", fmt.Errorf("ls-remote %s: %w", s.name, err)
 	}
 	want := s.branchRef()
 	for _, r := range refs {
@@ -166,7 +170,7 @@ func (s *GitSource) Head(ctx context.Context) (string, error) {
 			return r.Hash().String(), nil
 		}
 	}
-	return "", fmt.Errorf("%s has no branch %q", s.opts.URL, s.opts.Branch)
+	return "", fmt.Errorf("%s has no branch %q", s.name, s.opts.Branch)
 }
 
 // Sync checks the head and fetches only when the clone does not have it
@@ -195,7 +199,7 @@ func (s *GitSource) Sync(ctx context.Context) (Snapshot, bool, error) {
 		// the fetch gives a newer commit, and that is what we have.
 		ref, err := repo.Reference(s.remoteRef(), true)
 		if err != nil {
-			return Snapshot{}, fetched, fmt.Errorf("clone of %s: %w", s.opts.URL, err)
+			return Snapshot{}, fetched, fmt.Errorf("clone of %s: %w", s.name, err)
 		}
 		head = ref.Hash().String()
 	} else {
@@ -218,14 +222,14 @@ func (s *GitSource) Sync(ctx context.Context) (Snapshot, bool, error) {
 func (s *GitSource) snapshot(repo *git.Repository, sha string) (Snapshot, error) {
 	c, err := repo.CommitObject(plumbing.NewHash(sha))
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("%s: commit %s: %w", s.opts.URL, shortSHA(sha), err)
+		return Snapshot{}, fmt.Errorf("%s: commit %s: %w", s.name, shortSHA(sha), err)
 	}
 	if s.opts.Verify != nil {
 		if err := s.opts.Verify.VerifyCommit(c); err != nil {
 			return Snapshot{}, &UnverifiedError{SHA: sha, Reason: err.Error()}
 		}
 	}
-	r := &Repo{Location: s.opts.URL, repo: repo}
+	r := &Repo{Location: s.name, repo: repo}
 	fsys, err := r.SpecFS(sha, s.opts.Dir)
 	if err != nil {
 		return Snapshot{}, err
@@ -311,7 +315,7 @@ func (s *GitSource) cloneRepo(ctx context.Context) error {
 	}
 	if err != nil {
 		_ = os.RemoveAll(s.clone) // no half clone left for the next try
-		return fmt.Errorf("clone %s: %w", s.opts.URL, err)
+		return fmt.Errorf("clone %s: %w", s.name, err)
 	}
 	s.repo = r
 	return nil
@@ -347,7 +351,20 @@ func (s *GitSource) fetch(ctx context.Context) error {
 		Depth:      depth,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return fmt.Errorf("fetch %s: %w", s.opts.URL, err)
+		return fmt.Errorf("fetch %s: %w", s.name, err)
 	}
 	return nil
+}
+
+// redactURL hides a password written into a URL (https://user:pw@host/),
+// which would otherwise end up in logs and status output.
+func redactURL(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	return u.Redacted()
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -243,6 +244,9 @@ func TestGitSourceHTTP(t *testing.T) {
 	if snap.Commit.SHA != g.run("rev-parse", "HEAD") {
 		t.Fatalf("commit %s", snap.Commit.SHA)
 	}
+	if shallow, _ := gitOpen(t, s.CloneDir()).Storer.Shallow(); len(shallow) == 0 {
+		t.Errorf("HTTP clone is not shallow")
+	}
 	// An idle poll is one HTTP request: the ref advertisement.
 	before := requests.Load()
 	mustSync(t, s, false)
@@ -265,6 +269,59 @@ func TestGitSourceHTTP(t *testing.T) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	wantStats(t, bad, 1, 0)
+}
+
+// Sync, Head and Stats may be called from several goroutines (a webhook
+// and the poll timer at once); -race checks this.
+func TestGitSourceConcurrent(t *testing.T) {
+	g, bare := remotePair(t)
+	want := g.run("rev-parse", "HEAD")
+	s, err := NewGitSource(GitOptions{URL: "file://" + bare, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 4; i++ {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			snap, _, err := s.Sync(context.Background())
+			if err == nil && snap.Commit.SHA != want {
+				err = errors.New("wrong commit " + snap.Commit.SHA)
+			}
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			_, err := s.Head(context.Background())
+			s.Stats()
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if _, fetches := s.Stats(); fetches != 1 {
+		t.Errorf("%d fetches for 4 concurrent syncs of one revision, want 1 clone", fetches)
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://ci:t0ken@git.example.org/c.git": "https://ci:xxxxx@git.example.org/c.git",
+		"https://git.example.org/c.git":          "https://git.example.org/c.git",
+		"git@git.example.org:c.git":              "git@git.example.org:c.git",
+		"/srv/c":                                 "/srv/c",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q", in, got)
+		}
+	}
 }
 
 func gitOpen(t *testing.T, dir string) *git.Repository {
