@@ -3,6 +3,13 @@
 // revision straight from the Git objects — no checkout, so the work tree a
 // person is editing is never touched and two revisions can be read side by
 // side (berth diff).
+//
+// For the daemon, GitSource follows a branch with a cheap head check and
+// fetches only when the head moved (optionally refusing heads that are not
+// signed by a trusted key); WatchRepo turns commits in a local repository,
+// or saved files in its work tree, into triggers; WorktreeSnapshot reads
+// the specs as they are on disk. Revert is `berth rollback`: it undoes
+// commits with new commits, as `git revert` would. See README.md.
 package source
 
 import (
