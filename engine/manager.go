@@ -287,7 +287,7 @@ func (m *Manager) conn(ctx context.Context, instance string) (*conn, error) {
 		m.log.Debug("docker ping failed, retrying on a new tunnel", "instance", instance, "err", err)
 		select {
 		case <-cctx.Done():
-		case <-time.After(time.Duration(try) * 200 * time.Millisecond):
+		case <-time.After(time.Duration(try) * m.opts.PollInterval):
 		}
 		v, err2 := negotiate(cctx, cli)
 		if err2 != nil && cctx.Err() != nil {
