@@ -190,6 +190,21 @@ func TestWatchRepoErrors(t *testing.T) {
 	}
 }
 
+func TestWatchLinkedWorktree(t *testing.T) {
+	g := newGitRepo(t)
+	g.write("a.yaml", "0\n")
+	g.commit("first")
+	linked := filepath.Join(t.TempDir(), "linked")
+	g.run("worktree", "add", "-q", "-b", "feature", linked)
+	triggers, _, _ := startWatch(t, linked, false, 50*time.Millisecond)
+	lg := &gitRepo{t: t, dir: linked}
+	lg.write("a.yaml", "1\n")
+	lg.commit("on feature")
+	if r := waitTrigger(t, triggers, "a commit in a linked work tree"); !strings.Contains(r, "feature") {
+		t.Errorf("reason = %q", r)
+	}
+}
+
 func TestWatchBareRepoPush(t *testing.T) {
 	g, bare := remotePair(t)
 	triggers, _, _ := startWatch(t, bare, false, 50*time.Millisecond)
