@@ -19,6 +19,9 @@ type Revision struct {
 	Subject string `json:"subject,omitempty"`
 	// FS is the spec root at that revision (YAML files).
 	FS fs.FS `json:"-"`
+	// Warning, if set, says why this is not the newest revision (e.g. the
+	// head's signature did not verify, so the last verified one is used).
+	Warning string `json:"warning,omitempty"`
 }
 
 // Source yields the revision to converge to. The daemon's Git source
@@ -85,34 +88,36 @@ func (b Backoff) Delay(n int) time.Duration {
 // ends, and a newer revision resets it.
 type failureMemory struct {
 	backoff Backoff
-	apps    map[string]appFailure
+	apps    map[string]AppFailure
 }
 
-type appFailure struct {
-	Revision string    `json:"revision"`
-	Count    int       `json:"count"`
-	Until    time.Time `json:"retryAfter"`
-	Reason   string    `json:"reason"`
+// AppFailure is an app whose rollout of Revision failed Count times in a
+// row; the revision is held for the app until RetryAfter.
+type AppFailure struct {
+	Revision   string    `json:"revision"`
+	Count      int       `json:"count"`
+	RetryAfter time.Time `json:"retryAfter"`
+	Reason     string    `json:"reason"`
 }
 
 // held tells whether app must be held at revision at now.
-func (m *failureMemory) held(app, revision string, now time.Time) (appFailure, bool) {
+func (m *failureMemory) held(app, revision string, now time.Time) (AppFailure, bool) {
 	f, ok := m.apps[app]
 	if !ok || f.Revision != revision {
-		return appFailure{}, false
+		return AppFailure{}, false
 	}
-	return f, now.Before(f.Until)
+	return f, now.Before(f.RetryAfter)
 }
 
 // failed records a failed rollout of app at revision.
-func (m *failureMemory) failed(app, revision, reason string, now time.Time) appFailure {
+func (m *failureMemory) failed(app, revision, reason string, now time.Time) AppFailure {
 	f := m.apps[app]
 	if f.Revision != revision {
-		f = appFailure{Revision: revision}
+		f = AppFailure{Revision: revision}
 	}
 	f.Count++
 	f.Reason = reason
-	f.Until = now.Add(m.backoff.Delay(f.Count))
+	f.RetryAfter = now.Add(m.backoff.Delay(f.Count))
 	m.apps[app] = f
 	return f
 }
@@ -136,11 +141,13 @@ type LoopStatus struct {
 	// LastGood is, per app, the last revision that rolled out fully.
 	LastGood map[string]string `json:"lastGood,omitempty"`
 	// Failures are the apps held after a failed rollout, until RetryAfter.
-	Failures map[string]appFailure `json:"failures,omitempty"`
+	Failures map[string]AppFailure `json:"failures,omitempty"`
 	// LeaseHolder is who holds the lease when this daemon does not.
 	LeaseHolder string `json:"leaseHolder,omitempty"`
 	// Diagnostics are the spec problems of the revision.
 	Diagnostics []string `json:"diagnostics,omitempty"`
+	// SourceWarning says why the newest revision is not the one applied.
+	SourceWarning string `json:"sourceWarning,omitempty"`
 }
 
 // Loop is berth's daemon: level-triggered, every trigger only asks for a
@@ -195,7 +202,7 @@ func (l *Loop) init() {
 		l.Drain = 2 * time.Minute
 	}
 	if l.fails.apps == nil {
-		l.fails = failureMemory{backoff: l.RolloutBackoff, apps: map[string]appFailure{}}
+		l.fails = failureMemory{backoff: l.RolloutBackoff, apps: map[string]AppFailure{}}
 	}
 	if l.status.Phase == "" {
 		l.status = LoopStatus{Status: Status{Owner: l.Policy.Owner, Apps: []AppStatusView{}}, Phase: "Starting", LastGood: map[string]string{}}
@@ -224,7 +231,7 @@ func (l *Loop) Status() any {
 	defer l.mu.Unlock()
 	s := l.status
 	s.LastGood = cloneMap(s.LastGood)
-	s.Failures = map[string]appFailure{}
+	s.Failures = map[string]AppFailure{}
 	for k, v := range l.fails.apps {
 		s.Failures[k] = v
 	}
@@ -329,6 +336,10 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 		return fail("git", err)
 	}
 	log = log.With("revision", short(rev.SHA))
+	l.setStatus(func(s *LoopStatus) { s.SourceWarning = rev.Warning })
+	if rev.Warning != "" {
+		log.Warn("not applying the newest revision", "why", rev.Warning)
+	}
 	res, err := spec.Load(rev.FS, l.SpecOptions)
 	if err != nil {
 		return fail("spec", err)
@@ -344,7 +355,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 	for _, a := range desired.Apps {
 		if f, ok := l.fails.held(a.Metadata.Name, rev.SHA, now); ok {
 			held = append(held, a.Metadata.Name)
-			log.Info("app held after a failed rollout", "app", a.Metadata.Name, "retry_after", f.Until, "reason", f.Reason)
+			log.Info("app held after a failed rollout", "app", a.Metadata.Name, "retry_after", f.RetryAfter, "reason", f.Reason)
 		}
 	}
 	desired = holdApps(desired, held)
@@ -365,7 +376,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 			case AppDegraded:
 				f := l.fails.failed(a.App, rev.SHA, a.Reason, l.Clock.Now())
 				result = "error"
-				log.Error("rollout halted", "app", a.App, "reason", a.Reason, "retry_after", f.Until)
+				log.Error("rollout halted", "app", a.App, "reason", a.Reason, "retry_after", f.RetryAfter)
 				if l.Metrics != nil {
 					l.Metrics.RunError("rollout")
 				}

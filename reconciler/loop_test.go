@@ -21,7 +21,7 @@ func TestBackoffDelay(t *testing.T) {
 
 func TestFailureMemory(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	m := failureMemory{backoff: Backoff{Base: time.Minute, Max: 10 * time.Minute}, apps: map[string]appFailure{}}
+	m := failureMemory{backoff: Backoff{Base: time.Minute, Max: 10 * time.Minute}, apps: map[string]AppFailure{}}
 	if _, held := m.held("web", "r1", t0); held {
 		t.Fatal("held before any failure")
 	}
@@ -34,7 +34,7 @@ func TestFailureMemory(t *testing.T) {
 	}
 	// Failing again doubles the wait.
 	f := m.failed("web", "r1", "unhealthy", t0.Add(time.Minute))
-	if f.Count != 2 || !f.Until.Equal(t0.Add(3*time.Minute)) {
+	if f.Count != 2 || !f.RetryAfter.Equal(t0.Add(3*time.Minute)) {
 		t.Errorf("second failure = %+v", f)
 	}
 	// A newer revision is not held, and failing it starts over.

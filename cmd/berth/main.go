@@ -124,7 +124,7 @@ container on the instance's network. Rolling back is "git revert".`,
 		c.GroupID = "specs"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newPlanCmd(g), newApplyCmd(g), newStatusCmd(g), newObserveCmd(g)} {
+	for _, c := range []*cobra.Command{newPlanCmd(g), newApplyCmd(g), newStatusCmd(g), newObserveCmd(g), newRunCmd(g), newRollbackCmd()} {
 		c.GroupID = "live"
 		root.AddCommand(c)
 	}

@@ -3,7 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +20,7 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 		rf     repoFlags
 		pf     pruneFlags
 		output string
+		srv    string
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -24,13 +29,17 @@ func newStatusCmd(g *globalOptions) *cobra.Command {
 the revision applied to each replica, health, drift from Git and the last error.
 
 Desired state and drift come from --repo (default ".") when it is a Git
-repository; without one, only the live side is shown.`,
+repository; without one, only the live side is shown. With --server URL it
+asks a running "berth run" instead (GET URL/api/v1/status).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
+			if srv != "" {
+				return statusFromServer(cmd, srv, output)
+			}
 			var desired *reconciler.Desired
 			if _, err := source.Open(ctx, rf.repo); err == nil || cmd.Flags().Changed("repo") {
 				d, _, err := rf.desired(cmd)
@@ -64,7 +73,57 @@ repository; without one, only the live side is shown.`,
 	rf.register(cmd)
 	pf.register(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVar(&srv, "server", "", "read the status of a running daemon at this URL (http://127.0.0.1:9090)")
 	return cmd
+}
+
+// statusFromServer reads /api/v1/status of a running daemon.
+func statusFromServer(cmd *cobra.Command, base, output string) error {
+	req, err := http.NewRequestWithContext(cmd.Context(), "GET", strings.TrimRight(base, "/")+"/api/v1/status", nil)
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", base, resp.Status)
+	}
+	if output == "json" {
+		_, err = cmd.OutOrStdout().Write(body)
+		return err
+	}
+	var st reconciler.LoopStatus
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("%s: not a berth status: %w", base, err)
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "Daemon: %s", st.Phase)
+	if !st.LastRun.IsZero() {
+		fmt.Fprintf(out, ", last run %s (%s)", st.LastRun.Format(time.RFC3339), st.LastResult)
+	}
+	fmt.Fprintln(out)
+	for _, line := range []string{st.LastError, st.SourceWarning} {
+		if line != "" {
+			fmt.Fprintln(out, "  "+line)
+		}
+	}
+	if st.LeaseHolder != "" {
+		fmt.Fprintln(out, "  waiting for the lease held by "+st.LeaseHolder)
+	}
+	for app, f := range st.Failures {
+		fmt.Fprintf(out, "  %s: revision %s held until %s after %d failed rollouts: %s\n", app, f.Revision[:min(12, len(f.Revision))], f.RetryAfter.Format(time.RFC3339), f.Count, f.Reason)
+	}
+	fmt.Fprintln(out)
+	_, err = fmt.Fprint(out, st.Status.Text())
+	return err
 }
 
 func newObserveCmd(g *globalOptions) *cobra.Command {

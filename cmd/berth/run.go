@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-gitops/berth/live"
+	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/server"
+	"github.com/berth-gitops/berth/source"
+)
+
+type runFlags struct {
+	repo, branch, dir, cacheDir              string
+	interval, leaseTTL, drain                time.Duration
+	listen, webhookSecretFile, syncTokenFile string
+	gitUsername, gitPasswordFile             string
+	sshKey, sshKeyPassphraseFile, knownHosts string
+	verifySignatures                         bool
+	keyring                                  string
+	watchWorktree                            bool
+}
+
+func newRunCmd(g *globalOptions) *cobra.Command {
+	var (
+		f  runFlags
+		sf specFlags
+		pf pruneFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "run --repo URL|PATH",
+		Short: "Run the reconciler: watch the config repo and converge continuously",
+		Long: `Run keeps LXD converged to a branch of a config repository. It is
+level-triggered: the poll timer, webhooks (POST /hooks/github|gitlab|gitea),
+file changes (when --repo is a local path) and POST /api/v1/sync only ask for a
+run, and every run observes everything.
+
+Each poll is one cheap head check; berth fetches only when the head moved. A
+rollout that fails for an app is not retried in a hot loop: that revision is
+held for the app with a growing backoff, and a newer commit resets it. One
+reconciler acts per owner: a lease kept in LXD makes a second "berth run" wait.
+
+HTTP on --listen: /healthz, /readyz, /metrics (Prometheus), /api/v1/status,
+POST /api/v1/sync, /hooks/*. SIGINT/SIGTERM stop new work, let running steps
+finish (--drain), release the lease and exit 0.
+
+Secrets never go in flags: --git-password-file (or $BERTH_GIT_PASSWORD),
+--webhook-secret-file, --sync-token-file.`,
+		Example: `  berth run --repo https://git.example.org/ops/apps.git --branch main --dir apps \
+    --git-password-file /etc/berth/git-token --webhook-secret-file /etc/berth/webhook-secret
+  berth run --repo ~/src/apps --watch-worktree --interval 1m   # local development loop`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDaemon(cmd, g, f, sf, pf)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.repo, "repo", "", "config repository: URL or local path (required)")
+	fl.StringVar(&f.branch, "branch", "main", "branch to follow")
+	fl.StringVar(&f.cacheDir, "cache-dir", "/var/cache/berth/git", "where the clone of a remote repository is kept")
+	fl.DurationVar(&f.interval, "interval", 30*time.Second, "poll interval (with ±10% jitter)")
+	fl.StringVar(&f.listen, "listen", server.DefaultListen, `HTTP address for health, metrics, status and webhooks ("" = none)`)
+	fl.StringVar(&f.webhookSecretFile, "webhook-secret-file", "", "file with the shared webhook secret (enables /hooks/*)")
+	fl.StringVar(&f.syncTokenFile, "sync-token-file", "", "file with a bearer token required by POST /api/v1/sync")
+	fl.StringVar(&f.gitUsername, "git-username", "", "HTTPS user name (with --git-password-file or $BERTH_GIT_PASSWORD)")
+	fl.StringVar(&f.gitPasswordFile, "git-password-file", "", "file with the HTTPS password or token")
+	fl.StringVar(&f.sshKey, "ssh-key", "", "SSH private key for ssh:// and git@host: URLs")
+	fl.StringVar(&f.sshKeyPassphraseFile, "ssh-key-passphrase-file", "", "file with the SSH key's passphrase")
+	fl.StringVar(&f.knownHosts, "known-hosts", "", "pinned SSH host keys (required for SSH; a changed key is an error)")
+	fl.BoolVar(&f.verifySignatures, "verify-signatures", false, "apply only commits signed by a key in --keyring")
+	fl.StringVar(&f.keyring, "keyring", "", "armored OpenPGP public keys for --verify-signatures")
+	fl.BoolVar(&f.watchWorktree, "watch-worktree", false, "local --repo: converge the files as saved, uncommitted edits included")
+	fl.DurationVar(&f.leaseTTL, "lease-ttl", 90*time.Second, "how long the lease lasts without renewal")
+	fl.DurationVar(&f.drain, "drain", 2*time.Minute, "on shutdown, how long running steps may go on")
+	sf.register(cmd)
+	pf.register(cmd)
+	_ = cmd.MarkFlagRequired("repo")
+	return cmd
+}
+
+func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, pf pruneFlags) error {
+	ctx := cmd.Context()
+	log := g.logger(cmd)
+	if f.verifySignatures && f.keyring == "" {
+		return errors.New("--verify-signatures needs --keyring")
+	}
+	if f.watchWorktree && source.IsRemote(f.repo) {
+		return errors.New("--watch-worktree needs a local --repo")
+	}
+	if f.watchWorktree && f.verifySignatures {
+		return errors.New("--watch-worktree reads uncommitted files: it cannot be combined with --verify-signatures")
+	}
+	metrics := server.NewMetrics()
+
+	var verifier *source.Verifier
+	if f.verifySignatures {
+		v, err := source.NewVerifier(f.keyring)
+		if err != nil {
+			return err
+		}
+		verifier = v
+	}
+	var src reconciler.Source
+	if f.watchWorktree {
+		src = worktreeSource{path: f.repo, dir: sf.dir}
+	} else {
+		gs, err := source.NewGitSource(source.GitOptions{
+			URL: f.repo, Branch: f.branch, Dir: sf.dir, CacheDir: f.cacheDir, Verify: verifier, Logger: log,
+			Auth: source.Auth{
+				Username: f.gitUsername, PasswordFile: f.gitPasswordFile,
+				SSHKeyFile: f.sshKey, SSHKeyPassphraseFile: f.sshKeyPassphraseFile, KnownHostsFile: f.knownHosts,
+			},
+		})
+		if err != nil {
+			return err
+		}
+		src = &gitSource{gs: gs, metrics: metrics}
+	}
+
+	sys, err := g.lxd.connect(ctx, g.owner, log)
+	if err != nil {
+		return err
+	}
+	defer sys.Close()
+	sys.OnLXDRequest = func(method, _ string) { metrics.LXDRequest(method) }
+	host, _ := os.Hostname()
+	loop := &reconciler.Loop{
+		Source: src, System: sys, Policy: pf.policy(g.owner), SpecOptions: sf.options(),
+		Interval: f.interval, Drain: f.drain, Metrics: metrics, Logger: log,
+		Lease: &live.Lease{LXD: sys.LXD, Owner: g.owner, Holder: fmt.Sprintf("%s:%d", host, os.Getpid()), TTL: f.leaseTTL},
+	}
+	loop.Init()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	if f.listen != "" {
+		srv, err := server.New(server.Config{
+			Listen: f.listen, Branch: f.branch, Logger: log,
+			WebhookSecretFile: f.webhookSecretFile, SyncTokenFile: f.syncTokenFile,
+		}, loop, metrics)
+		if err != nil {
+			return err
+		}
+		if err := srv.Listen(); err != nil {
+			return err
+		}
+		log.Info("listening", "addr", srv.Addr().String())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ctx); err != nil {
+				errc <- fmt.Errorf("http: %w", err)
+			}
+		}()
+	}
+	if !source.IsRemote(f.repo) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := source.WatchRepo(ctx, f.repo, f.watchWorktree, source.DefaultDebounce, func(reason string) {
+				if f.watchWorktree {
+					loop.Trigger("worktree")
+				} else {
+					loop.Trigger("fsnotify")
+				}
+			})
+			if err != nil && ctx.Err() == nil {
+				log.Warn("watching the repository failed; polling only", "err", err)
+			}
+		}()
+	}
+	log.Info("berth run started", "repo", f.repo, "branch", f.branch, "owner", g.owner, "interval", f.interval)
+	runErr := loop.Run(ctx)
+	wg.Wait()
+	close(errc)
+	if runErr != nil {
+		return runErr
+	}
+	for err := range errc {
+		return err
+	}
+	log.Info("berth run stopped")
+	return nil
+}
+
+// gitSource adapts source.GitSource to the loop. With signature checks, a
+// head that does not verify is not applied: the last verified revision is
+// used instead, with a warning for the status.
+type gitSource struct {
+	gs      *source.GitSource
+	metrics *server.Metrics
+	mu      sync.Mutex
+	last    *reconciler.Revision
+}
+
+func (s *gitSource) Fetch(ctx context.Context) (reconciler.Revision, error) {
+	snap, fetched, err := s.gs.Sync(ctx)
+	s.metrics.GitPolled()
+	if fetched {
+		s.metrics.GitFetched()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var unverified *source.UnverifiedError
+	if errors.As(err, &unverified) {
+		if s.last == nil {
+			return reconciler.Revision{}, fmt.Errorf("no verified revision yet: %w", err)
+		}
+		rev := *s.last
+		rev.Warning = err.Error()
+		return rev, nil
+	}
+	if err != nil {
+		s.metrics.GitError()
+		return reconciler.Revision{}, err
+	}
+	rev := reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS}
+	s.last = &rev
+	return rev, nil
+}
+
+// worktreeSource reads the files as saved: the local development loop.
+type worktreeSource struct{ path, dir string }
+
+func (s worktreeSource) Fetch(context.Context) (reconciler.Revision, error) {
+	snap, err := source.WorktreeSnapshot(s.path, s.dir)
+	if err != nil {
+		return reconciler.Revision{}, err
+	}
+	return reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS}, nil
+}
