@@ -153,9 +153,12 @@ type LoopStatus struct {
 // Loop is berth's daemon: level-triggered, every trigger only asks for a
 // run, and each run observes everything.
 type Loop struct {
-	Source      Source
-	System      System
-	Lease       Lease // nil: no lease
+	Source Source
+	System System
+	Lease  Lease // nil: no lease
+	// LeaseRenew is how often the lease is renewed between runs (a long
+	// poll interval must not let it expire); default 20s.
+	LeaseRenew  time.Duration
 	Policy      Policy
 	SpecOptions spec.Options
 	// Interval between polls, with ±10% jitter so fleets do not poll in step.
@@ -200,6 +203,9 @@ func (l *Loop) init() {
 	}
 	if l.Drain <= 0 {
 		l.Drain = 2 * time.Minute
+	}
+	if l.LeaseRenew <= 0 {
+		l.LeaseRenew = 20 * time.Second
 	}
 	if l.fails.apps == nil {
 		l.fails = failureMemory{backoff: l.RolloutBackoff, apps: map[string]AppFailure{}}
@@ -264,6 +270,11 @@ func cloneMap(m map[string]string) map[string]string {
 // clean shutdown.
 func (l *Loop) Run(ctx context.Context) error {
 	l.init()
+	if l.Lease != nil {
+		renewCtx, stopRenew := context.WithCancel(ctx)
+		defer stopRenew()
+		go l.renewLease(renewCtx)
+	}
 	reason := "start"
 	for {
 		next := l.runOnce(ctx, reason)
@@ -281,6 +292,30 @@ func (l *Loop) Run(ctx context.Context) error {
 		case reason = <-l.trigger:
 		case <-l.Clock.After(next):
 			reason = "poll"
+		}
+	}
+}
+
+// renewLease keeps a held lease alive between runs. It takes no lease it
+// does not hold: that is for a run to do, so a waiting daemon notices.
+func (l *Loop) renewLease(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.Clock.After(l.LeaseRenew):
+		}
+		l.mu.Lock()
+		holding := l.status.LeaseHolder == "" && l.status.Phase != "Starting" && l.status.Phase != "WaitingForLease"
+		l.mu.Unlock()
+		if !holding {
+			continue
+		}
+		if held, holder, err := l.Lease.Acquire(ctx); err != nil {
+			l.Logger.Warn("renewing the lease failed", "err", err)
+		} else if !held {
+			l.Logger.Warn("lost the lease", "holder", holder)
+			l.setStatus(func(s *LoopStatus) { s.Phase, s.LeaseHolder = "WaitingForLease", holder })
 		}
 	}
 }

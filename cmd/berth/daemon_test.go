@@ -1,0 +1,296 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-gitops/berth/reconciler"
+)
+
+// daemon is an in-process `berth run`; stop is its SIGTERM.
+type daemon struct {
+	t      *testing.T
+	url    string
+	cancel context.CancelFunc
+	done   chan int
+	mu     sync.Mutex
+	out    bytes.Buffer
+}
+
+func (d *daemon) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.out.Write(p)
+}
+
+func (d *daemon) log() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.out.String()
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	addr := freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &daemon{t: t, url: "http://" + addr, cancel: cancel, done: make(chan int, 1)}
+	all := append([]string{"--log-level", "debug"}, args...)
+	all = append(all, "--listen", addr)
+	go func() { d.done <- run(ctx, all, d, d) }()
+	t.Cleanup(func() { d.stop() })
+	return d
+}
+
+// stop ends the daemon as SIGTERM does and returns its exit code.
+func (d *daemon) stop() int {
+	d.cancel()
+	select {
+	case code := <-d.done:
+		d.done <- code
+		return code
+	case <-time.After(3 * time.Minute):
+		d.t.Fatalf("daemon did not stop\n%s", d.log())
+		return -1
+	}
+}
+
+func (d *daemon) status() (reconciler.LoopStatus, error) {
+	var st reconciler.LoopStatus
+	resp, err := http.Get(d.url + "/api/v1/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// waitFor polls the daemon's status until cond holds.
+func (d *daemon) waitFor(what string, timeout time.Duration, cond func(reconciler.LoopStatus) bool) reconciler.LoopStatus {
+	d.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var st reconciler.LoopStatus
+	var err error
+	for time.Now().Before(deadline) {
+		if st, err = d.status(); err == nil && cond(st) {
+			return st
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	d.t.Fatalf("timed out waiting for %s (last error %v)\nstatus: %s\nlog:\n%s", what, err, b, tail(d.log(), 40))
+	return st
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func appReady(st reconciler.LoopStatus, app string, ready int, revision string) bool {
+	if revision != "" && st.Revision != revision {
+		return false
+	}
+	for _, a := range st.Apps {
+		if a.App == app {
+			return a.Ready == ready && a.Desired == ready && a.Sync == reconciler.SyncSynced
+		}
+	}
+	return ready == 0
+}
+
+// gitHTTP serves the bare repositories under root with git http-backend.
+func gitHTTP(t *testing.T, root string) string {
+	t.Helper()
+	out, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &cgi.Handler{
+		Path: filepath.Join(strings.TrimSpace(string(out)), "git-http-backend"),
+		Env:  []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func webhook(t *testing.T, d *daemon, secret, body string) int {
+	t.Helper()
+	req, _ := http.NewRequest("POST", d.url+"/hooks/github", strings.NewReader(body))
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(body))
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestDaemonEndToEnd runs `berth run` against a bare repository served over
+// HTTP by git http-backend: webhooks, metrics, the lease between two
+// daemons, a shutdown during a rollout and a restart.
+func TestDaemonEndToEnd(t *testing.T) {
+	requireLive(t)
+	project, _ := e2eProject(t)
+	base := t.TempDir()
+	bare := filepath.Join(base, "apps.git")
+	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", bare).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	url := gitHTTP(t, base) + "/apps.git"
+	work := newRepo(t)
+	push := func(msg string) string {
+		t.Helper()
+		sha := work.commit(msg)
+		work.git("push", "-q", bare, "main")
+		return sha
+	}
+	secretFile := filepath.Join(base, "webhook-secret")
+	os.WriteFile(secretFile, []byte("s3cret\n"), 0o600)
+	common := []string{"--project", project, "--owner", "d1", "run", "--repo", url, "--dir", "apps",
+		"--cache-dir", filepath.Join(base, "cache"), "--lease-ttl", "20s"}
+
+	work.write("apps/web.yaml", webSpec(1, "hello:1"))
+	first := push("web: 1 replica")
+	a := startDaemon(t, append(common, "--interval", "1h", "--webhook-secret-file", secretFile)...)
+	a.waitFor("first sync", 2*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 1, first) })
+	if resp, err := http.Get(a.url + "/readyz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readyz after first sync: %v %v", resp, err)
+	}
+
+	t.Log("webhooks: a bad signature is refused; a good one triggers a run long before the next poll (1h)")
+	work.write("apps/web.yaml", webSpec(2, "hello:1"))
+	second := push("web: 2 replicas")
+	body := `{"ref":"refs/heads/main","after":"` + second + `"}`
+	if code := webhook(t, a, "wrong", body); code != http.StatusUnauthorized {
+		t.Errorf("bad signature: %d, want 401", code)
+	}
+	time.Sleep(2 * time.Second)
+	if st, _ := a.status(); st.Revision != first {
+		t.Errorf("a refused webhook triggered a run: revision %s", st.Revision)
+	}
+	if code := webhook(t, a, "s3cret", body); code != http.StatusAccepted {
+		t.Errorf("good webhook: %d, want 202", code)
+	}
+	a.waitFor("the webhook's run", 2*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 2, second) })
+
+	t.Log("metrics")
+	resp, err := http.Get(a.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"berth_reconcile_runs_total", "berth_reconcile_duration_seconds", "berth_git_polls_total",
+		"berth_git_fetches_total", `berth_applied_revision_info{revision="` + second + `"} 1`, "berth_apps{",
+		"berth_lxd_requests_total{", `berth_webhooks_total{provider="github",result="unauthorized"} 1`, `berth_triggers_total{source="webhook"}`} {
+		if !strings.Contains(string(metrics), m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+
+	t.Log("a second daemon for the same owner waits for the lease")
+	b := startDaemon(t, append(common, "--interval", "1s")...)
+	b.waitFor("b to wait for the lease", time.Minute, func(st reconciler.LoopStatus) bool {
+		return st.Phase == "WaitingForLease" && strings.Contains(st.LeaseHolder, ":")
+	})
+	work.write("apps/web.yaml", webSpec(2, "hello:2"))
+	third := push("web: hello:2")
+	time.Sleep(3 * time.Second) // b polls every second but must not act
+	if st, _ := b.status(); st.Revision != "" || st.Phase != "WaitingForLease" {
+		t.Fatalf("b acted while a holds the lease: %+v", st)
+	}
+	if code := a.stop(); code != 0 {
+		t.Fatalf("a exited %d\n%s", code, tail(a.log(), 20))
+	}
+	t.Log("a stopped and released the lease; b takes over, and is stopped in the middle of the rollout")
+	b.waitFor("b to start the rollout", time.Minute, func(reconciler.LoopStatus) bool {
+		return strings.Contains(b.log(), `"msg":"step started"`)
+	})
+	if code := b.stop(); code != 0 {
+		t.Fatalf("b exited %d after SIGTERM during a rollout\n%s", code, tail(b.log(), 30))
+	}
+	if !strings.Contains(b.log(), `"msg":"step done"`) && !strings.Contains(b.log(), `"msg":"step failed"`) {
+		t.Errorf("the running step did not finish before b exited:\n%s", tail(b.log(), 30))
+	}
+
+	t.Log("a restart converges")
+	c := startDaemon(t, append(common, "--interval", "1h")...)
+	st := c.waitFor("c to converge", 3*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 2, third) })
+	for _, a := range st.Apps {
+		for _, r := range a.Replicas {
+			if !strings.HasSuffix(r.Image, "hello:2") {
+				t.Errorf("%s runs %s after the restart", r.Instance, r.Image)
+			}
+		}
+	}
+	if code := c.stop(); code != 0 {
+		t.Errorf("c exited %d", code)
+	}
+}
+
+// TestDaemonLocalRepo: fsnotify on a local path triggers a run, and with
+// --verify-signatures an unsigned head is not applied.
+func TestDaemonLocalRepo(t *testing.T) {
+	requireLive(t)
+	project, _ := e2eProject(t)
+	r := newRepo(t)
+	r.write("apps/web.yaml", webSpec(1, "hello:1"))
+	first := r.commit("web: 1")
+	d := startDaemon(t, "--project", project, "--owner", "d2", "run", "--repo", r.dir, "--dir", "apps", "--interval", "1h")
+	d.waitFor("first sync", 2*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 1, first) })
+	r.write("apps/web.yaml", webSpec(0, "hello:1"))
+	second := r.commit("web: scale to zero")
+	start := time.Now()
+	d.waitFor("the commit to be seen through fsnotify", time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 0, second) })
+	t.Logf("commit to converged (scale to zero) in %s, with a 1h poll interval", time.Since(start).Round(time.Millisecond))
+	if code := d.stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+
+	// A throwaway public key: no commit is signed with it.
+	keyring := filepath.Join("testdata", "public-key.asc")
+	v := startDaemon(t, "--project", project, "--owner", "d2", "run", "--repo", r.dir, "--dir", "apps", "--interval", "1h",
+		"--verify-signatures", "--keyring", keyring)
+	st := v.waitFor("the unsigned head to be refused", time.Minute, func(st reconciler.LoopStatus) bool { return st.LastError != "" })
+	if !strings.Contains(st.LastError, "not signed") || st.Revision != "" {
+		t.Errorf("unsigned head: status %+v", st)
+	}
+	if resp, err := http.Get(v.url + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("readyz with an unverified head: %v %v", resp, err)
+	}
+}
