@@ -19,7 +19,7 @@ import (
 )
 
 type runFlags struct {
-	repo, branch, dir, cacheDir              string
+	repo, branch, cacheDir                   string
 	interval, leaseTTL, drain                time.Duration
 	listen, webhookSecretFile, syncTokenFile string
 	gitUsername, gitPasswordFile             string
