@@ -101,10 +101,13 @@ func runCat(conns map[string]*websocket.Conn, done chan int) {
 	}()
 	eof := make(chan struct{})
 	go func() {
-		defer close(eof)
 		for {
 			mt, data, err := conns["0"].ReadMessage()
-			if err != nil || mt == websocket.TextMessage {
+			if err != nil {
+				return // the client went away: closing control decides (kill)
+			}
+			if mt == websocket.TextMessage { // an empty text frame is stdin's EOF
+				close(eof)
 				return
 			}
 			if conns["1"].WriteMessage(websocket.BinaryMessage, data) != nil {
