@@ -51,6 +51,20 @@ func parseLease(v string) (holder string, expiry time.Time) {
 // Acquire takes the lease when it is free, expired or already ours, and
 // extends it by TTL. held=false names the current holder.
 func (l *Lease) Acquire(ctx context.Context) (bool, string, error) {
+	// The ETag covers the whole server config, so another owner renewing
+	// its own lease makes ours fail with 412: read again and retry.
+	for try := 0; ; try++ {
+		held, holder, err := l.acquire(ctx)
+		if !errors.Is(err, lxd.ErrPreconditionFailed) || try == 4 {
+			if errors.Is(err, lxd.ErrPreconditionFailed) {
+				return false, "unknown (server config keeps changing)", nil
+			}
+			return held, holder, err
+		}
+	}
+}
+
+func (l *Lease) acquire(ctx context.Context) (bool, string, error) {
 	srv, etag, err := l.LXD.GetServer(ctx)
 	if err != nil {
 		return false, "", fmt.Errorf("read lease: %w", err)
@@ -64,9 +78,7 @@ func (l *Lease) Acquire(ctx context.Context) (bool, string, error) {
 	value := fmt.Sprintf("%s %d", l.Holder, now.Add(l.TTL).Unix())
 	err = l.LXD.PatchServerConfig(ctx, map[string]any{LeaseKey(l.Owner): value}, etag)
 	if errors.Is(err, lxd.ErrPreconditionFailed) {
-		// Someone changed the server config between our read and write;
-		// maybe they took the lease. Look again next run.
-		return false, "unknown (lease changed while taking it)", nil
+		return false, "", err
 	}
 	if err != nil {
 		return false, "", fmt.Errorf("take lease: %w", err)
@@ -85,4 +97,19 @@ func (l *Lease) Release(ctx context.Context) error {
 		return nil
 	}
 	return l.LXD.PatchServerConfig(ctx, map[string]any{LeaseKey(l.Owner): ""}, etag)
+}
+
+// LeaseHolder tells who holds owner's lease now ("" when free or expired):
+// `berth apply` refuses to act while a daemon does.
+func LeaseHolder(ctx context.Context, c *lxd.Client, owner string, now time.Time) (string, error) {
+	srv, _, err := c.GetServer(ctx)
+	if err != nil {
+		return "", err
+	}
+	cur, _ := srv.Config[LeaseKey(owner)].(string)
+	holder, expiry := parseLease(cur)
+	if holder == "" || !now.Before(expiry) {
+		return "", nil
+	}
+	return fmt.Sprintf("%s (until %s)", holder, expiry.UTC().Format(time.RFC3339)), nil
 }

@@ -249,7 +249,22 @@ func (s *System) CreateInstance(ctx context.Context, name string, app spec.App, 
 // StartInstance starts an instance; its Docker client is dropped, since the
 // old tunnel died with the old dockerd.
 func (s *System) StartInstance(ctx context.Context, name string) error {
+	inst, _, err := s.LXD.GetInstance(ctx, name)
+	if err != nil {
+		return err
+	}
+	// The plan was made a while ago: re-check that the instance is ours.
+	if inst.Config[reconciler.KeyOwner] != s.Owner {
+		return fmt.Errorf("%s is not owned by %q any more; not starting it", name, s.Owner)
+	}
 	s.Engine.Forget(name)
+	if inst.Status == "Frozen" {
+		// LXD answers "already running" to a start of a frozen instance.
+		if err := s.LXD.SetInstanceState(ctx, name, lxd.InstanceStatePut{Action: "unfreeze", Timeout: 30}); err != nil {
+			return fmt.Errorf("unfreeze: %w", err)
+		}
+		return nil
+	}
 	if err := s.LXD.StartInstance(ctx, name); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
@@ -311,13 +326,15 @@ func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup boo
 		return nil
 	}
 	backup := backupName(name, time.Now())
-	if err := s.LXD.PatchInstance(ctx, name, lxd.InstancePatch{Config: map[string]string{
-		reconciler.KeyOwner: "", KeyBackupOf: name, KeyBackupOwner: s.Owner,
-	}}, ""); err != nil {
-		return fmt.Errorf("disown before backup: %w", err)
-	}
+	// Rename first: if disowning then fails, the slot's name is free and
+	// the backup is only an owned instance with a name berth ignores.
 	if err := s.LXD.RawQuery(ctx, "POST", "/1.0/instances/"+name, map[string]string{"name": backup}, "", nil); err != nil {
 		return fmt.Errorf("rename to %s: %w", backup, err)
+	}
+	if err := s.LXD.PatchInstance(ctx, backup, lxd.InstancePatch{Config: map[string]string{
+		reconciler.KeyOwner: "", KeyBackupOf: name, KeyBackupOwner: s.Owner,
+	}}, ""); err != nil {
+		return fmt.Errorf("disown backup %s: %w", backup, err)
 	}
 	if err := s.LXD.CreateSnapshot(ctx, backup, "berth-backup", false); err != nil {
 		return fmt.Errorf("snapshot %s: %w", backup, err)

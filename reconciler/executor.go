@@ -220,6 +220,12 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 		s := plan.Steps[i]
 		sem <- struct{}{}
 		defer func() { <-sem }()
+		if err := ctx.Err(); err != nil {
+			// Cancelled while waiting for a slot: don't start it. Skipped,
+			// not failed, so the report says nothing was touched.
+			results[i].Status, results[i].Error = StepSkipped, "not run: "+context.Cause(ctx).Error()
+			return err
+		}
 		start := now()
 		e.emit(Event{Step: s, Phase: PhaseStart})
 		err := e.step(stepCtx, s, apps[s.App], insts[s.Instance], plan.Revision, plan.Owner)

@@ -180,6 +180,8 @@ type Loop struct {
 	ready   bool
 	fails   failureMemory
 	errs    int // consecutive failed runs
+	// cancelRun cancels the run in progress (lease lost).
+	cancelRun context.CancelFunc
 }
 
 func (l *Loop) init() {
@@ -271,13 +273,21 @@ func cloneMap(m map[string]string) map[string]string {
 func (l *Loop) Run(ctx context.Context) error {
 	l.init()
 	if l.Lease != nil {
-		renewCtx, stopRenew := context.WithCancel(ctx)
+		// Renewal goes on while a shutdown drains running steps: the lease
+		// must outlive every write this daemon makes.
+		renewCtx, stopRenew := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopRenew()
 		go l.renewLease(renewCtx)
 	}
 	reason := "start"
 	for {
-		next := l.runOnce(ctx, reason)
+		// A run stops starting work when the lease is lost, as on shutdown.
+		runCtx, cancelRun := context.WithCancel(ctx)
+		l.mu.Lock()
+		l.cancelRun = cancelRun
+		l.mu.Unlock()
+		next := l.runOnce(runCtx, reason)
+		cancelRun()
 		l.setStatus(func(s *LoopStatus) { s.NextRun = l.Clock.Now().Add(next) })
 		select {
 		case <-ctx.Done():
@@ -314,8 +324,13 @@ func (l *Loop) renewLease(ctx context.Context) {
 		if held, holder, err := l.Lease.Acquire(ctx); err != nil {
 			l.Logger.Warn("renewing the lease failed", "err", err)
 		} else if !held {
-			l.Logger.Warn("lost the lease", "holder", holder)
-			l.setStatus(func(s *LoopStatus) { s.Phase, s.LeaseHolder = "WaitingForLease", holder })
+			l.Logger.Warn("lost the lease; stopping the current run", "holder", holder)
+			l.mu.Lock()
+			l.status.Phase, l.status.LeaseHolder = "WaitingForLease", holder
+			if l.cancelRun != nil {
+				l.cancelRun()
+			}
+			l.mu.Unlock()
 		}
 	}
 }
@@ -388,7 +403,10 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 	now := l.Clock.Now()
 	var held []string
 	for _, a := range desired.Apps {
-		if f, ok := l.fails.held(a.Metadata.Name, rev.SHA, now); ok {
+		l.mu.Lock()
+		f, ok := l.fails.held(a.Metadata.Name, rev.SHA, now)
+		l.mu.Unlock()
+		if ok {
 			held = append(held, a.Metadata.Name)
 			log.Info("app held after a failed rollout", "app", a.Metadata.Name, "retry_after", f.RetryAfter, "reason", f.Reason)
 		}
@@ -409,15 +427,25 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 		for _, a := range r.Apps {
 			switch a.Status {
 			case AppDegraded:
+				l.mu.Lock()
 				f := l.fails.failed(a.App, rev.SHA, a.Reason, l.Clock.Now())
+				l.mu.Unlock()
 				result = "error"
 				log.Error("rollout halted", "app", a.App, "reason", a.Reason, "retry_after", f.RetryAfter)
 				if l.Metrics != nil {
 					l.Metrics.RunError("rollout")
 				}
 			case AppReady:
+				l.mu.Lock()
 				l.fails.succeeded(a.App)
+				l.mu.Unlock()
 			}
+		}
+		if ctx.Err() != nil {
+			// Shutdown or lost lease: the next run (here or elsewhere)
+			// observes afresh; don't report the cancelled observe.
+			log.Info("run interrupted", "why", context.Cause(ctx))
+			return 0
 		}
 		if observed, err = l.System.Observe(ctx); err != nil {
 			return fail("lxd", err)

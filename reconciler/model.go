@@ -245,6 +245,9 @@ func NewDesired(revision string, res *spec.Result) Desired {
 	if len(res.Unparsable) > 0 {
 		files := slices.Sorted(slices.Values(res.Unparsable))
 		d.PruneBlocked = strings.Join(files, ", ") + " did not parse"
+	} else if len(res.Unidentified) > 0 {
+		files := slices.Sorted(slices.Values(res.Unidentified))
+		d.PruneBlocked = strings.Join(files, ", ") + " holds an app whose name cannot be read"
 	}
 	return d
 }

@@ -42,6 +42,11 @@ type Result struct {
 	// YAML at all. Apps in them cannot be known, so the reconciler must not
 	// prune anything in that run.
 	Unparsable []string
+	// Unidentified are the files holding an invalid document whose app
+	// name could not be read (e.g. a misspelt metadata.name). That app is
+	// neither applied nor held, so, as for Unparsable, nothing may be
+	// pruned: its instances would look like those of a removed app.
+	Unidentified []string
 }
 
 // OK reports whether the load found no problem at all.
@@ -208,8 +213,12 @@ func (l *loader) result() *Result {
 			r.Apps = append(r.Apps, d.app)
 		case d.name != nil:
 			r.InvalidApps = append(r.InvalidApps, d.app.Metadata.Name)
+		default:
+			r.Unidentified = append(r.Unidentified, d.app.Origin.File)
 		}
 	}
+	slices.Sort(r.Unidentified)
+	r.Unidentified = slices.Compact(r.Unidentified)
 	slices.SortStableFunc(r.Apps, func(a, b App) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
 	slices.Sort(r.InvalidApps)
 	r.InvalidApps = slices.Compact(r.InvalidApps)

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-gitops/berth/engine"
+	"github.com/berth-gitops/berth/live"
 	"github.com/berth-gitops/berth/reconciler"
 )
 
@@ -48,11 +49,21 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			if err != nil {
 				return err
 			}
+			if err := pf.check(); err != nil {
+				return err
+			}
 			sys, err := g.lxd.connect(ctx, g.owner, g.logger(cmd))
 			if err != nil {
 				return err
 			}
 			defer g.done(cmd, sys)
+			// A running daemon for this owner converges on its own; two
+			// writers would fight over the same instances.
+			if holder, err := live.LeaseHolder(ctx, sys.LXD, g.owner, time.Now()); err != nil {
+				return err
+			} else if holder != "" {
+				return fmt.Errorf("a berth run for owner %q holds the lease: %s; let it converge (push to Git) or stop it first", g.owner, holder)
+			}
 			obs, err := sys.Observe(ctx)
 			if err != nil {
 				return err
@@ -100,7 +111,9 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			}
 			progress := newProgress(errOut, len(plan.Steps), isTerminal(errOut))
 			sys.OnEngineEvent = progress.engineEvent
-			ex := &reconciler.Executor{Driver: sys, OnEvent: progress.event}
+			// Ctrl-C stops new work but lets running steps finish: a
+			// replica half recreated is worse than one done.
+			ex := &reconciler.Executor{Driver: sys, OnEvent: progress.event, Drain: 2 * time.Minute}
 			start := time.Now()
 			res := ex.Apply(ctx, plan, desired, fresh)
 			progress.finish()

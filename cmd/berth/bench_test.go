@@ -3,7 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -145,4 +155,227 @@ func runCLI(args ...string) (int, string, string) {
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), args, &out, &errOut)
 	return code, out.String(), errOut.String()
+}
+
+// BenchmarkDaemonIdle runs the real berth binary as a daemon against a
+// repository served over HTTP and reports: per idle poll (nothing changed)
+// the Git requests, LXD requests, new Docker execs and CPU time; the latency
+// from a webhook to the first apply step; and the daemon's RSS with two
+// replicas converged.
+//
+//	go test ./cmd/berth -run '^$' -bench DaemonIdle -benchtime 1x
+func BenchmarkDaemonIdle(b *testing.B) {
+	requireLiveB(b)
+	bin := filepath.Join(b.TempDir(), "berth")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	for i := 0; i < b.N; i++ {
+		project, cleanup := benchProject(b)
+		base := b.TempDir()
+		bare := filepath.Join(base, "apps.git")
+		gitB(b, base, "init", "-q", "--bare", "-b", "main", bare)
+		var gitRequests atomic.Int64
+		srv := httptest.NewServer(countRequests(&gitRequests, gitBackend(b, base)))
+		work := newRepoB(b)
+		write := func(replicas int) {
+			_ = os.MkdirAll(filepath.Join(work, "apps"), 0o755)
+			_ = os.WriteFile(filepath.Join(work, "apps", "web.yaml"), []byte(webSpec(replicas, "hello:1")), 0o644)
+			gitB(b, work, "add", "-A")
+			gitB(b, work, "commit", "-qm", fmt.Sprint("web: ", replicas))
+			gitB(b, work, "push", "-q", bare, "main")
+		}
+		write(2)
+		secret := filepath.Join(base, "secret")
+		_ = os.WriteFile(secret, []byte("s"), 0o600)
+		addr := freePortB(b)
+		cmd := exec.Command(bin, "--project", project, "--owner", "bench", "--log-level", "info", "run",
+			"--repo", srv.URL+"/apps.git", "--dir", "apps", "--interval", "1h", "--listen", addr,
+			"--cache-dir", filepath.Join(base, "cache"), "--webhook-secret-file", secret)
+		var logBuf safeBuffer
+		cmd.Stdout, cmd.Stderr = &logBuf, &logBuf
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		url := "http://" + addr
+		waitHTTP(b, url+"/readyz", 3*time.Minute, &logBuf)
+
+		// Idle polls: nothing changed in Git or LXD.
+		const polls = 10
+		m0, cpu0, git0 := scrape(b, url), cpuTime(b, cmd.Process.Pid), gitRequests.Load()
+		for p := 0; p < polls; p++ {
+			before := scrape(b, url)["berth_reconcile_runs_total"]
+			post(b, url+"/api/v1/sync", "", nil)
+			for deadline := time.Now().Add(30 * time.Second); scrape(b, url)["berth_reconcile_runs_total"] == before; {
+				if time.Now().After(deadline) {
+					b.Fatalf("sync did not run\n%s", logBuf.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		m1, cpu1, git1 := scrape(b, url), cpuTime(b, cmd.Process.Pid), gitRequests.Load()
+		per := func(k string) float64 { return (m1[k] - m0[k]) / polls }
+		b.ReportMetric(float64(git1-git0)/polls, "git-requests/poll")
+		b.ReportMetric(per("berth_git_fetches_total"), "git-fetches/poll")
+		b.ReportMetric(per(`berth_lxd_requests_total{method="GET"}`)+per(`berth_lxd_requests_total{method="POST"}`)+
+			per(`berth_lxd_requests_total{method="PUT"}`)+per(`berth_lxd_requests_total{method="PATCH"}`)+
+			per(`berth_lxd_requests_total{method="DELETE"}`), "lxd-requests/poll")
+		// With no writes, every POST of an idle poll is an exec (a new
+		// Docker tunnel).
+		b.ReportMetric(per(`berth_lxd_requests_total{method="POST"}`), "docker-execs/poll")
+		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/1000/polls, "cpu-ms/poll")
+		b.ReportMetric(float64(rssKiB(b, cmd.Process.Pid))/1024, "rss-MiB")
+
+		// Webhook to the first apply step.
+		write(3)
+		mark := logBuf.Len()
+		start := time.Now()
+		post(b, url+"/hooks/github", `{"ref":"refs/heads/main"}`, map[string]string{
+			"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + hmacHex("s", `{"ref":"refs/heads/main"}`)})
+		for !strings.Contains(logBuf.String()[mark:], `"msg":"step started"`) {
+			if time.Since(start) > time.Minute {
+				b.Fatalf("no step after the webhook\n%s", logBuf.String())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "webhook-to-step-ms")
+
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		srv.Close()
+		cleanup()
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *safeBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
+}
+
+func freePortB(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func gitBackend(b *testing.B, root string) http.Handler {
+	out, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &cgi.Handler{
+		Path: filepath.Join(strings.TrimSpace(string(out)), "git-http-backend"),
+		Env:  []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
+	}
+}
+
+func countRequests(n *atomic.Int64, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		h.ServeHTTP(w, r)
+	})
+}
+
+func waitHTTP(b *testing.B, url string, timeout time.Duration, log *safeBuffer) {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(200 * time.Millisecond) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s not ready\n%s", url, log.String())
+		}
+	}
+}
+
+// scrape reads the berth_* samples of /metrics.
+func scrape(b *testing.B, url string) map[string]float64 {
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, "berth_") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
+func post(b *testing.B, url, body string, headers map[string]string) {
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b.Fatalf("POST %s: %s", url, resp.Status)
+	}
+}
+
+func hmacHex(secret, body string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(body))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// cpuTime is the user+system CPU time of pid, from /proc.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+func rssKiB(b *testing.B, pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			v, _ := strconv.Atoi(strings.Fields(line)[1])
+			return v
+		}
+	}
+	return 0
 }

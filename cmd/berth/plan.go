@@ -58,6 +58,14 @@ func (f *pruneFlags) register(cmd *cobra.Command) {
 		"largest share of owned instances one run may prune without --allow-mass-prune")
 }
 
+// check refuses a --max-prune the planner would read as "default".
+func (f *pruneFlags) check() error {
+	if f.maxPrune <= 0 || f.maxPrune > 1 {
+		return fmt.Errorf("--max-prune %v: want a share in (0, 1]; to never prune by accident keep it small and do not pass --allow-mass-prune", f.maxPrune)
+	}
+	return nil
+}
+
 func (f *pruneFlags) policy(owner string) reconciler.Policy {
 	return reconciler.Policy{Owner: owner, AllowMassPrune: f.allowMassPrune, MaxPruneFraction: f.maxPrune}
 }
@@ -88,6 +96,9 @@ Exit status: 0 nothing to do, 2 changes, 1 error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
+				return err
+			}
+			if err := pf.check(); err != nil {
 				return err
 			}
 			desired, _, err := rf.desired(cmd)

@@ -89,6 +89,9 @@ Secrets never go in flags: --git-password-file (or $BERTH_GIT_PASSWORD),
 func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, pf pruneFlags) error {
 	ctx := cmd.Context()
 	log := g.logger(cmd)
+	if err := pf.check(); err != nil {
+		return err
+	}
 	if f.verifySignatures && f.keyring == "" {
 		return errors.New("--verify-signatures needs --keyring")
 	}
