@@ -17,3 +17,25 @@ func TestNewDesiredBlocksPruneForUnnamedInvalidApp(t *testing.T) {
 		t.Fatalf("PruneBlocked = %q (unidentified %v)", d.PruneBlocked, res.Unidentified)
 	}
 }
+
+func TestRolloutBudgetCountsReplicasAlreadyDown(t *testing.T) {
+	old := execApp("web", 3, 1, "reg/web:1")
+	now := execApp("web", 3, 2, "reg/web:2")
+	obs := convergedObs(old)
+	// web-0 is down with the new hash already: no step fixes it.
+	obs.Instances[0].Container.Labels[LabelContainerHash] = now.Spec.Container.Hash()
+	obs.Instances[0].Container.Health = "unhealthy"
+	p := MakePlan(Desired{Revision: "r2", Apps: []spec.App{now}}, obs, Policy{})
+	batches := map[int]int{}
+	for _, s := range p.Steps {
+		batches[s.Batch]++
+	}
+	if len(p.Steps) != 2 || batches[1] != 1 || batches[2] != 1 {
+		t.Errorf("with one replica down and maxUnavailable 2, want one replacement per batch:\n%s", p.Text())
+	}
+	now.Spec.Update.MaxUnavailable = 1
+	p = MakePlan(Desired{Revision: "r2", Apps: []spec.App{now}}, obs, Policy{})
+	if len(p.Steps) != 0 || len(p.Warnings) == 0 || !strings.Contains(strings.Join(p.Warnings, "\n"), "rollout of 2 replica(s) waits: web-0 unavailable") {
+		t.Errorf("with the budget used up the rollout must wait:\n%s", p.Text())
+	}
+}

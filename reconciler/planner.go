@@ -224,6 +224,7 @@ func (pl *planner) planApp(app *spec.App) {
 		}
 	}
 	var quiet, disruptive []slotSteps
+	var down []string // replicas unavailable that no step will fix
 	for slot, inst := range bySlot {
 		if inst == nil {
 			name := InstanceName(a.name, slot)
@@ -240,6 +241,9 @@ func (pl *planner) planApp(app *spec.App) {
 		ss := pl.replicaSteps(a, slot, inst)
 		switch {
 		case len(ss.steps) == 0:
+			if !serving(inst) {
+				down = append(down, inst.Name)
+			}
 		case ss.disruptive:
 			disruptive = append(disruptive, ss)
 		default:
@@ -254,8 +258,17 @@ func (pl *planner) planApp(app *spec.App) {
 			pl.addSteps(ss.steps, batch)
 		}
 	}
+	// Replicas already down count against maxUnavailable, as in a
+	// Kubernetes rollout: taking more down would break the promise. When
+	// nothing is left of the budget the rollout waits (and says why).
+	budget := a.maxUnavail - len(down)
+	if budget <= 0 && len(disruptive) > 0 {
+		pl.warnf("%s: rollout of %d replica(s) waits: %s unavailable and maxUnavailable is %d",
+			a.name, len(disruptive), strings.Join(down, ", "), a.maxUnavail)
+		disruptive = nil
+	}
 	for i, ss := range disruptive {
-		if i%a.maxUnavail == 0 {
+		if i%budget == 0 {
 			batch++
 		}
 		pl.addSteps(ss.steps, batch)
@@ -382,7 +395,8 @@ func serving(inst *Instance) bool {
 	if inst.DockerError != "" {
 		return true
 	}
-	return inst.Container != nil && inst.Container.State == stateRunning
+	c := inst.Container
+	return c != nil && c.State == stateRunning && c.Health != "unhealthy"
 }
 
 // systemReasons compares the instance with the system spec. Differences
