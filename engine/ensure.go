@@ -28,7 +28,8 @@ type Desired struct {
 	Spec     spec.Container
 }
 
-// Steps Ensure reports, in the order they happen.
+// Steps Ensure reports, in the order they happen (a replacement creates
+// the new container before it stops and removes the old one).
 const (
 	StepPull      = "pull"
 	StepStopOld   = "stop-old"
@@ -163,17 +164,22 @@ func (m *Manager) Ensure(ctx context.Context, instance string, d Desired, report
 	}); err != nil {
 		return err
 	}
-	if cur != nil {
-		stale = append([]container.InspectResponse{*cur}, stale...)
-	}
 	if err := removeAll(stale); err != nil {
 		return err
 	}
+	// Create the new container before touching the old one, under a
+	// temporary name: if Docker refuses the spec (a bad user, mount or
+	// config), the old container keeps serving. Only then is the old one
+	// stopped, removed, and the new one renamed and started.
+	createName := d.App
+	if cur != nil {
+		createName = d.App + nextSuffix
+	}
 	var id string
 	if err := step(StepCreate, func(ctx context.Context) (string, error) {
-		detail := fmt.Sprintf("%s (hash %s, image %s)", d.App, hash, img.runRef)
-		return detail, m.call(ctx, c, "create container "+d.App, func(ctx context.Context) error {
-			resp, err := cli.ContainerCreate(ctx, cfg, hostCfg, nil, nil, d.App)
+		detail := fmt.Sprintf("%s (hash %s, image %s)", createName, hash, img.runRef)
+		return detail, m.call(ctx, c, "create container "+createName, func(ctx context.Context) error {
+			resp, err := cli.ContainerCreate(ctx, cfg, hostCfg, nil, nil, createName)
 			if err != nil {
 				return redact(err, d.Spec.Env)
 			}
@@ -186,12 +192,27 @@ func (m *Manager) Ensure(ctx context.Context, instance string, d Desired, report
 	}); err != nil {
 		return err
 	}
+	if cur != nil {
+		if err := removeAll([]container.InspectResponse{*cur}); err != nil {
+			return err
+		}
+		if err := m.call(ctx, c, "rename container "+createName, func(ctx context.Context) error {
+			return cli.ContainerRename(ctx, id, d.App)
+		}); err != nil {
+			return err
+		}
+	}
 	return step(StepStart, func(ctx context.Context) (string, error) {
 		return "start " + d.App, m.call(ctx, c, "start container "+d.App, func(ctx context.Context) error {
 			return redact(cli.ContainerStart(ctx, id, container.StartOptions{}), d.Spec.Env)
 		})
 	})
 }
+
+// nextSuffix names a replacement container until the old one is gone. A
+// leftover of that name carries berth's labels, so a later Ensure removes
+// it as a stale container of the app.
+const nextSuffix = "-next"
 
 // findCurrent returns the container named app when it is berth's (nil when
 // there is none) and other berth containers of the same app (leftovers to
