@@ -88,13 +88,19 @@ func benchProject(b *testing.B) (string, func()) {
 	b.Helper()
 	name := fmt.Sprintf("berth-bench-%d", time.Now().UnixNano()%1_000_000)
 	lxcB(b, "project", "create", name, "-c", "features.images=false", "-c", "features.profiles=false", "-c", "features.storage.volumes=false")
-	return name, func() {
-		out, _ := exec.Command("lxc", "list", "--project", name, "--format", "csv", "-c", "n").Output()
-		for _, n := range strings.Fields(string(out)) {
-			_ = exec.Command("lxc", "delete", "-f", "--project", name, n).Run()
-		}
-		lxcB(b, "project", "delete", name)
+	var once sync.Once
+	cleanup := func() { once.Do(func() { deleteProject(b, name) }) }
+	// Also on b.Fatal: a failed run must not leave instances behind.
+	b.Cleanup(cleanup)
+	return name, cleanup
+}
+
+func deleteProject(b *testing.B, name string) {
+	out, _ := exec.Command("lxc", "list", "--project", name, "--format", "csv", "-c", "n").Output()
+	for _, n := range strings.Fields(string(out)) {
+		_ = exec.Command("lxc", "delete", "-f", "--project", name, n).Run()
 	}
+	lxcB(b, "project", "delete", name)
 }
 
 func lxcB(b *testing.B, args ...string) string {
