@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -194,7 +193,7 @@ func BenchmarkDaemonIdle(b *testing.B) {
 		write(2)
 		secret := filepath.Join(base, "secret")
 		_ = os.WriteFile(secret, []byte("s"), 0o600)
-		addr := freePortB(b)
+		addr := freePort(b)
 		cmd := exec.Command(bin, "--project", project, "--owner", "bench", "--log-level", "info", "run",
 			"--repo", srv.URL+"/apps.git", "--dir", "apps", "--interval", "1h", "--listen", addr,
 			"--cache-dir", filepath.Join(base, "cache"), "--webhook-secret-file", secret)
@@ -276,15 +275,6 @@ func (s *safeBuffer) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Len()
-}
-
-func freePortB(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func gitBackend(b *testing.B, root string) http.Handler {

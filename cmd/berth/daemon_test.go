@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -16,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,32 +27,10 @@ type daemon struct {
 	url    string
 	cancel context.CancelFunc
 	done   chan int
-	mu     sync.Mutex
-	out    bytes.Buffer
+	out    safeBuffer
 }
 
-func (d *daemon) Write(p []byte) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.out.Write(p)
-}
-
-func (d *daemon) log() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.out.String()
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+func (d *daemon) log() string { return d.out.String() }
 
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
@@ -63,7 +39,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	d := &daemon{t: t, url: "http://" + addr, cancel: cancel, done: make(chan int, 1)}
 	all := append([]string{"--log-level", "debug"}, args...)
 	all = append(all, "--listen", addr)
-	go func() { d.done <- run(ctx, all, d, d) }()
+	go func() { d.done <- run(ctx, all, &d.out, &d.out) }()
 	t.Cleanup(func() { d.stop() })
 	return d
 }
@@ -293,4 +269,15 @@ func TestDaemonLocalRepo(t *testing.T) {
 	if resp, err := http.Get(v.url + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("readyz with an unverified head: %v %v", resp, err)
 	}
+}
+
+// freePort returns a loopback address nothing listens on right now.
+func freePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

@@ -120,14 +120,7 @@ func diffSpecs(from, to source.Commit, old, new []spec.App) specDiff {
 		return m
 	}
 	o, n := byName(old), byName(new)
-	names := slices.Sorted(maps.Keys(o))
-	for name := range n {
-		if _, ok := o[name]; !ok {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range unionKeys(o, n) {
 		a, inOld := o[name]
 		b, inNew := n[name]
 		switch {
@@ -170,22 +163,21 @@ func instanceNames(app string, from, to int) []string {
 // identity only by accident.
 func fieldChanges(a, b spec.AppSpec) []fieldChange {
 	fa, fb := flatten(a), flatten(b)
-	paths := slices.Sorted(maps.Keys(fa))
-	for p := range fb {
-		if _, ok := fa[p]; !ok {
-			paths = append(paths, p)
-		}
-	}
-	slices.Sort(paths)
-	paths = slices.Compact(paths)
 	var out []fieldChange
-	for _, p := range paths {
+	for _, p := range unionKeys(fa, fb) {
 		if p == "spec.replicas" || fa[p] == fb[p] {
 			continue
 		}
 		out = append(out, fieldChange{Path: p, Old: fa[p], New: fb[p]})
 	}
 	return out
+}
+
+// unionKeys returns the keys of both maps, sorted, each once.
+func unionKeys[V any](a, b map[string]V) []string {
+	keys := slices.AppendSeq(slices.Collect(maps.Keys(a)), maps.Keys(b))
+	slices.Sort(keys)
+	return slices.Compact(keys)
 }
 
 func flatten(s spec.AppSpec) map[string]string {
