@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -250,7 +251,9 @@ func (l *Loop) Status() any {
 func (l *Loop) Ready() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.ready {
+	if l.ready && !strings.HasPrefix(l.status.LastError, "lxd:") {
+		// Ready once synced; not while LXD cannot be reached (a rollout
+		// failure or a Git hiccup does not make the daemon unready).
 		return nil
 	}
 	if l.status.LastError != "" {

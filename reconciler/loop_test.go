@@ -211,3 +211,28 @@ func countCalls(f *fakeDriver, call string) int {
 	}
 	return n
 }
+
+// failingObserver fails every Observe, as an unreachable LXD does.
+type failingObserver struct{ *fakeSystem }
+
+func (failingObserver) Observe(context.Context) (Observed, error) {
+	return Observed{}, errors.New("connection refused")
+}
+
+func TestLoopReadyFollowsLXD(t *testing.T) {
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	sys := &fakeSystem{fakeDriver: newFakeDriver()}
+	sys.obs = convergedObs(execApp("web", 1, 1, "reg/web:1"))
+	l := &Loop{Source: src, System: sys, Clock: &fakeClock{now: time.Now()}}
+	l.init()
+	l.runOnce(context.Background(), "start")
+	if err := l.Ready(); err != nil {
+		t.Fatalf("not ready after a good run: %v", err)
+	}
+	l.System = failingObserver{sys}
+	l.runOnce(context.Background(), "poll")
+	if err := l.Ready(); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("ready while LXD is unreachable: %v", err)
+	}
+}
