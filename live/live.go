@@ -49,6 +49,9 @@ type System struct {
 	// Remotes maps the "remote" part of a system.image "remote:alias" to an
 	// image server URL (simplestreams).
 	Remotes map[string]string
+	// StopTimeout is the clean-shutdown grace before a forced stop
+	// (default StopTimeout).
+	StopTimeout time.Duration
 	// OnLXDRequest, if set, is called for every LXD request (metrics).
 	OnLXDRequest func(method, path string)
 	// OnEngineEvent, if set, receives the Docker-side steps (pull, create,
@@ -94,7 +97,7 @@ func New(c *lxd.Client, owner string, opts engine.Options) *System {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &System{LXD: c, Engine: engine.New(engine.NewLXDDialer(c), opts), Owner: owner, Logger: opts.Logger}
+	s := &System{LXD: c, Engine: engine.New(engine.NewLXDDialer(c), opts), Owner: owner, Logger: opts.Logger, StopTimeout: StopTimeout}
 	c.OnRequest = s.countRequest
 	return s
 }
@@ -274,7 +277,7 @@ func (s *System) StartInstance(ctx context.Context, name string) error {
 // StopInstance stops an instance cleanly, then by force.
 func (s *System) StopInstance(ctx context.Context, name string) error {
 	s.Engine.Forget(name)
-	return s.LXD.StopInstance(ctx, name, StopTimeout)
+	return s.LXD.StopInstance(ctx, name, s.StopTimeout)
 }
 
 // UpdateInstance patches config keys live with the ETag of a fresh read,
@@ -316,7 +319,7 @@ func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup boo
 		return fmt.Errorf("%s is not owned by %q; not deleting it", name, s.Owner)
 	}
 	s.Engine.Forget(name)
-	if err := s.LXD.StopInstance(ctx, name, StopTimeout); err != nil {
+	if err := s.LXD.StopInstance(ctx, name, s.StopTimeout); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
 	if !keepBackup {
