@@ -314,3 +314,49 @@ func TestSchemaAndVersion(t *testing.T) {
 		t.Fatalf("bad -o: %d %q", code, errOut)
 	}
 }
+
+func TestRollbackCommands(t *testing.T) {
+	r := newRepo(t)
+	r.write("apps/web.yaml", appYAML("web", 2, "reg/web:1"))
+	r.commit("web: 2")
+	r.write("apps/web.yaml", appYAML("web", 2, "reg/web:2"))
+	r.commit("web: image 2")
+	r.write("apps/web.yaml", appYAML("web", 4, "reg/web:2"))
+	r.commit("web: 4 replicas")
+	author := []string{"--author-name", "Ops", "--author-email", "ops@example.org"}
+
+	// A commit whose file changed since does not revert cleanly (reverts
+	// are whole-file): a clear error, and nothing written.
+	head := r.git("rev-parse", "HEAD")
+	code, _, errOut := berth(t, append([]string{"rollback", "--repo", r.dir, "HEAD~1"}, author...)...)
+	if code != 1 || !strings.Contains(errOut, "does not apply cleanly") || r.git("rev-parse", "HEAD") != head {
+		t.Fatalf("rollback HEAD~1 over a later change: %d %s", code, errOut)
+	}
+	// Reverting the last commit: the scale goes back, the image stays.
+	code, out, errOut := berth(t, append([]string{"rollback", "--repo", r.dir, "HEAD"}, author...)...)
+	if code != 0 || !strings.Contains(out, "reverted") {
+		t.Fatalf("rollback HEAD: %d\n%s%s", code, out, errOut)
+	}
+	b, _ := os.ReadFile(filepath.Join(r.dir, "apps/web.yaml"))
+	if string(b) != appYAML("web", 2, "reg/web:2") {
+		t.Errorf("after revert:\n%s", b)
+	}
+	if st := r.git("status", "--porcelain"); st != "" {
+		t.Errorf("work tree not clean: %q", st)
+	}
+	// Roll the whole tree back to the first commit.
+	if code, out, errOut := berth(t, append([]string{"rollback", "--repo", r.dir, "--to", "HEAD~3"}, author...)...); code != 0 {
+		t.Fatalf("rollback --to: %d\n%s%s", code, out, errOut)
+	}
+	b, _ = os.ReadFile(filepath.Join(r.dir, "apps/web.yaml"))
+	if string(b) != appYAML("web", 2, "reg/web:1") {
+		t.Errorf("after --to:\n%s", b)
+	}
+	// The diff a reviewer sees is the rollback.
+	if code, out, _ := berth(t, "diff", "--repo", r.dir, "HEAD~1", "HEAD"); code != 2 || !strings.Contains(out, "container.image: reg/web:2 → reg/web:1") {
+		t.Errorf("diff of the rollback: %d\n%s", code, out)
+	}
+	if code, _, errOut := berth(t, "rollback", "--repo", r.dir); code != 1 || !strings.Contains(errOut, "either --to") {
+		t.Errorf("no commits: %d %s", code, errOut)
+	}
+}
