@@ -24,6 +24,7 @@ repo=$(cd "$here/.." && pwd)
 state=${BERTH_TESTENV_STATE:-/var/lib/berth-testenv}
 cache=${BERTH_TESTENV_CACHE:-/var/cache/berth-testenv}
 registry_addr=127.0.0.1:5000
+berth=$repo/bin/berth
 packages="lxd btrfs-progs debootstrap busybox-static docker-registry jq curl git"
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -89,19 +90,18 @@ image_key() {
 	lxc query "/1.0/images/$fp" 2>/dev/null | jq -r '.properties["berth.key"] // empty'
 }
 
-# import_image ALIAS DIR KEY: replace ALIAS with the split image in DIR.
+# import_image ALIAS DIR KEY: point ALIAS at the split image in DIR, with
+# berth's own LXD client (berth image import), dropping the image it
+# pointed to before.
 import_image() {
 	alias=$1 dir=$2 key=$3
-	old=$(lxc query "/1.0/images/aliases/$(echo "$alias" | sed 's,/,%2F,g')" 2>/dev/null | jq -r .target) || old=
-	[ -n "$old" ] && lxc image alias delete "$alias"
-	# The same image may already be there without its alias.
-	fp=$(cat "$dir/metadata.tar.gz" "$dir/rootfs.tar.gz" | sha256sum | cut -d' ' -f1)
-	if ! lxc query "/1.0/images/$fp" >/dev/null 2>&1; then
-		lxc image import "$dir/metadata.tar.gz" "$dir/rootfs.tar.gz" >/dev/null
-	fi
-	lxc image alias create "$alias" "$fp"
-	if [ -n "$old" ] && [ "$old" != "$fp" ]; then lxc image delete "$old" 2>/dev/null || true; fi
-	log "image $alias = ${fp%"${fp#????????????}"} (key $key)"
+	"$berth" image import --alias "$alias" --prune-old "$dir/metadata.tar.gz" "$dir/rootfs.tar.gz" >/dev/null
+	log "image $alias ready (key $key)"
+}
+
+# build_berth: the importer above is berth itself.
+build_berth() {
+	(cd "$repo" && go build -o bin/berth ./cmd/berth)
 }
 
 dir_key() { (cd "$1" && cat $(ls | sort)) | sha256sum | cut -c1-16; }
@@ -200,6 +200,7 @@ cmd_up() {
 	start_lxd
 	init_lxd
 	ensure_profile
+	build_berth
 	ensure_busybox
 	ensure_debian_docker
 	start_registry

@@ -49,12 +49,9 @@ func (o *lxdOptions) connect(ctx context.Context, owner string, logger *slog.Log
 		}
 		remotes[name] = url
 	}
-	c, err := lxd.Connect(ctx, lxd.Config{
-		URL: o.url, ClientCert: o.cert, ClientKey: o.key, ServerCert: o.serverCert,
-		Project: o.project, Target: o.target, UserAgent: "berth/" + version,
-	})
+	c, err := o.client(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("connect to LXD: %w", err)
+		return nil, err
 	}
 	sys := live.New(c, owner, engine.Options{AuthFile: o.registryAuth, Logger: logger})
 	sys.Remotes = remotes
@@ -69,4 +66,16 @@ func (g *globalOptions) done(cmd *cobra.Command, sys *live.System) {
 		r := sys.Requests()
 		fmt.Fprintf(cmd.ErrOrStderr(), "lxd requests: %d (writes %d, execs %d)\n", r.Total, r.Writes, r.Execs)
 	}
+}
+
+// client connects to LXD alone.
+func (o *lxdOptions) client(ctx context.Context) (*lxd.Client, error) {
+	c, err := lxd.Connect(ctx, lxd.Config{
+		URL: o.url, ClientCert: o.cert, ClientKey: o.key, ServerCert: o.serverCert,
+		Project: o.project, Target: o.target, UserAgent: "berth/" + version,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to LXD: %w", err)
+	}
+	return c, nil
 }

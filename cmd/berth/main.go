@@ -128,7 +128,7 @@ container on the instance's network. Rolling back is "git revert".`,
 		c.GroupID = "live"
 		root.AddCommand(c)
 	}
-	root.AddCommand(newVersionCmd())
+	root.AddCommand(newVersionCmd(), newImageCmd(g))
 	return root
 }
 
