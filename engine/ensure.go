@@ -93,7 +93,7 @@ func (m *Manager) Ensure(ctx context.Context, instance string, d Desired, report
 		return err
 	}
 	hash := cfg.Labels[LabelContainerHash]
-	log := m.log.With("instance", instance, "app", d.App)
+	log := m.logger(ctx).With("instance", instance, "app", d.App)
 
 	cur, stale, err := m.findCurrent(ctx, cli, c, instance, d.App)
 	if err != nil {
@@ -282,7 +282,7 @@ func (m *Manager) Remove(ctx context.Context, instance, app string) error {
 		if err := m.remove(ctx, cli, c, old.ID, name); err != nil {
 			return err
 		}
-		m.log.Info("container removed", "instance", instance, "app", app, "container", name)
+		m.logger(ctx).Info("container removed", "instance", instance, "app", app, "container", name)
 	}
 	return nil
 }

@@ -169,6 +169,22 @@ func New(d Dialer, opts Options) *Manager {
 // per instance, not per call.
 func (m *Manager) Execs() int64 { return m.execs.Load() }
 
+type loggerKey struct{}
+
+// WithLogger returns a context whose engine calls log to l instead of the
+// Manager's logger: a reconcile run passes one that carries its revision,
+// so every line of the run says which revision it belongs to.
+func WithLogger(ctx context.Context, l *slog.Logger) context.Context {
+	return context.WithValue(ctx, loggerKey{}, l)
+}
+
+func (m *Manager) logger(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok && l != nil {
+		return l
+	}
+	return m.log
+}
+
 // Forget drops the cached client of instance and closes its idle tunnels.
 // Call it when the instance is stopped, recreated or deleted: a recreated
 // instance may run another Docker version. A dial that fails because the
