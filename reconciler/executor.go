@@ -97,6 +97,8 @@ const (
 	AppReady    AppStatus = "Ready"
 	AppDegraded AppStatus = "Degraded"
 	AppHeld     AppStatus = "Held"
+	// AppRemoved: the app is gone from Git and its instances were pruned.
+	AppRemoved AppStatus = "Removed"
 )
 
 // AppResult is an app's outcome.
@@ -251,9 +253,14 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 		}()
 	}
 	wg.Wait()
+	for i := range appResults {
+		if a := &appResults[i]; a.Status == AppReady && apps[a.App] == nil {
+			a.Status = AppRemoved
+		}
+	}
 
 	for _, h := range plan.Held {
-		appResults = append(appResults, AppResult{App: h, Status: AppHeld, Reason: "spec is invalid at this revision; last applied state kept"})
+		appResults = append(appResults, AppResult{App: h, Status: AppHeld, Reason: "last applied state kept: invalid spec, or a failed rollout of this revision waiting out its backoff"})
 	}
 	for _, a := range desired.Apps {
 		if _, ok := byApp[a.Metadata.Name]; !ok {

@@ -202,6 +202,9 @@ func TestApplyStepKinds(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("calls = %q\nwant    %q\nplan:\n%s", got, want, plan.Text())
 	}
+	if len(res.Apps) != 2 || res.Apps[0].App != "old" || res.Apps[0].Status != AppRemoved || res.Apps[1].Status != AppReady {
+		t.Errorf("apps = %+v", res.Apps)
+	}
 }
 
 func TestApplyCancelledSkipsLaterBatches(t *testing.T) {

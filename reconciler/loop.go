@@ -438,7 +438,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 				if l.Metrics != nil {
 					l.Metrics.RunError("rollout")
 				}
-			case AppReady:
+			case AppReady, AppRemoved:
 				l.mu.Lock()
 				l.fails.succeeded(a.App)
 				l.mu.Unlock()
