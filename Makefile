@@ -3,21 +3,25 @@
 #   make test   provision what is missing, then run every test
 SHELL := /bin/bash
 GO ?= go
-export PATH := /usr/local/go/bin:$(shell $(GO) env GOPATH)/bin:$(PATH)
+# Go lives in /usr/local/go on these machines, and `go install` puts
+# staticcheck in $(go env GOPATH)/bin: both on PATH, whatever the caller's.
+# ($(shell) does not see exported variables, hence the explicit PATH.)
+GOPATH_BIN := $(shell PATH="/usr/local/go/bin:$$PATH" $(GO) env GOPATH)/bin
+export PATH := /usr/local/go/bin:$(GOPATH_BIN):$(PATH)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/berth-gitops/berth/main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
 # Integration and end-to-end tests share one LXD; running their packages one
 # at a time keeps 2 cores from timing out health checks.
-TEST_FLAGS ?= -count=1 -timeout 25m -p 1
+TEST_FLAGS ?= -count=1 -timeout 15m -p 1
 
 .PHONY: all build test unit testenv lint bench demo demo-clean clean testenv-down tools
 
 all: build
 
 build:
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/berth ./cmd/berth
+	$(GO) build -buildvcs=false -ldflags "$(LDFLAGS)" -o bin/berth ./cmd/berth
 
 testenv:
 	./testenv/testenv.sh up
@@ -30,7 +34,7 @@ test: testenv lint
 	BERTH_REQUIRE_LXD=1 $(GO) test $(TEST_FLAGS) -race ./...
 
 lint: tools
-	@fmt=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
+	@files=$$(git ls-files '*.go'); fmt=$$([ -z "$$files" ] || gofmt -l $$files); if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
 	$(GO) vet ./...
 	staticcheck ./...
 

@@ -42,6 +42,9 @@ func lxdRequired() bool {
 // realLXD connects to the local daemon or skips/fails the test.
 func realLXD(tb testing.TB) *Client {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("integration test: skipped with -short (make unit)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := Connect(ctx, Config{UserAgent: "berth-test"})

@@ -25,7 +25,8 @@ state=${BERTH_TESTENV_STATE:-/var/lib/berth-testenv}
 cache=${BERTH_TESTENV_CACHE:-/var/cache/berth-testenv}
 registry_addr=127.0.0.1:5000
 berth=$repo/bin/berth
-packages="lxd btrfs-progs debootstrap busybox-static docker-registry jq curl git"
+# gcc and libc6-dev: go test -race needs cgo.
+packages="lxd btrfs-progs debootstrap busybox-static docker-registry jq curl git gcc libc6-dev"
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { echo "testenv: $*" >&2; }
@@ -101,7 +102,7 @@ import_image() {
 
 # build_berth: the importer above is berth itself.
 build_berth() {
-	(cd "$repo" && go build -o bin/berth ./cmd/berth)
+	(cd "$repo" && go build -buildvcs=false -o bin/berth ./cmd/berth)
 }
 
 dir_key() { (cd "$1" && cat $(ls | sort)) | sha256sum | cut -c1-16; }
@@ -115,6 +116,10 @@ ensure_debian_docker() {
 		"$here/debian-docker/build.sh" "$dir" "$key"
 	fi
 	import_image berth/debian-docker "$dir" "$key"
+	# The first instance of an image unpacks it into the pool (tens of
+	# seconds on a fresh btrfs pool): pay that here, not in a test's timeout.
+	lxc init berth/debian-docker berth-it-warmup -p default >/dev/null 2>&1
+	lxc delete berth-it-warmup
 }
 
 ensure_busybox() {
@@ -134,8 +139,12 @@ ensure_busybox() {
 		printf 'architecture: %s\ncreation_date: %s\nproperties:\n  os: busybox\n  description: berth test busybox\n  berth.key: "%s"\n' \
 			"$(uname -m)" "$(date +%s)" "$key" >"$tmp/metadata.yaml"
 		mkdir -p "$dir"
-		tar -C "$tmp" -czf "$dir/metadata.tar.gz" metadata.yaml
-		tar -C "$tmp/rootfs" --numeric-owner -czf "$dir/rootfs.tar.gz" .
+		# Written aside and renamed: a run killed here leaves no truncated
+		# tarball for the next run to trust.
+		tar -C "$tmp" -czf "$dir/metadata.tar.gz.tmp" metadata.yaml
+		tar -C "$tmp/rootfs" --numeric-owner -czf "$dir/rootfs.tar.gz.tmp" .
+		mv "$dir/metadata.tar.gz.tmp" "$dir/metadata.tar.gz"
+		mv "$dir/rootfs.tar.gz.tmp" "$dir/rootfs.tar.gz"
 		rm -rf "$tmp"
 	fi
 	import_image berth/busybox "$dir" "$key"
@@ -179,7 +188,8 @@ YAML
 			sleep 0.1
 		done
 	fi
-	(cd "$repo" && go run ./testenv/appimages -registry "$registry_addr") >"$state/images.txt"
+	(cd "$repo" && go run -buildvcs=false ./testenv/appimages -registry "$registry_addr") >"$state/images.txt.tmp"
+	mv "$state/images.txt.tmp" "$state/images.txt"
 	log "registry images: $(cut -d' ' -f1 "$state/images.txt" | tr '\n' ' ')"
 }
 
@@ -193,12 +203,32 @@ stop_pidfile() {
 	rm -f "$1"
 }
 
+# sweep_leftovers deletes what a killed test run may have left: test
+# instances, test projects, and expired berth leases in the server config.
+sweep_leftovers() {
+	for i in $(lxc list --format csv -c n | grep -E '^berth-it-' || true); do
+		log "deleting leftover instance $i"
+		lxc delete -f "$i" || true
+	done
+	for p in $(lxc project list --format csv | cut -d, -f1 | sed 's/ (current)$//' | grep -E '^berth-(e2e|bench)-' || true); do
+		log "deleting leftover project $p"
+		for i in $(lxc list --project "$p" --format csv -c n); do lxc delete -f --project "$p" "$i" || true; done
+		lxc project delete "$p" >/dev/null || true
+	done
+	now=$(date +%s)
+	lxc query /1.0 | jq -r '.config // {} | to_entries[] | select(.key | startswith("user.berth.lease.")) | "\(.key) \(.value)"' |
+		while read -r key holder expiry; do
+			if [ "${expiry:-0}" -lt "$now" ] 2>/dev/null; then lxc config unset "$key"; fi
+		done
+}
+
 cmd_up() {
 	require_root
 	start=$(date +%s)
 	install_packages
 	start_lxd
 	init_lxd
+	sweep_leftovers
 	ensure_profile
 	build_berth
 	ensure_busybox
@@ -226,7 +256,7 @@ cmd_down() {
 cmd_purge() {
 	require_root
 	if lxd_answers; then
-		for i in $(lxc list --format csv -c n | grep -E '^berth-(it|e2e|bench|demo)-' || true); do lxc delete -f "$i"; done
+		sweep_leftovers
 		for a in berth/debian-docker berth/busybox; do
 			fp=$(lxc query "/1.0/images/aliases/$(echo "$a" | sed 's,/,%2F,g')" 2>/dev/null | jq -r .target) || continue
 			lxc image delete "$fp" || true
