@@ -226,6 +226,32 @@ func sortedKeys(m map[string]string) []string {
 	return out
 }
 
+// Preflight checks that app's image and profiles exist on the server. A
+// remote image cannot be checked without pulling it; it is left to create.
+func (s *System) Preflight(ctx context.Context, app spec.App) error {
+	src, err := s.imageSource(app.Spec.System.Image)
+	if err != nil {
+		return err
+	}
+	switch {
+	case src.Server != "":
+	case src.Fingerprint != "":
+		if _, _, err := s.LXD.GetImage(ctx, src.Fingerprint); err != nil {
+			return fmt.Errorf("system.image %q: %w", app.Spec.System.Image, err)
+		}
+	default:
+		if _, _, err := s.LXD.GetImageAlias(ctx, src.Alias); err != nil {
+			return fmt.Errorf("system.image %q: %w", app.Spec.System.Image, err)
+		}
+	}
+	for _, p := range app.Spec.System.Profiles {
+		if _, _, err := s.LXD.GetProfile(ctx, p); err != nil {
+			return fmt.Errorf("profile %q: %w", p, err)
+		}
+	}
+	return nil
+}
+
 // CreateInstance creates the instance with exactly config and starts it.
 func (s *System) CreateInstance(ctx context.Context, name string, app spec.App, config map[string]string) error {
 	src, err := s.imageSource(app.Spec.System.Image)

@@ -46,6 +46,20 @@ func TestDeleteKeepsBackup(t *testing.T) {
 	app := spec.App{Metadata: spec.Metadata{Name: "berth-it-bk"}, Spec: spec.AppSpec{
 		System: spec.System{Image: "berth/busybox", Profiles: []string{"default"}},
 	}}
+	if err := sys.Preflight(ctx, app); err != nil {
+		t.Fatalf("preflight of a buildable app: %v", err)
+	}
+	for _, bad := range []spec.System{
+		{Image: "berth/no-such-image", Profiles: []string{"default"}},
+		{Image: "berth/busybox", Profiles: []string{"default", "no-such-profile"}},
+		{Image: "nowhere:debian/12", Profiles: []string{"default"}},
+	} {
+		b := app
+		b.Spec.System = bad
+		if err := sys.Preflight(ctx, b); err == nil {
+			t.Errorf("preflight of %+v passed", bad)
+		}
+	}
 	name := reconciler.InstanceName(app.Metadata.Name, 0)
 	var backup string
 	t.Cleanup(func() {

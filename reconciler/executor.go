@@ -37,6 +37,10 @@ type Driver interface {
 	// WaitReady waits until the instance runs, Docker answers and the app
 	// container is ready, within the app's update.healthTimeout.
 	WaitReady(ctx context.Context, name string, app spec.App) error
+	// Preflight checks that an instance of app can be created (its image
+	// and profiles exist) without creating anything: a recreate must not
+	// delete a replica it cannot build again.
+	Preflight(ctx context.Context, app spec.App) error
 }
 
 // Observer reads the live state. Each call observes everything anew:
@@ -371,6 +375,9 @@ func (e *Executor) step(ctx context.Context, s Step, app *spec.App, inst *Instan
 		}
 		return converge()
 	case Recreate:
+		if err := d.Preflight(ctx, *app); err != nil {
+			return fmt.Errorf("not deleting the old instance: %w", err)
+		}
 		if err := d.DeleteInstance(ctx, s.Instance, app.Spec.Update.Snapshot); err != nil {
 			return err
 		}

@@ -58,6 +58,9 @@ func (f *fakeDriver) CreateInstance(_ context.Context, name string, _ spec.App, 
 	}
 	return f.record("create", name)
 }
+func (f *fakeDriver) Preflight(_ context.Context, app spec.App) error {
+	return f.record("preflight", app.Metadata.Name)
+}
 func (f *fakeDriver) StartInstance(_ context.Context, name string) error {
 	return f.record("start", name)
 }
@@ -257,5 +260,22 @@ func TestCheckFresh(t *testing.T) {
 	moved := convergedObs(execApp("web", 2, 1, "reg/web:1"))
 	if err := CheckFresh(plan, desired, moved); !errors.Is(err, ErrStalePlan) {
 		t.Errorf("changed state: %v", err)
+	}
+}
+
+func TestRecreateChecksBeforeDeleting(t *testing.T) {
+	old := execApp("web", 1, 1, "reg/web:1")
+	now := old
+	now.Spec.System.Image = "typo/alias"
+	f := newFakeDriver()
+	f.fail["preflight web"] = errors.New(`image alias "typo/alias" not found`)
+	_, res, _ := apply(t, f, Desired{Revision: "r2", Apps: []spec.App{now}}, convergedObs(old))
+	if res.OK() || !strings.Contains(res.Apps[0].Reason, "not deleting the old instance") {
+		t.Fatalf("result %+v", res)
+	}
+	for _, c := range f.calls {
+		if strings.HasPrefix(c, "delete") {
+			t.Errorf("deleted although the new instance cannot be built: %v", f.calls)
+		}
 	}
 }
