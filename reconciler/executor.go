@@ -49,6 +49,10 @@ type Observer interface {
 	Observe(ctx context.Context) (Observed, error)
 }
 
+// StepOverhead is what a step may take beyond its app's healthTimeout:
+// creating or recreating the instance, starting Docker, pulling the image.
+const StepOverhead = 20 * time.Minute
+
 // ErrStalePlan is returned when the live state changed since a plan was
 // computed: applying it could undo someone else's change.
 var ErrStalePlan = errors.New("plan is stale")
@@ -234,7 +238,16 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 		}
 		start := now()
 		e.emit(Event{Step: s, Phase: PhaseStart})
-		err := e.step(stepCtx, s, apps[s.App], insts[s.Instance], plan.Revision, plan.Owner)
+		// No step may hang a run for ever (a wedged image download, a
+		// stuck storage call): bound it by the app's health timeout plus
+		// room for creating the instance and pulling the image.
+		limit := StepOverhead
+		if a := apps[s.App]; a != nil {
+			limit += a.Spec.Update.HealthTimeout.D()
+		}
+		sctx, cancel := context.WithTimeout(stepCtx, limit)
+		err := e.step(sctx, s, apps[s.App], insts[s.Instance], plan.Revision, plan.Owner)
+		cancel()
 		d := now().Sub(start)
 		results[i].Duration = d
 		if err != nil {
