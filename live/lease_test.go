@@ -24,18 +24,8 @@ func TestParseLease(t *testing.T) {
 
 // TestLeaseOnRealLXD runs two holders against the real server config.
 func TestLeaseOnRealLXD(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
 	ctx := context.Background()
-	c, err := lxd.Connect(ctx, lxd.Config{})
-	if err != nil {
-		if os.Getenv("CI") != "" || os.Getenv("BERTH_REQUIRE_LXD") != "" {
-			t.Fatalf("LXD required: %v", err)
-		}
-		t.Skipf("!!! SKIPPING: no LXD: %v", err)
-	}
-	defer c.Close()
+	c := realLXD(t)
 	owner := "lease-test-" + strings.ReplaceAll(t.Name(), "/", "-")
 	now := time.Unix(2_000_000_000, 0)
 	clock := func() time.Time { return now }
@@ -73,4 +63,22 @@ func TestLeaseOnRealLXD(t *testing.T) {
 	if held, _, _ := a.Acquire(ctx); !held {
 		t.Fatal("lease not free after b released it")
 	}
+}
+
+// realLXD connects to the local LXD, skips with -short, and fails (CI,
+// BERTH_REQUIRE_LXD) or skips loudly when there is none.
+func realLXD(t *testing.T) *lxd.Client {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	c, err := lxd.Connect(context.Background(), lxd.Config{})
+	if err != nil {
+		if os.Getenv("CI") != "" || os.Getenv("BERTH_REQUIRE_LXD") != "" {
+			t.Fatalf("LXD required: %v", err)
+		}
+		t.Skipf("!!! SKIPPING: no LXD: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }

@@ -2,7 +2,6 @@ package live
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -28,18 +27,8 @@ func TestBackupName(t *testing.T) {
 // stopped, renamed, disowned and snapshotted; without it, it is gone; an
 // instance of another owner is refused.
 func TestDeleteKeepsBackup(t *testing.T) {
-	if testing.Short() {
-		t.Skip("integration test")
-	}
 	ctx := context.Background()
-	c, err := lxd.Connect(ctx, lxd.Config{})
-	if err != nil {
-		if os.Getenv("CI") != "" || os.Getenv("BERTH_REQUIRE_LXD") != "" {
-			t.Fatalf("LXD required: %v", err)
-		}
-		t.Skipf("!!! SKIPPING: no LXD: %v", err)
-	}
-	defer c.Close()
+	c := realLXD(t)
 	sys := New(c, "backup-test", engine.Options{})
 	sys.StopTimeout = time.Second // busybox's init ignores the shutdown signal
 	defer sys.Close()
