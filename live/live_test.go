@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/berth-gitops/berth/engine"
-	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler"
 	"github.com/berth-gitops/berth/spec"
 )
