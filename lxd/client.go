@@ -47,6 +47,12 @@ type Config struct {
 	UserAgent string
 }
 
+// responseTimeout bounds how long LXD may take to start answering one
+// request, so a wedged daemon fails a call even when the caller's context
+// has no deadline. It is well above the longest legitimate wait: a
+// /wait?timeout=30 long poll, or a synchronous config change.
+const responseTimeout = 2 * time.Minute
+
 // Client talks to one LXD server (or cluster) for one project. It is safe for
 // concurrent use.
 type Client struct {
@@ -125,12 +131,13 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		c.base = "https://" + host
 		c.wsBase = "wss://" + host
 		c.http = &http.Client{Transport: &http.Transport{
-			DialContext:         dialer.DialContext,
-			TLSClientConfig:     tlsCfg,
-			TLSHandshakeTimeout: 10 * time.Second,
-			MaxIdleConnsPerHost: 8,
-			IdleConnTimeout:     60 * time.Second,
-			ForceAttemptHTTP2:   false,
+			ResponseHeaderTimeout: responseTimeout,
+			DialContext:           dialer.DialContext,
+			TLSClientConfig:       tlsCfg,
+			TLSHandshakeTimeout:   10 * time.Second,
+			MaxIdleConnsPerHost:   8,
+			IdleConnTimeout:       60 * time.Second,
+			ForceAttemptHTTP2:     false,
 		}}
 		c.ws = &websocket.Dialer{
 			NetDialContext:   dialer.DialContext,
@@ -150,9 +157,10 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		c.base = "http://lxd"
 		c.wsBase = "ws://lxd"
 		c.http = &http.Client{Transport: &http.Transport{
-			DialContext:         dial,
-			MaxIdleConnsPerHost: 8,
-			IdleConnTimeout:     60 * time.Second,
+			ResponseHeaderTimeout: responseTimeout,
+			DialContext:           dial,
+			MaxIdleConnsPerHost:   8,
+			IdleConnTimeout:       60 * time.Second,
 		}}
 		c.ws = &websocket.Dialer{NetDialContext: dial, HandshakeTimeout: 10 * time.Second}
 	default:
