@@ -10,7 +10,7 @@ GOPATH_BIN := $(shell PATH="/usr/local/go/bin:$$PATH" $(GO) env GOPATH)/bin
 export PATH := /usr/local/go/bin:$(GOPATH_BIN):$(PATH)
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/berth-gitops/berth/main.version=$(VERSION)
+LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
 # Integration and end-to-end tests share one LXD; running their packages one
 # at a time keeps 2 cores from timing out health checks.

@@ -472,6 +472,9 @@ func TestIntegrationImageImport(t *testing.T) {
 	defer cancel()
 	busybox, err := os.ReadFile("/bin/busybox")
 	if err != nil {
+		if lxdRequired() {
+			t.Fatalf("no /bin/busybox (busybox-static, installed by testenv) to build an image: %v", err)
+		}
 		t.Skipf("no /bin/busybox (busybox-static) to build an image: %v", err)
 	}
 	sfx := randSuffix()

@@ -164,12 +164,15 @@ var yamlLineRE = regexp.MustCompile(`^line (\d+): `)
 // positioned diagnostic; yaml.v3 gives no column for syntax errors.
 func parseDiagnostic(file string, err error) Diagnostic {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
+	line, col := 0, 0
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ = strconv.Atoi(m[1])
 		msg = msg[len(m[0]):]
+		// yaml.v3 gives no column for syntax errors; column 1 keeps every
+		// line in the FILE:LINE:COL form editors and CI annotations parse.
+		col = 1
 	}
-	return Diagnostic{File: file, Line: line, Message: "invalid YAML: " + msg}
+	return Diagnostic{File: file, Line: line, Col: col, Message: "invalid YAML: " + msg}
 }
 
 func (l *loader) document(file string, doc *yaml.Node) {
