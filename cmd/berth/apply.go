@@ -75,9 +75,11 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			}
 			if plan.Empty() {
 				if output == "json" {
-					return writeJSON(out, reconciler.Result{Revision: plan.Revision, Steps: []reconciler.StepResult{}})
+					if err := writeJSON(out, reconciler.Result{Revision: plan.Revision, Steps: []reconciler.StepResult{}}); err != nil {
+						return err
+					}
 				}
-				return nil
+				return heldExit(plan)
 			}
 			confirmed := false
 			if !yes && isTerminal(cmd.InOrStdin()) {
@@ -127,7 +129,7 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			if !res.OK() {
 				return silentExit(exitError)
 			}
-			return nil
+			return heldExit(plan)
 		},
 	}
 	rf.register(cmd)
@@ -135,6 +137,15 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "apply without asking")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format of the plan and result: text or json")
 	return cmd
+}
+
+// heldExit fails an apply that converged everything it could while some
+// apps were held at their last state (invalid specs): not converged.
+func heldExit(plan reconciler.Plan) error {
+	if len(plan.Held) > 0 {
+		return &exitCodeError{code: exitError, err: fmt.Errorf("not converged: %s held at the last applied state (invalid spec)", strings.Join(plan.Held, ", "))}
+	}
+	return nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -311,6 +311,17 @@ func TestEndToEndConverge(t *testing.T) {
 	wantReplicas(t, state, "api", map[string]string{})
 	survivors(state)
 
+	t.Log("step 8b: an invalid spec holds its app as it is, and apply says it did not converge")
+	r.write("apps/web.yaml", strings.Replace(webSpec(3, "hello:2"), "replicas: 3", "replicas: three", 1))
+	r.commit("web: a typo")
+	code, out, errOut = apply("--repo", r.dir)
+	if code != 1 || !strings.Contains(errOut, "web held at the last applied state") || !strings.Contains(errOut, "spec.replicas") {
+		t.Errorf("apply of an invalid spec: exit %d\n%s%s", code, out, errOut)
+	}
+	wantReplicas(t, liveState(t, c, "e2e"), "web", map[string]string{"web-0": "hello:1", "web-1": "hello:1", "web-2": "hello:1"})
+	r.write("apps/web.yaml", webSpec(3, "hello:1"))
+	r.commit("web: fix the typo")
+
 	t.Log("step 9: deleting every file prunes nothing without --allow-mass-prune")
 	r.git("rm", "-q", "apps/web.yaml")
 	r.commit("drop everything")

@@ -19,6 +19,7 @@ type lxdOptions struct {
 	url, cert, key, serverCert string
 	project, target            string
 	registryAuth               string
+	pull                       string
 	remotes                    []string
 }
 
@@ -34,6 +35,7 @@ func (o *lxdOptions) register(cmd *cobra.Command) {
 	f.StringVar(&o.target, "target", "", "cluster member or @group for new instances")
 	f.StringVar(&o.registryAuth, "registry-auth", os.Getenv("BERTH_REGISTRY_AUTH"),
 		"Docker config.json with registry credentials, read on the berth host")
+	f.StringVar(&o.pull, "pull", "if-not-present", "when to pull app images: if-not-present, or always (re-check tags on every create)")
 	f.StringArrayVar(&o.remotes, "image-remote", nil,
 		"NAME=URL of a simplestreams image server for system.image \"NAME:alias\" (repeatable)")
 }
@@ -49,11 +51,19 @@ func (o *lxdOptions) connect(ctx context.Context, owner string, logger *slog.Log
 		}
 		remotes[name] = url
 	}
+	policy := engine.PullIfNotPresent
+	switch o.pull {
+	case "if-not-present":
+	case "always":
+		policy = engine.PullAlways
+	default:
+		return nil, fmt.Errorf("--pull %q: want if-not-present or always", o.pull)
+	}
 	c, err := o.client(ctx)
 	if err != nil {
 		return nil, err
 	}
-	sys := live.New(c, owner, engine.Options{AuthFile: o.registryAuth, Logger: logger})
+	sys := live.New(c, owner, engine.Options{AuthFile: o.registryAuth, Logger: logger, PullPolicy: policy})
 	sys.Remotes = remotes
 	return sys, nil
 }

@@ -79,6 +79,7 @@ type globalOptions struct {
 	countRequests bool
 	owner         string
 	logLevel      string
+	logFormat     string
 	lxd           lxdOptions
 }
 
@@ -91,7 +92,7 @@ func (g *globalOptions) logger(cmd *cobra.Command) *slog.Logger {
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	w := cmd.ErrOrStderr()
-	if isTerminal(w) {
+	if g.logFormat == "text" || g.logFormat != "json" && isTerminal(w) {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
@@ -113,6 +114,14 @@ container on the instance's network. Rolling back is "git revert".`,
 	root.PersistentFlags().StringVar(&g.owner, "owner", "berth",
 		"owner id written to user.berth.owner; instances of other owners are never touched")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal, JSON otherwise)")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		switch g.logFormat {
+		case "auto", "text", "json":
+			return nil
+		}
+		return fmt.Errorf("--log-format %q: want auto, text or json", g.logFormat)
+	}
 	g.lxd.register(root)
 	root.PersistentFlags().BoolVar(&g.countRequests, "count-requests", false, "print LXD request counts (total, writes, execs) to stderr at the end")
 	_ = root.PersistentFlags().MarkHidden("count-requests")

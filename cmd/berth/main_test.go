@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -358,5 +360,54 @@ func TestRollbackCommands(t *testing.T) {
 	}
 	if code, _, errOut := berth(t, "rollback", "--repo", r.dir); code != 1 || !strings.Contains(errOut, "either --to") {
 		t.Errorf("no commits: %d %s", code, errOut)
+	}
+}
+
+func TestStatusFromServer(t *testing.T) {
+	st := reconciler.LoopStatus{
+		Status: reconciler.Status{Revision: "0123456789abcdef", Owner: "berth", Apps: []reconciler.AppStatusView{
+			{App: "web", Desired: 2, Ready: 1, Sync: reconciler.SyncSynced, Health: reconciler.HealthDegraded},
+		}},
+		Phase: "Idle", LastResult: "error",
+		LastGood: map[string]string{"web": "aaaaaaaaaaaaaaaa", "api": "bbbbbbbbbbbbbbbb"},
+		Failures: map[string]reconciler.AppFailure{
+			"web": {Revision: "0123456789abcdef", Count: 2, Reason: "web-0: unhealthy"},
+			"api": {Revision: "0123456789abcdef", Count: 1, Reason: "api-0: exited"},
+		},
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/status" {
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(st)
+	}))
+	defer srv.Close()
+	code, out, errOut := berth(t, "status", "--server", srv.URL)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"Daemon: Idle",
+		"  api: revision 0123456789ab held until",
+		"  web: revision 0123456789ab held until",
+		"  api: last good revision bbbbbbbbbbbb",
+		"web                  1/2     Synced     Degraded",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if strings.Index(out, "  api: revision") > strings.Index(out, "  web: revision") {
+		t.Errorf("failures not sorted:\n%s", out)
+	}
+	if code, out, _ := berth(t, "status", "--server", srv.URL, "-o", "json"); code != 0 || !strings.Contains(out, `"lastGood"`) {
+		t.Errorf("json: %d %s", code, out)
+	}
+	if code, _, errOut := berth(t, "status", "--server", srv.URL+"/nope"); code != 1 || !strings.Contains(errOut, "404") {
+		t.Errorf("bad server: %d %s", code, errOut)
+	}
+	if code, _, errOut := berth(t, "--log-format", "xml", "version"); code != 1 || !strings.Contains(errOut, "--log-format") {
+		t.Errorf("bad --log-format: %d %s", code, errOut)
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,8 +120,12 @@ func statusFromServer(cmd *cobra.Command, base, output string) error {
 	if st.LeaseHolder != "" {
 		fmt.Fprintln(out, "  waiting for the lease held by "+st.LeaseHolder)
 	}
-	for app, f := range st.Failures {
-		fmt.Fprintf(out, "  %s: revision %s held until %s after %d failed rollouts: %s\n", app, f.Revision[:min(12, len(f.Revision))], f.RetryAfter.Format(time.RFC3339), f.Count, f.Reason)
+	for _, app := range slices.Sorted(maps.Keys(st.Failures)) {
+		f := st.Failures[app]
+		fmt.Fprintf(out, "  %s: revision %s held until %s after %d failed rollout(s): %s\n", app, shortRev(f.Revision), f.RetryAfter.Format(time.RFC3339), f.Count, f.Reason)
+	}
+	for _, app := range slices.Sorted(maps.Keys(st.LastGood)) {
+		fmt.Fprintf(out, "  %s: last good revision %s\n", app, shortRev(st.LastGood[app]))
 	}
 	fmt.Fprintln(out)
 	_, err = fmt.Fprint(out, st.Status.Text())
@@ -157,3 +163,5 @@ func newObserveCmd(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVarP(&file, "file", "f", "-", "write the snapshot here")
 	return cmd
 }
+
+func shortRev(sha string) string { return sha[:min(12, len(sha))] }
