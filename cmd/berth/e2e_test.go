@@ -254,6 +254,38 @@ func TestEndToEndConverge(t *testing.T) {
 		t.Errorf("second apply was not a no-op:\n%s", out)
 	}
 
+	t.Log("step 2b: drift made by hand shows in plan and apply corrects it; keys berth does not manage are not drift")
+	if err := c.PatchInstance(ctx, "web-0", lxd.InstancePatch{Config: map[string]string{
+		"limits.memory": "512MiB", "user.note": "made by hand",
+	}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StopInstance(ctx, "web-1", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	{
+		sys := live.New(c, "e2e", engine.Options{})
+		if err := sys.Engine.Remove(ctx, "web-0", "web"); err != nil {
+			t.Fatal(err)
+		}
+		sys.Close()
+	}
+	code, out, errOut := berth(t, "--project", project, "--owner", "e2e", "plan", "--repo", r.dir)
+	if code != 2 || !regexp.MustCompile(`web-0\s+update-in-place\s+\(system.limits.memory: 512MiB → 256MiB\)`).MatchString(out) ||
+		!regexp.MustCompile(`web-0\s+create-container`).MatchString(out) || !regexp.MustCompile(`web-1\s+start`).MatchString(out) ||
+		strings.Contains(out, "user.note") {
+		t.Errorf("plan of hand-made drift: exit %d\n%s%s", code, out, errOut)
+	}
+	mustApply(r)
+	state = liveState(t, c, "e2e")
+	wantReplicas(t, state, "web", map[string]string{"web-0": "hello:1", "web-1": "hello:1"})
+	if m := state["web-0"].Config["limits.memory"]; m != "256MiB" || state["web-0"].Config["user.note"] != "made by hand" {
+		t.Errorf("after apply: limits.memory %q, user.note %q", m, state["web-0"].Config["user.note"])
+	}
+	if code, out, _ := berth(t, "--project", project, "--owner", "e2e", "plan", "--repo", r.dir); code != 0 {
+		t.Errorf("plan after correcting drift: exit %d\n%s", code, out)
+	}
+
 	t.Log("step 3: scale to 3")
 	r.write("apps/web.yaml", webSpec(3, "hello:1"))
 	r.commit("web: scale to 3")
@@ -278,7 +310,7 @@ func TestEndToEndConverge(t *testing.T) {
 	r.write("apps/web.yaml", webSpec(3, "broken:1"))
 	r.write("apps/api.yaml", apiSpec("hello:2"))
 	r.commit("web: broken image; add api")
-	code, out, errOut := apply("--repo", r.dir)
+	code, out, errOut = apply("--repo", r.dir)
 	if code != 1 {
 		t.Fatalf("apply of a broken image: exit %d, want 1\n%s%s", code, out, errOut)
 	}
