@@ -385,7 +385,7 @@ func backupName(name string, now time.Time) string {
 // EnsureContainer waits for the instance's dockerd, then converges its app
 // container.
 func (s *System) EnsureContainer(ctx context.Context, name string, app spec.App, slot int, revision string) error {
-	ctx = engine.WithLogger(ctx, s.Logger.With("revision", shortSHA(revision)))
+	ctx = engine.WithLogger(ctx, s.Logger.With("revision", reconciler.ShortSHA(revision)))
 	if err := s.Engine.WaitDocker(ctx, name, DockerTimeout); err != nil {
 		return err
 	}
@@ -404,10 +404,3 @@ var (
 	_ reconciler.Observer = (*System)(nil)
 	_ reconciler.Driver   = (*System)(nil)
 )
-
-func shortSHA(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
-}

@@ -61,7 +61,7 @@ var ErrStalePlan = errors.New("plan is stale")
 // desired: same revision, and the observed state it was computed from.
 func CheckFresh(plan Plan, desired Desired, observed Observed) error {
 	if plan.Revision != desired.Revision {
-		return fmt.Errorf("%w: it was made for revision %s, not %s", ErrStalePlan, short(plan.Revision), short(desired.Revision))
+		return fmt.Errorf("%w: it was made for revision %s, not %s", ErrStalePlan, ShortSHA(plan.Revision), ShortSHA(desired.Revision))
 	}
 	if plan.Stale(observed) {
 		return fmt.Errorf("%w: the live state changed since it was computed (plan again)", ErrStalePlan)
@@ -69,7 +69,8 @@ func CheckFresh(plan Plan, desired Desired, observed Observed) error {
 	return nil
 }
 
-func short(sha string) string {
+// ShortSHA abbreviates a Git SHA to the 12 digits people read in output.
+func ShortSHA(sha string) string {
 	if len(sha) > 12 {
 		return sha[:12]
 	}

@@ -388,7 +388,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 	if err != nil {
 		return fail("git", err)
 	}
-	log = log.With("revision", short(rev.SHA))
+	log = log.With("revision", ShortSHA(rev.SHA))
 	l.setStatus(func(s *LoopStatus) { s.SourceWarning = rev.Warning })
 	if rev.Warning != "" {
 		log.Warn("not applying the newest revision", "why", rev.Warning)

@@ -192,7 +192,7 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 func (s Status) Text() string {
 	var b strings.Builder
 	if s.Revision != "" {
-		fmt.Fprintf(&b, "Revision %s, owner %s\n\n", short(s.Revision), s.Owner)
+		fmt.Fprintf(&b, "Revision %s, owner %s\n\n", ShortSHA(s.Revision), s.Owner)
 	} else {
 		fmt.Fprintf(&b, "Owner %s (no desired state given)\n\n", s.Owner)
 	}
@@ -215,7 +215,7 @@ func (s Status) Text() string {
 					state += " (" + r.Health + ")"
 				}
 			}
-			fmt.Fprintf(&b, "  %-18s rev %-12s %s\n", r.Instance, short(r.Revision), state)
+			fmt.Fprintf(&b, "  %-18s rev %-12s %s\n", r.Instance, ShortSHA(r.Revision), state)
 		}
 		for _, d := range a.Drift {
 			fmt.Fprintf(&b, "  drift: %s\n", d)

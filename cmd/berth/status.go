@@ -122,10 +122,10 @@ func statusFromServer(cmd *cobra.Command, base, output string) error {
 	}
 	for _, app := range slices.Sorted(maps.Keys(st.Failures)) {
 		f := st.Failures[app]
-		fmt.Fprintf(out, "  %s: revision %s held until %s after %d failed rollout(s): %s\n", app, shortRev(f.Revision), f.RetryAfter.Format(time.RFC3339), f.Count, f.Reason)
+		fmt.Fprintf(out, "  %s: revision %s held until %s after %d failed rollout(s): %s\n", app, reconciler.ShortSHA(f.Revision), f.RetryAfter.Format(time.RFC3339), f.Count, f.Reason)
 	}
 	for _, app := range slices.Sorted(maps.Keys(st.LastGood)) {
-		fmt.Fprintf(out, "  %s: last good revision %s\n", app, shortRev(st.LastGood[app]))
+		fmt.Fprintf(out, "  %s: last good revision %s\n", app, reconciler.ShortSHA(st.LastGood[app]))
 	}
 	fmt.Fprintln(out)
 	_, err = fmt.Fprint(out, st.Status.Text())
@@ -163,5 +163,3 @@ func newObserveCmd(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVarP(&file, "file", "f", "-", "write the snapshot here")
 	return cmd
 }
-
-func shortRev(sha string) string { return sha[:min(12, len(sha))] }
