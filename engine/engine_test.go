@@ -517,3 +517,26 @@ func TestRedact(t *testing.T) {
 		t.Error("clean errors must pass through unchanged")
 	}
 }
+
+// An apply running when LXD goes away must not spend DockerTimeout and
+// then blame Docker: the first failed dial says LXD is not reachable.
+func TestWaitForDockerFailsFastWhenLXDIsUnreachable(t *testing.T) {
+	f := newFakeDaemon(t, "1.41")
+	lxdErr := errors.New("LXD not reachable at /var/lib/lxd/unix.socket: dial unix: connect: no such file or directory")
+	f.dialErr = &unreachableError{err: lxdErr}
+	m := New(f.dialer(), fastOpts())
+	err := m.WaitDocker(context.Background(), "web-0", time.Hour)
+	if !errors.Is(err, ErrBackendUnreachable) || !strings.Contains(err.Error(), "LXD not reachable at /var/lib/lxd/unix.socket") {
+		t.Fatalf("WaitDocker: err = %v", err)
+	}
+	if n := f.dials.Load(); n != 1 {
+		t.Errorf("WaitDocker dialled %d times; want 1 (no retrying while LXD is gone)", n)
+	}
+	err = m.WaitReady(context.Background(), "web-0", "web", time.Hour)
+	if !errors.Is(err, ErrBackendUnreachable) {
+		t.Fatalf("WaitReady: err = %v", err)
+	}
+	if n := f.dials.Load(); n != 2 {
+		t.Errorf("WaitReady dialled %d times in all; want 2", n)
+	}
+}

@@ -25,6 +25,9 @@ func (d lxdDialer) DialExec(ctx context.Context, instance string, command []stri
 		if notRunning(err) {
 			return nil, &notRunningError{err: err}
 		}
+		if errors.Is(err, lxd.ErrUnreachable) {
+			return nil, &unreachableError{err: err}
+		}
 		return nil, err
 	}
 	return ec, nil
@@ -49,3 +52,10 @@ func (e *notRunningError) Error() string {
 }
 
 func (e *notRunningError) Unwrap() []error { return []error{ErrInstanceNotRunning, e.err} }
+
+// unreachableError matches ErrBackendUnreachable and keeps LXD's error,
+// which names where LXD was looked for.
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string   { return e.err.Error() }
+func (e *unreachableError) Unwrap() []error { return []error{ErrBackendUnreachable, e.err} }

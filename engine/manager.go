@@ -31,6 +31,11 @@ var dialStdio = []string{"docker", "system", "dial-stdio"}
 // cached client of that instance has already been dropped.
 var ErrInstanceNotRunning = errors.New("instance is not running")
 
+// ErrBackendUnreachable is matched by errors caused by a tunnel that could
+// not be opened because the API that reaches the instances (LXD) does not
+// answer at all. Waiting for Docker is pointless then: callers fail fast.
+var ErrBackendUnreachable = errors.New("backend unreachable")
+
 // Dialer opens a byte stream to a command running in an instance. The
 // connection must outlive ctx (ctx bounds the start only), because the HTTP
 // transport keeps it for reuse. An error caused by the instance not running
@@ -299,7 +304,7 @@ func (m *Manager) conn(ctx context.Context, instance string) (*conn, error) {
 	// LXD sometimes fails a fresh exec under load ("Failed to retrieve PID
 	// of executing child process") and resets its streams: a new tunnel
 	// usually works, so try twice more before calling Docker unreachable.
-	for try := 1; err != nil && try < 3 && !errors.Is(err, ErrInstanceNotRunning) && cctx.Err() == nil; try++ {
+	for try := 1; err != nil && try < 3 && !errors.Is(err, ErrInstanceNotRunning) && !c.backendDown() && cctx.Err() == nil; try++ {
 		m.log.Debug("docker ping failed, retrying on a new tunnel", "instance", instance, "err", err)
 		select {
 		case <-cctx.Done():
@@ -359,6 +364,13 @@ func (m *Manager) newClient(c *conn) (*client.Client, error) {
 		return nil, fmt.Errorf("docker client for %s: %w", c.instance, err)
 	}
 	return cli, nil
+}
+
+// backendDown reports whether the last tunnel failed because LXD itself
+// could not be reached: a new tunnel would fail the same way.
+func (c *conn) backendDown() bool {
+	de := c.dialErr.Load()
+	return de != nil && errors.Is(*de, ErrBackendUnreachable)
 }
 
 // tunnel is the transport's DialContext for one instance.
@@ -463,6 +475,9 @@ func (m *Manager) WaitDocker(ctx context.Context, instance string, timeout time.
 		}
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, ErrBackendUnreachable) || c != nil && c.backendDown() {
+			return fmt.Errorf("waiting for docker in %s: %w", instance, err)
 		}
 		if ctx.Err() == nil || last == nil {
 			last = err

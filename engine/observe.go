@@ -58,14 +58,27 @@ type Observation struct {
 	Foreign []string
 }
 
-// Container returns berth's container of app, if any.
+// Container returns berth's container of app: the one named after the app
+// and labelled for it, as Ensure names it.
 func (o Observation) Container(app string) (Container, bool) {
 	for _, c := range o.Containers {
-		if c.App() == app {
+		if c.App() == app && c.Name == app {
 			return c, true
 		}
 	}
 	return Container{}, false
+}
+
+// Stale names berth's other containers of app (a "<app>-next" left by an
+// interrupted replacement): Ensure removes them.
+func (o Observation) Stale(app string) []string {
+	var out []string
+	for _, c := range o.Containers {
+		if c.App() == app && c.Name != app {
+			out = append(out, c.Name)
+		}
+	}
+	return out
 }
 
 // Observe lists the containers in instance: one ContainerList, plus one
@@ -121,7 +134,10 @@ func fillFromInspect(ct *Container, insp container.InspectResponse) {
 		ct.State = insp.State.Status
 		ct.ExitCode = insp.State.ExitCode
 		ct.Health = ""
-		if insp.State.Health != nil {
+		// Docker keeps the last health status of a container that has
+		// exited ("exited (healthy)"); it only means something while the
+		// container runs.
+		if insp.State.Health != nil && (insp.State.Running || insp.State.Restarting) {
 			ct.Health = insp.State.Health.Status
 		}
 	}

@@ -146,6 +146,8 @@ func (m *Manager) WaitReady(ctx context.Context, instance, app string, timeout t
 			return notReady("no container")
 		case errors.Is(err, errNotBerths):
 			return notReady(err.Error())
+		case errors.Is(err, ErrBackendUnreachable):
+			return err // no use waiting out the timeout
 		case tctx.Err() == nil:
 			reason = "docker: " + err.Error() // the tunnel may come back
 		}

@@ -184,8 +184,10 @@ func (s *System) observeContainer(ctx context.Context, inst *reconciler.Instance
 		inst.DockerError = err.Error()
 		return
 	}
+	app := inst.Config[reconciler.KeyApp]
 	inst.ForeignContainers = o.Foreign
-	if c, ok := o.Container(inst.Config[reconciler.KeyApp]); ok {
+	inst.StaleContainers = o.Stale(app)
+	if c, ok := o.Container(app); ok {
 		inst.Container = &reconciler.Container{
 			Name: c.Name, ID: c.ID, Image: c.Image, State: c.State, Health: c.Health,
 			RestartCount: c.RestartCount, Labels: c.Labels,
@@ -300,10 +302,23 @@ func (s *System) StartInstance(ctx context.Context, name string) error {
 	return nil
 }
 
-// StopInstance stops an instance cleanly, then by force.
+// StopInstance stops an owned instance cleanly, then by force.
 func (s *System) StopInstance(ctx context.Context, name string) error {
+	inst, _, err := s.LXD.GetInstance(ctx, name)
+	if err != nil {
+		return err
+	}
+	// The plan was made a while ago: re-check that the instance is ours.
+	if inst.Config[reconciler.KeyOwner] != s.Owner {
+		return fmt.Errorf("%s is not owned by %q any more; not stopping it", name, s.Owner)
+	}
 	s.Engine.Forget(name)
 	return s.LXD.StopInstance(ctx, name, s.StopTimeout)
+}
+
+// WaitDocker waits up to timeout for the instance's Docker to answer.
+func (s *System) WaitDocker(ctx context.Context, name string, timeout time.Duration) error {
+	return s.Engine.WaitDocker(ctx, name, timeout)
 }
 
 // UpdateInstance patches config keys live with the ETag of a fresh read,

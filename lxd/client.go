@@ -132,7 +132,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		c.wsBase = "wss://" + host
 		c.http = &http.Client{Transport: &http.Transport{
 			ResponseHeaderTimeout: responseTimeout,
-			DialContext:           dialer.DialContext,
+			DialContext:           unreachable(host, dialer.DialContext),
 			TLSClientConfig:       tlsCfg,
 			TLSHandshakeTimeout:   10 * time.Second,
 			MaxIdleConnsPerHost:   8,
@@ -140,7 +140,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 			ForceAttemptHTTP2:     false,
 		}}
 		c.ws = &websocket.Dialer{
-			NetDialContext:   dialer.DialContext,
+			NetDialContext:   unreachable(host, dialer.DialContext),
 			TLSClientConfig:  tlsCfg,
 			HandshakeTimeout: 10 * time.Second,
 		}
@@ -149,9 +149,9 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		if path == "" {
 			path = DefaultSocketPath()
 		}
-		dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		dial := unreachable(path, func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dialer.DialContext(ctx, "unix", path)
-		}
+		})
 		// Over the socket LXD speaks plain HTTP/1.1; the host name is
 		// irrelevant.
 		c.base = "http://lxd"
@@ -349,6 +349,11 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	c.count(r.method, r.path)
 	resp, err := c.http.Do(req)
 	if err != nil {
+		// Drop net/http's "Get http://lxd/...": the address that was
+		// tried is what helps.
+		if ue := (*UnreachableError)(nil); errors.As(err, &ue) {
+			err = ue
+		}
 		return nil, fmt.Errorf("lxd: %s %s: %w", r.method, r.path, err)
 	}
 	defer resp.Body.Close()

@@ -1,8 +1,10 @@
 package lxd
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 )
@@ -23,7 +25,40 @@ var (
 	ErrForbidden = errors.New("lxd: forbidden")
 	// ErrUntrusted: the HTTPS server does not trust the client certificate.
 	ErrUntrusted = errors.New("lxd: client certificate is not trusted by the server")
+	// ErrUnreachable: no connection to LXD could be made (the socket is
+	// missing, the daemon is stopped, the host does not answer). Callers
+	// fail fast on it instead of waiting for something inside an instance.
+	ErrUnreachable = errors.New("LXD not reachable")
 )
+
+// UnreachableError is a failed connection to LXD, naming where it was
+// tried: "LXD not reachable at /var/lib/lxd/unix.socket: ...".
+type UnreachableError struct {
+	Where string
+	Err   error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("LXD not reachable at %s: %v", e.Where, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Is matches ErrUnreachable.
+func (e *UnreachableError) Is(target error) bool { return target == ErrUnreachable }
+
+// unreachable wraps a dial function so that its failures say where LXD was
+// looked for and match ErrUnreachable. A cancelled dial is not LXD's fault
+// and stays as it is.
+func unreachable(where string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil && ctx.Err() == nil {
+			return nil, &UnreachableError{Where: where, Err: err}
+		}
+		return conn, err
+	}
+}
 
 // StatusError is an error response from LXD (an "error" envelope, or any
 // non-2xx HTTP status).

@@ -37,6 +37,8 @@ type Driver interface {
 	// WaitReady waits until the instance runs, Docker answers and the app
 	// container is ready, within the app's update.healthTimeout.
 	WaitReady(ctx context.Context, name string, app spec.App) error
+	// WaitDocker waits up to timeout for the instance's Docker to answer.
+	WaitDocker(ctx context.Context, name string, timeout time.Duration) error
 	// Preflight checks that an instance of app can be created (its image
 	// and profiles exist) without creating anything: a recreate must not
 	// delete a replica it cannot build again.
@@ -48,6 +50,11 @@ type Driver interface {
 type Observer interface {
 	Observe(ctx context.Context) (Observed, error)
 }
+
+// RepairWait is how long a Restart step waits for a silent Docker to
+// answer before it restarts the instance: a dockerd that is only slow
+// (starting after a reboot, busy) is not worth a restart.
+const RepairWait = 30 * time.Second
 
 // StepOverhead is what a step may take beyond its app's healthTimeout:
 // creating or recreating the instance, starting Docker, pulling the image.
@@ -167,6 +174,8 @@ type Executor struct {
 	// Parallel bounds the steps running at once across all apps (default 4):
 	// each may be an LXD create and an image pull.
 	Parallel int
+	// RepairWait overrides the package's RepairWait (tests).
+	RepairWait time.Duration
 	// Drain, when > 0, lets steps already running go on for up to this long
 	// after ctx is cancelled (a shutdown): a half-done step is worse than a
 	// finished one. No new batch starts once ctx is done.
@@ -362,6 +371,13 @@ func (e *Executor) applyApp(ctx context.Context, app string, idx []int, steps []
 	return res
 }
 
+func (e *Executor) repairWait() time.Duration {
+	if e.RepairWait > 0 {
+		return e.RepairWait
+	}
+	return RepairWait
+}
+
 func (e *Executor) emit(ev Event) {
 	if e.OnEvent != nil {
 		e.OnEvent(ev)
@@ -411,7 +427,22 @@ func (e *Executor) step(ctx context.Context, s Step, app *spec.App, inst *Instan
 		}
 		set := ManagedConfig(*app, owner, revision, s.Slot)
 		return d.UpdateInstance(ctx, s.Instance, set, append(RemovedConfigKeys(observedConfig, *app), staleBerthKeys(observedConfig, set)...))
-	case ReplaceContainer, CreateContainer, StartContainer:
+	case Restart:
+		silent := d.WaitDocker(ctx, s.Instance, e.repairWait())
+		if silent == nil {
+			return converge()
+		}
+		if ctx.Err() != nil {
+			return silent
+		}
+		if err := d.StopInstance(ctx, s.Instance); err != nil {
+			return fmt.Errorf("docker does not answer (%v); restarting the instance: stop: %w", silent, err)
+		}
+		if err := d.StartInstance(ctx, s.Instance); err != nil {
+			return fmt.Errorf("restarting the instance: start: %w", err)
+		}
+		return converge()
+	case ReplaceContainer, CreateContainer, StartContainer, RemoveLeftovers:
 		return converge()
 	case Stop:
 		return d.StopInstance(ctx, s.Instance)

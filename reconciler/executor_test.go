@@ -87,6 +87,10 @@ func (f *fakeDriver) WaitReady(_ context.Context, name string, _ spec.App) error
 	return err
 }
 
+func (f *fakeDriver) WaitDocker(_ context.Context, name string, _ time.Duration) error {
+	return f.record("wait-docker", name)
+}
+
 func execApp(name string, replicas, maxUnavailable int, image string) spec.App {
 	return spec.App{
 		APIVersion: spec.APIVersion, Kind: spec.KindApp,
@@ -277,5 +281,50 @@ func TestRecreateChecksBeforeDeleting(t *testing.T) {
 		if strings.HasPrefix(c, "delete") {
 			t.Errorf("deleted although the new instance cannot be built: %v", f.calls)
 		}
+	}
+}
+
+// A replica whose Docker does not answer is repaired as a planned step:
+// the executor waits (bounded) for Docker, and restarts the instance only
+// if it stays silent.
+func TestApplyRestartRepairsSilentDocker(t *testing.T) {
+	a := execApp("web", 2, 1, "reg/web:1")
+	for _, silent := range []bool{false, true} {
+		t.Run(fmt.Sprint("silent=", silent), func(t *testing.T) {
+			obs := convergedObs(a)
+			obs.Instances[1].Container = nil
+			obs.Instances[1].DockerError = "exec docker system dial-stdio: exit status 1"
+			f := newFakeDriver()
+			if silent {
+				f.fail["wait-docker web-1"] = errors.New("docker did not answer in web-1 within 30s")
+			}
+			plan, res, _ := apply(t, f, Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
+			if len(plan.Steps) != 1 || plan.Steps[0].Action != Restart || !res.OK() {
+				t.Fatalf("plan:\n%s\nresult %+v", plan.Text(), res)
+			}
+			want := []string{"wait-docker web-1", "ensure web-1", "ready web-1"}
+			if silent {
+				want = []string{"wait-docker web-1", "stop web-1", "start web-1", "ensure web-1", "ready web-1"}
+			}
+			if !slices.Equal(f.calls, want) {
+				t.Errorf("calls = %q, want %q", f.calls, want)
+			}
+		})
+	}
+}
+
+// A leftover "<app>-next" container is removed by converging the replica's
+// container (EnsureContainer removes leftovers first).
+func TestApplyRemovesLeftovers(t *testing.T) {
+	a := execApp("web", 1, 1, "reg/web:1")
+	obs := convergedObs(a)
+	obs.Instances[0].StaleContainers = []string{"web-next"}
+	f := newFakeDriver()
+	plan, res, _ := apply(t, f, Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
+	if len(plan.Steps) != 1 || plan.Steps[0].Action != RemoveLeftovers || !res.OK() {
+		t.Fatalf("plan:\n%s\nresult %+v", plan.Text(), res)
+	}
+	if want := []string{"ensure web-0", "ready web-0"}; !slices.Equal(f.calls, want) {
+		t.Errorf("calls = %q, want %q", f.calls, want)
 	}
 }

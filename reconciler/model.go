@@ -94,6 +94,10 @@ type Instance struct {
 	// ForeignContainers names containers without berth labels: reported,
 	// never touched.
 	ForeignContainers []string `json:"foreignContainers,omitempty"`
+	// StaleContainers names berth's containers of the instance's app other
+	// than Container (a "<app>-next" left by a killed rollout): drift, which
+	// the plan removes.
+	StaleContainers []string `json:"staleContainers,omitempty"`
 	// DockerError is set when Docker could not be reached in a running
 	// instance; the container is then unknown, not missing.
 	DockerError string `json:"dockerError,omitempty"`

@@ -35,7 +35,7 @@ func TestRolloutBudgetCountsReplicasAlreadyDown(t *testing.T) {
 	}
 	now.Spec.Update.MaxUnavailable = 1
 	p = MakePlan(Desired{Revision: "r2", Apps: []spec.App{now}}, obs, Policy{})
-	if len(p.Steps) != 0 || len(p.Warnings) == 0 || !strings.Contains(strings.Join(p.Warnings, "\n"), "rollout of 2 replica(s) waits: web-0 unavailable") {
+	if len(p.Steps) != 0 || len(p.Waiting) != 2 || p.Waiting[0].Why != "web-0 unavailable and maxUnavailable is 1" || p.Converged() {
 		t.Errorf("with the budget used up the rollout must wait:\n%s", p.Text())
 	}
 }

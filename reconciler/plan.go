@@ -36,6 +36,13 @@ const (
 	Stop
 	// Delete deletes an instance: scale-down or an app removed from Git.
 	Delete
+	// Restart repairs a running instance whose Docker does not answer: the
+	// executor waits a bounded time (RepairWait) for Docker, restarts the
+	// instance only if it stays silent, then ensures the app container.
+	Restart
+	// RemoveLeftovers removes berth's containers of the app other than the
+	// current one (a "<app>-next" left by a killed rollout).
+	RemoveLeftovers
 )
 
 var actionNames = [...]string{
@@ -48,10 +55,12 @@ var actionNames = [...]string{
 	StartContainer:   "start-container",
 	Stop:             "stop",
 	Delete:           "delete",
+	Restart:          "restart",
+	RemoveLeftovers:  "remove-leftovers",
 }
 
 // Actions lists every action, in the order summaries count them.
-var Actions = []Action{Create, Start, UpdateInPlace, Recreate, ReplaceContainer, CreateContainer, StartContainer, Stop, Delete}
+var Actions = []Action{Create, Start, UpdateInPlace, Recreate, Restart, ReplaceContainer, CreateContainer, StartContainer, RemoveLeftovers, Stop, Delete}
 
 func (a Action) String() string {
 	if a > 0 && int(a) < len(actionNames) {
@@ -100,7 +109,17 @@ func (a *Action) UnmarshalJSON(b []byte) error {
 // available replicas count against update.maxUnavailable.
 func (a Action) disruptive() bool {
 	switch a {
-	case Recreate, ReplaceContainer, Stop, Delete:
+	case Recreate, ReplaceContainer, Restart, Stop, Delete:
+		return true
+	}
+	return false
+}
+
+// containerStep reports whether the action converges the app container
+// of a running instance (and so also removes its leftovers).
+func (a Action) containerStep() bool {
+	switch a {
+	case ReplaceContainer, CreateContainer, StartContainer, RemoveLeftovers:
 		return true
 	}
 	return false
@@ -158,6 +177,15 @@ type Conflict struct {
 	Message string `json:"message"`
 }
 
+// Waiting is a step the plan holds back this run, and why: the app's
+// rollout budget (update.maxUnavailable) is used up by replicas that are
+// not ready. The replica still differs from Git; it is not "no changes".
+type Waiting struct {
+	Step
+	// Why names the unavailable replicas that hold the rollout.
+	Why string `json:"why"`
+}
+
 // Plan is the result of planning: what would change, in which order, and
 // why. It is a value; the executor consumes it.
 type Plan struct {
@@ -178,6 +206,9 @@ type Plan struct {
 	// Held are the apps kept at their last applied state because their
 	// spec is invalid at this revision.
 	Held []string `json:"held,omitempty"`
+	// Waiting are steps held back this run (see Waiting). The executor
+	// does not run them; a later run plans them again.
+	Waiting []Waiting `json:"waiting,omitempty"`
 	// PruneBlocked says why pruning was skipped, if it was.
 	PruneBlocked string `json:"pruneBlocked,omitempty"`
 	// Warnings are things people should know that change no step: foreign
@@ -185,9 +216,15 @@ type Plan struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Empty reports whether the plan changes nothing. Conflicts, warnings and
-// held apps are not changes.
+// Empty reports whether the plan has no step to run now. Conflicts,
+// waiting steps, warnings and held apps are not steps.
 func (p Plan) Empty() bool { return len(p.Steps) == 0 }
+
+// Converged reports whether the live state matches Git as far as this plan
+// can tell: nothing to run, nothing waiting, no wanted name blocked.
+func (p Plan) Converged() bool {
+	return len(p.Steps) == 0 && len(p.Waiting) == 0 && len(p.Conflicts) == 0
+}
 
 // summaryParts says how each action is counted in Summary.
 var summaryParts = map[Action][2]string{
@@ -200,13 +237,26 @@ var summaryParts = map[Action][2]string{
 	StartContainer:   {"%d container to start", "%d containers to start"},
 	Stop:             {"%d to stop", "%d to stop"},
 	Delete:           {"%d to delete", "%d to delete"},
+	Restart:          {"%d to repair (restart)", "%d to repair (restart)"},
+	RemoveLeftovers:  {"%d leftover container cleanup", "%d leftover container cleanups"},
 }
 
-// Summary is one line: "Plan: 2 to create, 1 to recreate, 1 to delete."
-// or "No changes.".
+// Summary is one line: "Plan: 2 to create, 1 to recreate, 1 to delete.",
+// "No changes.", or, when something still differs but cannot be changed
+// now, "Nothing to do now: 2 waiting, 1 blocked by a conflict.".
 func (p Plan) Summary() string {
 	if p.Empty() {
-		return "No changes."
+		if p.Converged() {
+			return "No changes."
+		}
+		var parts []string
+		if n := len(p.Waiting); n > 0 {
+			parts = append(parts, fmt.Sprintf("%d waiting", n))
+		}
+		if n := len(p.Conflicts); n > 0 {
+			parts = append(parts, fmt.Sprintf("%d blocked by a conflict", n))
+		}
+		return "Nothing to do now: " + strings.Join(parts, ", ") + "."
 	}
 	var counts [len(actionNames)]int
 	for _, s := range p.Steps {
@@ -242,6 +292,8 @@ var actionSymbols = [...]string{
 	StartContainer:   ">",
 	Stop:             "#",
 	Delete:           "-",
+	Restart:          "-/+",
+	RemoveLeftovers:  "-",
 }
 
 func (a Action) symbol() string {
@@ -263,6 +315,10 @@ func (p Plan) Text() string {
 		wName = max(wName, len(s.Instance))
 		wAction = max(wAction, len(s.Action.String()))
 	}
+	for _, w := range p.Waiting {
+		wName = max(wName, len(w.Instance))
+		wAction = max(wAction, len(w.Action.String()))
+	}
 	app, batch := "", -1
 	for i, s := range p.Steps {
 		if i == 0 || s.App != app {
@@ -273,16 +329,14 @@ func (p Plan) Text() string {
 			batch = s.Batch
 			fmt.Fprintf(&b, "  batch %d\n", s.Batch)
 		}
-		line := fmt.Sprintf("    %-3s %-*s  %-*s", s.Action.symbol(), wName, s.Instance, wAction, s.Action.String())
-		if len(s.Reasons) > 0 {
-			rs := make([]string, len(s.Reasons))
-			for j, r := range s.Reasons {
-				rs[j] = fmt.Sprintf("%s: %s → %s", r.Field, displayValue(r.Old), displayValue(r.New))
-			}
-			line += "  (" + strings.Join(rs, "; ") + ")"
+		b.WriteString(formatStep(s, wName, wAction))
+	}
+	if len(p.Waiting) > 0 {
+		b.WriteString("\nWaiting (held back this run; the replicas still differ):\n")
+		for _, w := range p.Waiting {
+			b.WriteString(formatStep(w.Step, wName, wAction))
+			fmt.Fprintf(&b, "        waits: %s\n", w.Why)
 		}
-		b.WriteString(strings.TrimRight(line, " "))
-		b.WriteByte('\n')
 	}
 	if len(p.Conflicts) > 0 {
 		b.WriteString("\nConflicts (left untouched):\n")
@@ -307,6 +361,19 @@ func (p Plan) Text() string {
 	}
 	b.WriteString("\n" + p.Summary() + "\n")
 	return b.String()
+}
+
+// formatStep is one step of Text: symbol, instance, action and reasons.
+func formatStep(s Step, wName, wAction int) string {
+	line := fmt.Sprintf("    %-3s %-*s  %-*s", s.Action.symbol(), wName, s.Instance, wAction, s.Action.String())
+	if len(s.Reasons) > 0 {
+		rs := make([]string, len(s.Reasons))
+		for j, r := range s.Reasons {
+			rs[j] = fmt.Sprintf("%s: %s → %s", r.Field, displayValue(r.Old), displayValue(r.New))
+		}
+		line += "  (" + strings.Join(rs, "; ") + ")"
+	}
+	return strings.TrimRight(line, " ") + "\n"
 }
 
 func orDash(s string) string {

@@ -19,6 +19,7 @@ const (
 	stateRunning    = "running"
 	stateRestarting = "restarting"
 	stateDead       = "dead"
+	healthHealthy   = "healthy"
 )
 
 // MakePlan computes the plan that converges observed to desired. It is
@@ -123,13 +124,14 @@ func (pl *planner) indexObserved(observed Observed) {
 			continue
 		}
 		pl.nOwned++
-		app, slot, ok := parseIdentity(inst)
-		if !ok {
+		app, slot, ok := Identity(inst)
+		switch {
+		case ok:
+		case app == "":
 			pl.warnf("instance %s is owned by %s but its %s/%s keys (%q, %q) do not name a replica; left alone",
 				inst.Name, pl.policy.Owner, KeyApp, KeySlot, inst.Config[KeyApp], inst.Config[KeySlot])
 			continue
-		}
-		if !isInstanceName(inst.Name, app, inst.Config[KeySlot]) {
+		default:
 			pl.warnf("instance %s is owned by %s but labelled as %s; left alone", inst.Name, pl.policy.Owner, InstanceName(app, slot))
 			continue
 		}
@@ -154,28 +156,6 @@ func (pl *planner) lookup(name string) *Instance {
 		return nil
 	}
 	return pl.instances[i]
-}
-
-// parseIdentity reads the app and slot berth recorded on an instance.
-func parseIdentity(inst *Instance) (app string, slot int, ok bool) {
-	app = inst.Config[KeyApp]
-	s := inst.Config[KeySlot]
-	if app == "" || s == "" {
-		return "", 0, false
-	}
-	slot, err := strconv.Atoi(s)
-	if err != nil || slot < 0 || strconv.Itoa(slot) != s {
-		return "", 0, false
-	}
-	return app, slot, true
-}
-
-// isInstanceName reports whether name is InstanceName(app, slot), slot
-// given in canonical decimal, without building the name: this runs for
-// every owned instance.
-func isInstanceName(name, app, slot string) bool {
-	return len(name) == len(app)+1+len(slot) &&
-		name[:len(app)] == app && name[len(app)] == '-' && name[len(app)+1:] == slot
 }
 
 // appPlan is what one app's steps are computed from.
@@ -241,7 +221,10 @@ func (pl *planner) planApp(app *spec.App) {
 		ss := pl.replicaSteps(a, slot, inst)
 		switch {
 		case len(ss.steps) == 0:
-			if !serving(inst) {
+			// Not ready with nothing to do: a replica still starting (for
+			// instance after an interrupted rollout) or unhealthy. It is
+			// unavailable, so it uses up the budget.
+			if ReplicaAvailability(inst) == Unavailable {
 				down = append(down, inst.Name)
 			}
 		case ss.disruptive:
@@ -263,8 +246,14 @@ func (pl *planner) planApp(app *spec.App) {
 	// nothing is left of the budget the rollout waits (and says why).
 	budget := a.maxUnavail - len(down)
 	if budget <= 0 && len(disruptive) > 0 {
-		pl.warnf("%s: rollout of %d replica(s) waits: %s unavailable and maxUnavailable is %d",
-			a.name, len(disruptive), strings.Join(down, ", "), a.maxUnavail)
+		// Held back, not dropped: the plan must show that these replicas
+		// still differ, and why they wait.
+		why := fmt.Sprintf("%s unavailable and maxUnavailable is %d", strings.Join(down, ", "), a.maxUnavail)
+		for _, ss := range disruptive {
+			for _, st := range ss.steps {
+				pl.plan.Waiting = append(pl.plan.Waiting, Waiting{Step: st, Why: why})
+			}
+		}
 		disruptive = nil
 	}
 	for i, ss := range disruptive {
@@ -353,7 +342,10 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		// the app container (ContainerHash) once the instance is up.
 		step(Start, Reason{Field: "status", Old: inst.Status, New: StatusRunning})
 	case inst.DockerError != "":
-		pl.warnf("instance %s: docker unreachable (%s); app container not checked", inst.Name, inst.DockerError)
+		// The fleet cannot be checked while Docker is silent, and "no
+		// changes" would be a lie: the executor waits a bounded time for
+		// it to answer, then restarts the instance.
+		step(Restart, Reason{Field: "docker", Old: "not answering: " + inst.DockerError, New: "answering"})
 	default:
 		c := inst.Container
 		switch {
@@ -371,32 +363,30 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 			step(StartContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning})
 		}
 	}
+	if len(inst.StaleContainers) > 0 && len(recreate) == 0 && running && inst.DockerError == "" {
+		// A leftover (a "<app>-next" of a killed rollout) is drift. Every
+		// container step removes leftovers first; without one, a step
+		// of its own does.
+		r := Reason{Field: "container.leftovers", Old: strings.Join(slices.Sorted(slices.Values(inst.StaleContainers)), ","), New: ""}
+		if i := slices.IndexFunc(ss.steps, func(s Step) bool { return s.Action.containerStep() }); i >= 0 {
+			ss.steps[i].Reasons = append(ss.steps[i].Reasons, r)
+		} else {
+			step(RemoveLeftovers, r)
+		}
+	}
 	if len(inst.ForeignContainers) > 0 {
 		names := slices.Sorted(slices.Values(inst.ForeignContainers))
 		pl.warnf("instance %s: containers without berth labels left alone: %s", inst.Name, strings.Join(names, ", "))
 	}
-	available := serving(inst)
+	// When Docker could not be reached the container is unknown, and it
+	// counts as serving: disrupting it must stay within the budget.
+	serving := ReplicaAvailability(inst) != Unavailable
 	for _, s := range ss.steps {
-		if available && s.Action.disruptive() {
+		if serving && s.Action.disruptive() {
 			ss.disruptive = true
 		}
 	}
 	return ss
-}
-
-// serving reports whether a replica is, as far as can be seen, serving:
-// its instance runs and its app container runs. When Docker could not be
-// reached the container is unknown, and it counts as serving, so that
-// disrupting it stays within the budget.
-func serving(inst *Instance) bool {
-	if inst.Status != StatusRunning {
-		return false
-	}
-	if inst.DockerError != "" {
-		return true
-	}
-	c := inst.Container
-	return c != nil && c.State == stateRunning && c.Health != "unhealthy"
 }
 
 // systemReasons compares the instance with the system spec. Differences

@@ -391,17 +391,58 @@ func TestPlanRuntime(t *testing.T) {
 			want:     []string{},
 		},
 		{
-			name: "docker unreachable: no container step, a warning",
+			// A fleet that cannot be checked is not "no changes": the
+			// repair is a planned, visible, disruptive step.
+			name: "docker unreachable: a restart step within the budget",
 			apps: []spec.App{newCtr},
 			observed: edit(fleet(web), "web-1", func(i *Instance) {
 				i.Container = nil
 				i.DockerError = "dial-stdio: exit status 1"
 			}),
-			want: []string{"1 web-0 " + replace, "2 web-2 " + replace},
+			want: []string{"1 web-0 " + replace, "2 web-1 restart (docker: not answering: dial-stdio: exit status 1 → answering)", "3 web-2 " + replace},
 			check: func(t *testing.T, p Plan) {
-				want := []string{"instance web-1: docker unreachable (dial-stdio: exit status 1); app container not checked"}
-				if !slices.Equal(p.Warnings, want) {
+				if len(p.Warnings) != 0 {
 					t.Errorf("Warnings = %q", p.Warnings)
+				}
+			},
+		},
+		{
+			name:     "docker unreachable with nothing else to do is still a step",
+			apps:     []spec.App{web},
+			observed: edit(fleet(web), "web-2", func(i *Instance) { i.Container = nil; i.DockerError = "exit status 1" }),
+			want:     []string{"1 web-2 restart (docker: not answering: exit status 1 → answering)"},
+		},
+		{
+			// A "-next" container left by a killed rollout is drift.
+			name:     "a leftover container is removed",
+			apps:     []spec.App{web},
+			observed: edit(fleet(web), "web-1", func(i *Instance) { i.StaleContainers = []string{"web-next"} }),
+			want:     []string{"1 web-1 remove-leftovers (container.leftovers: web-next → )"},
+		},
+		{
+			name:     "a leftover goes with the container step there is",
+			apps:     []spec.App{newCtr},
+			observed: edit(fleet(web), "web-0", func(i *Instance) { i.StaleContainers = []string{"web-next"} }),
+			want: []string{"1 web-0 replace-container (container.image: registry.example/web:1 → registry.example/web:2; container.leftovers: web-next → )",
+				"2 web-1 " + replace, "3 web-2 " + replace},
+		},
+		{
+			// After a rollout interrupted (kill -9) just after web-0's new
+			// container started, web-0 is "starting" with the new hash. It
+			// is not available: the next replica waits for it.
+			name: "a replica still starting uses up the budget",
+			apps: []spec.App{newCtr},
+			observed: edit(edit(fleet(web), "web-0", func(i *Instance) {
+				i.Container.Labels[LabelContainerHash] = newCtr.Spec.Container.Hash()
+				i.Container.Image = newCtr.Spec.Container.Image
+			}), "web-0", func(i *Instance) { i.Container.Health = "starting" }),
+			want: []string{},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Waiting) != 2 || p.Waiting[0].Instance != "web-1" || !strings.Contains(p.Waiting[0].Why, "web-0 unavailable") {
+					t.Errorf("want web-1 and web-2 waiting for web-0:\n%s", p.Text())
+				}
+				if p.Converged() || !strings.Contains(p.Summary(), "2 waiting") {
+					t.Errorf("a plan with waiting steps is not converged: %s", p.Summary())
 				}
 			},
 		},

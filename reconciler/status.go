@@ -39,8 +39,9 @@ const (
 // AppStatusView is one app's line in the status.
 type AppStatusView struct {
 	App string `json:"app"`
-	// Desired is spec.replicas, or -1 when unknown (no desired state, or
-	// the app is not in Git).
+	// Desired is spec.replicas; for an app held at its last applied state
+	// (invalid spec) the replicas it has, for an app gone from Git 0, and
+	// -1 only when no desired state was given at all.
 	Desired int    `json:"desired"`
 	Ready   int    `json:"ready"`
 	Sync    string `json:"sync"`
@@ -59,8 +60,12 @@ type ReplicaView struct {
 	Slot     int    `json:"slot"`
 	// Status is LXD's instance status.
 	Status string `json:"status"`
-	// Revision is the Git SHA last applied to the instance.
+	// Revision is the Git SHA the replica runs: its app container's
+	// berth.revision label, or the instance's when it has no container.
 	Revision string `json:"revision,omitempty"`
+	// SystemRevision is the Git SHA last applied to the instance itself
+	// (its user.berth.revision key).
+	SystemRevision string `json:"systemRevision,omitempty"`
 	// Container is the app container's state ("" when none was found).
 	Container string `json:"container,omitempty"`
 	Health    string `json:"health,omitempty"`
@@ -95,54 +100,44 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 			get(h).Sync = SyncHeld
 		}
 	}
-	for _, inst := range observed.Instances {
+	for i := range observed.Instances {
+		inst := &observed.Instances[i]
 		if inst.Config[KeyOwner] != owner {
 			continue
 		}
-		app := inst.Config[KeyApp]
-		slot, err := strconv.Atoi(inst.Config[KeySlot])
-		if app == "" || err != nil {
-			continue
+		app, slot, ok := Identity(inst)
+		if !ok {
+			continue // garbled keys: the plan warns about it
 		}
 		v := get(app)
 		if desired != nil && v.Sync == SyncUnknown {
 			v.Sync = SyncOrphaned
 		}
-		r := ReplicaView{Instance: inst.Name, Slot: slot, Status: inst.Status, Revision: inst.Config[KeyRevision], Error: inst.DockerError}
-		if c := inst.Container; c != nil {
-			r.Container, r.Health, r.Image = c.State, c.Health, c.Image
-			if c.State == "running" && (c.Health == "" || c.Health == "healthy") {
-				r.Ready = inst.Status == StatusRunning
-			}
-			switch {
-			case c.Health == "unhealthy":
-				r.Error = "container unhealthy"
-			case c.State != "running":
-				r.Error = "container " + c.State
-			}
-		} else if inst.Status == StatusRunning && r.Error == "" {
-			r.Error = "no app container"
-		}
-		if inst.Status != StatusRunning {
-			r.Error = "instance " + strings.ToLower(inst.Status)
-		}
+		r := replicaView(inst, slot)
 		if r.Ready {
 			v.Ready++
 		}
 		v.Replicas = append(v.Replicas, r)
 	}
+	for _, v := range apps {
+		switch v.Sync {
+		case SyncHeld:
+			v.Desired = len(v.Replicas) // its last applied state is kept
+		case SyncOrphaned:
+			v.Desired = 0
+		}
+	}
 	if plan != nil {
 		for _, s := range plan.Steps {
 			v := get(s.App)
-			fields := make([]string, 0, len(s.Reasons))
-			for _, r := range s.Reasons {
-				fields = append(fields, r.Field)
+			v.Drift = append(v.Drift, stepDrift(s))
+			if v.Sync == SyncSynced {
+				v.Sync = SyncOutOfSync
 			}
-			d := s.Instance + " " + s.Action.String()
-			if len(fields) > 0 {
-				d += " (" + strings.Join(fields, ", ") + ")"
-			}
-			v.Drift = append(v.Drift, d)
+		}
+		for _, w := range plan.Waiting {
+			v := get(w.App)
+			v.Drift = append(v.Drift, stepDrift(w.Step)+" waiting: "+w.Why)
 			if v.Sync == SyncSynced {
 				v.Sync = SyncOutOfSync
 			}
@@ -188,6 +183,52 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 	return st
 }
 
+// replicaView is one owned replica's line, readiness after
+// ReplicaAvailability.
+func replicaView(inst *Instance, slot int) ReplicaView {
+	r := ReplicaView{
+		Instance: inst.Name, Slot: slot, Status: inst.Status,
+		Revision: inst.Config[KeyRevision], SystemRevision: inst.Config[KeyRevision],
+		Ready: ReplicaAvailability(inst) == Ready,
+	}
+	switch {
+	case inst.Status != StatusRunning:
+		r.Error = "instance " + strings.ToLower(inst.Status)
+	case inst.DockerError != "":
+		r.Error = "docker not answering: " + inst.DockerError
+	case inst.Container == nil:
+		r.Error = "no app container"
+	}
+	if c := inst.Container; c != nil {
+		r.Container, r.Health, r.Image = c.State, c.Health, c.Image
+		if rev := c.Labels[LabelRevision]; rev != "" {
+			r.Revision = rev
+		}
+		switch {
+		case r.Error != "":
+		case c.State != stateRunning:
+			r.Error = "container " + c.State
+		case c.Health == "unhealthy":
+			r.Error = "container unhealthy"
+		}
+	}
+	return r
+}
+
+// stepDrift is a step as one drift line: "web-1 update-in-place
+// (system.limits.memory)".
+func stepDrift(s Step) string {
+	fields := make([]string, 0, len(s.Reasons))
+	for _, r := range s.Reasons {
+		fields = append(fields, r.Field)
+	}
+	d := s.Instance + " " + s.Action.String()
+	if len(fields) > 0 {
+		d += " (" + strings.Join(fields, ", ") + ")"
+	}
+	return d
+}
+
 // Text renders the status as a table for people.
 func (s Status) Text() string {
 	var b strings.Builder
@@ -215,7 +256,7 @@ func (s Status) Text() string {
 					state += " (" + r.Health + ")"
 				}
 			}
-			fmt.Fprintf(&b, "  %-18s rev %-12s %s\n", r.Instance, ShortSHA(r.Revision), state)
+			fmt.Fprintf(&b, "  %-18s rev %-12s %s\n", r.Instance, orDash(ShortSHA(r.Revision)), state)
 		}
 		for _, d := range a.Drift {
 			fmt.Fprintf(&b, "  drift: %s\n", d)
