@@ -29,7 +29,7 @@ func TestGolden(t *testing.T) {
 	}
 	for _, dir := range dirs {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			res, err := spec.LoadDir(filepath.Join(dir, "desired"), spec.Options{})
+			res, err := spec.LoadDir(t.Context(), filepath.Join(dir, "desired"), spec.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

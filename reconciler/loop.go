@@ -393,7 +393,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 	if rev.Warning != "" {
 		log.Warn("not applying the newest revision", "why", rev.Warning)
 	}
-	res, err := spec.Load(rev.FS, l.SpecOptions)
+	res, err := spec.Load(ctx, rev.FS, l.SpecOptions)
 	if err != nil {
 		return fail("spec", err)
 	}

@@ -36,7 +36,7 @@ spec:
 		fsys[fmt.Sprintf("apps/f%d.yaml", f)] = &fstest.MapFile{Data: data}
 	}
 	for b.Loop() {
-		r, err := Load(fsys, Options{})
+		r, err := Load(b.Context(), fsys, Options{})
 		if err != nil || !r.OK() || len(r.Apps) != 100 {
 			b.Fatalf("load: %v %v %d", err, r.Diagnostics, len(r.Apps))
 		}

@@ -14,10 +14,6 @@ import (
 // Unmarshal stops at the first type error and knows neither columns nor
 // field paths, while berth must report every problem of the tree at once.
 
-// docBudget bounds how many nodes one document may expand to through
-// aliases and merge keys, so a "billion laughs" file costs milliseconds.
-const docBudget = 200_000
-
 // maxMergeDepth bounds chains of merge keys; real specs use one or two.
 const maxMergeDepth = 16
 
@@ -31,12 +27,28 @@ type segment struct {
 	key *yaml.Node
 }
 
+// budget is what is left of one expansion budget (see MaxDocumentExpansion).
+type budget struct {
+	left, limit int
+	what        string // "document", "file", "spec tree"
+	// aliased is set once an alias or merge key was expanded against the
+	// budget, so running out says what the cause was.
+	aliased bool
+}
+
+func (b *budget) spent() bool { return b.left < 0 }
+
 type decoder struct {
-	file       string
-	opts       Options
-	path       []segment
-	diags      Diagnostics
-	budget     int
+	file  string
+	opts  Options
+	path  []segment
+	diags Diagnostics
+	// budgets are the document's, the file's and the tree's; every node
+	// visited is taken from all three.
+	budgets []*budget
+	// overBudget is set when one ran out; no other problem is reported
+	// after that, as a part-read document would show false ones (like a
+	// required field "missing" after the point where reading stopped).
 	overBudget bool
 	// merging holds the mappings whose merge keys are being expanded, to
 	// catch a merge that includes its own mapping.
@@ -46,8 +58,15 @@ type decoder struct {
 	reported map[Diagnostic]bool
 }
 
-func newDecoder(file string, opts Options) *decoder {
-	return &decoder{file: file, opts: opts, budget: docBudget}
+func newDecoder(file string, opts Options, fileBudget, treeBudget *budget) *decoder {
+	doc := &budget{left: MaxDocumentExpansion, limit: MaxDocumentExpansion, what: "document"}
+	bs := []*budget{doc}
+	for _, b := range []*budget{fileBudget, treeBudget} {
+		if b != nil {
+			bs = append(bs, b)
+		}
+	}
+	return &decoder{file: file, opts: opts, budgets: bs}
 }
 
 var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -81,6 +100,9 @@ func (d *decoder) pop() { d.path = d.path[:len(d.path)-1] }
 
 // errorf records a problem at n for the current path.
 func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
+	if d.overBudget {
+		return
+	}
 	diag := Diagnostic{
 		File:    d.file,
 		Line:    n.Line,
@@ -98,23 +120,43 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 	d.diags = append(d.diags, diag)
 }
 
-// spend takes n from the document's node budget and reports, once, when it
-// runs out.
+// spend takes n from the budgets and reports, once, when one runs out.
 func (d *decoder) spend(n int, at *yaml.Node) bool {
-	d.budget -= n
-	if d.budget >= 0 {
-		return true
+	if d.overBudget {
+		return false
 	}
-	if !d.overBudget {
+	for _, b := range d.budgets {
+		b.left -= n
+	}
+	for _, b := range d.budgets {
+		if !b.spent() {
+			continue
+		}
 		d.overBudget = true
-		d.errorf(at, "document is too large after expanding aliases and merge keys")
+		cause := ""
+		if b.aliased {
+			cause = " after expanding aliases and merge keys"
+		}
+		// No field path: the problem is the whole document's, file's or
+		// tree's, not that of the field where reading stopped.
+		d.diags = append(d.diags, Diagnostic{File: d.file, Line: at.Line, Col: at.Column,
+			Message: fmt.Sprintf("%s is too large%s: over %d nodes to read", b.what, cause, b.limit)})
+		return false
 	}
-	return false
+	return true
+}
+
+// expanding notes that an alias or merge key is being expanded.
+func (d *decoder) expanding() {
+	for _, b := range d.budgets {
+		b.aliased = true
+	}
 }
 
 // resolve follows aliases. It returns nil when the budget is spent.
 func (d *decoder) resolve(n *yaml.Node) *yaml.Node {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		d.expanding()
 		if !d.spend(1, n) {
 			return nil
 		}
@@ -278,6 +320,7 @@ func (d *decoder) mappingDepth(n *yaml.Node, depth int) ([]entry, bool) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			d.expanding()
 			d.merging = append(d.merging, n)
 			m, ok2 := d.merge(v, depth)
 			d.merging = d.merging[:len(d.merging)-1]
@@ -386,6 +429,9 @@ func (d *decoder) require(n *yaml.Node, present map[string]bool, names ...string
 	at := n
 	if len(d.path) > 0 && d.path[len(d.path)-1].key != nil {
 		at = d.path[len(d.path)-1].key
+	}
+	if d.overBudget {
+		return
 	}
 	for _, name := range names {
 		if !present[name] {

@@ -2,6 +2,7 @@ package spec
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -38,9 +39,10 @@ type Result struct {
 	// (where a valid name could be read). The reconciler holds them: it keeps
 	// their last applied state and never prunes them.
 	InvalidApps []string
-	// Unparsable are the files (relative, slash-separated) that are not
-	// YAML at all. Apps in them cannot be known, so the reconciler must not
-	// prune anything in that run.
+	// Unparsable are the files (relative, slash-separated) whose apps
+	// cannot be known: not YAML at all, over a limit (MaxFileSize and the
+	// others), unreadable, or not a regular file (a symlink, a FIFO). The
+	// reconciler must not prune anything in that run.
 	Unparsable []string
 	// Unidentified are the files holding an invalid document whose app
 	// name could not be read (e.g. a misspelt metadata.name). That app is
@@ -62,12 +64,29 @@ func (r *Result) Err() error {
 
 // Load reads every *.yaml and *.yml file under fsys, skipping hidden files
 // and directories (.git, editor backups). Problems with the specs are in
-// the Result; the error is only for failing to read the tree.
-func Load(fsys fs.FS, opts Options) (*Result, error) {
-	l := &loader{opts: opts}
+// the Result; the error is only for failing to read the root of the tree or
+// for ctx ending, which is checked between entries, between documents and
+// while a file is read.
+//
+// Only regular files are specs. A symlink anywhere in the tree is an error
+// on that entry and is never followed, so what is read from disk is what
+// Git holds: a Git fs.FS reports a committed link with fs.ModeSymlink. A
+// named pipe, socket or device with a YAML name is an error and is never
+// opened. Such entries, files over a limit (see MaxFileSize) and files that
+// cannot be read are in Result.Unparsable: their apps cannot be known.
+func Load(ctx context.Context, fsys fs.FS, opts Options) (*Result, error) {
+	l := newLoader(opts)
 	err := fs.WalkDir(fsys, ".", func(name string, de fs.DirEntry, err error) error {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
 		if err != nil {
-			return err
+			if name == "." {
+				return err
+			}
+			// A directory or entry that cannot be read may hold apps.
+			l.fileProblem(name, "cannot be read: "+ioReason(err))
+			return nil
 		}
 		if name != "." && strings.HasPrefix(de.Name(), ".") {
 			if de.IsDir() {
@@ -75,15 +94,10 @@ func Load(fsys fs.FS, opts Options) (*Result, error) {
 			}
 			return nil
 		}
-		if de.IsDir() || !isYAMLFile(name) {
+		if de.IsDir() {
 			return nil
 		}
-		data, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			return err
-		}
-		l.file(name, data)
-		return nil
+		return l.entry(ctx, fsys, name, de)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("spec: reading spec tree: %w", err)
@@ -93,15 +107,160 @@ func Load(fsys fs.FS, opts Options) (*Result, error) {
 
 // LoadDir loads the spec tree rooted at dir. Diagnostics name files
 // relative to dir.
-func LoadDir(dir string, opts Options) (*Result, error) {
-	return Load(os.DirFS(dir), opts)
+func LoadDir(ctx context.Context, dir string, opts Options) (*Result, error) {
+	return Load(ctx, os.DirFS(dir), opts)
 }
 
-// LoadBytes loads one file's contents as if it were the file name.
+// LoadBytes loads one file's contents as if it were the file name, with the
+// same limits as Load.
 func LoadBytes(name string, data []byte, opts Options) (*Result, error) {
-	l := &loader{opts: opts}
-	l.file(name, data)
+	l := newLoader(opts)
+	if len(data) > MaxFileSize {
+		l.fileProblem(name, tooLarge(int64(len(data))))
+		return l.result(), nil
+	}
+	if err := l.file(context.Background(), name, data); err != nil {
+		return nil, err
+	}
 	return l.result(), nil
+}
+
+// entry handles one non-directory entry of the tree.
+func (l *loader) entry(ctx context.Context, fsys fs.FS, name string, de fs.DirEntry) error {
+	typ := de.Type()
+	switch {
+	case typ&fs.ModeSymlink != 0:
+		// Never followed, never read: its target may be outside the
+		// repository, and its content must not reach any message.
+		l.fileProblem(name, "is a symbolic link; berth never follows symlinks in the spec tree: put the file or directory itself here")
+		return nil
+	case !isYAMLFile(name):
+		return nil
+	case !typ.IsRegular():
+		l.fileProblem(name, notRegular(typ))
+		return nil
+	}
+	if l.files >= MaxFiles {
+		l.fileProblem(name, fmt.Sprintf("not read: the spec tree has more than %d spec files (the limit)", MaxFiles))
+		return nil
+	}
+	l.files++
+	info, err := de.Info()
+	if err != nil {
+		l.fileProblem(name, "cannot be read: "+ioReason(err))
+		return nil
+	}
+	if !info.Mode().IsRegular() {
+		l.fileProblem(name, notRegular(info.Mode()))
+		return nil
+	}
+	if info.Size() > MaxFileSize {
+		l.fileProblem(name, tooLarge(info.Size()))
+		return nil
+	}
+	if l.bytes+info.Size() > MaxTreeSize {
+		l.fileProblem(name, treeTooLarge)
+		return nil
+	}
+	data, err := readFile(ctx, fsys, name)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, errTooLarge):
+		l.fileProblem(name, tooLarge(-1))
+		return nil
+	case errors.Is(err, errNotRegular):
+		l.fileProblem(name, "is not a regular file; only regular files are read as specs")
+		return nil
+	case err != nil:
+		l.fileProblem(name, "cannot be read: "+ioReason(err))
+		return nil
+	}
+	if l.bytes+int64(len(data)) > MaxTreeSize {
+		l.fileProblem(name, treeTooLarge)
+		return nil
+	}
+	l.bytes += int64(len(data))
+	return l.file(ctx, name, data)
+}
+
+const treeTooLarge = "not read: the spec files together are over the 16 MiB budget of a spec tree"
+
+// tooLarge says a file is over MaxFileSize; size < 0 when only that is known.
+func tooLarge(size int64) string {
+	if size < 0 {
+		return "is too large: a spec file may have at most 1 MiB"
+	}
+	return fmt.Sprintf("is too large: %d bytes, a spec file may have at most 1 MiB (%d bytes)", size, MaxFileSize)
+}
+
+func notRegular(m fs.FileMode) string {
+	what := "not a regular file"
+	switch t := m.Type(); {
+	case t&fs.ModeNamedPipe != 0:
+		what = "a named pipe (FIFO)"
+	case t&fs.ModeSocket != 0:
+		what = "a socket"
+	case t&fs.ModeCharDevice != 0:
+		what = "a character device"
+	case t&fs.ModeDevice != 0:
+		what = "a device"
+	}
+	return "is " + what + "; only regular files are read as specs"
+}
+
+// ioReason is the cause of a read error without the path, which the
+// diagnostic already names (and which, for os.DirFS, is the full one).
+func ioReason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+var (
+	errTooLarge   = errors.New("file too large")
+	errNotRegular = errors.New("not a regular file")
+)
+
+// readFile reads at most MaxFileSize bytes of a regular file, whatever its
+// Stat said, checking ctx between chunks.
+func readFile(ctx context.Context, fsys fs.FS, name string) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, errNotRegular
+	}
+	r := io.LimitReader(f, MaxFileSize+1)
+	size := min(max(st.Size(), 0), MaxFileSize) + 1
+	data := make([]byte, 0, size)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := r.Read(data[len(data):min(cap(data), len(data)+64<<10)])
+		data = data[:len(data)+n]
+		if len(data) > MaxFileSize {
+			return data, errTooLarge
+		}
+		if err == io.EOF {
+			return data, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 func isYAMLFile(name string) bool {
@@ -116,6 +275,16 @@ type loader struct {
 	docs       []*loadedDoc
 	diags      Diagnostics
 	unparsable []string
+	files      int   // spec files read or refused for size
+	bytes      int64 // bytes of the files read
+	tree       budget
+	// treeSpent names the file where the tree's expansion budget ran out;
+	// later files are not decoded.
+	treeSpent string
+}
+
+func newLoader(opts Options) *loader {
+	return &loader{opts: opts, tree: budget{left: MaxTreeExpansion, what: "spec tree", limit: MaxTreeExpansion}}
 }
 
 type loadedDoc struct {
@@ -124,26 +293,58 @@ type loadedDoc struct {
 	valid bool
 }
 
-func (l *loader) file(name string, data []byte) {
+// fileProblem records a problem with a whole file (or directory, or other
+// entry): its apps cannot be known, so it blocks pruning.
+func (l *loader) fileProblem(name, msg string) {
+	l.diags = append(l.diags, Diagnostic{File: name, Message: msg})
+	l.unparsable = append(l.unparsable, name)
+}
+
+func (l *loader) file(ctx context.Context, name string, data []byte) error {
+	if l.treeSpent != "" {
+		l.fileProblem(name, fmt.Sprintf("not read: the spec tree is too large after expanding aliases and merge keys (the budget ran out in %s)", l.treeSpent))
+		return nil
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	first := len(l.docs)
-	for {
+	file := budget{left: MaxFileExpansion, what: "file", limit: MaxFileExpansion}
+	// unusable marks the whole file: the documents before the problem did
+	// parse, but applying half a file is a surprise nobody wants, so they
+	// are held with the rest.
+	unusable := func() {
+		l.unparsable = append(l.unparsable, name)
+		for _, d := range l.docs[first:] {
+			d.valid = false
+		}
+	}
+	for n := 0; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var doc yaml.Node
 		err := decodeDocument(dec, &doc)
 		if errors.Is(err, io.EOF) {
-			return
+			return nil
 		}
 		if err != nil {
-			l.diags = append(l.diags, parseDiagnostic(name, err))
-			l.unparsable = append(l.unparsable, name)
-			// The documents before the error did parse, but applying half a
-			// file is a surprise nobody wants: hold them with the rest.
-			for _, d := range l.docs[first:] {
-				d.valid = false
-			}
-			return
+			l.diags = append(l.diags, parseDiagnostic(name, data, err))
+			unusable()
+			return nil
 		}
-		l.document(name, &doc)
+		if n == MaxDocuments {
+			l.diags = append(l.diags, Diagnostic{File: name, Line: doc.Line, Col: doc.Column,
+				Message: fmt.Sprintf("too many documents: a spec file may have at most %d", MaxDocuments)})
+			unusable()
+			return nil
+		}
+		l.document(name, &doc, &file)
+		if file.spent() || l.tree.spent() {
+			if l.tree.spent() {
+				l.treeSpent = name
+			}
+			unusable()
+			return nil
+		}
 	}
 }
 
@@ -162,7 +363,7 @@ var yamlLineRE = regexp.MustCompile(`^line (\d+): `)
 
 // parseDiagnostic turns "yaml: line 3: did not find expected key" into a
 // positioned diagnostic; yaml.v3 gives no column for syntax errors.
-func parseDiagnostic(file string, err error) Diagnostic {
+func parseDiagnostic(file string, _ []byte, err error) Diagnostic {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line, col := 0, 0
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
@@ -175,16 +376,38 @@ func parseDiagnostic(file string, err error) Diagnostic {
 	return Diagnostic{File: file, Line: line, Col: col, Message: "invalid YAML: " + msg}
 }
 
-func (l *loader) document(file string, doc *yaml.Node) {
+func (l *loader) document(file string, doc *yaml.Node, fileBudget *budget) {
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return // empty documents, e.g. a trailing "---"
 	}
 	root := doc.Content[0]
-	d := newDecoder(file, l.opts)
+	if countNodes(root, MaxDocumentNodes+1) > MaxDocumentNodes {
+		// Not decoded at all: its name cannot be trusted, and the problems
+		// of a part of it would only hide this one.
+		l.diags = append(l.diags, Diagnostic{File: file, Line: root.Line, Col: root.Column,
+			Message: fmt.Sprintf("document is too large: more than %d YAML nodes (keys, values and list items); an App has a few hundred", MaxDocumentNodes)})
+		l.docs = append(l.docs, &loadedDoc{app: App{Origin: Origin{File: file, Line: root.Line}}})
+		return
+	}
+	d := newDecoder(file, l.opts, fileBudget, &l.tree)
 	app, name := d.app(root)
 	app.Origin = Origin{File: file, Line: root.Line}
 	l.diags = append(l.diags, d.diags...)
 	l.docs = append(l.docs, &loadedDoc{app: app, name: name, valid: len(d.diags) == 0})
+}
+
+// countNodes counts the nodes written under root, without expanding
+// aliases, stopping at limit.
+func countNodes(root *yaml.Node, limit int) int {
+	count := 0
+	stack := []*yaml.Node{root}
+	for len(stack) > 0 && count < limit {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		count++
+		stack = append(stack, n.Content...)
+	}
+	return count
 }
 
 func (l *loader) result() *Result {
@@ -226,6 +449,7 @@ func (l *loader) result() *Result {
 	slices.Sort(r.InvalidApps)
 	r.InvalidApps = slices.Compact(r.InvalidApps)
 	slices.Sort(r.Unparsable)
+	r.Unparsable = slices.Compact(r.Unparsable)
 	r.Diagnostics.sort()
 	return r
 }

@@ -40,7 +40,7 @@ func mustLoadBytes(t *testing.T, src string, opts Options) *Result {
 }
 
 func TestLoadGoodTree(t *testing.T) {
-	r, err := LoadDir("testdata/good", Options{})
+	r, err := LoadDir(t.Context(), "testdata/good", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestLoadGoodTree(t *testing.T) {
 // The bad tree has many problems in several files and documents; all of
 // them must come out of one load, each at its exact place.
 func TestLoadBadTree(t *testing.T) {
-	r, err := LoadDir("testdata/bad", Options{})
+	r, err := LoadDir(t.Context(), "testdata/bad", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +428,7 @@ func TestDuplicateNamesAcrossFiles(t *testing.T) {
 		"b/two.yml":    {Data: []byte(app("db"))},
 		"b/three.yaml": {Data: []byte("# moved\n" + app("web"))},
 	}
-	r, err := Load(fsys, Options{})
+	r, err := Load(t.Context(), fsys, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +453,7 @@ func TestInvalidAndUnparsable(t *testing.T) {
 		".git/x.yaml":  {Data: []byte("not: [yaml")},
 		"dir/.swp.yml": {Data: []byte("not: [yaml")},
 	}
-	r, err := Load(fsys, Options{})
+	r, err := Load(t.Context(), fsys, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,10 +468,10 @@ func TestInvalidAndUnparsable(t *testing.T) {
 }
 
 func TestLoadErrorIsOnlyIO(t *testing.T) {
-	if _, err := LoadDir("testdata/does-not-exist", Options{}); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := LoadDir(t.Context(), "testdata/does-not-exist", Options{}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("err = %v, want ErrNotExist", err)
 	}
-	r, err := Load(fstest.MapFS{}, Options{})
+	r, err := Load(t.Context(), fstest.MapFS{}, Options{})
 	if err != nil || !r.OK() || len(r.Apps) != 0 {
 		t.Errorf("empty tree: %v %+v", err, r)
 	}

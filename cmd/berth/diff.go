@@ -74,7 +74,7 @@ either revision).`,
 			}
 			var sides [2]*loadedSpecs
 			for i, rev := range args {
-				l, err := loadFromGit(repo, rev, sf.dir, sf.options())
+				l, err := loadFromGit(cmd.Context(), repo, rev, sf.dir, sf.options())
 				if err != nil {
 					return err
 				}

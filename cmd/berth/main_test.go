@@ -267,7 +267,7 @@ func TestPlanObserved(t *testing.T) {
 	r := newRepo(t)
 	r.write("apps/web.yaml", appYAML("web", 2, "reg/web:1"))
 	sha := r.commit("web")
-	res, err := spec.LoadDir(filepath.Join(r.dir, "apps"), spec.Options{})
+	res, err := spec.LoadDir(t.Context(), filepath.Join(r.dir, "apps"), spec.Options{})
 	if err != nil || !res.OK() {
 		t.Fatal(err, res.Diagnostics)
 	}

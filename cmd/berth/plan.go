@@ -34,7 +34,7 @@ func (f *repoFlags) desired(cmd *cobra.Command) (reconciler.Desired, *loadedSpec
 	if err != nil {
 		return reconciler.Desired{}, nil, err
 	}
-	l, err := loadFromGit(repo, f.rev, f.dir, f.options())
+	l, err := loadFromGit(cmd.Context(), repo, f.rev, f.dir, f.options())
 	if err != nil {
 		return reconciler.Desired{}, nil, err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path"
@@ -40,7 +41,7 @@ func (l *loadedSpecs) Diagnostics() spec.Diagnostics {
 
 // loadFromDisk reads the spec files under location/dir as they are on disk:
 // what `berth validate` checks before anything is committed.
-func loadFromDisk(location, dir string, opts spec.Options) (*loadedSpecs, error) {
+func loadFromDisk(ctx context.Context, location, dir string, opts spec.Options) (*loadedSpecs, error) {
 	root := filepath.Join(location, dir)
 	st, err := os.Stat(root)
 	if err != nil {
@@ -49,7 +50,7 @@ func loadFromDisk(location, dir string, opts spec.Options) (*loadedSpecs, error)
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", root)
 	}
-	res, err := spec.LoadDir(root, opts)
+	res, err := spec.LoadDir(ctx, root, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +63,7 @@ func loadFromDisk(location, dir string, opts spec.Options) (*loadedSpecs, error)
 
 // loadFromGit reads the spec files under dir at rev from the Git objects of
 // the repository at location (a path or a URL).
-func loadFromGit(repo *source.Repo, rev, dir string, opts spec.Options) (*loadedSpecs, error) {
+func loadFromGit(ctx context.Context, repo *source.Repo, rev, dir string, opts spec.Options) (*loadedSpecs, error) {
 	c, err := repo.Resolve(rev)
 	if err != nil {
 		return nil, err
@@ -71,7 +72,7 @@ func loadFromGit(repo *source.Repo, rev, dir string, opts spec.Options) (*loaded
 	if err != nil {
 		return nil, err
 	}
-	res, err := spec.Load(fsys, opts)
+	res, err := spec.Load(ctx, fsys, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -68,9 +68,9 @@ that Git revision instead. Exit status: 0 valid, 1 invalid.`,
 				if oerr != nil {
 					return oerr
 				}
-				l, err = loadFromGit(repo, rev, sf.dir, sf.options())
+				l, err = loadFromGit(cmd.Context(), repo, rev, sf.dir, sf.options())
 			} else {
-				l, err = loadFromDisk(location, sf.dir, sf.options())
+				l, err = loadFromDisk(cmd.Context(), location, sf.dir, sf.options())
 			}
 			if err != nil {
 				return err

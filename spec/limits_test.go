@@ -1,0 +1,457 @@
+package spec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+)
+
+func mustLoad(t *testing.T, fsys fs.FS) *Result {
+	t.Helper()
+	r, err := Load(t.Context(), fsys, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// appNames lists the names of the valid apps.
+func appNames(r *Result) []string {
+	var out []string
+	for _, a := range r.Apps {
+		out = append(out, a.Metadata.Name)
+	}
+	return out
+}
+
+// countingFS records which files were opened and can run a hook on Open.
+type countingFS struct {
+	fs.FS
+	opened []string
+	onOpen func(name string)
+}
+
+func (c *countingFS) Open(name string) (fs.File, error) {
+	if name != "." {
+		c.opened = append(c.opened, name)
+	}
+	if c.onOpen != nil {
+		c.onOpen(name)
+	}
+	return c.FS.Open(name)
+}
+
+func TestLoadHonoursContext(t *testing.T) {
+	fsys := fstest.MapFS{
+		"a.yaml": {Data: []byte(app("a"))},
+		"b.yaml": {Data: []byte(app("b"))},
+		"c.yaml": {Data: []byte(app("c"))},
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := Load(ctx, fsys, Options{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled before the walk: err = %v, want context.Canceled", err)
+	}
+
+	// Cancelled while the first file is read: no other file is opened.
+	ctx, cancel = context.WithCancel(t.Context())
+	defer cancel()
+	cfs := &countingFS{FS: fsys, onOpen: func(name string) {
+		if strings.HasSuffix(name, ".yaml") {
+			cancel()
+		}
+	}}
+	if _, err := Load(ctx, cfs, Options{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled during the walk: err = %v, want context.Canceled", err)
+	}
+	if len(cfs.opened) != 1 {
+		t.Errorf("opened %v after the context ended, want only the first file", cfs.opened)
+	}
+}
+
+// Symlinks are errors on their entry, never followed: not to a file outside
+// the tree (whose content must never show), not to /dev/zero, not when
+// dangling or looping, not to a directory.
+func TestLoadRejectsSymlinksOnDisk(t *testing.T) {
+	top := t.TempDir()
+	root := filepath.Join(top, "specs")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(root, "apps"), 0o755))
+	must(os.MkdirAll(filepath.Join(top, "elsewhere"), 0o755))
+	must(os.WriteFile(filepath.Join(top, "secret.yaml"), []byte("password: [hunter2-SECRET\n"), 0o644))
+	must(os.WriteFile(filepath.Join(top, "elsewhere", "x.yaml"), []byte(app("elsewhere")), 0o644))
+	must(os.WriteFile(filepath.Join(root, "apps", "ok.yaml"), []byte(app("ok")), 0o644))
+	for link, target := range map[string]string{
+		"apps/secret.yaml": filepath.Join(top, "secret.yaml"),
+		"zero.yaml":        "/dev/zero",
+		"dangling.yml":     filepath.Join(top, "nothing-here"),
+		"loop.yaml":        "loop.yaml",
+		"linked-dir":       filepath.Join(top, "elsewhere"),
+		"notes.txt":        filepath.Join(top, "secret.yaml"),
+	} {
+		must(os.Symlink(target, filepath.Join(root, link)))
+	}
+	r, err := LoadDir(t.Context(), root, Options{})
+	if err != nil {
+		t.Fatalf("a symlink aborted the load: %v", err)
+	}
+	const msg = ": is a symbolic link; berth never follows symlinks in the spec tree: put the file or directory itself here"
+	want := []string{"apps/secret.yaml", "dangling.yml", "linked-dir", "loop.yaml", "notes.txt", "zero.yaml"}
+	var wantDiags []string
+	for _, f := range want {
+		wantDiags = append(wantDiags, f+msg)
+	}
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), wantDiags)
+	sameLines(t, "unparsable", r.Unparsable, want)
+	sameLines(t, "apps", appNames(r), []string{"ok"})
+	if strings.Contains(r.Diagnostics.Error(), "SECRET") || strings.Contains(r.Diagnostics.Error(), top) {
+		t.Errorf("a link's target or its content reached the diagnostics:\n%v", r.Diagnostics)
+	}
+}
+
+// A Git tree reports a committed symlink with fs.ModeSymlink; the policy is
+// the same as on disk.
+func TestLoadRejectsSymlinksInFS(t *testing.T) {
+	fsys := fstest.MapFS{
+		"apps/ok.yaml":     {Data: []byte(app("ok"))},
+		"apps/secret.yaml": {Data: []byte("../../secret.yaml"), Mode: fs.ModeSymlink},
+		"linked-dir":       {Data: []byte("apps"), Mode: fs.ModeSymlink},
+		"loop.yaml":        {Data: []byte("loop.yaml"), Mode: fs.ModeSymlink},
+		"self.yaml":        {Data: []byte("apps/ok.yaml"), Mode: fs.ModeSymlink},
+	}
+	r := mustLoad(t, fsys)
+	const msg = ": is a symbolic link; berth never follows symlinks in the spec tree: put the file or directory itself here"
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{
+		"apps/secret.yaml" + msg, "linked-dir" + msg, "loop.yaml" + msg, "self.yaml" + msg,
+	})
+	sameLines(t, "unparsable", r.Unparsable, []string{"apps/secret.yaml", "linked-dir", "loop.yaml", "self.yaml"})
+	sameLines(t, "apps", appNames(r), []string{"ok"})
+}
+
+func TestLoadRejectsNonRegularFiles(t *testing.T) {
+	fsys := fstest.MapFS{
+		"ok.yaml":   {Data: []byte(app("ok"))},
+		"fifo.yaml": {Mode: fs.ModeNamedPipe},
+		"sock.yml":  {Mode: fs.ModeSocket},
+		"tty.yaml":  {Mode: fs.ModeDevice | fs.ModeCharDevice},
+		"disk.yaml": {Mode: fs.ModeDevice},
+		"fifo.txt":  {Mode: fs.ModeNamedPipe}, // not a spec name: ignored
+	}
+	cfs := &countingFS{FS: fsys}
+	r, err := Load(t.Context(), cfs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{
+		"disk.yaml: is a device; only regular files are read as specs",
+		"fifo.yaml: is a named pipe (FIFO); only regular files are read as specs",
+		"sock.yml: is a socket; only regular files are read as specs",
+		"tty.yaml: is a character device; only regular files are read as specs",
+	})
+	sameLines(t, "unparsable", r.Unparsable, []string{"disk.yaml", "fifo.yaml", "sock.yml", "tty.yaml"})
+	sameLines(t, "opened", cfs.opened, []string{"ok.yaml"})
+}
+
+// endlessFS has one file whose Stat says it is small while its content never
+// ends, like /dev/zero behind a lying file system.
+type endlessFS struct{}
+
+type endlessFile struct{}
+
+type smallInfo struct{}
+
+func (smallInfo) Name() string       { return "big.yaml" }
+func (smallInfo) Size() int64        { return 10 }
+func (smallInfo) Mode() fs.FileMode  { return 0o644 }
+func (smallInfo) ModTime() time.Time { return time.Time{} }
+func (smallInfo) IsDir() bool        { return false }
+func (smallInfo) Sys() any           { return nil }
+
+func (endlessFile) Stat() (fs.FileInfo, error) { return smallInfo{}, nil }
+func (endlessFile) Close() error               { return nil }
+func (endlessFile) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = '#'
+	}
+	return len(p), nil
+}
+
+func (endlessFS) Open(name string) (fs.File, error) {
+	if name == "big.yaml" {
+		return endlessFile{}, nil
+	}
+	return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+}
+
+func (endlessFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	if name != "." {
+		return nil, &fs.PathError{Op: "readdir", Path: name, Err: fs.ErrNotExist}
+	}
+	return []fs.DirEntry{fs.FileInfoToDirEntry(smallInfo{})}, nil
+}
+
+func (endlessFS) Stat(name string) (fs.FileInfo, error) {
+	if name == "." {
+		return fstest.MapFS{"x": {}}.Stat(".")
+	}
+	return smallInfo{}, nil
+}
+
+func TestLoadRejectsLargeFiles(t *testing.T) {
+	big := make([]byte, MaxFileSize+1)
+	for i := range big {
+		big[i] = '#'
+	}
+	r := mustLoad(t, fstest.MapFS{
+		"ok.yaml":  {Data: []byte(app("ok"))},
+		"big.yaml": {Data: big},
+		"max.yaml": {Data: big[:MaxFileSize]},
+	})
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{
+		"big.yaml: is too large: 1048577 bytes, a spec file may have at most 1 MiB (1048576 bytes)",
+	})
+	sameLines(t, "unparsable", r.Unparsable, []string{"big.yaml"})
+	sameLines(t, "apps", appNames(r), []string{"ok"})
+
+	// Stat lies: the read stops at the limit all the same.
+	r = mustLoad(t, endlessFS{})
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{
+		"big.yaml: is too large: a spec file may have at most 1 MiB",
+	})
+	sameLines(t, "unparsable", r.Unparsable, []string{"big.yaml"})
+
+	r, err := LoadBytes("big.yaml", big, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameLines(t, "LoadBytes", diagStrings(r.Diagnostics), []string{
+		"big.yaml: is too large: 1048577 bytes, a spec file may have at most 1 MiB (1048576 bytes)",
+	})
+}
+
+func TestLoadTreeBudget(t *testing.T) {
+	fill := make([]byte, MaxFileSize)
+	for i := range fill {
+		fill[i] = '#'
+	}
+	fsys := fstest.MapFS{"a-ok.yaml": {Data: []byte(app("ok"))}}
+	for i := range 17 {
+		fsys[fmt.Sprintf("f%02d.yaml", i)] = &fstest.MapFile{Data: fill}
+	}
+	r := mustLoad(t, fsys)
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{
+		"f15.yaml: not read: the spec files together are over the 16 MiB budget of a spec tree",
+		"f16.yaml: not read: the spec files together are over the 16 MiB budget of a spec tree",
+	})
+	sameLines(t, "unparsable", r.Unparsable, []string{"f15.yaml", "f16.yaml"})
+	sameLines(t, "apps", appNames(r), []string{"ok"})
+}
+
+func TestLoadFileCountLimit(t *testing.T) {
+	fsys := fstest.MapFS{}
+	for i := range MaxFiles + 2 {
+		fsys[fmt.Sprintf("f%04d.yaml", i)] = &fstest.MapFile{Data: []byte("# empty\n")}
+	}
+	r := mustLoad(t, fsys)
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{
+		"f1000.yaml: not read: the spec tree has more than 1000 spec files (the limit)",
+		"f1001.yaml: not read: the spec tree has more than 1000 spec files (the limit)",
+	})
+	sameLines(t, "unparsable", r.Unparsable, []string{"f1000.yaml", "f1001.yaml"})
+}
+
+func TestLoadUnreadableFileIsADiagnostic(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root reads files whatever their mode")
+	}
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "ok.yaml"), []byte(app("ok")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "locked.yaml"), []byte(app("locked")), 0o000); err != nil {
+		t.Fatal(err)
+	}
+	r, err := LoadDir(t.Context(), root, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{"locked.yaml: cannot be read: permission denied"})
+	sameLines(t, "unparsable", r.Unparsable, []string{"locked.yaml"})
+}
+
+// aliasHeavy is a file of docs documents, the first defining a 900-key
+// anchor and each merging it 40 times: about 75,000 nodes to read per
+// document, under the document's budget, but adding up across documents
+// (anchors are shared by the documents of a file).
+func aliasHeavy(prefix string, docs int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: berth/v1\nkind: App\nmetadata: {name: %sbase}\nspec:\n  system: {image: debian}\n  container:\n    image: nginx\n    env: &m {", prefix)
+	for i := range 900 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "K%d: v", i)
+	}
+	b.WriteString("}\n")
+	merges := strings.TrimSuffix(strings.Repeat("*m, ", 40), ", ")
+	for i := range docs {
+		fmt.Fprintf(&b, "---\napiVersion: berth/v1\nkind: App\nmetadata: {name: %s%d}\nspec:\n  system: {image: debian}\n  container:\n    image: nginx\n    env: {<<: [%s]}\n", prefix, i, merges)
+	}
+	return b.String()
+}
+
+// The alias budget is per file as well as per document: many small
+// alias-heavy documents in one file used to cost a minute of CPU.
+func TestAliasBudgetPerFile(t *testing.T) {
+	src := aliasHeavy("a", 500)
+	if len(src) > MaxFileSize {
+		t.Fatalf("test file is %d bytes, over the size limit", len(src))
+	}
+	l := newLoader(Options{})
+	if err := l.file(t.Context(), "many.yaml", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
+	r := l.result()
+	var budgetDiags []string
+	for _, d := range r.Diagnostics {
+		if strings.Contains(d.Message, "too large") {
+			budgetDiags = append(budgetDiags, d.String())
+		}
+	}
+	if len(budgetDiags) != 1 || !strings.Contains(budgetDiags[0], "many.yaml:") ||
+		!strings.Contains(budgetDiags[0], ": file is too large after expanding aliases and merge keys: over 2000000 nodes to read") {
+		t.Errorf("want one file-budget diagnostic, got:\n%v", r.Diagnostics)
+	}
+	if len(r.Diagnostics) != 1 {
+		t.Errorf("want no other diagnostic, got:\n%v", r.Diagnostics)
+	}
+	sameLines(t, "unparsable", r.Unparsable, []string{"many.yaml"})
+	if len(r.Apps) != 0 {
+		t.Errorf("%d apps of a file over budget were applied", len(r.Apps))
+	}
+	if spent := MaxTreeExpansion - l.tree.left; spent > MaxFileExpansion+MaxDocumentExpansion {
+		t.Errorf("read %d nodes, want the file's budget to stop it near %d", spent, MaxFileExpansion)
+	}
+	if n := len(r.InvalidApps); n < 10 || n > 40 {
+		t.Errorf("%d documents decoded before the budget ran out, want a few dozen", n)
+	}
+}
+
+// The issue's file: 5,000 small alias-heavy documents. It is over the size
+// limit; with the size limit out of the way, the document count stops it.
+func TestAliasBudgetManyDocuments(t *testing.T) {
+	src := aliasHeavy("a", 5000)
+	r, err := LoadBytes("many.yaml", []byte(src), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameLines(t, "LoadBytes", diagStrings(r.Diagnostics), []string{
+		fmt.Sprintf("many.yaml: is too large: %d bytes, a spec file may have at most 1 MiB (1048576 bytes)", len(src)),
+	})
+	l := newLoader(Options{})
+	var b strings.Builder
+	for i := range MaxDocuments + 1 {
+		fmt.Fprintf(&b, "---\n# %d\n", i)
+	}
+	if err := l.file(t.Context(), "docs.yaml", []byte(b.String())); err != nil {
+		t.Fatal(err)
+	}
+	r = l.result()
+	sameLines(t, "document count", diagStrings(r.Diagnostics), []string{
+		"docs.yaml:2001:1: too many documents: a spec file may have at most 1000",
+	})
+	sameLines(t, "unparsable", r.Unparsable, []string{"docs.yaml"})
+}
+
+// The tree has a budget too: files each under theirs add up.
+func TestAliasBudgetPerTree(t *testing.T) {
+	fsys := fstest.MapFS{"a-ok.yaml": {Data: []byte(app("ok"))}}
+	for i := range 12 {
+		fsys[fmt.Sprintf("f%02d.yaml", i)] = &fstest.MapFile{Data: []byte(aliasHeavy(fmt.Sprintf("f%d-", i), 20))}
+	}
+	r := mustLoad(t, fsys)
+	// The budget runs out in one file; the files after it are not read.
+	out := ""
+	for _, d := range r.Diagnostics {
+		if strings.HasPrefix(d.Message, "spec tree is too large") {
+			out = d.File
+		}
+	}
+	if out == "" || out == "f00.yaml" || out == "f11.yaml" {
+		t.Fatalf("want the tree budget to run out in a middle file, got:\n%v", r.Diagnostics)
+	}
+	var want, wantUnparsable, wantApps []string
+	for i := range 12 {
+		f := fmt.Sprintf("f%02d.yaml", i)
+		switch {
+		case f == out:
+			want = append(want, f+": spec tree is too large after expanding aliases and merge keys: over 8000000 nodes to read")
+			wantUnparsable = append(wantUnparsable, f)
+		case f > out:
+			want = append(want, f+": not read: the spec tree is too large after expanding aliases and merge keys (the budget ran out in "+out+")")
+			wantUnparsable = append(wantUnparsable, f)
+		default:
+			wantApps = append(wantApps, fmt.Sprintf("f%d-base", i))
+		}
+	}
+	var got []string
+	for _, d := range r.Diagnostics {
+		got = append(got, d.File+": "+d.Message)
+	}
+	sameLines(t, "diagnostics", got, want)
+	sameLines(t, "unparsable", r.Unparsable, wantUnparsable)
+	for _, a := range append(wantApps, "ok") {
+		if !slices.Contains(appNames(r), a) {
+			t.Errorf("app %s of a file before the budget ran out is missing", a)
+		}
+	}
+	if n := len(r.Apps); n != 1+len(wantApps)*21 {
+		t.Errorf("%d apps, want those of the files before the budget ran out", n)
+	}
+}
+
+// A large document with no aliases is "too large", not "too large after
+// expanding aliases", and is not read further, so no false "required field
+// is missing" follows.
+func TestLargeDocumentDiagnostic(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("apiVersion: berth/v1\nkind: App\nmetadata: {name: big}\nspec:\n")
+	for i := range 30_000 {
+		fmt.Fprintf(&b, "  k%d: 1\n", i)
+	}
+	r := mustLoadBytes(t, b.String(), Options{})
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{
+		"app.yaml:1:1: document is too large: more than 50000 YAML nodes (keys, values and list items); an App has a few hundred",
+	})
+	sameLines(t, "unidentified", r.Unidentified, []string{"app.yaml"})
+}
+
+// When the alias budget runs out, nothing after it is reported: the
+// document was only partly read.
+func TestAliasBombNoFollowOnDiagnostics(t *testing.T) {
+	// The bomb comes before the required spec.container.
+	src := "apiVersion: berth/v1\nkind: App\nmetadata: {name: web}\nspec:\n  system:\n    image: debian\n    config:\n      <<: [&l0 {a: \"1\"}"
+	for i := 1; i <= 40; i++ {
+		src += fmt.Sprintf(", &l%d {<<: [*l%d, *l%d]}", i, i-1, i-1)
+	}
+	src += "]\n"
+	r := mustLoadBytes(t, src, Options{})
+	if len(r.Diagnostics) != 1 || r.Diagnostics[0].Path != "" ||
+		r.Diagnostics[0].Message != "document is too large after expanding aliases and merge keys: over 200000 nodes to read" {
+		t.Errorf("want only the budget diagnostic, got:\n%v", r.Diagnostics)
+	}
+	sameLines(t, "invalid", r.InvalidApps, []string{"web"})
+}
