@@ -115,25 +115,21 @@ func openPath(p string) (*git.Repository, error) {
 // daemon's fetch, rollback's revert commits).
 func (r *Repo) Git() *git.Repository { return r.repo }
 
-// Resolve turns a revision (branch, tag, SHA or a prefix of one, HEAD~1,
-// origin/main, ...) into a commit. Branches of a cloned URL live under
-// refs/remotes/origin, so "main" is also tried as "origin/main".
+// Resolve turns a revision into a commit: a branch, tag or other ref
+// (origin/main, refs/tags/v1, HEAD), a SHA or a prefix of at least 4 hex
+// digits, followed by ~N, ^N, ^{commit} or ^{}. Branches of a cloned URL
+// live under refs/remotes/origin, so a name found nowhere else is also
+// tried as origin/NAME.
+//
+// What berth cannot resolve exactly is refused, never resolved to another
+// commit: an ambiguous name or SHA prefix (ErrRevisionAmbiguous, naming
+// the candidates), reflog and upstream syntax @{...}, REV:PATH, :/TEXT,
+// ^{/TEXT}, ^{tree} and the like, ranges (ErrRevisionUnsupported). A
+// revision that names nothing is ErrRevisionNotFound.
 func (r *Repo) Resolve(rev string) (Commit, error) {
-	if rev == "" {
-		rev = "HEAD"
-	}
-	h, err := r.repo.ResolveRevision(plumbing.Revision(rev))
+	c, err := resolveCommit(r.repo, rev, git.DefaultRemoteName, redactURL(r.Location))
 	if err != nil {
-		if h2, err2 := r.repo.ResolveRevision(plumbing.Revision("origin/" + rev)); err2 == nil {
-			h, err = h2, nil
-		}
-	}
-	if err != nil {
-		return Commit{}, fmt.Errorf("%w: %q in %s", ErrRevisionNotFound, rev, r.Location)
-	}
-	c, err := r.repo.CommitObject(*h)
-	if err != nil {
-		return Commit{}, fmt.Errorf("%w: %q in %s: %v", ErrRevisionNotFound, rev, r.Location, err)
+		return Commit{}, err
 	}
 	return commitOf(c), nil
 }

@@ -241,13 +241,9 @@ func checkClean(wt *git.Worktree) (map[string]bool, error) {
 
 // planRollbackTo plans one commit that gives HEAD the tree of rev.
 func planRollbackTo(repo *git.Repository, head *object.Commit, rev string) ([]plannedCommit, []Commit, error) {
-	h, err := repo.ResolveRevision(plumbing.Revision(rev))
+	target, err := resolveCommit(repo, rev, "", "this repository")
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %q", ErrRevisionNotFound, rev)
-	}
-	target, err := repo.CommitObject(*h)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %q: %v", ErrRevisionNotFound, rev, err)
+		return nil, nil, err
 	}
 	if target.Hash == head.Hash {
 		return nil, nil, fmt.Errorf("nothing to roll back: %s is HEAD", rev)
@@ -302,13 +298,9 @@ func planReverts(repo *git.Repository, head *object.Commit, revs []string) ([]pl
 	var commits []*object.Commit
 	seen := map[plumbing.Hash]bool{}
 	for _, rev := range revs {
-		h, err := repo.ResolveRevision(plumbing.Revision(rev))
+		c, err := resolveCommit(repo, rev, "", "this repository")
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %q", ErrRevisionNotFound, rev)
-		}
-		c, err := repo.CommitObject(*h)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %q: %v", ErrRevisionNotFound, rev, err)
+			return nil, nil, err
 		}
 		if _, ok := pos[c.Hash]; !ok {
 			return nil, nil, fmt.Errorf("%s (%s) is not a commit of this branch", rev, shortSHA(c.Hash.String()))
