@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -80,21 +81,58 @@ type Client struct {
 	counts map[string]uint64
 }
 
+// systemSockets are where LXD installs put their socket: the Debian
+// package, then the snap.
+var systemSockets = []string{"/var/lib/lxd/unix.socket", "/var/snap/lxd/common/lxd/unix.socket"}
+
+// defaultSockets are the local sockets LXD's own client would try, in
+// order: $LXD_SOCKET, else $LXD_DIR/unix.socket, else systemSockets.
+func defaultSockets() []string {
+	if p := os.Getenv("LXD_SOCKET"); p != "" {
+		return []string{p}
+	}
+	if d := os.Getenv("LXD_DIR"); d != "" {
+		return []string{filepath.Join(d, "unix.socket")}
+	}
+	return systemSockets
+}
+
+// socketExists reports whether path may be a socket to dial: it exists, or
+// it cannot be looked at (the dial then says why).
+func socketExists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, fs.ErrNotExist)
+}
+
 // DefaultSocketPath returns the local socket LXD's own client would use:
 // $LXD_SOCKET, else $LXD_DIR/unix.socket, else the Debian package's
 // /var/lib/lxd/unix.socket when it exists, else the snap's socket.
 func DefaultSocketPath() string {
-	if p := os.Getenv("LXD_SOCKET"); p != "" {
-		return p
+	paths := defaultSockets()
+	for _, p := range paths {
+		if socketExists(p) {
+			return p
+		}
 	}
-	if d := os.Getenv("LXD_DIR"); d != "" {
-		return filepath.Join(d, "unix.socket")
+	return paths[len(paths)-1]
+}
+
+// dialDefaultSocket dials the first of defaultSockets that exists, looked
+// up at each dial (LXD may start after berth). When none exists it fails at
+// once, naming every path it looked at: naming only the last would send a
+// Debian user whose LXD is down looking for the snap.
+func dialDefaultSocket(dialer *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, _, _ string) (net.Conn, error) {
+		paths := defaultSockets()
+		for _, p := range paths {
+			if socketExists(p) {
+				return unreachable(p, func(ctx context.Context, _, _ string) (net.Conn, error) {
+					return dialer.DialContext(ctx, "unix", p)
+				})(ctx, "unix", p)
+			}
+		}
+		return nil, &UnreachableError{Where: strings.Join(paths, " or "), Err: errors.New("no such socket (is LXD installed and running?)")}
 	}
-	const debian = "/var/lib/lxd/unix.socket"
-	if _, err := os.Stat(debian); err == nil {
-		return debian
-	}
-	return "/var/snap/lxd/common/lxd/unix.socket"
 }
 
 // Connect builds a client and checks the server with GET /1.0. Over HTTPS, a
@@ -146,12 +184,12 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		}
 	case cfg.URL == "" || strings.HasPrefix(cfg.URL, "unix://") || !strings.Contains(cfg.URL, "://"):
 		path := strings.TrimPrefix(cfg.URL, "unix://")
-		if path == "" {
-			path = DefaultSocketPath()
+		dial := dialDefaultSocket(dialer)
+		if path != "" {
+			dial = unreachable(path, func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return dialer.DialContext(ctx, "unix", path)
+			})
 		}
-		dial := unreachable(path, func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", path)
-		})
 		// Over the socket LXD speaks plain HTTP/1.1; the host name is
 		// irrelevant.
 		c.base = "http://lxd"
