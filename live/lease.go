@@ -4,29 +4,52 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-gitops/berth/lxd"
+	"github.com/berth-gitops/berth/reconciler"
 )
 
-// Lease keeps one reconciler per owner on an LXD server. It lives in LXD
-// itself, so it needs no other coordination service: the server config key
+// Lease keeps one writer per owner on an LXD server: `berth run` for as
+// long as it runs, `berth apply` for one apply. It lives in LXD itself, so
+// it needs no other coordination service: the server config key
 // user.berth.lease.<owner> holds "<holder> <expiry unix seconds>", and every
-// change goes through If-Match, so two daemons racing for it cannot both
-// win. A holder renews it on each run; when it stops renewing (killed, host
-// gone) another takes over once the expiry passes.
+// change goes through If-Match, so two writers racing for it cannot both
+// win. A holder renews it; when it stops renewing (killed, host gone)
+// another takes over once the expiry passes.
 type Lease struct {
 	LXD    *lxd.Client
 	Owner  string
-	Holder string // unique per daemon: host name and pid
+	Holder string // unique per process, no spaces: see HolderID
 	TTL    time.Duration
 	Now    func() time.Time
 }
 
+var (
+	// ErrLeaseContended: the server config changed under every attempt
+	// (HTTP 412 each time); nobody was refused, try again soon.
+	ErrLeaseContended = reconciler.ErrLeaseContended
+	// ErrLeaseLost: the lease was taken by another, or could not be
+	// renewed before it expired.
+	ErrLeaseLost = reconciler.ErrLeaseLost
+)
+
+// acquireTries bounds the read-and-write attempts of one Acquire.
+const acquireTries = 5
+
 // LeaseKey is the server config key of owner's lease.
 func LeaseKey(owner string) string { return "user.berth.lease." + owner }
+
+// HolderID names a lease holder: what it is (run, apply), its host and
+// pid for people, and a random part, since pids repeat across containers
+// and restarts.
+func HolderID(kind, host string, pid int) string {
+	return fmt.Sprintf("berth-%s@%s:%d:%06x", kind, strings.ReplaceAll(host, " ", "_"), pid, rand.Uint32()&0xffffff)
+}
 
 func (l *Lease) now() time.Time {
 	if l.Now != nil {
@@ -49,58 +72,222 @@ func parseLease(v string) (holder string, expiry time.Time) {
 }
 
 // Acquire takes the lease when it is free, expired or already ours, and
-// extends it by TTL. held=false names the current holder.
-func (l *Lease) Acquire(ctx context.Context) (bool, string, error) {
+// extends it by TTL. When another holds it, the state names the holder and
+// its expiry (Held false, no error). ErrLeaseContended means every attempt
+// met a concurrent change of the server config: try again soon.
+func (l *Lease) Acquire(ctx context.Context) (reconciler.LeaseState, error) {
 	// The ETag covers the whole server config, so another owner renewing
 	// its own lease makes ours fail with 412: read again and retry.
-	for try := 0; ; try++ {
-		held, holder, err := l.acquire(ctx)
-		if !errors.Is(err, lxd.ErrPreconditionFailed) || try == 4 {
-			if errors.Is(err, lxd.ErrPreconditionFailed) {
-				return false, "unknown (server config keeps changing)", nil
-			}
-			return held, holder, err
+	for try := 1; ; try++ {
+		st, err := l.acquire(ctx)
+		if !errors.Is(err, lxd.ErrPreconditionFailed) {
+			return st, err
+		}
+		if try == acquireTries {
+			return reconciler.LeaseState{}, fmt.Errorf("%w (%d attempts)", ErrLeaseContended, try)
+		}
+		// A little random wait, so racing writers fall out of step.
+		t := time.NewTimer(time.Duration(10+rand.IntN(40*try)) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return reconciler.LeaseState{}, ctx.Err()
+		case <-t.C:
 		}
 	}
 }
 
-func (l *Lease) acquire(ctx context.Context) (bool, string, error) {
+func (l *Lease) acquire(ctx context.Context) (reconciler.LeaseState, error) {
 	srv, etag, err := l.LXD.GetServer(ctx)
 	if err != nil {
-		return false, "", fmt.Errorf("read lease: %w", err)
+		return reconciler.LeaseState{}, fmt.Errorf("read lease: %w", err)
 	}
 	cur, _ := srv.Config[LeaseKey(l.Owner)].(string)
 	holder, expiry := parseLease(cur)
 	now := l.now()
 	if holder != "" && holder != l.Holder && now.Before(expiry) {
-		return false, fmt.Sprintf("%s (until %s)", holder, expiry.UTC().Format(time.RFC3339)), nil
+		return reconciler.LeaseState{Holder: holder, Expiry: expiry}, nil
 	}
-	value := fmt.Sprintf("%s %d", l.Holder, now.Add(l.TTL).Unix())
+	// Unix seconds round down: the lease written never outlasts TTL.
+	until := time.Unix(now.Add(l.TTL).Unix(), 0)
+	value := fmt.Sprintf("%s %d", l.Holder, until.Unix())
 	err = l.LXD.PatchServerConfig(ctx, map[string]any{LeaseKey(l.Owner): value}, etag)
 	if errors.Is(err, lxd.ErrPreconditionFailed) {
-		return false, "", err
+		return reconciler.LeaseState{}, err
 	}
 	if err != nil {
-		return false, "", fmt.Errorf("take lease: %w", err)
+		return reconciler.LeaseState{}, fmt.Errorf("take lease: %w", err)
 	}
-	return true, "", nil
+	return reconciler.LeaseState{Held: true, Holder: l.Holder, Expiry: until}, nil
 }
 
-// Release gives the lease up if this daemon holds it.
+// Release gives the lease up if this holder holds it.
 func (l *Lease) Release(ctx context.Context) error {
-	srv, etag, err := l.LXD.GetServer(ctx)
-	if err != nil {
-		return err
+	for try := 1; ; try++ {
+		srv, etag, err := l.LXD.GetServer(ctx)
+		if err != nil {
+			return err
+		}
+		cur, _ := srv.Config[LeaseKey(l.Owner)].(string)
+		if holder, _ := parseLease(cur); holder != l.Holder {
+			return nil
+		}
+		err = l.LXD.PatchServerConfig(ctx, map[string]any{LeaseKey(l.Owner): ""}, etag)
+		if !errors.Is(err, lxd.ErrPreconditionFailed) || try == acquireTries {
+			return err
+		}
 	}
-	cur, _ := srv.Config[LeaseKey(l.Owner)].(string)
-	if holder, _ := parseLease(cur); holder != l.Holder {
+}
+
+// BusyError is a lease another holder has: who, and until when.
+type BusyError struct {
+	Owner string
+	State reconciler.LeaseState
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("the lease of owner %q is held by %s", e.Owner, e.State)
+}
+
+// Held is a lease taken by Hold: renewed in the background until Release.
+type Held struct {
+	lease *Lease
+	ctx   context.Context
+	lose  context.CancelCauseFunc
+	stop  context.CancelFunc
+	done  chan struct{}
+
+	mu     sync.Mutex
+	expiry time.Time
+}
+
+// Hold takes the lease for a one-off writer (berth apply). When another
+// holds it, Hold returns a *BusyError at once, or with wait > 0 tries
+// again (every 2s, and right after the holder's expiry) until wait has
+// passed; waiting is called each time it waits. Once taken, the lease is
+// renewed every TTL/3 until Release; contention and errors are retried
+// every second or so. Context() is ctx, cancelled with an ErrLeaseLost
+// cause when another takes the lease or it could not be renewed by TTL/3
+// before it expires: stop starting work then. Renewal goes on when ctx is
+// cancelled (a Ctrl-C lets running steps finish), until Release.
+func (l *Lease) Hold(ctx context.Context, wait time.Duration, waiting func(reconciler.LeaseState)) (*Held, error) {
+	if l.TTL < 3*time.Second {
+		return nil, fmt.Errorf("lease TTL %v: must be at least 3s", l.TTL)
+	}
+	deadline := time.Now().Add(wait)
+	var st reconciler.LeaseState
+	for {
+		var err error
+		st, err = l.Acquire(ctx)
+		if err != nil && !errors.Is(err, ErrLeaseContended) {
+			return nil, err
+		}
+		if err == nil && st.Held {
+			break
+		}
+		left := time.Until(deadline)
+		if err == nil && left <= 0 {
+			return nil, &BusyError{Owner: l.Owner, State: st}
+		}
+		pause := min(max(left, 0), 2*time.Second)
+		if err != nil {
+			pause = time.Duration(200+rand.IntN(800)) * time.Millisecond // contended
+			if left <= -5*time.Second {
+				return nil, err
+			}
+		} else {
+			pause = max(min(pause, st.Expiry.Sub(l.now())+time.Second), 100*time.Millisecond)
+			if waiting != nil {
+				waiting(st)
+			}
+		}
+		if err := sleep(ctx, pause); err != nil {
+			return nil, err
+		}
+	}
+	h := &Held{lease: l, done: make(chan struct{}), expiry: st.Expiry}
+	h.ctx, h.lose = context.WithCancelCause(ctx)
+	renewCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	h.stop = stop
+	go h.renew(renewCtx)
+	return h, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
 		return nil
 	}
-	return l.LXD.PatchServerConfig(ctx, map[string]any{LeaseKey(l.Owner): ""}, etag)
 }
 
-// LeaseHolder tells who holds owner's lease now ("" when free or expired):
-// `berth apply` refuses to act while a daemon does.
+// Context is the context to work under: cancelled when the lease is lost
+// (context.Cause wraps ErrLeaseLost) or the parent context ends.
+func (h *Held) Context() context.Context { return h.ctx }
+
+// Lost says why the lease was lost (wrapping ErrLeaseLost), or nil.
+func (h *Held) Lost() error {
+	if err := context.Cause(h.ctx); errors.Is(err, ErrLeaseLost) {
+		return err
+	}
+	return nil
+}
+
+// Expiry is when the lease ends unless renewed again.
+func (h *Held) Expiry() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.expiry
+}
+
+func (h *Held) renew(ctx context.Context) {
+	defer close(h.done)
+	every := h.lease.TTL / 3
+	next := every
+	for {
+		if sleep(ctx, next) != nil {
+			return
+		}
+		next = every
+		st, err := h.lease.Acquire(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err == nil && st.Held:
+			h.mu.Lock()
+			h.expiry = st.Expiry
+			h.mu.Unlock()
+		case err == nil:
+			h.lose(fmt.Errorf("%w: now held by %s", ErrLeaseLost, st))
+			return
+		case !h.lease.now().Before(h.Expiry().Add(-every)):
+			h.lose(fmt.Errorf("%w: could not renew it before it expires: %v", ErrLeaseLost, err))
+			return
+		default:
+			next = min(every, time.Second)
+		}
+	}
+}
+
+// Release stops the renewal and gives the lease up (unless it was lost).
+// Call it once the work is done, with a context of its own: the work's
+// may be cancelled.
+func (h *Held) Release(ctx context.Context) error {
+	h.stop()
+	<-h.done
+	lost := h.Lost()
+	h.lose(context.Canceled)
+	if lost != nil {
+		return nil // another holds it now: nothing of ours to give up
+	}
+	return h.lease.Release(ctx)
+}
+
+// LeaseHolder tells who holds owner's lease now ("" when free or expired).
 func LeaseHolder(ctx context.Context, c *lxd.Client, owner string, now time.Time) (string, error) {
 	srv, _, err := c.GetServer(ctx)
 	if err != nil {
@@ -111,5 +298,5 @@ func LeaseHolder(ctx context.Context, c *lxd.Client, owner string, now time.Time
 	if holder == "" || !now.Before(expiry) {
 		return "", nil
 	}
-	return fmt.Sprintf("%s (until %s)", holder, expiry.UTC().Format(time.RFC3339)), nil
+	return reconciler.LeaseState{Holder: holder, Expiry: expiry}.String(), nil
 }

@@ -2,12 +2,21 @@ package live
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/berth-gitops/berth/lxd"
+	"github.com/berth-gitops/berth/reconciler"
 )
 
 func TestParseLease(t *testing.T) {
@@ -33,35 +42,214 @@ func TestLeaseOnRealLXD(t *testing.T) {
 	b := &Lease{LXD: c, Owner: owner, Holder: "b", TTL: 30 * time.Second, Now: clock}
 	t.Cleanup(func() { _ = c.PatchServerConfig(context.Background(), map[string]any{LeaseKey(owner): ""}, "") })
 
-	if held, _, err := a.Acquire(ctx); !held || err != nil {
-		t.Fatalf("a: held %v err %v", held, err)
+	if st, err := a.Acquire(ctx); !st.Held || err != nil || !st.Expiry.Equal(now.Add(30*time.Second)) {
+		t.Fatalf("a: %+v err %v", st, err)
 	}
-	if held, holder, err := b.Acquire(ctx); held || err != nil || !strings.HasPrefix(holder, "a ") {
-		t.Fatalf("b while a holds: held %v holder %q err %v", held, holder, err)
+	// b learns who holds it and until when: a waiting daemon wakes then.
+	if st, err := b.Acquire(ctx); st.Held || err != nil || st.Holder != "a" || !st.Expiry.Equal(now.Add(30*time.Second)) {
+		t.Fatalf("b while a holds: %+v err %v", st, err)
 	}
-	if held, _, _ := a.Acquire(ctx); !held {
-		t.Fatal("a cannot renew")
+	now = now.Add(10 * time.Second)
+	if st, _ := a.Acquire(ctx); !st.Held || !st.Expiry.Equal(now.Add(30*time.Second)) {
+		t.Fatalf("a cannot renew: %+v", st)
 	}
 	// a stops renewing: b takes over after the expiry.
 	now = now.Add(31 * time.Second)
-	if held, _, err := b.Acquire(ctx); !held || err != nil {
-		t.Fatalf("b after expiry: held %v err %v", held, err)
+	if st, err := b.Acquire(ctx); !st.Held || err != nil {
+		t.Fatalf("b after expiry: %+v err %v", st, err)
 	}
-	if held, _, _ := a.Acquire(ctx); held {
+	if st, _ := a.Acquire(ctx); st.Held {
 		t.Fatal("a took the lease back from b")
 	}
 	// Release by a non-holder changes nothing; by the holder frees it.
 	if err := a.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if held, _, _ := a.Acquire(ctx); held {
+	if st, _ := a.Acquire(ctx); st.Held {
 		t.Fatal("a's release freed b's lease")
 	}
 	if err := b.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if held, _, _ := a.Acquire(ctx); !held {
+	if st, _ := a.Acquire(ctx); !st.Held {
 		t.Fatal("lease not free after b released it")
+	}
+}
+
+// leaseLXD is the server config part of LXD on a unix socket: GET /1.0 and
+// PATCH /1.0 with If-Match, and a switch that fails every PATCH with 412,
+// as when other owners keep renewing their leases.
+type leaseLXD struct {
+	mu      sync.Mutex
+	config  map[string]any
+	version int
+	always  bool // every PATCH: 412
+	patches int
+}
+
+func newLeaseLXD(t *testing.T) (*leaseLXD, *lxd.Client) {
+	f := &leaseLXD{config: map[string]any{}}
+	sock := filepath.Join(t.TempDir(), "unix.socket")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c, err := lxd.Connect(context.Background(), lxd.Config{URL: "unix://" + sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return f, c
+}
+
+func (f *leaseLXD) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	reply := func(code int, body map[string]any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(body)
+	}
+	etag := fmt.Sprintf("v%d", f.version)
+	switch {
+	case r.Method == "GET" && r.URL.Path == "/1.0":
+		w.Header().Set("ETag", `"`+etag+`"`)
+		reply(200, map[string]any{"type": "sync", "status": "Success", "status_code": 200, "metadata": map[string]any{
+			"api_version": "1.0", "auth": "trusted", "config": f.config,
+			"environment": map[string]any{"server_version": "5.0.2"},
+		}})
+	case r.Method == "PATCH" && r.URL.Path == "/1.0":
+		f.patches++
+		if m := strings.Trim(r.Header.Get("If-Match"), `"`); f.always || (m != "" && m != etag) {
+			reply(412, map[string]any{"type": "error", "error_code": 412, "error": "ETag doesn't match"})
+			return
+		}
+		var body struct {
+			Config map[string]any `json:"config"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		for k, v := range body.Config {
+			f.config[k] = v
+		}
+		f.version++
+		reply(200, map[string]any{"type": "sync", "status": "Success", "status_code": 200})
+	default:
+		reply(404, map[string]any{"type": "error", "error_code": 404, "error": "not found"})
+	}
+}
+
+// TestLeaseContended: after repeated 412s Acquire says so with
+// ErrLeaseContended, not "not held": nobody else holds the lease.
+func TestLeaseContended(t *testing.T) {
+	f, c := newLeaseLXD(t)
+	l := &Lease{LXD: c, Owner: "o", Holder: "me", TTL: time.Minute}
+	f.mu.Lock()
+	f.always = true
+	f.mu.Unlock()
+	st, err := l.Acquire(context.Background())
+	if !errors.Is(err, ErrLeaseContended) || st.Held || st.Holder != "" {
+		t.Fatalf("Acquire under contention = %+v, %v; want ErrLeaseContended", st, err)
+	}
+	if f.patches != acquireTries {
+		t.Errorf("%d attempts, want %d", f.patches, acquireTries)
+	}
+	f.mu.Lock()
+	f.always = false
+	f.mu.Unlock()
+	if st, err := l.Acquire(context.Background()); err != nil || !st.Held {
+		t.Fatalf("Acquire once the contention ends = %+v, %v", st, err)
+	}
+}
+
+// TestHoldRenewsAndLoses: Hold refuses a held lease naming the holder and
+// its expiry, waits for it with a wait, renews its own, and cancels its
+// context with ErrLeaseLost when another takes the lease.
+func TestHoldRenewsAndLoses(t *testing.T) {
+	f, c := newLeaseLXD(t)
+	ctx := context.Background()
+	other := &Lease{LXD: c, Owner: "o", Holder: "berth-run@h:1:abc", TTL: 3 * time.Second}
+	if st, err := other.Acquire(ctx); err != nil || !st.Held {
+		t.Fatal(st, err)
+	}
+	me := &Lease{LXD: c, Owner: "o", Holder: "berth-apply@h:2:def", TTL: 3 * time.Second}
+	_, err := me.Hold(ctx, 0, nil)
+	var busy *BusyError
+	if !errors.As(err, &busy) || busy.State.Holder != other.Holder || busy.State.Expiry.IsZero() ||
+		!strings.Contains(err.Error(), `owner "o" is held by berth-run@h:1:abc (until `) {
+		t.Fatalf("Hold while another holds it = %v", err)
+	}
+	// With a wait: the other's lease runs out (it does not renew) and is taken.
+	waited := 0
+	h, err := me.Hold(ctx, 10*time.Second, func(st reconciler.LeaseState) { waited++ })
+	if err != nil || waited == 0 {
+		t.Fatalf("Hold with a wait = %v after %d waits", err, waited)
+	}
+	// Renewed in the background: still ours after more than one TTL.
+	time.Sleep(4 * time.Second)
+	if h.Lost() != nil || h.Context().Err() != nil {
+		t.Fatalf("lost a renewed lease: %v", h.Lost())
+	}
+	if st, _ := other.Acquire(ctx); st.Held || st.Holder != me.Holder {
+		t.Fatalf("the lease is not held by the Hold: %+v", st)
+	}
+	// Another takes it (as if ours had expired): the work context ends.
+	f.mu.Lock()
+	f.config[LeaseKey("o")] = fmt.Sprintf("thief %d", time.Now().Add(time.Minute).Unix())
+	f.version++
+	f.mu.Unlock()
+	select {
+	case <-h.Context().Done():
+	case <-time.After(3 * time.Second):
+		t.Fatal("the work context outlived the lease")
+	}
+	if err := h.Lost(); !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "thief") {
+		t.Errorf("Lost = %v", err)
+	}
+	if err := h.Release(ctx); err != nil {
+		t.Errorf("Release after the loss = %v", err)
+	}
+	f.mu.Lock()
+	v := f.config[LeaseKey("o")]
+	f.mu.Unlock()
+	if !strings.HasPrefix(v.(string), "thief ") {
+		t.Errorf("Release changed the thief's lease: %q", v)
+	}
+}
+
+// TestHoldReleases: Release gives the lease up at once, so the next
+// writer need not wait for the expiry; a cancelled parent context ends
+// the work context but not the renewal.
+func TestHoldReleases(t *testing.T) {
+	_, c := newLeaseLXD(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	me := &Lease{LXD: c, Owner: "o", Holder: "a", TTL: 3 * time.Second}
+	h, err := me.Hold(ctx, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel() // Ctrl-C: running steps drain while the lease is still renewed
+	time.Sleep(3500 * time.Millisecond)
+	next := &Lease{LXD: c, Owner: "o", Holder: "b", TTL: 3 * time.Second}
+	if st, _ := next.Acquire(context.Background()); st.Held {
+		t.Fatal("the lease was not renewed after the parent context ended")
+	}
+	if err := h.Release(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := next.Acquire(context.Background()); !st.Held || err != nil {
+		t.Fatalf("not free after Release: %+v %v", st, err)
+	}
+}
+
+func TestHolderID(t *testing.T) {
+	id := HolderID("apply", "my host", 42)
+	if !strings.HasPrefix(id, "berth-apply@my_host:42:") || strings.Contains(id, " ") {
+		t.Errorf("HolderID = %q", id)
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -39,12 +39,44 @@ type System interface {
 
 // Lease keeps one reconciler per target: only the holder acts.
 type Lease interface {
-	// Acquire takes or renews the lease; held=false with the current
-	// holder when someone else holds it.
-	Acquire(ctx context.Context) (held bool, holder string, err error)
+	// Acquire takes or renews the lease. When another holds it, it
+	// returns Held false with the holder and its expiry, and no error.
+	// ErrLeaseContended means the attempt could not complete because
+	// others kept writing at the same time: try again soon.
+	Acquire(ctx context.Context) (LeaseState, error)
 	// Release gives it up (on shutdown), so another can take over at once.
 	Release(ctx context.Context) error
 }
+
+// LeaseState is what an Acquire found.
+type LeaseState struct {
+	// Held: this reconciler holds the lease now.
+	Held bool `json:"held"`
+	// Holder is who holds it when Held is false.
+	Holder string `json:"holder,omitempty"`
+	// Expiry is when the lease ends unless renewed: ours when Held, the
+	// holder's otherwise. A waiting reconciler tries again right after it.
+	Expiry time.Time `json:"expiry,omitzero"`
+}
+
+// String names the holder and its expiry, for messages and the status.
+func (s LeaseState) String() string {
+	if s.Expiry.IsZero() {
+		return s.Holder
+	}
+	return fmt.Sprintf("%s (until %s)", s.Holder, s.Expiry.UTC().Format(time.RFC3339))
+}
+
+var (
+	// ErrLeaseContended: the lease could not be read and written in one
+	// go because the LXD server config kept changing (HTTP 412 on every
+	// try). Nobody was refused: try again in a moment.
+	ErrLeaseContended = errors.New("lease contended: the LXD server config kept changing")
+	// ErrLeaseLost is the cause a run is cancelled with when another
+	// reconciler took the lease, or it could not be renewed before it
+	// expired.
+	ErrLeaseLost = errors.New("lost the lease")
+)
 
 // Clock is the time the loop runs on; tests inject a fake.
 type Clock interface {
@@ -57,12 +89,38 @@ type realClock struct{}
 func (realClock) Now() time.Time                         { return time.Now() }
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
+// Run results, as in LoopStatus.LastResult and the run metrics.
+const (
+	RunOK    = "ok"    // changes applied; every app converged
+	RunNoop  = "noop"  // nothing differed from Git
+	RunHeld  = "held"  // the run ended, but some app was held (invalid spec, a failed revision) or the specs had errors
+	RunError = "error" // the run failed, or a rollout halted
+)
+
+// App statuses as the metrics report them: one per app, the most telling
+// first (Invalid, Held, Degraded, Missing, Progressing, OutOfSync,
+// Orphaned, Healthy).
+const (
+	AppStatusInvalid  = "Invalid" // its spec is invalid at this revision: kept at its last applied state
+	AppStatusHeld     = "Held"    // a rollout of this revision failed: held until its backoff ends or a newer commit
+	AppStatusOrphaned = "Orphaned"
+)
+
 // LoopMetrics is what the loop reports; server.Metrics implements it.
 type LoopMetrics interface {
 	RunFinished(result string, d time.Duration)
 	RunError(reason string)
+	// SetRevision is the revision every app converged to; the loop calls
+	// it only after a run with result ok or noop.
 	SetRevision(sha string)
-	SetApps(byStatus map[string]int)
+	// SetApps gives every app's status (app -> Healthy, Degraded, ...,
+	// Held, Invalid); apps not in it are gone.
+	SetApps(status map[string]string)
+	// SetAppRevisions gives, per app, the last revision that rolled out
+	// fully.
+	SetAppRevisions(revisions map[string]string)
+	// SetSpecErrors is the number of spec diagnostics of the revision.
+	SetSpecErrors(n int)
 	Triggered(source string)
 	Succeeded(t time.Time)
 }
@@ -126,10 +184,15 @@ func (m *failureMemory) failed(app, revision, reason string, now time.Time) AppF
 // succeeded forgets app's failure.
 func (m *failureMemory) succeeded(app string) { delete(m.apps, app) }
 
+// revisionKey is the failure memory's key for a whole revision (a run
+// that panicked): no app name can be empty.
+const revisionKey = ""
+
 // LoopStatus is the daemon's status: the last run and the apps.
 type LoopStatus struct {
 	Status
-	// Phase is Starting, Idle, Reconciling, WaitingForLease or Backoff.
+	// Phase is Starting, Idle, Reconciling, WaitingForLease, Backoff or
+	// Held (the revision is held after a run of it crashed).
 	Phase string `json:"phase"`
 	// LastRun is when the last run ended and how.
 	LastRun    time.Time `json:"lastRun,omitzero"`
@@ -143,8 +206,14 @@ type LoopStatus struct {
 	LastGood map[string]string `json:"lastGood,omitempty"`
 	// Failures are the apps held after a failed rollout, until RetryAfter.
 	Failures map[string]AppFailure `json:"failures,omitempty"`
-	// LeaseHolder is who holds the lease when this daemon does not.
-	LeaseHolder string `json:"leaseHolder,omitempty"`
+	// HeldRevision is a revision held as a whole because a run of it
+	// crashed (a panic); a newer commit, or RetryAfter, ends it.
+	HeldRevision *AppFailure `json:"heldRevision,omitempty"`
+	// LeaseHolder is who holds the lease when this daemon does not, and
+	// LeaseExpiry when it ends unless renewed: the daemon tries again
+	// right after it.
+	LeaseHolder string    `json:"leaseHolder,omitempty"`
+	LeaseExpiry time.Time `json:"leaseExpiry,omitzero"`
 	// Diagnostics are the spec problems of the revision.
 	Diagnostics []string `json:"diagnostics,omitempty"`
 	// SourceWarning says why the newest revision is not the one applied.
@@ -158,14 +227,18 @@ type Loop struct {
 	System System
 	Lease  Lease // nil: no lease
 	// LeaseRenew is how often the lease is renewed between runs (a long
-	// poll interval must not let it expire); default 20s.
-	LeaseRenew  time.Duration
+	// poll interval must not let it expire); default 20s. A lease that
+	// could not be renewed by LeaseRenew before it expires counts as lost.
+	LeaseRenew time.Duration
+	// LeaseMargin is how long after another holder's lease expires a
+	// waiting daemon tries to take it; default 1s.
+	LeaseMargin time.Duration
 	Policy      Policy
 	SpecOptions spec.Options
 	// Interval between polls, with ±10% jitter so fleets do not poll in step.
 	Interval time.Duration
 	// ErrorBackoff spaces runs after Git or LXD errors; RolloutBackoff
-	// holds an app's failed revision.
+	// holds an app's failed revision (and a revision whose run crashed).
 	ErrorBackoff, RolloutBackoff Backoff
 	// Drain is how long steps in flight may go on after shutdown begins.
 	Drain   time.Duration
@@ -179,10 +252,14 @@ type Loop struct {
 	mu      sync.Mutex
 	status  LoopStatus
 	ready   bool
+	errKind string // reason of the last run's error ("" after a good run)
 	fails   failureMemory
 	errs    int // consecutive failed runs
+	// leaseHeld and leaseExpiry: this daemon holds the lease until then.
+	leaseHeld   bool
+	leaseExpiry time.Time
 	// cancelRun cancels the run in progress (lease lost).
-	cancelRun context.CancelFunc
+	cancelRun context.CancelCauseFunc
 }
 
 func (l *Loop) init() {
@@ -209,6 +286,9 @@ func (l *Loop) init() {
 	}
 	if l.LeaseRenew <= 0 {
 		l.LeaseRenew = 20 * time.Second
+	}
+	if l.LeaseMargin <= 0 {
+		l.LeaseMargin = time.Second
 	}
 	if l.fails.apps == nil {
 		l.fails = failureMemory{backoff: l.RolloutBackoff, apps: map[string]AppFailure{}}
@@ -242,6 +322,10 @@ func (l *Loop) Status() any {
 	s.LastGood = cloneMap(s.LastGood)
 	s.Failures = map[string]AppFailure{}
 	for k, v := range l.fails.apps {
+		if k == revisionKey {
+			s.HeldRevision = &v
+			continue
+		}
 		s.Failures[k] = v
 	}
 	return s
@@ -251,9 +335,11 @@ func (l *Loop) Status() any {
 func (l *Loop) Ready() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.ready && !strings.HasPrefix(l.status.LastError, "lxd:") {
-		// Ready once synced; not while LXD cannot be reached (a rollout
-		// failure or a Git hiccup does not make the daemon unready).
+	// Ready once synced; not while LXD cannot be reached (a rollout
+	// failure or a Git hiccup does not make the daemon unready). A lease
+	// error is an LXD call that failed too.
+	lxdDown := l.errKind == "lxd" || l.errKind == "lease"
+	if l.ready && !lxdDown {
 		return nil
 	}
 	if l.status.LastError != "" {
@@ -272,7 +358,8 @@ func cloneMap(m map[string]string) map[string]string {
 
 // Run reconciles until ctx ends: a run now, then on every trigger and
 // timer tick. It releases the lease on the way out and returns nil after a
-// clean shutdown.
+// clean shutdown. A run that panics is logged and recorded as failed; the
+// loop goes on.
 func (l *Loop) Run(ctx context.Context) error {
 	l.init()
 	if l.Lease != nil {
@@ -285,16 +372,22 @@ func (l *Loop) Run(ctx context.Context) error {
 	reason := "start"
 	for {
 		// A run stops starting work when the lease is lost, as on shutdown.
-		runCtx, cancelRun := context.WithCancel(ctx)
+		runCtx, cancelRun := context.WithCancelCause(ctx)
 		l.mu.Lock()
 		l.cancelRun = cancelRun
 		l.mu.Unlock()
 		next := l.runOnce(runCtx, reason)
-		cancelRun()
+		l.mu.Lock()
+		l.cancelRun = nil
+		l.mu.Unlock()
+		cancelRun(nil)
 		l.setStatus(func(s *LoopStatus) { s.NextRun = l.Clock.Now().Add(next) })
 		select {
 		case <-ctx.Done():
 			if l.Lease != nil {
+				l.mu.Lock()
+				l.leaseHeld = false
+				l.mu.Unlock()
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 				if err := l.Lease.Release(rctx); err != nil {
 					l.Logger.Warn("releasing the lease failed", "err", err)
@@ -311,30 +404,62 @@ func (l *Loop) Run(ctx context.Context) error {
 
 // renewLease keeps a held lease alive between runs. It takes no lease it
 // does not hold: that is for a run to do, so a waiting daemon notices.
+// Contention and errors are retried soon; the lease counts as lost when
+// another holds it, or when it could not be renewed by LeaseRenew before
+// it expires.
 func (l *Loop) renewLease(ctx context.Context) {
+	wait := l.LeaseRenew
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-l.Clock.After(l.LeaseRenew):
+		case <-l.Clock.After(wait):
 		}
+		wait = l.LeaseRenew
 		l.mu.Lock()
-		holding := l.status.LeaseHolder == "" && l.status.Phase != "Starting" && l.status.Phase != "WaitingForLease"
+		holding, expiry := l.leaseHeld, l.leaseExpiry
 		l.mu.Unlock()
 		if !holding {
 			continue
 		}
-		if held, holder, err := l.Lease.Acquire(ctx); err != nil {
-			l.Logger.Warn("renewing the lease failed", "err", err)
-		} else if !held {
-			l.Logger.Warn("lost the lease; stopping the current run", "holder", holder)
+		st, err := l.Lease.Acquire(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err == nil && st.Held:
 			l.mu.Lock()
-			l.status.Phase, l.status.LeaseHolder = "WaitingForLease", holder
-			if l.cancelRun != nil {
-				l.cancelRun()
+			if l.leaseHeld {
+				l.leaseExpiry = st.Expiry
 			}
 			l.mu.Unlock()
+		case err == nil:
+			l.Logger.Warn("lost the lease; stopping the current run", "holder", st.Holder, "expires", st.Expiry)
+			l.leaseLost(st, fmt.Errorf("%w: now held by %s", ErrLeaseLost, st))
+		case !l.Clock.Now().Before(expiry.Add(-l.LeaseRenew)):
+			l.Logger.Error("could not renew the lease before it expires; stopping the current run", "err", err, "expires", expiry)
+			l.leaseLost(LeaseState{}, fmt.Errorf("%w: could not renew it before it expires: %v", ErrLeaseLost, err))
+		default:
+			wait = min(l.LeaseRenew, 2*time.Second)
+			if errors.Is(err, ErrLeaseContended) {
+				l.Logger.Debug("renewing the lease: contended; trying again soon", "retry_in", wait)
+			} else {
+				l.Logger.Warn("renewing the lease failed; trying again soon", "err", err, "retry_in", wait, "expires", expiry)
+			}
 		}
+	}
+}
+
+// leaseLost notes that this daemon no longer holds the lease and cancels
+// the run in progress with cause.
+func (l *Loop) leaseLost(st LeaseState, cause error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leaseHeld = false
+	l.status.Phase = "WaitingForLease"
+	l.status.LeaseHolder, l.status.LeaseExpiry = st.String(), st.Expiry
+	if l.cancelRun != nil {
+		l.cancelRun(cause)
 	}
 }
 
@@ -349,38 +474,65 @@ func jitter(d time.Duration) time.Duration {
 	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
 }
 
+// leaseWait is how long a daemon waits for a lease another holds: until
+// it expires (plus LeaseMargin) or the next poll, whichever comes first.
+// The holder may release it sooner (a shutdown); the poll notices that.
+func (l *Loop) leaseWait(st LeaseState) time.Duration {
+	wait := jitter(l.Interval)
+	if !st.Expiry.IsZero() {
+		wait = min(wait, st.Expiry.Sub(l.Clock.Now())+l.LeaseMargin)
+	}
+	return max(wait, l.LeaseMargin)
+}
+
 // runOnce does one reconcile and returns how long to wait for the next.
-func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
+func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) {
 	start := l.Clock.Now()
 	log := l.Logger.With("trigger", reason)
-	fail := func(kind string, err error) time.Duration {
-		l.errs++
-		wait := l.ErrorBackoff.Delay(l.errs)
-		log.Error("reconcile failed", "reason", kind, "err", err, "retry_in", wait)
-		if l.Metrics != nil {
-			l.Metrics.RunError(kind)
-			l.Metrics.RunFinished("error", l.Clock.Now().Sub(start))
+	revision := "" // known once fetched: a panic holds it
+	defer func() {
+		if p := recover(); p != nil {
+			next = l.panicked(log, p, debug.Stack(), revision, start)
 		}
-		l.setStatus(func(s *LoopStatus) {
-			s.Phase, s.LastRun, s.LastResult = "Backoff", l.Clock.Now(), "error"
-			s.LastError = fmt.Sprintf("%s: %v", kind, err)
-		})
-		return wait
+	}()
+	fail := func(kind string, err error) time.Duration {
+		if ctx.Err() != nil {
+			// A shutdown or a lost lease cancelled the call: not a
+			// failure of the run.
+			return l.interrupted(ctx, log)
+		}
+		return l.failed(log, kind, err, start)
 	}
 	if ctx.Err() != nil {
 		return 0
 	}
 	if l.Lease != nil {
-		held, holder, err := l.Lease.Acquire(ctx)
-		if err != nil {
+		st, err := l.Lease.Acquire(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return l.interrupted(ctx, log)
+		case errors.Is(err, ErrLeaseContended):
+			wait := jitter(2 * time.Second)
+			log.Info("the lease is contended; trying again soon", "retry_in", wait)
+			return wait
+		case err != nil:
 			return fail("lease", err)
+		case !st.Held:
+			wait := l.leaseWait(st)
+			log.Info("another reconciler holds the lease; waiting", "holder", st.Holder, "expires", st.Expiry, "retry_in", wait)
+			l.mu.Lock()
+			l.leaseHeld = false
+			l.status.Phase, l.status.LeaseHolder, l.status.LeaseExpiry = "WaitingForLease", st.String(), st.Expiry
+			l.mu.Unlock()
+			return wait
 		}
-		if !held {
-			log.Info("another reconciler holds the lease; waiting", "holder", holder)
-			l.setStatus(func(s *LoopStatus) { s.Phase, s.LeaseHolder = "WaitingForLease", holder })
-			return jitter(l.Interval)
+		l.mu.Lock()
+		if !l.leaseHeld {
+			log.Info("took the lease", "expires", st.Expiry)
 		}
-		l.setStatus(func(s *LoopStatus) { s.LeaseHolder = "" })
+		l.leaseHeld, l.leaseExpiry = true, st.Expiry
+		l.status.LeaseHolder, l.status.LeaseExpiry = "", time.Time{}
+		l.mu.Unlock()
 	}
 	l.setStatus(func(s *LoopStatus) { s.Phase = "Reconciling" })
 
@@ -388,12 +540,27 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 	if err != nil {
 		return fail("git", err)
 	}
+	revision = rev.SHA
 	log = log.With("revision", ShortSHA(rev.SHA))
 	l.setStatus(func(s *LoopStatus) { s.SourceWarning = rev.Warning })
 	if rev.Warning != "" {
 		log.Warn("not applying the newest revision", "why", rev.Warning)
 	}
-	res, err := spec.Load(ctx, rev.FS, l.SpecOptions)
+	now := l.Clock.Now()
+	l.mu.Lock()
+	f, revHeld := l.fails.held(revisionKey, rev.SHA, now)
+	l.mu.Unlock()
+	if revHeld {
+		// A run of this revision crashed: touch nothing until a newer
+		// commit comes, or its backoff ends.
+		log.Info("revision held: a run of it crashed; waiting for a newer commit", "retry_after", f.RetryAfter, "reason", f.Reason)
+		l.setStatus(func(s *LoopStatus) { s.Phase, s.LastRun, s.LastResult = "Held", now, RunHeld })
+		if l.Metrics != nil {
+			l.Metrics.RunFinished(RunHeld, l.Clock.Now().Sub(start))
+		}
+		return max(min(jitter(l.Interval), f.RetryAfter.Sub(now)), l.LeaseMargin)
+	}
+	res, err := spec.Load(rev.FS, l.SpecOptions)
 	if err != nil {
 		return fail("spec", err)
 	}
@@ -403,7 +570,6 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 		diags = append(diags, d.String())
 		log.Warn("invalid spec; its app keeps its last applied state", "problem", d.String())
 	}
-	now := l.Clock.Now()
 	var held []string
 	for _, a := range desired.Apps {
 		l.mu.Lock()
@@ -415,25 +581,35 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 		}
 	}
 	desired = holdApps(desired, held)
+	rolloutHeld := map[string]bool{}
+	for _, a := range held {
+		rolloutHeld[a] = true
+	}
 
 	observed, err := l.System.Observe(ctx)
 	if err != nil {
 		return fail("lxd", err)
 	}
 	plan := MakePlan(desired, observed, l.Policy)
-	result := "noop"
+	result := RunNoop
 	if !plan.Empty() {
-		result = "ok"
+		result = RunOK
 		log.Info("applying", "summary", plan.Summary())
 		ex := &Executor{Driver: l.System, OnEvent: l.logEvent(log), Drain: l.Drain}
 		r := ex.Apply(ctx, plan, desired, observed)
+		if ctx.Err() != nil {
+			// Shutdown or lost lease: the next run (here or elsewhere)
+			// observes afresh. Steps cut short are not a failed rollout.
+			return l.interrupted(ctx, log)
+		}
 		for _, a := range r.Apps {
 			switch a.Status {
 			case AppDegraded:
 				l.mu.Lock()
 				f := l.fails.failed(a.App, rev.SHA, a.Reason, l.Clock.Now())
 				l.mu.Unlock()
-				result = "error"
+				result = RunError
+				rolloutHeld[a.App] = true
 				log.Error("rollout halted", "app", a.App, "reason", a.Reason, "retry_after", f.RetryAfter)
 				if l.Metrics != nil {
 					l.Metrics.RunError("rollout")
@@ -444,44 +620,117 @@ func (l *Loop) runOnce(ctx context.Context, reason string) time.Duration {
 				l.mu.Unlock()
 			}
 		}
-		if ctx.Err() != nil {
-			// Shutdown or lost lease: the next run (here or elsewhere)
-			// observes afresh; don't report the cancelled observe.
-			log.Info("run interrupted", "why", context.Cause(ctx))
-			return 0
-		}
 		if observed, err = l.System.Observe(ctx); err != nil {
 			return fail("lxd", err)
 		}
 		plan = MakePlan(desired, observed, l.Policy)
 	}
 	st := BuildStatus(l.Policy.Owner, &desired, observed, &plan)
+	invalid := map[string]bool{}
+	for _, a := range res.InvalidApps {
+		invalid[a] = true
+	}
+	statuses := make(map[string]string, len(st.Apps))
+	for _, a := range st.Apps {
+		statuses[a.App] = appMetricStatus(a, invalid[a.App], rolloutHeld[a.App])
+	}
+	if result != RunError && (len(held) > 0 || len(diags) > 0) {
+		// Not everything in this revision was applied: not "ok".
+		result = RunHeld
+	}
 	l.errs = 0
 	end := l.Clock.Now()
 	l.mu.Lock()
+	l.fails.succeeded(revisionKey)
+	known := map[string]bool{}
 	for _, a := range st.Apps {
-		if a.Sync == SyncSynced && a.Health == HealthHealthy {
+		known[a.App] = true
+		if a.Sync == SyncSynced && a.Health == HealthHealthy && !invalid[a.App] && !rolloutHeld[a.App] {
 			l.status.LastGood[a.App] = rev.SHA
 		}
 	}
+	for app := range l.status.LastGood {
+		if !known[app] {
+			delete(l.status.LastGood, app) // gone from Git and from LXD
+		}
+	}
+	lastGood := cloneMap(l.status.LastGood)
 	l.status.Status, l.status.Subject, l.status.Diagnostics = st, rev.Subject, diags
 	l.status.Phase, l.status.LastRun, l.status.LastResult, l.status.LastError = "Idle", end, result, ""
+	l.errKind = ""
 	l.ready = true
 	l.mu.Unlock()
 	if l.Metrics != nil {
 		l.Metrics.RunFinished(result, end.Sub(start))
-		l.Metrics.SetRevision(rev.SHA)
-		byStatus := map[string]int{}
-		for _, a := range st.Apps {
-			byStatus[a.Health]++
-		}
-		l.Metrics.SetApps(byStatus)
-		if result != "error" {
+		l.Metrics.SetApps(statuses)
+		l.Metrics.SetAppRevisions(lastGood)
+		l.Metrics.SetSpecErrors(len(diags))
+		if result == RunOK || result == RunNoop {
+			// Only a revision every app converged to is "applied".
+			l.Metrics.SetRevision(rev.SHA)
 			l.Metrics.Succeeded(end)
 		}
 	}
 	log.Debug("reconcile done", "result", result, "took", end.Sub(start))
 	return jitter(l.Interval)
+}
+
+// appMetricStatus is one word for an app's state, the most telling first:
+// an invalid spec or a held revision before health, health before drift.
+func appMetricStatus(a AppStatusView, invalid, rolloutHeld bool) string {
+	switch {
+	case invalid:
+		return AppStatusInvalid
+	case rolloutHeld || a.Sync == SyncHeld:
+		return AppStatusHeld
+	case a.Sync == SyncOrphaned:
+		return AppStatusOrphaned
+	case a.Health != HealthHealthy && a.Health != "":
+		return a.Health
+	case a.Sync == SyncOutOfSync:
+		return SyncOutOfSync
+	}
+	return HealthHealthy
+}
+
+// failed records a run that failed for reason kind and returns the backoff.
+func (l *Loop) failed(log *slog.Logger, kind string, err error, start time.Time) time.Duration {
+	l.errs++
+	wait := l.ErrorBackoff.Delay(l.errs)
+	log.Error("reconcile failed", "reason", kind, "err", err, "retry_in", wait)
+	if l.Metrics != nil {
+		l.Metrics.RunError(kind)
+		l.Metrics.RunFinished(RunError, l.Clock.Now().Sub(start))
+	}
+	l.mu.Lock()
+	l.status.Phase, l.status.LastRun, l.status.LastResult = "Backoff", l.Clock.Now(), RunError
+	l.status.LastError = fmt.Sprintf("%s: %v", kind, err)
+	l.errKind = kind
+	l.mu.Unlock()
+	return wait
+}
+
+// interrupted ends a run that a shutdown or a lost lease cancelled: no
+// error, no backoff; the next run (here or elsewhere) observes afresh.
+func (l *Loop) interrupted(ctx context.Context, log *slog.Logger) time.Duration {
+	log.Info("run interrupted", "why", context.Cause(ctx))
+	return 0
+}
+
+// panicked records a run that panicked: logged with its stack, counted as
+// a failed run, and its revision held (with the rollout backoff) so a bad
+// revision is not retried in a hot loop; a newer commit is tried at once.
+func (l *Loop) panicked(log *slog.Logger, p any, stack []byte, revision string, start time.Time) time.Duration {
+	err := fmt.Errorf("panic: %v", p)
+	wait := l.failed(log.With("stack", string(stack)), "panic", err, start)
+	if revision != "" {
+		l.mu.Lock()
+		f := l.fails.failed(revisionKey, revision, err.Error(), l.Clock.Now())
+		l.status.Phase = "Held"
+		l.mu.Unlock()
+		log.Error("holding the revision: a run of it crashed", "retry_after", f.RetryAfter)
+	}
+	return wait
 }
 
 // holdApps moves apps out of the desired set into HeldApps.

@@ -3,6 +3,8 @@ package reconciler
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -50,10 +52,17 @@ func TestFailureMemory(t *testing.T) {
 	}
 }
 
-// fakeClock fires timers only when the test advances it.
+// fakeClock fires timers only when the test advances it (a zero or
+// negative wait fires at once).
 type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	now    time.Time
+	timers []fakeTimer
+}
+
+type fakeTimer struct {
+	at time.Time
+	ch chan time.Time
 }
 
 func (c *fakeClock) Now() time.Time {
@@ -61,11 +70,45 @@ func (c *fakeClock) Now() time.Time {
 	defer c.mu.Unlock()
 	return c.now
 }
-func (c *fakeClock) After(time.Duration) <-chan time.Time { return make(chan time.Time) }
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.timers = append(c.timers, fakeTimer{at: c.now.Add(d), ch: ch})
+	return ch
+}
+
 func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
-	c.mu.Unlock()
+	pending := c.timers[:0]
+	for _, t := range c.timers {
+		if t.at.After(c.now) {
+			pending = append(pending, t)
+			continue
+		}
+		t.ch <- c.now
+	}
+	c.timers = pending
+}
+
+// nextTimer is how far away the earliest pending timer is (-1: none).
+func (c *fakeClock) nextTimer() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := time.Duration(-1)
+	for _, t := range c.timers {
+		if d := t.at.Sub(c.now); next < 0 || d < next {
+			next = d
+		}
+	}
+	return next
 }
 
 type fakeSource struct {
@@ -82,6 +125,12 @@ func (s *fakeSource) Fetch(context.Context) (Revision, error) {
 	return s.rev, s.err
 }
 
+func (s *fakeSource) fetches() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
+
 func (s *fakeSource) set(sha, yaml string) {
 	s.mu.Lock()
 	s.rev = Revision{SHA: sha, FS: fstest.MapFS{"web.yaml": {Data: []byte(yaml)}}}
@@ -96,13 +145,34 @@ type fakeSystem struct {
 
 func (f *fakeSystem) Observe(context.Context) (Observed, error) { return f.obs, nil }
 
+// fakeLease answers what the test sets.
 type fakeLease struct {
-	held     bool
+	mu       sync.Mutex
+	state    LeaseState
+	err      error
+	acquires int
 	released bool
 }
 
-func (l *fakeLease) Acquire(context.Context) (bool, string, error) { return l.held, "other-host", nil }
-func (l *fakeLease) Release(context.Context) error                 { l.released = true; return nil }
+func (l *fakeLease) Acquire(context.Context) (LeaseState, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.acquires++
+	return l.state, l.err
+}
+
+func (l *fakeLease) Release(context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.released = true
+	return nil
+}
+
+func (l *fakeLease) set(st LeaseState, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.state, l.err = st, err
+}
 
 const loopSpec = `apiVersion: berth/v1
 kind: App
@@ -159,7 +229,7 @@ func TestLoopWaitsForLeaseAndBacksOffOnErrors(t *testing.T) {
 	clock := &fakeClock{now: time.Now()}
 	src := &fakeSource{err: errors.New("remote hung up")}
 	sys := &fakeSystem{fakeDriver: newFakeDriver()}
-	lease := &fakeLease{held: false}
+	lease := &fakeLease{state: LeaseState{Holder: "other-host"}}
 	l := &Loop{Source: src, System: sys, Clock: clock, Lease: lease, Interval: time.Minute,
 		ErrorBackoff: Backoff{Base: time.Second, Max: 8 * time.Second}}
 	l.init()
@@ -167,7 +237,7 @@ func TestLoopWaitsForLeaseAndBacksOffOnErrors(t *testing.T) {
 	if src.calls != 0 || l.Status().(LoopStatus).Phase != "WaitingForLease" {
 		t.Fatalf("acted without the lease: %d fetches, %+v", src.calls, l.Status())
 	}
-	lease.held = true
+	lease.set(LeaseState{Held: true, Expiry: clock.Now().Add(time.Minute)}, nil)
 	var waits []time.Duration
 	for range 5 {
 		waits = append(waits, l.runOnce(context.Background(), "poll"))
@@ -234,5 +304,514 @@ func TestLoopReadyFollowsLXD(t *testing.T) {
 	l.runOnce(context.Background(), "poll")
 	if err := l.Ready(); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("ready while LXD is unreachable: %v", err)
+	}
+}
+
+// logBuffer collects a loop's log lines; goroutines write to it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func (b *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// fakeMetrics records what the loop reports.
+type fakeMetrics struct {
+	mu         sync.Mutex
+	results    []string
+	errors     []string
+	revision   string
+	apps       map[string]string
+	appRevs    map[string]string
+	specErrors int
+	succeeded  int
+}
+
+func (m *fakeMetrics) RunFinished(result string, _ time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.results = append(m.results, result)
+}
+
+func (m *fakeMetrics) RunError(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.errors = append(m.errors, reason)
+}
+
+func (m *fakeMetrics) SetRevision(sha string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.revision = sha
+}
+
+func (m *fakeMetrics) SetApps(s map[string]string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.apps = s
+}
+
+func (m *fakeMetrics) SetAppRevisions(r map[string]string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.appRevs = r
+}
+
+func (m *fakeMetrics) SetSpecErrors(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.specErrors = n
+}
+
+func (m *fakeMetrics) Triggered(string) {}
+
+func (m *fakeMetrics) Succeeded(time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.succeeded++
+}
+
+func (m *fakeMetrics) errorsSeen() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.errors...)
+}
+
+// eventually polls cond for a few seconds of real time: the loop's
+// goroutines run on their own.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// panickingSystem panics in Observe, as a bug hit by one bad revision
+// would.
+type panickingSystem struct {
+	*fakeSystem
+	mu       sync.Mutex
+	observes int
+}
+
+func (p *panickingSystem) Observe(context.Context) (Observed, error) {
+	p.mu.Lock()
+	p.observes++
+	p.mu.Unlock()
+	var s []int
+	_ = s[len(s)+3] // index out of range, a runtime panic
+	return Observed{}, nil
+}
+
+func (p *panickingSystem) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.observes
+}
+
+// TestLoopRecoversFromPanic: a run that panics is logged with its stack and
+// recorded as failed; the daemon goes on; the revision is held (not retried
+// on every poll) until a newer commit comes.
+func TestLoopRecoversFromPanic(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	sys := &panickingSystem{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver()}}
+	var logs logBuffer
+	m := &fakeMetrics{}
+	l := &Loop{Source: src, System: sys, Clock: clock, Logger: logs.logger(), Metrics: m, Interval: time.Minute,
+		RolloutBackoff: Backoff{Base: time.Hour, Max: time.Hour}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+
+	eventually(t, "the first run to panic", func() bool { return sys.count() == 1 && l.Status().(LoopStatus).LastResult == RunError })
+	st := l.Status().(LoopStatus)
+	if !strings.Contains(st.LastError, "panic") || !strings.Contains(st.LastError, "index out of range") {
+		t.Errorf("LastError = %q", st.LastError)
+	}
+	if st.HeldRevision == nil || st.HeldRevision.Revision != "r1" {
+		t.Errorf("the revision is not held: %+v", st.HeldRevision)
+	}
+	if out := logs.String(); !strings.Contains(out, "reconcile failed") || !strings.Contains(out, "goroutine") || !strings.Contains(out, "loop_test.go") {
+		t.Errorf("the panic is not logged with its stack:\n%s", out)
+	}
+	if e := m.errorsSeen(); len(e) != 1 || e[0] != "panic" {
+		t.Errorf("errors counted = %v", e)
+	}
+	// Polls and triggers go on, but the held revision is not tried again.
+	for range 3 {
+		clock.advance(2 * time.Minute)
+		l.Trigger("api")
+		time.Sleep(5 * time.Millisecond)
+	}
+	eventually(t, "the later runs", func() bool { return src.fetches() >= 4 })
+	if n := sys.count(); n != 1 {
+		t.Errorf("the held revision was tried %d times", n)
+	}
+	if st := l.Status().(LoopStatus); st.Phase != "Held" {
+		t.Errorf("phase = %s, want Held", st.Phase)
+	}
+	// A newer commit is tried at once.
+	src.set("r2", strings.Replace(loopSpec, "IMAGE", "2", 1))
+	l.Trigger("webhook")
+	eventually(t, "the new commit to be tried", func() bool { return sys.count() == 2 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+}
+
+// TestLoopPanicBeforeRevisionIsKnown: a Source that panics is a failed run
+// with a backoff; nothing is held.
+func TestLoopPanicBeforeRevisionIsKnown(t *testing.T) {
+	l := &Loop{Source: panickingSource{}, System: &fakeSystem{fakeDriver: newFakeDriver()}, Clock: &fakeClock{now: time.Now()},
+		ErrorBackoff: Backoff{Base: time.Second, Max: time.Minute}}
+	l.init()
+	if wait := l.runOnce(context.Background(), "start"); wait != time.Second {
+		t.Errorf("wait after a panic = %v, want the error backoff", wait)
+	}
+	st := l.Status().(LoopStatus)
+	if st.LastResult != RunError || !strings.Contains(st.LastError, "panic: fetch blew up") || st.HeldRevision != nil {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+type panickingSource struct{}
+
+func (panickingSource) Fetch(context.Context) (Revision, error) { panic("fetch blew up") }
+
+// TestLoopWakesWhenLeaseExpires: a daemon waiting for a dead holder's lease
+// tries again right after it expires, not at the next poll.
+func TestLoopWakesWhenLeaseExpires(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := &fakeClock{now: t0}
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	sys := &fakeSystem{fakeDriver: newFakeDriver()}
+	lease := &fakeLease{state: LeaseState{Holder: "dead-host:1:abc", Expiry: t0.Add(83 * time.Second)}}
+	var logs logBuffer
+	l := &Loop{Source: src, System: sys, Clock: clock, Lease: lease, Logger: logs.logger(),
+		Interval: 300 * time.Second, LeaseRenew: 30 * time.Second}
+	l.init()
+
+	wait := l.runOnce(context.Background(), "start")
+	if wait < 83*time.Second || wait > 85*time.Second {
+		t.Errorf("waits %v for a lease that expires in 83s (poll interval 300s)", wait)
+	}
+	st := l.Status().(LoopStatus)
+	if st.Phase != "WaitingForLease" || !strings.HasPrefix(st.LeaseHolder, "dead-host:1:abc (until ") || !st.LeaseExpiry.Equal(t0.Add(83*time.Second)) {
+		t.Errorf("status while waiting = %+v", st)
+	}
+	// Item 15: the wait is logged at info with the holder and its expiry.
+	out := logs.String()
+	if !strings.Contains(out, "level=INFO") || !strings.Contains(out, `holder=dead-host:1:abc`) || !strings.Contains(out, "expires=2026-01-01T00:01:23") {
+		t.Errorf("the lease wait is not logged with holder and expiry:\n%s", out)
+	}
+
+	// The same through Run: nothing before the expiry, a run right after.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = l.Run(ctx) }()
+	eventually(t, "the loop to wait", func() bool {
+		d := clock.nextTimer()
+		return d > 0 && d <= 84*time.Second && lease.acquiresSeen() >= 2
+	})
+	clock.advance(80 * time.Second)
+	time.Sleep(10 * time.Millisecond)
+	if src.fetches() != 0 {
+		t.Fatal("acted before the lease expired")
+	}
+	lease.set(LeaseState{Held: true, Expiry: clock.Now().Add(90 * time.Second)}, nil) // the dead holder's lease ran out
+	clock.advance(4 * time.Second)
+	eventually(t, "a run right after the expiry", func() bool { return src.fetches() == 1 })
+	if !strings.Contains(logs.String(), "took the lease") {
+		t.Errorf("taking the lease is not logged:\n%s", logs.String())
+	}
+}
+
+func (l *fakeLease) acquiresSeen() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acquires
+}
+
+// blockingSystem's Observe waits until the test releases it or the run is
+// cancelled, then fails as the LXD client does.
+type blockingSystem struct {
+	*fakeSystem
+	entered chan struct{}
+	release chan struct{}
+	mu      sync.Mutex
+	cause   error
+}
+
+func newBlockingSystem(obs Observed) *blockingSystem {
+	return &blockingSystem{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver(), obs: obs},
+		entered: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func (b *blockingSystem) Observe(ctx context.Context) (Observed, error) {
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-ctx.Done():
+		b.mu.Lock()
+		b.cause = context.Cause(ctx)
+		b.mu.Unlock()
+		return Observed{}, fmt.Errorf("lxd: %w", ctx.Err())
+	case <-b.release:
+		return b.fakeSystem.Observe(ctx)
+	}
+}
+
+func (b *blockingSystem) cancelCause() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cause
+}
+
+// TestLoopCancelledRunIsNotAFailure: a shutdown or a lost lease that
+// cancels an observe or a fetch ends the run quietly: no error status, no
+// backoff, no error metric, and /readyz stays ready.
+func TestLoopCancelledRunIsNotAFailure(t *testing.T) {
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	sys := newBlockingSystem(convergedObs(execApp("web", 1, 1, "reg/web:1")))
+	m := &fakeMetrics{}
+	l := &Loop{Source: src, System: sys, Clock: &fakeClock{now: time.Now()}, Metrics: m}
+	l.init()
+	close(sys.release)
+	l.runOnce(context.Background(), "start")
+	if err := l.Ready(); err != nil {
+		t.Fatalf("not ready after a good run: %v", err)
+	}
+	before := l.Status().(LoopStatus)
+
+	sys.release = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-sys.entered; cancel() }()
+	if wait := l.runOnce(ctx, "poll"); wait != 0 {
+		t.Errorf("a cancelled run waits %v (a backoff)", wait)
+	}
+	st := l.Status().(LoopStatus)
+	if st.LastError != "" || st.LastResult != before.LastResult || st.Phase == "Backoff" || l.errs != 0 {
+		t.Errorf("a cancelled observe counts as a failure: %+v (errs %d)", st, l.errs)
+	}
+	if err := l.Ready(); err != nil {
+		t.Errorf("unready after a cancelled run: %v", err)
+	}
+	// The fetch too.
+	ctx, cancel = context.WithCancel(context.Background())
+	l.Source = cancellingSource{cancel: cancel}
+	if wait := l.runOnce(ctx, "poll"); wait != 0 || l.Status().(LoopStatus).LastError != "" {
+		t.Errorf("a cancelled fetch counts as a failure: wait %v, %+v", wait, l.Status())
+	}
+	if e := m.errorsSeen(); len(e) != 0 {
+		t.Errorf("errors counted for cancelled runs: %v", e)
+	}
+}
+
+// cancellingSource cancels its run, as a shutdown during a fetch does.
+type cancellingSource struct{ cancel context.CancelFunc }
+
+func (s cancellingSource) Fetch(ctx context.Context) (Revision, error) {
+	s.cancel()
+	<-ctx.Done()
+	return Revision{}, fmt.Errorf("git: fetch: %w", ctx.Err())
+}
+
+// TestLoopLeaseContention: an Acquire that gives up after repeated 412s is
+// "try again soon": no failure, no wait for a holder, no error metric.
+func TestLoopLeaseContention(t *testing.T) {
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	lease := &fakeLease{err: fmt.Errorf("take lease: %w", ErrLeaseContended)}
+	m := &fakeMetrics{}
+	l := &Loop{Source: src, System: &fakeSystem{fakeDriver: newFakeDriver()}, Clock: &fakeClock{now: time.Now()},
+		Lease: lease, Metrics: m, Interval: 5 * time.Minute}
+	l.init()
+	wait := l.runOnce(context.Background(), "start")
+	if wait <= 0 || wait > 5*time.Second {
+		t.Errorf("after contention waits %v, want a few seconds", wait)
+	}
+	st := l.Status().(LoopStatus)
+	if st.LastError != "" || st.Phase == "Backoff" || st.Phase == "WaitingForLease" || src.fetches() != 0 || len(m.errorsSeen()) != 0 {
+		t.Errorf("contention handled as a failure or a lost lease: %+v, %d fetches, errors %v", st, src.fetches(), m.errorsSeen())
+	}
+}
+
+// TestLoopRenewal: while a run is in progress, contention and short errors
+// on renewal leave it alone; another holder, or errors until the lease
+// nears its expiry, cancel it with ErrLeaseLost, without an error status.
+func TestLoopRenewal(t *testing.T) {
+	// The lease expires 60s after the start and is renewed every 20s.
+	for _, tc := range []struct {
+		name      string
+		fault     func(*fakeLease, time.Time)
+		steps     int    // 2s steps of the clock
+		cancelled bool   // the run must be cancelled (else: must not be)
+		phase     string // the phase once the run was cancelled
+	}{
+		{"contended once", func(l *fakeLease, _ time.Time) { l.set(LeaseState{}, fmt.Errorf("x: %w", ErrLeaseContended)) }, 15, false, ""},
+		{"an error once", func(l *fakeLease, _ time.Time) { l.set(LeaseState{}, errors.New("connection refused")) }, 15, false, ""},
+		{"taken by another", func(l *fakeLease, now time.Time) {
+			l.set(LeaseState{Holder: "thief", Expiry: now.Add(time.Minute)}, nil)
+		}, 20, true, "WaitingForLease"},
+		// Not renewed by 40s (LeaseRenew before the expiry): lost; the next
+		// run's Acquire fails as LXD does not answer: a lease error.
+		{"errors until near the expiry", func(l *fakeLease, _ time.Time) { l.set(LeaseState{}, errors.New("connection refused")) }, 20, true, "Backoff"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			clock := &fakeClock{now: t0}
+			src := &fakeSource{}
+			src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+			sys := newBlockingSystem(convergedObs(execApp("web", 1, 1, "reg/web:1")))
+			lease := &fakeLease{state: LeaseState{Held: true, Expiry: t0.Add(60 * time.Second)}}
+			m := &fakeMetrics{}
+			l := &Loop{Source: src, System: sys, Clock: clock, Lease: lease, Metrics: m, LeaseRenew: 20 * time.Second, Interval: time.Hour}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- l.Run(ctx) }()
+			<-sys.entered // the run is observing
+			tc.fault(lease, clock.Now())
+			for range tc.steps {
+				clock.advance(2 * time.Second)
+				time.Sleep(2 * time.Millisecond)
+				if sys.cancelCause() != nil {
+					break
+				}
+			}
+			if !tc.cancelled {
+				time.Sleep(10 * time.Millisecond)
+				if c := sys.cancelCause(); c != nil {
+					t.Fatalf("the run was cancelled: %v", c)
+				}
+				close(sys.release)
+				eventually(t, "the run to end", func() bool { return l.Status().(LoopStatus).LastResult != "" })
+				if st := l.Status().(LoopStatus); st.LastError != "" || len(m.errorsSeen()) != 0 {
+					t.Errorf("status %+v, errors %v", st, m.errorsSeen())
+				}
+			} else {
+				eventually(t, "the run to be cancelled", func() bool { return sys.cancelCause() != nil })
+				if c := sys.cancelCause(); !errors.Is(c, ErrLeaseLost) {
+					t.Errorf("cancel cause = %v, want ErrLeaseLost", c)
+				}
+				if elapsed := clock.Now().Sub(t0); elapsed < 20*time.Second || elapsed > 42*time.Second {
+					t.Errorf("cancelled %v after the start", elapsed)
+				}
+				eventually(t, "phase "+tc.phase, func() bool { return l.Status().(LoopStatus).Phase == tc.phase })
+				// The cancelled observe itself is no failure; only the
+				// next run's lease error may be.
+				for _, e := range m.errorsSeen() {
+					if e != "lease" {
+						t.Errorf("error counted: %s", e)
+					}
+				}
+				if strings.Contains(l.Status().(LoopStatus).LastError, "canceled") {
+					t.Errorf("status shows the cancellation as an error: %+v", l.Status())
+				}
+			}
+			cancel()
+			<-done
+		})
+	}
+}
+
+// TestLoopReadyUsesErrorKind: readiness follows the kind of the last
+// error, not its text: a Git error whose message starts with "lxd:" keeps
+// the daemon ready; a lease error (LXD did not answer) does not.
+func TestLoopReadyUsesErrorKind(t *testing.T) {
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	sys := &fakeSystem{fakeDriver: newFakeDriver(), obs: convergedObs(execApp("web", 1, 1, "reg/web:1"))}
+	lease := &fakeLease{state: LeaseState{Held: true}}
+	l := &Loop{Source: src, System: sys, Lease: lease, Clock: &fakeClock{now: time.Now()}}
+	l.init()
+	l.runOnce(context.Background(), "start")
+	src.err = errors.New("lxd: a repository named like this")
+	l.runOnce(context.Background(), "poll")
+	if err := l.Ready(); err != nil {
+		t.Errorf("a Git error made the daemon unready: %v", err)
+	}
+	lease.set(LeaseState{}, errors.New("read lease: connection refused"))
+	l.runOnce(context.Background(), "poll")
+	if err := l.Ready(); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("ready while LXD does not answer the lease: %v", err)
+	}
+}
+
+// TestLoopMetricsShowHeldApps: with one app held for an invalid spec, the
+// run is "held", not "ok"; the app's status is Invalid; the applied
+// revision does not move; the spec errors are counted. A failed rollout
+// shows as Held.
+func TestLoopMetricsShowHeldApps(t *testing.T) {
+	web := strings.Replace(loopSpec, "IMAGE", "1", 1)
+	api := strings.NewReplacer("name: web", "name: api", "replicas: 1", "replicas: three").Replace(web)
+	src := &fakeSource{rev: Revision{SHA: "r1", FS: fstest.MapFS{"web.yaml": {Data: []byte(web)}, "api.yaml": {Data: []byte(api)}}}}
+	sys := &fakeSystem{fakeDriver: newFakeDriver()}
+	m := &fakeMetrics{}
+	l := &Loop{Source: src, System: sys, Clock: &fakeClock{now: time.Now()}, Metrics: m}
+	l.init()
+	l.runOnce(context.Background(), "start")
+	if len(m.results) != 1 || m.results[0] != RunHeld {
+		t.Errorf("run results = %v, want [held]", m.results)
+	}
+	if m.apps["api"] != AppStatusInvalid {
+		t.Errorf("app statuses = %v, want api Invalid", m.apps)
+	}
+	if m.revision != "" || m.succeeded != 0 {
+		t.Errorf("applied revision moved to %q (succeeded %d) while api is held", m.revision, m.succeeded)
+	}
+	if m.specErrors < 1 {
+		t.Errorf("spec errors = %d", m.specErrors)
+	}
+	if st := l.Status().(LoopStatus); st.LastResult != RunHeld {
+		t.Errorf("LastResult = %q", st.LastResult)
+	}
+
+	// api fixed, web's rollout fails: error, then held on the next run.
+	src.set("r2", strings.Replace(loopSpec, "IMAGE", "2", 1))
+	sys.fail["ready web-0"] = errors.New("unhealthy")
+	l.runOnce(context.Background(), "poll")
+	l.runOnce(context.Background(), "poll")
+	if got := m.results[1:]; len(got) != 2 || got[0] != RunError || got[1] != RunHeld {
+		t.Errorf("run results = %v, want error then held", got)
+	}
+	if m.apps["web"] != AppStatusHeld || m.revision != "" {
+		t.Errorf("after a failed rollout: statuses %v, revision %q", m.apps, m.revision)
+	}
+
+	// Everything converges: ok, the revision moves, per-app revisions too.
+	src.set("r3", strings.Replace(loopSpec, "IMAGE", "3", 1))
+	delete(sys.fail, "ready web-0")
+	sys.obs = convergedObs(execApp("web", 1, 1, "reg/web:3"))
+	l.runOnce(context.Background(), "poll")
+	if last := m.results[len(m.results)-1]; last != RunOK && last != RunNoop {
+		t.Errorf("last result = %s", last)
+	}
+	if m.revision != "r3" || m.apps["web"] != HealthHealthy || m.specErrors != 0 {
+		t.Errorf("after convergence: revision %q, statuses %v, spec errors %d", m.revision, m.apps, m.specErrors)
 	}
 }

@@ -9,11 +9,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Result labels for berth_reconcile_runs_total.
+// Result labels for berth_reconcile_runs_total (the loop's results).
 const (
-	RunOK    = "ok"    // the run converged or changed something without error
+	RunOK    = "ok"    // changes applied, every app converged
 	RunError = "error" // the run failed or halted a rollout
 	RunNoop  = "noop"  // nothing differed from Git
+	RunHeld  = "held"  // the run ended, but an app was held (invalid spec, failed revision) or the specs had errors
 )
 
 // Result labels for berth_webhooks_total.
@@ -40,6 +41,9 @@ type Metrics struct {
 	gitErrors     prometheus.Counter
 	revision      *prometheus.GaugeVec
 	apps          *prometheus.GaugeVec
+	appStatus     *prometheus.GaugeVec
+	appRevision   *prometheus.GaugeVec
+	specErrors    prometheus.Gauge
 	lxdRequests   *prometheus.CounterVec
 	webhooks      *prometheus.CounterVec
 	triggers      *prometheus.CounterVec
@@ -58,7 +62,7 @@ func NewMetrics() *Metrics {
 		reg: prometheus.NewRegistry(),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_reconcile_runs_total",
-			Help: "Reconcile runs by result (ok, error, noop).",
+			Help: "Reconcile runs by result: ok (applied, all converged), noop, held (an app held: invalid spec or failed revision), error.",
 		}, []string{"result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "berth_reconcile_duration_seconds",
@@ -85,12 +89,24 @@ func NewMetrics() *Metrics {
 		}),
 		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "berth_applied_revision_info",
-			Help: "The Git revision last applied; 1 for the current revision only.",
+			Help: "The last Git revision every app converged to (a run with result ok or noop); 1 for that revision only.",
 		}, []string{"revision"}),
 		apps: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "berth_apps",
-			Help: "Number of apps per status.",
+			Help: "Number of apps per status (as in berth_app_status).",
 		}, []string{"status"}),
+		appStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "berth_app_status",
+			Help: "1 for each app's current status: Invalid, Held, Degraded, Missing, Progressing, OutOfSync, Orphaned or Healthy.",
+		}, []string{"app", "status"}),
+		appRevision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "berth_app_revision_info",
+			Help: "Per app, the last Git revision that rolled out fully; 1 for that revision only.",
+		}, []string{"app", "revision"}),
+		specErrors: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "berth_spec_errors",
+			Help: "Spec diagnostics (invalid fields, files that do not parse) in the revision last loaded.",
+		}),
 		lxdRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_lxd_requests_total",
 			Help: "Requests made to the LXD API by HTTP method.",
@@ -113,12 +129,12 @@ func NewMetrics() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.runs, m.duration, m.runErrors,
 		m.gitPolls, m.gitFetches, m.gitErrors,
-		m.revision, m.apps, m.lxdRequests,
+		m.revision, m.apps, m.appStatus, m.appRevision, m.specErrors, m.lxdRequests,
 		m.webhooks, m.triggers, m.lastSuccessTS,
 	)
 	// Counters with a closed label set start at zero, so rate() and
 	// absent-series alerts work before the first event.
-	for _, r := range []string{RunOK, RunError, RunNoop} {
+	for _, r := range []string{RunOK, RunError, RunNoop, RunHeld} {
 		m.runs.WithLabelValues(r)
 	}
 	return m
@@ -179,6 +195,7 @@ func (m *Metrics) GitError() {
 
 // SetRevision makes sha the only revision berth_applied_revision_info
 // reports (value 1); earlier revisions are removed. An empty sha clears it.
+// The daemon calls it only for a revision every app converged to.
 func (m *Metrics) SetRevision(sha string) {
 	if m == nil {
 		return
@@ -191,19 +208,51 @@ func (m *Metrics) SetRevision(sha string) {
 	}
 }
 
-// SetApps sets berth_apps to the number of apps per status (Ready,
-// Degraded, Held, OutOfSync, ...). Statuses missing from counts are
-// removed, so a status no app has any more does not linger.
-func (m *Metrics) SetApps(counts map[string]int) {
+// SetApps takes every app's status (app -> Healthy, Degraded, Held,
+// Invalid, ...): berth_app_status gets one series per app, value 1, and
+// berth_apps the number of apps per status. Apps and statuses missing
+// from statuses are removed, so nothing lingers.
+func (m *Metrics) SetApps(statuses map[string]string) {
 	if m == nil {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.apps.Reset()
+	m.appStatus.Reset()
+	counts := map[string]int{}
+	for app, status := range statuses {
+		counts[status]++
+		m.appStatus.WithLabelValues(app, status).Set(1)
+	}
 	for status, n := range counts {
 		m.apps.WithLabelValues(status).Set(float64(n))
 	}
+}
+
+// SetAppRevisions sets berth_app_revision_info: per app, the last revision
+// that rolled out fully. Apps missing from revisions are removed.
+func (m *Metrics) SetAppRevisions(revisions map[string]string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.appRevision.Reset()
+	for app, sha := range revisions {
+		if sha != "" {
+			m.appRevision.WithLabelValues(app, sha).Set(1)
+		}
+	}
+}
+
+// SetSpecErrors sets berth_spec_errors, the number of spec diagnostics of
+// the revision last loaded.
+func (m *Metrics) SetSpecErrors(n int) {
+	if m == nil {
+		return
+	}
+	m.specErrors.Set(float64(n))
 }
 
 // LXDRequest counts one request to the LXD API; the daemon calls it from

@@ -42,7 +42,9 @@ func TestMetricsExposition(t *testing.T) {
 	m.GitFetched()
 	m.GitError()
 	m.SetRevision("abc123")
-	m.SetApps(map[string]int{"Ready": 2, "Degraded": 1})
+	m.SetApps(map[string]string{"web": "Healthy", "api": "Degraded", "db": "Invalid"})
+	m.SetAppRevisions(map[string]string{"web": "abc123"})
+	m.SetSpecErrors(2)
 	m.LXDRequest("GET")
 	m.Triggered("poll")
 	m.Succeeded(time.Unix(1700000000, 0))
@@ -59,6 +61,9 @@ func TestMetricsExposition(t *testing.T) {
 		"berth_git_errors_total",
 		"berth_applied_revision_info",
 		"berth_apps",
+		"berth_app_status",
+		"berth_app_revision_info",
+		"berth_spec_errors",
 		"berth_lxd_requests_total",
 		"berth_webhooks_total",
 		"berth_triggers_total",
@@ -85,8 +90,8 @@ func TestMetricsValues(t *testing.T) {
 	if got := testutil.ToFloat64(m.runs.WithLabelValues(RunNoop)); got != 2 {
 		t.Errorf("runs{noop} = %v", got)
 	}
-	if got := testutil.CollectAndCount(m.runs); got != 3 {
-		t.Errorf("runs series = %d, want ok, error, noop pre-set", got)
+	if got := testutil.CollectAndCount(m.runs); got != 4 {
+		t.Errorf("runs series = %d, want ok, error, noop, held pre-set", got)
 	}
 
 	m.SetRevision("aaa")
@@ -102,12 +107,13 @@ func TestMetricsValues(t *testing.T) {
 		t.Errorf("revision series after clear = %d", got)
 	}
 
-	m.SetApps(map[string]int{"Ready": 3, "Held": 1})
-	m.SetApps(map[string]int{"Ready": 4})
+	m.SetApps(map[string]string{"a": "Healthy", "b": "Healthy", "c": "Held"})
+	m.SetApps(map[string]string{"a": "Healthy", "b": "Degraded"})
 	err := testutil.CollectAndCompare(m.apps, strings.NewReader(`
-# HELP berth_apps Number of apps per status.
+# HELP berth_apps Number of apps per status (as in berth_app_status).
 # TYPE berth_apps gauge
-berth_apps{status="Ready"} 4
+berth_apps{status="Degraded"} 1
+berth_apps{status="Healthy"} 1
 `))
 	if err != nil {
 		t.Error(err)
@@ -135,12 +141,62 @@ func TestNilMetrics(t *testing.T) {
 	m.GitFetched()
 	m.GitError()
 	m.SetRevision("x")
-	m.SetApps(map[string]int{"Ready": 1})
+	m.SetApps(map[string]string{"web": "Healthy"})
+	m.SetAppRevisions(map[string]string{"web": "x"})
+	m.SetSpecErrors(1)
 	m.LXDRequest("GET")
 	m.Triggered("poll")
 	m.Succeeded(time.Now())
 	m.webhook("github", webhookTriggered)
 	if m.Registry() != nil {
 		t.Error("nil Metrics has a registry")
+	}
+}
+
+// TestMetricsShowHeldAndInvalidApps: with one app held for an invalid spec
+// and one held after a failed rollout, /metrics says so per app, counts
+// them apart from the healthy ones, and the errors are countable.
+func TestMetricsShowHeldAndInvalidApps(t *testing.T) {
+	m := NewMetrics()
+	m.SetApps(map[string]string{"web": "Healthy", "api": "Invalid", "worker": "Held"})
+	m.SetAppRevisions(map[string]string{"web": "bbb", "api": "aaa", "worker": "aaa"})
+	m.SetSpecErrors(3)
+	m.RunFinished(RunHeld, time.Second)
+	err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(`
+# HELP berth_app_revision_info Per app, the last Git revision that rolled out fully; 1 for that revision only.
+# TYPE berth_app_revision_info gauge
+berth_app_revision_info{app="api",revision="aaa"} 1
+berth_app_revision_info{app="web",revision="bbb"} 1
+berth_app_revision_info{app="worker",revision="aaa"} 1
+# HELP berth_app_status 1 for each app's current status: Invalid, Held, Degraded, Missing, Progressing, OutOfSync, Orphaned or Healthy.
+# TYPE berth_app_status gauge
+berth_app_status{app="api",status="Invalid"} 1
+berth_app_status{app="web",status="Healthy"} 1
+berth_app_status{app="worker",status="Held"} 1
+# HELP berth_apps Number of apps per status (as in berth_app_status).
+# TYPE berth_apps gauge
+berth_apps{status="Healthy"} 1
+berth_apps{status="Held"} 1
+berth_apps{status="Invalid"} 1
+# HELP berth_reconcile_runs_total Reconcile runs by result: ok (applied, all converged), noop, held (an app held: invalid spec or failed revision), error.
+# TYPE berth_reconcile_runs_total counter
+berth_reconcile_runs_total{result="error"} 0
+berth_reconcile_runs_total{result="held"} 1
+berth_reconcile_runs_total{result="noop"} 0
+berth_reconcile_runs_total{result="ok"} 0
+# HELP berth_spec_errors Spec diagnostics (invalid fields, files that do not parse) in the revision last loaded.
+# TYPE berth_spec_errors gauge
+berth_spec_errors 3
+`), "berth_app_revision_info", "berth_app_status", "berth_apps", "berth_reconcile_runs_total", "berth_spec_errors")
+	if err != nil {
+		t.Error(err)
+	}
+	// The app fixed: its Invalid series goes, nothing lingers.
+	m.SetApps(map[string]string{"web": "Healthy", "api": "Healthy"})
+	if got := testutil.CollectAndCount(m.appStatus); got != 2 {
+		t.Errorf("app status series = %d, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.apps.WithLabelValues("Healthy")); got != 2 {
+		t.Errorf("apps{Healthy} = %v", got)
 	}
 }
