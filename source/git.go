@@ -57,17 +57,82 @@ func (c Commit) Short() string {
 	return c.SHA
 }
 
-// IsRemote tells whether location is a URL rather than a local path.
-// scp-like "user@host:path" counts as remote, as it does for git.
+// IsRemote tells whether location names a remote repository rather than
+// a local path. The rule is git's (url_is_local_not_ssh in connect.c, and
+// the existence check of git clone):
+//
+//  1. "SCHEME://..." with a scheme of letters, digits, '+', '-' and '.'
+//     (starting with a letter or digit) is a URL, file:// included.
+//  2. Otherwise a location with no colon, or with a slash (or backslash)
+//     before its first colon, is a local path: ./apps:v2, /tmp/apps:v2,
+//     apps/x:y. So is a Windows drive path (C:\x, C:/x).
+//  3. Otherwise it has the scp-like form [user@]host:path of an SSH
+//     address, and is remote, unless a file or folder of that name
+//     exists (it is then read, as git clone does), or the part before
+//     the colon cannot be a host (empty, or holding characters other
+//     than letters, digits, '.', '-', '_', or a [bracketed] address).
+//
+// So "apps:v2" is a local path when it exists and an SSH address when
+// not; "./apps:v2" is always a local path.
 func IsRemote(location string) bool {
-	if strings.Contains(location, "://") {
+	if isURL(location) {
 		return true
 	}
-	if i := strings.Index(location, ":"); i > 0 && !strings.ContainsAny(location[:i], "/\\") {
-		_, err := os.Stat(location)
-		return err != nil
+	_, _, ok := scpLike(location)
+	if !ok {
+		return false
 	}
-	return false
+	_, err := os.Stat(location)
+	return err != nil
+}
+
+// isURL tells "SCHEME://...", as git's is_url does.
+func isURL(s string) bool {
+	scheme, _, ok := strings.Cut(s, "://")
+	if !ok || scheme == "" {
+		return false
+	}
+	for i, r := range scheme {
+		alnum := 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'
+		if !alnum && (i == 0 || !strings.ContainsRune("+-.", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+// scpLike splits "[user@]host:path" into host and path; ok is false for
+// anything else (rules 2 and 3 of IsRemote, without the existence check).
+// The host may be a [bracketed] address, whose colons do not count.
+func scpLike(s string) (host, p string, ok bool) {
+	i := strings.IndexByte(s, ':')
+	if i <= 0 || strings.ContainsAny(s[:i], "/\\") {
+		return "", "", false
+	}
+	if i == 1 && len(s) > 2 && (s[2] == '\\' || s[2] == '/') && ('a' <= s[0]|0x20 && s[0]|0x20 <= 'z') {
+		return "", "", false // C:\x
+	}
+	start := strings.LastIndexByte(s[:i], '@') + 1
+	if start == 1 {
+		return "", "", false // "@host:" has an empty user
+	}
+	if s[start] == '[' {
+		end := strings.IndexByte(s[start:], ']') + start
+		if end <= start+1 || end+1 >= len(s) || s[end+1] != ':' || strings.ContainsAny(s[:end], "/\\") {
+			return "", "", false
+		}
+		return s[start : end+1], s[end+2:], true
+	}
+	host = s[start:i]
+	if host == "" {
+		return "", "", false
+	}
+	for _, r := range host {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return "", "", false
+		}
+	}
+	return host, s[i+1:], true
 }
 
 // Open opens the repository at location. A local path may be a work tree
@@ -82,7 +147,10 @@ func Open(ctx context.Context, location string) (*Repo, error) {
 			Tags:       git.AllTags,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("clone %s: %w", location, err)
+			if host, p, ok := scpLike(location); ok && !isURL(location) {
+				return nil, fmt.Errorf("clone %q (read as the SSH address host %q, path %q; for a local path write ./%s): %w", location, host, p, location, err)
+			}
+			return nil, fmt.Errorf("clone %s: %w", redactURL(location), err)
 		}
 		return &Repo{Location: location, repo: r}, nil
 	}

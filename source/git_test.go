@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // gitRepo makes a real repository with the git CLI, the way users make them.
@@ -164,16 +165,84 @@ func TestOpenNotARepo(t *testing.T) {
 }
 
 func TestIsRemote(t *testing.T) {
-	for in, want := range map[string]bool{
-		"https://example.org/x.git": true,
-		"file:///srv/x":             true,
-		"git@example.org:x.git":     true,
-		"/srv/x":                    false,
-		"./x":                       false,
-		"x":                         false,
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, d := range []string{"apps:v2", "exists:x/sub"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		in   string
+		want bool
+	}{
+		{"https://example.org/x.git", true},
+		{"file:///srv/x", true},
+		{"ssh://git@example.org:22/x.git", true},
+		{"git+ssh://example.org/x", true},
+		{"git@example.org:x.git", true},
+		{"example.org:ops/apps.git", true},
+		{"gh:ops/apps", true}, // an ~/.ssh/config host alias
+		{"git@[::1]:x.git", true},
+		{"[::1]:x.git", true},
+		{"nope:v2", true}, // does not exist: an SSH address, as for git
+		{"/srv/x", false},
+		{"./x", false},
+		{"x", false},
+		// A slash before the first colon: always a local path.
+		{"./apps:v2", false},
+		{"./nope:v2", false},
+		{"/tmp/apps:v2", false},
+		{"apps/x:y", false},
+		{`apps\x:y`, false},
+		{"./a://b", false}, // not a URL: the scheme would hold a slash
+		// No slash before the colon, but the path exists: local (git clone).
+		{"apps:v2", false},
+		{"exists:x/sub", false},
+		// Cannot be a host: local.
+		{":v2", false},
+		{"@host:x", false},
+		{"my apps:v2", false},
+		{"a*b:c", false},
+		// Windows drive paths.
+		{`C:\x`, false},
+		{"C:/x", false},
 	} {
-		if got := IsRemote(in); got != want {
-			t.Errorf("IsRemote(%q) = %v", in, got)
+		if got := IsRemote(c.in); got != c.want {
+			t.Errorf("IsRemote(%q) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+// A location read as an SSH address says so, and how to name a local path.
+func TestOpenSCPLikeSaysHowItWasRead(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("SSH_AUTH_SOCK", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := Open(ctx, "apps:v2")
+	if err == nil || !strings.Contains(err.Error(), `SSH address host "apps", path "v2"`) || !strings.Contains(err.Error(), "./apps:v2") {
+		t.Errorf("Open(apps:v2) = %v", err)
+	}
+	if _, err := Open(ctx, "./apps:v2"); err == nil || !strings.Contains(err.Error(), "not a Git repository") {
+		t.Errorf("Open(./apps:v2) = %v", err)
+	}
+	g := newGitRepo(t)
+	g.write("web.yaml", "x\n")
+	sha := g.commit("one")
+	local := filepath.Join(filepath.Dir(g.dir), "apps:v2")
+	if err := os.Rename(g.dir, local); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(filepath.Dir(local))
+	for _, loc := range []string{"apps:v2", "./apps:v2", local} {
+		r, err := Open(ctx, loc)
+		if err != nil {
+			t.Errorf("Open(%q): %v", loc, err)
+			continue
+		}
+		if c, err := r.Resolve("HEAD"); err != nil || c.SHA != sha {
+			t.Errorf("Open(%q): HEAD = %v, %v", loc, c.SHA, err)
 		}
 	}
 }
