@@ -560,7 +560,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		}
 		return max(min(jitter(l.Interval), f.RetryAfter.Sub(now)), l.LeaseMargin)
 	}
-	res, err := spec.Load(rev.FS, l.SpecOptions)
+	res, err := spec.Load(ctx, rev.FS, l.SpecOptions)
 	if err != nil {
 		return fail("spec", err)
 	}
