@@ -2,7 +2,7 @@ package spec
 
 import (
 	"path"
-	"strconv"
+	"regexp"
 	"strings"
 	"time"
 
@@ -108,12 +108,8 @@ func (d *decoder) appSpec(n *yaml.Node, s *AppSpec) {
 	present, ok := d.object(n, appSpecFields, func(f string, v *yaml.Node) {
 		switch f {
 		case "replicas":
-			if r, ok := d.integer(v); ok {
-				if r < 0 {
-					d.errorf(d.resolve(v), "must be 0 or more, got %d", r)
-				} else {
-					s.Replicas = r
-				}
+			if r, ok := d.integer(v, 0, MaxReplicas); ok {
+				s.Replicas = r
 			}
 		case "system":
 			d.system(v, &s.System)
@@ -198,15 +194,18 @@ func (d *decoder) limits(n *yaml.Node, l *Limits) {
 	})
 }
 
+var decimalRE = regexp.MustCompile(`^[0-9]+$`)
+
 func (d *decoder) numberOrString(n *yaml.Node) (string, bool) {
 	r := d.resolve(n)
 	if r == nil {
 		return "", false
 	}
-	if r.Kind == yaml.ScalarNode && r.ShortTag() == "!!int" {
-		if _, err := strconv.ParseUint(r.Value, 10, 64); err == nil {
-			return r.Value, true
-		}
+	// A plain decimal number, even one too large for 64 bits (which YAML
+	// tags as a float or a string), is checked as the text it is, so that
+	// the limit says "too large" rather than "not a string".
+	if r.Kind == yaml.ScalarNode && r.Style == 0 && decimalRE.MatchString(r.Value) {
+		return r.Value, true
 	}
 	return d.str(n, "")
 }
@@ -386,18 +385,14 @@ func (d *decoder) healthcheck(n *yaml.Node) *Healthcheck {
 		case "test":
 			h.Test = d.healthTest(v)
 		case "interval":
-			h.Interval = d.duration(v)
+			h.Interval = d.duration(v, MinHealthcheckDuration)
 		case "timeout":
-			h.Timeout = d.duration(v)
+			h.Timeout = d.duration(v, MinHealthcheckDuration)
 		case "startPeriod":
-			h.StartPeriod = d.duration(v)
+			h.StartPeriod = d.duration(v, MinHealthcheckDuration)
 		case "retries":
-			if r, ok := d.integer(v); ok {
-				if r < 0 {
-					d.errorf(d.resolve(v), "must be 0 or more, got %d", r)
-				} else {
-					h.Retries = r
-				}
+			if r, ok := d.integer(v, 0, MaxHealthcheckRetries); ok {
+				h.Retries = r
 			}
 		}
 	})
@@ -439,7 +434,8 @@ func (d *decoder) healthTest(n *yaml.Node) []string {
 	return test
 }
 
-func (d *decoder) duration(n *yaml.Node) Duration {
+// duration reads a duration between lo and MaxDuration.
+func (d *decoder) duration(n *yaml.Node, lo time.Duration) Duration {
 	r := d.resolve(n)
 	if r == nil {
 		return 0
@@ -448,7 +444,7 @@ func (d *decoder) duration(n *yaml.Node) Duration {
 		d.errorf(r, `expected a duration like "5s" or "2m", got %s`, describe(r))
 		return 0
 	}
-	v, msg := parseDuration(r.Value)
+	v, msg := parseDuration(r.Value, lo, MaxDuration)
 	if msg != "" {
 		d.errorf(r, "%s", msg)
 	}
@@ -459,15 +455,11 @@ func (d *decoder) update(n *yaml.Node, u *Update) {
 	d.object(n, updateFields, func(f string, v *yaml.Node) {
 		switch f {
 		case "maxUnavailable":
-			if m, ok := d.integer(v); ok {
-				if m < 1 {
-					d.errorf(d.resolve(v), "must be at least 1, got %d", m)
-				} else {
-					u.MaxUnavailable = m
-				}
+			if m, ok := d.integer(v, 1, MaxReplicas); ok {
+				u.MaxUnavailable = m
 			}
 		case "healthTimeout":
-			if t := d.duration(v); t > 0 {
+			if t := d.duration(v, MinHealthTimeout); t > 0 {
 				u.HealthTimeout = t
 			}
 		case "snapshot":

@@ -210,6 +210,14 @@ func (d *decoder) str(n *yaml.Node, why string) (string, bool) {
 		return "", false
 	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+		// Through aliases one long string can be read many times.
+		if !d.spend(len(n.Value)/64, n) {
+			return "", false
+		}
+		if len(n.Value) > MaxStringLen {
+			d.errorf(n, "is %d bytes long; a string may have at most %d (256 KiB)", len(n.Value), MaxStringLen)
+			return "", false
+		}
 		return n.Value, true
 	}
 	if n.Kind == yaml.ScalarNode {
@@ -227,21 +235,40 @@ func (d *decoder) str(n *yaml.Node, why string) (string, bool) {
 	return "", false
 }
 
-// integer reads an integer that fits an int.
-func (d *decoder) integer(n *yaml.Node) (int, bool) {
+// intLiteralRE matches what is written as an integer. yaml.v3 tags one
+// too large for 64 bits as a float (or, when very long, as a string).
+var intLiteralRE = regexp.MustCompile(`^[-+]?([0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+)$`)
+
+// integer reads an integer between lo and hi.
+func (d *decoder) integer(n *yaml.Node, lo, hi int) (int, bool) {
 	if n = d.resolve(n); n == nil {
 		return 0, false
 	}
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+	outOfRange := func() (int, bool) {
+		d.errorf(n, "must be between %d and %d, got %s", lo, hi, n.Value)
+		return 0, false
+	}
+	if n.Kind != yaml.ScalarNode {
 		d.typeError(n, "an integer")
 		return 0, false
 	}
-	var v int
-	if err := n.Decode(&v); err != nil {
-		d.errorf(n, "integer %s is out of range", n.Value)
+	switch n.ShortTag() {
+	case "!!int":
+	case "!!float", "!!str":
+		if n.Style == 0 && intLiteralRE.MatchString(n.Value) {
+			return outOfRange()
+		}
+		d.typeError(n, "an integer")
+		return 0, false
+	default:
+		d.typeError(n, "an integer")
 		return 0, false
 	}
-	return v, true
+	var v int64
+	if err := n.Decode(&v); err != nil || v < int64(lo) || v > int64(hi) {
+		return outOfRange()
+	}
+	return int(v), true
 }
 
 func (d *decoder) boolean(n *yaml.Node) (bool, bool) {
@@ -267,6 +294,10 @@ func (d *decoder) list(n *yaml.Node) ([]*yaml.Node, bool) {
 	}
 	if n.Kind != yaml.SequenceNode {
 		d.typeError(n, "a list")
+		return nil, false
+	}
+	if len(n.Content) > MaxItems {
+		d.errorf(n, "has %d items; a list may have at most %d", len(n.Content), MaxItems)
 		return nil, false
 	}
 	return n.Content, true
@@ -300,7 +331,12 @@ type entry struct {
 // duplicate and non-scalar keys. Merge keys (<<: *anchor) are expanded with
 // YAML's rule: keys written in the mapping win over merged ones.
 func (d *decoder) mapping(n *yaml.Node) ([]entry, bool) {
-	return d.mappingDepth(n, 0)
+	entries, ok := d.mappingDepth(n, 0)
+	if len(entries) > MaxItems {
+		d.errorf(d.resolve(n), "has %d entries; a mapping may have at most %d", len(entries), MaxItems)
+		return nil, false
+	}
+	return entries, ok
 }
 
 func (d *decoder) mappingDepth(n *yaml.Node, depth int) ([]entry, bool) {
@@ -334,6 +370,11 @@ func (d *decoder) mappingDepth(n *yaml.Node, depth int) ([]entry, bool) {
 		}
 		if rk.Kind != yaml.ScalarNode || isNull(rk) {
 			d.errorf(k, "mapping keys must be strings, got %s", describe(rk))
+			ok = false
+			continue
+		}
+		if len(rk.Value) > MaxStringLen {
+			d.errorf(k, "key is %d bytes long; at most %d are allowed", len(rk.Value), MaxStringLen)
 			ok = false
 			continue
 		}

@@ -455,3 +455,148 @@ func TestAliasBombNoFollowOnDiagnostics(t *testing.T) {
 	}
 	sameLines(t, "invalid", r.InvalidApps, []string{"web"})
 }
+
+// Every number of an App has a range, and out-of-range values (too large
+// for 64 bits included), NaN and infinities are diagnostics that say so.
+func TestNumbersAreBounded(t *testing.T) {
+	hc := func(fields string) string { return minimal + "    healthcheck: {test: [NONE], " + fields + "}\n" }
+	tests := []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"replicas at the limit", minimal + "  replicas: 1000\n", nil},
+		{"replicas over the limit", minimal + "  replicas: 1001\n",
+			[]string{"app.yaml:10:13: spec.replicas: must be between 0 and 1000, got 1001"}},
+		{"replicas a billion", minimal + "  replicas: 1000000000\n",
+			[]string{"app.yaml:10:13: spec.replicas: must be between 0 and 1000, got 1000000000"}},
+		{"replicas max int64", minimal + "  replicas: 9223372036854775807\n",
+			[]string{"app.yaml:10:13: spec.replicas: must be between 0 and 1000, got 9223372036854775807"}},
+		{"replicas over 64 bits", minimal + "  replicas: 18446744073709551616\n",
+			[]string{"app.yaml:10:13: spec.replicas: must be between 0 and 1000, got 18446744073709551616"}},
+		{"replicas far over 64 bits", minimal + "  replicas: " + strings.Repeat("9", 400) + "\n",
+			[]string{"app.yaml:10:13: spec.replicas: must be between 0 and 1000, got " + strings.Repeat("9", 400)}},
+		{"replicas under min int64", minimal + "  replicas: -9223372036854775809\n",
+			[]string{"app.yaml:10:13: spec.replicas: must be between 0 and 1000, got -9223372036854775809"}},
+		{"replicas hexadecimal over the limit", minimal + "  replicas: 0x10000\n",
+			[]string{"app.yaml:10:13: spec.replicas: must be between 0 and 1000, got 0x10000"}},
+		{"replicas quoted number", minimal + "  replicas: \"18446744073709551616\"\n",
+			[]string{`app.yaml:10:13: spec.replicas: expected an integer, got string "18446744073709551616"`}},
+		{"replicas NaN", minimal + "  replicas: .nan\n",
+			[]string{"app.yaml:10:13: spec.replicas: expected an integer, got number .nan"}},
+		{"replicas infinity", minimal + "  replicas: .inf\n",
+			[]string{"app.yaml:10:13: spec.replicas: expected an integer, got number .inf"}},
+		{"replicas minus infinity", minimal + "  replicas: -.Inf\n",
+			[]string{"app.yaml:10:13: spec.replicas: expected an integer, got number -.Inf"}},
+		{"replicas exponent", minimal + "  replicas: 1e3\n",
+			[]string{"app.yaml:10:13: spec.replicas: expected an integer, got number 1e3"}},
+		{"maxUnavailable at the limit", minimal + "  update: {maxUnavailable: 1000}\n", nil},
+		{"maxUnavailable over the limit", minimal + "  update: {maxUnavailable: 1001}\n",
+			[]string{"app.yaml:10:28: spec.update.maxUnavailable: must be between 1 and 1000, got 1001"}},
+		{"maxUnavailable NaN", minimal + "  update: {maxUnavailable: .NaN}\n",
+			[]string{"app.yaml:10:28: spec.update.maxUnavailable: expected an integer, got number .NaN"}},
+		{"retries at the limit", hc("retries: 100"), nil},
+		{"retries over the limit", hc("retries: 101"),
+			[]string{"app.yaml:10:42: spec.container.healthcheck.retries: must be between 0 and 100, got 101"}},
+		{"retries over 64 bits", hc("retries: 99999999999999999999"),
+			[]string{"app.yaml:10:42: spec.container.healthcheck.retries: must be between 0 and 100, got 99999999999999999999"}},
+		{"durations at the limits", hc("interval: 1ms, timeout: 24h, startPeriod: 1h30m"), nil},
+		{"interval under Docker's minimum", hc("interval: 500us"),
+			[]string{`app.yaml:10:43: spec.container.healthcheck.interval: duration "500us" is too short: at least 1ms`}},
+		{"timeout over a day", hc("timeout: 25h"),
+			[]string{`app.yaml:10:42: spec.container.healthcheck.timeout: duration "25h" is too long: at most 24h`}},
+		{"startPeriod over 64 bits", hc("startPeriod: 9999999999h"),
+			[]string{`app.yaml:10:46: spec.container.healthcheck.startPeriod: duration "9999999999h" is out of range: at most 24h`}},
+		{"duration NaN", hc("interval: .nan"),
+			[]string{`app.yaml:10:43: spec.container.healthcheck.interval: expected a duration like "5s" or "2m", got number .nan`}},
+		{"healthTimeout too short", minimal + "  update: {healthTimeout: 10ms}\n",
+			[]string{`app.yaml:10:27: spec.update.healthTimeout: duration "10ms" is too short: at least 1s`}},
+		{"healthTimeout too long", minimal + "  update: {healthTimeout: 48h}\n",
+			[]string{`app.yaml:10:27: spec.update.healthTimeout: duration "48h" is too long: at most 24h`}},
+		{"memory overflowing 64 bits", sys("    limits: {memory: 18446744073709551615EiB}\n"),
+			[]string{`app.yaml:8:22: spec.system.limits.memory: memory size "18446744073709551615EiB" is too large: at most 1PiB`}},
+		{"memory product overflowing 64 bits", sys("    limits: {memory: 17179869184GiB}\n"),
+			[]string{`app.yaml:8:22: spec.system.limits.memory: memory size "17179869184GiB" is too large: at most 1PiB`}},
+		{"memory bytes over 64 bits", sys("    limits: {memory: 18446744073709551616}\n"),
+			[]string{`app.yaml:8:22: spec.system.limits.memory: memory size "18446744073709551616" is too large: at most 1PiB`}},
+		{"memory over the sane limit", sys("    limits: {memory: 2PiB}\n"),
+			[]string{`app.yaml:8:22: spec.system.limits.memory: memory size "2PiB" is too large: at most 1PiB`}},
+		{"memory NaN", sys("    limits: {memory: .nan}\n"),
+			[]string{`app.yaml:8:22: spec.system.limits.memory: expected a string, got number .nan; quote it: ".nan"`}},
+		{"cpu count over the limit", sys("    limits: {cpu: 4097}\n"),
+			[]string{`app.yaml:8:19: spec.system.limits.cpu: CPU count must be between 1 and 4096, got "4097"`}},
+		{"cpu count over 64 bits", sys("    limits: {cpu: 99999999999999999999}\n"),
+			[]string{`app.yaml:8:19: spec.system.limits.cpu: CPU count must be between 1 and 4096, got "99999999999999999999"`}},
+		{"cpu set number over 64 bits", sys("    limits: {cpu: \"0-99999999999999999999\"}\n"),
+			[]string{`app.yaml:8:19: spec.system.limits.cpu: CPU number 99999999999999999999 in "0-99999999999999999999" is out of range: CPU numbers go from 0 to 4095`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustLoadBytes(t, tt.src, Options{})
+			sameLines(t, "diagnostics", diagStrings(r.Diagnostics), tt.want)
+		})
+	}
+}
+
+// Every list and mapping, and every string, has a bounded size.
+func TestListsAndStringsAreBounded(t *testing.T) {
+	items := func(n int, f string) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = fmt.Sprintf(f, i)
+		}
+		return strings.Join(parts, ", ")
+	}
+	tests := []struct {
+		name string
+		src  string
+		want string // the one diagnostic, without its position
+	}{
+		{"command", minimal + "    command: [" + items(MaxItems+1, "a%d") + "]\n",
+			"spec.container.command: has 1001 items; a list may have at most 1000"},
+		{"healthcheck test", minimal + "    healthcheck: {test: [CMD, " + items(MaxItems, "a%d") + "]}\n",
+			"spec.container.healthcheck.test: has 1001 items; a list may have at most 1000"},
+		{"env", minimal + "    env: {" + items(MaxItems+1, "A%d: x") + "}\n",
+			"spec.container.env: has 1001 entries; a mapping may have at most 1000"},
+		{"env through a merge key", minimal + "    env: {<<: {" + items(MaxItems, "A%d: x") + "}, B: y}\n",
+			"spec.container.env: has 1001 entries; a mapping may have at most 1000"},
+		{"volumes", minimal + "    volumes: [" + items(MaxItems+1, "{source: /s%d, target: /t}") + "]\n",
+			"spec.container.volumes: has 1001 items; a list may have at most 1000"},
+		{"profiles", sys("    profiles: [" + items(MaxItems+1, "p%d") + "]\n"),
+			"spec.system.profiles: has 1001 items; a list may have at most 1000"},
+		{"config", sys("    config: {" + items(MaxItems+1, "user.k%d: x") + "}\n"),
+			"spec.system.config: has 1001 entries; a mapping may have at most 1000"},
+		{"devices", sys("    devices: {" + items(MaxItems+1, "d%d: {type: none}") + "}\n"),
+			"spec.system.devices: has 1001 entries; a mapping may have at most 1000"},
+		{"device keys", sys("    devices: {d: {type: none, " + items(MaxItems, "k%d: x") + "}}\n"),
+			"spec.system.devices.d: has 1001 entries; a mapping may have at most 1000"},
+		{"cloudInit", sys("    cloudInit: " + strings.Repeat("x", MaxStringLen+1) + "\n"),
+			"spec.system.cloudInit: is 262145 bytes long; a string may have at most 262144 (256 KiB)"},
+		{"env value", minimal + "    env: {A: " + strings.Repeat("x", MaxStringLen+1) + "}\n",
+			"spec.container.env.A: is 262145 bytes long; a string may have at most 262144 (256 KiB)"},
+		{"config key", sys("    config:\n      ? " + strings.Repeat("k", MaxStringLen+1) + "\n      : x\n"),
+			"spec.system.config: key is 262145 bytes long; at most 262144 are allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustLoadBytes(t, tt.src, Options{})
+			if len(r.Diagnostics) != 1 {
+				t.Fatalf("want one diagnostic, got:\n%v", r.Diagnostics)
+			}
+			d := r.Diagnostics[0]
+			if got := d.Path + ": " + d.Message; got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+	// At the limits, all is well.
+	for _, src := range []string{
+		minimal + "    command: [" + items(MaxItems, "a%d") + "]\n",
+		minimal + "    env: {" + items(MaxItems, "A%d: x") + "}\n",
+		sys("    cloudInit: " + strings.Repeat("x", MaxStringLen) + "\n"),
+	} {
+		if r := mustLoadBytes(t, src, Options{}); !r.OK() {
+			t.Errorf("at the limit: %v", r.Diagnostics)
+		}
+	}
+}

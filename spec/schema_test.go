@@ -204,7 +204,7 @@ func TestSchemaPatternsAgreeWithLoader(t *testing.T) {
 		}
 	}
 	for _, s := range []string{"5s", "2m", "1h30m", "1.5s", "300ms", "5", "soon", "5 s", "-5s"} {
-		_, msg := parseDuration(s)
+		_, msg := parseDuration(s, MinHealthcheckDuration, MaxDuration)
 		if got, want := duration.MatchString(s), msg == ""; got != want {
 			t.Errorf("duration %q: schema %v, loader %v", s, got, want)
 		}
@@ -214,6 +214,33 @@ func TestSchemaPatternsAgreeWithLoader(t *testing.T) {
 		"localhost/cron:latest", "nginx" + digest, "Nginx", "nginx:", "nginx@sha256:abc", "a//b", "team/Web:1"} {
 		if got, want := image.MatchString(s), checkImageRef(s, false) == ""; got != want {
 			t.Errorf("image %q: schema %v, loader %v", s, got, want)
+		}
+	}
+}
+
+// The schema's maxima are the loader's limits.
+func TestSchemaMaximaMatchLimits(t *testing.T) {
+	root := loadSchema(t)
+	node := func(path ...string) map[string]any {
+		n := root
+		for _, p := range path {
+			n, _ = n["properties"].(map[string]any)[p].(map[string]any)
+			if n == nil {
+				t.Fatalf("schema has no %v", path)
+			}
+		}
+		return n
+	}
+	for _, tt := range []struct {
+		path []string
+		want int
+	}{
+		{[]string{"spec", "replicas"}, MaxReplicas},
+		{[]string{"spec", "update", "maxUnavailable"}, MaxReplicas},
+		{[]string{"spec", "container", "healthcheck", "retries"}, MaxHealthcheckRetries},
+	} {
+		if got, _ := node(tt.path...)["maximum"].(float64); got != float64(tt.want) {
+			t.Errorf("%v: schema maximum %v, loader %d", tt.path, got, tt.want)
 		}
 	}
 }

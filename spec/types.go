@@ -133,7 +133,7 @@ func (d Duration) String() string { return time.Duration(d).String() }
 // hashes and the JSON plan read as "2m0s", not nanoseconds.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
 
-// UnmarshalJSON accepts a Go duration string.
+// UnmarshalJSON accepts a Go duration string from 0 to MaxDuration.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
@@ -142,6 +142,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		return err
+	}
+	if v < 0 || v > MaxDuration {
+		return fmt.Errorf("duration %q is out of range: want 0 to %s", s, shortDuration(MaxDuration))
 	}
 	*d = Duration(v)
 	return nil

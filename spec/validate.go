@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"math/bits"
 	"regexp"
 	"strconv"
 	"strings"
@@ -49,6 +50,13 @@ func checkName(name string, highestSlot int) string {
 	return ""
 }
 
+// memoryUnits are the byte multipliers of LXD's size suffixes.
+var memoryUnits = map[string]uint64{
+	"": 1, "B": 1,
+	"kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "PB": 1e15, "EB": 1e18,
+	"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40, "PiB": 1 << 50, "EiB": 1 << 60,
+}
+
 func checkMemory(s string) string {
 	const want = `must be a size like "512MiB", "2GiB", "1GB" or "1024kB", a byte count, or a percentage like "50%"`
 	if m := percentRE.FindStringSubmatch(s); m != nil {
@@ -62,8 +70,9 @@ func checkMemory(s string) string {
 		return fmt.Sprintf("%s, got %q", want, s)
 	}
 	n, err := strconv.ParseUint(m[1], 10, 64)
-	if err != nil {
-		return fmt.Sprintf("memory size %q is too large", s)
+	hi, bytes := bits.Mul64(n, memoryUnits[m[2]])
+	if err != nil || hi != 0 || bytes > MaxMemory {
+		return fmt.Sprintf("memory size %q is too large: at most 1PiB", s)
 	}
 	if n == 0 {
 		return "memory limit must be more than 0"
@@ -74,8 +83,8 @@ func checkMemory(s string) string {
 func checkCPU(s string) string {
 	if cpuCountRE.MatchString(s) {
 		// LXD reads a lone number as a count, not as CPU number s.
-		if n, err := strconv.Atoi(s); err != nil || n < 1 {
-			return fmt.Sprintf("CPU count must be at least 1, got %q", s)
+		if n, err := strconv.Atoi(s); err != nil || n < 1 || n > MaxCPUs {
+			return fmt.Sprintf("CPU count must be between 1 and %d, got %q", MaxCPUs, s)
 		}
 		return ""
 	}
@@ -84,12 +93,17 @@ func checkCPU(s string) string {
 	}
 	for _, part := range strings.Split(s, ",") {
 		lo, hi, isRange := strings.Cut(part, "-")
+		for _, cpu := range []string{lo, hi} {
+			if n, err := strconv.Atoi(cpu); cpu != "" && (err != nil || n >= MaxCPUs) {
+				return fmt.Sprintf("CPU number %s in %q is out of range: CPU numbers go from 0 to %d", cpu, s, MaxCPUs-1)
+			}
+		}
 		if !isRange {
 			continue
 		}
-		a, err1 := strconv.Atoi(lo)
-		b, err2 := strconv.Atoi(hi)
-		if err1 != nil || err2 != nil || a > b {
+		a, _ := strconv.Atoi(lo)
+		b, _ := strconv.Atoi(hi)
+		if a > b {
 			return fmt.Sprintf("CPU range %q must go from low to high", part)
 		}
 	}
@@ -103,17 +117,40 @@ func checkEnvName(s string) string {
 	return ""
 }
 
-// parseDuration reads a Go duration that must be positive: a zero interval
-// or timeout is a typo, never a wish.
-func parseDuration(s string) (Duration, string) {
+// durationRE is the syntax of a Go duration without its sign.
+var durationRE = regexp.MustCompile(`^(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
+// parseDuration reads a Go duration between lo and hi. It must be positive
+// whatever lo is: a zero interval or timeout is a typo, never a wish.
+func parseDuration(s string, lo, hi time.Duration) (Duration, string) {
 	v, err := time.ParseDuration(s)
 	if err != nil {
+		if durationRE.MatchString(strings.TrimLeft(s, "+-")) {
+			return 0, fmt.Sprintf("duration %q is out of range: at most %s", s, shortDuration(hi))
+		}
 		return 0, fmt.Sprintf(`%q is not a duration; write it like "5s", "2m" or "1h30m"`, s)
 	}
-	if v <= 0 {
+	switch {
+	case v <= 0:
 		return 0, fmt.Sprintf("duration must be more than 0, got %q", s)
+	case v < lo:
+		return 0, fmt.Sprintf("duration %q is too short: at least %s", s, shortDuration(lo))
+	case v > hi:
+		return 0, fmt.Sprintf("duration %q is too long: at most %s", s, shortDuration(hi))
 	}
 	return Duration(v), ""
+}
+
+// shortDuration writes 24h rather than 24h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // checkImageRef checks a Docker image reference

@@ -14,11 +14,12 @@ func TestCheckValues(t *testing.T) {
 		bad   []string
 	}{
 		{"memory", checkMemory,
-			[]string{"512MiB", "2GiB", "1GB", "100MB", "1024kB", "1073741824", "1B", "50%", "100%", "1EiB"},
-			[]string{"", "0", "0MiB", "512M", "512mib", "1.5GiB", "512 MiB", "0%", "101%", "-1GiB", "99999999999999999999999B"}},
+			[]string{"512MiB", "2GiB", "1GB", "100MB", "1024kB", "1073741824", "1B", "50%", "100%", "1PiB", "1125899906842624", "1125899906842624B"},
+			[]string{"", "0", "0MiB", "512M", "512mib", "1.5GiB", "512 MiB", "0%", "101%", "-1GiB", "99999999999999999999999B", "1EiB", "2PB", "1125899906842625", "18446744073709551615EiB", "16EiB", "17179869184GiB"}},
 		{"cpu", checkCPU,
-			[]string{"1", "64", "0-3", "0,2", "0-3,8-11", "3-3"},
-			[]string{"", "0", "-1", "3-1", "1.5", "0-", "a", "0,,1", "00000000000000000000000"}},
+			[]string{"1", "64", "0-3", "0,2", "0-3,8-11", "3-3", "4096", "0-4095"},
+			[]string{"", "0", "-1", "3-1", "1.5", "0-", "a", "0,,1", "00000000000000000000000", "4097", "99999999999999999999",
+				"0-4096", "0,99999999999999999999"}},
 		{"env name", checkEnvName,
 			[]string{"PORT", "_x", "a1", "LOG_LEVEL"},
 			[]string{"", "1A", "A-B", "a.b", "A B"}},
@@ -28,9 +29,9 @@ func TestCheckValues(t *testing.T) {
 				"a__b/c-d.e_f", "ghcr.io/Org/app:1"[:0] + "ghcr.io/org/app:1"},
 			[]string{"", "Nginx", "team/Web", "nginx:", "nginx:-x", "nginx@sha256:abc", "nginx@sha512:" + strings.Repeat("0", 128),
 				"a//b", "/nginx", "nginx/", "-registry.example/x", "ex ample/x", "nginx@" + strings.ToUpper(digest)}},
-		{"duration", func(s string) string { _, msg := parseDuration(s); return msg },
-			[]string{"5s", "2m", "1h30m", "1.5s", "100ms"},
-			[]string{"", "0", "0s", "-1s", "5", "soon"}},
+		{"duration", func(s string) string { _, msg := parseDuration(s, MinHealthcheckDuration, MaxDuration); return msg },
+			[]string{"5s", "2m", "1h30m", "1.5s", "100ms", "1ms", "24h", "1440m"},
+			[]string{"", "0", "0s", "-1s", "5", "soon", "999us", "24h0m1s", "9999999999h", "NaN", "Inf"}},
 	}
 	for _, tt := range tests {
 		for _, s := range tt.ok {
