@@ -600,3 +600,43 @@ func TestListsAndStringsAreBounded(t *testing.T) {
 		}
 	}
 }
+
+// YAML syntax errors carry their real 1-based line: yaml.v3 counts its
+// parser's lines from 0, its scanner's from 1, leaves out line 1, and gives
+// no line at all for bad bytes or an unknown anchor.
+func TestYAMLSyntaxErrorPositions(t *testing.T) {
+	tests := []struct {
+		src, want string
+	}{
+		// Parser errors (yaml.v3 says one line less).
+		{"x: 1\ny: 2\na: [1, 2\nb: 3\n", `app.yaml:3:1: invalid YAML: did not find expected ',' or ']'`},
+		{"x: 1\ny: {a: 1\nz: 2\n", `app.yaml:2:1: invalid YAML: did not find expected ',' or '}'`},
+		{"x: 1\n- a\n", `app.yaml:2:1: invalid YAML: did not find expected key`},
+		{"x: 1\ny:\n  - a\n  b: 1\n", `app.yaml:3:1: invalid YAML: did not find expected '-' indicator`},
+		{"%YAML 1.1\n%YAML 1.1\n---\na: 1\n", `app.yaml:2:1: invalid YAML: found duplicate %YAML directive`},
+		{"x: 1\ny: !foo!bar x\n", `app.yaml:2:1: invalid YAML: found undefined tag handle`},
+		{"# one\n---\nx: [\n", `app.yaml:3:1: invalid YAML: did not find expected node content`},
+		// On line 1 yaml.v3 gives no line; at the end it points past the
+		// last line.
+		{"a: [1, 2\n", `app.yaml:1:1: invalid YAML: did not find expected ',' or ']'`},
+		{"a: b: c\n", `app.yaml:1:1: invalid YAML: mapping values are not allowed in this context`},
+		{"@a\n", `app.yaml:1:1: invalid YAML: found character that cannot start any token`},
+		{"x: \"abc\n", `app.yaml:1:1: invalid YAML: found unexpected end of stream`},
+		// Scanner errors (yaml.v3's line is right).
+		{"x: 1\na: b: c\n", `app.yaml:2:1: invalid YAML: mapping values are not allowed in this context`},
+		{"x: 1\n\ty: 2\n", `app.yaml:2:1: invalid YAML: found a tab character that violates indentation`},
+		{"x: 1\ny: \"abc\n\n", `app.yaml:2:1: invalid YAML: found unexpected end of stream`},
+		{"a: 1\n  b: 2\n", `app.yaml:2:1: invalid YAML: mapping values are not allowed in this context`},
+		{"x: 1\n@a\n", `app.yaml:2:1: invalid YAML: found character that cannot start any token`},
+		{"x: 1\ny: |0\n", `app.yaml:2:1: invalid YAML: found an indentation indicator equal to 0`},
+		// No line from yaml.v3 at all: found in the bytes.
+		{"x: 1\ny: ab\x01c\n", `app.yaml:2:6: invalid YAML: control characters are not allowed`},
+		{"x: 1\ny: é\xff\n", `app.yaml:2:5: invalid YAML: invalid leading UTF-8 octet`},
+		{"x: 1\ny: [a, *nope]\n", `app.yaml:2:8: invalid YAML: unknown anchor 'nope' referenced`},
+		{"# one\n---\ny: *a\n", `app.yaml:3:4: invalid YAML: unknown anchor 'a' referenced`},
+	}
+	for _, tt := range tests {
+		r := mustLoadBytes(t, tt.src, Options{})
+		sameLines(t, fmt.Sprintf("%q", tt.src), diagStrings(r.Diagnostics), []string{tt.want})
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -359,21 +360,144 @@ func decodeDocument(dec *yaml.Decoder, doc *yaml.Node) (err error) {
 	return dec.Decode(doc)
 }
 
+// yaml.v3 reports a syntax error as "yaml: line N: problem", where N comes
+// from a 0-based mark: its scanner adds one and its parser does not, and
+// when the mark is on the first line (0) it leaves "line N:" out. Its reader
+// (bad UTF-8, control characters) and its alias resolution give no line at
+// all. parseDiagnostic undoes that: the problems of the parser are known,
+// so the line can be made 1-based for all, and the rest is found in the
+// bytes. yaml.v3 never gives a column; the line's first (1) keeps the
+// FILE:LINE:COL form editors and CI annotations parse.
 var yamlLineRE = regexp.MustCompile(`^line (\d+): `)
 
+// parserProblems are the problems yaml.v3's parser (parserc.go) reports;
+// its line numbers are 0-based.
+var parserProblems = map[string]bool{
+	"did not find expected <stream-start>":   true,
+	"did not find expected <document start>": true,
+	"did not find expected node content":     true,
+	"did not find expected key":              true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"found duplicate %YAML directive":        true,
+	"found duplicate %TAG directive":         true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
+// scannerProblems are those of yaml.v3's scanner (scannerc.go); its line
+// numbers are 1-based.
+var scannerProblems = []string{
+	"block sequence entries are not allowed in this context",
+	"could not find expected ':'",
+	"could not find expected directive name",
+	"did not find expected alphabetic or numeric character",
+	"did not find expected comment or line break",
+	"did not find expected digit or '.' character",
+	"did not find expected hexdecimal number",
+	"did not find expected version number",
+	"did not find expected whitespace or line break",
+	"did not find expected whitespace",
+	"did not find the expected '>'",
+	"exceeded max depth of ",
+	"found a tab character that violates indentation",
+	"found a tab character where an indentation space is expected",
+	"found an indentation indicator equal to 0",
+	"found character that cannot start any token",
+	"found extremely long version number",
+	"found invalid Unicode character escape code",
+	"found unexpected document indicator",
+	"found unexpected end of stream",
+	"found unexpected non-alphabetical character",
+	"found unknown directive name",
+	"found unknown escape character",
+	"mapping keys are not allowed in this context",
+	"mapping values are not allowed in this context",
+}
+
+// readerProblems are those of yaml.v3's reader: bytes that are not UTF-8
+// text YAML allows.
+var readerProblems = map[string]bool{
+	"control characters are not allowed": true,
+	"invalid leading UTF-8 octet":        true,
+	"invalid trailing UTF-8 octet":       true,
+	"incomplete UTF-8 octet sequence":    true,
+	"invalid length of a UTF-8 sequence": true,
+	"invalid Unicode character":          true,
+}
+
+var unknownAnchorRE = regexp.MustCompile(`^unknown anchor '([0-9A-Za-z_-]+)' referenced$`)
+
 // parseDiagnostic turns "yaml: line 3: did not find expected key" into a
-// positioned diagnostic; yaml.v3 gives no column for syntax errors.
-func parseDiagnostic(file string, _ []byte, err error) Diagnostic {
+// positioned diagnostic.
+func parseDiagnostic(file string, data []byte, err error) Diagnostic {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line, col := 0, 0
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ = strconv.Atoi(m[1])
 		msg = msg[len(m[0]):]
-		// yaml.v3 gives no column for syntax errors; column 1 keeps every
-		// line in the FILE:LINE:COL form editors and CI annotations parse.
+		if parserProblems[msg] {
+			line++
+		}
 		col = 1
+	} else if parserProblems[msg] || slices.ContainsFunc(scannerProblems, func(p string) bool { return strings.HasPrefix(msg, p) }) {
+		line, col = 1, 1
+	} else if readerProblems[msg] {
+		if off := badTextOffset(data); off >= 0 {
+			line, col = position(data, off)
+		}
+	} else if m := unknownAnchorRE.FindStringSubmatch(msg); m != nil {
+		re := regexp.MustCompile(`(?:^|[\s\[{,])(\*` + regexp.QuoteMeta(m[1]) + `)(?:$|[^0-9A-Za-z_-])`)
+		if loc := re.FindSubmatchIndex(data); loc != nil {
+			line, col = position(data, loc[2])
+		}
+	}
+	// At the end of the input yaml.v3 points past the last line.
+	if last := lineCount(data); line > last {
+		line = last
 	}
 	return Diagnostic{File: file, Line: line, Col: col, Message: "invalid YAML: " + msg}
+}
+
+// badTextOffset is the offset of the first byte yaml.v3's reader refuses:
+// invalid UTF-8 or a character YAML does not allow, or -1.
+func badTextOffset(data []byte) int {
+	if bytes.HasPrefix(data, []byte{0xfe, 0xff}) || bytes.HasPrefix(data, []byte{0xff, 0xfe}) {
+		return -1 // UTF-16: positions are not worth the trouble
+	}
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return i
+		}
+		ok := r == 0x09 || r == 0x0a || r == 0x0d || r >= 0x20 && r <= 0x7e || r == 0x85 ||
+			r >= 0xa0 && r <= 0xd7ff || r >= 0xe000 && r <= 0xfffd || r >= 0x10000 && r <= 0x10ffff
+		if !ok && !(i == 0 && r == 0xfeff) {
+			return i
+		}
+		i += size
+	}
+	return -1
+}
+
+// position is the 1-based line and column (in characters) of offset off.
+func position(data []byte, off int) (line, col int) {
+	before := data[:off]
+	line = 1 + bytes.Count(before, []byte("\n"))
+	if i := bytes.LastIndexByte(before, '\n'); i >= 0 {
+		before = before[i+1:]
+	}
+	return line, 1 + utf8.RuneCount(before)
+}
+
+// lineCount is the number of the last line of data that has a character.
+func lineCount(data []byte) int {
+	n := bytes.Count(data, []byte("\n"))
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		n++
+	}
+	return max(n, 1)
 }
 
 func (l *loader) document(file string, doc *yaml.Node, fileBudget *budget) {

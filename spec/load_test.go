@@ -151,8 +151,8 @@ func TestLoadBadTree(t *testing.T) {
 		`b.yml:9:1: a document must be a mapping (an App), got a list`,
 		`b.yml:14:1: metadata.name: required field is missing`,
 		`b.yml:15:7: spec: expected a mapping, got a list`,
-		// yaml.v3 gives a line but no column for syntax errors.
-		`broken.yaml:9:1: invalid YAML: did not find expected ',' or ']'`,
+		// yaml.v3 gives a line but no column for syntax errors; the [ is on line 10.
+		`broken.yaml:10:1: invalid YAML: did not find expected ',' or ']'`,
 		`nested/c.yaml:4:9: metadata.name: name is too long: instance name "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-10" has 64 characters, LXD allows 63`,
 		`nested/c.yaml:8:29: spec.container.healthcheck.test: required field is missing`,
 		`nested/c.yaml:9:22: spec.update.snapshot: expected a boolean (true or false), got string "yes"`,
