@@ -211,7 +211,8 @@ func TestSchemaPatternsAgreeWithLoader(t *testing.T) {
 	}
 	digest := "@sha256:" + strings.Repeat("ab", 32)
 	for _, s := range []string{"nginx", "nginx:1.25", "library/nginx", "registry.example:5000/team/web:1.0" + digest,
-		"localhost/cron:latest", "nginx" + digest, "Nginx", "nginx:", "nginx@sha256:abc", "a//b", "team/Web:1"} {
+		"localhost/cron:latest", "nginx" + digest, "Nginx", "nginx:", "nginx@sha256:abc", "a//b", "team/Web:1",
+		"[::1]:5000/foo:1", "[2001:db8::1]/team/app" + digest} {
 		if got, want := image.MatchString(s), checkImageRef(s, false) == ""; got != want {
 			t.Errorf("image %q: schema %v, loader %v", s, got, want)
 		}

@@ -1,12 +1,15 @@
 package spec
 
 import (
+	"errors"
 	"fmt"
 	"math/bits"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/distribution/reference"
 )
 
 // The checks here are pure functions of one value returning a message ("" if
@@ -29,11 +32,6 @@ var (
 
 	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-	// Image references, following the grammar Docker documents for
-	// "docker pull": host[:port]/path[:tag][@digest].
-	domainRE    = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?$`)
-	pathPartRE  = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*$`)
-	tagRE       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 	sha256HexRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
 )
 
@@ -154,46 +152,30 @@ func shortDuration(d time.Duration) string {
 }
 
 // checkImageRef checks a Docker image reference
-// [registry[:port]/]repo[:tag][@sha256:<64 hex>].
+// [registry[:port]/]repo[:tag][@sha256:<64 hex>] with the parser the engine
+// pulls with (distribution/reference, as Docker does), so that validate
+// accepts exactly what the engine can run. berth's own rule on top: a digest
+// is sha256, which is what registries serve.
 func checkImageRef(ref string, requireDigest bool) string {
 	if ref == "" {
 		return "image must not be empty"
 	}
-	name, digest, hasDigest := strings.Cut(ref, "@")
-	if hasDigest {
+	if _, digest, hasDigest := strings.Cut(ref, "@"); hasDigest {
 		algo, hex, _ := strings.Cut(digest, ":")
 		if algo != "sha256" || !sha256HexRE.MatchString(hex) {
 			return fmt.Sprintf("image digest %q must be sha256:<64 lowercase hex digits>", digest)
 		}
 	}
-	// A ':' after the last '/' starts the tag; one before it is a port.
-	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-		tag := name[i+1:]
-		name = name[:i]
-		if !tagRE.MatchString(tag) {
-			return fmt.Sprintf("image tag %q is not valid: use letters, digits, '_', '.' and '-', at most 128 characters", tag)
-		}
-	}
-	if len(name) > 255 {
-		return "image name is longer than 255 characters"
-	}
-	parts := strings.Split(name, "/")
-	if len(parts) > 1 && (strings.ContainsAny(parts[0], ".:") || parts[0] == "localhost") {
-		if !domainRE.MatchString(parts[0]) {
-			return fmt.Sprintf("image registry %q is not a valid host[:port]", parts[0])
-		}
-		parts = parts[1:]
-	}
-	for _, p := range parts {
-		if pathPartRE.MatchString(p) {
-			continue
-		}
-		if pathPartRE.MatchString(strings.ToLower(p)) {
-			return fmt.Sprintf("image repository %q must be lowercase", name)
-		}
+	named, err := reference.ParseNormalizedNamed(ref)
+	switch {
+	case err != nil && strings.Contains(err.Error(), "must be lowercase"):
+		return fmt.Sprintf("image repository must be lowercase, got %q", ref)
+	case errors.Is(err, reference.ErrNameTooLong):
+		return fmt.Sprintf("image name is longer than %d characters", reference.NameTotalLengthMax)
+	case err != nil:
 		return fmt.Sprintf("%q is not a valid image reference: want [registry[:port]/]repo[:tag][@sha256:<digest>]", ref)
 	}
-	if requireDigest && !hasDigest {
+	if _, pinned := named.(reference.Digested); requireDigest && !pinned {
 		return "image is not pinned to a digest: add @sha256:<digest> (berth runs with --require-digest)"
 	}
 	return ""

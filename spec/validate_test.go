@@ -3,6 +3,8 @@ package spec
 import (
 	"strings"
 	"testing"
+
+	"github.com/distribution/reference"
 )
 
 func TestCheckValues(t *testing.T) {
@@ -26,9 +28,12 @@ func TestCheckValues(t *testing.T) {
 		{"image", func(s string) string { return checkImageRef(s, false) },
 			[]string{"nginx", "nginx:1.25", "library/nginx:1.25-alpine", "localhost/cron", "localhost:5000/cron",
 				"127.0.0.1:5000/team/web:1.0", "registry.example/a/b/c", "nginx@" + digest, "nginx:v1@" + digest,
-				"a__b/c-d.e_f", "ghcr.io/Org/app:1"[:0] + "ghcr.io/org/app:1"},
+				"a__b/c-d.e_f", "ghcr.io/Org/app:1"[:0] + "ghcr.io/org/app:1",
+				"[::1]:5000/foo:1", "[2001:db8::1]/team/app", "Registry.Example/x", "a--b/c", "nginx:" + strings.Repeat("a", 128)},
 			[]string{"", "Nginx", "team/Web", "nginx:", "nginx:-x", "nginx@sha256:abc", "nginx@sha512:" + strings.Repeat("0", 128),
-				"a//b", "/nginx", "nginx/", "-registry.example/x", "ex ample/x", "nginx@" + strings.ToUpper(digest)}},
+				"a//b", "/nginx", "nginx/", "-registry.example/x", "ex ample/x", "nginx@" + strings.ToUpper(digest),
+				"nginx:" + strings.Repeat("a", 129), strings.Repeat("ab", 32), "[::1/foo", "nginx@sha256:" + strings.Repeat("0A", 32),
+				strings.Repeat("a/", 130) + "a"}},
 		{"duration", func(s string) string { _, msg := parseDuration(s, MinHealthcheckDuration, MaxDuration); return msg },
 			[]string{"5s", "2m", "1h30m", "1.5s", "100ms", "1ms", "24h", "1440m"},
 			[]string{"", "0", "0s", "-1s", "5", "soon", "999us", "24h0m1s", "9999999999h", "NaN", "Inf"}},
@@ -70,6 +75,22 @@ func TestSuggest(t *testing.T) {
 	for _, tt := range tests {
 		if got := suggest(tt.in, allowed); got != tt.want {
 			t.Errorf("suggest(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// validate and the engine parse image references with the same library, so
+// they agree on every reference (digests aside: berth asks for sha256).
+func TestImageRefsAgreeWithEngine(t *testing.T) {
+	digest := "@sha256:" + strings.Repeat("0a", 32)
+	for _, s := range []string{
+		"nginx", "nginx:1.25", "[::1]:5000/foo:1", "[2001:db8::1]:443/a/b:c" + digest, "localhost/cron",
+		"Registry.Example:5000/x", "a--b/c", "a..b/c", "a/b/c/d/e/f", "nginx:" + strings.Repeat("a", 128),
+		"Nginx", "nginx:", "a//b", "[::1]/Foo", "[::1", "host:port/x", "x:1:2", strings.Repeat("ab", 32), "nginx:v1" + digest,
+	} {
+		_, err := reference.ParseNormalizedNamed(s)
+		if got, want := checkImageRef(s, false) == "", err == nil; got != want {
+			t.Errorf("%q: validate accepts %v, the engine's parser %v (%v)", s, got, want, err)
 		}
 	}
 }
