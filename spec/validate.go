@@ -171,7 +171,7 @@ func checkImageRef(ref string, requireDigest bool) string {
 	case err != nil && strings.Contains(err.Error(), "must be lowercase"):
 		return fmt.Sprintf("image repository must be lowercase, got %q", ref)
 	case errors.Is(err, reference.ErrNameTooLong):
-		return fmt.Sprintf("image name is longer than %d characters", reference.NameTotalLengthMax)
+		return fmt.Sprintf("image name is longer than %d characters", reference.RepositoryNameTotalLengthMax)
 	case err != nil:
 		return fmt.Sprintf("%q is not a valid image reference: want [registry[:port]/]repo[:tag][@sha256:<digest>]", ref)
 	}
