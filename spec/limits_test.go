@@ -2,6 +2,7 @@ package spec
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -638,5 +639,44 @@ func TestYAMLSyntaxErrorPositions(t *testing.T) {
 	for _, tt := range tests {
 		r := mustLoadBytes(t, tt.src, Options{})
 		sameLines(t, fmt.Sprintf("%q", tt.src), diagStrings(r.Diagnostics), []string{tt.want})
+	}
+}
+
+// Text renderings escape control characters: a file name with a newline or
+// ESC, or a spec value echoed in a message, cannot forge a line or drive
+// the terminal. The fields, and so JSON, stay exact.
+func TestDiagnosticTextEscapesControlCharacters(t *testing.T) {
+	name := "evil\n\x1b[1A\x1b[2Kok.yaml:1:1: all good\u202e.yaml"
+	fsys := fstest.MapFS{name: {Data: []byte(strings.Replace(minimal, "image: debian", "image: \"deb ian\\e[2K\\u2028\"", 1))}}
+	r := mustLoad(t, fsys)
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{
+		`evil\n\x1b[1A\x1b[2Kok.yaml:1:1: all good\u202e.yaml:7:12: spec.system.image: must be an LXD image alias or fingerprint (or remote:alias) without spaces, got "deb ian\x1b[2K\u2028"`,
+	})
+	if d := r.Diagnostics[0]; d.File != name {
+		t.Errorf("File = %q, want the exact name %q", d.File, name)
+	}
+	if got := r.Diagnostics.Error(); strings.ContainsAny(got, "\n\x1b\u202e\u2028") {
+		t.Errorf("Error() holds control characters: %q", got)
+	}
+	b, err := json.Marshal(r.Diagnostics[0])
+	if err != nil || !strings.Contains(string(b), `"File":"evil\n\u001b[1A`) {
+		t.Errorf("JSON = %s (%v), want the exact file name", b, err)
+	}
+	// A duplicate names the other file in its message: escaped too.
+	fsys = fstest.MapFS{"a\x1b.yaml": {Data: []byte(minimal)}, "b.yaml": {Data: []byte(minimal)}}
+	r = mustLoad(t, fsys)
+	sameLines(t, "duplicate", diagStrings(r.Diagnostics), []string{
+		`b.yaml:4:9: metadata.name: duplicate app name "web" (first defined at a\x1b.yaml:4)`,
+	})
+	tests := []struct{ in, want string }{
+		{"plain", "plain"},
+		{"tab\there", `tab\there`},
+		{"bell\a del\x7f c1\u0085 bad\xff sep\u2029 bidi\u2066 lrm\u200e", `bell\a del\x7f c1\u0085 bad\xff sep\u2029 bidi\u2066 lrm\u200e`},
+		{"héllo ünïcode ✓ \\n stays", "héllo ünïcode ✓ \\n stays"},
+	}
+	for _, tt := range tests {
+		if got := EscapeText(tt.in); got != tt.want {
+			t.Errorf("EscapeText(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }

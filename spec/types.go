@@ -39,7 +39,9 @@ type Origin struct {
 	Line int    // 1-based line of the document's first key
 }
 
-func (o Origin) String() string { return fmt.Sprintf("%s:%d", o.File, o.Line) }
+// String is "FILE:LINE", with control characters in the file name escaped
+// (see EscapeText).
+func (o Origin) String() string { return fmt.Sprintf("%s:%d", EscapeText(o.File), o.Line) }
 
 // Metadata names the app. Name is a DNS label; instances are <name>-<slot>.
 type Metadata struct {
