@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -25,17 +24,19 @@ type lxdOptions struct {
 
 func (o *lxdOptions) register(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&o.url, "lxd", os.Getenv("BERTH_LXD"),
+	f.StringVar(&o.url, "lxd", "",
 		"LXD to talk to: a unix socket path, or https://host:port (default: the local socket)")
-	f.StringVar(&o.cert, "lxd-cert", os.Getenv("BERTH_LXD_CERT"), "TLS client certificate (PEM) for an https LXD")
-	f.StringVar(&o.key, "lxd-key", os.Getenv("BERTH_LXD_KEY"), "TLS client key (PEM) for an https LXD")
-	f.StringVar(&o.serverCert, "lxd-server-cert", os.Getenv("BERTH_LXD_SERVER_CERT"),
+	f.StringVar(&o.cert, "lxd-cert", "", "TLS client certificate (PEM) for an https LXD")
+	f.StringVar(&o.key, "lxd-key", "", "TLS client key (PEM) for an https LXD")
+	f.StringVar(&o.serverCert, "lxd-server-cert", "",
 		"LXD server (or cluster) certificate (PEM) to pin for an https LXD")
-	f.StringVar(&o.project, "project", os.Getenv("BERTH_PROJECT"), "LXD project (default: the server's default project)")
+	f.StringVar(&o.project, "project", "", "LXD project (default: the server's default project)")
 	f.StringVar(&o.target, "target", "", "cluster member or @group for new instances")
-	f.StringVar(&o.registryAuth, "registry-auth", os.Getenv("BERTH_REGISTRY_AUTH"),
+	f.StringVar(&o.registryAuth, "registry-auth", "",
 		"Docker config.json with registry credentials, read on the berth host")
-	f.StringVar(&o.pull, "pull", "if-not-present", "when to pull app images: if-not-present, or always (re-check tags on every create)")
+	o.pull = "if-not-present"
+	f.Var(choiceFlag{&o.pull, []string{"if-not-present", "always"}}, "pull",
+		"when to pull app images: if-not-present, or always (re-check tags on every create)")
 	f.StringArrayVar(&o.remotes, "image-remote", nil,
 		"NAME=URL of a simplestreams image server for system.image \"NAME:alias\" (repeatable)")
 }

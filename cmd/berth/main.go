@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -18,12 +19,20 @@ import (
 // version is set at build time (-ldflags -X main.version=...).
 var version = "dev"
 
-// Exit codes shared by plan and diff, like `terraform plan -detailed-exitcode`:
-// 0 nothing to do, 2 changes, 1 error.
+// Exit codes. plan and diff follow `terraform plan -detailed-exitcode`:
+// 0 nothing to do, 2 changes, 1 error; plan adds 3 for a plan that cannot
+// converge. No crash ever exits 2, which a CI gate would read as "changes".
 const (
 	exitOK      = 0
 	exitError   = 1
 	exitChanges = 2
+	// exitBlocked: plan found something that keeps the live state from
+	// converging (a conflict, a held app, pruning skipped), with or without
+	// steps to take.
+	exitBlocked = 3
+	// exitCrash: berth panicked (a bug); the panic and its stack are on
+	// stderr. It is EX_SOFTWARE of sysexits.h.
+	exitCrash = 70
 )
 
 // exitCodeError carries a non-error exit code (2: changes present) or an
@@ -44,6 +53,7 @@ func (e *exitCodeError) Error() string {
 func silentExit(code int) error { return &exitCodeError{code: code} }
 
 func main() {
+	crashWithoutExit2()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -53,7 +63,17 @@ func main() {
 // run executes the CLI and returns the process exit code; tests call it
 // directly.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRootCmd()
+	return execute(ctx, newRootCmd(), args, stdout, stderr)
+}
+
+// execute runs root with args. A panic anywhere in the command (on this
+// goroutine) is reported with its stack and ends with exitCrash.
+func execute(ctx context.Context, root *cobra.Command, args []string, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		if p := recover(); p != nil {
+			code = reportCrash(stderr, p, debug.Stack())
+		}
+	}()
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -64,11 +84,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ec *exitCodeError
 	if errors.As(err, &ec) {
 		if ec.err != nil {
-			fmt.Fprintln(stderr, "berth:", ec.err)
+			fmt.Fprintln(stderr, "berth:", safeText(ec.err.Error()))
 		}
 		return ec.code
 	}
-	fmt.Fprintln(stderr, "berth:", err)
+	fmt.Fprintln(stderr, "berth:", safeText(err.Error()))
 	return exitError
 }
 
@@ -87,9 +107,7 @@ type globalOptions struct {
 // otherwise, so a service's journal gets structured records.
 func (g *globalOptions) logger(cmd *cobra.Command) *slog.Logger {
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-		lvl = slog.LevelWarn
-	}
+	_ = lvl.UnmarshalText([]byte(g.logLevel)) // checked by logLevelFlag
 	opts := &slog.HandlerOptions{Level: lvl}
 	w := cmd.ErrOrStderr()
 	if g.logFormat == "text" || g.logFormat != "json" && isTerminal(w) {
@@ -97,6 +115,10 @@ func (g *globalOptions) logger(cmd *cobra.Command) *slog.Logger {
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
+
+// annotationLogLevel is a command's default log level when neither
+// --log-level nor $BERTH_LOG_LEVEL is given.
+const annotationLogLevel = "berth.log-level"
 
 func newRootCmd() *cobra.Command {
 	g := &globalOptions{}
@@ -113,16 +135,25 @@ container on the instance's network. Rolling back is "git revert".`,
 	}
 	root.PersistentFlags().StringVar(&g.owner, "owner", "berth",
 		"owner id written to user.berth.owner; instances of other owners are never touched")
-	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal, JSON otherwise)")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error {
-		switch g.logFormat {
-		case "auto", "text", "json":
-			return nil
+	g.logLevel = "warn"
+	root.PersistentFlags().Var(logLevelFlag{&g.logLevel}, "log-level",
+		`log level: debug, info, warn, error (default "warn", and "info" for berth run)`)
+	g.logFormat = "auto"
+	root.PersistentFlags().Var(choiceFlag{&g.logFormat, []string{"auto", "text", "json"}}, "log-format",
+		"log format: text, json, or auto (text on a terminal, JSON otherwise)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := applyEnv(cmd); err != nil {
+			return err
 		}
-		return fmt.Errorf("--log-format %q: want auto, text or json", g.logFormat)
+		// A command may log more by default: a daemon that prints nothing
+		// in normal operation cannot be watched.
+		if lvl := cmd.Annotations[annotationLogLevel]; lvl != "" && !flagOrEnvSet(cmd, "log-level") {
+			g.logLevel = lvl
+		}
+		return nil
 	}
 	g.lxd.register(root)
+	documentEnv(root)
 	root.PersistentFlags().BoolVar(&g.countRequests, "count-requests", false, "print LXD request counts (total, writes, execs) to stderr at the end")
 	_ = root.PersistentFlags().MarkHidden("count-requests")
 	root.AddGroup(
@@ -133,7 +164,9 @@ container on the instance's network. Rolling back is "git revert".`,
 		c.GroupID = "specs"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newPlanCmd(g), newApplyCmd(g), newStatusCmd(g), newObserveCmd(g), newRunCmd(g), newRollbackCmd()} {
+	runCmd := newRunCmd(g)
+	runCmd.Annotations = map[string]string{annotationLogLevel: "info"}
+	for _, c := range []*cobra.Command{newPlanCmd(g), newApplyCmd(g), newStatusCmd(g), newObserveCmd(g), runCmd, newRollbackCmd()} {
 		c.GroupID = "live"
 		root.AddCommand(c)
 	}

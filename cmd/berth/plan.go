@@ -54,13 +54,14 @@ type pruneFlags struct {
 func (f *pruneFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.allowMassPrune, "allow-mass-prune", false,
 		"allow a revision with no apps, or one deleting more than --max-prune of the fleet, to prune")
-	cmd.Flags().Float64Var(&f.maxPrune, "max-prune", 0.5,
-		"largest share of owned instances one run may prune without --allow-mass-prune")
+	cmd.Flags().Var(newFractionFlag(&f.maxPrune, 0.5, 0, 1), "max-prune",
+		"largest share of owned instances one run may prune without --allow-mass-prune, in (0, 1]")
 }
 
-// check refuses a --max-prune the planner would read as "default".
+// check refuses a --max-prune the planner would read as "default" (the
+// flag's type already refuses it; this guards the value itself).
 func (f *pruneFlags) check() error {
-	if f.maxPrune <= 0 || f.maxPrune > 1 {
+	if !(f.maxPrune > 0 && f.maxPrune <= 1) {
 		return fmt.Errorf("--max-prune %v: want a share in (0, 1]; to never prune by accident keep it small and do not pass --allow-mass-prune", f.maxPrune)
 	}
 	return nil

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// Every number a flag takes is bounded: NaN, ±Inf, negative or huge values
+// are refused when the flag is parsed, with the accepted range in the
+// message. Flags register through these types instead of Float64Var or
+// DurationVar.
+
+// fractionFlag is a share in (min, max]: --max-prune.
+type fractionFlag struct {
+	p        *float64
+	min, max float64 // (min, max]
+}
+
+func newFractionFlag(p *float64, def, min, max float64) *fractionFlag {
+	*p = def
+	return &fractionFlag{p: p, min: min, max: max}
+}
+
+func (f *fractionFlag) String() string { return strconv.FormatFloat(*f.p, 'g', -1, 64) }
+func (f *fractionFlag) Type() string   { return "float" }
+
+func (f *fractionFlag) Set(s string) error {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("%q is not a number; want a number in (%g, %g]", s, f.min, f.max)
+	}
+	if v <= f.min || v > f.max {
+		return fmt.Errorf("%g is out of range; want a number in (%g, %g]", v, f.min, f.max)
+	}
+	*f.p = v
+	return nil
+}
+
+// durationFlag is a duration in [min, max].
+type durationFlag struct {
+	p        *time.Duration
+	min, max time.Duration
+}
+
+func newDurationFlag(p *time.Duration, def, min, max time.Duration) *durationFlag {
+	*p = def
+	return &durationFlag{p: p, min: min, max: max}
+}
+
+func (f *durationFlag) String() string { return f.p.String() }
+func (f *durationFlag) Type() string   { return "duration" }
+
+func (f *durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration; want one between %s and %s, e.g. 30s or 5m", s, f.min, f.max)
+	}
+	if v < f.min || v > f.max {
+		return fmt.Errorf("%s is out of range; want a duration between %s and %s", v, f.min, f.max)
+	}
+	*f.p = v
+	return nil
+}
+
+// logLevelFlag is one of slog's four level names.
+type logLevelFlag struct{ p *string }
+
+func (f logLevelFlag) String() string { return *f.p }
+func (f logLevelFlag) Type() string   { return "level" }
+
+func (f logLevelFlag) Set(s string) error {
+	switch v := strings.ToLower(strings.TrimSpace(s)); v {
+	case "debug", "info", "warn", "error":
+		*f.p = v
+		return nil
+	}
+	return fmt.Errorf("%q: want debug, info, warn or error", s)
+}
+
+// choiceFlag is one of a fixed set of words.
+type choiceFlag struct {
+	p       *string
+	choices []string
+}
+
+func (f choiceFlag) String() string { return *f.p }
+func (f choiceFlag) Type() string   { return "string" }
+
+func (f choiceFlag) Set(s string) error {
+	for _, c := range f.choices {
+		if s == c {
+			*f.p = s
+			return nil
+		}
+	}
+	return fmt.Errorf("%q: want %s", s, orList(f.choices))
+}
+
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// envName is the environment variable of a global flag: --lxd-cert is
+// $BERTH_LXD_CERT.
+func envName(flag string) string {
+	return "BERTH_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// envFlags are the global flags that read an environment variable:
+// all of the root's persistent flags but the hidden ones.
+func envFlags(root *cobra.Command) []*pflag.Flag {
+	var out []*pflag.Flag
+	root.PersistentFlags().VisitAll(func(f *pflag.Flag) {
+		if !f.Hidden && f.Name != "help" {
+			out = append(out, f)
+		}
+	})
+	return out
+}
+
+// documentEnv appends "($BERTH_X)" to the usage of each global flag.
+func documentEnv(root *cobra.Command) {
+	for _, f := range envFlags(root) {
+		f.Usage += " ($" + envName(f.Name) + ")"
+	}
+}
+
+// applyEnv gives each global flag not set on the command line the value of
+// its environment variable, when that is set and not empty. The value is
+// checked like the flag's; a repeatable flag takes a comma-separated list.
+func applyEnv(cmd *cobra.Command) error {
+	for _, f := range envFlags(cmd.Root()) {
+		// The command's merged flag set knows whether the flag was given.
+		if fl := cmd.Flags().Lookup(f.Name); fl != nil && fl.Changed {
+			continue
+		}
+		name := envName(f.Name)
+		v := os.Getenv(name)
+		if v == "" {
+			continue
+		}
+		var err error
+		if sv, isSlice := f.Value.(pflag.SliceValue); isSlice {
+			var items []string
+			for _, item := range strings.Split(v, ",") {
+				if item = strings.TrimSpace(item); item != "" {
+					items = append(items, item)
+				}
+			}
+			err = sv.Replace(items)
+		} else {
+			err = f.Value.Set(v)
+		}
+		if err != nil {
+			return fmt.Errorf("$%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// flagOrEnvSet reports whether a global flag was given on the command line
+// or through its environment variable.
+func flagOrEnvSet(cmd *cobra.Command, name string) bool {
+	if fl := cmd.Flags().Lookup(name); fl != nil && fl.Changed {
+		return true
+	}
+	return os.Getenv(envName(name)) != ""
+}
