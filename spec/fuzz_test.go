@@ -31,6 +31,11 @@ func FuzzLoadBytes(f *testing.F) {
 		"\xef\xbb\xbfapiVersion: berth/v1\n",
 		"%YAML 1.1\n---\nkind: App\n",
 		"- - - -\n",
+		"spec: {replicas: 18446744073709551616, system: {limits: {memory: 18446744073709551615EiB, cpu: 99999999999999999999}}}\n",
+		"spec: {container: {healthcheck: {test: [NONE], interval: 9999999999h, retries: .nan}}}\n",
+		"x: &m {a: b}\n---\ny: {<<: [*m, *m]}\n---\nz: *nope\n",
+		"a: [1, 2\n",
+		"\x00\xff\x1b[2J\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -54,7 +59,11 @@ func FuzzLoadBytes(f *testing.F) {
 			if msg := checkName(a.Metadata.Name, max(a.Spec.Replicas, 1)-1); msg != "" {
 				t.Fatalf("valid app with a bad name: %s", msg)
 			}
-			if a.Spec.Replicas < 0 || a.Spec.Update.MaxUnavailable < 1 || a.Spec.Update.HealthTimeout <= 0 {
+			u, hc := a.Spec.Update, a.Spec.Container.Healthcheck
+			if a.Spec.Replicas < 0 || a.Spec.Replicas > MaxReplicas || u.MaxUnavailable < 1 || u.MaxUnavailable > MaxReplicas ||
+				u.HealthTimeout.D() < MinHealthTimeout || u.HealthTimeout.D() > MaxDuration ||
+				hc != nil && (hc.Retries < 0 || hc.Retries > MaxHealthcheckRetries || hc.Interval.D() > MaxDuration ||
+					hc.Timeout.D() > MaxDuration || hc.StartPeriod.D() > MaxDuration) {
 				t.Fatalf("valid app outside its bounds: %+v", a.Spec)
 			}
 			for k := range a.Spec.System.LXDConfig() {
