@@ -71,7 +71,7 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			policy := pf.policy(g.owner)
 			plan := reconciler.MakePlan(desired, obs, policy)
 			if output == "text" {
-				fmt.Fprint(out, plan.Text())
+				fmt.Fprint(out, planText(plan))
 			}
 			if plan.Empty() {
 				if output == "json" {
@@ -105,7 +105,7 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 				// as a new run would, and say so.
 				plan = reconciler.MakePlan(desired, fresh, policy)
 				if output == "text" {
-					fmt.Fprintf(out, "\nThe live state changed while planning; planned again:\n%s", plan.Text())
+					fmt.Fprintf(out, "\nThe live state changed while planning; planned again:\n%s", planText(plan))
 				}
 				if plan.Empty() {
 					return nil
@@ -139,11 +139,12 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 	return cmd
 }
 
-// heldExit fails an apply that converged everything it could while some
-// apps were held at their last state (invalid specs): not converged.
+// heldExit fails an apply that converged everything it could while
+// something kept the rest from converging (apps held for an invalid spec,
+// conflicts, steps waiting, pruning skipped): not converged.
 func heldExit(plan reconciler.Plan) error {
-	if len(plan.Held) > 0 {
-		return &exitCodeError{code: exitError, err: fmt.Errorf("not converged: %s held at the last applied state (invalid spec)", strings.Join(plan.Held, ", "))}
+	if blockers := planBlockers(plan); len(blockers) > 0 {
+		return &exitCodeError{code: exitError, err: fmt.Errorf("not converged: %s", strings.Join(blockers, "; "))}
 	}
 	return nil
 }
@@ -163,12 +164,12 @@ func writeResult(w io.Writer, res reconciler.Result, took time.Duration) {
 	fmt.Fprintf(w, "\nApply finished in %s: %d done, %d failed, %d skipped.\n",
 		took.Round(100*time.Millisecond), counts[reconciler.StepDone], counts[reconciler.StepFailed], counts[reconciler.StepSkipped])
 	for _, a := range res.Apps {
-		line := fmt.Sprintf("  %-20s %-9s", a.App, a.Status)
+		line := fmt.Sprintf("  %-20s %-9s", safeText(a.App), a.Status)
 		if a.Changed > 0 {
 			line += fmt.Sprintf(" %d replica step%s done", a.Changed, plural(a.Changed))
 		}
 		if a.Reason != "" {
-			line += "  " + a.Reason
+			line += "  " + safeText(a.Reason)
 		}
 		fmt.Fprintln(w, strings.TrimRight(line, " "))
 	}
@@ -211,13 +212,13 @@ func (p *progress) event(e reconciler.Event) {
 	s := e.Step
 	switch e.Phase {
 	case reconciler.PhaseStart:
-		fmt.Fprintf(p.w, "  %-16s %-17s started\n", s.Instance, s.Action)
+		fmt.Fprintf(p.w, "  %-16s %-17s started\n", safeText(s.Instance), s.Action)
 	case reconciler.PhaseDone:
 		p.done++
-		fmt.Fprintf(p.w, "  %-16s %-17s done in %s\n", s.Instance, s.Action, e.Duration.Round(100*time.Millisecond))
+		fmt.Fprintf(p.w, "  %-16s %-17s done in %s\n", safeText(s.Instance), s.Action, e.Duration.Round(100*time.Millisecond))
 	case reconciler.PhaseFailed:
 		p.done++
-		fmt.Fprintf(p.w, "  %-16s %-17s FAILED after %s: %v\n", s.Instance, s.Action, e.Duration.Round(100*time.Millisecond), e.Err)
+		fmt.Fprintf(p.w, "  %-16s %-17s FAILED after %s: %s\n", safeText(s.Instance), s.Action, e.Duration.Round(100*time.Millisecond), safeText(fmt.Sprint(e.Err)))
 	}
 	p.drawBar()
 }
@@ -231,7 +232,7 @@ func (p *progress) engineEvent(e engine.Event) {
 	if e.Err != nil {
 		detail = "error: " + e.Err.Error()
 	}
-	fmt.Fprintf(p.w, "  %-16s   %-15s %s (%s)\n", e.Instance, e.Step, detail, e.Duration.Round(10*time.Millisecond))
+	fmt.Fprintf(p.w, "  %-16s   %-15s %s (%s)\n", safeText(e.Instance), safeText(e.Step), safeText(detail), e.Duration.Round(10*time.Millisecond))
 	p.drawBar()
 }
 

@@ -80,7 +80,7 @@ either revision).`,
 				}
 				if diags := l.Diagnostics(); len(diags) > 0 {
 					for _, d := range diags {
-						fmt.Fprintln(cmd.ErrOrStderr(), d.String())
+						fmt.Fprintln(cmd.ErrOrStderr(), safeText(d.String()))
 					}
 					return &exitCodeError{code: exitError, err: fmt.Errorf("revision %s (%s) has invalid specs", rev, l.Commit.Short())}
 				}
@@ -209,7 +209,10 @@ func flatten(s spec.AppSpec) map[string]string {
 	return out
 }
 
+// writeText prints the diff for people; every name and value is escaped
+// (multi-line values are only counted).
 func (d specDiff) writeText(w io.Writer) {
+	d = sanitized(d)
 	fmt.Fprintf(w, "berth diff %s..%s\n", d.From.Short(), d.To.Short())
 	if len(d.Apps) == 0 {
 		fmt.Fprintln(w, "No changes to app specs.")
@@ -261,5 +264,5 @@ func shown(v string) string {
 	case len(v) > 80:
 		return strconv.Quote(v[:77] + "...")
 	}
-	return v
+	return safeText(v)
 }

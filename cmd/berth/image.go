@@ -83,7 +83,7 @@ before (running instances keep their own copy).`,
 					fmt.Fprintf(out, "deleted the old image %s\n", cur.Target[:12])
 				}
 			}
-			fmt.Fprintf(out, "%s -> %s\n", alias, fp[:12])
+			fmt.Fprintf(out, "%s -> %s\n", safeText(alias), fp[:12])
 			return nil
 		},
 	}

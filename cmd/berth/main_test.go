@@ -272,7 +272,7 @@ func TestPlanObserved(t *testing.T) {
 		t.Fatal(err, res.Diagnostics)
 	}
 	write := func(obs reconciler.Observed) string {
-		b, _ := json.Marshal(obs)
+		b, _ := json.Marshal(normalizeObserved(obs)) // as berth observe writes it
 		p := filepath.Join(t.TempDir(), "observed.json")
 		os.WriteFile(p, b, 0o644)
 		return p

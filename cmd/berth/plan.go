@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -40,7 +39,7 @@ func (f *repoFlags) desired(cmd *cobra.Command) (reconciler.Desired, *loadedSpec
 	}
 	d := reconciler.NewDesired(l.Commit.SHA, l.Result)
 	for _, diag := range l.Diagnostics() {
-		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", diag.String())
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", safeText(diag.String()))
 	}
 	return d, l, nil
 }
@@ -89,7 +88,10 @@ By default it observes the live LXD (see --lxd) and the Docker engine in each
 instance. --observed FILE.json plans against a saved snapshot instead (the
 format is documented in reconciler/README.md; "berth observe" writes one).
 
-Exit status: 0 nothing to do, 2 changes, 1 error.`,
+Exit status: 0 nothing to do, 2 changes, 3 blocked (the live state cannot
+converge to the revision: a name taken by an instance berth does not own,
+steps waiting for unready replicas, an app held for an invalid spec, or
+pruning skipped; with or without steps to take), 1 error.`,
 		Example: `  berth plan --repo .
   berth plan --repo https://git.example.org/ops/apps.git --rev main
   berth plan --repo . --observed observed.json
@@ -125,7 +127,10 @@ Exit status: 0 nothing to do, 2 changes, 1 error.`,
 			if err := writePlan(cmd, plan, output); err != nil {
 				return err
 			}
-			if !plan.Empty() {
+			switch {
+			case len(planBlockers(plan)) > 0:
+				return silentExit(exitBlocked)
+			case !plan.Empty():
 				return silentExit(exitChanges)
 			}
 			return nil
@@ -138,20 +143,6 @@ Exit status: 0 nothing to do, 2 changes, 1 error.`,
 	return cmd
 }
 
-func readObserved(path string) (reconciler.Observed, error) {
-	var obs reconciler.Observed
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return obs, err
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&obs); err != nil {
-		return obs, fmt.Errorf("%s: not an observed-state snapshot: %w", path, err)
-	}
-	return obs, nil
-}
-
 func writePlan(cmd *cobra.Command, plan reconciler.Plan, output string) error {
 	out := cmd.OutOrStdout()
 	if output == "json" {
@@ -159,6 +150,48 @@ func writePlan(cmd *cobra.Command, plan reconciler.Plan, output string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(plan)
 	}
-	_, err := fmt.Fprint(out, plan.Text())
+	_, err := fmt.Fprint(out, planText(plan))
 	return err
+}
+
+// planText renders a plan for people, with every value escaped. A plan
+// that cannot converge ends by saying what blocks it, never "No changes.".
+func planText(plan reconciler.Plan) string {
+	safe := sanitized(plan)
+	text := safe.Text()
+	if blockers := planBlockers(safe); len(blockers) > 0 {
+		if summary := safe.Summary() + "\n"; summary == "No changes.\n" && strings.HasSuffix(text, summary) {
+			text = strings.TrimSuffix(text, summary) + "Nothing to do now.\n"
+		}
+		text += "Blocked: the live state cannot converge to this revision: " + strings.Join(blockers, "; ") + ".\n"
+	}
+	return safeLines(text)
+}
+
+// planBlockers lists, briefly, what keeps a plan from converging: replicas
+// whose name is taken, steps held back, apps held at their last state,
+// pruning skipped. Warnings are not blockers.
+func planBlockers(plan reconciler.Plan) []string {
+	var out []string
+	if n := len(plan.Conflicts); n > 0 {
+		names := make([]string, n)
+		for i, c := range plan.Conflicts {
+			names[i] = c.Instance
+		}
+		out = append(out, fmt.Sprintf("%d replica%s blocked by a conflict (%s)", n, plural(n), strings.Join(names, ", ")))
+	}
+	if n := len(plan.Waiting); n > 0 {
+		names := make([]string, n)
+		for i, w := range plan.Waiting {
+			names[i] = w.Instance
+		}
+		out = append(out, fmt.Sprintf("%d step%s waiting (%s)", n, plural(n), strings.Join(names, ", ")))
+	}
+	if n := len(plan.Held); n > 0 {
+		out = append(out, fmt.Sprintf("%d app%s held for an invalid spec (%s)", n, plural(n), strings.Join(plan.Held, ", ")))
+	}
+	if plan.PruneBlocked != "" {
+		out = append(out, "pruning skipped")
+	}
+	return out
 }

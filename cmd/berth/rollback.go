@@ -36,9 +36,9 @@ to its remote; the running reconciler then converges to it.`,
 			out := cmd.OutOrStdout()
 			if head.SHA != "" {
 				for _, c := range reverted {
-					fmt.Fprintf(out, "reverted %s %s\n", c.Short(), c.Subject)
+					fmt.Fprintf(out, "reverted %s %s\n", c.Short(), safeText(c.Subject))
 				}
-				fmt.Fprintf(out, "new head %s %s\n", head.Short(), head.Subject)
+				fmt.Fprintf(out, "new head %s %s\n", head.Short(), safeText(head.Subject))
 			}
 			if err != nil {
 				return err

@@ -68,7 +68,7 @@ asks a running "berth run" instead (GET URL/api/v1/status).`,
 			if output == "json" {
 				return writeJSON(cmd.OutOrStdout(), st)
 			}
-			_, err = fmt.Fprint(cmd.OutOrStdout(), st.Text())
+			_, err = fmt.Fprint(cmd.OutOrStdout(), safeLines(sanitized(st).Text()))
 			return err
 		},
 	}
@@ -106,6 +106,7 @@ func statusFromServer(cmd *cobra.Command, base, output string) error {
 	if err := json.Unmarshal(body, &st); err != nil {
 		return fmt.Errorf("%s: not a berth status: %w", base, err)
 	}
+	st = sanitized(st)
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "Daemon: %s", st.Phase)
 	if !st.LastRun.IsZero() {
@@ -128,7 +129,7 @@ func statusFromServer(cmd *cobra.Command, base, output string) error {
 		fmt.Fprintf(out, "  %s: last good revision %s\n", app, reconciler.ShortSHA(st.LastGood[app]))
 	}
 	fmt.Fprintln(out)
-	_, err = fmt.Fprint(out, st.Status.Text())
+	_, err = fmt.Fprint(out, safeLines(st.Status.Text()))
 	return err
 }
 
@@ -148,7 +149,7 @@ func newObserveCmd(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := json.MarshalIndent(obs, "", "  ")
+			b, err := json.MarshalIndent(normalizeObserved(obs), "", "  ")
 			if err != nil {
 				return err
 			}

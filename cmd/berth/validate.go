@@ -94,7 +94,7 @@ that Git revision instead. Exit status: 0 valid, 1 invalid.`,
 				}
 			} else {
 				for _, d := range diags {
-					fmt.Fprintln(out, d.String())
+					fmt.Fprintln(out, safeText(d.String()))
 				}
 			}
 			if len(diags) > 0 {
@@ -110,7 +110,7 @@ that Git revision instead. Exit status: 0 valid, 1 invalid.`,
 				}
 				fmt.Fprintf(out, "ok: %d app%s valid", len(names), plural(len(names)))
 				if len(names) > 0 {
-					fmt.Fprintf(out, " (%s)", strings.Join(names, ", "))
+					fmt.Fprintf(out, " (%s)", safeText(strings.Join(names, ", ")))
 				}
 				fmt.Fprintln(out)
 			}
