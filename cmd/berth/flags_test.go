@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -104,6 +105,19 @@ func TestBoundedFlagTypes(t *testing.T) {
 	}
 	if err := ff.Set("NaN"); err == nil || share != 1e-3 {
 		t.Errorf("NaN accepted, or changed the value to %v", share)
+	}
+	var d time.Duration
+	df := newDurationFlag(&d, 2*time.Minute, time.Second, 24*time.Hour)
+	if df.String() != "2m" {
+		t.Errorf("default shows as %q", df.String())
+	}
+	if err := df.Set("25h"); err == nil || err.Error() != "25h is out of range; want a duration between 1s and 24h" || d != 2*time.Minute {
+		t.Errorf("25h: %v, value %v", err, d)
+	}
+	for in, want := range map[time.Duration]string{0: "0s", 90 * time.Second: "1m30s", time.Hour: "1h", 90 * time.Minute: "1h30m", time.Hour + time.Second: "1h0m1s"} {
+		if got := shortDuration(in); got != want {
+			t.Errorf("shortDuration(%v) = %q, want %q", in, got, want)
+		}
 	}
 }
 

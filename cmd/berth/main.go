@@ -137,7 +137,7 @@ container on the instance's network. Rolling back is "git revert".`,
 		"owner id written to user.berth.owner; instances of other owners are never touched")
 	g.logLevel = "warn"
 	root.PersistentFlags().Var(logLevelFlag{&g.logLevel}, "log-level",
-		`log level: debug, info, warn, error (default "warn", and "info" for berth run)`)
+		`log level: debug, info, warn, error; berth run defaults to info`)
 	g.logFormat = "auto"
 	root.PersistentFlags().Var(choiceFlag{&g.logFormat, []string{"auto", "text", "json"}}, "log-format",
 		"log format: text, json, or auto (text on a terminal, JSON otherwise)")
