@@ -16,17 +16,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
-	"testing/fstest"
 	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/memory"
 )
@@ -39,6 +38,9 @@ type Repo struct {
 	// Location is what the repository was opened from: a path or a URL.
 	Location string
 	repo     *git.Repository
+	// reopen opens the repository again (a local path): a spec FS uses it
+	// when a read fails because git gc replaced the pack files.
+	reopen func() (*git.Repository, error)
 }
 
 // Commit describes a resolved revision.
@@ -158,7 +160,7 @@ func Open(ctx context.Context, location string) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Repo{Location: location, repo: r}, nil
+	return &Repo{Location: location, repo: r, reopen: func() (*git.Repository, error) { return openPath(location) }}, nil
 }
 
 // openPath opens the repository at a local path: a bare repository, a
@@ -209,49 +211,50 @@ func commitOf(c *object.Commit) Commit {
 
 // SpecFS returns the YAML files under dir (slash-separated, "" or "." for
 // the root) of the commit sha, read from the Git objects, as an fs.FS rooted
-// at dir. Only *.yaml and *.yml files are loaded: a config repo may hold
+// at dir. Only *.yaml and *.yml entries are listed: a config repo may hold
 // anything else, and spec.Load reads nothing but those.
+//
+// The FS never follows a link: a committed symlink is listed with
+// fs.ModeSymlink in Stat and ReadDir and cannot be opened (ErrSymlink),
+// exactly as the same link on disk, so both give the loader the same
+// answer. Stat reports a file's size from the object header, and a file
+// over MaxSpecFileSize cannot be opened (ErrFileTooLarge). Contents are
+// read from the objects when a file is opened, not here.
 func (r *Repo) SpecFS(sha, dir string) (fs.FS, error) {
-	c, err := r.repo.CommitObject(plumbing.NewHash(sha))
+	return specFSAt(r.repo, r.reopen, redactURL(r.Location), sha, dir)
+}
+
+func specFSAt(repo *git.Repository, reopen func() (*git.Repository, error), where, sha, dir string) (fs.FS, error) {
+	c, err := repo.CommitObject(plumbing.NewHash(sha))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrRevisionNotFound, sha, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrRevisionNotFound, shortSHA(sha), err)
 	}
 	tree, err := c.Tree()
 	if err != nil {
-		return nil, fmt.Errorf("read tree of %s: %w", sha, err)
+		return nil, fmt.Errorf("read tree of %s: %w", shortSHA(sha), err)
 	}
 	dir = path.Clean(strings.Trim(filepath.ToSlash(dir), "/"))
 	if dir != "." && dir != "" {
+		if e, err := tree.FindEntry(dir); err == nil && e.Mode != filemode.Dir {
+			if e.Mode == filemode.Symlink {
+				return nil, fmt.Errorf("%s: spec folder %q at revision %s %w", where, dir, shortSHA(sha), ErrSymlink)
+			}
+			return nil, fmt.Errorf("%s: %q at revision %s is not a folder", where, dir, shortSHA(sha))
+		}
 		sub, err := tree.Tree(dir)
 		if err != nil {
 			if errors.Is(err, object.ErrDirectoryNotFound) {
-				return nil, fmt.Errorf("%s: no folder %q at revision %s", r.Location, dir, sha[:12])
+				return nil, fmt.Errorf("%s: no folder %q at revision %s", where, dir, shortSHA(sha))
 			}
-			return nil, fmt.Errorf("read %s at %s: %w", dir, sha[:12], err)
+			return nil, fmt.Errorf("read %q at %s: %w", dir, shortSHA(sha), err)
 		}
 		tree = sub
 	}
-	files := fstest.MapFS{}
-	err = tree.Files().ForEach(func(f *object.File) error {
-		if !isSpecFile(f.Name) || !f.Mode.IsFile() {
-			return nil
-		}
-		rd, err := f.Reader()
-		if err != nil {
-			return fmt.Errorf("read %s: %w", f.Name, err)
-		}
-		defer rd.Close()
-		data, err := io.ReadAll(rd)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", f.Name, err)
-		}
-		files[f.Name] = &fstest.MapFile{Data: data, Mode: 0o444}
-		return nil
-	})
+	fsys, err := treeSpecFS(tree, &blobReader{repo: repo, reopen: reopen})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s at %s: %w", where, shortSHA(sha), err)
 	}
-	return files, nil
+	return fsys, nil
 }
 
 func isSpecFile(name string) bool {

@@ -43,7 +43,8 @@ type GitOptions struct {
 // Snapshot is one revision of the specs.
 type Snapshot struct {
 	Commit Commit
-	// FS is rooted at GitOptions.Dir and holds the YAML files only.
+	// FS is rooted at GitOptions.Dir and holds the YAML files only; see
+	// Repo.SpecFS for how it treats symlinks and large files.
 	FS fs.FS
 }
 
@@ -229,8 +230,19 @@ func (s *GitSource) snapshot(repo *git.Repository, sha string) (Snapshot, error)
 			return Snapshot{}, &UnverifiedError{SHA: sha, Reason: err.Error()}
 		}
 	}
-	r := &Repo{Location: s.name, repo: repo}
-	fsys, err := r.SpecFS(sha, s.opts.Dir)
+	// The snapshot's files are read when the loader opens them, through a
+	// repository opened for the snapshot alone (a fetch into the clone
+	// meanwhile does not share its caches), and opened again if a read
+	// fails because git gc or a fresh clone replaced the pack files.
+	reopen := s.openLocal
+	if s.remote {
+		reopen = func() (*git.Repository, error) { return git.PlainOpen(s.clone) }
+	}
+	own, err := reopen()
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("%s: %w", s.name, err)
+	}
+	fsys, err := specFSAt(own, reopen, s.name, sha, s.opts.Dir)
 	if err != nil {
 		return Snapshot{}, err
 	}

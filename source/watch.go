@@ -7,12 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	pathpkg "path"
 	"path/filepath"
 	"sort"
 	"strings"
-	"testing/fstest"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -330,70 +331,162 @@ func isBareRepo(dir string) bool {
 	return true
 }
 
-// WorktreeSnapshot reads the YAML files under dir of the folder path as
-// they are on disk, uncommitted edits included (the development loop).
-// path need not be a Git repository.
+// WorktreeSnapshot is WorktreeSnapshotContext without a context.
+func WorktreeSnapshot(path, dir string) (Snapshot, error) {
+	return WorktreeSnapshotContext(context.Background(), path, dir)
+}
+
+// WorktreeSnapshotContext reads the YAML files under dir of the folder
+// path as they are on disk, uncommitted edits included (the development
+// loop). path need not be a Git repository. It stops when ctx ends.
+//
+// It reads as Repo.SpecFS does, so that disk and Git agree: no symbolic
+// link is ever followed, nor a FIFO, device or socket opened. Such an
+// entry is kept in the FS with its real type (fs.ModeSymlink, ...), its
+// size and no content, for the loader to report; opening it fails with
+// ErrSymlink or ErrNotRegular. A regular file is read with O_NOFOLLOW and
+// at most MaxSpecFileSize+1 bytes; a bigger one is kept with its size and
+// cannot be opened (ErrFileTooLarge). dir must be reached without a link;
+// path itself may be one (it is the caller's choice).
 //
 // Its Commit.SHA is "worktree-" and 12 hex digits of a hash over the
 // names and contents of those files: the same content always gives the
 // same revision, whatever was committed, so saving a file with no real
 // change plans nothing, and the value can never be mistaken for a commit.
-func WorktreeSnapshot(path, dir string) (Snapshot, error) {
-	root := filepath.Join(path, filepath.FromSlash(strings.Trim(filepath.ToSlash(dir), "/")))
+func WorktreeSnapshotContext(ctx context.Context, path, dir string) (Snapshot, error) {
+	base, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("%q: %w", path, err)
+	}
+	root := base
+	if d := pathpkg.Clean("/" + filepath.ToSlash(dir))[1:]; d != "" {
+		for _, part := range strings.Split(d, "/") {
+			root = filepath.Join(root, part)
+			fi, err := os.Lstat(root)
+			switch {
+			case err != nil || (!fi.IsDir() && fi.Mode()&fs.ModeSymlink == 0):
+				return Snapshot{}, fmt.Errorf("%s: no folder %q", path, dir)
+			case fi.Mode()&fs.ModeSymlink != 0:
+				return Snapshot{}, fmt.Errorf("%s: spec folder %q: %q %w", path, dir, part, ErrSymlink)
+			}
+		}
+	}
 	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
 		return Snapshot{}, fmt.Errorf("%s: no folder %q", path, dir)
 	}
-	files := fstest.MapFS{}
+	files := newSpecFS()
+	var names []string
 	var newest time.Time
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if d.IsDir() {
-			if d.Name() == ".git" {
+			if d.Name() == ".git" && p != root {
 				return filepath.SkipDir
 			}
 			return nil
 		}
-		if !d.Type().IsRegular() || !isSpecFile(d.Name()) {
+		if !isSpecFile(d.Name()) {
 			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
 		}
 		rel, err := filepath.Rel(root, p)
 		if err != nil {
 			return err
 		}
-		files[filepath.ToSlash(rel)] = &fstest.MapFile{Data: data, Mode: 0o444}
-		if fi, err := d.Info(); err == nil && fi.ModTime().After(newest) {
-			newest = fi.ModTime()
+		n, err := readWorktreeEntry(p, d)
+		if err != nil {
+			return fmt.Errorf("%q: %w", filepath.ToSlash(rel), err)
+		}
+		name := filepath.ToSlash(rel)
+		files.add(name, n)
+		names = append(names, name)
+		if n.modTime.After(newest) {
+			newest = n.modTime
 		}
 		return nil
 	})
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("read %s: %w", root, err)
 	}
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
 	sort.Strings(names)
 	h := sha256.New()
-	var n [8]byte
+	var b [8]byte
+	put := func(v uint64) {
+		binary.BigEndian.PutUint64(b[:], v)
+		h.Write(b[:])
+	}
 	for _, name := range names {
 		// Length-prefixed, so that no two different sets of files hash alike.
-		binary.BigEndian.PutUint64(n[:], uint64(len(name)))
-		h.Write(n[:])
+		n := files.files[name]
+		put(uint64(len(name)))
 		h.Write([]byte(name))
-		binary.BigEndian.PutUint64(n[:], uint64(len(files[name].Data)))
-		h.Write(n[:])
-		h.Write(files[name].Data)
+		if n.mode.IsRegular() && n.size <= MaxSpecFileSize {
+			put(uint64(len(n.data)))
+			h.Write(n.data)
+			continue
+		}
+		// No content: a marker no length can equal, the type and the size.
+		put(^uint64(0))
+		put(uint64(n.mode.Type()))
+		put(uint64(n.size))
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	return Snapshot{
 		Commit: Commit{SHA: "worktree-" + sum[:12], Subject: "work tree of " + path, When: newest},
 		FS:     files,
 	}, nil
+}
+
+// readWorktreeEntry reads one YAML-named entry of the work tree: the
+// content of a regular file (bounded), or only the type and size of
+// anything else. The file is opened without following a link and without
+// blocking on a FIFO, and checked again once open, since it may have been
+// replaced since the folder was listed.
+func readWorktreeEntry(p string, d fs.DirEntry) (*specNode, error) {
+	info := func() (*specNode, error) {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return nil, err
+		}
+		return &specNode{mode: fi.Mode(), size: fi.Size(), modTime: fi.ModTime()}, nil
+	}
+	if !d.Type().IsRegular() {
+		return info()
+	}
+	f, err := openNoFollow(p)
+	if err != nil {
+		if isSymlinkErr(err) {
+			return info()
+		}
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	n := &specNode{mode: 0o444, size: fi.Size(), modTime: fi.ModTime()}
+	if fi.Mode()&0o111 != 0 {
+		n.mode = 0o555
+	}
+	if !fi.Mode().IsRegular() {
+		n.mode = fi.Mode()
+		return n, nil
+	}
+	if fi.Size() > MaxSpecFileSize {
+		return n, nil
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxSpecFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	n.size = int64(len(data)) // the file may have grown or shrunk since Stat
+	if len(data) <= MaxSpecFileSize {
+		n.data = data
+	}
+	return n, nil
 }
