@@ -32,6 +32,10 @@ const (
 	// observeParallel bounds concurrent Docker observations: each is an
 	// exec-tunnelled API call, and LXD and the host have few cores.
 	observeParallel = 8
+	// ObserveTimeout bounds the look at one instance's Docker (a list and
+	// an inspect, milliseconds when Docker is well): a wedged dockerd must
+	// not hold every plan for the engine's minute-long call timeout.
+	ObserveTimeout = 15 * time.Second
 )
 
 // Backup keys mark a kept copy of a deleted instance (update.snapshot).
@@ -172,15 +176,23 @@ func (s *System) Observe(ctx context.Context) (reconciler.Observed, error) {
 }
 
 func (s *System) observeContainer(ctx context.Context, inst *reconciler.Instance) {
-	o, err := s.Engine.Observe(ctx, inst.Name)
-	if err != nil && !errors.Is(err, engine.ErrInstanceNotRunning) && ctx.Err() == nil {
+	octx, cancel := context.WithTimeout(ctx, ObserveTimeout)
+	defer cancel()
+	o, err := s.Engine.Observe(octx, inst.Name)
+	// A wedged daemon gets no second try: it would only wait again.
+	if err != nil && !errors.Is(err, engine.ErrInstanceNotRunning) && octx.Err() == nil {
 		// A tunnel can break (LXD resets an exec stream under load); one
 		// fresh try on a new client tells a blip from a dead dockerd.
 		s.Logger.Debug("docker observe failed, retrying once", "instance", inst.Name, "err", err)
 		s.Engine.Forget(inst.Name)
-		o, err = s.Engine.Observe(ctx, inst.Name)
+		o, err = s.Engine.Observe(octx, inst.Name)
 	}
 	if err != nil {
+		if octx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("docker in %s did not answer within %s", inst.Name, ObserveTimeout)
+			// The tunnel is stuck on the wedged daemon: drop it.
+			s.Engine.Forget(inst.Name)
+		}
 		inst.DockerError = err.Error()
 		return
 	}
@@ -318,7 +330,7 @@ func (s *System) StopInstance(ctx context.Context, name string) error {
 
 // WaitDocker waits up to timeout for the instance's Docker to answer.
 func (s *System) WaitDocker(ctx context.Context, name string, timeout time.Duration) error {
-	return s.Engine.WaitDocker(ctx, name, timeout)
+	return s.blameLXD(ctx, s.Engine.WaitDocker(ctx, name, timeout))
 }
 
 // UpdateInstance patches config keys live with the ETag of a fresh read,
@@ -402,17 +414,30 @@ func backupName(name string, now time.Time) string {
 func (s *System) EnsureContainer(ctx context.Context, name string, app spec.App, slot int, revision string) error {
 	ctx = engine.WithLogger(ctx, s.Logger.With("revision", reconciler.ShortSHA(revision)))
 	if err := s.Engine.WaitDocker(ctx, name, DockerTimeout); err != nil {
+		return s.blameLXD(ctx, err)
+	}
+	return s.blameLXD(ctx, s.Engine.Ensure(ctx, name, engine.Desired{
+		App: app.Metadata.Name, Slot: slot, Revision: revision, Spec: app.Spec.Container,
+	}, s.OnEngineEvent))
+}
+
+// blameLXD turns a failed Docker call into "LXD not reachable" when LXD
+// itself no longer answers: a tunnel that broke because LXD went away is
+// not Docker's fault, and saying so tells the operator where to look.
+func (s *System) blameLXD(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil || errors.Is(err, lxd.ErrUnreachable) {
 		return err
 	}
-	return s.Engine.Ensure(ctx, name, engine.Desired{
-		App: app.Metadata.Name, Slot: slot, Revision: revision, Spec: app.Spec.Container,
-	}, s.OnEngineEvent)
+	if _, _, lerr := s.LXD.GetServer(ctx); errors.Is(lerr, lxd.ErrUnreachable) {
+		return fmt.Errorf("%w (while: %v)", lerr, err)
+	}
+	return err
 }
 
 // WaitReady waits until the app container is ready within the app's
 // update.healthTimeout.
 func (s *System) WaitReady(ctx context.Context, name string, app spec.App) error {
-	return s.Engine.WaitReady(ctx, name, app.Metadata.Name, app.Spec.Update.HealthTimeout.D())
+	return s.blameLXD(ctx, s.Engine.WaitReady(ctx, name, app.Metadata.Name, app.Spec.Update.HealthTimeout.D()))
 }
 
 var (

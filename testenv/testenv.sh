@@ -7,6 +7,10 @@
 #   testenv.sh down    stop the daemons this script started (lxd, registry)
 #   testenv.sh purge   down, and delete test instances, the test images, the
 #                      berth-test profile and the caches
+#   testenv.sh lxd kill|start        faults: kill -9 the LXD daemon this
+#   testenv.sh registry stop|start   script started (its instances keep
+#                                    running), or stop the registry; start
+#                                    brings either back (fault tests)
 #
 # Contract used by the tests (see README "Test environment"):
 #   LXD image alias  berth/debian-docker   Debian 12 + docker.io, own /sbin/init
@@ -267,10 +271,36 @@ cmd_purge() {
 	rm -rf "$cache" "$state"
 }
 
+# fault_lxd kill|start: the fault tests' "LXD daemon dies" and its cure.
+fault_lxd() {
+	case ${1:-} in
+	kill)
+		[ -f "$state/lxd.pid" ] || die "lxd was not started by this script (no $state/lxd.pid)"
+		pid=$(cat "$state/lxd.pid")
+		kill -9 "$pid" 2>/dev/null || true
+		i=0
+		while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+		log "lxd killed (pid $pid)"
+		;;
+	start) start_lxd ;;
+	*) die "usage: testenv.sh lxd kill|start" ;;
+	esac
+}
+
+fault_registry() {
+	case ${1:-} in
+	stop) stop_pidfile "$state/registry.pid" ;;
+	start) start_registry ;;
+	*) die "usage: testenv.sh registry stop|start" ;;
+	esac
+}
+
 case ${1:-up} in
 up) cmd_up ;;
+lxd) fault_lxd "${2:-}" ;;
+registry) fault_registry "${2:-}" ;;
 status) cmd_status ;;
 down) cmd_down ;;
 purge) cmd_purge ;;
-*) die "usage: testenv.sh [up|status|down|purge]" ;;
+*) die "usage: testenv.sh [up|status|down|purge|lxd kill|start|registry stop|start]" ;;
 esac
