@@ -62,24 +62,25 @@ func TestEveryNumericFlagIsBounded(t *testing.T) {
 }
 
 // Every bounded flag of every command refuses NaN, infinities, negative,
-// zero-where-meaningless and huge values through the real command line,
-// and accepts its own default.
+// below-minimum and huge values through the real command line, and
+// accepts its own default.
 func TestNumericFlagsRefuseNaNInfAndOutOfRange(t *testing.T) {
-	bad := map[string][]string{
-		"float":    {"NaN", "nan", "Inf", "+Inf", "-Inf", "infinity", "-1", "0", "1.0000001", "1e309", "9223372036854775807", "", "0x", "half"},
-		"duration": {"NaN", "Inf", "-1s", "0", "0s", "1ns", "25h", "1000000h", "9223372036854775807ns", "99999999999999999999s", "", "30", "soon"},
-	}
 	for _, f := range allFlags(newRootCmd()) {
-		var kind string
-		switch f.flag.Value.(type) {
+		var bad []string
+		switch v := f.flag.Value.(type) {
 		case *fractionFlag:
-			kind = "float"
+			bad = []string{"NaN", "nan", "Inf", "+Inf", "-Inf", "infinity", "-1", "1e309", "-1e309", "9223372036854775807", "", "0x", "half",
+				fmt.Sprint(v.min), fmt.Sprint(v.max + 1e-9)}
 		case *durationFlag:
-			kind = "duration"
+			bad = []string{"NaN", "Inf", "-1s", "-1ns", "1000000h", "9223372036854775807ns", "99999999999999999999s", "", "30", "soon",
+				(v.max + time.Nanosecond).String()}
+			if v.min > 0 {
+				bad = append(bad, "0", (v.min - time.Nanosecond).String())
+			}
 		default:
 			continue
 		}
-		for _, v := range bad[kind] {
+		for _, v := range bad {
 			args := append(append([]string{}, f.path...), "--"+f.flag.Name+"="+v)
 			t.Run(strings.Join(args, " "), func(t *testing.T) {
 				code, out, errOut := berth(t, args...)
