@@ -62,8 +62,9 @@ type Desired struct {
 	// their last applied state: no steps at all, and never pruned.
 	HeldApps []string `json:"heldApps,omitempty"`
 	// PruneBlocked, when not empty, says why this run must prune nothing
-	// (e.g. "apps/x.yaml did not parse": an app may have vanished only
-	// because its file could not be read).
+	// (e.g. "apps/x.yaml could not be read as specs": a file that did not
+	// parse, a symlink, or a file over the size limit; an app may have
+	// vanished only because its file could not be read).
 	PruneBlocked string `json:"pruneBlocked,omitempty"`
 }
 
@@ -248,7 +249,7 @@ func NewDesired(revision string, res *spec.Result) Desired {
 	d := Desired{Revision: revision, Apps: res.Apps, HeldApps: res.InvalidApps}
 	if len(res.Unparsable) > 0 {
 		files := slices.Sorted(slices.Values(res.Unparsable))
-		d.PruneBlocked = strings.Join(files, ", ") + " did not parse"
+		d.PruneBlocked = strings.Join(files, ", ") + " could not be read as specs (see the diagnostics)"
 	} else if len(res.Unidentified) > 0 {
 		files := slices.Sorted(slices.Values(res.Unidentified))
 		d.PruneBlocked = strings.Join(files, ", ") + " holds an app whose name cannot be read"

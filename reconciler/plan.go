@@ -221,9 +221,11 @@ type Plan struct {
 func (p Plan) Empty() bool { return len(p.Steps) == 0 }
 
 // Converged reports whether the live state matches Git as far as this plan
-// can tell: nothing to run, nothing waiting, no wanted name blocked.
+// can tell: nothing to run, nothing waiting, no wanted name blocked, no app
+// held at an older state, and no prune skipped.
 func (p Plan) Converged() bool {
-	return len(p.Steps) == 0 && len(p.Waiting) == 0 && len(p.Conflicts) == 0
+	return len(p.Steps) == 0 && len(p.Waiting) == 0 && len(p.Conflicts) == 0 &&
+		len(p.Held) == 0 && p.PruneBlocked == ""
 }
 
 // summaryParts says how each action is counted in Summary.
@@ -243,7 +245,8 @@ var summaryParts = map[Action][2]string{
 
 // Summary is one line: "Plan: 2 to create, 1 to recreate, 1 to delete.",
 // "No changes.", or, when something still differs but cannot be changed
-// now, "Nothing to do now: 2 waiting, 1 blocked by a conflict.".
+// now, "Nothing to do now: 2 waiting, 1 blocked by a conflict, 1 app(s)
+// held, pruning skipped.".
 func (p Plan) Summary() string {
 	if p.Empty() {
 		if p.Converged() {
@@ -255,6 +258,12 @@ func (p Plan) Summary() string {
 		}
 		if n := len(p.Conflicts); n > 0 {
 			parts = append(parts, fmt.Sprintf("%d blocked by a conflict", n))
+		}
+		if n := len(p.Held); n > 0 {
+			parts = append(parts, fmt.Sprintf("%d app(s) held", n))
+		}
+		if p.PruneBlocked != "" {
+			parts = append(parts, "pruning skipped")
 		}
 		return "Nothing to do now: " + strings.Join(parts, ", ") + "."
 	}
