@@ -15,3 +15,7 @@ func openNoFollow(p string) (*os.File, error) {
 }
 
 func isSymlinkErr(err error) bool { return errors.Is(err, syscall.ELOOP) }
+
+// writableDir tells whether this process may create and remove entries
+// in the folder d.
+func writableDir(d string) error { return syscall.Access(d, 0x2|0x1) } // W_OK|X_OK

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-git/go-git/v5"
@@ -86,7 +89,7 @@ func Revert(ctx context.Context, repoPath string, opts RevertOptions) (newHead C
 	branch := headRef.Target()
 	ref, err := repo.Reference(branch, true)
 	if err != nil {
-		return Commit{}, nil, fmt.Errorf("%s: branch %s has no commits: %w", repoPath, branch.Short(), err)
+		return Commit{}, nil, fmt.Errorf("%s: branch %q has no commits: %w", repoPath, branch.Short(), err)
 	}
 	head, err := repo.CommitObject(ref.Hash())
 	if err != nil {
@@ -120,10 +123,23 @@ func Revert(ctx context.Context, repoPath string, opts RevertOptions) (newHead C
 		return Commit{}, nil, err
 	}
 
-	// Everything is known to apply: write the objects.
+	// Everything is known to apply. Before anything is written, check
+	// that the work tree can take the result: the ref moves only if the
+	// files can follow.
 	headFiles, err := flatten(head)
 	if err != nil {
 		return Commit{}, nil, err
+	}
+	newFiles := plan[len(plan)-1].files
+	if newFiles == nil {
+		if newFiles, err = flattenTree(repo, plan[len(plan)-1].tree); err != nil {
+			return Commit{}, nil, err
+		}
+	}
+	if wt != nil {
+		if err := checkWorktree(wt.Filesystem.Root(), headFiles, newFiles, untracked); err != nil {
+			return Commit{}, nil, fmt.Errorf("%w; nothing was changed", err)
+		}
 	}
 	parent := head.Hash
 	var last *object.Commit
@@ -153,26 +169,22 @@ func Revert(ctx context.Context, repoPath string, opts RevertOptions) (newHead C
 			return Commit{}, nil, err
 		}
 	}
-	newFiles, err := flatten(last)
-	if err != nil {
-		return Commit{}, nil, err
-	}
-	if wt != nil {
-		for p := range changedPaths(headFiles, newFiles) {
-			if untracked[p] {
-				return Commit{}, nil, fmt.Errorf("untracked file %s would be overwritten by the rollback; move it away first", p)
-			}
-		}
-	}
 	// Compare-and-swap: a commit made meanwhile (by a person, or by git
 	// running beside us) is not silently dropped.
-	if err := repo.Storer.CheckAndSetReference(plumbing.NewHashReference(branch, last.Hash), ref); err != nil {
-		return Commit{}, nil, fmt.Errorf("update %s: %w", branch.Short(), err)
+	moved := plumbing.NewHashReference(branch, last.Hash)
+	if err := repo.Storer.CheckAndSetReference(moved, ref); err != nil {
+		return Commit{}, nil, fmt.Errorf("update %q: %w; nothing was changed", branch.Short(), err)
 	}
 	newHead = commitOf(last)
 	if wt != nil {
 		if err := syncWorktree(repo, wt, last.Hash, headFiles, newFiles); err != nil {
-			return newHead, reverted, fmt.Errorf("commits made (%s), but updating the work tree failed: %w", newHead.Short(), err)
+			// All or nothing: the files are back as they were; put the
+			// branch (and with it HEAD and the index) back too.
+			if uerr := restoreBranch(repo, wt, ref, moved); uerr != nil {
+				return newHead, reverted, fmt.Errorf("updating the work tree failed: %w; and moving %q back to %s failed too: %v: the branch is at %s, run `git reset --hard %s` to finish or `git reset --hard %s` to undo",
+					err, branch.Short(), shortSHA(ref.Hash().String()), uerr, newHead.Short(), newHead.Short(), shortSHA(ref.Hash().String()))
+			}
+			return Commit{}, nil, fmt.Errorf("updating the work tree failed: %w; nothing was changed (the branch, the index and the files are as they were)", err)
 		}
 	}
 	if opts.Push {
@@ -234,9 +246,23 @@ func checkClean(wt *git.Worktree) (map[string]bool, error) {
 		if len(dirty) > 5 {
 			dirty = append(dirty[:5], "...")
 		}
-		return nil, fmt.Errorf("the work tree has uncommitted changes (%s): commit or stash them first", strings.Join(dirty, ", "))
+		return nil, fmt.Errorf("the work tree has uncommitted changes (%s): commit or stash them first", quoteList(dirty))
 	}
 	return untracked, nil
+}
+
+// quoteList quotes each name (a file name may hold a newline or an
+// escape sequence, which must not reach a terminal raw) and joins them.
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		if n == "..." {
+			q[i] = n
+			continue
+		}
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
 }
 
 // planRollbackTo plans one commit that gives HEAD the tree of rev.
@@ -246,10 +272,10 @@ func planRollbackTo(repo *git.Repository, head *object.Commit, rev string) ([]pl
 		return nil, nil, err
 	}
 	if target.Hash == head.Hash {
-		return nil, nil, fmt.Errorf("nothing to roll back: %s is HEAD", rev)
+		return nil, nil, fmt.Errorf("nothing to roll back: %q is HEAD", rev)
 	}
 	if ok, err := target.IsAncestor(head); err != nil || !ok {
-		return nil, nil, fmt.Errorf("%s (%s) is not an earlier commit of this branch", rev, shortSHA(target.Hash.String()))
+		return nil, nil, fmt.Errorf("%q (%s) is not an earlier commit of this branch", rev, shortSHA(target.Hash.String()))
 	}
 	if target.TreeHash == head.TreeHash {
 		return nil, nil, fmt.Errorf("nothing to roll back: HEAD already has the files of %s", shortSHA(target.Hash.String()))
@@ -303,10 +329,10 @@ func planReverts(repo *git.Repository, head *object.Commit, revs []string) ([]pl
 			return nil, nil, err
 		}
 		if _, ok := pos[c.Hash]; !ok {
-			return nil, nil, fmt.Errorf("%s (%s) is not a commit of this branch", rev, shortSHA(c.Hash.String()))
+			return nil, nil, fmt.Errorf("%q (%s) is not a commit of this branch", rev, shortSHA(c.Hash.String()))
 		}
 		if c.NumParents() > 1 {
-			return nil, nil, fmt.Errorf("%s (%s) is a merge commit: revert it by hand, or roll back to a revision with --to", rev, shortSHA(c.Hash.String()))
+			return nil, nil, fmt.Errorf("%q (%s) is a merge commit: revert it by hand, or roll back to a revision with --to", rev, shortSHA(c.Hash.String()))
 		}
 		if !seen[c.Hash] {
 			seen[c.Hash] = true
@@ -364,16 +390,16 @@ func planReverts(repo *git.Repository, head *object.Commit, revs []string) ([]pl
 		cc := commitOf(c)
 		if len(conflicts) > 0 {
 			sort.Strings(conflicts)
-			return nil, nil, fmt.Errorf("revert of %s (%s) does not apply cleanly: changed since: %s; nothing was written",
-				cc.Short(), cc.Subject, strings.Join(conflicts, ", "))
+			return nil, nil, fmt.Errorf("revert of %s (%q) does not apply cleanly: changed since: %s; nothing was written",
+				cc.Short(), cc.Subject, quoteList(conflicts))
 		}
 		if changed == 0 {
-			return nil, nil, fmt.Errorf("%s (%s) changes nothing that is still there: already reverted?", cc.Short(), cc.Subject)
+			return nil, nil, fmt.Errorf("%s (%q) changes nothing that is still there: already reverted?", cc.Short(), cc.Subject)
 		}
 		// A dir/file clash (a file where the result needs a folder) would
 		// make a tree git cannot check out: refuse it like a conflict.
 		if p := pathClash(next); p != "" {
-			return nil, nil, fmt.Errorf("revert of %s (%s) does not apply cleanly: %s is both a file and a folder", cc.Short(), cc.Subject, p)
+			return nil, nil, fmt.Errorf("revert of %s (%q) does not apply cleanly: %q is both a file and a folder", cc.Short(), cc.Subject, p)
 		}
 		plan = append(plan, plannedCommit{
 			files:   next,
@@ -392,6 +418,19 @@ func flatten(c *object.Commit) (map[string]entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tree of %s: %w", shortSHA(c.Hash.String()), err)
 	}
+	return flattenEntries(t, c.Hash)
+}
+
+// flattenTree is flatten for a tree object.
+func flattenTree(repo *git.Repository, h plumbing.Hash) (map[string]entry, error) {
+	t, err := repo.TreeObject(h)
+	if err != nil {
+		return nil, fmt.Errorf("tree %s: %w", shortSHA(h.String()), err)
+	}
+	return flattenEntries(t, h)
+}
+
+func flattenEntries(t *object.Tree, of plumbing.Hash) (map[string]entry, error) {
 	out := map[string]entry{}
 	w := object.NewTreeWalker(t, true, nil)
 	defer w.Close()
@@ -401,7 +440,7 @@ func flatten(c *object.Commit) (map[string]entry, error) {
 			return out, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("tree of %s: %w", shortSHA(c.Hash.String()), err)
+			return nil, fmt.Errorf("tree of %s: %w", shortSHA(of.String()), err)
 		}
 		if e.Mode == filemode.Dir {
 			continue
@@ -490,13 +529,121 @@ func writeTree(s storer.EncodedObjectStorer, files map[string]entry) (plumbing.H
 	return write(root)
 }
 
-// syncWorktree makes the index and the files match the new commit. The
-// index comes from go-git's mixed reset; the files that changed are
-// written here, so that nothing else in the work tree is touched.
-func syncWorktree(repo *git.Repository, wt *git.Worktree, commit plumbing.Hash, oldFiles, newFiles map[string]entry) error {
-	if err := wt.Reset(&git.ResetOptions{Commit: commit, Mode: git.MixedReset}); err != nil {
-		return err
+// checkWorktree checks, before anything is written, that the work tree
+// can go from oldFiles to newFiles: nothing untracked or ignored in the
+// way of a file to write, no file or link where a folder must be made
+// (a link would be written through, perhaps out of the repository), and
+// the folders to change writable.
+func checkWorktree(root string, oldFiles, newFiles map[string]entry, untracked map[string]bool) error {
+	changed := changedPaths(oldFiles, newFiles)
+	deleted := map[string]bool{}
+	for p := range changed {
+		if _, ok := newFiles[p]; !ok {
+			deleted[p] = true
+		}
 	}
+	paths := make([]string, 0, len(changed))
+	for p := range changed {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	checkedDirs := map[string]bool{}
+	for _, p := range paths {
+		full := filepath.Join(root, filepath.FromSlash(p))
+		// Every folder above it must be a folder (not a link, which would
+		// be written or deleted through), or not exist yet.
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			fi, err := os.Lstat(filepath.Join(root, filepath.FromSlash(d)))
+			if notExist(err) || err == nil && deleted[d] {
+				continue // made, or removed first
+			}
+			if err != nil {
+				return err
+			}
+			if fi.Mode()&fs.ModeSymlink != 0 {
+				return fmt.Errorf("%q is a symbolic link, and the rollback would change %q through it; move it away first", d, p)
+			}
+			if !fi.IsDir() {
+				return fmt.Errorf("%q is a file on disk, and the rollback needs a folder there for %q; move it away first", d, p)
+			}
+		}
+		if e, ok := newFiles[p]; ok && e.mode != filemode.Submodule {
+			if untracked[p] {
+				return fmt.Errorf("untracked file %q would be overwritten by the rollback; move it away first", p)
+			}
+			if fi, err := os.Lstat(full); err == nil {
+				_, tracked := oldFiles[p]
+				switch {
+				case fi.IsDir() && !onlyDeleted(root, p, deleted):
+					return fmt.Errorf("%q is a folder on disk, and the rollback needs a file there; move it away first", p)
+				case !fi.IsDir() && !tracked:
+					return fmt.Errorf("%q (untracked or ignored) would be overwritten by the rollback; move it away first", p)
+				}
+			} else if !notExist(err) {
+				return err
+			}
+		}
+		// The folder where the entry is removed or made must be writable
+		// (the nearest one that exists).
+		d := filepath.Dir(full)
+		for !checkedDirs[d] {
+			checkedDirs[d] = true
+			if _, err := os.Lstat(d); err == nil {
+				if err := writableDir(d); err != nil {
+					rel, _ := filepath.Rel(root, d)
+					return fmt.Errorf("folder %q is not writable: %w", filepath.ToSlash(rel), err)
+				}
+				break
+			}
+			if d == root || !strings.HasPrefix(d, root) {
+				break
+			}
+			d = filepath.Dir(d)
+		}
+	}
+	return nil
+}
+
+// notExist tells an error of Lstat on a path that is not there,
+// including one below a file (ENOTDIR).
+func notExist(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// onlyDeleted tells whether the folder p holds nothing but tracked files
+// that the rollback deletes (so that it goes away before a file takes
+// its place).
+func onlyDeleted(root, p string, deleted map[string]bool) bool {
+	ok := true
+	_ = filepath.WalkDir(filepath.Join(root, filepath.FromSlash(p)), func(q string, d fs.DirEntry, err error) error {
+		if err != nil {
+			ok = false
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(root, q)
+		if err != nil || !deleted[filepath.ToSlash(rel)] {
+			ok = false
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return ok
+}
+
+// testHookWorktree, when set, runs before each change syncWorktree
+// makes to a file ("remove" or "write"); an error fails the change.
+var testHookWorktree func(op, path string) error
+
+// syncWorktree makes the files and the index match the new commit: the
+// files that changed are written here, so that nothing else in the work
+// tree is touched, then the index comes from go-git's mixed reset. If
+// any of it fails, the files touched so far are put back as in oldFiles
+// (the work tree was clean: they were exactly that) and the error is
+// returned.
+func syncWorktree(repo *git.Repository, wt *git.Worktree, commit plumbing.Hash, oldFiles, newFiles map[string]entry) (err error) {
 	root := wt.Filesystem.Root()
 	changed := changedPaths(oldFiles, newFiles)
 	paths := make([]string, 0, len(changed))
@@ -504,14 +651,39 @@ func syncWorktree(repo *git.Repository, wt *git.Worktree, commit plumbing.Hash, 
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
+	// The folders that exist now: undoing removes the others it made.
+	existed := map[string]bool{}
+	for _, p := range paths {
+		for d := filepath.Dir(filepath.Join(root, filepath.FromSlash(p))); strings.HasPrefix(d, root) && d != root; d = filepath.Dir(d) {
+			if _, ok := existed[d]; ok {
+				break
+			}
+			_, serr := os.Lstat(d)
+			existed[d] = serr == nil
+		}
+	}
+	var touched []string
+	defer func() {
+		if err != nil {
+			if uerr := undoWorktree(repo, root, touched, oldFiles, existed); uerr != nil {
+				err = fmt.Errorf("%w; putting the files back failed too: %v", err, uerr)
+			}
+		}
+	}()
 	// Deletions first: a file may make way for a folder of the same name.
 	for _, p := range paths {
 		if _, ok := newFiles[p]; ok {
 			continue
 		}
+		touched = append(touched, p)
+		if testHookWorktree != nil {
+			if err := testHookWorktree("remove", p); err != nil {
+				return fmt.Errorf("remove %q: %w", p, err)
+			}
+		}
 		full := filepath.Join(root, filepath.FromSlash(p))
 		if err := os.Remove(full); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+			return fmt.Errorf("remove %q: %w", p, err)
 		}
 		// Like git, drop the folders that the removal left empty.
 		for d := filepath.Dir(full); d != root && strings.HasPrefix(d, root); d = filepath.Dir(d) {
@@ -525,11 +697,65 @@ func syncWorktree(repo *git.Repository, wt *git.Worktree, commit plumbing.Hash, 
 		if !ok || e.mode == filemode.Submodule {
 			continue
 		}
+		touched = append(touched, p)
+		if testHookWorktree != nil {
+			if err := testHookWorktree("write", p); err != nil {
+				return fmt.Errorf("write %q: %w", p, err)
+			}
+		}
 		if err := writeWorktreeFile(repo, filepath.Join(root, filepath.FromSlash(p)), e); err != nil {
-			return fmt.Errorf("write %s: %w", p, err)
+			return fmt.Errorf("write %q: %w", p, err)
 		}
 	}
+	if err := wt.Reset(&git.ResetOptions{Commit: commit, Mode: git.MixedReset}); err != nil {
+		return fmt.Errorf("update the index: %w", err)
+	}
 	return nil
+}
+
+// undoWorktree puts the paths touched back as in oldFiles, and removes
+// the folders made since (those not in existed) if they are empty.
+func undoWorktree(repo *git.Repository, root string, touched []string, oldFiles map[string]entry, existed map[string]bool) error {
+	var errs []error
+	for i := len(touched) - 1; i >= 0; i-- {
+		p := touched[i]
+		full := filepath.Join(root, filepath.FromSlash(p))
+		if e, ok := oldFiles[p]; ok {
+			if e.mode == filemode.Submodule {
+				continue
+			}
+			if err := writeWorktreeFile(repo, full, e); err != nil {
+				errs = append(errs, fmt.Errorf("restore %q: %w", p, err))
+			}
+			continue
+		}
+		if err := os.Remove(full); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %q: %w", p, err))
+		}
+	}
+	// Deepest first, so that a parent is empty once its children are gone.
+	var made []string
+	for d, ok := range existed {
+		if !ok {
+			made = append(made, d)
+		}
+	}
+	sort.Slice(made, func(i, j int) bool { return len(made[i]) > len(made[j]) })
+	for _, d := range made {
+		_ = os.Remove(d) // only if empty
+	}
+	return errors.Join(errs...)
+}
+
+// restoreBranch moves the branch back from moved to old (compare and
+// swap, so a commit made meanwhile is not dropped) and resets the index
+// to it.
+func restoreBranch(repo *git.Repository, wt *git.Worktree, old, moved *plumbing.Reference) error {
+	if err := repo.Storer.CheckAndSetReference(old, moved); err != nil {
+		return err
+	}
+	// go-git's reset also sets the branch: to old, where it is now.
+	return wt.Reset(&git.ResetOptions{Commit: old.Hash(), Mode: git.MixedReset})
 }
 
 func writeWorktreeFile(repo *git.Repository, full string, e entry) error {

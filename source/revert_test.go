@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,7 +201,7 @@ func TestRevertRefusals(t *testing.T) {
 	// Dirty work tree: a modified tracked file, then a staged one.
 	g.write("apps/db.yaml", "local edit\n")
 	opts.Commits = []string{"HEAD"}
-	if _, _, err := Revert(ctx, g.dir, opts); err == nil || !strings.Contains(err.Error(), "uncommitted changes (apps/db.yaml)") {
+	if _, _, err := Revert(ctx, g.dir, opts); err == nil || !strings.Contains(err.Error(), `uncommitted changes ("apps/db.yaml")`) {
 		t.Errorf("dirty: %v", err)
 	}
 	g.run("add", "apps/db.yaml")
@@ -216,7 +217,7 @@ func TestRevertRefusals(t *testing.T) {
 	before = g.run("rev-parse", "HEAD")
 	g.write("apps/cache/cache.yaml", "untracked\n")
 	opts.Commits = []string{"HEAD"}
-	if _, _, err := Revert(ctx, g.dir, opts); err == nil || !strings.Contains(err.Error(), "untracked file apps/cache/cache.yaml") {
+	if _, _, err := Revert(ctx, g.dir, opts); err == nil || !strings.Contains(err.Error(), `untracked file "apps/cache/cache.yaml"`) {
 		t.Errorf("untracked in the way: %v", err)
 	}
 	// The ref did not move (the check comes before it).
@@ -312,4 +313,127 @@ func TestRevertPush(t *testing.T) {
 		t.Errorf("bare main = %s, want %s", got, bh.SHA)
 	}
 	g.run("--git-dir", bare, "fsck", "--strict", "--no-progress")
+}
+
+// rollbackFixture: first has a.yaml, m/n.yaml and z.yaml; second changes
+// a.yaml and z.yaml and removes m/ (so rolling back to first rewrites
+// two files and makes a folder).
+func rollbackFixture(t *testing.T) (g *gitRepo, first, second string) {
+	g = newGitRepo(t)
+	g.write("a.yaml", "a1\n")
+	g.write("m/n.yaml", "n1\n")
+	g.write("z.yaml", "z1\n")
+	first = g.commit("first")
+	g.write("a.yaml", "a2\n")
+	g.write("z.yaml", "z2\n")
+	g.run("rm", "-q", "-r", "m")
+	second = g.commit("second")
+	return g, first, second
+}
+
+// `rollback --to` moved the branch and then failed to update the work
+// tree. Now a failure part way puts everything back.
+func TestRevertToAllOrNothing(t *testing.T) {
+	g, first, second := rollbackFixture(t)
+	var done []string
+	testHookWorktree = func(op, p string) error {
+		if p == "z.yaml" {
+			return errors.New("disk on fire")
+		}
+		done = append(done, op+" "+p)
+		return nil
+	}
+	defer func() { testHookWorktree = nil }()
+	opts := author
+	opts.To = first
+	head, reverted, err := Revert(context.Background(), g.dir, opts)
+	if err == nil || !strings.Contains(err.Error(), "disk on fire") || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("Revert = %v", err)
+	}
+	if head.SHA != "" || reverted != nil {
+		t.Errorf("a failed rollback reports a head: %+v %+v", head, reverted)
+	}
+	if strings.Join(done, ",") != "write a.yaml,write m/n.yaml" {
+		t.Fatalf("the failure did not come part way: %v", done)
+	}
+	if h := g.run("rev-parse", "HEAD"); h != second {
+		t.Errorf("HEAD = %s, want %s", h, second)
+	}
+	if h := g.run("rev-parse", "refs/heads/main"); h != second {
+		t.Errorf("main = %s, want %s", h, second)
+	}
+	if sym := g.run("symbolic-ref", "HEAD"); sym != "refs/heads/main" {
+		t.Errorf("HEAD -> %s", sym)
+	}
+	g.assertClean() // index and files match the old HEAD
+	if g.read("a.yaml") != "a2\n" || g.read("z.yaml") != "z2\n" {
+		t.Errorf("files: a=%q z=%q", g.read("a.yaml"), g.read("z.yaml"))
+	}
+	if _, err := os.Lstat(filepath.Join(g.dir, "m")); !os.IsNotExist(err) {
+		t.Errorf("folder m left behind: %v", err)
+	}
+
+	// And once the fault is gone, the same rollback goes through.
+	testHookWorktree = nil
+	if _, _, err := Revert(context.Background(), g.dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	g.assertClean()
+	if g.read("a.yaml") != "a1\n" || g.read("m/n.yaml") != "n1\n" || g.read("z.yaml") != "z1\n" {
+		t.Errorf("not rolled back")
+	}
+}
+
+// What can be checked before the branch moves is checked: an ignored
+// folder where a file must go, an ignored file where a folder must go, a
+// symlink the rollback would write through.
+func TestRevertChecksTheWorkTreeFirst(t *testing.T) {
+	outside := t.TempDir()
+	for name, setup := range map[string]func(g *gitRepo){
+		"folder in place of a file": func(g *gitRepo) {
+			g.write(".gitignore", "*.tmp\n")
+			g.commit("ignore")
+			g.write("z.yaml", "z2\n") // unchanged content
+			if err := os.Remove(filepath.Join(g.dir, "a.yaml")); err != nil {
+				t.Fatal(err)
+			}
+			g.run("rm", "-q", "--cached", "a.yaml")
+			g.commit("drop a")
+			g.write("a.yaml/x.tmp", "ignored\n")
+		},
+		"file in place of a folder": func(g *gitRepo) {
+			g.write(".gitignore", "/m\n")
+			g.commit("ignore m")
+			g.write("m", "an ignored file\n")
+		},
+		"symlink in place of a folder": func(g *gitRepo) {
+			g.write(".gitignore", "/m\n")
+			g.commit("ignore m")
+			if err := os.Symlink(outside, filepath.Join(g.dir, "m")); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g, first, _ := rollbackFixture(t)
+			setup(g)
+			before := g.run("rev-parse", "HEAD")
+			status := g.run("status", "--porcelain", "--ignored")
+			opts := author
+			opts.To = first
+			_, _, err := Revert(context.Background(), g.dir, opts)
+			if err == nil || !strings.Contains(err.Error(), "move it away first") || !strings.Contains(err.Error(), "nothing was changed") {
+				t.Fatalf("Revert = %v", err)
+			}
+			if h := g.run("rev-parse", "HEAD"); h != before {
+				t.Errorf("HEAD moved to %s", h)
+			}
+			if s := g.run("status", "--porcelain", "--ignored"); s != status {
+				t.Errorf("status %q, was %q", s, status)
+			}
+			if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+				t.Errorf("written through the link: %v", entries)
+			}
+		})
+	}
 }
