@@ -234,7 +234,7 @@ func (rw *repoWatcher) handle(ev fsnotify.Event) string {
 		if ev.Has(fsnotify.Create) && isDir(ev.Name) {
 			_ = rw.addTree(ev.Name, kindRefs)
 		}
-		return "branch " + strings.TrimPrefix(filepath.ToSlash(ev.Name), filepath.ToSlash(rw.refsBase(ev.Name))) + " moved"
+		return fmt.Sprintf("branch %q moved", strings.TrimPrefix(filepath.ToSlash(ev.Name), filepath.ToSlash(rw.refsBase(ev.Name))))
 	case kindWorkTree:
 		if name == ".git" || editorScratch(name) {
 			return ""
@@ -242,7 +242,7 @@ func (rw *repoWatcher) handle(ev fsnotify.Event) string {
 		if ev.Has(fsnotify.Create) && isDir(ev.Name) {
 			_ = rw.addTree(ev.Name, kindWorkTree)
 		}
-		return ev.Name + " changed"
+		return fmt.Sprintf("%q changed", ev.Name) // quoted: a file name may hold control characters
 	}
 	return ""
 }

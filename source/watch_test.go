@@ -247,3 +247,17 @@ func TestWorktreeSnapshot(t *testing.T) {
 		t.Error("missing folder accepted")
 	}
 }
+
+// A file name with a newline or ESC is quoted in the trigger reason,
+// which is logged: it cannot forge a log line.
+func TestWatchReasonQuotesNames(t *testing.T) {
+	g := newGitRepo(t)
+	g.write("apps/web.yaml", "v1\n")
+	g.commit("first")
+	triggers, _, _ := startWatch(t, g.dir, true, 50*time.Millisecond)
+	g.write("apps/evil\n\x1b[2Kname.yaml", "x\n")
+	r := waitTrigger(t, triggers, "saving a file")
+	if strings.ContainsAny(r, "\n\x1b") || !strings.Contains(r, `evil\n\x1b[2Kname.yaml`) {
+		t.Errorf("reason = %q", r)
+	}
+}
