@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -170,6 +171,32 @@ func (f *specFS) Open(name string) (fs.File, error) {
 		return nil, err
 	}
 	return &specFile{info: &specInfo{name: path.Base(name), n: n}, Reader: bytes.NewReader(data)}, nil
+}
+
+// Sub returns the tree under dir as a specFS of its own, so that fs.Sub
+// keeps Stat (which does not follow links) rather than falling back to
+// Open.
+func (f *specFS) Sub(dir string) (fs.FS, error) {
+	if !fs.ValidPath(dir) {
+		return nil, &fs.PathError{Op: "sub", Path: dir, Err: fs.ErrInvalid}
+	}
+	if dir == "." {
+		return f, nil
+	}
+	if _, ok := f.dirs[dir]; !ok {
+		if _, isFile := f.files[dir]; isFile {
+			return nil, &fs.PathError{Op: "sub", Path: dir, Err: errors.New("not a directory")}
+		}
+		return nil, &fs.PathError{Op: "sub", Path: dir, Err: fs.ErrNotExist}
+	}
+	out := newSpecFS()
+	prefix := dir + "/"
+	for name, n := range f.files {
+		if rest, ok := strings.CutPrefix(name, prefix); ok {
+			out.add(rest, n)
+		}
+	}
+	return out, nil
 }
 
 type specInfo struct {

@@ -138,6 +138,30 @@ func checkSpecTree(t *testing.T, fsys fs.FS) {
 	}
 }
 
+// fs.Sub of a spec FS keeps the same answers.
+func TestSpecFSSub(t *testing.T) {
+	g, _ := linkTree(t)
+	g.run("mv", "apps", "top")
+	g.run("commit", "-q", "-m", "nest")
+	sha := g.run("rev-parse", "HEAD")
+	r, err := Open(context.Background(), g.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := r.SpecFS(sha, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := fs.Sub(fsys, "top")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSpecTree(t, sub)
+	if _, err := fs.Sub(fsys, "nope"); err == nil {
+		t.Error("Sub(nope) succeeded")
+	}
+}
+
 // A committed symlink used to be read as a file holding its target path.
 func TestSpecFSSymlinksAndSizes(t *testing.T) {
 	g, sha := linkTree(t)
