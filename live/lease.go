@@ -14,19 +14,26 @@ import (
 	"github.com/berth-gitops/berth/reconciler"
 )
 
-// Lease keeps one writer per owner on an LXD server: `berth run` for as
-// long as it runs, `berth apply` for one apply. It lives in LXD itself, so
-// it needs no other coordination service: the server config key
-// user.berth.lease.<owner> holds "<holder> <expiry unix seconds>", and every
-// change goes through If-Match, so two writers racing for it cannot both
-// win. A holder renews it; when it stops renewing (killed, host gone)
-// another takes over once the expiry passes.
+// Lease keeps one writer per owner (and LXD project) on an LXD server:
+// `berth run` for as long as it runs, `berth apply` for one apply. It lives
+// in LXD itself, so it needs no other coordination service: the server
+// config key user.berth.lease.<owner> (user.berth.lease.<owner>@<project>
+// outside the default project) holds "<holder> <expiry unix seconds>".
+// Every change goes through If-Match; since LXD checks the ETag and writes
+// in separate steps, two PATCHes racing with the same ETag can both
+// succeed, so a writer that takes the lease (free, expired, another's)
+// reads it again after Settle and holds it only if its own value is the
+// one that stayed. A holder renews it; when it stops renewing (killed,
+// host gone) another takes over once the expiry passes.
 type Lease struct {
 	LXD    *lxd.Client
 	Owner  string
 	Holder string // unique per process, no spaces: see HolderID
 	TTL    time.Duration
 	Now    func() time.Time
+	// Settle is how long a take waits before it reads the lease back;
+	// default 1s, far longer than LXD takes to write a racing PATCH.
+	Settle time.Duration
 }
 
 var (
@@ -41,14 +48,32 @@ var (
 // acquireTries bounds the read-and-write attempts of one Acquire.
 const acquireTries = 5
 
-// LeaseKey is the server config key of owner's lease.
+// LeaseKey is the server config key of owner's lease in the default
+// project.
 func LeaseKey(owner string) string { return "user.berth.lease." + owner }
+
+// LeaseKeyIn is the server config key of owner's lease in project: owners
+// of the same name in different projects manage different instances.
+func LeaseKeyIn(owner, project string) string {
+	if project == "" || project == "default" {
+		return LeaseKey(owner)
+	}
+	return LeaseKey(owner) + "@" + project
+}
+
+func (l *Lease) key() string { return LeaseKeyIn(l.Owner, l.LXD.Project()) }
 
 // HolderID names a lease holder: what it is (run, apply), its host and
 // pid for people, and a random part, since pids repeat across containers
 // and restarts.
 func HolderID(kind, host string, pid int) string {
-	return fmt.Sprintf("berth-%s@%s:%d:%06x", kind, strings.ReplaceAll(host, " ", "_"), pid, rand.Uint32()&0xffffff)
+	host = strings.Map(func(r rune) rune {
+		if r < 0x21 || r > 0x7e {
+			return '_'
+		}
+		return r
+	}, host)
+	return fmt.Sprintf("berth-%s@%s:%d:%06x", kind, host, pid, rand.Uint32()&0xffffff)
 }
 
 func (l *Lease) now() time.Time {
@@ -59,6 +84,8 @@ func (l *Lease) now() time.Time {
 }
 
 // parseLease reads "<holder> <expiry>"; a garbled value counts as expired.
+// A holder name with control or non-ASCII characters is quoted: it ends up
+// in messages and logs.
 func parseLease(v string) (holder string, expiry time.Time) {
 	h, exp, ok := strings.Cut(strings.TrimSpace(v), " ")
 	if !ok {
@@ -67,6 +94,9 @@ func parseLease(v string) (holder string, expiry time.Time) {
 	sec, err := strconv.ParseInt(exp, 10, 64)
 	if err != nil {
 		return "", time.Time{}
+	}
+	if strings.ContainsFunc(h, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+		h = strconv.QuoteToASCII(h)
 	}
 	return h, time.Unix(sec, 0)
 }
@@ -102,21 +132,47 @@ func (l *Lease) acquire(ctx context.Context) (reconciler.LeaseState, error) {
 	if err != nil {
 		return reconciler.LeaseState{}, fmt.Errorf("read lease: %w", err)
 	}
-	cur, _ := srv.Config[LeaseKey(l.Owner)].(string)
+	cur, _ := srv.Config[l.key()].(string)
 	holder, expiry := parseLease(cur)
 	now := l.now()
 	if holder != "" && holder != l.Holder && now.Before(expiry) {
 		return reconciler.LeaseState{Holder: holder, Expiry: expiry}, nil
 	}
+	// A renewal of our own live lease races with nobody: others write
+	// only a free or expired lease. Anything else is a take.
+	take := holder != l.Holder || !now.Before(expiry)
 	// Unix seconds round down: the lease written never outlasts TTL.
 	until := time.Unix(now.Add(l.TTL).Unix(), 0)
 	value := fmt.Sprintf("%s %d", l.Holder, until.Unix())
-	err = l.LXD.PatchServerConfig(ctx, map[string]any{LeaseKey(l.Owner): value}, etag)
+	err = l.LXD.PatchServerConfig(ctx, map[string]any{l.key(): value}, etag)
 	if errors.Is(err, lxd.ErrPreconditionFailed) {
 		return reconciler.LeaseState{}, err
 	}
 	if err != nil {
 		return reconciler.LeaseState{}, fmt.Errorf("take lease: %w", err)
+	}
+	if take {
+		// A racing take may have passed LXD's ETag check too: the value
+		// that stays after both have landed is the one that holds.
+		settle := l.Settle
+		if settle <= 0 {
+			settle = time.Second
+		}
+		if err := sleep(ctx, settle); err != nil {
+			return reconciler.LeaseState{}, err
+		}
+		srv, _, err := l.LXD.GetServer(ctx)
+		if err != nil {
+			return reconciler.LeaseState{}, fmt.Errorf("read lease: %w", err)
+		}
+		got, _ := srv.Config[l.key()].(string)
+		switch h, exp := parseLease(got); {
+		case got == value:
+		case h != "" && h != l.Holder && l.now().Before(exp):
+			return reconciler.LeaseState{Holder: h, Expiry: exp}, nil
+		default:
+			return reconciler.LeaseState{}, lxd.ErrPreconditionFailed // changed again: read and retry
+		}
 	}
 	return reconciler.LeaseState{Held: true, Holder: l.Holder, Expiry: until}, nil
 }
@@ -128,11 +184,11 @@ func (l *Lease) Release(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		cur, _ := srv.Config[LeaseKey(l.Owner)].(string)
+		cur, _ := srv.Config[l.key()].(string)
 		if holder, _ := parseLease(cur); holder != l.Holder {
 			return nil
 		}
-		err = l.LXD.PatchServerConfig(ctx, map[string]any{LeaseKey(l.Owner): ""}, etag)
+		err = l.LXD.PatchServerConfig(ctx, map[string]any{l.key(): ""}, etag)
 		if !errors.Is(err, lxd.ErrPreconditionFailed) || try == acquireTries {
 			return err
 		}
@@ -285,18 +341,4 @@ func (h *Held) Release(ctx context.Context) error {
 		return nil // another holds it now: nothing of ours to give up
 	}
 	return h.lease.Release(ctx)
-}
-
-// LeaseHolder tells who holds owner's lease now ("" when free or expired).
-func LeaseHolder(ctx context.Context, c *lxd.Client, owner string, now time.Time) (string, error) {
-	srv, _, err := c.GetServer(ctx)
-	if err != nil {
-		return "", err
-	}
-	cur, _ := srv.Config[LeaseKey(owner)].(string)
-	holder, expiry := parseLease(cur)
-	if holder == "" || !now.Before(expiry) {
-		return "", nil
-	}
-	return reconciler.LeaseState{Holder: holder, Expiry: expiry}.String(), nil
 }

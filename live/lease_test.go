@@ -24,6 +24,9 @@ func TestParseLease(t *testing.T) {
 	if h != "host-a:12" || exp.Unix() != 1700000000 {
 		t.Errorf("parse = %q %v", h, exp)
 	}
+	if h, _ := parseLease("h\x1b[2K\u00e9 1700000000"); h != `"h\x1b[2K\u00e9"` {
+		t.Errorf("a holder with control characters reads as %s", h)
+	}
 	for _, bad := range []string{"", "nospace", "h notanumber"} {
 		if h, _ := parseLease(bad); h != "" {
 			t.Errorf("parseLease(%q) holder = %q", bad, h)
@@ -85,9 +88,19 @@ type leaseLXD struct {
 	version int
 	always  bool // every PATCH: 412
 	patches int
+	// racy: PATCH ignores If-Match (LXD checks the ETag and writes in two
+	// steps, so racing PATCHes can both pass); gets: GETs to hold back
+	// until two have arrived, so two takers read the same state.
+	racy    bool
+	barrier *sync.WaitGroup
+	arrived int
 }
 
 func newLeaseLXD(t *testing.T) (*leaseLXD, *lxd.Client) {
+	return newLeaseLXDIn(t, "")
+}
+
+func newLeaseLXDIn(t *testing.T, project string) (*leaseLXD, *lxd.Client) {
 	f := &leaseLXD{config: map[string]any{}}
 	sock := filepath.Join(t.TempDir(), "unix.socket")
 	ln, err := net.Listen("unix", sock)
@@ -99,7 +112,7 @@ func newLeaseLXD(t *testing.T) (*leaseLXD, *lxd.Client) {
 	srv.Listener = ln
 	srv.Start()
 	t.Cleanup(srv.Close)
-	c, err := lxd.Connect(context.Background(), lxd.Config{URL: "unix://" + sock})
+	c, err := lxd.Connect(context.Background(), lxd.Config{URL: "unix://" + sock, Project: project})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +128,16 @@ func (f *leaseLXD) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(body)
 	}
+	if b := f.barrier; b != nil && r.Method == "GET" {
+		f.arrived++
+		if f.arrived == 2 {
+			f.barrier = nil
+		}
+		f.mu.Unlock()
+		b.Done()
+		b.Wait()
+		f.mu.Lock()
+	}
 	etag := fmt.Sprintf("v%d", f.version)
 	switch {
 	case r.Method == "GET" && r.URL.Path == "/1.0":
@@ -125,7 +148,7 @@ func (f *leaseLXD) serve(w http.ResponseWriter, r *http.Request) {
 		}})
 	case r.Method == "PATCH" && r.URL.Path == "/1.0":
 		f.patches++
-		if m := strings.Trim(r.Header.Get("If-Match"), `"`); f.always || (m != "" && m != etag) {
+		if m := strings.Trim(r.Header.Get("If-Match"), `"`); f.always || (m != "" && m != etag && !f.racy) {
 			reply(412, map[string]any{"type": "error", "error_code": 412, "error": "ETag doesn't match"})
 			return
 		}
@@ -147,7 +170,7 @@ func (f *leaseLXD) serve(w http.ResponseWriter, r *http.Request) {
 // ErrLeaseContended, not "not held": nobody else holds the lease.
 func TestLeaseContended(t *testing.T) {
 	f, c := newLeaseLXD(t)
-	l := &Lease{LXD: c, Owner: "o", Holder: "me", TTL: time.Minute}
+	l := &Lease{LXD: c, Owner: "o", Holder: "me", TTL: time.Minute, Settle: time.Millisecond}
 	f.mu.Lock()
 	f.always = true
 	f.mu.Unlock()
@@ -172,11 +195,11 @@ func TestLeaseContended(t *testing.T) {
 func TestHoldRenewsAndLoses(t *testing.T) {
 	f, c := newLeaseLXD(t)
 	ctx := context.Background()
-	other := &Lease{LXD: c, Owner: "o", Holder: "berth-run@h:1:abc", TTL: 3 * time.Second}
+	other := &Lease{LXD: c, Owner: "o", Holder: "berth-run@h:1:abc", TTL: 3 * time.Second, Settle: time.Millisecond}
 	if st, err := other.Acquire(ctx); err != nil || !st.Held {
 		t.Fatal(st, err)
 	}
-	me := &Lease{LXD: c, Owner: "o", Holder: "berth-apply@h:2:def", TTL: 3 * time.Second}
+	me := &Lease{LXD: c, Owner: "o", Holder: "berth-apply@h:2:def", TTL: 3 * time.Second, Settle: time.Millisecond}
 	_, err := me.Hold(ctx, 0, nil)
 	var busy *BusyError
 	if !errors.As(err, &busy) || busy.State.Holder != other.Holder || busy.State.Expiry.IsZero() ||
@@ -227,14 +250,14 @@ func TestHoldRenewsAndLoses(t *testing.T) {
 func TestHoldReleases(t *testing.T) {
 	_, c := newLeaseLXD(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	me := &Lease{LXD: c, Owner: "o", Holder: "a", TTL: 3 * time.Second}
+	me := &Lease{LXD: c, Owner: "o", Holder: "a", TTL: 3 * time.Second, Settle: time.Millisecond}
 	h, err := me.Hold(ctx, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cancel() // Ctrl-C: running steps drain while the lease is still renewed
 	time.Sleep(3500 * time.Millisecond)
-	next := &Lease{LXD: c, Owner: "o", Holder: "b", TTL: 3 * time.Second}
+	next := &Lease{LXD: c, Owner: "o", Holder: "b", TTL: 3 * time.Second, Settle: time.Millisecond}
 	if st, _ := next.Acquire(context.Background()); st.Held {
 		t.Fatal("the lease was not renewed after the parent context ended")
 	}
@@ -269,4 +292,61 @@ func realLXD(t *testing.T) *lxd.Client {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// TestLeaseKeyPerProject: owners of the same name in different projects
+// manage different instances, so each project has its own lease.
+func TestLeaseKeyPerProject(t *testing.T) {
+	if k := LeaseKeyIn("o", ""); k != "user.berth.lease.o" {
+		t.Errorf("default project: %s", k)
+	}
+	if k := LeaseKeyIn("o", "default"); k != "user.berth.lease.o" {
+		t.Errorf("project default: %s", k)
+	}
+	f, c := newLeaseLXDIn(t, "p1")
+	l := &Lease{LXD: c, Owner: "o", Holder: "me", TTL: time.Minute, Settle: time.Millisecond}
+	if st, err := l.Acquire(context.Background()); err != nil || !st.Held {
+		t.Fatal(st, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if v, _ := f.config["user.berth.lease.o@p1"].(string); !strings.HasPrefix(v, "me ") {
+		t.Errorf("server config after Acquire in p1: %v", f.config)
+	}
+}
+
+// TestLeaseRacingTakes: two takers read the free lease at the same moment
+// and both PATCHes pass (LXD's If-Match is no compare-and-swap under
+// concurrency); only the one whose value stayed holds it.
+func TestLeaseRacingTakes(t *testing.T) {
+	for range 5 {
+		f, c := newLeaseLXD(t)
+		var both sync.WaitGroup
+		both.Add(2)
+		f.mu.Lock()
+		f.racy, f.barrier = true, &both
+		f.mu.Unlock()
+		results := make(chan reconciler.LeaseState, 2)
+		for _, who := range []string{"a", "b"} {
+			go func() {
+				l := &Lease{LXD: c, Owner: "o", Holder: who, TTL: time.Minute, Settle: 50 * time.Millisecond}
+				st, err := l.Acquire(context.Background())
+				if err != nil {
+					t.Error(err)
+				}
+				results <- st
+			}()
+		}
+		x, y := <-results, <-results
+		if x.Held == y.Held {
+			t.Fatalf("racing takes: %+v and %+v; want exactly one held", x, y)
+		}
+		loser := x
+		if x.Held {
+			loser = y
+		}
+		if loser.Holder == "" || loser.Expiry.IsZero() {
+			t.Errorf("the loser does not learn the holder: %+v", loser)
+		}
+	}
 }

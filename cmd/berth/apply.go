@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-gitops/berth/engine"
-	"github.com/berth-gitops/berth/live"
 	"github.com/berth-gitops/berth/reconciler"
 )
 
@@ -22,6 +21,7 @@ func newApplyCmd(g *globalOptions) *cobra.Command {
 		pf     pruneFlags
 		yes    bool
 		output string
+		lf     leaseFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "apply",
@@ -34,6 +34,13 @@ that does not become ready halts its app (Degraded) while other apps go on.
 
 Right before executing, apply observes again and refuses a plan whose live state
 changed meanwhile ("plan is stale").
+
+One writer per owner: apply holds the owner's lease (the one "berth run" takes)
+from before it observes until it ends, renewed every --lease-ttl/3, and releases
+it at the end (also on Ctrl-C or an error). When another apply or a daemon holds
+it, apply refuses at once naming the holder and its expiry, or with --wait-lease
+waits for it. If the lease is lost mid-apply, no new step starts and apply
+exits 1.
 
 Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 		Example: `  berth apply --repo . --yes
@@ -52,21 +59,26 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			if err := pf.check(); err != nil {
 				return err
 			}
+			if err := lf.check(); err != nil {
+				return err
+			}
 			sys, err := g.lxd.connect(ctx, g.owner, g.logger(cmd))
 			if err != nil {
 				return err
 			}
 			defer g.done(cmd, sys)
-			// A running daemon for this owner converges on its own; two
-			// writers would fight over the same instances.
-			if holder, err := live.LeaseHolder(ctx, sys.LXD, g.owner, time.Now()); err != nil {
-				return err
-			} else if holder != "" {
-				return fmt.Errorf("a berth run for owner %q holds the lease: %s; let it converge (push to Git) or stop it first", g.owner, holder)
-			}
-			obs, err := sys.Observe(ctx)
+			// Two writers (applies, a daemon) would fight over the same
+			// instances: hold the owner's lease for the whole apply. The
+			// work runs under its context, which ends if the lease is lost.
+			lease, err := holdLease(ctx, sys.LXD, g.owner, lf, errOut)
 			if err != nil {
 				return err
+			}
+			defer releaseLease(cmd.Context(), lease, g.logger(cmd))
+			ctx = lease.Context()
+			obs, err := sys.Observe(ctx)
+			if err != nil {
+				return leaseLost(lease, g.owner, err)
 			}
 			policy := pf.policy(g.owner)
 			plan := reconciler.MakePlan(desired, obs, policy)
@@ -94,7 +106,7 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			// since the plan was made.
 			fresh, err := sys.Observe(ctx)
 			if err != nil {
-				return err
+				return leaseLost(lease, g.owner, err)
 			}
 			if err := reconciler.CheckFresh(plan, desired, fresh); err != nil {
 				if confirmed {
@@ -126,6 +138,9 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			} else {
 				writeResult(out, res, time.Since(start))
 			}
+			if err := leaseLost(lease, g.owner, nil); err != nil {
+				return err
+			}
 			if !res.OK() {
 				return silentExit(exitError)
 			}
@@ -136,6 +151,8 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 	pf.register(cmd)
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "apply without asking")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format of the plan and result: text or json")
+	cmd.Flags().Var(newDurationFlag(&lf.wait, 0, 0, maxLeaseWait), "wait-lease", "when another apply or a daemon holds the owner's lease, wait up to this long for it (0: refuse at once), up to 24h")
+	cmd.Flags().Var(newDurationFlag(&lf.ttl, 90*time.Second, minLeaseTTL, maxLeaseTTL), "lease-ttl", "how long the lease lasts if apply dies without releasing it, 3s to 1h")
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,10 +15,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/berth-gitops/berth/live"
+	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler"
 )
 
@@ -280,4 +286,221 @@ func freePort(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// fromOneRevision checks, from LXD and Docker, that app has exactly
+// replicas instances, each running one healthy labelled container of
+// image, and that every instance key and container label of the app names
+// revision: nothing of another revision, no leftover (-next) containers.
+func fromOneRevision(t *testing.T, c *lxd.Client, app, image, revision string, replicas int) {
+	t.Helper()
+	state := liveState(t, c, "e2e")
+	want := map[string]string{}
+	for s := range replicas {
+		want[reconciler.InstanceName(app, s)] = image
+	}
+	wantReplicas(t, state, app, want)
+	for name, inst := range state {
+		if inst.Config[reconciler.KeyApp] != app {
+			continue
+		}
+		if r := inst.Config[reconciler.KeyRevision]; r != revision {
+			t.Errorf("%s: %s = %s, want %s", name, reconciler.KeyRevision, r, revision)
+		}
+		if k := inst.Container; k != nil && k.Labels[reconciler.LabelRevision] != revision {
+			t.Errorf("%s: container label %s = %s, want %s", name, reconciler.LabelRevision, k.Labels[reconciler.LabelRevision], revision)
+		}
+		if len(inst.StaleContainers) > 0 || len(inst.ForeignContainers) > 0 {
+			t.Errorf("%s: leftover containers %v %v", name, inst.StaleContainers, inst.ForeignContainers)
+		}
+	}
+}
+
+// TestTwoAppliesOfDifferentRevisions: two applies of different revisions
+// started together: exactly one writes, the other refuses at once naming
+// the holder of the lease, and the fleet ends all of one revision. Then an
+// apply whose lease is taken from it mid-rollout starts no further step and
+// exits 1.
+func TestTwoAppliesOfDifferentRevisions(t *testing.T) {
+	requireLive(t)
+	project, c := e2eProject(t)
+	r := newRepo(t)
+	r.write("apps/web.yaml", webSpec(3, "hello:1"))
+	revA := r.commit("web: 3 replicas of hello:1")
+	r.write("apps/web.yaml", webSpec(3, "hello:2"))
+	revB := r.commit("web: 3 replicas of hello:2")
+	image := map[string]string{revA: "hello:1", revB: "hello:2"}
+
+	type result struct {
+		rev, out, errOut string
+		code             int
+	}
+	results := make(chan result, 2)
+	start := make(chan struct{})
+	for _, rev := range []string{revA, revB} {
+		go func() {
+			<-start
+			var out, errOut safeBuffer
+			code := run(context.Background(), []string{"--project", project, "--owner", "e2e", "apply", "--yes", "--repo", r.dir, "--rev", rev}, &out, &errOut)
+			results <- result{rev: rev, out: out.String(), errOut: errOut.String(), code: code}
+		}()
+	}
+	close(start)
+	one, two := <-results, <-results
+	winner, loser := one, two
+	if two.code == 0 {
+		winner, loser = two, one
+	}
+	t.Logf("apply of %s: exit %d\n%s%s", reconciler.ShortSHA(winner.rev), winner.code, winner.out, winner.errOut)
+	t.Logf("apply of %s: exit %d\n%s%s", reconciler.ShortSHA(loser.rev), loser.code, loser.out, loser.errOut)
+	if winner.code != 0 || loser.code != 1 {
+		t.Fatalf("exit codes %d and %d, want exactly one 0 and one 1", winner.code, loser.code)
+	}
+	if !regexp.MustCompile(`the lease of owner "e2e" is held by berth-apply@\S+ \(until \d{4}-\d\d-\d\dT[0-9:]+Z\), another berth apply converging this owner`).MatchString(loser.errOut) {
+		t.Errorf("the refused apply does not say who holds the lease until when:\n%s", loser.errOut)
+	}
+	if strings.Contains(loser.out+loser.errOut, "started") {
+		t.Errorf("the refused apply started steps:\n%s%s", loser.out, loser.errOut)
+	}
+	fromOneRevision(t, c, "web", image[winner.rev], winner.rev, 3)
+
+	t.Log("an apply whose lease is taken mid-rollout starts no further step and exits 1")
+	other := revA
+	if winner.rev == revA {
+		other = revB
+	}
+	key := live.LeaseKeyIn("e2e", project)
+	t.Cleanup(func() { _ = c.PatchServerConfig(context.Background(), map[string]any{key: ""}, "") })
+	var out safeBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(context.Background(), []string{"--project", project, "--owner", "e2e", "apply", "--yes", "--repo", r.dir, "--rev", other, "--lease-ttl", "3s"}, &out, &out)
+	}()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !strings.Contains(out.String(), "started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no step started:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Another takes the lease. It writes again until the apply ends: a
+	// raw write (no read-back, as a take does) can race with a renewal.
+	thief := fmt.Sprintf("thief %d", time.Now().Add(time.Hour).Unix())
+	var code int
+	for written := false; !written; {
+		if err := c.PatchServerConfig(context.Background(), map[string]any{key: thief}, ""); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case code = <-done:
+			written = true
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	t.Logf("apply that lost its lease: exit %d\n%s", code, out.String())
+	if code != 1 || !strings.Contains(out.String(), "lost the lease: now held by thief") {
+		t.Errorf("apply that lost its lease: exit %d, want 1 and why", code)
+	}
+	if n := strings.Count(out.String(), "started\n"); n >= 3 {
+		t.Errorf("%d steps started (of 3, one at a time) although the lease was lost in the first", n)
+	}
+	srv, _, err := c.GetServer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := srv.Config[key].(string); v != thief {
+		t.Errorf("the lease after the apply = %q, want the thief's untouched", v)
+	}
+}
+
+var (
+	daemonBinOnce sync.Once
+	daemonBin     string
+	daemonBinErr  error
+)
+
+// berthCommand builds the berth command once, for tests that must kill -9
+// a real process.
+func berthCommand(t *testing.T) string {
+	t.Helper()
+	daemonBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "berth-daemon-test-")
+		if err != nil {
+			daemonBinErr = err
+			return
+		}
+		daemonBin = filepath.Join(dir, "berth")
+		if out, err := exec.Command("go", "build", "-buildvcs=false", "-o", daemonBin, ".").CombinedOutput(); err != nil {
+			daemonBinErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if daemonBinErr != nil {
+		t.Fatal(daemonBinErr)
+	}
+	return daemonBin
+}
+
+// TestDaemonRestartAfterKill9: a daemon killed with -9 leaves its lease
+// behind; a new one started with a short --lease-ttl and a long --interval
+// takes over when that lease expires, not at its next poll, and converges
+// a new commit within about the TTL plus one run.
+func TestDaemonRestartAfterKill9(t *testing.T) {
+	requireLive(t)
+	project, c := e2eProject(t)
+	bin := berthCommand(t)
+	r := newRepo(t)
+	r.write("apps/web.yaml", webSpec(1, "hello:1"))
+	first := r.commit("web: hello:1")
+	const ttl = 15 * time.Second
+	args := []string{"--project", project, "--owner", "e2e", "--log-level", "info", "run", "--repo", r.dir, "--dir", "apps",
+		"--interval", "1h", "--lease-ttl", ttl.String(), "--listen", ""}
+	startDaemonProcess := func() (*exec.Cmd, *safeBuffer) {
+		var out safeBuffer
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd, &out
+	}
+	converged := func(what, image, revision string, timeout time.Duration, log *safeBuffer) {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		for {
+			inst, ok := liveState(t, c, "e2e")["web-0"]
+			if ok && inst.Status == "Running" && inst.Container != nil && inst.Container.Health == "healthy" &&
+				strings.HasSuffix(inst.Container.Image, "/berth/"+image) && inst.Container.Labels[reconciler.LabelRevision] == revision {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not converged within %s\n%s", what, timeout, tail(log.String(), 30))
+			}
+			time.Sleep(2 * time.Second)
+		}
+	}
+
+	a, aLog := startDaemonProcess()
+	converged("the first daemon", "hello:1", first, 3*time.Minute, aLog)
+	if err := a.Process.Kill(); err != nil { // kill -9: the lease stays
+		t.Fatal(err)
+	}
+	_ = a.Wait()
+	killed := time.Now()
+	r.write("apps/web.yaml", webSpec(1, "hello:2"))
+	second := r.commit("web: hello:2")
+
+	b, bLog := startDaemonProcess()
+	// Within about the TTL plus one run; the poll (1h) would be far later.
+	converged("the restarted daemon", "hello:2", second, ttl+3*time.Minute, bLog)
+	t.Logf("converged the new commit %s after the kill -9 (lease TTL %s, poll interval 1h)", time.Since(killed).Round(time.Second), ttl)
+	if !regexp.MustCompile(`"level":"INFO","msg":"another reconciler holds the lease; waiting".*"holder":"berth-run@[^"]+","expires":"\d{4}-`).MatchString(bLog.String()) {
+		t.Errorf("the wait for the lease is not logged at info with holder and expiry:\n%s", tail(bLog.String(), 30))
+	}
+	if err := b.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Wait(); err != nil {
+		t.Errorf("the daemon exited with %v after SIGTERM\n%s", err, tail(bLog.String(), 20))
+	}
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -138,7 +136,7 @@ func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, p
 	loop := &reconciler.Loop{
 		Source: src, System: sys, Policy: pf.policy(g.owner), SpecOptions: sf.options(),
 		Interval: f.interval, Drain: f.drain, Metrics: metrics, Logger: log, LeaseRenew: f.leaseTTL / 3,
-		Lease: &live.Lease{LXD: sys.LXD, Owner: g.owner, Holder: holderID(host), TTL: f.leaseTTL},
+		Lease: &live.Lease{LXD: sys.LXD, Owner: g.owner, Holder: live.HolderID("run", host, os.Getpid()), TTL: f.leaseTTL},
 	}
 	loop.Init()
 
@@ -239,12 +237,4 @@ func (s worktreeSource) Fetch(context.Context) (reconciler.Revision, error) {
 		return reconciler.Revision{}, err
 	}
 	return reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS}, nil
-}
-
-// holderID names this daemon in the lease: host and pid for people, and a
-// random part, since pids repeat across containers and restarts.
-func holderID(host string) string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b))
 }
