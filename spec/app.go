@@ -3,25 +3,165 @@ package spec
 import (
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 )
 
-// Field names per type, in the order the schema and the docs list them.
-// schema_test.go checks them against the struct tags in types.go.
+// The fields of each type, in the order the schema and the docs list them:
+// what the decoder accepts, which fields are required, and how each is read.
+// They are data so that schema_test.go can compare them with the Go types
+// in types.go and with schema.json field by field, and fail on a field that
+// is only in one or two of the three.
 var (
-	appFields         = []string{"apiVersion", "kind", "metadata", "spec"}
-	metadataFields    = []string{"name"}
-	appSpecFields     = []string{"replicas", "system", "container", "update"}
-	systemFields      = []string{"image", "profiles", "limits", "config", "devices", "cloudInit"}
-	limitsFields      = []string{"cpu", "memory"}
-	containerFields   = []string{"image", "command", "env", "user", "volumes", "healthcheck"}
-	volumeFields      = []string{"source", "target", "readOnly"}
-	healthcheckFields = []string{"test", "interval", "timeout", "startPeriod", "retries"}
-	updateFields      = []string{"maxUnavailable", "healthTimeout", "snapshot"}
+	appFields = fields[App]{
+		required(enumField("apiVersion", []string{APIVersion}, func(a *App) *string { return &a.APIVersion })),
+		required(enumField("kind", []string{KindApp}, func(a *App) *string { return &a.Kind })),
+		{name: "metadata", required: true, decode: func(d *decoder, v *yaml.Node, a *App) {
+			object(d, v, metadataFields, &a.Metadata)
+		}},
+		{name: "spec", required: true, decode: func(d *decoder, v *yaml.Node, a *App) {
+			object(d, v, appSpecFields, &a.Spec)
+		}},
+	}
+	metadataFields = fields[Metadata]{
+		{name: "name", required: true, decode: func(d *decoder, v *yaml.Node, m *Metadata) {
+			if s, ok := d.str(v, ""); ok {
+				m.Name = s
+				d.nameNode = d.resolve(v)
+			}
+		}},
+	}
+	appSpecFields = fields[AppSpec]{
+		intField("replicas", 0, MaxReplicas, func(s *AppSpec) *int { return &s.Replicas }),
+		{name: "system", required: true, decode: func(d *decoder, v *yaml.Node, s *AppSpec) {
+			object(d, v, systemFields, &s.System)
+		}},
+		{name: "container", required: true, decode: func(d *decoder, v *yaml.Node, s *AppSpec) {
+			object(d, v, containerFields, &s.Container)
+		}},
+		{name: "update", decode: func(d *decoder, v *yaml.Node, s *AppSpec) {
+			object(d, v, updateFields, &s.Update)
+		}},
+	}
+	systemFields = fields[System]{
+		{name: "image", required: true, decode: func(d *decoder, v *yaml.Node, s *System) {
+			if img, ok := d.str(v, ""); ok {
+				s.Image = img
+				if strings.TrimSpace(img) == "" || strings.ContainsAny(img, " \t\n") {
+					d.errorf(d.resolve(v), "must be an LXD image alias or fingerprint (or remote:alias) without spaces, got %q", img)
+				}
+			}
+		}},
+		{name: "profiles", decode: func(d *decoder, v *yaml.Node, s *System) { s.Profiles = d.profiles(v) }},
+		{name: "limits", decode: func(d *decoder, v *yaml.Node, s *System) { object(d, v, limitsFields, &s.Limits) }},
+		{name: "config", decode: func(d *decoder, v *yaml.Node, s *System) { s.Config = d.config(v) }},
+		{name: "devices", decode: func(d *decoder, v *yaml.Node, s *System) { s.Devices = d.devices(v) }},
+		{name: "cloudInit", decode: func(d *decoder, v *yaml.Node, s *System) {
+			if c, ok := d.str(v, ""); ok {
+				s.CloudInit = c
+			}
+		}},
+	}
+	limitsFields = fields[Limits]{
+		{name: "cpu", decode: func(d *decoder, v *yaml.Node, l *Limits) { d.limit(v, checkCPU, &l.CPU) }},
+		{name: "memory", decode: func(d *decoder, v *yaml.Node, l *Limits) { d.limit(v, checkMemory, &l.Memory) }},
+	}
+	containerFields = fields[Container]{
+		{name: "image", required: true, decode: func(d *decoder, v *yaml.Node, c *Container) {
+			if img, ok := d.str(v, ""); ok {
+				c.Image = img
+				if msg := checkImageRef(img, d.opts.RequireDigest); msg != "" {
+					d.errorf(d.resolve(v), "%s", msg)
+				}
+			}
+		}},
+		{name: "command", decode: func(d *decoder, v *yaml.Node, c *Container) {
+			if cmd, ok := d.stringList(v); ok && len(cmd) > 0 {
+				c.Command = cmd
+			}
+		}},
+		{name: "env", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Env = d.env(v) }},
+		{name: "user", decode: func(d *decoder, v *yaml.Node, c *Container) {
+			if u, ok := d.str(v, ""); ok {
+				c.User = u
+				if u == "" || strings.ContainsAny(u, " \t\n") || strings.Count(u, ":") > 1 {
+					d.errorf(d.resolve(v), `user must be "uid", "uid:gid", "name" or "name:group", got %q`, u)
+				}
+			}
+		}},
+		{name: "volumes", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Volumes = d.volumes(v) }},
+		{name: "healthcheck", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Healthcheck = d.healthcheck(v) }},
+	}
+	volumeFields = fields[Volume]{
+		{name: "source", required: true, decode: func(d *decoder, v *yaml.Node, vol *Volume) {
+			if p, ok := d.absPath(v); ok {
+				vol.Source = p
+			}
+		}},
+		{name: "target", required: true, decode: func(d *decoder, v *yaml.Node, vol *Volume) {
+			if p, ok := d.absPath(v); ok {
+				vol.Target = p
+				d.mount(v, p)
+			}
+		}},
+		{name: "readOnly", decode: func(d *decoder, v *yaml.Node, vol *Volume) { vol.ReadOnly, _ = d.boolean(v) }},
+	}
+	healthcheckFields = fields[Healthcheck]{
+		// Without a test berth could not tell when a replica is ready; an
+		// image's own HEALTHCHECK is not visible from the spec.
+		{name: "test", required: true, decode: func(d *decoder, v *yaml.Node, h *Healthcheck) { h.Test = d.healthTest(v) }},
+		{name: "interval", decode: func(d *decoder, v *yaml.Node, h *Healthcheck) {
+			h.Interval = d.duration(v, MinHealthcheckDuration)
+		}},
+		{name: "timeout", decode: func(d *decoder, v *yaml.Node, h *Healthcheck) {
+			h.Timeout = d.duration(v, MinHealthcheckDuration)
+		}},
+		{name: "startPeriod", decode: func(d *decoder, v *yaml.Node, h *Healthcheck) {
+			h.StartPeriod = d.duration(v, MinHealthcheckDuration)
+		}},
+		intField("retries", 0, MaxHealthcheckRetries, func(h *Healthcheck) *int { return &h.Retries }),
+	}
+	updateFields = fields[Update]{
+		intField("maxUnavailable", 1, MaxReplicas, func(u *Update) *int { return &u.MaxUnavailable }),
+		{name: "healthTimeout", decode: func(d *decoder, v *yaml.Node, u *Update) {
+			if t := d.duration(v, MinHealthTimeout); t > 0 {
+				u.HealthTimeout = t
+			}
+		}},
+		{name: "snapshot", decode: func(d *decoder, v *yaml.Node, u *Update) { u.Snapshot, _ = d.boolean(v) }},
+	}
 )
+
+// healthTestKind is a word a healthcheck test may start with (the schema's
+// enum) and the check of the number of arguments after it.
+type healthTestKind struct {
+	word string
+	args func(n int) string
+}
+
+var healthTestKinds = []healthTestKind{
+	{"CMD", func(n int) string {
+		if n < 1 {
+			return "CMD needs the command to run after it, e.g. [CMD, wget, -qO-, http://127.0.0.1/]"
+		}
+		return ""
+	}},
+	{"CMD-SHELL", func(n int) string {
+		if n != 1 {
+			return `CMD-SHELL takes exactly one shell command string, e.g. [CMD-SHELL, "curl -f http://127.0.0.1/"]`
+		}
+		return ""
+	}},
+	{"NONE", func(n int) string {
+		if n != 0 {
+			return "NONE takes no arguments"
+		}
+		return ""
+	}},
+}
 
 // Defaults. They are filled in before decoding so that a field written out
 // with its default value decodes to exactly the same App, and so hashes.
@@ -43,37 +183,14 @@ func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 		System:   System{Profiles: []string{DefaultProfile}},
 		Update:   Update{MaxUnavailable: DefaultMaxUnavailable, HealthTimeout: DefaultHealthTimeout},
 	}}
-	var nameNode *yaml.Node
 	if r := d.resolve(root); r != nil && r.Kind != yaml.MappingNode {
 		d.errorf(r, "a document must be a mapping (an App), got %s", describe(r))
 		return app, nil
 	}
-	present, ok := d.object(root, appFields, func(f string, v *yaml.Node) {
-		switch f {
-		case "apiVersion":
-			if s, ok := d.str(v, ""); ok {
-				app.APIVersion = s
-				if s != APIVersion {
-					d.errorf(v, "must be %q, got %q", APIVersion, s)
-				}
-			}
-		case "kind":
-			if s, ok := d.str(v, ""); ok {
-				app.Kind = s
-				if s != KindApp {
-					d.errorf(v, "must be %q, got %q", KindApp, s)
-				}
-			}
-		case "metadata":
-			nameNode = d.metadata(v, &app.Metadata)
-		case "spec":
-			d.appSpec(v, &app.Spec)
-		}
-	})
-	if !ok {
+	if !object(d, root, appFields, &app) {
 		return app, nil
 	}
-	d.require(root, present, "apiVersion", "kind", "metadata", "spec")
+	nameNode := d.nameNode
 	if nameNode != nil {
 		// The length check needs replicas, so it runs after spec.
 		d.push("metadata", nil)
@@ -88,69 +205,6 @@ func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 		}
 	}
 	return app, nameNode
-}
-
-func (d *decoder) metadata(n *yaml.Node, m *Metadata) *yaml.Node {
-	var nameNode *yaml.Node
-	present, ok := d.object(n, metadataFields, func(f string, v *yaml.Node) {
-		if s, ok := d.str(v, ""); ok {
-			m.Name = s
-			nameNode = d.resolve(v)
-		}
-	})
-	if ok {
-		d.require(n, present, "name")
-	}
-	return nameNode
-}
-
-func (d *decoder) appSpec(n *yaml.Node, s *AppSpec) {
-	present, ok := d.object(n, appSpecFields, func(f string, v *yaml.Node) {
-		switch f {
-		case "replicas":
-			if r, ok := d.integer(v, 0, MaxReplicas); ok {
-				s.Replicas = r
-			}
-		case "system":
-			d.system(v, &s.System)
-		case "container":
-			d.container(v, &s.Container)
-		case "update":
-			d.update(v, &s.Update)
-		}
-	})
-	if ok {
-		d.require(n, present, "system", "container")
-	}
-}
-
-func (d *decoder) system(n *yaml.Node, s *System) {
-	present, ok := d.object(n, systemFields, func(f string, v *yaml.Node) {
-		switch f {
-		case "image":
-			if img, ok := d.str(v, ""); ok {
-				s.Image = img
-				if strings.TrimSpace(img) == "" || strings.ContainsAny(img, " \t\n") {
-					d.errorf(d.resolve(v), "must be an LXD image alias or fingerprint (or remote:alias) without spaces, got %q", img)
-				}
-			}
-		case "profiles":
-			s.Profiles = d.profiles(v)
-		case "limits":
-			d.limits(v, &s.Limits)
-		case "config":
-			s.Config = d.config(v)
-		case "devices":
-			s.Devices = d.devices(v)
-		case "cloudInit":
-			if c, ok := d.str(v, ""); ok {
-				s.CloudInit = c
-			}
-		}
-	})
-	if ok {
-		d.require(n, present, "image")
-	}
 }
 
 func (d *decoder) profiles(n *yaml.Node) []string {
@@ -174,24 +228,18 @@ func (d *decoder) profiles(n *yaml.Node) []string {
 	return list
 }
 
-func (d *decoder) limits(n *yaml.Node, l *Limits) {
-	d.object(n, limitsFields, func(f string, v *yaml.Node) {
-		// Counts and byte sizes may be written as plain numbers.
-		s, ok := d.numberOrString(v)
-		if !ok {
-			return
-		}
-		check := checkCPU
-		dst := &l.CPU
-		if f == "memory" {
-			check, dst = checkMemory, &l.Memory
-		}
-		if msg := check(s); msg != "" {
-			d.errorf(d.resolve(v), "%s", msg)
-			return
-		}
-		*dst = s
-	})
+// limit reads a resource limit. Counts and byte sizes may be written as
+// plain numbers.
+func (d *decoder) limit(v *yaml.Node, check func(string) string, dst *string) {
+	s, ok := d.numberOrString(v)
+	if !ok {
+		return
+	}
+	if msg := check(s); msg != "" {
+		d.errorf(d.resolve(v), "%s", msg)
+		return
+	}
+	*dst = s
 }
 
 var decimalRE = regexp.MustCompile(`^[0-9]+$`)
@@ -287,40 +335,6 @@ func (d *decoder) device(n *yaml.Node) map[string]string {
 	return dev
 }
 
-func (d *decoder) container(n *yaml.Node, c *Container) {
-	present, ok := d.object(n, containerFields, func(f string, v *yaml.Node) {
-		switch f {
-		case "image":
-			if img, ok := d.str(v, ""); ok {
-				c.Image = img
-				if msg := checkImageRef(img, d.opts.RequireDigest); msg != "" {
-					d.errorf(d.resolve(v), "%s", msg)
-				}
-			}
-		case "command":
-			if cmd, ok := d.stringList(v); ok && len(cmd) > 0 {
-				c.Command = cmd
-			}
-		case "env":
-			c.Env = d.env(v)
-		case "user":
-			if u, ok := d.str(v, ""); ok {
-				c.User = u
-				if u == "" || strings.ContainsAny(u, " \t\n") || strings.Count(u, ":") > 1 {
-					d.errorf(d.resolve(v), `user must be "uid", "uid:gid", "name" or "name:group", got %q`, u)
-				}
-			}
-		case "volumes":
-			c.Volumes = d.volumes(v)
-		case "healthcheck":
-			c.Healthcheck = d.healthcheck(v)
-		}
-	})
-	if ok {
-		d.require(n, present, "image")
-	}
-}
-
 func (d *decoder) env(n *yaml.Node) map[string]string {
 	entries, _ := d.mapping(n)
 	out := map[string]string{}
@@ -342,66 +356,42 @@ func (d *decoder) env(n *yaml.Node) map[string]string {
 func (d *decoder) volumes(n *yaml.Node) []Volume {
 	items, _ := d.list(n)
 	var out []Volume
-	targets := map[string]int{}
+	d.mounts = map[string]int{}
 	for i, item := range items {
 		d.pushIndex(i, item)
+		d.volume = i
 		var vol Volume
-		present, ok := d.object(item, volumeFields, func(f string, v *yaml.Node) {
-			if f == "readOnly" {
-				vol.ReadOnly, _ = d.boolean(v)
-				return
-			}
-			p, ok := d.str(v, "")
-			if !ok {
-				return
-			}
-			if !path.IsAbs(p) {
-				d.errorf(d.resolve(v), "must be an absolute path, got %q", p)
-			}
-			if f == "source" {
-				vol.Source = p
-				return
-			}
-			vol.Target = p
-			if first, dup := targets[path.Clean(p)]; dup {
-				d.errorf(d.resolve(v), "target %q is already mounted by volumes[%d]", p, first)
-			} else {
-				targets[path.Clean(p)] = i
-			}
-		})
-		if ok {
-			d.require(item, present, "source", "target")
-		}
+		object(d, item, volumeFields, &vol)
 		out = append(out, vol)
 		d.pop()
 	}
 	return out
 }
 
+// absPath reads an absolute path.
+func (d *decoder) absPath(v *yaml.Node) (string, bool) {
+	p, ok := d.str(v, "")
+	if ok && !path.IsAbs(p) {
+		d.errorf(d.resolve(v), "must be an absolute path, got %q", p)
+	}
+	return p, ok
+}
+
+// mount notes the target of volumes[d.volume], reporting one that an
+// earlier volume already mounts.
+func (d *decoder) mount(v *yaml.Node, target string) {
+	if first, dup := d.mounts[path.Clean(target)]; dup {
+		d.errorf(d.resolve(v), "target %q is already mounted by volumes[%d]", target, first)
+	} else {
+		d.mounts[path.Clean(target)] = d.volume
+	}
+}
+
 func (d *decoder) healthcheck(n *yaml.Node) *Healthcheck {
 	var h Healthcheck
-	present, ok := d.object(n, healthcheckFields, func(f string, v *yaml.Node) {
-		switch f {
-		case "test":
-			h.Test = d.healthTest(v)
-		case "interval":
-			h.Interval = d.duration(v, MinHealthcheckDuration)
-		case "timeout":
-			h.Timeout = d.duration(v, MinHealthcheckDuration)
-		case "startPeriod":
-			h.StartPeriod = d.duration(v, MinHealthcheckDuration)
-		case "retries":
-			if r, ok := d.integer(v, 0, MaxHealthcheckRetries); ok {
-				h.Retries = r
-			}
-		}
-	})
-	if !ok {
+	if !object(d, n, healthcheckFields, &h) {
 		return nil
 	}
-	// Without a test berth could not tell when a replica is ready; an
-	// image's own HEALTHCHECK is not visible from the spec.
-	d.require(n, present, "test")
 	return &h
 }
 
@@ -411,25 +401,22 @@ func (d *decoder) healthTest(n *yaml.Node) []string {
 		return test
 	}
 	at := d.resolve(n)
+	words := make([]string, len(healthTestKinds))
+	for i, k := range healthTestKinds {
+		words[i] = k.word
+	}
+	want := strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
 	if len(test) == 0 {
-		d.errorf(at, "must start with CMD, CMD-SHELL or NONE")
+		d.errorf(at, "must start with %s", want)
 		return test
 	}
-	switch test[0] {
-	case "CMD":
-		if len(test) < 2 {
-			d.errorf(at, "CMD needs the command to run after it, e.g. [CMD, wget, -qO-, http://127.0.0.1/]")
-		}
-	case "CMD-SHELL":
-		if len(test) != 2 {
-			d.errorf(at, `CMD-SHELL takes exactly one shell command string, e.g. [CMD-SHELL, "curl -f http://127.0.0.1/"]`)
-		}
-	case "NONE":
-		if len(test) != 1 {
-			d.errorf(at, "NONE takes no arguments")
-		}
-	default:
-		d.errorf(at, "must start with CMD, CMD-SHELL or NONE, got %q", test[0])
+	i := slices.IndexFunc(healthTestKinds, func(k healthTestKind) bool { return k.word == test[0] })
+	if i < 0 {
+		d.errorf(at, "must start with %s, got %q", want, test[0])
+		return test
+	}
+	if msg := healthTestKinds[i].args(len(test) - 1); msg != "" {
+		d.errorf(at, "%s", msg)
 	}
 	return test
 }
@@ -449,21 +436,4 @@ func (d *decoder) duration(n *yaml.Node, lo time.Duration) Duration {
 		d.errorf(r, "%s", msg)
 	}
 	return v
-}
-
-func (d *decoder) update(n *yaml.Node, u *Update) {
-	d.object(n, updateFields, func(f string, v *yaml.Node) {
-		switch f {
-		case "maxUnavailable":
-			if m, ok := d.integer(v, 1, MaxReplicas); ok {
-				u.MaxUnavailable = m
-			}
-		case "healthTimeout":
-			if t := d.duration(v, MinHealthTimeout); t > 0 {
-				u.HealthTimeout = t
-			}
-		case "snapshot":
-			u.Snapshot, _ = d.boolean(v)
-		}
-	})
 }

@@ -56,6 +56,14 @@ type decoder struct {
 	// reported drops repeats: an anchor used in many places, or merged
 	// many times, has one problem, not one per use.
 	reported map[Diagnostic]bool
+
+	// nameNode is metadata.name once read as a string.
+	nameNode *yaml.Node
+	// mounts are the targets of spec.container.volumes read so far, by
+	// clean path, with the index of the volume; volume is the index of
+	// the one being read.
+	mounts map[string]int
+	volume int
 }
 
 func newDecoder(file string, opts Options, fileBudget, treeBudget *budget) *decoder {
@@ -437,30 +445,97 @@ func (d *decoder) merge(v *yaml.Node, depth int) ([]entry, bool) {
 	return out, ok
 }
 
-// object walks a mapping with a fixed set of fields, calling field for each
-// known one with the path pushed. Unknown fields are reported; null values
-// count as absent, as in Kubernetes manifests. It returns the fields that
-// have a non-null value.
-func (d *decoder) object(n *yaml.Node, fields []string, field func(name string, v *yaml.Node)) (map[string]bool, bool) {
+// field is one key of an object: its name, whether it is required, and how
+// its value is decoded into the Go value of type T. The fields of each type
+// are in app.go.
+type field[T any] struct {
+	name     string
+	required bool
+	// min and max bound an integer field (isInt); schema.json must say
+	// the same.
+	isInt    bool
+	min, max int
+	// enum lists the only values a string field may have.
+	enum []string
+	// decode reads a non-null value into dst, with the field's path
+	// pushed.
+	decode func(d *decoder, v *yaml.Node, dst *T)
+}
+
+// fields are the keys an object of type T accepts, in documentation order.
+type fields[T any] []field[T]
+
+func (fs fields[T]) names() []string {
+	names := make([]string, len(fs))
+	for i, f := range fs {
+		names[i] = f.name
+	}
+	return names
+}
+
+// required marks a field as one the object must have.
+func required[T any](f field[T]) field[T] {
+	f.required = true
+	return f
+}
+
+// intField is an integer field between lo and hi.
+func intField[T any](name string, lo, hi int, dst func(*T) *int) field[T] {
+	return field[T]{name: name, isInt: true, min: lo, max: hi, decode: func(d *decoder, v *yaml.Node, t *T) {
+		if i, ok := d.integer(v, lo, hi); ok {
+			*dst(t) = i
+		}
+	}}
+}
+
+// enumField is a string field with a fixed set of values.
+func enumField[T any](name string, values []string, dst func(*T) *string) field[T] {
+	return field[T]{name: name, enum: values, decode: func(d *decoder, v *yaml.Node, t *T) {
+		if s, ok := d.str(v, ""); ok {
+			*dst(t) = s
+			if !slices.Contains(values, s) {
+				quoted := make([]string, len(values))
+				for i, e := range values {
+					quoted[i] = strconv.Quote(e)
+				}
+				d.errorf(v, "must be %s, got %q", strings.Join(quoted, " or "), s)
+			}
+		}
+	}}
+}
+
+// object decodes a mapping into dst with the fields fs, each with its path
+// pushed. Unknown fields are reported; null values count as absent, as in
+// Kubernetes manifests; then missing required fields are reported. It
+// returns false when n is not a mapping at all.
+func object[T any](d *decoder, n *yaml.Node, fs fields[T], dst *T) bool {
 	entries, ok := d.mapping(n)
 	if entries == nil && !ok {
-		return nil, false
+		return false
 	}
 	present := map[string]bool{}
 	for _, e := range entries {
 		d.push(e.key, e.k)
+		i := slices.IndexFunc(fs, func(f field[T]) bool { return f.name == e.key })
 		switch {
-		case !slices.Contains(fields, e.key):
-			d.errorf(e.k, "%s", unknownField(e.key, fields))
+		case i < 0:
+			d.errorf(e.k, "%s", unknownField(e.key, fs.names()))
 		default:
 			if v := d.resolve(e.v); v != nil && !isNull(v) {
 				present[e.key] = true
-				field(e.key, e.v)
+				fs[i].decode(d, e.v, dst)
 			}
 		}
 		d.pop()
 	}
-	return present, true
+	var req []string
+	for _, f := range fs {
+		if f.required {
+			req = append(req, f.name)
+		}
+	}
+	d.require(n, present, req...)
+	return true
 }
 
 // require reports the named fields missing from present. The position is

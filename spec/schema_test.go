@@ -2,11 +2,15 @@ package spec
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func loadSchema(t *testing.T) map[string]any {
@@ -30,11 +34,86 @@ func jsonFields(typ reflect.Type) []string {
 	return names
 }
 
-// The schema is written by hand for editors, so this keeps it from drifting
-// from types.go: every field is in it, nothing else is, and the shapes match.
-func TestSchemaMatchesTypes(t *testing.T) {
+// jsonField returns the field of a struct with the JSON name.
+func jsonField(typ reflect.Type, name string) reflect.StructField {
+	for f := range typ.Fields() {
+		if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag == name {
+			return f
+		}
+	}
+	panic("no field " + name + " in " + typ.String())
+}
+
+// decoderTable is one of the decoder's field tables (app.go) with its Go
+// type, so the test can walk the types and find the table of each.
+type decoderTable struct {
+	varName string
+	typ     reflect.Type
+	names   []string
+	fields  map[string]decoderField
+}
+
+type decoderField struct {
+	required, isInt, hasDecode bool
+	min, max                   int
+	enum                       []string
+}
+
+func tableOf[T any](varName string, fs fields[T]) decoderTable {
+	tb := decoderTable{varName: varName, typ: reflect.TypeFor[T](), names: fs.names(), fields: map[string]decoderField{}}
+	for _, f := range fs {
+		tb.fields[f.name] = decoderField{required: f.required, isInt: f.isInt, hasDecode: f.decode != nil,
+			min: f.min, max: f.max, enum: f.enum}
+	}
+	return tb
+}
+
+// decoderTables are all of them; a struct type of the App without one here
+// fails TestSpecFieldsAgree.
+var decoderTables = []decoderTable{
+	tableOf("appFields", appFields),
+	tableOf("metadataFields", metadataFields),
+	tableOf("appSpecFields", appSpecFields),
+	tableOf("systemFields", systemFields),
+	tableOf("limitsFields", limitsFields),
+	tableOf("containerFields", containerFields),
+	tableOf("volumeFields", volumeFields),
+	tableOf("healthcheckFields", healthcheckFields),
+	tableOf("updateFields", updateFields),
+}
+
+// stringsOf reads a JSON list of strings; ok is false if v is not one.
+func stringsOf(v any) ([]string, bool) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, 0, len(list))
+	for _, x := range list {
+		s, ok := x.(string)
+		if !ok {
+			return nil, false
+		}
+		out = append(out, s)
+	}
+	return out, true
+}
+
+// The spec is described three times: the Go types (types.go), the
+// decoder's field tables (app.go) and schema.json, which is written by hand
+// for editors. This walks the three together from App down and fails,
+// naming the field, when a field is in one or two of them but not in all
+// three, or when they disagree on a field: its shape, whether it is
+// required, the bounds of an integer, the values of an enum.
+func TestSpecFieldsAgree(t *testing.T) {
 	root := loadSchema(t)
 	defs, _ := root["$defs"].(map[string]any)
+	tables := map[reflect.Type]decoderTable{}
+	for _, tb := range decoderTables {
+		tables[tb.typ] = tb
+	}
+	visited := map[reflect.Type]bool{}
+
 	var walk func(typ reflect.Type, node map[string]any, path string)
 	walk = func(typ reflect.Type, node map[string]any, path string) {
 		if ref, ok := node["$ref"].(string); ok {
@@ -55,31 +134,7 @@ func TestSchemaMatchesTypes(t *testing.T) {
 		case reflect.Pointer:
 			walk(typ.Elem(), node, path)
 		case reflect.Struct:
-			if node["type"] != "object" || node["additionalProperties"] != false {
-				t.Errorf("%s: want type object and additionalProperties false", path)
-			}
-			props, _ := node["properties"].(map[string]any)
-			var keys []string
-			for k := range props {
-				keys = append(keys, k)
-			}
-			want := jsonFields(typ)
-			slices.Sort(keys)
-			sorted := slices.Sorted(slices.Values(want))
-			if !slices.Equal(keys, sorted) {
-				t.Errorf("%s: schema properties %v, struct fields %v", path, keys, sorted)
-			}
-			for f := range typ.Fields() {
-				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-				sub, ok := props[name].(map[string]any)
-				if !ok {
-					continue
-				}
-				if sub["description"] == nil {
-					t.Errorf("%s.%s: no description", path, name)
-				}
-				walk(f.Type, sub, path+"."+name)
-			}
+			walkStruct(t, typ, node, path, tables, visited, walk)
 		case reflect.Slice:
 			if node["type"] != "array" {
 				t.Errorf("%s: want type array, got %v", path, node["type"])
@@ -112,8 +167,102 @@ func TestSchemaMatchesTypes(t *testing.T) {
 			t.Errorf("%s: no schema check for %v", path, typ)
 		}
 	}
-	app := reflect.TypeFor[App]()
-	walk(app, root, "App")
+	walk(reflect.TypeFor[App](), root, "App")
+	for _, tb := range decoderTables {
+		if !visited[tb.typ] {
+			t.Errorf("decoder table %s (%v) is not reached from App", tb.varName, tb.typ)
+		}
+	}
+}
+
+// walkStruct compares one struct type with its decoder table and its schema
+// object, then walks each field found in all three.
+func walkStruct(t *testing.T, typ reflect.Type, node map[string]any, path string,
+	tables map[reflect.Type]decoderTable, visited map[reflect.Type]bool,
+	walk func(reflect.Type, map[string]any, string)) {
+	if node["type"] != "object" || node["additionalProperties"] != false {
+		t.Errorf("%s: want type object and additionalProperties false in schema.json", path)
+	}
+	tb, ok := tables[typ]
+	if !ok {
+		t.Errorf("%s: the decoder has no field table for %v (add one to app.go and to decoderTables)", path, typ)
+		return
+	}
+	visited[typ] = true
+	props, _ := node["properties"].(map[string]any)
+	goFields := jsonFields(typ)
+	if len(tb.names) == len(goFields) && !slices.Equal(tb.names, goFields) && slices.Equal(slices.Sorted(slices.Values(tb.names)), slices.Sorted(slices.Values(goFields))) {
+		t.Errorf("%s: decoder table %s lists %v, the Go type %v: keep one order", path, tb.varName, tb.names, goFields)
+	}
+
+	// Every name in any of the three must be in all three.
+	all := map[string]bool{}
+	for _, n := range goFields {
+		all[n] = true
+	}
+	for _, n := range tb.names {
+		all[n] = true
+	}
+	for n := range props {
+		all[n] = true
+	}
+	schemaRequired, _ := stringsOf(node["required"])
+	if node["required"] != nil && schemaRequired == nil {
+		t.Errorf("%s: schema required is not a list of strings", path)
+	}
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		fpath := path + "." + name
+		var missing []string
+		if !slices.Contains(goFields, name) {
+			missing = append(missing, fmt.Sprintf("the Go type %v (json tag)", typ))
+		}
+		df, inDecoder := tb.fields[name]
+		if !inDecoder {
+			missing = append(missing, "the decoder's "+tb.varName)
+		}
+		sub, inSchema := props[name].(map[string]any)
+		if !inSchema {
+			missing = append(missing, "schema.json")
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s: field is missing from %s", fpath, strings.Join(missing, " and "))
+			continue
+		}
+		f := jsonField(typ, name)
+		if !df.hasDecode {
+			t.Errorf("%s: the decoder's %s has no decode function", fpath, tb.varName)
+		}
+		if sub["description"] == nil {
+			t.Errorf("%s: no description in schema.json", fpath)
+		}
+		if inReq := slices.Contains(schemaRequired, name); inReq != df.required {
+			t.Errorf("%s: required in schema.json %v, in the decoder's %s %v", fpath, inReq, tb.varName, df.required)
+		}
+		checkBounds(t, fpath, f.Type, df, sub, tb.varName)
+		walk(f.Type, sub, fpath)
+	}
+}
+
+// checkBounds compares an integer's bounds and a string's enum.
+func checkBounds(t *testing.T, path string, typ reflect.Type, df decoderField, sub map[string]any, varName string) {
+	switch {
+	case typ.Kind() == reflect.Int && !df.isInt:
+		t.Errorf("%s: an integer the decoder's %s reads without bounds (use intField)", path, varName)
+	case df.isInt:
+		lo, hasLo := sub["minimum"].(float64)
+		hi, hasHi := sub["maximum"].(float64)
+		if !hasLo || !hasHi || lo != float64(df.min) || hi != float64(df.max) {
+			t.Errorf("%s: schema.json minimum/maximum %v/%v, the decoder's %s %d/%d",
+				path, sub["minimum"], sub["maximum"], varName, df.min, df.max)
+		}
+	}
+	enum, hasEnum := stringsOf(sub["enum"])
+	if sub["enum"] != nil && !hasEnum {
+		t.Errorf("%s: schema enum is not a list of strings", path)
+	}
+	if !slices.Equal(enum, df.enum) {
+		t.Errorf("%s: schema.json enum %v, the decoder's %s %v", path, enum, varName, df.enum)
+	}
 }
 
 // typeIs accepts "string" or a list of types that includes it, as limits
@@ -128,27 +277,89 @@ func typeIs(node map[string]any, want string) bool {
 	return false
 }
 
-// The decoder's field tables are the allow-lists for "unknown field"; they
-// must list exactly the struct fields.
-func TestFieldTablesMatchTypes(t *testing.T) {
-	tests := []struct {
-		typ    reflect.Type
-		fields []string
-	}{
-		{reflect.TypeFor[App](), appFields},
-		{reflect.TypeFor[Metadata](), metadataFields},
-		{reflect.TypeFor[AppSpec](), appSpecFields},
-		{reflect.TypeFor[System](), systemFields},
-		{reflect.TypeFor[Limits](), limitsFields},
-		{reflect.TypeFor[Container](), containerFields},
-		{reflect.TypeFor[Volume](), volumeFields},
-		{reflect.TypeFor[Healthcheck](), healthcheckFields},
-		{reflect.TypeFor[Update](), updateFields},
-	}
-	for _, tt := range tests {
-		if got := jsonFields(tt.typ); !slices.Equal(got, tt.fields) {
-			t.Errorf("%v: struct fields %v, decoder allows %v", tt.typ, got, tt.fields)
+// The words a healthcheck test may start with are the schema's enum.
+func TestHealthTestKindsMatchSchema(t *testing.T) {
+	root := loadSchema(t)
+	node := root
+	for _, p := range []string{"spec", "container", "healthcheck", "test"} {
+		node, _ = node["properties"].(map[string]any)[p].(map[string]any)
+		if node == nil {
+			t.Fatalf("schema has no healthcheck test")
 		}
+	}
+	prefix, _ := node["prefixItems"].([]any)
+	if len(prefix) != 1 {
+		t.Fatalf("healthcheck test: want one prefixItems entry, got %v", node["prefixItems"])
+	}
+	first, _ := prefix[0].(map[string]any)
+	enum, _ := stringsOf(first["enum"])
+	var words []string
+	for _, k := range healthTestKinds {
+		words = append(words, k.word)
+	}
+	if !slices.Equal(enum, words) {
+		t.Errorf("healthcheck test: schema.json enum %v, the decoder's healthTestKinds %v", enum, words)
+	}
+}
+
+// The schema's defaults are what the loader fills in.
+func TestSchemaDefaultsMatchLoader(t *testing.T) {
+	r := mustLoadBytes(t, `apiVersion: berth/v1
+kind: App
+metadata: {name: web}
+spec:
+  system: {image: ubuntu/24.04}
+  container:
+    image: nginx
+    volumes: [{source: /a, target: /b}]
+    healthcheck: {test: [NONE]}
+`, Options{})
+	if len(r.Apps) != 1 {
+		t.Fatalf("does not load: %v", r.Diagnostics)
+	}
+	b, err := json.Marshal(r.Apps[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loaded map[string]any
+	if err := json.Unmarshal(b, &loaded); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	var walk func(node map[string]any, value any, path string)
+	walk = func(node map[string]any, value any, path string) {
+		if def, ok := node["default"]; ok {
+			checked++
+			got := value
+			if got == nil {
+				// Left out of the JSON by omitempty: the zero value.
+				got = reflect.Zero(reflect.TypeOf(def)).Interface()
+			}
+			if node["$ref"] == "#/$defs/duration" {
+				want, _ := time.ParseDuration(def.(string))
+				have, _ := time.ParseDuration(fmt.Sprint(got))
+				if want != have {
+					t.Errorf("%s: schema default %v, loader %v", path, def, got)
+				}
+			} else if !reflect.DeepEqual(got, def) {
+				t.Errorf("%s: schema default %v, loader %v", path, def, got)
+			}
+		}
+		if props, ok := node["properties"].(map[string]any); ok {
+			obj, _ := value.(map[string]any)
+			for name, sub := range props {
+				walk(sub.(map[string]any), obj[name], path+"."+name)
+			}
+		}
+		if items, ok := node["items"].(map[string]any); ok {
+			if list, _ := value.([]any); len(list) > 0 {
+				walk(items, list[0], path+"[0]")
+			}
+		}
+	}
+	walk(loadSchema(t), loaded, "App")
+	if checked < 6 {
+		t.Errorf("checked %d defaults; the schema has at least 6", checked)
 	}
 }
 
@@ -243,5 +454,31 @@ func TestSchemaMaximaMatchLimits(t *testing.T) {
 		if got, _ := node(tt.path...)["maximum"].(float64); got != float64(tt.want) {
 			t.Errorf("%v: schema maximum %v, loader %d", tt.path, got, tt.want)
 		}
+	}
+	// limits.cpu and limits.memory may be written as plain integers: the
+	// schema's bounds on those are the loader's (MaxCPUs, MaxMemory).
+	for _, tt := range []struct {
+		path  []string
+		check func(string) string
+	}{
+		{[]string{"spec", "system", "limits", "cpu"}, checkCPU},
+		{[]string{"spec", "system", "limits", "memory"}, checkMemory},
+	} {
+		n := node(tt.path...)
+		lo, okLo := n["minimum"].(float64)
+		hi, okHi := n["maximum"].(float64)
+		if !okLo || !okHi {
+			t.Errorf("%v: schema needs an integer minimum and maximum", tt.path)
+			continue
+		}
+		loads := func(v float64) bool { return tt.check(strconv.FormatFloat(v, 'f', -1, 64)) == "" }
+		if !loads(lo) || loads(lo-1) || !loads(hi) || loads(hi+1) {
+			t.Errorf("%v: schema bounds %v..%v are not the loader's", tt.path, lo, hi)
+		}
+	}
+	// Durations are strings, so their bound is in the description.
+	desc, _ := root["$defs"].(map[string]any)["duration"].(map[string]any)["description"].(string)
+	if want := "at most " + shortDuration(MaxDuration); !strings.Contains(desc, want) {
+		t.Errorf("$defs.duration: description %q does not say %q", desc, want)
 	}
 }

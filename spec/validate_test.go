@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,7 +72,7 @@ func TestSuggest(t *testing.T) {
 		{"maxUnavailible", "maxUnavailable"},
 		{"zzz", ""},
 	}
-	allowed := append(append(append([]string{}, appSpecFields...), containerFields...), updateFields...)
+	allowed := slices.Concat(appSpecFields.names(), containerFields.names(), updateFields.names())
 	for _, tt := range tests {
 		if got := suggest(tt.in, allowed); got != tt.want {
 			t.Errorf("suggest(%q) = %q, want %q", tt.in, got, tt.want)
