@@ -37,7 +37,7 @@ spec:
 	}
 	for b.Loop() {
 		r, err := Load(b.Context(), fsys, Options{})
-		if err != nil || !r.OK() || len(r.Apps) != 100 {
+		if err != nil || len(r.Diagnostics) != 0 || len(r.Apps) != 100 {
 			b.Fatalf("load: %v %v %d", err, r.Diagnostics, len(r.Apps))
 		}
 	}

@@ -52,17 +52,6 @@ type Result struct {
 	Unidentified []string
 }
 
-// OK reports whether the load found no problem at all.
-func (r *Result) OK() bool { return len(r.Diagnostics) == 0 }
-
-// Err returns the diagnostics as an error, or nil when there are none.
-func (r *Result) Err() error {
-	if r.OK() {
-		return nil
-	}
-	return r.Diagnostics
-}
-
 // Load reads every *.yaml and *.yml file under fsys, skipping hidden files
 // and directories (.git, editor backups). Problems with the specs are in
 // the Result; the error is only for failing to read the root of the tree or

@@ -44,11 +44,8 @@ func TestLoadGoodTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.OK() {
+	if len(r.Diagnostics) != 0 {
 		t.Fatalf("unexpected diagnostics:\n%v", r.Diagnostics)
-	}
-	if r.Err() != nil {
-		t.Errorf("Err() = %v, want nil", r.Err())
 	}
 	if len(r.InvalidApps) != 0 || len(r.Unparsable) != 0 {
 		t.Errorf("InvalidApps=%v Unparsable=%v, want none (hidden dirs are skipped)", r.InvalidApps, r.Unparsable)
@@ -170,12 +167,8 @@ func TestLoadBadTree(t *testing.T) {
 		"nohead",
 	})
 	sameLines(t, "unparsable", r.Unparsable, []string{"broken.yaml"})
-	if r.OK() {
-		t.Error("OK() = true with diagnostics")
-	}
-	var ds Diagnostics
-	if !errors.As(r.Err(), &ds) || len(ds) != len(r.Diagnostics) {
-		t.Errorf("Err() does not carry the diagnostics: %v", r.Err())
+	if len(r.Diagnostics) == 0 {
+		t.Error("no diagnostics")
 	}
 	if got := strings.Count(r.Diagnostics.Error(), "\n"); got != len(r.Diagnostics)-1 {
 		t.Errorf("Error() has %d newlines, want one per diagnostic", got)
@@ -324,7 +317,7 @@ func TestRequireDigest(t *testing.T) {
 		src := strings.Replace(minimal, "image: nginx", "image: "+tt.image, 1)
 		r := mustLoadBytes(t, src, Options{RequireDigest: true})
 		sameLines(t, tt.image, diagStrings(r.Diagnostics), tt.want)
-		if r := mustLoadBytes(t, src, Options{}); !r.OK() {
+		if r := mustLoadBytes(t, src, Options{}); len(r.Diagnostics) != 0 {
 			t.Errorf("%s without RequireDigest: %v", tt.image, r.Diagnostics)
 		}
 	}
@@ -341,18 +334,18 @@ func TestAllowPrivileged(t *testing.T) {
 			t.Errorf("InvalidApps = %v, want [web]", r.InvalidApps)
 		}
 		r = mustLoadBytes(t, src, Options{AllowPrivileged: true})
-		if !r.OK() || r.Apps[0].Spec.System.Config["security.privileged"] == "" {
+		if len(r.Diagnostics) != 0 || r.Apps[0].Spec.System.Config["security.privileged"] == "" {
 			t.Errorf("%s with AllowPrivileged: %v", v, r.Diagnostics)
 		}
 	}
-	if r := mustLoadBytes(t, sys("    config: {security.privileged: \"false\"}\n"), Options{}); !r.OK() {
+	if r := mustLoadBytes(t, sys("    config: {security.privileged: \"false\"}\n"), Options{}); len(r.Diagnostics) != 0 {
 		t.Errorf("privileged false: %v", r.Diagnostics)
 	}
 }
 
 func TestDefaults(t *testing.T) {
 	r := mustLoadBytes(t, minimal, Options{})
-	if !r.OK() {
+	if len(r.Diagnostics) != 0 {
 		t.Fatal(r.Diagnostics)
 	}
 	s := r.Apps[0].Spec
@@ -399,7 +392,7 @@ apiVersion: berth/v1
 `
 	a := mustLoadBytes(t, terse, Options{})
 	b := mustLoadBytes(t, spelled, Options{})
-	if !a.OK() || !b.OK() {
+	if len(a.Diagnostics) != 0 || len(b.Diagnostics) != 0 {
 		t.Fatalf("diagnostics: %v / %v", a.Diagnostics, b.Diagnostics)
 	}
 	sa, sb := a.Apps[0].Spec, b.Apps[0].Spec
@@ -475,7 +468,7 @@ func TestLoadErrorIsOnlyIO(t *testing.T) {
 		t.Errorf("err = %v, want ErrNotExist", err)
 	}
 	r, err := Load(t.Context(), fstest.MapFS{}, Options{})
-	if err != nil || !r.OK() || len(r.Apps) != 0 {
+	if err != nil || len(r.Diagnostics) != 0 || len(r.Apps) != 0 {
 		t.Errorf("empty tree: %v %+v", err, r)
 	}
 }
@@ -494,7 +487,7 @@ func TestAliasBomb(t *testing.T) {
 	b.WriteString("]\n")
 	start := time.Now()
 	r := mustLoadBytes(t, b.String(), Options{})
-	if r.OK() {
+	if len(r.Diagnostics) == 0 {
 		t.Error("alias bomb loaded without a diagnostic")
 	}
 	if len(r.Diagnostics) > 2 {
