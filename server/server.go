@@ -178,9 +178,6 @@ func (s *Server) routes() http.Handler {
 	return s.logRequests(mux)
 }
 
-// Handler returns the server's handler, for tests or to mount elsewhere.
-func (s *Server) Handler() http.Handler { return s.handler }
-
 // Listen binds Config.Listen. Calling it before Serve lets the daemon fail
 // at startup when the port is taken, and lets tests learn the port (Addr)
 // before serving. Serve calls it when it has not been called.

@@ -122,7 +122,7 @@ func (f *fixture) do(t *testing.T, method, path string, body []byte, header map[
 		req.Header.Set(k, v)
 	}
 	rec := httptest.NewRecorder()
-	f.srv.Handler().ServeHTTP(rec, req)
+	f.srv.handler.ServeHTTP(rec, req)
 	return response{code: rec.Code, body: rec.Body.String(), header: rec.Header()}
 }
 
@@ -176,7 +176,7 @@ func TestStatusEncodeError(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/status", nil))
+	s.handler.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/status", nil))
 	if rec.Code != http.StatusInternalServerError {
 		t.Fatalf("status = %d, want 500", rec.Code)
 	}
@@ -393,7 +393,7 @@ func TestWebhooksDisabled(t *testing.T) {
 	req.Header.Set("X-GitHub-Event", "push")
 	req.Header.Set("X-Hub-Signature-256", "sha256="+sign(body, testSecret))
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, req)
+	s.handler.ServeHTTP(rec, req)
 	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "disabled") {
 		t.Fatalf("disabled webhook = %d %q", rec.Code, rec.Body)
 	}
