@@ -39,7 +39,11 @@ func TestNegotiateChecksVersion(t *testing.T) {
 			f := newFakeDaemon(t, tc.api)
 			m := New(f.dialer(), fastOpts())
 			defer m.Close()
-			v, err := m.APIVersion(context.Background(), "web-0")
+			var v string
+			c, err := m.conn(context.Background(), "web-0")
+			if err == nil {
+				v = c.version
+			}
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err = %v, want %q", err, tc.err)

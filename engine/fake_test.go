@@ -73,18 +73,22 @@ func (f *fakeDaemon) serve(w http.ResponseWriter, r *http.Request) {
 	h(w, r)
 }
 
-func (f *fakeDaemon) dialer() Dialer {
-	return DialerFunc(func(ctx context.Context, instance string, command []string, stderr io.Writer) (net.Conn, error) {
-		f.dials.Add(1)
-		if strings.Join(command, " ") != "docker system dial-stdio" {
-			f.t.Errorf("dialer got command %q", command)
-		}
-		if f.dialErr != nil {
-			return nil, f.dialErr
-		}
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", f.srv.Listener.Addr().String())
-	})
+func (f *fakeDaemon) dialer() Dialer { return fakeDialer{f} }
+
+// fakeDialer connects each tunnel to the fake daemon over TCP.
+type fakeDialer struct{ f *fakeDaemon }
+
+func (d fakeDialer) DialExec(ctx context.Context, instance string, command []string, stderr io.Writer) (net.Conn, error) {
+	f := d.f
+	f.dials.Add(1)
+	if strings.Join(command, " ") != "docker system dial-stdio" {
+		f.t.Errorf("dialer got command %q", command)
+	}
+	if f.dialErr != nil {
+		return nil, f.dialErr
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", f.srv.Listener.Addr().String())
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

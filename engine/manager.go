@@ -45,14 +45,6 @@ type Dialer interface {
 	DialExec(ctx context.Context, instance string, command []string, stderr io.Writer) (net.Conn, error)
 }
 
-// DialerFunc adapts a function to Dialer.
-type DialerFunc func(ctx context.Context, instance string, command []string, stderr io.Writer) (net.Conn, error)
-
-// DialExec calls f.
-func (f DialerFunc) DialExec(ctx context.Context, instance string, command []string, stderr io.Writer) (net.Conn, error) {
-	return f(ctx, instance, command, stderr)
-}
-
 // PullPolicy says when Ensure pulls the image.
 type PullPolicy string
 
@@ -239,18 +231,6 @@ func (c *conn) close() {
 	if cli != nil {
 		_ = cli.Close()
 	}
-}
-
-// APIVersion returns the negotiated Docker API version of instance,
-// connecting if needed.
-func (m *Manager) APIVersion(ctx context.Context, instance string) (string, error) {
-	c, err := m.conn(ctx, instance)
-	if err != nil {
-		return "", err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.version, nil
 }
 
 // client returns the negotiated client of instance.
