@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
 
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/spec"
 )
 
@@ -157,7 +158,13 @@ func TestNotRunningForgetsClient(t *testing.T) {
 	if !strings.Contains(err.Error(), "web-0") || strings.Contains(err.Error(), "Cannot connect to the Docker daemon") {
 		t.Errorf("err = %v, want the real cause", err)
 	}
-	waitFor(t, func() bool { m.mu.Lock(); defer m.mu.Unlock(); return m.clients["web-0"] == nil })
+	// Dropped inside the failed dial, before Observe returned.
+	m.mu.Lock()
+	forgotten := m.clients["web-0"] == nil
+	m.mu.Unlock()
+	if !forgotten {
+		t.Error("the client of a stopped instance is still cached")
+	}
 	// Started again: a fresh client connects.
 	f.dialErr = nil
 	if _, err := m.Observe(ctx, "web-0"); err != nil {
@@ -165,30 +172,51 @@ func TestNotRunningForgetsClient(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
+// runOnClock runs fn and plays the fake clock for it: whenever fn waits
+// (clk has waiters armed timers), the clock jumps to the next one. It
+// returns fn's error and the fake time that passed.
+func runOnClock(clk *clock.Fake, waiters int, fn func() error) (time.Duration, error) {
+	start := clk.Now()
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		defer cancel()
+		done <- fn()
+	}()
+	for clk.BlockUntilContext(ctx, waiters) == nil {
+		if d, ok := clk.Next(); ok {
+			clk.Advance(d)
 		}
 	}
-	t.Fatal("condition not reached")
+	return clk.Since(start), <-done
+}
+
+// fakeClockOpts is fastOpts on a fake clock.
+func fakeClockOpts() (Options, *clock.Fake) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
+	o := fastOpts()
+	o.Clock = clk
+	return o, clk
 }
 
 func TestWaitDockerTimeout(t *testing.T) {
 	f := newFakeDaemon(t, "1.41")
 	f.dialErr = errors.New("dial-stdio: connection refused")
-	m := New(f.dialer(), fastOpts())
-	start := time.Now()
-	err := m.WaitDocker(context.Background(), "web-2", 200*time.Millisecond)
+	opts, clk := fakeClockOpts()
+	m := New(f.dialer(), opts)
+	// Two timers while it waits: the timeout, and a poll or a retry.
+	took, err := runOnClock(clk, 2, func() error { return m.WaitDocker(context.Background(), "web-2", 200*time.Millisecond) })
 	if err == nil || !strings.HasPrefix(err.Error(), "docker did not answer in web-2 within 200ms: ") || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("err = %v", err)
 	}
-	if el := time.Since(start); el > 2*time.Second {
-		t.Errorf("took %s", el)
+	if took != 200*time.Millisecond {
+		t.Errorf("gave up after %s on the clock, want the 200ms timeout", took)
 	}
 	if f.dials.Load() < 2 {
 		t.Errorf("only %d attempts", f.dials.Load())
+	}
+	if n := clk.Waiters(); n != 0 {
+		t.Errorf("%d timers left armed", n)
 	}
 	// Cancellation ends the wait at once with the context's error.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -196,7 +224,7 @@ func TestWaitDockerTimeout(t *testing.T) {
 	if err := m.WaitDocker(ctx, "web-2", time.Minute); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: err = %v", err)
 	}
-	// And it succeeds once the daemon answers.
+	// And it succeeds once the daemon answers, without waiting.
 	f.dialErr = nil
 	if err := m.WaitDocker(context.Background(), "web-2", time.Second); err != nil {
 		t.Fatal(err)
@@ -427,13 +455,17 @@ func TestWaitReadyFake(t *testing.T) {
 	f.handle("GET /containers/foreign/json", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{State: state}, Config: &container.Config{}})
 	})
-	m := New(f.dialer(), fastOpts())
+	opts, clk := fakeClockOpts()
+	m := New(f.dialer(), opts)
 	defer m.Close()
 	ctx := context.Background()
-	err := m.WaitReady(ctx, "web-0", "web", 150*time.Millisecond)
+	took, err := runOnClock(clk, 2, func() error { return m.WaitReady(ctx, "web-0", "web", 150*time.Millisecond) })
 	var nr *NotReadyError
 	if !errors.As(err, &nr) || nr.Instance != "web-0" || nr.Reason != "timed out after 150ms: health still starting" {
 		t.Fatalf("err = %v", err)
+	}
+	if took != 150*time.Millisecond {
+		t.Errorf("gave up after %s on the clock", took)
 	}
 	if err := m.WaitReady(ctx, "web-0", "nope", time.Second); !errors.As(err, &nr) || nr.Reason != "no container" {
 		t.Errorf("missing: %v", err)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/docker/docker/api/types/versions"
 	"github.com/docker/docker/client"
+
+	"github.com/berth-gitops/berth/clock"
 )
 
 // MinAPIVersion is the oldest Docker API berth works with: Debian 12's
@@ -90,6 +92,12 @@ type Options struct {
 	// MaxIdleConnsPerInstance caps the idle tunnels kept per instance
 	// (default 2): each one is a process in the instance.
 	MaxIdleConnsPerInstance int
+	// Clock times the waits of WaitReady and WaitDocker (polls and
+	// timeouts), the retries of a first connection, readiness's settle
+	// time and the durations of Events. Nil is the system clock. The
+	// bounds of single Docker calls (CallTimeout, PullTimeout,
+	// StopTimeout) stay on the system clock: they guard real I/O.
+	Clock clock.Clock
 }
 
 func (o Options) withDefaults() Options {
@@ -120,6 +128,7 @@ func (o Options) withDefaults() Options {
 	if o.MaxIdleConnsPerInstance <= 0 {
 		o.MaxIdleConnsPerInstance = 2
 	}
+	o.Clock = clock.Or(o.Clock)
 	return o
 }
 
@@ -286,10 +295,12 @@ func (m *Manager) conn(ctx context.Context, instance string) (*conn, error) {
 	// usually works, so try twice more before calling Docker unreachable.
 	for try := 1; err != nil && try < 3 && !errors.Is(err, ErrInstanceNotRunning) && !c.backendDown() && cctx.Err() == nil; try++ {
 		m.log.Debug("docker ping failed, retrying on a new tunnel", "instance", instance, "err", err)
+		pause := m.opts.Clock.NewTimer(time.Duration(try) * m.opts.PollInterval)
 		select {
 		case <-cctx.Done():
-		case <-time.After(time.Duration(try) * m.opts.PollInterval):
+		case <-pause.C():
 		}
+		pause.Stop()
 		v, err2 := negotiate(cctx, cli)
 		if err2 != nil && cctx.Err() != nil {
 			break // keep the error that says why, not "deadline exceeded"
@@ -357,7 +368,7 @@ func (c *conn) backendDown() bool {
 func (m *Manager) tunnel(c *conn) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, _, _ string) (net.Conn, error) {
 		n := m.execs.Add(1)
-		start := time.Now()
+		start := m.opts.Clock.Now()
 		nc, err := m.dialer.DialExec(ctx, c.instance, dialStdio, c.stderr)
 		if err != nil {
 			err = fmt.Errorf("exec %s: %w", strings.Join(dialStdio, " "), err)
@@ -369,7 +380,7 @@ func (m *Manager) tunnel(c *conn) func(ctx context.Context, network, addr string
 			return nil, err
 		}
 		c.dialErr.Store(nil)
-		m.log.Debug("docker tunnel opened", "instance", c.instance, "execs", n, "took", time.Since(start))
+		m.log.Debug("docker tunnel opened", "instance", c.instance, "execs", n, "took", m.opts.Clock.Since(start))
 		return nc, nil
 	}
 }
@@ -440,15 +451,14 @@ func isTransportErr(err error) bool {
 // dockerd takes a few seconds after the instance starts; the socket file
 // may exist before it answers, so only a ping counts.
 func (m *Manager) WaitDocker(ctx context.Context, instance string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	tctx, cancel := clock.WithTimeout(ctx, m.opts.Clock, timeout)
 	defer cancel()
-	t := time.NewTicker(m.opts.PollInterval)
-	defer t.Stop()
 	var last error
 	for {
-		cli, c, err := m.client(ctx, instance)
+		begin := m.opts.Clock.Now()
+		cli, c, err := m.client(tctx, instance)
 		if err == nil {
-			_, err = cli.Ping(ctx)
+			_, err = cli.Ping(tctx)
 			if err != nil {
 				err = m.connErr(c, "ping", err)
 			}
@@ -459,17 +469,31 @@ func (m *Manager) WaitDocker(ctx context.Context, instance string, timeout time.
 		if errors.Is(err, ErrBackendUnreachable) || c != nil && c.backendDown() {
 			return fmt.Errorf("waiting for docker in %s: %w", instance, err)
 		}
-		if ctx.Err() == nil || last == nil {
+		if tctx.Err() == nil || last == nil {
 			last = err
 		}
-		select {
-		case <-ctx.Done():
+		if !m.pollWait(tctx, begin) {
 			if errors.Is(ctx.Err(), context.Canceled) {
 				return fmt.Errorf("waiting for docker in %s: %w", instance, ctx.Err())
 			}
 			return fmt.Errorf("docker did not answer in %s within %s: %w", instance, timeout, last)
-		case <-t.C:
 		}
+	}
+}
+
+// pollWait waits until the next look of a poll loop is due, PollInterval
+// after the start of the last one (at once when that look took longer),
+// as a ticker would. It reports false when ctx ended first. The timer is
+// armed only now, once the look is done, so that a test on a fake clock
+// knows the loop waits when the clock has a timer.
+func (m *Manager) pollWait(ctx context.Context, lastLook time.Time) bool {
+	t := m.opts.Clock.NewTimer(m.opts.PollInterval - m.opts.Clock.Since(lastLook))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+		return true
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+
+	"github.com/berth-gitops/berth/clock"
 )
 
 // NotReadyError says why a replica's app container did not become ready.
@@ -120,21 +122,21 @@ func lastCheck(h *container.Health) string {
 // restart during a rollout means the new version crashed. Failures are
 // *NotReadyError; a cancelled ctx is returned as is.
 func (m *Manager) WaitReady(ctx context.Context, instance, app string, timeout time.Duration) error {
-	tctx, cancel := context.WithTimeout(ctx, timeout)
+	clk := m.opts.Clock
+	tctx, cancel := clock.WithTimeout(ctx, clk, timeout)
 	defer cancel()
-	t := time.NewTicker(m.opts.PollInterval)
-	defer t.Stop()
 	notReady := func(reason string) error { return &NotReadyError{Instance: instance, App: app, Reason: reason} }
 	base := -1
 	reason := "not looked at yet"
 	for {
+		begin := clk.Now()
 		insp, err := m.inspectApp(tctx, instance, app)
 		switch {
 		case err == nil:
 			if base < 0 {
 				base = insp.RestartCount
 			}
-			v, r := readiness(insp, base, m.opts.Settle, time.Now())
+			v, r := readiness(insp, base, m.opts.Settle, clk.Now())
 			switch v {
 			case ready:
 				return nil
@@ -151,13 +153,11 @@ func (m *Manager) WaitReady(ctx context.Context, instance, app string, timeout t
 		case tctx.Err() == nil:
 			reason = "docker: " + err.Error() // the tunnel may come back
 		}
-		select {
-		case <-tctx.Done():
+		if !m.pollWait(tctx, begin) {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return notReady(fmt.Sprintf("timed out after %s: %s", timeout, reason))
-		case <-t.C:
 		}
 	}
 }
