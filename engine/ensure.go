@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
@@ -73,6 +74,9 @@ var ErrDigestMismatch = errors.New("digest mismatch")
 //
 // A changed Revision alone does not replace a container: labels cannot be
 // changed in place, so LabelRevision is the revision that created it.
+//
+// Ensure observes, decides (decideEnsure, pure) and then does what was
+// decided (ensureRun.do).
 func (m *Manager) Ensure(ctx context.Context, instance string, d Desired, report func(Event)) error {
 	if d.App == "" {
 		return errors.New("engine: Ensure: empty app name")
@@ -92,119 +96,256 @@ func (m *Manager) Ensure(ctx context.Context, instance string, d Desired, report
 	if err != nil {
 		return err
 	}
-	hash := cfg.Labels[LabelContainerHash]
-	log := m.logger(ctx).With("instance", instance, "app", d.App)
-
 	cur, stale, err := m.findCurrent(ctx, cli, c, instance, d.App)
 	if err != nil {
 		return err
 	}
-	step := func(name string, fn func(ctx context.Context) (string, error)) error {
-		start := time.Now()
-		detail, err := fn(ctx)
-		ev := Event{Instance: instance, App: d.App, Step: name, Duration: time.Since(start), Detail: detail, Err: err}
-		if err != nil {
-			log.Info("step failed", "step", name, "detail", detail, "took", ev.Duration, "err", err)
-		} else {
-			log.Info("step done", "step", name, "detail", detail, "took", ev.Duration)
+	plan := decideEnsure(d.App, cfg.Labels[LabelContainerHash], cur, stale)
+	r := &ensureRun{
+		m: m, cli: cli, c: c, d: d, img: img, cfg: cfg, hostCfg: hostCfg, report: report,
+		log: m.logger(ctx).With("instance", instance, "app", d.App),
+	}
+	r.log.Debug("ensure decided", "plan", plan.String())
+	return r.do(ctx, plan)
+}
+
+// ensureAction is what Ensure does to the container named after the app.
+type ensureAction int
+
+const (
+	// keep: up to date and running or restarting; WaitReady judges it.
+	keep ensureAction = iota
+	// start: up to date but created or exited.
+	start
+	// unpause: up to date but paused.
+	unpause
+	// create: no container of the app yet: pull, create, start.
+	create
+	// replace: another container hash, or a dead or dying container:
+	// pull, create the new one beside it, remove the old one, rename the
+	// new one, start.
+	replace
+)
+
+// removal is a container Ensure removes, stopping it first when it runs.
+type removal struct {
+	id, name, hash string
+	stop           bool
+}
+
+// ensurePlan is Ensure's decision: a value, made without side effects.
+type ensurePlan struct {
+	action ensureAction
+	// stale are berth's other containers of the app (leftovers): removed
+	// before anything is created or started, as they would compete for
+	// the host network's ports; after the pull, which keeps the old
+	// container serving during the download.
+	stale []removal
+	// id is the container started or unpaused.
+	id string
+	// createName is the name the new container is created under: the
+	// app's, or a temporary one beside the container it replaces.
+	createName string
+	// old is the container a replace removes once the new one exists.
+	old removal
+}
+
+// decideEnsure decides what converges app to the container hash, given
+// berth's container named app (cur, nil when none) and its other
+// containers of app (stale). findCurrent guarantees Config and State.
+func decideEnsure(app, hash string, cur *container.InspectResponse, stale []container.InspectResponse) ensurePlan {
+	p := ensurePlan{stale: removals(stale)}
+	switch {
+	case cur == nil:
+		p.action, p.createName = create, app
+	case cur.Config.Labels[LabelContainerHash] != hash ||
+		cur.State.Status == container.StateDead || cur.State.Status == container.StateRemoving:
+		p.action, p.createName, p.old = replace, app+nextSuffix, toRemoval(*cur)
+	case cur.State.Status == container.StatePaused:
+		p.action, p.id = unpause, cur.ID
+	case cur.State.Status == container.StateCreated || cur.State.Status == container.StateExited:
+		p.action, p.id = start, cur.ID
+	default: // running or restarting
+		p.action = keep
+	}
+	return p
+}
+
+func toRemoval(old container.InspectResponse) removal {
+	return removal{
+		id:   old.ID,
+		name: strings.TrimPrefix(old.Name, "/"),
+		hash: old.Config.Labels[LabelContainerHash],
+		stop: old.State != nil && (old.State.Running || old.State.Restarting || old.State.Paused),
+	}
+}
+
+func removals(olds []container.InspectResponse) []removal {
+	var out []removal
+	for _, old := range olds {
+		out = append(out, toRemoval(old))
+	}
+	return out
+}
+
+// steps lists the Events the plan reports when all goes well, in order.
+func (p ensurePlan) steps() []string {
+	var out []string
+	remove := func(rs ...removal) {
+		for _, r := range rs {
+			if r.stop {
+				out = append(out, StepStopOld)
+			}
+			out = append(out, StepRemoveOld)
 		}
-		report(ev)
+	}
+	if p.action == create || p.action == replace {
+		out = append(out, StepPull)
+	}
+	remove(p.stale...)
+	switch p.action {
+	case start, unpause:
+		out = append(out, StepStart)
+	case create:
+		out = append(out, StepCreate, StepStart)
+	case replace:
+		out = append(out, StepCreate)
+		remove(p.old)
+		out = append(out, StepStart)
+	}
+	return out
+}
+
+// String is the plan's steps, comma-separated ("" when there is nothing
+// to do).
+func (p ensurePlan) String() string { return strings.Join(p.steps(), ",") }
+
+// ensureRun does an ensurePlan in one instance.
+type ensureRun struct {
+	m       *Manager
+	cli     *client.Client
+	c       *conn
+	d       Desired
+	img     imageRef
+	cfg     *container.Config
+	hostCfg *container.HostConfig
+	log     *slog.Logger
+	report  func(Event)
+}
+
+func (r *ensureRun) do(ctx context.Context, p ensurePlan) error {
+	if p.action == create || p.action == replace {
+		if err := r.pull(ctx); err != nil {
+			return err
+		}
+	}
+	if err := r.remove(ctx, p.stale...); err != nil {
 		return err
 	}
-	removeAll := func(olds []container.InspectResponse) error {
-		for _, old := range olds {
-			name := strings.TrimPrefix(old.Name, "/")
-			what := fmt.Sprintf("%s (hash %s)", name, old.Config.Labels[LabelContainerHash])
-			if old.State != nil && (old.State.Running || old.State.Restarting || old.State.Paused) {
-				if err := step(StepStopOld, func(ctx context.Context) (string, error) {
-					return what, m.stop(ctx, cli, c, old.ID, name)
-				}); err != nil {
-					return err
-				}
+	switch p.action {
+	case unpause:
+		return r.step(ctx, StepStart, func(ctx context.Context) (string, error) {
+			return "unpause " + r.d.App, r.call(ctx, "unpause container "+r.d.App, func(ctx context.Context) error {
+				return r.cli.ContainerUnpause(ctx, p.id)
+			})
+		})
+	case start:
+		return r.start(ctx, p.id)
+	case create, replace:
+		// Create the new container before touching the old one, under a
+		// temporary name: if Docker refuses the spec (a bad user, mount
+		// or config), the old container keeps serving. Only then is the
+		// old one stopped, removed, and the new one renamed and started.
+		id, err := r.create(ctx, p.createName)
+		if err != nil {
+			return err
+		}
+		if p.action == replace {
+			if err := r.remove(ctx, p.old); err != nil {
+				return err
 			}
-			if err := step(StepRemoveOld, func(ctx context.Context) (string, error) {
-				return what, m.remove(ctx, cli, c, old.ID, name)
+			if err := r.call(ctx, "rename container "+p.createName, func(ctx context.Context) error {
+				return r.cli.ContainerRename(ctx, id, r.d.App)
 			}); err != nil {
 				return err
 			}
 		}
-		return nil
+		return r.start(ctx, id)
 	}
+	return nil // keep
+}
 
-	if cur != nil && cur.Config.Labels[LabelContainerHash] == hash &&
-		cur.State.Status != container.StateDead && cur.State.Status != container.StateRemoving {
-		// Up to date. Leftovers go first: they would compete for the
-		// host network's ports.
-		if err := removeAll(stale); err != nil {
-			return err
-		}
-		switch cur.State.Status {
-		case container.StatePaused:
-			return step(StepStart, func(ctx context.Context) (string, error) {
-				return "unpause " + d.App, m.call(ctx, c, "unpause container "+d.App, func(ctx context.Context) error {
-					return cli.ContainerUnpause(ctx, cur.ID)
-				})
-			})
-		case container.StateCreated, container.StateExited:
-			return step(StepStart, func(ctx context.Context) (string, error) {
-				return "start " + d.App, m.call(ctx, c, "start container "+d.App, func(ctx context.Context) error {
-					return redact(cli.ContainerStart(ctx, cur.ID, container.StartOptions{}), d.Spec.Env)
-				})
-			})
-		}
-		return nil // running or restarting: WaitReady judges it
+// step runs one step, timed, logged and reported.
+func (r *ensureRun) step(ctx context.Context, name string, fn func(ctx context.Context) (string, error)) error {
+	clk := r.m.opts.Clock
+	begin := clk.Now()
+	detail, err := fn(ctx)
+	ev := Event{Instance: r.c.instance, App: r.d.App, Step: name, Duration: clk.Since(begin), Detail: detail, Err: err}
+	if err != nil {
+		r.log.Info("step failed", "step", name, "detail", detail, "took", ev.Duration, "err", err)
+	} else {
+		r.log.Info("step done", "step", name, "detail", detail, "took", ev.Duration)
 	}
+	r.report(ev)
+	return err
+}
 
-	if err := step(StepPull, func(ctx context.Context) (string, error) {
-		pulled, err := m.ensureImage(ctx, cli, c, img)
+func (r *ensureRun) call(ctx context.Context, what string, fn func(ctx context.Context) error) error {
+	return r.m.call(ctx, r.c, what, fn)
+}
+
+func (r *ensureRun) pull(ctx context.Context) error {
+	return r.step(ctx, StepPull, func(ctx context.Context) (string, error) {
+		pulled, err := r.m.ensureImage(ctx, r.cli, r.c, r.img)
 		if err == nil && !pulled {
-			return img.pullRef + " (present)", nil
+			return r.img.pullRef + " (present)", nil
 		}
-		return img.pullRef, err
-	}); err != nil {
-		return err
-	}
-	if err := removeAll(stale); err != nil {
-		return err
-	}
-	// Create the new container before touching the old one, under a
-	// temporary name: if Docker refuses the spec (a bad user, mount or
-	// config), the old container keeps serving. Only then is the old one
-	// stopped, removed, and the new one renamed and started.
-	createName := d.App
-	if cur != nil {
-		createName = d.App + nextSuffix
-	}
-	var id string
-	if err := step(StepCreate, func(ctx context.Context) (string, error) {
-		detail := fmt.Sprintf("%s (hash %s, image %s)", createName, hash, img.runRef)
-		return detail, m.call(ctx, c, "create container "+createName, func(ctx context.Context) error {
-			resp, err := cli.ContainerCreate(ctx, cfg, hostCfg, nil, nil, createName)
-			if err != nil {
-				return redact(err, d.Spec.Env)
+		return r.img.pullRef, err
+	})
+}
+
+func (r *ensureRun) remove(ctx context.Context, olds ...removal) error {
+	for _, old := range olds {
+		what := fmt.Sprintf("%s (hash %s)", old.name, old.hash)
+		if old.stop {
+			if err := r.step(ctx, StepStopOld, func(ctx context.Context) (string, error) {
+				return what, r.m.stop(ctx, r.cli, r.c, old.id, old.name)
+			}); err != nil {
+				return err
 			}
-			id = resp.ID
-			for _, w := range resp.Warnings {
-				log.Info("docker warning on create", "warning", redact(errors.New(w), d.Spec.Env).Error())
-			}
-			return nil
-		})
-	}); err != nil {
-		return err
-	}
-	if cur != nil {
-		if err := removeAll([]container.InspectResponse{*cur}); err != nil {
-			return err
 		}
-		if err := m.call(ctx, c, "rename container "+createName, func(ctx context.Context) error {
-			return cli.ContainerRename(ctx, id, d.App)
+		if err := r.step(ctx, StepRemoveOld, func(ctx context.Context) (string, error) {
+			return what, r.m.remove(ctx, r.cli, r.c, old.id, old.name)
 		}); err != nil {
 			return err
 		}
 	}
-	return step(StepStart, func(ctx context.Context) (string, error) {
-		return "start " + d.App, m.call(ctx, c, "start container "+d.App, func(ctx context.Context) error {
-			return redact(cli.ContainerStart(ctx, id, container.StartOptions{}), d.Spec.Env)
+	return nil
+}
+
+func (r *ensureRun) create(ctx context.Context, name string) (id string, err error) {
+	env := r.d.Spec.Env
+	err = r.step(ctx, StepCreate, func(ctx context.Context) (string, error) {
+		detail := fmt.Sprintf("%s (hash %s, image %s)", name, r.cfg.Labels[LabelContainerHash], r.img.runRef)
+		return detail, r.call(ctx, "create container "+name, func(ctx context.Context) error {
+			resp, err := r.cli.ContainerCreate(ctx, r.cfg, r.hostCfg, nil, nil, name)
+			if err != nil {
+				return redact(err, env)
+			}
+			id = resp.ID
+			for _, w := range resp.Warnings {
+				r.log.Info("docker warning on create", "warning", redact(errors.New(w), env).Error())
+			}
+			return nil
+		})
+	})
+	return id, err
+}
+
+func (r *ensureRun) start(ctx context.Context, id string) error {
+	return r.step(ctx, StepStart, func(ctx context.Context) (string, error) {
+		return "start " + r.d.App, r.call(ctx, "start container "+r.d.App, func(ctx context.Context) error {
+			return redact(r.cli.ContainerStart(ctx, id, container.StartOptions{}), r.d.Spec.Env)
 		})
 	})
 }
@@ -272,17 +413,16 @@ func (m *Manager) Remove(ctx context.Context, instance, app string) error {
 	if cur != nil {
 		stale = append(stale, *cur)
 	}
-	for _, old := range stale {
-		name := strings.TrimPrefix(old.Name, "/")
-		if old.State != nil && (old.State.Running || old.State.Restarting || old.State.Paused) {
-			if err := m.stop(ctx, cli, c, old.ID, name); err != nil {
+	for _, old := range removals(stale) {
+		if old.stop {
+			if err := m.stop(ctx, cli, c, old.id, old.name); err != nil {
 				return err
 			}
 		}
-		if err := m.remove(ctx, cli, c, old.ID, name); err != nil {
+		if err := m.remove(ctx, cli, c, old.id, old.name); err != nil {
 			return err
 		}
-		m.logger(ctx).Info("container removed", "instance", instance, "app", app, "container", name)
+		m.logger(ctx).Info("container removed", "instance", instance, "app", app, "container", old.name)
 	}
 	return nil
 }
