@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -256,7 +257,7 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 			limit += a.Spec.Update.HealthTimeout.D()
 		}
 		sctx, cancel := context.WithTimeout(stepCtx, limit)
-		err := e.step(sctx, s, apps[s.App], insts[s.Instance], plan.Revision, plan.Owner)
+		err := e.safeStep(sctx, s, apps[s.App], insts[s.Instance], plan.Revision, plan.Owner)
 		cancel()
 		d := now().Sub(start)
 		results[i].Duration = d
@@ -382,6 +383,18 @@ func (e *Executor) emit(ev Event) {
 	if e.OnEvent != nil {
 		e.OnEvent(ev)
 	}
+}
+
+// safeStep is step with a recover: a bug hit by one step (a panic in a
+// driver) fails that step, with its stack in the error, instead of taking
+// the daemon and every other app's rollout down with it.
+func (e *Executor) safeStep(ctx context.Context, s Step, app *spec.App, inst *Instance, revision, owner string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error (a bug in berth): panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return e.step(ctx, s, app, inst, revision, owner)
 }
 
 // step performs one step, readiness included: a replica counts as done

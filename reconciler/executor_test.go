@@ -328,3 +328,34 @@ func TestApplyRemovesLeftovers(t *testing.T) {
 		t.Errorf("calls = %q, want %q", f.calls, want)
 	}
 }
+
+// panicDriver panics in EnsureContainer, as a bug in a driver would.
+type panicDriver struct{ *fakeDriver }
+
+func (panicDriver) EnsureContainer(context.Context, string, spec.App, int, string) error {
+	panic("boom")
+}
+
+// A panic in one step fails that step; the executor and other apps go on.
+func TestApplyRecoversFromAPanickingStep(t *testing.T) {
+	web := execApp("web", 1, 1, "reg/web:1")
+	api := execApp("api", 1, 1, "reg/api:1")
+	desired := Desired{Revision: "r1", Apps: []spec.App{web, api}}
+	obs := convergedObs(api, web)
+	obs.Instances[1].Container = nil // web-0: create-container → EnsureContainer
+	plan := MakePlan(desired, obs, Policy{})
+	res := (&Executor{Driver: panicDriver{newFakeDriver()}}).Apply(context.Background(), plan, desired, obs)
+	byApp := map[string]AppResult{}
+	for _, a := range res.Apps {
+		byApp[a.App] = a
+	}
+	if a := byApp["web"]; a.Status != AppDegraded || !strings.Contains(a.Reason, "panic: boom") {
+		t.Errorf("web = %+v", a)
+	}
+	if a := byApp["api"]; a.Status != AppReady {
+		t.Errorf("api = %+v", a)
+	}
+	if len(res.Steps) != 1 || res.Steps[0].Status != StepFailed || !strings.Contains(res.Steps[0].Error, "executor.go") {
+		t.Errorf("steps = %+v", res.Steps)
+	}
+}

@@ -120,7 +120,7 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 					fmt.Fprintf(out, "\nThe live state changed while planning; planned again:\n%s", planText(plan))
 				}
 				if plan.Empty() {
-					return nil
+					return heldExit(plan)
 				}
 			}
 			progress := newProgress(errOut, len(plan.Steps), isTerminal(errOut))

@@ -231,8 +231,8 @@ func (s *gitSource) Fetch(ctx context.Context) (reconciler.Revision, error) {
 // worktreeSource reads the files as saved: the local development loop.
 type worktreeSource struct{ path, dir string }
 
-func (s worktreeSource) Fetch(context.Context) (reconciler.Revision, error) {
-	snap, err := source.WorktreeSnapshot(s.path, s.dir)
+func (s worktreeSource) Fetch(ctx context.Context) (reconciler.Revision, error) {
+	snap, err := source.WorktreeSnapshotContext(ctx, s.path, s.dir)
 	if err != nil {
 		return reconciler.Revision{}, err
 	}
