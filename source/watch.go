@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/berth-gitops/berth/clock"
 )
 
 // DefaultDebounce is the quiet time WatchRepo waits for after a change: a
@@ -34,35 +36,65 @@ const (
 	kindWorkTree                  // the files people edit
 )
 
-// WatchRepo calls trigger when a commit lands in the repository at path
-// (a work tree, any folder in it, or a bare repository): it watches
+// WatchRepo is WatchRepoWith with only the options Worktree and Debounce.
+func WatchRepo(ctx context.Context, path string, worktree bool, debounce time.Duration, trigger func(reason string)) error {
+	return WatchRepoWith(ctx, path, WatchOptions{Worktree: worktree, Debounce: debounce}, trigger)
+}
+
+// WatchOptions tune WatchRepoWith. The zero value watches commits,
+// debounced by DefaultDebounce on the system clock.
+type WatchOptions struct {
+	// Worktree also watches the files of the work tree (recursively,
+	// skipping .git, adding folders as they appear): the local
+	// development loop, where saving a file is enough.
+	Worktree bool
+	// Debounce is the quiet time a burst of changes ends with
+	// (DefaultDebounce when <= 0).
+	Debounce time.Duration
+	// Clock times the debounce; nil is the system clock.
+	Clock clock.Clock
+	// OnError receives a problem that does not stop the watch: a folder
+	// that could not be watched once the watch runs (made later, or
+	// walked again after lost events). Changes in that folder are then
+	// seen by the next poll only. It is called from WatchRepoWith's
+	// goroutine. When nil, such a problem ends WatchRepoWith with its
+	// error, as it does at the start, and the caller falls back to
+	// polling.
+	OnError func(error)
+
+	// Seams for tests.
+	watching func()                    // runs once everything is watched
+	handled  func(name, reason string) // runs after each event
+	refuse   func(dir string) error    // an error: dir cannot be watched
+}
+
+// WatchRepoWith calls trigger when a commit lands in the repository at
+// path (a work tree, any folder in it, or a bare repository): it watches
 // refs/heads (recursively), packed-refs and HEAD. Git updates those by
 // writing a .lock file and renaming it over the old one, so the folders
 // holding them are watched, not the files, and .lock names are ignored.
-//
-// With worktree=true it also watches the files of the work tree
-// (recursively, skipping .git, adding folders as they appear): the local
-// development loop, where saving a file is enough.
+// With opts.Worktree it also watches the files of the work tree.
 //
 // Events are debounced: trigger runs once the repository has been quiet
-// for debounce (DefaultDebounce when <= 0), and at the latest 5×debounce
-// after the first event of a burst, so a steady stream of writes cannot
-// hold it back for ever. trigger is called from WatchRepo's goroutine and
-// should not block (a non-blocking send on a buffered channel is the
-// usual shape): the daemon's run is level-triggered, a trigger carries
-// nothing but a reason for the log.
+// for the debounce time, and at the latest 5× that after the first event
+// of a burst, so a steady stream of writes cannot hold it back for ever.
+// trigger is called from WatchRepoWith's goroutine and should not block
+// (a non-blocking send on a buffered channel is the usual shape): the
+// daemon's run is level-triggered, a trigger carries nothing but a reason
+// for the log.
 //
-// WatchRepo returns nil when ctx ends, or an error when watching cannot
-// start or the watcher fails; the caller then falls back to polling.
-func WatchRepo(ctx context.Context, path string, worktree bool, debounce time.Duration, trigger func(reason string)) error {
-	if debounce <= 0 {
-		debounce = DefaultDebounce
+// WatchRepoWith returns nil when ctx ends, or an error when watching
+// cannot start (a folder that cannot be watched included) or the watcher
+// fails; the caller then falls back to polling.
+func WatchRepoWith(ctx context.Context, path string, opts WatchOptions, trigger func(reason string)) error {
+	if opts.Debounce <= 0 {
+		opts.Debounce = DefaultDebounce
 	}
 	loc, err := findGitDir(path)
 	if err != nil {
 		return err
 	}
-	if worktree && loc.workTree == "" {
+	if opts.Worktree && loc.workTree == "" {
 		return fmt.Errorf("%s is a bare repository: it has no work tree to watch", path)
 	}
 	w, err := fsnotify.NewWatcher()
@@ -70,7 +102,7 @@ func WatchRepo(ctx context.Context, path string, worktree bool, debounce time.Du
 		return fmt.Errorf("watch %s: %w", path, err)
 	}
 	defer w.Close()
-	rw := &repoWatcher{w: w, kinds: map[string]watchKind{}, gitDir: loc.gitDir}
+	rw := &repoWatcher{w: w, kinds: map[string]watchKind{}, gitDir: loc.gitDir, refuse: opts.refuse}
 	if err := rw.add(loc.gitDir, kindGitDir); err != nil {
 		return err
 	}
@@ -80,48 +112,31 @@ func WatchRepo(ctx context.Context, path string, worktree bool, debounce time.Du
 		}
 	}
 	refs := filepath.Join(loc.commonDir, "refs", "heads")
-	if err := rw.addTree(refs, kindRefs); err != nil {
+	walkAll := func() error {
+		err := rw.addTree(refs, kindRefs)
+		if opts.Worktree {
+			err = errors.Join(err, rw.addTree(loc.workTree, kindWorkTree))
+		}
 		return err
 	}
-	if worktree {
-		if err := rw.addTree(loc.workTree, kindWorkTree); err != nil {
+	if err := walkAll(); err != nil {
+		return err
+	}
+	// unwatched deals with a folder that could not be watched once the
+	// watch runs: reported, and the watch goes on, or it ends the watch.
+	unwatched := func(err error) error {
+		if err == nil || opts.OnError == nil {
 			return err
 		}
+		opts.OnError(err)
+		return nil
 	}
 
-	if testHookWatching != nil {
-		testHookWatching()
+	if opts.watching != nil {
+		opts.watching()
 	}
-
-	var (
-		timer   *time.Timer
-		fire    <-chan time.Time
-		first   time.Time
-		reason  string
-		pending int
-	)
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	note := func(r string) {
-		now := time.Now()
-		if fire == nil {
-			first, reason, pending = now, r, 0
-			if timer == nil {
-				timer = time.NewTimer(debounce)
-			} else {
-				timer.Reset(debounce)
-			}
-			fire = timer.C
-			return
-		}
-		pending++
-		if now.Sub(first)+debounce <= 5*debounce {
-			timer.Reset(debounce) // still quiet-time based; past the cap, let it fire
-		}
-	}
+	deb := &debouncer{clk: clock.Or(opts.Clock), quiet: opts.Debounce}
+	defer deb.stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -130,8 +145,15 @@ func WatchRepo(ctx context.Context, path string, worktree bool, debounce time.Du
 			if !ok {
 				return nil
 			}
-			if r := rw.handle(ev); r != "" {
-				note(r)
+			r, err := rw.handle(ev)
+			if r != "" {
+				deb.note(r)
+			}
+			if opts.handled != nil {
+				opts.handled(ev.Name, r)
+			}
+			if err := unwatched(err); err != nil {
+				return err
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -140,40 +162,94 @@ func WatchRepo(ctx context.Context, path string, worktree bool, debounce time.Du
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
 				// Events were lost: a folder created meanwhile may be
 				// unwatched. Walk again, and run anyway.
-				_ = rw.addTree(refs, kindRefs)
-				if worktree {
-					_ = rw.addTree(loc.workTree, kindWorkTree)
+				deb.note("file events overflowed")
+				if err := unwatched(walkAll()); err != nil {
+					return err
 				}
-				note("file events overflowed")
 				continue
 			}
 			return fmt.Errorf("watch %s: %w", path, err)
-		case <-fire:
-			fire = nil
-			r := reason
-			if pending > 0 {
-				r = fmt.Sprintf("%s (+%d more)", reason, pending)
-			}
-			trigger(r)
+		case <-deb.C():
+			trigger(deb.fired())
 		}
 	}
 }
 
-// testHookWatching runs once WatchRepo watches everything, so that tests
-// do not race the set-up.
-var testHookWatching func()
+// debouncer turns a burst of changes into one trigger: it fires once
+// there has been no change for quiet, and at the latest 5×quiet after the
+// first change of the burst.
+type debouncer struct {
+	clk     clock.Clock
+	quiet   time.Duration
+	timer   clock.Timer // nil until the first change
+	armed   bool        // a burst is under way
+	first   time.Time   // of the burst
+	reason  string      // of the burst's first change
+	pending int         // changes since the first
+}
+
+// note records a change.
+func (d *debouncer) note(reason string) {
+	now := d.clk.Now()
+	if !d.armed {
+		d.armed, d.first, d.reason, d.pending = true, now, reason, 0
+		if d.timer == nil {
+			d.timer = d.clk.NewTimer(d.quiet)
+		} else {
+			d.timer.Reset(d.quiet)
+		}
+		return
+	}
+	d.pending++
+	if now.Sub(d.first)+d.quiet <= 5*d.quiet {
+		d.timer.Reset(d.quiet) // still quiet-time based; past the cap, let it fire
+	}
+}
+
+// C delivers when the burst is over; nil (never ready) when there is none.
+func (d *debouncer) C() <-chan time.Time {
+	if !d.armed {
+		return nil
+	}
+	return d.timer.C()
+}
+
+// fired ends the burst and returns its reason.
+func (d *debouncer) fired() string {
+	d.armed = false
+	if d.pending > 0 {
+		return fmt.Sprintf("%s (+%d more)", d.reason, d.pending)
+	}
+	return d.reason
+}
+
+func (d *debouncer) stop() {
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+}
 
 type repoWatcher struct {
 	w      *fsnotify.Watcher
 	kinds  map[string]watchKind // watched folder -> kind
 	gitDir string
+	refuse func(dir string) error // tests: a folder that cannot be watched
 }
 
 func (rw *repoWatcher) add(dir string, kind watchKind) error {
 	if _, ok := rw.kinds[dir]; ok {
 		return nil
 	}
-	if err := rw.w.Add(dir); err != nil {
+	add := rw.w.Add
+	if rw.refuse != nil {
+		add = func(dir string) error {
+			if err := rw.refuse(dir); err != nil {
+				return err
+			}
+			return rw.w.Add(dir)
+		}
+	}
+	if err := add(dir); err != nil {
 		return fmt.Errorf("watch %s: %w", dir, err)
 	}
 	rw.kinds[dir] = kind
@@ -182,14 +258,17 @@ func (rw *repoWatcher) add(dir string, kind watchKind) error {
 
 // addTree watches dir and every folder below it, skipping .git folders
 // in a work tree. A folder that vanishes while walking is not an error:
-// its removal is an event of its own.
+// its removal is an event of its own. A folder that cannot be read or
+// watched does not stop the walk: the others are still watched, and the
+// error names every such folder.
 func (rw *repoWatcher) addTree(dir string, kind watchKind) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	var errs []error
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && p != dir {
-				return nil
+			if !errors.Is(err, fs.ErrNotExist) || p == dir {
+				errs = append(errs, fmt.Errorf("watch %s: %w", p, err))
 			}
-			return err
+			return nil // for a folder that cannot be read: skip it
 		}
 		if !d.IsDir() {
 			return nil
@@ -197,20 +276,19 @@ func (rw *repoWatcher) addTree(dir string, kind watchKind) error {
 		if kind == kindWorkTree && (d.Name() == ".git" || p == rw.gitDir) {
 			return filepath.SkipDir
 		}
-		if err := rw.add(p, kind); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
+		if err := rw.add(p, kind); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
 		}
 		return nil
 	})
+	return errors.Join(errs...)
 }
 
-// handle returns why the event matters, or "" when it does not.
-func (rw *repoWatcher) handle(ev fsnotify.Event) string {
+// handle returns why the event matters, or "" when it does not, and the
+// error of watching a folder the event made.
+func (rw *repoWatcher) handle(ev fsnotify.Event) (string, error) {
 	if ev.Op == fsnotify.Chmod {
-		return "" // touch, permission changes: content is the same
+		return "", nil // touch, permission changes: content is the same
 	}
 	name := filepath.Base(ev.Name)
 	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
@@ -220,31 +298,33 @@ func (rw *repoWatcher) handle(ev fsnotify.Event) string {
 	}
 	kind, ok := rw.kinds[filepath.Dir(ev.Name)]
 	if !ok {
-		return ""
+		return "", nil
 	}
 	switch kind {
 	case kindGitDir, kindCommon:
 		if name == "HEAD" && kind == kindGitDir || name == "packed-refs" {
-			return name + " changed"
+			return name + " changed", nil
 		}
 	case kindRefs:
 		if strings.HasSuffix(name, ".lock") {
-			return ""
+			return "", nil
 		}
+		var err error
 		if ev.Has(fsnotify.Create) && isDir(ev.Name) {
-			_ = rw.addTree(ev.Name, kindRefs)
+			err = rw.addTree(ev.Name, kindRefs)
 		}
-		return fmt.Sprintf("branch %q moved", strings.TrimPrefix(filepath.ToSlash(ev.Name), filepath.ToSlash(rw.refsBase(ev.Name))))
+		return fmt.Sprintf("branch %q moved", strings.TrimPrefix(filepath.ToSlash(ev.Name), filepath.ToSlash(rw.refsBase(ev.Name)))), err
 	case kindWorkTree:
 		if name == ".git" || editorScratch(name) {
-			return ""
+			return "", nil
 		}
+		var err error
 		if ev.Has(fsnotify.Create) && isDir(ev.Name) {
-			_ = rw.addTree(ev.Name, kindWorkTree)
+			err = rw.addTree(ev.Name, kindWorkTree)
 		}
-		return fmt.Sprintf("%q changed", ev.Name) // quoted: a file name may hold control characters
+		return fmt.Sprintf("%q changed", ev.Name), err // quoted: a file name may hold control characters
 	}
-	return ""
+	return "", nil
 }
 
 // refsBase returns the ".../refs/heads/" prefix of a ref file's path.
