@@ -181,10 +181,6 @@ func openPath(p string) (*git.Repository, error) {
 	return r, nil
 }
 
-// Git exposes the underlying repository for callers that need more (the
-// daemon's fetch, rollback's revert commits).
-func (r *Repo) Git() *git.Repository { return r.repo }
-
 // Resolve turns a revision into a commit: a branch, tag or other ref
 // (origin/main, refs/tags/v1, HEAD), a SHA or a prefix of at least 4 hex
 // digits, followed by ~N, ^N, ^{commit} or ^{}. Branches of a cloned URL
