@@ -20,6 +20,7 @@ import (
 	"github.com/berth-gitops/berth/engine"
 	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/spec"
 )
 
@@ -115,17 +116,17 @@ var replicaName = regexp.MustCompile(`^[a-z][a-z0-9-]*-[0-9]+$`)
 // instances in a second (an unowned instance named like a replica is a
 // conflict the planner must see), and the app container of each running
 // owned instance through its Docker engine, in parallel.
-func (s *System) Observe(ctx context.Context) (reconciler.Observed, error) {
-	owned, err := s.LXD.ListInstances(ctx, map[string]string{"config." + reconciler.KeyOwner: s.Owner})
+func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
+	owned, err := s.LXD.ListInstances(ctx, map[string]string{"config." + plan.KeyOwner: s.Owner})
 	if err != nil {
-		return reconciler.Observed{}, fmt.Errorf("list instances: %w", err)
+		return plan.Observed{}, fmt.Errorf("list instances: %w", err)
 	}
 	var urls []string
 	if err := s.LXD.RawQuery(ctx, "GET", "/1.0/instances", nil, "", &urls); err != nil {
-		return reconciler.Observed{}, fmt.Errorf("list instance names: %w", err)
+		return plan.Observed{}, fmt.Errorf("list instance names: %w", err)
 	}
 	seen := map[string]bool{}
-	obs := reconciler.Observed{Instances: make([]reconciler.Instance, 0, len(owned))}
+	obs := plan.Observed{Instances: make([]plan.Instance, 0, len(owned))}
 	for i := range owned {
 		seen[owned[i].Name] = true
 		obs.Instances = append(obs.Instances, toInstance(&owned[i]))
@@ -143,7 +144,7 @@ func (s *System) Observe(ctx context.Context) (reconciler.Observed, error) {
 			continue // deleted meanwhile
 		}
 		if err != nil {
-			return reconciler.Observed{}, fmt.Errorf("get %s: %w", name, err)
+			return plan.Observed{}, fmt.Errorf("get %s: %w", name, err)
 		}
 		obs.Instances = append(obs.Instances, toInstance(inst))
 	}
@@ -153,7 +154,7 @@ func (s *System) Observe(ctx context.Context) (reconciler.Observed, error) {
 	var wg sync.WaitGroup
 	for i := range obs.Instances {
 		inst := &obs.Instances[i]
-		if inst.Config[reconciler.KeyOwner] != s.Owner {
+		if inst.Config[plan.KeyOwner] != s.Owner {
 			continue
 		}
 		if inst.Status != "Running" {
@@ -170,12 +171,12 @@ func (s *System) Observe(ctx context.Context) (reconciler.Observed, error) {
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return reconciler.Observed{}, err
+		return plan.Observed{}, err
 	}
 	return obs, nil
 }
 
-func (s *System) observeContainer(ctx context.Context, inst *reconciler.Instance) {
+func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {
 	octx, cancel := context.WithTimeout(ctx, ObserveTimeout)
 	defer cancel()
 	o, err := s.Engine.Observe(octx, inst.Name)
@@ -196,19 +197,19 @@ func (s *System) observeContainer(ctx context.Context, inst *reconciler.Instance
 		inst.DockerError = err.Error()
 		return
 	}
-	app := inst.Config[reconciler.KeyApp]
+	app := inst.Config[plan.KeyApp]
 	inst.ForeignContainers = o.Foreign
 	inst.StaleContainers = o.Stale(app)
 	if c, ok := o.Container(app); ok {
-		inst.Container = &reconciler.Container{
+		inst.Container = &plan.Container{
 			Name: c.Name, ID: c.ID, Image: c.Image, State: c.State, Health: c.Health,
 			RestartCount: c.RestartCount, Labels: c.Labels,
 		}
 	}
 }
 
-func toInstance(i *lxd.Instance) reconciler.Instance {
-	return reconciler.Instance{
+func toInstance(i *lxd.Instance) plan.Instance {
+	return plan.Instance{
 		Name:     i.Name,
 		Status:   i.Status,
 		Config:   i.Config,
@@ -297,7 +298,7 @@ func (s *System) StartInstance(ctx context.Context, name string) error {
 		return err
 	}
 	// The plan was made a while ago: re-check that the instance is ours.
-	if inst.Config[reconciler.KeyOwner] != s.Owner {
+	if inst.Config[plan.KeyOwner] != s.Owner {
 		return fmt.Errorf("%s is not owned by %q any more; not starting it", name, s.Owner)
 	}
 	s.Engine.Forget(name)
@@ -321,7 +322,7 @@ func (s *System) StopInstance(ctx context.Context, name string) error {
 		return err
 	}
 	// The plan was made a while ago: re-check that the instance is ours.
-	if inst.Config[reconciler.KeyOwner] != s.Owner {
+	if inst.Config[plan.KeyOwner] != s.Owner {
 		return fmt.Errorf("%s is not owned by %q any more; not stopping it", name, s.Owner)
 	}
 	s.Engine.Forget(name)
@@ -341,7 +342,7 @@ func (s *System) UpdateInstance(ctx context.Context, name string, set map[string
 	if err != nil {
 		return err
 	}
-	if inst.Config[reconciler.KeyOwner] != s.Owner {
+	if inst.Config[plan.KeyOwner] != s.Owner {
 		return fmt.Errorf("%s is not owned by %q any more; not touching it", name, s.Owner)
 	}
 	patch := make(map[string]string, len(set)+len(remove))
@@ -368,7 +369,7 @@ func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup boo
 	if err != nil {
 		return err
 	}
-	if inst.Config[reconciler.KeyOwner] != s.Owner {
+	if inst.Config[plan.KeyOwner] != s.Owner {
 		return fmt.Errorf("%s is not owned by %q; not deleting it", name, s.Owner)
 	}
 	s.Engine.Forget(name)
@@ -388,7 +389,7 @@ func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup boo
 		return fmt.Errorf("rename to %s: %w", backup, err)
 	}
 	if err := s.LXD.PatchInstance(ctx, backup, lxd.InstancePatch{Config: map[string]string{
-		reconciler.KeyOwner: "", KeyBackupOf: name, KeyBackupOwner: s.Owner,
+		plan.KeyOwner: "", KeyBackupOf: name, KeyBackupOwner: s.Owner,
 	}}, ""); err != nil {
 		return fmt.Errorf("disown backup %s: %w", backup, err)
 	}
@@ -412,7 +413,7 @@ func backupName(name string, now time.Time) string {
 // EnsureContainer waits for the instance's dockerd, then converges its app
 // container.
 func (s *System) EnsureContainer(ctx context.Context, name string, app spec.App, slot int, revision string) error {
-	ctx = engine.WithLogger(ctx, s.Logger.With("revision", reconciler.ShortSHA(revision)))
+	ctx = engine.WithLogger(ctx, s.Logger.With("revision", plan.ShortSHA(revision)))
 	if err := s.Engine.WaitDocker(ctx, name, DockerTimeout); err != nil {
 		return s.blameLXD(ctx, err)
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/berth-gitops/berth/engine"
-	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/spec"
 )
 
@@ -48,7 +48,7 @@ func TestDeleteKeepsBackup(t *testing.T) {
 			t.Errorf("preflight of %+v passed", bad)
 		}
 	}
-	name := reconciler.InstanceName(app.Metadata.Name, 0)
+	name := plan.InstanceName(app.Metadata.Name, 0)
 	var backup string
 	t.Cleanup(func() {
 		for _, n := range []string{name, backup} {
@@ -57,7 +57,7 @@ func TestDeleteKeepsBackup(t *testing.T) {
 			}
 		}
 	})
-	if err := sys.CreateInstance(ctx, name, app, reconciler.ManagedConfig(app, "backup-test", "r1", 0)); err != nil {
+	if err := sys.CreateInstance(ctx, name, app, plan.ManagedConfig(app, "backup-test", "r1", 0)); err != nil {
 		t.Fatal(err)
 	}
 	if err := sys.DeleteInstance(ctx, name, true); err != nil {
@@ -72,7 +72,7 @@ func TestDeleteKeepsBackup(t *testing.T) {
 	}
 	b := insts[0]
 	backup = b.Name
-	if !strings.HasPrefix(b.Name, name+"-bak-") || b.Status != "Stopped" || b.Config[reconciler.KeyOwner] != "" || b.Config[KeyBackupOwner] != "backup-test" {
+	if !strings.HasPrefix(b.Name, name+"-bak-") || b.Status != "Stopped" || b.Config[plan.KeyOwner] != "" || b.Config[KeyBackupOwner] != "backup-test" {
 		t.Errorf("backup = %s %s %v", b.Name, b.Status, b.Config)
 	}
 	snaps, err := c.ListSnapshots(ctx, b.Name)

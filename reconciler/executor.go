@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"runtime/debug"
 	"slices"
 	"sort"
@@ -49,7 +50,7 @@ type Driver interface {
 // Observer reads the live state. Each call observes everything anew:
 // berth is level-triggered and keeps no state of its own.
 type Observer interface {
-	Observe(ctx context.Context) (Observed, error)
+	Observe(ctx context.Context) (plan.Observed, error)
 }
 
 // RepairWait is how long a Restart step waits for a silent Docker to
@@ -67,22 +68,14 @@ var ErrStalePlan = errors.New("plan is stale")
 
 // CheckFresh tells whether plan still describes the way from observed to
 // desired: same revision, and the observed state it was computed from.
-func CheckFresh(plan Plan, desired Desired, observed Observed) error {
-	if plan.Revision != desired.Revision {
-		return fmt.Errorf("%w: it was made for revision %s, not %s", ErrStalePlan, ShortSHA(plan.Revision), ShortSHA(desired.Revision))
+func CheckFresh(pl plan.Plan, desired plan.Desired, observed plan.Observed) error {
+	if pl.Revision != desired.Revision {
+		return fmt.Errorf("%w: it was made for revision %s, not %s", ErrStalePlan, plan.ShortSHA(pl.Revision), plan.ShortSHA(desired.Revision))
 	}
-	if plan.Stale(observed) {
+	if pl.Stale(observed) {
 		return fmt.Errorf("%w: the live state changed since it was computed (plan again)", ErrStalePlan)
 	}
 	return nil
-}
-
-// ShortSHA abbreviates a Git SHA to the 12 digits people read in output.
-func ShortSHA(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
-	}
-	return sha
 }
 
 // StepStatus is the outcome of one step.
@@ -97,7 +90,7 @@ const (
 
 // StepResult is what happened to one step of the plan.
 type StepResult struct {
-	Step   Step       `json:"step"`
+	Step   plan.Step  `json:"step"`
 	Status StepStatus `json:"status"`
 	// Error says why the step failed or was skipped.
 	Error string `json:"error,omitempty"`
@@ -158,7 +151,7 @@ const (
 
 // Event reports progress: a step starting or ending.
 type Event struct {
-	Step     Step
+	Step     plan.Step
 	Phase    Phase
 	Duration time.Duration
 	Err      error
@@ -188,7 +181,7 @@ type Executor struct {
 // batch together. A failed step halts its app: later batches are skipped,
 // so untouched replicas keep the old version, and the app is Degraded.
 // observed is the state the plan was made from (for keys to delete).
-func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observed Observed) Result {
+func (e *Executor) Apply(ctx context.Context, pl plan.Plan, desired plan.Desired, observed plan.Observed) Result {
 	now := e.Now
 	if now == nil {
 		now = time.Now
@@ -202,7 +195,7 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 	for i := range desired.Apps {
 		apps[desired.Apps[i].Metadata.Name] = &desired.Apps[i]
 	}
-	insts := map[string]*Instance{}
+	insts := map[string]*plan.Instance{}
 	for i := range observed.Instances {
 		insts[observed.Instances[i].Name] = &observed.Instances[i]
 	}
@@ -226,10 +219,10 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 		defer stop()
 	}
 
-	results := make([]StepResult, len(plan.Steps))
+	results := make([]StepResult, len(pl.Steps))
 	byApp := map[string][]int{}
 	var appOrder []string
-	for i, s := range plan.Steps {
+	for i, s := range pl.Steps {
 		results[i] = StepResult{Step: s}
 		if _, ok := byApp[s.App]; !ok {
 			appOrder = append(appOrder, s.App)
@@ -238,7 +231,7 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 	}
 
 	run := func(i int) error {
-		s := plan.Steps[i]
+		s := pl.Steps[i]
 		sem <- struct{}{}
 		defer func() { <-sem }()
 		if err := ctx.Err(); err != nil {
@@ -257,7 +250,7 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 			limit += a.Spec.Update.HealthTimeout.D()
 		}
 		sctx, cancel := context.WithTimeout(stepCtx, limit)
-		err := e.safeStep(sctx, s, apps[s.App], insts[s.Instance], plan.Revision, plan.Owner)
+		err := e.safeStep(sctx, s, apps[s.App], insts[s.Instance], pl.Revision, pl.Owner)
 		cancel()
 		d := now().Sub(start)
 		results[i].Duration = d
@@ -277,7 +270,7 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			appResults[ai] = e.applyApp(ctx, name, byApp[name], plan.Steps, results, run)
+			appResults[ai] = e.applyApp(ctx, name, byApp[name], pl.Steps, results, run)
 		}()
 	}
 	wg.Wait()
@@ -287,7 +280,7 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 		}
 	}
 
-	for _, h := range plan.Held {
+	for _, h := range pl.Held {
 		appResults = append(appResults, AppResult{App: h, Status: AppHeld, Reason: "last applied state kept: invalid spec, or a failed rollout of this revision waiting out its backoff"})
 	}
 	for _, a := range desired.Apps {
@@ -296,11 +289,11 @@ func (e *Executor) Apply(ctx context.Context, plan Plan, desired Desired, observ
 		}
 	}
 	sort.SliceStable(appResults, func(i, j int) bool { return appResults[i].App < appResults[j].App })
-	return Result{Revision: plan.Revision, Steps: results, Apps: appResults}
+	return Result{Revision: pl.Revision, Steps: results, Apps: appResults}
 }
 
 // applyApp runs one app's steps batch by batch.
-func (e *Executor) applyApp(ctx context.Context, app string, idx []int, steps []Step, results []StepResult, run func(int) error) AppResult {
+func (e *Executor) applyApp(ctx context.Context, app string, idx []int, steps []plan.Step, results []StepResult, run func(int) error) AppResult {
 	res := AppResult{App: app, Status: AppReady}
 	batches := map[int][]int{}
 	var order []int
@@ -388,7 +381,7 @@ func (e *Executor) emit(ev Event) {
 // safeStep is step with a recover: a bug hit by one step (a panic in a
 // driver) fails that step, with its stack in the error, instead of taking
 // the daemon and every other app's rollout down with it.
-func (e *Executor) safeStep(ctx context.Context, s Step, app *spec.App, inst *Instance, revision, owner string) (err error) {
+func (e *Executor) safeStep(ctx context.Context, s plan.Step, app *spec.App, inst *plan.Instance, revision, owner string) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("internal error (a bug in berth): panic: %v\n%s", r, debug.Stack())
@@ -399,9 +392,9 @@ func (e *Executor) safeStep(ctx context.Context, s Step, app *spec.App, inst *In
 
 // step performs one step, readiness included: a replica counts as done
 // only when it serves again.
-func (e *Executor) step(ctx context.Context, s Step, app *spec.App, inst *Instance, revision, owner string) error {
+func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *plan.Instance, revision, owner string) error {
 	d := e.Driver
-	needApp := s.Action != Delete && s.Action != Stop
+	needApp := s.Action != plan.Delete && s.Action != plan.Stop
 	if needApp && app == nil {
 		return fmt.Errorf("app %s is not in the desired state", s.App)
 	}
@@ -412,35 +405,35 @@ func (e *Executor) step(ctx context.Context, s Step, app *spec.App, inst *Instan
 		return d.WaitReady(ctx, s.Instance, *app)
 	}
 	switch s.Action {
-	case Create:
-		if err := d.CreateInstance(ctx, s.Instance, *app, ManagedConfig(*app, owner, revision, s.Slot)); err != nil {
+	case plan.Create:
+		if err := d.CreateInstance(ctx, s.Instance, *app, plan.ManagedConfig(*app, owner, revision, s.Slot)); err != nil {
 			return err
 		}
 		return converge()
-	case Recreate:
+	case plan.Recreate:
 		if err := d.Preflight(ctx, *app); err != nil {
 			return fmt.Errorf("not deleting the old instance: %w", err)
 		}
 		if err := d.DeleteInstance(ctx, s.Instance, app.Spec.Update.Snapshot); err != nil {
 			return err
 		}
-		if err := d.CreateInstance(ctx, s.Instance, *app, ManagedConfig(*app, owner, revision, s.Slot)); err != nil {
+		if err := d.CreateInstance(ctx, s.Instance, *app, plan.ManagedConfig(*app, owner, revision, s.Slot)); err != nil {
 			return err
 		}
 		return converge()
-	case Start:
+	case plan.Start:
 		if err := d.StartInstance(ctx, s.Instance); err != nil {
 			return err
 		}
 		return converge()
-	case UpdateInPlace:
+	case plan.UpdateInPlace:
 		var observedConfig map[string]string
 		if inst != nil {
 			observedConfig = inst.Config
 		}
-		set := ManagedConfig(*app, owner, revision, s.Slot)
-		return d.UpdateInstance(ctx, s.Instance, set, append(RemovedConfigKeys(observedConfig, *app), staleBerthKeys(observedConfig, set)...))
-	case Restart:
+		set := plan.ManagedConfig(*app, owner, revision, s.Slot)
+		return d.UpdateInstance(ctx, s.Instance, set, append(plan.RemovedConfigKeys(observedConfig, *app), staleBerthKeys(observedConfig, set)...))
+	case plan.Restart:
 		silent := d.WaitDocker(ctx, s.Instance, e.repairWait())
 		if silent == nil {
 			return converge()
@@ -455,11 +448,11 @@ func (e *Executor) step(ctx context.Context, s Step, app *spec.App, inst *Instan
 			return fmt.Errorf("restarting the instance: start: %w", err)
 		}
 		return converge()
-	case ReplaceContainer, CreateContainer, StartContainer, RemoveLeftovers:
+	case plan.ReplaceContainer, plan.CreateContainer, plan.StartContainer, plan.RemoveLeftovers:
 		return converge()
-	case Stop:
+	case plan.Stop:
 		return d.StopInstance(ctx, s.Instance)
-	case Delete:
+	case plan.Delete:
 		snapshot := false
 		if app != nil {
 			snapshot = app.Spec.Update.Snapshot
@@ -475,7 +468,7 @@ func (e *Executor) step(ctx context.Context, s Step, app *spec.App, inst *Instan
 func staleBerthKeys(observed, set map[string]string) []string {
 	var out []string
 	for k := range observed {
-		if strings.HasPrefix(k, KeyPrefix) && k != KeyOwner {
+		if strings.HasPrefix(k, plan.KeyPrefix) && k != plan.KeyOwner {
 			if _, ok := set[k]; !ok {
 				out = append(out, k)
 			}

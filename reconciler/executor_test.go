@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/reconciler/plan"
+	"github.com/berth-gitops/berth/reconciler/plan/plantest"
 	"slices"
 	"strings"
 	"sync"
@@ -53,7 +55,7 @@ func (f *fakeDriver) up(name string) {
 }
 
 func (f *fakeDriver) CreateInstance(_ context.Context, name string, _ spec.App, cfg map[string]string) error {
-	if cfg[KeyOwner] == "" || cfg[KeyApp] == "" {
+	if cfg[plan.KeyOwner] == "" || cfg[plan.KeyApp] == "" {
 		return errors.New("create without berth keys")
 	}
 	return f.record("create", name)
@@ -91,55 +93,25 @@ func (f *fakeDriver) WaitDocker(_ context.Context, name string, _ time.Duration)
 	return f.record("wait-docker", name)
 }
 
-func execApp(name string, replicas, maxUnavailable int, image string) spec.App {
-	return spec.App{
-		APIVersion: spec.APIVersion, Kind: spec.KindApp,
-		Metadata: spec.Metadata{Name: name},
-		Spec: spec.AppSpec{
-			Replicas:  replicas,
-			System:    spec.System{Image: "berth/debian-docker", Profiles: []string{"default"}},
-			Container: spec.Container{Image: image},
-			Update:    spec.Update{MaxUnavailable: maxUnavailable, HealthTimeout: spec.Duration(time.Minute)},
-		},
-	}
-}
-
-// running is the observed state of apps fully converged at revision.
-func convergedObs(apps ...spec.App) Observed {
-	var obs Observed
-	for _, a := range apps {
-		for s := 0; s < a.Spec.Replicas; s++ {
-			obs.Instances = append(obs.Instances, Instance{
-				Name: InstanceName(a.Metadata.Name, s), Status: StatusRunning,
-				Config: ManagedConfig(a, DefaultOwner, "r1", s), Profiles: a.Spec.System.Profiles,
-				Container: &Container{Name: a.Metadata.Name, State: "running", Health: "healthy", Image: a.Spec.Container.Image,
-					Labels: map[string]string{LabelApp: a.Metadata.Name, LabelSlot: fmt.Sprint(s),
-						LabelContainerHash: a.Spec.Container.Hash(), LabelRevision: "r1"}},
-			})
-		}
-	}
-	return obs
-}
-
-func apply(t *testing.T, f *fakeDriver, desired Desired, obs Observed) (Plan, Result, []Event) {
+func apply(t *testing.T, f *fakeDriver, desired plan.Desired, obs plan.Observed) (plan.Plan, Result, []Event) {
 	t.Helper()
-	plan := MakePlan(desired, obs, Policy{})
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
 	var mu sync.Mutex
 	var events []Event
 	ex := &Executor{Driver: f, OnEvent: func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() }}
-	return plan, ex.Apply(context.Background(), plan, desired, obs), events
+	return pl, ex.Apply(context.Background(), pl, desired, obs), events
 }
 
 func TestApplyRollingUpdateHonoursMaxUnavailable(t *testing.T) {
 	for _, maxU := range []int{1, 2} {
 		t.Run(fmt.Sprint("maxUnavailable=", maxU), func(t *testing.T) {
-			old := execApp("web", 4, maxU, "reg/web:1")
-			now := execApp("web", 4, maxU, "reg/web:2")
+			old := plantest.App("web", 4, maxU, "reg/web:1")
+			now := plantest.App("web", 4, maxU, "reg/web:2")
 			f := newFakeDriver()
 			f.delay = 5 * time.Millisecond
-			plan, res, events := apply(t, f, Desired{Revision: "r2", Apps: []spec.App{now}}, convergedObs(old))
-			if len(plan.Steps) != 4 || !res.OK() {
-				t.Fatalf("plan %s\nresult %+v", plan.Text(), res)
+			pl, res, events := apply(t, f, plan.Desired{Revision: "r2", Apps: []spec.App{now}}, plantest.Converged(old))
+			if len(pl.Steps) != 4 || !res.OK() {
+				t.Fatalf("plan %s\nresult %+v", pl.Text(), res)
 			}
 			if f.maxBusy["web"] != maxU {
 				t.Errorf("at most %d replicas were down at once, want exactly %d", f.maxBusy["web"], maxU)
@@ -152,12 +124,12 @@ func TestApplyRollingUpdateHonoursMaxUnavailable(t *testing.T) {
 }
 
 func TestApplyFailureHaltsOnlyThatApp(t *testing.T) {
-	web1 := execApp("web", 3, 1, "reg/web:1")
-	web2 := execApp("web", 3, 1, "reg/broken:1")
-	api := execApp("api", 2, 1, "reg/api:1")
+	web1 := plantest.App("web", 3, 1, "reg/web:1")
+	web2 := plantest.App("web", 3, 1, "reg/broken:1")
+	api := plantest.App("api", 2, 1, "reg/api:1")
 	f := newFakeDriver()
 	f.fail["ready web-0"] = errors.New("not ready: unhealthy")
-	_, res, _ := apply(t, f, Desired{Revision: "r2", Apps: []spec.App{web2, api}}, convergedObs(web1))
+	_, res, _ := apply(t, f, plan.Desired{Revision: "r2", Apps: []spec.App{web2, api}}, plantest.Converged(web1))
 	if res.OK() {
 		t.Fatal("want a failure")
 	}
@@ -189,17 +161,17 @@ func TestApplyFailureHaltsOnlyThatApp(t *testing.T) {
 }
 
 func TestApplyStepKinds(t *testing.T) {
-	a := execApp("web", 2, 1, "reg/web:1")
-	obs := convergedObs(a)
+	a := plantest.App("web", 2, 1, "reg/web:1")
+	obs := plantest.Converged(a)
 	obs.Instances[0].Status = "Stopped"
 	obs.Instances[0].Container = nil
 	obs.Instances[1].Config[spec.KeyLimitsMemory] = "1GiB" // drift: the spec sets no memory limit
-	obs.Instances[1].Config[KeyConfigKeys] = spec.KeyLimitsMemory
-	gone := execApp("old", 1, 1, "reg/old:1")
-	obs.Instances = append(obs.Instances, convergedObs(gone).Instances...)
+	obs.Instances[1].Config[plan.KeyConfigKeys] = spec.KeyLimitsMemory
+	gone := plantest.App("old", 1, 1, "reg/old:1")
+	obs.Instances = append(obs.Instances, plantest.Converged(gone).Instances...)
 	a.Spec.Update.Snapshot = true
 	f := newFakeDriver()
-	plan, res, _ := apply(t, f, Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
+	pl, res, _ := apply(t, f, plan.Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
 	if !res.OK() {
 		t.Fatalf("%+v", res)
 	}
@@ -207,7 +179,7 @@ func TestApplyStepKinds(t *testing.T) {
 	slices.Sort(got)
 	want := []string{"delete(backup=false) old-0", "ensure web-0", "ready web-0", "start web-0", "update(6,-[limits.memory user.berth.config-keys]) web-1"}
 	if !slices.Equal(got, want) {
-		t.Errorf("calls = %q\nwant    %q\nplan:\n%s", got, want, plan.Text())
+		t.Errorf("calls = %q\nwant    %q\nplan:\n%s", got, want, pl.Text())
 	}
 	if len(res.Apps) != 2 || res.Apps[0].App != "old" || res.Apps[0].Status != AppRemoved || res.Apps[1].Status != AppReady {
 		t.Errorf("apps = %+v", res.Apps)
@@ -215,19 +187,19 @@ func TestApplyStepKinds(t *testing.T) {
 }
 
 func TestApplyCancelledSkipsLaterBatches(t *testing.T) {
-	old := execApp("web", 3, 1, "reg/web:1")
-	now := execApp("web", 3, 1, "reg/web:2")
+	old := plantest.App("web", 3, 1, "reg/web:1")
+	now := plantest.App("web", 3, 1, "reg/web:2")
 	ctx, cancel := context.WithCancel(context.Background())
 	f := newFakeDriver()
-	obs := convergedObs(old)
-	desired := Desired{Revision: "r2", Apps: []spec.App{now}}
-	plan := MakePlan(desired, obs, Policy{})
+	obs := plantest.Converged(old)
+	desired := plan.Desired{Revision: "r2", Apps: []spec.App{now}}
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
 	ex := &Executor{Driver: f, OnEvent: func(e Event) {
 		if e.Phase == PhaseDone {
 			cancel()
 		}
 	}}
-	res := ex.Apply(ctx, plan, desired, obs)
+	res := ex.Apply(ctx, pl, desired, obs)
 	done := 0
 	for _, s := range res.Steps {
 		if s.Status == StepDone {
@@ -243,37 +215,37 @@ func TestApplyCancelledSkipsLaterBatches(t *testing.T) {
 
 func TestApplyReportsHeldApps(t *testing.T) {
 	f := newFakeDriver()
-	a := execApp("web", 1, 1, "reg/web:1")
-	_, res, _ := apply(t, f, Desired{Revision: "r1", Apps: []spec.App{a}, HeldApps: []string{"api"}}, convergedObs(a))
+	a := plantest.App("web", 1, 1, "reg/web:1")
+	_, res, _ := apply(t, f, plan.Desired{Revision: "r1", Apps: []spec.App{a}, HeldApps: []string{"api"}}, plantest.Converged(a))
 	if len(f.calls) != 0 || len(res.Apps) != 2 || res.Apps[0].Status != AppHeld || res.Apps[1].Status != AppReady {
 		t.Errorf("calls %v apps %+v", f.calls, res.Apps)
 	}
 }
 
 func TestCheckFresh(t *testing.T) {
-	a := execApp("web", 2, 1, "reg/web:1")
-	desired := Desired{Revision: "r1", Apps: []spec.App{a}}
-	obs := convergedObs(execApp("web", 1, 1, "reg/web:1"))
-	plan := MakePlan(desired, obs, Policy{})
-	if err := CheckFresh(plan, desired, obs); err != nil {
+	a := plantest.App("web", 2, 1, "reg/web:1")
+	desired := plan.Desired{Revision: "r1", Apps: []spec.App{a}}
+	obs := plantest.Converged(plantest.App("web", 1, 1, "reg/web:1"))
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
+	if err := CheckFresh(pl, desired, obs); err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckFresh(plan, Desired{Revision: "r2", Apps: desired.Apps}, obs); !errors.Is(err, ErrStalePlan) {
+	if err := CheckFresh(pl, plan.Desired{Revision: "r2", Apps: desired.Apps}, obs); !errors.Is(err, ErrStalePlan) {
 		t.Errorf("other revision: %v", err)
 	}
-	moved := convergedObs(execApp("web", 2, 1, "reg/web:1"))
-	if err := CheckFresh(plan, desired, moved); !errors.Is(err, ErrStalePlan) {
+	moved := plantest.Converged(plantest.App("web", 2, 1, "reg/web:1"))
+	if err := CheckFresh(pl, desired, moved); !errors.Is(err, ErrStalePlan) {
 		t.Errorf("changed state: %v", err)
 	}
 }
 
 func TestRecreateChecksBeforeDeleting(t *testing.T) {
-	old := execApp("web", 1, 1, "reg/web:1")
+	old := plantest.App("web", 1, 1, "reg/web:1")
 	now := old
 	now.Spec.System.Image = "typo/alias"
 	f := newFakeDriver()
 	f.fail["preflight web"] = errors.New(`image alias "typo/alias" not found`)
-	_, res, _ := apply(t, f, Desired{Revision: "r2", Apps: []spec.App{now}}, convergedObs(old))
+	_, res, _ := apply(t, f, plan.Desired{Revision: "r2", Apps: []spec.App{now}}, plantest.Converged(old))
 	if res.OK() || !strings.Contains(res.Apps[0].Reason, "not deleting the old instance") {
 		t.Fatalf("result %+v", res)
 	}
@@ -288,19 +260,19 @@ func TestRecreateChecksBeforeDeleting(t *testing.T) {
 // the executor waits (bounded) for Docker, and restarts the instance only
 // if it stays silent.
 func TestApplyRestartRepairsSilentDocker(t *testing.T) {
-	a := execApp("web", 2, 1, "reg/web:1")
+	a := plantest.App("web", 2, 1, "reg/web:1")
 	for _, silent := range []bool{false, true} {
 		t.Run(fmt.Sprint("silent=", silent), func(t *testing.T) {
-			obs := convergedObs(a)
+			obs := plantest.Converged(a)
 			obs.Instances[1].Container = nil
 			obs.Instances[1].DockerError = "exec docker system dial-stdio: exit status 1"
 			f := newFakeDriver()
 			if silent {
 				f.fail["wait-docker web-1"] = errors.New("docker did not answer in web-1 within 30s")
 			}
-			plan, res, _ := apply(t, f, Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
-			if len(plan.Steps) != 1 || plan.Steps[0].Action != Restart || !res.OK() {
-				t.Fatalf("plan:\n%s\nresult %+v", plan.Text(), res)
+			pl, res, _ := apply(t, f, plan.Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
+			if len(pl.Steps) != 1 || pl.Steps[0].Action != plan.Restart || !res.OK() {
+				t.Fatalf("plan:\n%s\nresult %+v", pl.Text(), res)
 			}
 			want := []string{"wait-docker web-1", "ensure web-1", "ready web-1"}
 			if silent {
@@ -316,13 +288,13 @@ func TestApplyRestartRepairsSilentDocker(t *testing.T) {
 // A leftover "<app>-next" container is removed by converging the replica's
 // container (EnsureContainer removes leftovers first).
 func TestApplyRemovesLeftovers(t *testing.T) {
-	a := execApp("web", 1, 1, "reg/web:1")
-	obs := convergedObs(a)
+	a := plantest.App("web", 1, 1, "reg/web:1")
+	obs := plantest.Converged(a)
 	obs.Instances[0].StaleContainers = []string{"web-next"}
 	f := newFakeDriver()
-	plan, res, _ := apply(t, f, Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
-	if len(plan.Steps) != 1 || plan.Steps[0].Action != RemoveLeftovers || !res.OK() {
-		t.Fatalf("plan:\n%s\nresult %+v", plan.Text(), res)
+	pl, res, _ := apply(t, f, plan.Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
+	if len(pl.Steps) != 1 || pl.Steps[0].Action != plan.RemoveLeftovers || !res.OK() {
+		t.Fatalf("plan:\n%s\nresult %+v", pl.Text(), res)
 	}
 	if want := []string{"ensure web-0", "ready web-0"}; !slices.Equal(f.calls, want) {
 		t.Errorf("calls = %q, want %q", f.calls, want)
@@ -338,13 +310,13 @@ func (panicDriver) EnsureContainer(context.Context, string, spec.App, int, strin
 
 // A panic in one step fails that step; the executor and other apps go on.
 func TestApplyRecoversFromAPanickingStep(t *testing.T) {
-	web := execApp("web", 1, 1, "reg/web:1")
-	api := execApp("api", 1, 1, "reg/api:1")
-	desired := Desired{Revision: "r1", Apps: []spec.App{web, api}}
-	obs := convergedObs(api, web)
+	web := plantest.App("web", 1, 1, "reg/web:1")
+	api := plantest.App("api", 1, 1, "reg/api:1")
+	desired := plan.Desired{Revision: "r1", Apps: []spec.App{web, api}}
+	obs := plantest.Converged(api, web)
 	obs.Instances[1].Container = nil // web-0: create-container → EnsureContainer
-	plan := MakePlan(desired, obs, Policy{})
-	res := (&Executor{Driver: panicDriver{newFakeDriver()}}).Apply(context.Background(), plan, desired, obs)
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
+	res := (&Executor{Driver: panicDriver{newFakeDriver()}}).Apply(context.Background(), pl, desired, obs)
 	byApp := map[string]AppResult{}
 	for _, a := range res.Apps {
 		byApp[a.App] = a

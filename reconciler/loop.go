@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
@@ -190,7 +191,7 @@ const revisionKey = ""
 
 // LoopStatus is the daemon's status: the last run and the apps.
 type LoopStatus struct {
-	Status
+	plan.Status
 	// Phase is Starting, Idle, Reconciling, WaitingForLease, Backoff or
 	// Held (the revision is held after a run of it crashed).
 	Phase string `json:"phase"`
@@ -233,7 +234,7 @@ type Loop struct {
 	// LeaseMargin is how long after another holder's lease expires a
 	// waiting daemon tries to take it; default 1s.
 	LeaseMargin time.Duration
-	Policy      Policy
+	Policy      plan.Policy
 	SpecOptions spec.Options
 	// Interval between polls, with ±10% jitter so fleets do not poll in step.
 	Interval time.Duration
@@ -294,7 +295,7 @@ func (l *Loop) init() {
 		l.fails = failureMemory{backoff: l.RolloutBackoff, apps: map[string]AppFailure{}}
 	}
 	if l.status.Phase == "" {
-		l.status = LoopStatus{Status: Status{Owner: l.Policy.Owner, Apps: []AppStatusView{}}, Phase: "Starting", LastGood: map[string]string{}}
+		l.status = LoopStatus{Status: plan.Status{Owner: l.Policy.Owner, Apps: []plan.AppStatusView{}}, Phase: "Starting", LastGood: map[string]string{}}
 	}
 }
 
@@ -541,7 +542,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		return fail("git", err)
 	}
 	revision = rev.SHA
-	log = log.With("revision", ShortSHA(rev.SHA))
+	log = log.With("revision", plan.ShortSHA(rev.SHA))
 	l.setStatus(func(s *LoopStatus) { s.SourceWarning = rev.Warning })
 	if rev.Warning != "" {
 		log.Warn("not applying the newest revision", "why", rev.Warning)
@@ -564,7 +565,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 	if err != nil {
 		return fail("spec", err)
 	}
-	desired := NewDesired(rev.SHA, res)
+	desired := plan.NewDesired(rev.SHA, res)
 	var diags []string
 	for _, d := range res.Diagnostics {
 		diags = append(diags, d.String())
@@ -590,13 +591,13 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 	if err != nil {
 		return fail("lxd", err)
 	}
-	plan := MakePlan(desired, observed, l.Policy)
+	pl := plan.MakePlan(desired, observed, l.Policy)
 	result := RunNoop
-	if !plan.Empty() {
+	if !pl.Empty() {
 		result = RunOK
-		log.Info("applying", "summary", plan.Summary())
+		log.Info("applying", "summary", pl.Summary())
 		ex := &Executor{Driver: l.System, OnEvent: l.logEvent(log), Drain: l.Drain}
-		r := ex.Apply(ctx, plan, desired, observed)
+		r := ex.Apply(ctx, pl, desired, observed)
 		if ctx.Err() != nil {
 			// Shutdown or lost lease: the next run (here or elsewhere)
 			// observes afresh. Steps cut short are not a failed rollout.
@@ -623,9 +624,9 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		if observed, err = l.System.Observe(ctx); err != nil {
 			return fail("lxd", err)
 		}
-		plan = MakePlan(desired, observed, l.Policy)
+		pl = plan.MakePlan(desired, observed, l.Policy)
 	}
-	st := BuildStatus(l.Policy.Owner, &desired, observed, &plan)
+	st := plan.BuildStatus(l.Policy.Owner, &desired, observed, &pl)
 	invalid := map[string]bool{}
 	for _, a := range res.InvalidApps {
 		invalid[a] = true
@@ -645,7 +646,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 	known := map[string]bool{}
 	for _, a := range st.Apps {
 		known[a.App] = true
-		if a.Sync == SyncSynced && a.Health == HealthHealthy && !invalid[a.App] && !rolloutHeld[a.App] {
+		if a.Sync == plan.SyncSynced && a.Health == plan.HealthHealthy && !invalid[a.App] && !rolloutHeld[a.App] {
 			l.status.LastGood[a.App] = rev.SHA
 		}
 	}
@@ -677,20 +678,20 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 
 // appMetricStatus is one word for an app's state, the most telling first:
 // an invalid spec or a held revision before health, health before drift.
-func appMetricStatus(a AppStatusView, invalid, rolloutHeld bool) string {
+func appMetricStatus(a plan.AppStatusView, invalid, rolloutHeld bool) string {
 	switch {
 	case invalid:
 		return AppStatusInvalid
-	case rolloutHeld || a.Sync == SyncHeld:
+	case rolloutHeld || a.Sync == plan.SyncHeld:
 		return AppStatusHeld
-	case a.Sync == SyncOrphaned:
+	case a.Sync == plan.SyncOrphaned:
 		return AppStatusOrphaned
-	case a.Health != HealthHealthy && a.Health != "":
+	case a.Health != plan.HealthHealthy && a.Health != "":
 		return a.Health
-	case a.Sync == SyncOutOfSync:
-		return SyncOutOfSync
+	case a.Sync == plan.SyncOutOfSync:
+		return plan.SyncOutOfSync
 	}
-	return HealthHealthy
+	return plan.HealthHealthy
 }
 
 // failed records a run that failed for reason kind and returns the backoff.
@@ -734,7 +735,7 @@ func (l *Loop) panicked(log *slog.Logger, p any, stack []byte, revision string, 
 }
 
 // holdApps moves apps out of the desired set into HeldApps.
-func holdApps(d Desired, names []string) Desired {
+func holdApps(d plan.Desired, names []string) plan.Desired {
 	if len(names) == 0 {
 		return d
 	}

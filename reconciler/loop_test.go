@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/reconciler/plan"
+	"github.com/berth-gitops/berth/reconciler/plan/plantest"
 	"log/slog"
 	"strings"
 	"sync"
@@ -140,10 +142,10 @@ func (s *fakeSource) set(sha, yaml string) {
 // fakeSystem is a fakeDriver whose observed state follows its writes.
 type fakeSystem struct {
 	*fakeDriver
-	obs Observed
+	obs plan.Observed
 }
 
-func (f *fakeSystem) Observe(context.Context) (Observed, error) { return f.obs, nil }
+func (f *fakeSystem) Observe(context.Context) (plan.Observed, error) { return f.obs, nil }
 
 // fakeLease answers what the test sets.
 type fakeLease struct {
@@ -285,15 +287,15 @@ func countCalls(f *fakeDriver, call string) int {
 // failingObserver fails every Observe, as an unreachable LXD does.
 type failingObserver struct{ *fakeSystem }
 
-func (failingObserver) Observe(context.Context) (Observed, error) {
-	return Observed{}, errors.New("connection refused")
+func (failingObserver) Observe(context.Context) (plan.Observed, error) {
+	return plan.Observed{}, errors.New("connection refused")
 }
 
 func TestLoopReadyFollowsLXD(t *testing.T) {
 	src := &fakeSource{}
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
 	sys := &fakeSystem{fakeDriver: newFakeDriver()}
-	sys.obs = convergedObs(execApp("web", 1, 1, "reg/web:1"))
+	sys.obs = plantest.Converged(plantest.App("web", 1, 1, "reg/web:1"))
 	l := &Loop{Source: src, System: sys, Clock: &fakeClock{now: time.Now()}}
 	l.init()
 	l.runOnce(context.Background(), "start")
@@ -412,13 +414,13 @@ type panickingSystem struct {
 	observes int
 }
 
-func (p *panickingSystem) Observe(context.Context) (Observed, error) {
+func (p *panickingSystem) Observe(context.Context) (plan.Observed, error) {
 	p.mu.Lock()
 	p.observes++
 	p.mu.Unlock()
 	var s []int
 	_ = s[len(s)+3] // index out of range, a runtime panic
-	return Observed{}, nil
+	return plan.Observed{}, nil
 }
 
 func (p *panickingSystem) count() int {
@@ -564,12 +566,12 @@ type blockingSystem struct {
 	cause   error
 }
 
-func newBlockingSystem(obs Observed) *blockingSystem {
+func newBlockingSystem(obs plan.Observed) *blockingSystem {
 	return &blockingSystem{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver(), obs: obs},
 		entered: make(chan struct{}, 1), release: make(chan struct{})}
 }
 
-func (b *blockingSystem) Observe(ctx context.Context) (Observed, error) {
+func (b *blockingSystem) Observe(ctx context.Context) (plan.Observed, error) {
 	select {
 	case b.entered <- struct{}{}:
 	default:
@@ -579,7 +581,7 @@ func (b *blockingSystem) Observe(ctx context.Context) (Observed, error) {
 		b.mu.Lock()
 		b.cause = context.Cause(ctx)
 		b.mu.Unlock()
-		return Observed{}, fmt.Errorf("lxd: %w", ctx.Err())
+		return plan.Observed{}, fmt.Errorf("lxd: %w", ctx.Err())
 	case <-b.release:
 		return b.fakeSystem.Observe(ctx)
 	}
@@ -597,7 +599,7 @@ func (b *blockingSystem) cancelCause() error {
 func TestLoopCancelledRunIsNotAFailure(t *testing.T) {
 	src := &fakeSource{}
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
-	sys := newBlockingSystem(convergedObs(execApp("web", 1, 1, "reg/web:1")))
+	sys := newBlockingSystem(plantest.Converged(plantest.App("web", 1, 1, "reg/web:1")))
 	m := &fakeMetrics{}
 	l := &Loop{Source: src, System: sys, Clock: &fakeClock{now: time.Now()}, Metrics: m}
 	l.init()
@@ -687,7 +689,7 @@ func TestLoopRenewal(t *testing.T) {
 			clock := &fakeClock{now: t0}
 			src := &fakeSource{}
 			src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
-			sys := newBlockingSystem(convergedObs(execApp("web", 1, 1, "reg/web:1")))
+			sys := newBlockingSystem(plantest.Converged(plantest.App("web", 1, 1, "reg/web:1")))
 			lease := &fakeLease{state: LeaseState{Held: true, Expiry: t0.Add(60 * time.Second)}}
 			m := &fakeMetrics{}
 			l := &Loop{Source: src, System: sys, Clock: clock, Lease: lease, Metrics: m, LeaseRenew: 20 * time.Second, Interval: time.Hour}
@@ -745,7 +747,7 @@ func TestLoopRenewal(t *testing.T) {
 func TestLoopReadyUsesErrorKind(t *testing.T) {
 	src := &fakeSource{}
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
-	sys := &fakeSystem{fakeDriver: newFakeDriver(), obs: convergedObs(execApp("web", 1, 1, "reg/web:1"))}
+	sys := &fakeSystem{fakeDriver: newFakeDriver(), obs: plantest.Converged(plantest.App("web", 1, 1, "reg/web:1"))}
 	lease := &fakeLease{state: LeaseState{Held: true}}
 	l := &Loop{Source: src, System: sys, Lease: lease, Clock: &fakeClock{now: time.Now()}}
 	l.init()
@@ -806,12 +808,12 @@ func TestLoopMetricsShowHeldApps(t *testing.T) {
 	// Everything converges: ok, the revision moves, per-app revisions too.
 	src.set("r3", strings.Replace(loopSpec, "IMAGE", "3", 1))
 	delete(sys.fail, "ready web-0")
-	sys.obs = convergedObs(execApp("web", 1, 1, "reg/web:3"))
+	sys.obs = plantest.Converged(plantest.App("web", 1, 1, "reg/web:3"))
 	l.runOnce(context.Background(), "poll")
 	if last := m.results[len(m.results)-1]; last != RunOK && last != RunNoop {
 		t.Errorf("last result = %s", last)
 	}
-	if m.revision != "r3" || m.apps["web"] != HealthHealthy || m.specErrors != 0 {
+	if m.revision != "r3" || m.apps["web"] != plan.HealthHealthy || m.specErrors != 0 {
 		t.Errorf("after convergence: revision %q, statuses %v, spec errors %d", m.revision, m.apps, m.specErrors)
 	}
 }

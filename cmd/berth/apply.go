@@ -13,6 +13,7 @@ import (
 
 	"github.com/berth-gitops/berth/engine"
 	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 )
 
 func newApplyCmd(g *globalOptions) *cobra.Command {
@@ -81,17 +82,17 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 				return leaseLost(lease, g.owner, err)
 			}
 			policy := pf.policy(g.owner)
-			plan := reconciler.MakePlan(desired, obs, policy)
+			pl := plan.MakePlan(desired, obs, policy)
 			if output == "text" {
-				fmt.Fprint(out, planText(plan))
+				fmt.Fprint(out, planText(pl))
 			}
-			if plan.Empty() {
+			if pl.Empty() {
 				if output == "json" {
-					if err := writeJSON(out, reconciler.Result{Revision: plan.Revision, Steps: []reconciler.StepResult{}}); err != nil {
+					if err := writeJSON(out, reconciler.Result{Revision: pl.Revision, Steps: []reconciler.StepResult{}}); err != nil {
 						return err
 					}
 				}
-				return heldExit(plan)
+				return heldExit(pl)
 			}
 			confirmed := false
 			if !yes && isTerminal(cmd.InOrStdin()) {
@@ -108,28 +109,28 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			if err != nil {
 				return leaseLost(lease, g.owner, err)
 			}
-			if err := reconciler.CheckFresh(plan, desired, fresh); err != nil {
+			if err := reconciler.CheckFresh(pl, desired, fresh); err != nil {
 				if confirmed {
 					// A person approved that plan, not another one.
 					return err
 				}
 				// Nobody reviewed it: plan again from what is there now,
 				// as a new run would, and say so.
-				plan = reconciler.MakePlan(desired, fresh, policy)
+				pl = plan.MakePlan(desired, fresh, policy)
 				if output == "text" {
-					fmt.Fprintf(out, "\nThe live state changed while planning; planned again:\n%s", planText(plan))
+					fmt.Fprintf(out, "\nThe live state changed while planning; planned again:\n%s", planText(pl))
 				}
-				if plan.Empty() {
-					return heldExit(plan)
+				if pl.Empty() {
+					return heldExit(pl)
 				}
 			}
-			progress := newProgress(errOut, len(plan.Steps), isTerminal(errOut))
+			progress := newProgress(errOut, len(pl.Steps), isTerminal(errOut))
 			sys.OnEngineEvent = progress.engineEvent
 			// Ctrl-C stops new work but lets running steps finish: a
 			// replica half recreated is worse than one done.
 			ex := &reconciler.Executor{Driver: sys, OnEvent: progress.event, Drain: 2 * time.Minute}
 			start := time.Now()
-			res := ex.Apply(ctx, plan, desired, fresh)
+			res := ex.Apply(ctx, pl, desired, fresh)
 			progress.finish()
 			if output == "json" {
 				if err := writeJSON(out, res); err != nil {
@@ -144,7 +145,7 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 			if !res.OK() {
 				return silentExit(exitError)
 			}
-			return heldExit(plan)
+			return heldExit(pl)
 		},
 	}
 	rf.register(cmd)
@@ -159,8 +160,8 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 // heldExit fails an apply that converged everything it could while
 // something kept the rest from converging (apps held for an invalid spec,
 // conflicts, steps waiting, pruning skipped): not converged.
-func heldExit(plan reconciler.Plan) error {
-	if blockers := planBlockers(plan); len(blockers) > 0 {
+func heldExit(pl plan.Plan) error {
+	if blockers := planBlockers(pl); len(blockers) > 0 {
 		return &exitCodeError{code: exitError, err: fmt.Errorf("not converged: %s", strings.Join(blockers, "; "))}
 	}
 	return nil

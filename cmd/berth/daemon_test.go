@@ -25,6 +25,7 @@ import (
 	"github.com/berth-gitops/berth/live"
 	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 )
 
 // daemon is an in-process `berth run`; stop is its SIGTERM.
@@ -104,7 +105,7 @@ func appReady(st reconciler.LoopStatus, app string, ready int, revision string) 
 	}
 	for _, a := range st.Apps {
 		if a.App == app {
-			return a.Ready == ready && a.Desired == ready && a.Sync == reconciler.SyncSynced
+			return a.Ready == ready && a.Desired == ready && a.Sync == plan.SyncSynced
 		}
 	}
 	return ready == 0
@@ -297,18 +298,18 @@ func fromOneRevision(t *testing.T, c *lxd.Client, app, image, revision string, r
 	state := liveState(t, c, "e2e")
 	want := map[string]string{}
 	for s := range replicas {
-		want[reconciler.InstanceName(app, s)] = image
+		want[plan.InstanceName(app, s)] = image
 	}
 	wantReplicas(t, state, app, want)
 	for name, inst := range state {
-		if inst.Config[reconciler.KeyApp] != app {
+		if inst.Config[plan.KeyApp] != app {
 			continue
 		}
-		if r := inst.Config[reconciler.KeyRevision]; r != revision {
-			t.Errorf("%s: %s = %s, want %s", name, reconciler.KeyRevision, r, revision)
+		if r := inst.Config[plan.KeyRevision]; r != revision {
+			t.Errorf("%s: %s = %s, want %s", name, plan.KeyRevision, r, revision)
 		}
-		if k := inst.Container; k != nil && k.Labels[reconciler.LabelRevision] != revision {
-			t.Errorf("%s: container label %s = %s, want %s", name, reconciler.LabelRevision, k.Labels[reconciler.LabelRevision], revision)
+		if k := inst.Container; k != nil && k.Labels[plan.LabelRevision] != revision {
+			t.Errorf("%s: container label %s = %s, want %s", name, plan.LabelRevision, k.Labels[plan.LabelRevision], revision)
 		}
 		if len(inst.StaleContainers) > 0 || len(inst.ForeignContainers) > 0 {
 			t.Errorf("%s: leftover containers %v %v", name, inst.StaleContainers, inst.ForeignContainers)
@@ -351,8 +352,8 @@ func TestTwoAppliesOfDifferentRevisions(t *testing.T) {
 	if two.code == 0 {
 		winner, loser = two, one
 	}
-	t.Logf("apply of %s: exit %d\n%s%s", reconciler.ShortSHA(winner.rev), winner.code, winner.out, winner.errOut)
-	t.Logf("apply of %s: exit %d\n%s%s", reconciler.ShortSHA(loser.rev), loser.code, loser.out, loser.errOut)
+	t.Logf("apply of %s: exit %d\n%s%s", plan.ShortSHA(winner.rev), winner.code, winner.out, winner.errOut)
+	t.Logf("apply of %s: exit %d\n%s%s", plan.ShortSHA(loser.rev), loser.code, loser.out, loser.errOut)
 	if winner.code != 0 || loser.code != 1 {
 		t.Fatalf("exit codes %d and %d, want exactly one 0 and one 1", winner.code, loser.code)
 	}
@@ -470,7 +471,7 @@ func TestDaemonRestartAfterKill9(t *testing.T) {
 		for {
 			inst, ok := liveState(t, c, "e2e")["web-0"]
 			if ok && inst.Status == "Running" && inst.Container != nil && inst.Container.Health == "healthy" &&
-				strings.HasSuffix(inst.Container.Image, "/berth/"+image) && inst.Container.Labels[reconciler.LabelRevision] == revision {
+				strings.HasSuffix(inst.Container.Image, "/berth/"+image) && inst.Container.Labels[plan.LabelRevision] == revision {
 				return
 			}
 			if time.Now().After(deadline) {

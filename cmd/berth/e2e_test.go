@@ -14,7 +14,7 @@ import (
 	"github.com/berth-gitops/berth/engine"
 	"github.com/berth-gitops/berth/live"
 	"github.com/berth-gitops/berth/lxd"
-	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 )
 
 // The end-to-end tests drive the berth CLI against the real LXD of the test
@@ -89,7 +89,7 @@ func e2eProject(t *testing.T) (name string, client *lxd.Client) {
 }
 
 // liveState observes the project as berth's owner sees it.
-func liveState(t *testing.T, c *lxd.Client, owner string) map[string]reconciler.Instance {
+func liveState(t *testing.T, c *lxd.Client, owner string) map[string]plan.Instance {
 	t.Helper()
 	sys := live.New(c, owner, engine.Options{})
 	defer sys.Close()
@@ -97,7 +97,7 @@ func liveState(t *testing.T, c *lxd.Client, owner string) map[string]reconciler.
 	if err != nil {
 		t.Fatalf("observe: %v", err)
 	}
-	out := map[string]reconciler.Instance{}
+	out := map[string]plan.Instance{}
 	for _, i := range obs.Instances {
 		out[i.Name] = i
 	}
@@ -143,11 +143,11 @@ spec:
 
 // wantReplicas checks that app has exactly the replicas given (instance ->
 // image) running and healthy.
-func wantReplicas(t *testing.T, state map[string]reconciler.Instance, app string, want map[string]string) {
+func wantReplicas(t *testing.T, state map[string]plan.Instance, app string, want map[string]string) {
 	t.Helper()
 	got := 0
 	for name, inst := range state {
-		if inst.Config[reconciler.KeyApp] != app || inst.Config[reconciler.KeyOwner] != "e2e" {
+		if inst.Config[plan.KeyApp] != app || inst.Config[plan.KeyOwner] != "e2e" {
 			continue
 		}
 		got++
@@ -223,18 +223,18 @@ func TestEndToEndConverge(t *testing.T) {
 	// another owner that even claims to be a web replica.
 	for name, cfg := range map[string]map[string]string{
 		"hand-0": nil,
-		"web-7":  {reconciler.KeyOwner: "other-team", reconciler.KeyApp: "web", reconciler.KeySlot: "7"},
+		"web-7":  {plan.KeyOwner: "other-team", plan.KeyApp: "web", plan.KeySlot: "7"},
 	} {
 		if err := c.CreateInstance(ctx, lxd.InstancesPost{Name: name, Source: lxd.ImageSource{Alias: "berth/busybox"}, Config: cfg}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	survivors := func(state map[string]reconciler.Instance) {
+	survivors := func(state map[string]plan.Instance) {
 		t.Helper()
 		if _, ok := state["hand-0"]; !ok {
 			t.Error("hand-made instance hand-0 is gone")
 		}
-		if i, ok := state["web-7"]; !ok || i.Config[reconciler.KeyOwner] != "other-team" {
+		if i, ok := state["web-7"]; !ok || i.Config[plan.KeyOwner] != "other-team" {
 			t.Errorf("other owner's web-7 changed or gone: %+v", i)
 		}
 	}

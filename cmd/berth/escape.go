@@ -7,7 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 )
 
 // Text output must not let a value drive the terminal. A spec value, a file
@@ -101,8 +101,8 @@ func sanitized[T any](v T) T {
 // as "<N lines, sha256:...>", never printed), and a diff's values (shown
 // escapes them). Escaping them first would print a multi-line value whole.
 var selfEscaped = map[reflect.Type]map[string]func(string) bool{
-	reflect.TypeFor[reconciler.Reason](): {"Old": hasNewline, "New": hasNewline},
-	reflect.TypeFor[fieldChange]():       {"Old": always, "New": always},
+	reflect.TypeFor[plan.Reason](): {"Old": hasNewline, "New": hasNewline},
+	reflect.TypeFor[fieldChange](): {"Old": always, "New": always},
 }
 
 func hasNewline(s string) bool { return strings.Contains(s, "\n") }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/spec"
 )
 
@@ -182,7 +183,7 @@ func TestPlanEscapesHostileLiveValues(t *testing.T) {
 	obs := converged(res.Apps, sha)
 	obs.Instances[0].Config["user.note"] = hostileLine
 	// web-1 belongs to another owner with a hostile name.
-	obs.Instances[1].Config[reconciler.KeyOwner] = "them\x1b[2J\nFORGED owner"
+	obs.Instances[1].Config[plan.KeyOwner] = "them\x1b[2J\nFORGED owner"
 	obs.Instances[2].DockerError = "dial\x1b[31m\nFORGED docker"
 	p := filepath.Join(t.TempDir(), "observed.json")
 	b, _ := json.Marshal(normalizeObserved(obs))
@@ -199,18 +200,18 @@ func TestPlanEscapesHostileLiveValues(t *testing.T) {
 		}
 	}
 	_, out, _ = berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", p, "-o", "json")
-	var plan reconciler.Plan
-	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+	var pl plan.Plan
+	if err := json.Unmarshal([]byte(out), &pl); err != nil {
 		t.Fatal(err)
 	}
-	if len(plan.Conflicts) != 1 || plan.Conflicts[0].Owner != "them\x1b[2J\nFORGED owner" {
-		t.Errorf("JSON is not exact: %+v", plan.Conflicts)
+	if len(pl.Conflicts) != 1 || pl.Conflicts[0].Owner != "them\x1b[2J\nFORGED owner" {
+		t.Errorf("JSON is not exact: %+v", pl.Conflicts)
 	}
 
 	// planText leaves the plan it prints unchanged (apply executes it).
-	before, _ := json.Marshal(plan)
-	_ = planText(plan)
-	if after, _ := json.Marshal(plan); string(after) != string(before) {
+	before, _ := json.Marshal(pl)
+	_ = planText(pl)
+	if after, _ := json.Marshal(pl); string(after) != string(before) {
 		t.Errorf("planText changed the plan")
 	}
 }
@@ -219,9 +220,9 @@ func TestPlanEscapesHostileLiveValues(t *testing.T) {
 // comes from LXD, Docker and Git).
 func TestStatusEscapesHostileValues(t *testing.T) {
 	st := reconciler.LoopStatus{
-		Status: reconciler.Status{Revision: "0123456789abcdef", Owner: "berth", Apps: []reconciler.AppStatusView{
-			{App: "web", Desired: 1, Sync: reconciler.SyncSynced, Health: reconciler.HealthDegraded, LastError: hostile,
-				Replicas: []reconciler.ReplicaView{{Instance: "web-0", Status: "Running", Container: "exited\x1b[2K", Error: hostile}}},
+		Status: plan.Status{Revision: "0123456789abcdef", Owner: "berth", Apps: []plan.AppStatusView{
+			{App: "web", Desired: 1, Sync: plan.SyncSynced, Health: plan.HealthDegraded, LastError: hostile,
+				Replicas: []plan.ReplicaView{{Instance: "web-0", Status: "Running", Container: "exited\x1b[2K", Error: hostile}}},
 		}},
 		Phase: "Idle\x1b[2J", LastResult: "error", LastRun: time.Now(), LastError: hostile, SourceWarning: hostile,
 		LeaseHolder: "host\nFORGED holder",

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/spec"
 )
 
@@ -241,17 +242,17 @@ func TestDiffRefusesInvalidRevision(t *testing.T) {
 }
 
 // converged builds the observed state of apps as berth would have left it.
-func converged(apps []spec.App, revision string) reconciler.Observed {
-	var obs reconciler.Observed
+func converged(apps []spec.App, revision string) plan.Observed {
+	var obs plan.Observed
 	for _, a := range apps {
 		for slot := 0; slot < a.Spec.Replicas; slot++ {
-			name := reconciler.InstanceName(a.Metadata.Name, slot)
-			obs.Instances = append(obs.Instances, reconciler.Instance{
+			name := plan.InstanceName(a.Metadata.Name, slot)
+			obs.Instances = append(obs.Instances, plan.Instance{
 				Name: name, Status: "Running",
-				Config:   reconciler.ManagedConfig(a, "berth", revision, slot),
+				Config:   plan.ManagedConfig(a, "berth", revision, slot),
 				Profiles: a.Spec.System.Profiles,
 				Devices:  a.Spec.System.Devices,
-				Container: &reconciler.Container{Name: a.Metadata.Name, State: "running", Health: "healthy",
+				Container: &plan.Container{Name: a.Metadata.Name, State: "running", Health: "healthy",
 					Image: a.Spec.Container.Image,
 					Labels: map[string]string{
 						"berth.app": a.Metadata.Name, "berth.slot": jsonInt(slot),
@@ -271,13 +272,13 @@ func TestPlanObserved(t *testing.T) {
 	if err != nil || len(res.Diagnostics) > 0 {
 		t.Fatal(err, res.Diagnostics)
 	}
-	write := func(obs reconciler.Observed) string {
+	write := func(obs plan.Observed) string {
 		b, _ := json.Marshal(normalizeObserved(obs)) // as berth observe writes it
 		p := filepath.Join(t.TempDir(), "observed.json")
 		os.WriteFile(p, b, 0o644)
 		return p
 	}
-	empty := write(reconciler.Observed{})
+	empty := write(plan.Observed{})
 	code, out, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", empty)
 	if code != 2 || !strings.Contains(out, "web-1  create") || !strings.Contains(out, "Plan: 2 to create.") {
 		t.Fatalf("code %d\n%s%s", code, out, errOut)
@@ -288,7 +289,7 @@ func TestPlanObserved(t *testing.T) {
 		t.Errorf("plan output differs between runs")
 	}
 	code, out, _ = berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", empty, "-o", "json")
-	var p reconciler.Plan
+	var p plan.Plan
 	if err := json.Unmarshal([]byte(out), &p); err != nil || code != 2 || len(p.Steps) != 2 || p.Revision != sha {
 		t.Fatalf("json: code %d err %v\n%s", code, err, out)
 	}
@@ -365,8 +366,8 @@ func TestRollbackCommands(t *testing.T) {
 
 func TestStatusFromServer(t *testing.T) {
 	st := reconciler.LoopStatus{
-		Status: reconciler.Status{Revision: "0123456789abcdef", Owner: "berth", Apps: []reconciler.AppStatusView{
-			{App: "web", Desired: 2, Ready: 1, Sync: reconciler.SyncSynced, Health: reconciler.HealthDegraded},
+		Status: plan.Status{Revision: "0123456789abcdef", Owner: "berth", Apps: []plan.AppStatusView{
+			{App: "web", Desired: 2, Ready: 1, Sync: plan.SyncSynced, Health: plan.HealthDegraded},
 		}},
 		Phase: "Idle", LastResult: "error",
 		LastGood: map[string]string{"web": "aaaaaaaaaaaaaaaa", "api": "bbbbbbbbbbbbbbbb"},

@@ -10,7 +10,7 @@ import (
 	"reflect"
 	"strings"
 
-	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 )
 
 // maxObservedSize bounds an observed-state snapshot (plan --observed): a
@@ -22,8 +22,8 @@ const maxObservedSize = 64 << 20
 // (encoding/json alone would take "Instances" for "instances"), no unknown
 // or repeated keys, no null where an object, a list, a string or a number
 // belongs, an "instances" list, and every instance named once.
-func readObserved(path string) (reconciler.Observed, error) {
-	var obs reconciler.Observed
+func readObserved(path string) (plan.Observed, error) {
+	var obs plan.Observed
 	f, err := os.Open(path)
 	if err != nil {
 		return obs, err
@@ -37,12 +37,12 @@ func readObserved(path string) (reconciler.Observed, error) {
 		return obs, fmt.Errorf("%s: larger than %d MiB, not an observed-state snapshot", path, maxObservedSize>>20)
 	}
 	if err := decodeObserved(b, &obs); err != nil {
-		return reconciler.Observed{}, fmt.Errorf("%s: not an observed-state snapshot: %w", path, err)
+		return plan.Observed{}, fmt.Errorf("%s: not an observed-state snapshot: %w", path, err)
 	}
 	return obs, nil
 }
 
-func decodeObserved(b []byte, obs *reconciler.Observed) error {
+func decodeObserved(b []byte, obs *plan.Observed) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	var top json.RawMessage
 	if err := dec.Decode(&top); err != nil {
@@ -54,7 +54,7 @@ func decodeObserved(b []byte, obs *reconciler.Observed) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return fmt.Errorf("data after the snapshot's JSON object (at byte %d)", dec.InputOffset())
 	}
-	if err := checkJSON(top, reflect.TypeFor[reconciler.Observed](), ""); err != nil {
+	if err := checkJSON(top, reflect.TypeFor[plan.Observed](), ""); err != nil {
 		return err
 	}
 	var keys map[string]json.RawMessage
@@ -214,7 +214,7 @@ func jsonKind(t reflect.Type) string {
 // normalizeObserved replaces the nil lists and maps of obs that JSON would
 // write as null (fields without omitempty) by empty ones, so that what
 // `berth observe` writes is what `plan --observed` accepts.
-func normalizeObserved(obs reconciler.Observed) reconciler.Observed {
+func normalizeObserved(obs plan.Observed) plan.Observed {
 	v := reflect.ValueOf(&obs).Elem()
 	fillNil(v)
 	return obs

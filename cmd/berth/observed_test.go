@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/spec"
 )
 
@@ -48,7 +48,7 @@ func TestReadObservedIsStrict(t *testing.T) {
 		"upper-case in container": {`{"instances":[{"name":"a","container":{"Labels":{}}}]}`, `unknown key "Labels"`},
 	} {
 		t.Run(name, func(t *testing.T) {
-			var obs reconciler.Observed
+			var obs plan.Observed
 			err := decodeObserved([]byte(tc.in), &obs)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("decodeObserved(%q) = %v, want an error containing %q", tc.in, err, tc.want)
@@ -56,16 +56,16 @@ func TestReadObservedIsStrict(t *testing.T) {
 		})
 	}
 	for _, in := range []string{good, `{"instances":[]}`, " {\"instances\": []}\n\n"} {
-		var obs reconciler.Observed
+		var obs plan.Observed
 		if err := decodeObserved([]byte(in), &obs); err != nil {
 			t.Errorf("decodeObserved(%q): %v", in, err)
 		}
 	}
 
 	// What berth observe writes is read back, even for the zero value.
-	for _, obs := range []reconciler.Observed{{}, {Instances: []reconciler.Instance{{Name: "web-0", Container: &reconciler.Container{Name: "web"}}}}} {
+	for _, obs := range []plan.Observed{{}, {Instances: []plan.Instance{{Name: "web-0", Container: &plan.Container{Name: "web"}}}}} {
 		b, _ := json.MarshalIndent(normalizeObserved(obs), "", "  ")
-		var back reconciler.Observed
+		var back plan.Observed
 		if err := decodeObserved(b, &back); err != nil {
 			t.Errorf("observe output %s not accepted: %v", b, err)
 		}
@@ -92,7 +92,7 @@ func TestPlanBlockedExits3(t *testing.T) {
 	if err != nil || len(res.Diagnostics) > 0 {
 		t.Fatal(err, res.Diagnostics)
 	}
-	write := func(obs reconciler.Observed) string {
+	write := func(obs plan.Observed) string {
 		b, _ := json.Marshal(normalizeObserved(obs))
 		p := filepath.Join(t.TempDir(), "observed.json")
 		os.WriteFile(p, b, 0o644)

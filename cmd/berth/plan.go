@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/source"
 )
 
@@ -28,16 +28,16 @@ func (f *repoFlags) register(cmd *cobra.Command) {
 // planner's desired state. Invalid apps are held (kept as they are), and a
 // file that does not parse at all disables pruning: berth cannot tell which
 // apps it was meant to hold.
-func (f *repoFlags) desired(cmd *cobra.Command) (reconciler.Desired, *loadedSpecs, error) {
+func (f *repoFlags) desired(cmd *cobra.Command) (plan.Desired, *loadedSpecs, error) {
 	repo, err := source.Open(cmd.Context(), f.repo)
 	if err != nil {
-		return reconciler.Desired{}, nil, err
+		return plan.Desired{}, nil, err
 	}
 	l, err := loadFromGit(cmd.Context(), repo, f.rev, f.dir, f.options())
 	if err != nil {
-		return reconciler.Desired{}, nil, err
+		return plan.Desired{}, nil, err
 	}
-	d := reconciler.NewDesired(l.Commit.SHA, l.Result)
+	d := plan.NewDesired(l.Commit.SHA, l.Result)
 	for _, diag := range l.Diagnostics() {
 		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", safeText(diag.String()))
 	}
@@ -66,8 +66,8 @@ func (f *pruneFlags) check() error {
 	return nil
 }
 
-func (f *pruneFlags) policy(owner string) reconciler.Policy {
-	return reconciler.Policy{Owner: owner, AllowMassPrune: f.allowMassPrune, MaxPruneFraction: f.maxPrune}
+func (f *pruneFlags) policy(owner string) plan.Policy {
+	return plan.Policy{Owner: owner, AllowMassPrune: f.allowMassPrune, MaxPruneFraction: f.maxPrune}
 }
 
 func newPlanCmd(g *globalOptions) *cobra.Command {
@@ -108,7 +108,7 @@ pruning skipped; with or without steps to take), 1 error.`,
 			if err != nil {
 				return err
 			}
-			var obs reconciler.Observed
+			var obs plan.Observed
 			if observed != "" {
 				if obs, err = readObserved(observed); err != nil {
 					return err
@@ -123,14 +123,14 @@ pruning skipped; with or without steps to take), 1 error.`,
 					return err
 				}
 			}
-			plan := reconciler.MakePlan(desired, obs, pf.policy(g.owner))
-			if err := writePlan(cmd, plan, output); err != nil {
+			pl := plan.MakePlan(desired, obs, pf.policy(g.owner))
+			if err := writePlan(cmd, pl, output); err != nil {
 				return err
 			}
 			switch {
-			case len(planBlockers(plan)) > 0:
+			case len(planBlockers(pl)) > 0:
 				return silentExit(exitBlocked)
-			case !plan.Empty():
+			case !pl.Empty():
 				return silentExit(exitChanges)
 			}
 			return nil
@@ -143,21 +143,21 @@ pruning skipped; with or without steps to take), 1 error.`,
 	return cmd
 }
 
-func writePlan(cmd *cobra.Command, plan reconciler.Plan, output string) error {
+func writePlan(cmd *cobra.Command, pl plan.Plan, output string) error {
 	out := cmd.OutOrStdout()
 	if output == "json" {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		return enc.Encode(plan)
+		return enc.Encode(pl)
 	}
-	_, err := fmt.Fprint(out, planText(plan))
+	_, err := fmt.Fprint(out, planText(pl))
 	return err
 }
 
 // planText renders a plan for people, with every value escaped. A plan
 // that cannot converge ends by saying what blocks it, never "No changes.".
-func planText(plan reconciler.Plan) string {
-	safe := sanitized(plan)
+func planText(pl plan.Plan) string {
+	safe := sanitized(pl)
 	text := safe.Text()
 	if blockers := planBlockers(safe); len(blockers) > 0 {
 		if summary := safe.Summary() + "\n"; summary == "No changes.\n" && strings.HasSuffix(text, summary) {
@@ -171,26 +171,26 @@ func planText(plan reconciler.Plan) string {
 // planBlockers lists, briefly, what keeps a plan from converging: replicas
 // whose name is taken, steps held back, apps held at their last state,
 // pruning skipped. Warnings are not blockers.
-func planBlockers(plan reconciler.Plan) []string {
+func planBlockers(pl plan.Plan) []string {
 	var out []string
-	if n := len(plan.Conflicts); n > 0 {
+	if n := len(pl.Conflicts); n > 0 {
 		names := make([]string, n)
-		for i, c := range plan.Conflicts {
+		for i, c := range pl.Conflicts {
 			names[i] = c.Instance
 		}
 		out = append(out, fmt.Sprintf("%d replica%s blocked by a conflict (%s)", n, plural(n), strings.Join(names, ", ")))
 	}
-	if n := len(plan.Waiting); n > 0 {
+	if n := len(pl.Waiting); n > 0 {
 		names := make([]string, n)
-		for i, w := range plan.Waiting {
+		for i, w := range pl.Waiting {
 			names[i] = w.Instance
 		}
 		out = append(out, fmt.Sprintf("%d step%s waiting (%s)", n, plural(n), strings.Join(names, ", ")))
 	}
-	if n := len(plan.Held); n > 0 {
-		out = append(out, fmt.Sprintf("%d app%s held for an invalid spec (%s)", n, plural(n), strings.Join(plan.Held, ", ")))
+	if n := len(pl.Held); n > 0 {
+		out = append(out, fmt.Sprintf("%d app%s held for an invalid spec (%s)", n, plural(n), strings.Join(pl.Held, ", ")))
 	}
-	if plan.PruneBlocked != "" {
+	if pl.PruneBlocked != "" {
 		out = append(out, "pruning skipped")
 	}
 	return out

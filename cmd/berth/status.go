@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/source"
 )
 
@@ -42,7 +43,7 @@ asks a running "berth run" instead (GET URL/api/v1/status).`,
 			if srv != "" {
 				return statusFromServer(cmd, srv, output)
 			}
-			var desired *reconciler.Desired
+			var desired *plan.Desired
 			if _, err := source.Open(ctx, rf.repo); err == nil || cmd.Flags().Changed("repo") {
 				d, _, err := rf.desired(cmd)
 				if err != nil {
@@ -59,12 +60,12 @@ asks a running "berth run" instead (GET URL/api/v1/status).`,
 			if err != nil {
 				return err
 			}
-			var plan *reconciler.Plan
+			var pl *plan.Plan
 			if desired != nil {
-				p := reconciler.MakePlan(*desired, obs, pf.policy(g.owner))
-				plan = &p
+				p := plan.MakePlan(*desired, obs, pf.policy(g.owner))
+				pl = &p
 			}
-			st := reconciler.BuildStatus(g.owner, desired, obs, plan)
+			st := plan.BuildStatus(g.owner, desired, obs, pl)
 			if output == "json" {
 				return writeJSON(cmd.OutOrStdout(), st)
 			}
@@ -123,10 +124,10 @@ func statusFromServer(cmd *cobra.Command, base, output string) error {
 	}
 	for _, app := range slices.Sorted(maps.Keys(st.Failures)) {
 		f := st.Failures[app]
-		fmt.Fprintf(out, "  %s: revision %s held until %s after %d failed rollout(s): %s\n", app, reconciler.ShortSHA(f.Revision), f.RetryAfter.Format(time.RFC3339), f.Count, f.Reason)
+		fmt.Fprintf(out, "  %s: revision %s held until %s after %d failed rollout(s): %s\n", app, plan.ShortSHA(f.Revision), f.RetryAfter.Format(time.RFC3339), f.Count, f.Reason)
 	}
 	for _, app := range slices.Sorted(maps.Keys(st.LastGood)) {
-		fmt.Fprintf(out, "  %s: last good revision %s\n", app, reconciler.ShortSHA(st.LastGood[app]))
+		fmt.Fprintf(out, "  %s: last good revision %s\n", app, plan.ShortSHA(st.LastGood[app]))
 	}
 	fmt.Fprintln(out)
 	_, err = fmt.Fprint(out, safeLines(st.Status.Text()))

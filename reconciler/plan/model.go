@@ -1,8 +1,10 @@
-// Package reconciler turns what Git says (Desired) and what LXD and Docker
-// report (Observed) into a Plan: an ordered, explained list of steps. Plan
-// is pure; applying a plan is the executor's job. See README.md for the
-// whole flow.
-package reconciler
+// Package plan is berth's pure core: it turns what Git says (Desired) and
+// what LXD and Docker report (Observed) into a Plan, an ordered, explained
+// list of steps (MakePlan), and derives the status people read
+// (BuildStatus). Values in, a value out: no I/O, no clock, no randomness,
+// no goroutines — TestPurity fails if an import would allow them. Applying
+// a plan is package reconciler's job. See ../README.md for the whole flow.
+package plan
 
 import (
 	"slices"

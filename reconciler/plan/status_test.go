@@ -1,36 +1,38 @@
-package reconciler
+package plan_test
 
 import (
+	"github.com/berth-gitops/berth/reconciler/plan"
+	"github.com/berth-gitops/berth/reconciler/plan/plantest"
 	"strings"
 	"testing"
 
 	"github.com/berth-gitops/berth/spec"
 )
 
-// Status and plan use one definition of "ready" and one identity parser,
+// Status and pl use one definition of "ready" and one identity parser,
 // so they cannot disagree about the same instance.
 func TestStatusAgreesWithPlan(t *testing.T) {
-	old := execApp("web", 3, 1, "reg/web:1")
-	now := execApp("web", 3, 1, "reg/web:2")
-	obs := convergedObs(old)
+	old := plantest.App("web", 3, 1, "reg/web:1")
+	now := plantest.App("web", 3, 1, "reg/web:2")
+	obs := plantest.Converged(old)
 	// web-0 runs the new version but is still starting (an interrupted
 	// rollout): not ready for the planner, not ready for the status.
-	obs.Instances[0].Container.Labels[LabelContainerHash] = now.Spec.Container.Hash()
-	obs.Instances[0].Container.Labels[LabelRevision] = "r2"
+	obs.Instances[0].Container.Labels[plan.LabelContainerHash] = now.Spec.Container.Hash()
+	obs.Instances[0].Container.Labels[plan.LabelRevision] = "r2"
 	obs.Instances[0].Container.Image = now.Spec.Container.Image
 	obs.Instances[0].Container.Health = "starting"
-	desired := Desired{Revision: "r2", Apps: []spec.App{now}}
-	plan := MakePlan(desired, obs, Policy{})
-	st := BuildStatus("", &desired, obs, &plan)
+	desired := plan.Desired{Revision: "r2", Apps: []spec.App{now}}
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
+	st := plan.BuildStatus("", &desired, obs, &pl)
 	if len(st.Apps) != 1 {
 		t.Fatalf("apps = %+v", st.Apps)
 	}
 	a := st.Apps[0]
-	if a.Ready != 2 || a.Replicas[0].Ready || a.Health != HealthProgressing {
+	if a.Ready != 2 || a.Replicas[0].Ready || a.Health != plan.HealthProgressing {
 		t.Errorf("ready = %d, web-0 ready = %v, health %s; want 2, false, Progressing", a.Ready, a.Replicas[0].Ready, a.Health)
 	}
 	// A halted rollout is not Synced: the waiting replicas are drift.
-	if a.Sync != SyncOutOfSync || len(a.Drift) != 2 || !strings.Contains(a.Drift[0], "web-1 replace-container (container.image) waiting: web-0 unavailable") {
+	if a.Sync != plan.SyncOutOfSync || len(a.Drift) != 2 || !strings.Contains(a.Drift[0], "web-1 replace-container (container.image) waiting: web-0 unavailable") {
 		t.Errorf("sync %s, drift %q", a.Sync, a.Drift)
 	}
 	// The replica's revision is the one its container runs.
@@ -40,17 +42,17 @@ func TestStatusAgreesWithPlan(t *testing.T) {
 }
 
 func TestStatusReplicaDetails(t *testing.T) {
-	a := execApp("web", 3, 1, "reg/web:1")
-	obs := convergedObs(a)
+	a := plantest.App("web", 3, 1, "reg/web:1")
+	obs := plantest.Converged(a)
 	obs.Instances[0].Container.State = "exited"
 	obs.Instances[0].Container.Health = ""
 	obs.Instances[1].Container = nil
 	obs.Instances[1].DockerError = "exit status 1"
 	// A garbled slot is not a replica of the app (the planner agrees).
-	obs.Instances[2].Config[KeySlot] = "02"
-	desired := Desired{Revision: "r1", Apps: []spec.App{a}}
-	plan := MakePlan(desired, obs, Policy{})
-	st := BuildStatus("", &desired, obs, &plan)
+	obs.Instances[2].Config[plan.KeySlot] = "02"
+	desired := plan.Desired{Revision: "r1", Apps: []spec.App{a}}
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
+	st := plan.BuildStatus("", &desired, obs, &pl)
 	v := st.Apps[0]
 	if len(v.Replicas) != 2 || v.Ready != 0 {
 		t.Fatalf("replicas %+v", v.Replicas)
@@ -69,12 +71,12 @@ func TestStatusReplicaDetails(t *testing.T) {
 // An app held for an invalid spec keeps its replicas: its desired count is
 // what it has, never the -1 of "unknown".
 func TestStatusHeldAppDesired(t *testing.T) {
-	a := execApp("web", 2, 1, "reg/web:1")
-	obs := convergedObs(a)
-	desired := Desired{Revision: "r2", HeldApps: []string{"web"}}
-	plan := MakePlan(desired, obs, Policy{})
-	st := BuildStatus("", &desired, obs, &plan)
-	if v := st.Apps[0]; v.Desired != 2 || v.Sync != SyncHeld {
+	a := plantest.App("web", 2, 1, "reg/web:1")
+	obs := plantest.Converged(a)
+	desired := plan.Desired{Revision: "r2", HeldApps: []string{"web"}}
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
+	st := plan.BuildStatus("", &desired, obs, &pl)
+	if v := st.Apps[0]; v.Desired != 2 || v.Sync != plan.SyncHeld {
 		t.Errorf("held app: desired %d, sync %s", v.Desired, v.Sync)
 	}
 }

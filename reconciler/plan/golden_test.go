@@ -1,4 +1,4 @@
-package reconciler
+package plan
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ const goldenRevision = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 // observed.json the live state, policy.json (optional) the policy.
 // plan.golden holds Text() and plan.json.golden the indented JSON.
 func TestGolden(t *testing.T) {
-	dirs, err := filepath.Glob(filepath.Join("..", "testdata", "plan", "*"))
+	dirs, err := filepath.Glob(filepath.Join("..", "..", "testdata", "plan", "*"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
-package reconciler
+package plan_test
 
 import (
+	"github.com/berth-gitops/berth/reconciler/plan"
+	"github.com/berth-gitops/berth/reconciler/plan/plantest"
 	"strings"
 	"testing"
 
@@ -12,20 +14,20 @@ func TestNewDesiredBlocksPruneForUnnamedInvalidApp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := NewDesired("r1", res)
+	d := plan.NewDesired("r1", res)
 	if d.PruneBlocked == "" || !strings.Contains(d.PruneBlocked, "apps/web.yaml") {
 		t.Fatalf("PruneBlocked = %q (unidentified %v)", d.PruneBlocked, res.Unidentified)
 	}
 }
 
 func TestRolloutBudgetCountsReplicasAlreadyDown(t *testing.T) {
-	old := execApp("web", 3, 1, "reg/web:1")
-	now := execApp("web", 3, 2, "reg/web:2")
-	obs := convergedObs(old)
+	old := plantest.App("web", 3, 1, "reg/web:1")
+	now := plantest.App("web", 3, 2, "reg/web:2")
+	obs := plantest.Converged(old)
 	// web-0 is down with the new hash already: no step fixes it.
-	obs.Instances[0].Container.Labels[LabelContainerHash] = now.Spec.Container.Hash()
+	obs.Instances[0].Container.Labels[plan.LabelContainerHash] = now.Spec.Container.Hash()
 	obs.Instances[0].Container.Health = "unhealthy"
-	p := MakePlan(Desired{Revision: "r2", Apps: []spec.App{now}}, obs, Policy{})
+	p := plan.MakePlan(plan.Desired{Revision: "r2", Apps: []spec.App{now}}, obs, plan.Policy{})
 	batches := map[int]int{}
 	for _, s := range p.Steps {
 		batches[s.Batch]++
@@ -34,7 +36,7 @@ func TestRolloutBudgetCountsReplicasAlreadyDown(t *testing.T) {
 		t.Errorf("with one replica down and maxUnavailable 2, want one replacement per batch:\n%s", p.Text())
 	}
 	now.Spec.Update.MaxUnavailable = 1
-	p = MakePlan(Desired{Revision: "r2", Apps: []spec.App{now}}, obs, Policy{})
+	p = plan.MakePlan(plan.Desired{Revision: "r2", Apps: []spec.App{now}}, obs, plan.Policy{})
 	if len(p.Steps) != 0 || len(p.Waiting) != 2 || p.Waiting[0].Why != "web-0 unavailable and maxUnavailable is 1" || p.Converged() {
 		t.Errorf("with the budget used up the rollout must wait:\n%s", p.Text())
 	}

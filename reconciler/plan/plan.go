@@ -1,4 +1,4 @@
-package reconciler
+package plan
 
 import (
 	"crypto/sha256"
@@ -403,4 +403,12 @@ func displayValue(v string) string {
 		return fmt.Sprintf("<%d lines, sha256:%s>", strings.Count(strings.TrimRight(v, "\n"), "\n")+1, hex.EncodeToString(sum[:])[:12])
 	}
 	return v
+}
+
+// ShortSHA abbreviates a Git SHA to the 12 digits people read in output.
+func ShortSHA(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
 }

@@ -1,0 +1,43 @@
+// Package plantest builds the planner's inputs for tests of the packages
+// that plan, apply and report: apps and the observed state of a fleet
+// that runs them. It is imported by tests only.
+package plantest
+
+import (
+	"time"
+
+	"github.com/berth-gitops/berth/ownership"
+	"github.com/berth-gitops/berth/reconciler/plan"
+	"github.com/berth-gitops/berth/spec"
+)
+
+// App is a small defaulted app: replicas of image with maxUnavailable.
+func App(name string, replicas, maxUnavailable int, image string) spec.App {
+	return spec.App{
+		APIVersion: spec.APIVersion, Kind: spec.KindApp,
+		Metadata: spec.Metadata{Name: name},
+		Spec: spec.AppSpec{
+			Replicas:  replicas,
+			System:    spec.System{Image: "berth/debian-docker", Profiles: []string{"default"}},
+			Container: spec.Container{Image: image},
+			Update:    spec.Update{MaxUnavailable: maxUnavailable, HealthTimeout: spec.Duration(time.Minute)},
+		},
+	}
+}
+
+// Converged is the observed state of apps fully converged at revision
+// "r1": every replica running with a healthy app container.
+func Converged(apps ...spec.App) plan.Observed {
+	var obs plan.Observed
+	for _, a := range apps {
+		for s := range a.Spec.Replicas {
+			obs.Instances = append(obs.Instances, plan.Instance{
+				Name: ownership.InstanceName(a.Metadata.Name, s), Status: plan.StatusRunning,
+				Config: plan.ManagedConfig(a, plan.DefaultOwner, "r1", s), Profiles: a.Spec.System.Profiles,
+				Container: &plan.Container{Name: a.Metadata.Name, State: "running", Health: "healthy", Image: a.Spec.Container.Image,
+					Labels: ownership.Container{App: a.Metadata.Name, Slot: s, Hash: a.Spec.Container.Hash(), Revision: "r1"}.Labels()},
+			})
+		}
+	}
+	return obs
+}
