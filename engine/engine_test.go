@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -86,7 +87,7 @@ func TestObserveReusesConnection(t *testing.T) {
 		}
 		writeJSON(w, 200, []container.Summary{
 			{ID: "b1", Names: []string{"/web"}, Image: "reg/web:1", State: "running", Status: "Up 3 minutes (healthy)",
-				Labels: map[string]string{LabelApp: "web", LabelSlot: "0", LabelContainerHash: "h1", LabelRevision: "r1"}},
+				Labels: map[string]string{ownership.LabelApp: "web", ownership.LabelSlot: "0", ownership.LabelContainerHash: "h1", ownership.LabelRevision: "r1"}},
 			{ID: "f1", Names: []string{"/sidecar"}, Image: "x", State: "running", Labels: map[string]string{"other": "1"}},
 			{ID: "f2", Names: []string{"/adhoc"}, Image: "y", State: "created"},
 		})
@@ -97,7 +98,7 @@ func TestObserveReusesConnection(t *testing.T) {
 				ID: "b1", Name: "/web", RestartCount: 2,
 				State: &container.State{Status: "running", Running: true, Health: &container.Health{Status: "healthy"}},
 			},
-			Config: &container.Config{Image: "reg/web:1", Labels: map[string]string{LabelApp: "web", LabelContainerHash: "h1"}},
+			Config: &container.Config{Image: "reg/web:1", Labels: map[string]string{ownership.LabelApp: "web", ownership.LabelContainerHash: "h1"}},
 		})
 	})
 	m := New(f.dialer(), fastOpts())
@@ -321,7 +322,7 @@ func TestBuildConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLabels := map[string]string{LabelApp: "web", LabelSlot: "2", LabelContainerHash: d.Spec.Hash(), LabelRevision: "abc123"}
+	wantLabels := map[string]string{ownership.LabelApp: "web", ownership.LabelSlot: "2", ownership.LabelContainerHash: d.Spec.Hash(), ownership.LabelRevision: "abc123"}
 	if fmt.Sprint(cfg.Labels) != fmt.Sprint(wantLabels) {
 		t.Errorf("labels = %v", cfg.Labels)
 	}
@@ -449,7 +450,7 @@ func TestWaitReadyFake(t *testing.T) {
 	f.handle("GET /containers/web/json", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, container.InspectResponse{
 			ContainerJSONBase: &container.ContainerJSONBase{State: state},
-			Config:            &container.Config{Labels: map[string]string{LabelApp: "web"}},
+			Config:            &container.Config{Labels: map[string]string{ownership.LabelApp: "web"}},
 		})
 	})
 	f.handle("GET /containers/foreign/json", func(w http.ResponseWriter, r *http.Request) {

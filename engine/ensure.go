@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"io"
 	"log/slog"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -25,7 +25,7 @@ import (
 type Desired struct {
 	App      string
 	Slot     int
-	Revision string // Git SHA, recorded in LabelRevision
+	Revision string // Git SHA, recorded in ownership.LabelRevision
 	Spec     spec.Container
 }
 
@@ -100,7 +100,7 @@ func (m *Manager) Ensure(ctx context.Context, instance string, d Desired, report
 	if err != nil {
 		return err
 	}
-	plan := decideEnsure(d.App, cfg.Labels[LabelContainerHash], cur, stale)
+	plan := decideEnsure(d.App, cfg.Labels[ownership.LabelContainerHash], cur, stale)
 	r := &ensureRun{
 		m: m, cli: cli, c: c, d: d, img: img, cfg: cfg, hostCfg: hostCfg, report: report,
 		log: m.logger(ctx).With("instance", instance, "app", d.App),
@@ -158,7 +158,7 @@ func decideEnsure(app, hash string, cur *container.InspectResponse, stale []cont
 	switch {
 	case cur == nil:
 		p.action, p.createName = create, app
-	case cur.Config.Labels[LabelContainerHash] != hash ||
+	case cur.Config.Labels[ownership.LabelContainerHash] != hash ||
 		cur.State.Status == container.StateDead || cur.State.Status == container.StateRemoving:
 		p.action, p.createName, p.old = replace, app+nextSuffix, toRemoval(*cur)
 	case cur.State.Status == container.StatePaused:
@@ -175,7 +175,7 @@ func toRemoval(old container.InspectResponse) removal {
 	return removal{
 		id:   old.ID,
 		name: strings.TrimPrefix(old.Name, "/"),
-		hash: old.Config.Labels[LabelContainerHash],
+		hash: old.Config.Labels[ownership.LabelContainerHash],
 		stop: old.State != nil && (old.State.Running || old.State.Restarting || old.State.Paused),
 	}
 }
@@ -326,7 +326,7 @@ func (r *ensureRun) remove(ctx context.Context, olds ...removal) error {
 func (r *ensureRun) create(ctx context.Context, name string) (id string, err error) {
 	env := r.d.Spec.Env
 	err = r.step(ctx, StepCreate, func(ctx context.Context) (string, error) {
-		detail := fmt.Sprintf("%s (hash %s, image %s)", name, r.cfg.Labels[LabelContainerHash], r.img.runRef)
+		detail := fmt.Sprintf("%s (hash %s, image %s)", name, r.cfg.Labels[ownership.LabelContainerHash], r.img.runRef)
 		return detail, r.call(ctx, "create container "+name, func(ctx context.Context) error {
 			resp, err := r.cli.ContainerCreate(ctx, r.cfg, r.hostCfg, nil, nil, name)
 			if err != nil {
@@ -367,7 +367,7 @@ func (m *Manager) findCurrent(ctx context.Context, cli *client.Client, c *conn, 
 	}
 	for _, s := range list {
 		name := summaryName(s)
-		owner, ours := s.Labels[LabelApp]
+		owner, ours := s.Labels[ownership.LabelApp]
 		switch {
 		case name == app && !ours:
 			return nil, nil, fmt.Errorf("%w: %q in %s (berth leaves it alone; rename or remove it)", ErrNameConflict, app, instance)
@@ -624,14 +624,9 @@ func readPullStream(r io.Reader) error {
 func buildConfig(d Desired, image string) (*container.Config, *container.HostConfig, error) {
 	s := d.Spec
 	cfg := &container.Config{
-		Image: image,
-		User:  s.User,
-		Labels: map[string]string{
-			LabelApp:           d.App,
-			LabelSlot:          strconv.Itoa(d.Slot),
-			LabelContainerHash: s.Hash(),
-			LabelRevision:      d.Revision,
-		},
+		Image:  image,
+		User:   s.User,
+		Labels: ownership.Container{App: d.App, Slot: d.Slot, Hash: s.Hash(), Revision: d.Revision}.Labels(),
 	}
 	if len(s.Command) > 0 {
 		// Cmd, not Entrypoint: the image's entrypoint (if any) still

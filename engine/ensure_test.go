@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"github.com/berth-gitops/berth/ownership"
 	"net/http"
 	"slices"
 	"testing"
@@ -22,7 +23,7 @@ func inspected(name, hash, status string) container.InspectResponse {
 			State: &container.State{Status: status, Running: status == container.StateRunning,
 				Restarting: status == container.StateRestarting, Paused: status == container.StatePaused},
 		},
-		Config: &container.Config{Labels: map[string]string{LabelApp: "web", LabelContainerHash: hash}},
+		Config: &container.Config{Labels: map[string]string{ownership.LabelApp: "web", ownership.LabelContainerHash: hash}},
 	}
 }
 
@@ -144,7 +145,7 @@ func TestWaitReadySettlesOnTheClock(t *testing.T) {
 	f.handle("GET /containers/web/json", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, container.InspectResponse{
 			ContainerJSONBase: &container.ContainerJSONBase{State: &container.State{Status: "running", Running: true, StartedAt: startedAt}},
-			Config:            &container.Config{Labels: map[string]string{LabelApp: "web"}},
+			Config:            &container.Config{Labels: map[string]string{ownership.LabelApp: "web"}},
 		})
 	})
 	m := New(f.dialer(), opts)

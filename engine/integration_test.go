@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"net/http"
 	"os"
 	"os/signal"
@@ -244,7 +245,7 @@ func TestITHelloDeployReplaceRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, ok := obs.Container("hello")
-	if !ok || c.Hash() != d1.Spec.Hash() || c.Revision() != "rev1" || c.Labels[LabelSlot] != "0" ||
+	if !ok || c.Hash() != d1.Spec.Hash() || c.Revision() != "rev1" || c.Labels[ownership.LabelSlot] != "0" ||
 		c.State != "running" || c.Health != HealthHealthy || c.Image != itHello1 {
 		t.Fatalf("observed %+v", obs)
 	}

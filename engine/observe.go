@@ -2,19 +2,11 @@ package engine
 
 import (
 	"context"
+	"github.com/berth-gitops/berth/ownership"
 	"sort"
 	"strings"
 
 	"github.com/docker/docker/api/types/container"
-)
-
-// Docker labels berth sets on its app container. A container is berth's
-// when it has LabelApp; all others are foreign and never touched.
-const (
-	LabelApp           = "berth.app"
-	LabelSlot          = "berth.slot"
-	LabelContainerHash = "berth.container-hash"
-	LabelRevision      = "berth.revision"
 )
 
 // Health values of Container.Health; "" means no healthcheck.
@@ -42,9 +34,9 @@ type Container struct {
 }
 
 // App, Hash and Revision read berth's labels.
-func (c Container) App() string      { return c.Labels[LabelApp] }
-func (c Container) Hash() string     { return c.Labels[LabelContainerHash] }
-func (c Container) Revision() string { return c.Labels[LabelRevision] }
+func (c Container) App() string      { return c.Labels[ownership.LabelApp] }
+func (c Container) Hash() string     { return c.Labels[ownership.LabelContainerHash] }
+func (c Container) Revision() string { return c.Labels[ownership.LabelRevision] }
 
 // Observation is what Docker in one instance runs.
 type Observation struct {
@@ -98,7 +90,7 @@ func (m *Manager) Observe(ctx context.Context, instance string) (Observation, er
 	}
 	obs := Observation{Instance: instance, APIVersion: cli.ClientVersion()}
 	for _, s := range list {
-		if _, ok := s.Labels[LabelApp]; !ok {
+		if _, ok := s.Labels[ownership.LabelApp]; !ok {
 			obs.Foreign = append(obs.Foreign, summaryName(s))
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -183,8 +184,8 @@ func (m *Manager) inspectApp(ctx context.Context, instance, app string) (contain
 	if err != nil {
 		return insp, err
 	}
-	if insp.Config == nil || insp.Config.Labels[LabelApp] != app {
-		return insp, fmt.Errorf("%w: %q has no %s=%s label", errNotBerths, app, LabelApp, app)
+	if insp.Config == nil || insp.Config.Labels[ownership.LabelApp] != app {
+		return insp, fmt.Errorf("%w: %q has no %s=%s label", errNotBerths, app, ownership.LabelApp, app)
 	}
 	return insp, nil
 }

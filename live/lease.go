@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -48,20 +49,7 @@ var (
 // acquireTries bounds the read-and-write attempts of one Acquire.
 const acquireTries = 5
 
-// LeaseKey is the server config key of owner's lease in the default
-// project.
-func LeaseKey(owner string) string { return "user.berth.lease." + owner }
-
-// LeaseKeyIn is the server config key of owner's lease in project: owners
-// of the same name in different projects manage different instances.
-func LeaseKeyIn(owner, project string) string {
-	if project == "" || project == "default" {
-		return LeaseKey(owner)
-	}
-	return LeaseKey(owner) + "@" + project
-}
-
-func (l *Lease) key() string { return LeaseKeyIn(l.Owner, l.LXD.Project()) }
+func (l *Lease) key() string { return ownership.LeaseKey(l.Owner, l.LXD.Project()) }
 
 // HolderID names a lease holder: what it is (run, apply), its host and
 // pid for people, and a random part, since pids repeat across containers

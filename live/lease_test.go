@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -43,7 +44,9 @@ func TestLeaseOnRealLXD(t *testing.T) {
 	clock := func() time.Time { return now }
 	a := &Lease{LXD: c, Owner: owner, Holder: "a", TTL: 30 * time.Second, Now: clock}
 	b := &Lease{LXD: c, Owner: owner, Holder: "b", TTL: 30 * time.Second, Now: clock}
-	t.Cleanup(func() { _ = c.PatchServerConfig(context.Background(), map[string]any{LeaseKey(owner): ""}, "") })
+	t.Cleanup(func() {
+		_ = c.PatchServerConfig(context.Background(), map[string]any{ownership.LeaseKey(owner, ""): ""}, "")
+	})
 
 	if st, err := a.Acquire(ctx); !st.Held || err != nil || !st.Expiry.Equal(now.Add(30*time.Second)) {
 		t.Fatalf("a: %+v err %v", st, err)
@@ -222,7 +225,7 @@ func TestHoldRenewsAndLoses(t *testing.T) {
 	}
 	// Another takes it (as if ours had expired): the work context ends.
 	f.mu.Lock()
-	f.config[LeaseKey("o")] = fmt.Sprintf("thief %d", time.Now().Add(time.Minute).Unix())
+	f.config[ownership.LeaseKey("o", "")] = fmt.Sprintf("thief %d", time.Now().Add(time.Minute).Unix())
 	f.version++
 	f.mu.Unlock()
 	select {
@@ -237,7 +240,7 @@ func TestHoldRenewsAndLoses(t *testing.T) {
 		t.Errorf("Release after the loss = %v", err)
 	}
 	f.mu.Lock()
-	v := f.config[LeaseKey("o")]
+	v := f.config[ownership.LeaseKey("o", "")]
 	f.mu.Unlock()
 	if !strings.HasPrefix(v.(string), "thief ") {
 		t.Errorf("Release changed the thief's lease: %q", v)
@@ -297,10 +300,10 @@ func realLXD(t *testing.T) *lxd.Client {
 // TestLeaseKeyPerProject: owners of the same name in different projects
 // manage different instances, so each project has its own lease.
 func TestLeaseKeyPerProject(t *testing.T) {
-	if k := LeaseKeyIn("o", ""); k != "user.berth.lease.o" {
+	if k := ownership.LeaseKey("o", ""); k != "user.berth.lease.o" {
 		t.Errorf("default project: %s", k)
 	}
-	if k := LeaseKeyIn("o", "default"); k != "user.berth.lease.o" {
+	if k := ownership.LeaseKey("o", "default"); k != "user.berth.lease.o" {
 		t.Errorf("project default: %s", k)
 	}
 	f, c := newLeaseLXDIn(t, "p1")

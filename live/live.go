@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"log/slog"
 	"regexp"
 	"sort"
@@ -37,12 +38,6 @@ const (
 	// an inspect, milliseconds when Docker is well): a wedged dockerd must
 	// not hold every plan for the engine's minute-long call timeout.
 	ObserveTimeout = 15 * time.Second
-)
-
-// Backup keys mark a kept copy of a deleted instance (update.snapshot).
-const (
-	KeyBackupOf    = "user.berth.backup-of"
-	KeyBackupOwner = "user.berth.backup-owner"
 )
 
 // System is the live LXD + Docker pair berth converges.
@@ -117,7 +112,7 @@ var replicaName = regexp.MustCompile(`^[a-z][a-z0-9-]*-[0-9]+$`)
 // conflict the planner must see), and the app container of each running
 // owned instance through its Docker engine, in parallel.
 func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
-	owned, err := s.LXD.ListInstances(ctx, map[string]string{"config." + plan.KeyOwner: s.Owner})
+	owned, err := s.LXD.ListInstances(ctx, map[string]string{"config." + ownership.KeyOwner: s.Owner})
 	if err != nil {
 		return plan.Observed{}, fmt.Errorf("list instances: %w", err)
 	}
@@ -154,7 +149,7 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 	var wg sync.WaitGroup
 	for i := range obs.Instances {
 		inst := &obs.Instances[i]
-		if inst.Config[plan.KeyOwner] != s.Owner {
+		if inst.Config[ownership.KeyOwner] != s.Owner {
 			continue
 		}
 		if inst.Status != "Running" {
@@ -197,7 +192,7 @@ func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {
 		inst.DockerError = err.Error()
 		return
 	}
-	app := inst.Config[plan.KeyApp]
+	app := inst.Config[ownership.KeyApp]
 	inst.ForeignContainers = o.Foreign
 	inst.StaleContainers = o.Stale(app)
 	if c, ok := o.Container(app); ok {
@@ -298,7 +293,7 @@ func (s *System) StartInstance(ctx context.Context, name string) error {
 		return err
 	}
 	// The plan was made a while ago: re-check that the instance is ours.
-	if inst.Config[plan.KeyOwner] != s.Owner {
+	if inst.Config[ownership.KeyOwner] != s.Owner {
 		return fmt.Errorf("%s is not owned by %q any more; not starting it", name, s.Owner)
 	}
 	s.Engine.Forget(name)
@@ -322,7 +317,7 @@ func (s *System) StopInstance(ctx context.Context, name string) error {
 		return err
 	}
 	// The plan was made a while ago: re-check that the instance is ours.
-	if inst.Config[plan.KeyOwner] != s.Owner {
+	if inst.Config[ownership.KeyOwner] != s.Owner {
 		return fmt.Errorf("%s is not owned by %q any more; not stopping it", name, s.Owner)
 	}
 	s.Engine.Forget(name)
@@ -342,7 +337,7 @@ func (s *System) UpdateInstance(ctx context.Context, name string, set map[string
 	if err != nil {
 		return err
 	}
-	if inst.Config[plan.KeyOwner] != s.Owner {
+	if inst.Config[ownership.KeyOwner] != s.Owner {
 		return fmt.Errorf("%s is not owned by %q any more; not touching it", name, s.Owner)
 	}
 	patch := make(map[string]string, len(set)+len(remove))
@@ -369,7 +364,7 @@ func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup boo
 	if err != nil {
 		return err
 	}
-	if inst.Config[plan.KeyOwner] != s.Owner {
+	if inst.Config[ownership.KeyOwner] != s.Owner {
 		return fmt.Errorf("%s is not owned by %q; not deleting it", name, s.Owner)
 	}
 	s.Engine.Forget(name)
@@ -389,7 +384,7 @@ func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup boo
 		return fmt.Errorf("rename to %s: %w", backup, err)
 	}
 	if err := s.LXD.PatchInstance(ctx, backup, lxd.InstancePatch{Config: map[string]string{
-		plan.KeyOwner: "", KeyBackupOf: name, KeyBackupOwner: s.Owner,
+		ownership.KeyOwner: "", ownership.KeyBackupOf: name, ownership.KeyBackupOwner: s.Owner,
 	}}, ""); err != nil {
 		return fmt.Errorf("disown backup %s: %w", backup, err)
 	}

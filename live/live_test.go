@@ -2,6 +2,7 @@ package live
 
 import (
 	"context"
+	"github.com/berth-gitops/berth/ownership"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestDeleteKeepsBackup(t *testing.T) {
 			t.Errorf("preflight of %+v passed", bad)
 		}
 	}
-	name := plan.InstanceName(app.Metadata.Name, 0)
+	name := ownership.InstanceName(app.Metadata.Name, 0)
 	var backup string
 	t.Cleanup(func() {
 		for _, n := range []string{name, backup} {
@@ -66,13 +67,13 @@ func TestDeleteKeepsBackup(t *testing.T) {
 	if _, _, err := c.GetInstance(ctx, name); err == nil {
 		t.Fatalf("%s still exists under its name", name)
 	}
-	insts, err := c.ListInstances(ctx, map[string]string{"config." + KeyBackupOf: name})
+	insts, err := c.ListInstances(ctx, map[string]string{"config." + ownership.KeyBackupOf: name})
 	if err != nil || len(insts) != 1 {
 		t.Fatalf("backups of %s: %v %v", name, insts, err)
 	}
 	b := insts[0]
 	backup = b.Name
-	if !strings.HasPrefix(b.Name, name+"-bak-") || b.Status != "Stopped" || b.Config[plan.KeyOwner] != "" || b.Config[KeyBackupOwner] != "backup-test" {
+	if !strings.HasPrefix(b.Name, name+"-bak-") || b.Status != "Stopped" || b.Config[ownership.KeyOwner] != "" || b.Config[ownership.KeyBackupOwner] != "backup-test" {
 		t.Errorf("backup = %s %s %v", b.Name, b.Status, b.Config)
 	}
 	snaps, err := c.ListSnapshots(ctx, b.Name)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"runtime/debug"
 	"slices"
@@ -432,7 +433,7 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 			observedConfig = inst.Config
 		}
 		set := plan.ManagedConfig(*app, owner, revision, s.Slot)
-		return d.UpdateInstance(ctx, s.Instance, set, append(plan.RemovedConfigKeys(observedConfig, *app), staleBerthKeys(observedConfig, set)...))
+		return d.UpdateInstance(ctx, s.Instance, set, append(plan.RemovedConfigKeys(observedConfig, *app), ownership.Stale(observedConfig, set)...))
 	case plan.Restart:
 		silent := d.WaitDocker(ctx, s.Instance, e.repairWait())
 		if silent == nil {
@@ -460,20 +461,4 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		return d.DeleteInstance(ctx, s.Instance, snapshot)
 	}
 	return fmt.Errorf("unknown action %v", s.Action)
-}
-
-// staleBerthKeys are berth's own keys on an instance that its managed
-// config no longer sets (e.g. user.berth.config-keys once the spec sets no
-// LXD keys): left alone they would describe a spec that is gone.
-func staleBerthKeys(observed, set map[string]string) []string {
-	var out []string
-	for k := range observed {
-		if strings.HasPrefix(k, plan.KeyPrefix) && k != plan.KeyOwner {
-			if _, ok := set[k]; !ok {
-				out = append(out, k)
-			}
-		}
-	}
-	slices.Sort(out)
-	return out
 }

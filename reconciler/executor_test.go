@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/reconciler/plan/plantest"
 	"slices"
@@ -55,7 +56,7 @@ func (f *fakeDriver) up(name string) {
 }
 
 func (f *fakeDriver) CreateInstance(_ context.Context, name string, _ spec.App, cfg map[string]string) error {
-	if cfg[plan.KeyOwner] == "" || cfg[plan.KeyApp] == "" {
+	if cfg[ownership.KeyOwner] == "" || cfg[ownership.KeyApp] == "" {
 		return errors.New("create without berth keys")
 	}
 	return f.record("create", name)
@@ -166,7 +167,7 @@ func TestApplyStepKinds(t *testing.T) {
 	obs.Instances[0].Status = "Stopped"
 	obs.Instances[0].Container = nil
 	obs.Instances[1].Config[spec.KeyLimitsMemory] = "1GiB" // drift: the spec sets no memory limit
-	obs.Instances[1].Config[plan.KeyConfigKeys] = spec.KeyLimitsMemory
+	obs.Instances[1].Config[ownership.KeyConfigKeys] = spec.KeyLimitsMemory
 	gone := plantest.App("old", 1, 1, "reg/old:1")
 	obs.Instances = append(obs.Instances, plantest.Converged(gone).Instances...)
 	a.Spec.Update.Snapshot = true

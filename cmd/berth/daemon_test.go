@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"io"
 	"net"
 	"net/http"
@@ -22,7 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-gitops/berth/live"
 	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler"
 	"github.com/berth-gitops/berth/reconciler/plan"
@@ -298,18 +298,18 @@ func fromOneRevision(t *testing.T, c *lxd.Client, app, image, revision string, r
 	state := liveState(t, c, "e2e")
 	want := map[string]string{}
 	for s := range replicas {
-		want[plan.InstanceName(app, s)] = image
+		want[ownership.InstanceName(app, s)] = image
 	}
 	wantReplicas(t, state, app, want)
 	for name, inst := range state {
-		if inst.Config[plan.KeyApp] != app {
+		if inst.Config[ownership.KeyApp] != app {
 			continue
 		}
-		if r := inst.Config[plan.KeyRevision]; r != revision {
-			t.Errorf("%s: %s = %s, want %s", name, plan.KeyRevision, r, revision)
+		if r := inst.Config[ownership.KeyRevision]; r != revision {
+			t.Errorf("%s: %s = %s, want %s", name, ownership.KeyRevision, r, revision)
 		}
-		if k := inst.Container; k != nil && k.Labels[plan.LabelRevision] != revision {
-			t.Errorf("%s: container label %s = %s, want %s", name, plan.LabelRevision, k.Labels[plan.LabelRevision], revision)
+		if k := inst.Container; k != nil && k.Labels[ownership.LabelRevision] != revision {
+			t.Errorf("%s: container label %s = %s, want %s", name, ownership.LabelRevision, k.Labels[ownership.LabelRevision], revision)
 		}
 		if len(inst.StaleContainers) > 0 || len(inst.ForeignContainers) > 0 {
 			t.Errorf("%s: leftover containers %v %v", name, inst.StaleContainers, inst.ForeignContainers)
@@ -370,7 +370,7 @@ func TestTwoAppliesOfDifferentRevisions(t *testing.T) {
 	if winner.rev == revA {
 		other = revB
 	}
-	key := live.LeaseKeyIn("e2e", project)
+	key := ownership.LeaseKey("e2e", project)
 	t.Cleanup(func() { _ = c.PatchServerConfig(context.Background(), map[string]any{key: ""}, "") })
 	var out safeBuffer
 	done := make(chan int, 1)
@@ -471,7 +471,7 @@ func TestDaemonRestartAfterKill9(t *testing.T) {
 		for {
 			inst, ok := liveState(t, c, "e2e")["web-0"]
 			if ok && inst.Status == "Running" && inst.Container != nil && inst.Container.Health == "healthy" &&
-				strings.HasSuffix(inst.Container.Image, "/berth/"+image) && inst.Container.Labels[plan.LabelRevision] == revision {
+				strings.HasSuffix(inst.Container.Image, "/berth/"+image) && inst.Container.Labels[ownership.LabelRevision] == revision {
 				return
 			}
 			if time.Now().After(deadline) {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"os"
 	"regexp"
 	"strings"
@@ -147,7 +148,7 @@ func wantReplicas(t *testing.T, state map[string]plan.Instance, app string, want
 	t.Helper()
 	got := 0
 	for name, inst := range state {
-		if inst.Config[plan.KeyApp] != app || inst.Config[plan.KeyOwner] != "e2e" {
+		if inst.Config[ownership.KeyApp] != app || inst.Config[ownership.KeyOwner] != "e2e" {
 			continue
 		}
 		got++
@@ -223,7 +224,7 @@ func TestEndToEndConverge(t *testing.T) {
 	// another owner that even claims to be a web replica.
 	for name, cfg := range map[string]map[string]string{
 		"hand-0": nil,
-		"web-7":  {plan.KeyOwner: "other-team", plan.KeyApp: "web", plan.KeySlot: "7"},
+		"web-7":  {ownership.KeyOwner: "other-team", ownership.KeyApp: "web", ownership.KeySlot: "7"},
 	} {
 		if err := c.CreateInstance(ctx, lxd.InstancesPost{Name: name, Source: lxd.ImageSource{Alias: "berth/busybox"}, Config: cfg}); err != nil {
 			t.Fatal(err)
@@ -234,7 +235,7 @@ func TestEndToEndConverge(t *testing.T) {
 		if _, ok := state["hand-0"]; !ok {
 			t.Error("hand-made instance hand-0 is gone")
 		}
-		if i, ok := state["web-7"]; !ok || i.Config[plan.KeyOwner] != "other-team" {
+		if i, ok := state["web-7"]; !ok || i.Config[ownership.KeyOwner] != "other-team" {
 			t.Errorf("other owner's web-7 changed or gone: %+v", i)
 		}
 	}

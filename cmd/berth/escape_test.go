@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -183,7 +184,7 @@ func TestPlanEscapesHostileLiveValues(t *testing.T) {
 	obs := converged(res.Apps, sha)
 	obs.Instances[0].Config["user.note"] = hostileLine
 	// web-1 belongs to another owner with a hostile name.
-	obs.Instances[1].Config[plan.KeyOwner] = "them\x1b[2J\nFORGED owner"
+	obs.Instances[1].Config[ownership.KeyOwner] = "them\x1b[2J\nFORGED owner"
 	obs.Instances[2].DockerError = "dial\x1b[31m\nFORGED docker"
 	p := filepath.Join(t.TempDir(), "observed.json")
 	b, _ := json.Marshal(normalizeObserved(obs))

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"io"
 	"os"
 	"os/exec"
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/berth-gitops/berth/lxd"
-	"github.com/berth-gitops/berth/reconciler/plan"
 )
 
 // The fault tests inject one fault each into the real test environment —
@@ -160,7 +160,7 @@ func checkFleet(t *testing.T, c *lxd.Client, app, image string, replicas int) {
 		if strings.Contains(i.Name, "-bak-") || i.Config["user.berth.backup-of"] != "" {
 			t.Errorf("leftover backup instance %s", i.Name)
 		}
-		if i.Config[plan.KeyApp] != app {
+		if i.Config[ownership.KeyApp] != app {
 			continue
 		}
 		names = append(names, i.Name)
@@ -187,7 +187,7 @@ func checkFleet(t *testing.T, c *lxd.Client, app, image string, replicas int) {
 	slices.Sort(names)
 	var want []string
 	for s := range replicas {
-		want = append(want, plan.InstanceName(app, s))
+		want = append(want, ownership.InstanceName(app, s))
 	}
 	if !slices.Equal(names, want) {
 		t.Errorf("instances of %s: %v, want %v", app, names, want)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/berth-gitops/berth/ownership"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -246,7 +247,7 @@ func converged(apps []spec.App, revision string) plan.Observed {
 	var obs plan.Observed
 	for _, a := range apps {
 		for slot := 0; slot < a.Spec.Replicas; slot++ {
-			name := plan.InstanceName(a.Metadata.Name, slot)
+			name := ownership.InstanceName(a.Metadata.Name, slot)
 			obs.Instances = append(obs.Instances, plan.Instance{
 				Name: name, Status: "Running",
 				Config:   plan.ManagedConfig(a, "berth", revision, slot),

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/berth-gitops/berth/ownership"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,7 +78,7 @@ func fingerprint(insts []*Instance, owner string, wanted map[string]bool) string
 			for _, enc := range encs {
 				h.Write([]byte(enc))
 			}
-		} else if inst.Config[KeyOwner] == owner || wanted[inst.Name] {
+		} else if inst.Config[ownership.KeyOwner] == owner || wanted[inst.Name] {
 			e.instance(inst)
 			h.Write(e.buf)
 			e.buf = e.buf[:0]
@@ -136,7 +137,7 @@ func (e *canonEncoder) instance(inst *Instance) {
 		e.buf = append(e.buf, `,"state":`...)
 		e.str(c.State)
 		e.buf = append(e.buf, `,"hash":`...)
-		e.str(c.Labels[LabelContainerHash])
+		e.str(c.Labels[ownership.LabelContainerHash])
 		e.buf = append(e.buf, '}')
 	}
 	e.buf = append(e.buf, `,"dockerError":`...)
@@ -145,7 +146,7 @@ func (e *canonEncoder) instance(inst *Instance) {
 }
 
 // fingerprintKeys are berth's keys that planning reads.
-var fingerprintKeys = []string{KeyApp, KeyConfigKeys, KeyImage, KeyOwner, KeySlot, KeySystemHash}
+var fingerprintKeys = []string{ownership.KeyApp, ownership.KeyConfigKeys, ownership.KeyImage, ownership.KeyOwner, ownership.KeySlot, ownership.KeySystemHash}
 
 // managedConfig writes the config keys planning reads: berth's own and
 // those its config-keys list names. Looking them up beats walking and
@@ -154,10 +155,10 @@ func (e *canonEncoder) managedConfig(cfg map[string]string) {
 	e.pairs = e.pairs[:0]
 	// The list is sorted and its keys mostly sort before user.berth.*, so
 	// appending in this order leaves the insertion sort little to do.
-	for rest := cfg[KeyConfigKeys]; rest != ""; {
+	for rest := cfg[ownership.KeyConfigKeys]; rest != ""; {
 		var k string
 		k, rest, _ = strings.Cut(rest, ",")
-		if k == "" || strings.HasPrefix(k, KeyPrefix) || isVolatile(k) {
+		if k == "" || strings.HasPrefix(k, ownership.KeyPrefix) || isVolatile(k) {
 			continue
 		}
 		if v := cfg[k]; v != "" {

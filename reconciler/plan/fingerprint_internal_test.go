@@ -2,6 +2,7 @@ package plan
 
 import (
 	"encoding/json"
+	"github.com/berth-gitops/berth/ownership"
 	"testing"
 )
 
@@ -10,7 +11,7 @@ import (
 func TestCanonEncoderMatchesJSON(t *testing.T) {
 	inst := converged(web, 1)
 	inst.Config["cloud-init.user-data"] = "#cloud-config\n\truncmd: [\"echo \\\\ hi\"]\r\x01"
-	inst.Config[KeyConfigKeys] += ",cloud-init.user-data,limits.cpu"
+	inst.Config[ownership.KeyConfigKeys] += ",cloud-init.user-data,limits.cpu"
 	inst.Devices = map[string]map[string]string{"b": {"type": "disk", "path": "/x"}, "a": {"type": "none"}}
 	var e canonEncoder
 	e.instance(&inst)
@@ -36,7 +37,7 @@ func TestCanonEncoderMatchesJSON(t *testing.T) {
 		Container   *fpContainer                 `json:"container"`
 		DockerError bool                         `json:"dockerError"`
 	}{inst.Name, inst.Status, cfg, inst.Profiles, inst.Devices,
-		&fpContainer{inst.Container.Name, inst.Container.ID, inst.Container.Image, inst.Container.State, inst.Container.Labels[LabelContainerHash]}, false}
+		&fpContainer{inst.Container.Name, inst.Container.ID, inst.Container.Image, inst.Container.State, inst.Container.Labels[ownership.LabelContainerHash]}, false}
 	b, err := json.Marshal(want)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"maps"
 	"strconv"
 	"strings"
@@ -44,7 +45,7 @@ func converged(app spec.App, slot int) Instance {
 	cfg["volatile.uuid"] = fmt.Sprintf("uuid-%s-%d", app.Metadata.Name, slot)
 	cfg["image.os"] = "Debian"
 	inst := Instance{
-		Name:     InstanceName(app.Metadata.Name, slot),
+		Name:     ownership.InstanceName(app.Metadata.Name, slot),
 		Status:   StatusRunning,
 		Config:   cfg,
 		Profiles: append([]string(nil), app.Spec.System.Profiles...),
@@ -54,10 +55,10 @@ func converged(app spec.App, slot int) Instance {
 			Image: app.Spec.Container.Image,
 			State: "running",
 			Labels: map[string]string{
-				LabelApp:           app.Metadata.Name,
-				LabelSlot:          strconv.Itoa(slot),
-				LabelContainerHash: app.Spec.Container.Hash(),
-				LabelRevision:      "0000000000000000000000000000000000000000",
+				ownership.LabelApp:           app.Metadata.Name,
+				ownership.LabelSlot:          strconv.Itoa(slot),
+				ownership.LabelContainerHash: app.Spec.Container.Hash(),
+				ownership.LabelRevision:      "0000000000000000000000000000000000000000",
 			},
 		},
 	}

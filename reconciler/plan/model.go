@@ -7,45 +7,11 @@
 package plan
 
 import (
+	"github.com/berth-gitops/berth/ownership"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/berth-gitops/berth/spec"
-)
-
-// LXD config keys berth sets on the instances it owns. They are the only
-// state berth keeps: ownership, identity and what was applied.
-const (
-	// KeyOwner marks an instance as berth's; its value is Policy.Owner.
-	KeyOwner = "user.berth.owner"
-	// KeyApp is the app the instance is a replica of.
-	KeyApp = "user.berth.app"
-	// KeySlot is the replica's slot number, in decimal.
-	KeySlot = "user.berth.slot"
-	// KeySystemHash is spec.System.Hash() of the spec last applied.
-	KeySystemHash = "user.berth.system-hash"
-	// KeyRevision is the Git SHA last applied. It is informative only: a
-	// new revision that leaves the app unchanged changes nothing.
-	KeyRevision = "user.berth.revision"
-	// KeyImage is system.image as written in the spec: LXD records only the
-	// fingerprint, and the plan must say "old → new" in the user's terms.
-	KeyImage = "user.berth.image"
-	// KeyConfigKeys lists, sorted and comma-separated, the config keys
-	// berth set from the spec (the keys of System.LXDConfig()), so that a
-	// key dropped from the spec is deleted rather than left behind.
-	KeyConfigKeys = "user.berth.config-keys"
-)
-
-// KeyPrefix is the prefix of every key berth reserves on an instance.
-const KeyPrefix = "user.berth."
-
-// Docker labels berth sets on the app container of each replica.
-const (
-	LabelApp           = "berth.app"
-	LabelSlot          = "berth.slot"
-	LabelContainerHash = "berth.container-hash"
-	LabelRevision      = "berth.revision"
 )
 
 // DefaultOwner is Policy.Owner when none is set.
@@ -151,11 +117,6 @@ func (p Policy) withDefaults() Policy {
 	return p
 }
 
-// InstanceName is the name of an app's replica in a slot.
-func InstanceName(app string, slot int) string {
-	return app + "-" + strconv.Itoa(slot)
-}
-
 // ManagedConfig returns everything berth sets in the config of the
 // instance of app in slot: the spec's LXD config plus the user.berth.*
 // keys. The executor creates instances with it; the planner compares
@@ -177,7 +138,7 @@ func managedPairs(app *spec.App, lxdConfig map[string]string, sysHash, owner, re
 	pairs = make([][2]string, 0, len(lxdConfig)+7)
 	for k, v := range lxdConfig {
 		// spec validation rejects these; never let a spec overwrite ours.
-		if !strings.HasPrefix(k, KeyPrefix) && v != "" {
+		if !strings.HasPrefix(k, ownership.KeyPrefix) && v != "" {
 			pairs = append(pairs, [2]string{k, v})
 		}
 	}
@@ -190,20 +151,10 @@ func managedPairs(app *spec.App, lxdConfig map[string]string, sysHash, owner, re
 		b.WriteString(kv[0])
 	}
 	configKeys = b.String()
-	add := func(k, v string) {
-		if v != "" {
-			pairs = append(pairs, [2]string{k, v})
-		}
-	}
-	add(KeyConfigKeys, configKeys)
-	add(KeyOwner, owner)
-	add(KeyApp, app.Metadata.Name)
-	if slot >= 0 {
-		add(KeySlot, strconv.Itoa(slot))
-	}
-	add(KeySystemHash, sysHash)
-	add(KeyRevision, revision)
-	add(KeyImage, app.Spec.System.Image)
+	pairs = append(pairs, ownership.Instance{
+		Owner: owner, App: app.Metadata.Name, Slot: slot, SystemHash: sysHash,
+		Image: app.Spec.System.Image, ConfigKeys: configKeys, Revision: revision,
+	}.Pairs()...)
 	sortPairs(pairs)
 	return pairs, configKeys
 }
@@ -220,14 +171,14 @@ func RemovedConfigKeys(observed map[string]string, app spec.App) []string {
 // if known, the KeyConfigKeys value the spec gives: when the instance
 // records the same list, nothing was dropped.
 func removedConfigKeys(observed, want map[string]string, wantList string) []string {
-	list := observed[KeyConfigKeys]
+	list := observed[ownership.KeyConfigKeys]
 	if list == "" || list == wantList {
 		return nil
 	}
 	var out []string
 	for k := range strings.SplitSeq(list, ",") {
 		k = strings.TrimSpace(k)
-		if k == "" || strings.HasPrefix(k, KeyPrefix) || isVolatile(k) {
+		if k == "" || strings.HasPrefix(k, ownership.KeyPrefix) || isVolatile(k) {
 			continue
 		}
 		if want[k] != "" {

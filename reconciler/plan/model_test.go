@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/reconciler/plan/plantest"
 	"strings"
@@ -25,7 +26,7 @@ func TestRolloutBudgetCountsReplicasAlreadyDown(t *testing.T) {
 	now := plantest.App("web", 3, 2, "reg/web:2")
 	obs := plantest.Converged(old)
 	// web-0 is down with the new hash already: no step fixes it.
-	obs.Instances[0].Container.Labels[plan.LabelContainerHash] = now.Spec.Container.Hash()
+	obs.Instances[0].Container.Labels[ownership.LabelContainerHash] = now.Spec.Container.Hash()
 	obs.Instances[0].Container.Health = "unhealthy"
 	p := plan.MakePlan(plan.Desired{Revision: "r2", Apps: []spec.App{now}}, obs, plan.Policy{})
 	batches := map[int]int{}

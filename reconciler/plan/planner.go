@@ -3,6 +3,7 @@ package plan
 import (
 	"cmp"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"maps"
 	"slices"
 	"strconv"
@@ -117,22 +118,16 @@ func (pl *planner) indexObserved(observed Observed) {
 		}
 	}
 	for _, inst := range pl.instances {
-		if inst.Config[KeyOwner] != pl.policy.Owner {
+		if inst.Config[ownership.KeyOwner] != pl.policy.Owner {
 			continue
 		}
 		if pl.dupName[inst.Name] {
 			continue
 		}
 		pl.nOwned++
-		app, slot, ok := Identity(inst)
-		switch {
-		case ok:
-		case app == "":
-			pl.warnf("instance %s is owned by %s but its %s/%s keys (%q, %q) do not name a replica; left alone",
-				inst.Name, pl.policy.Owner, KeyApp, KeySlot, inst.Config[KeyApp], inst.Config[KeySlot])
-			continue
-		default:
-			pl.warnf("instance %s is owned by %s but labelled as %s; left alone", inst.Name, pl.policy.Owner, InstanceName(app, slot))
+		app, slot, err := identity(inst)
+		if err != nil {
+			pl.warnf("%v (owned by %s); left alone", err, pl.policy.Owner)
 			continue
 		}
 		pl.owned[app] = append(pl.owned[app], replica{slot, inst})
@@ -207,7 +202,7 @@ func (pl *planner) planApp(app *spec.App) {
 	var down []string // replicas unavailable that no step will fix
 	for slot, inst := range bySlot {
 		if inst == nil {
-			name := InstanceName(a.name, slot)
+			name := ownership.InstanceName(a.name, slot)
 			if pl.conflict(a.name, name) {
 				continue
 			}
@@ -277,7 +272,7 @@ func (pl *planner) deleteAll(rs []replica, batch int, why Reason) {
 	slices.SortFunc(rs, func(x, y replica) int { return cmp.Compare(y.slot, x.slot) })
 	for _, r := range rs {
 		pl.plan.Steps = append(pl.plan.Steps, Step{
-			App: r.inst.Config[KeyApp], Slot: r.slot, Instance: r.inst.Name,
+			App: r.inst.Config[ownership.KeyApp], Slot: r.slot, Instance: r.inst.Name,
 			Action: Delete, Batch: batch, Reasons: []Reason{why},
 		})
 	}
@@ -303,12 +298,12 @@ func (pl *planner) conflict(app, name string) bool {
 	if inst == nil {
 		return false
 	}
-	c.Owner = inst.Config[KeyOwner]
+	c.Owner = inst.Config[ownership.KeyOwner]
 	switch c.Owner {
 	case "":
 		c.Message = "instance exists and is not managed by berth"
 	case pl.policy.Owner:
-		c.Message = fmt.Sprintf("instance is owned by %s but its keys say app %q slot %q", c.Owner, inst.Config[KeyApp], inst.Config[KeySlot])
+		c.Message = fmt.Sprintf("instance is owned by %s but its keys say app %q slot %q", c.Owner, inst.Config[ownership.KeyApp], inst.Config[ownership.KeySlot])
 	default:
 		c.Message = fmt.Sprintf("instance is owned by %s", c.Owner)
 	}
@@ -351,11 +346,11 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		switch {
 		case c == nil:
 			step(CreateContainer, Reason{Field: "container", Old: "absent", New: "present"})
-		case c.Labels[LabelContainerHash] != a.ctrHash:
+		case c.Labels[ownership.LabelContainerHash] != a.ctrHash:
 			if c.Image != a.app.Spec.Container.Image {
 				step(ReplaceContainer, Reason{Field: "container.image", Old: c.Image, New: a.app.Spec.Container.Image})
 			} else {
-				step(ReplaceContainer, Reason{Field: "container-hash", Old: c.Labels[LabelContainerHash], New: a.ctrHash})
+				step(ReplaceContainer, Reason{Field: "container-hash", Old: c.Labels[ownership.LabelContainerHash], New: a.ctrHash})
 			}
 		case c.State == stateDead:
 			step(ReplaceContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning})
@@ -402,10 +397,10 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 func (pl *planner) systemReasons(a *appPlan, inst *Instance) (recreate, update []Reason) {
 	sys := &a.app.Spec.System
 	cfg := inst.Config
-	specChanged := cfg[KeySystemHash] != a.sysHash
+	specChanged := cfg[ownership.KeySystemHash] != a.sysHash
 
-	if specChanged && cfg[KeyImage] != sys.Image {
-		recreate = append(recreate, Reason{Field: "system.image", Old: cfg[KeyImage], New: sys.Image})
+	if specChanged && cfg[ownership.KeyImage] != sys.Image {
+		recreate = append(recreate, Reason{Field: "system.image", Old: cfg[ownership.KeyImage], New: sys.Image})
 	}
 	if !slices.Equal(inst.Profiles, sys.Profiles) {
 		recreate = append(recreate, Reason{Field: "system.profiles", Old: strings.Join(inst.Profiles, ","), New: strings.Join(sys.Profiles, ",")})
@@ -429,9 +424,9 @@ func (pl *planner) systemReasons(a *appPlan, inst *Instance) (recreate, update [
 	diff := func(key, old, new string) {
 		r := Reason{Field: configField(key), Old: old, New: new}
 		switch {
-		case key == KeyImage && specChanged:
+		case key == ownership.KeyImage && specChanged:
 			// reported as system.image above when it matters
-		case strings.HasPrefix(key, KeyPrefix):
+		case strings.HasPrefix(key, ownership.KeyPrefix):
 			labels = append(labels, r)
 		case specChanged && strings.HasPrefix(key, "cloud-init."):
 			recreate = append(recreate, r)
@@ -464,7 +459,7 @@ func configField(key string) string {
 		return "system.limits.memory"
 	case key == spec.KeyCloudInitUser:
 		return "system.cloudInit"
-	case strings.HasPrefix(key, KeyPrefix):
+	case strings.HasPrefix(key, ownership.KeyPrefix):
 		return key
 	}
 	return "system.config." + key

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/berth-gitops/berth/ownership"
 	"reflect"
 	"slices"
 	"strings"
@@ -229,7 +230,7 @@ func TestPlanSystem(t *testing.T) {
 				if got := RemovedConfigKeys(obs.Config, noNesting); !slices.Equal(got, []string{"security.nesting"}) {
 					t.Errorf("RemovedConfigKeys = %v", got)
 				}
-				if got := ManagedConfig(noNesting, "berth", testRev, 0)[KeyConfigKeys]; got != "limits.cpu,limits.memory" {
+				if got := ManagedConfig(noNesting, "berth", testRev, 0)[ownership.KeyConfigKeys]; got != "limits.cpu,limits.memory" {
 					t.Errorf("config-keys = %q", got)
 				}
 			},
@@ -259,7 +260,7 @@ func TestPlanSystem(t *testing.T) {
 		{
 			name:     "hand-edited image label is restored in place",
 			apps:     []spec.App{web},
-			observed: edit(fleet(web), "web-2", func(i *Instance) { i.Config[KeyImage] = "something" }),
+			observed: edit(fleet(web), "web-2", func(i *Instance) { i.Config[ownership.KeyImage] = "something" }),
 			want:     []string{"1 web-2 update-in-place (user.berth.image: something → debian-docker)"},
 		},
 		{
@@ -294,7 +295,7 @@ func TestPlanSystem(t *testing.T) {
 		{
 			name:     "only the hash label differs",
 			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 1 })},
-			observed: edit(fleet(with(web, func(a *spec.App) { a.Spec.Replicas = 1 })), "web-0", func(i *Instance) { i.Config[KeySystemHash] = "0123456789abcdef" }),
+			observed: edit(fleet(with(web, func(a *spec.App) { a.Spec.Replicas = 1 })), "web-0", func(i *Instance) { i.Config[ownership.KeySystemHash] = "0123456789abcdef" }),
 			want:     []string{"1 web-0 update-in-place (user.berth.system-hash: 0123456789abcdef → " + web.Spec.System.Hash() + ")"},
 		},
 		{
@@ -303,7 +304,7 @@ func TestPlanSystem(t *testing.T) {
 			observed: edit(fleet(web), "web-0", func(i *Instance) {
 				i.Config["volatile.last_state.power"] = "RUNNING"
 				i.Config["volatile.uuid"] = "other"
-				i.Config[KeyRevision] = "2222222222222222222222222222222222222222"
+				i.Config[ownership.KeyRevision] = "2222222222222222222222222222222222222222"
 			}),
 			want: []string{},
 		},
@@ -433,7 +434,7 @@ func TestPlanRuntime(t *testing.T) {
 			name: "a replica still starting uses up the budget",
 			apps: []spec.App{newCtr},
 			observed: edit(edit(fleet(web), "web-0", func(i *Instance) {
-				i.Container.Labels[LabelContainerHash] = newCtr.Spec.Container.Hash()
+				i.Container.Labels[ownership.LabelContainerHash] = newCtr.Spec.Container.Hash()
 				i.Container.Image = newCtr.Spec.Container.Image
 			}), "web-0", func(i *Instance) { i.Container.Health = "starting" }),
 			want: []string{},
@@ -465,9 +466,9 @@ func TestPlanOwnership(t *testing.T) {
 	foreign := func(name, owner string) Instance {
 		i := Instance{Name: name, Status: StatusRunning, Config: map[string]string{"limits.cpu": "8"}, Profiles: []string{"default"}}
 		if owner != "" {
-			i.Config[KeyOwner] = owner
-			i.Config[KeyApp] = "web"
-			i.Config[KeySlot] = strings.TrimPrefix(name, "web-")
+			i.Config[ownership.KeyOwner] = owner
+			i.Config[ownership.KeyApp] = "web"
+			i.Config[ownership.KeySlot] = strings.TrimPrefix(name, "web-")
 		}
 		return i
 	}
@@ -499,9 +500,9 @@ func TestPlanOwnership(t *testing.T) {
 			name: "garbled owned instances are reported and left alone",
 			apps: []spec.App{web},
 			observed: append(fleet(web),
-				Instance{Name: "web-9", Status: StatusRunning, Config: map[string]string{KeyOwner: "berth", KeyApp: "web"}},
-				Instance{Name: "old-x", Status: StatusRunning, Config: map[string]string{KeyOwner: "berth", KeyApp: "old", KeySlot: "x"}},
-				Instance{Name: "mislabelled", Status: StatusRunning, Config: map[string]string{KeyOwner: "berth", KeyApp: "old", KeySlot: "1"}},
+				Instance{Name: "web-9", Status: StatusRunning, Config: map[string]string{ownership.KeyOwner: "berth", ownership.KeyApp: "web"}},
+				Instance{Name: "old-x", Status: StatusRunning, Config: map[string]string{ownership.KeyOwner: "berth", ownership.KeyApp: "old", ownership.KeySlot: "x"}},
+				Instance{Name: "mislabelled", Status: StatusRunning, Config: map[string]string{ownership.KeyOwner: "berth", ownership.KeyApp: "old", ownership.KeySlot: "1"}},
 			),
 			want: []string{},
 			check: func(t *testing.T, p Plan) {
@@ -513,7 +514,7 @@ func TestPlanOwnership(t *testing.T) {
 		{
 			name:     "owned instance labelled for another slot holds the name",
 			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 2 })},
-			observed: edit(fleet(with(web, func(a *spec.App) { a.Spec.Replicas = 2 })), "web-1", func(i *Instance) { i.Config[KeySlot] = "5" }),
+			observed: edit(fleet(with(web, func(a *spec.App) { a.Spec.Replicas = 2 })), "web-1", func(i *Instance) { i.Config[ownership.KeySlot] = "5" }),
 			want:     []string{},
 			check: func(t *testing.T, p Plan) {
 				if len(p.Conflicts) != 1 || p.Conflicts[0].Instance != "web-1" || p.Conflicts[0].Owner != "berth" {
@@ -660,7 +661,7 @@ func TestPlanPrune(t *testing.T) {
 		{
 			name:     "other owners' instances are never pruned",
 			apps:     []spec.App{api},
-			observed: append(fleet(api), edit(fleet(web), "web-0", func(i *Instance) { i.Config[KeyOwner] = "team-b" })[:1]...),
+			observed: append(fleet(api), edit(fleet(web), "web-0", func(i *Instance) { i.Config[ownership.KeyOwner] = "team-b" })[:1]...),
 			want:     []string{},
 		},
 	})

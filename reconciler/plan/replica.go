@@ -1,38 +1,19 @@
 package plan
 
-import "strconv"
+import "github.com/berth-gitops/berth/ownership"
 
 // This file holds the two questions every part of berth asks about an
-// observed instance, answered once: which replica is it, and does it serve?
+// observed instance, answered once: which replica is it (ownership's
+// parser), and does it serve?
 // The planner, the status and the metrics all use these, so they cannot
 // disagree about the same instance.
 
-// Identity reads the app and slot berth recorded on an instance. ok is
-// false when the keys are missing, the slot is not a canonical decimal
-// ("01", "+1", "-1"), or the instance's name is not <app>-<slot>: such an
-// instance is berth's but garbled, and is left alone.
-func Identity(inst *Instance) (app string, slot int, ok bool) {
-	app = inst.Config[KeyApp]
-	s := inst.Config[KeySlot]
-	if app == "" || s == "" {
-		return "", 0, false
-	}
-	slot, err := strconv.Atoi(s)
-	if err != nil || slot < 0 || strconv.Itoa(slot) != s {
-		return "", 0, false
-	}
-	if !isInstanceName(inst.Name, app, s) {
-		return app, slot, false
-	}
-	return app, slot, true
-}
-
-// isInstanceName reports whether name is InstanceName(app, slot), slot
-// given in canonical decimal, without building the name: this runs for
-// every owned instance.
-func isInstanceName(name, app, slot string) bool {
-	return len(name) == len(app)+1+len(slot) &&
-		name[:len(app)] == app && name[len(app)] == '-' && name[len(app)+1:] == slot
+// identity reads which replica an owned instance is (see
+// ownership.ParseInstance); an error means its keys are garbled or
+// disagree with its name, and berth leaves it alone.
+func identity(inst *Instance) (app string, slot int, err error) {
+	id, err := ownership.ParseInstance(inst.Name, inst.Config)
+	return id.App, id.Slot, err
 }
 
 // Availability is whether a replica serves, as far as can be seen.

@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,11 +103,11 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 	}
 	for i := range observed.Instances {
 		inst := &observed.Instances[i]
-		if inst.Config[KeyOwner] != owner {
+		if inst.Config[ownership.KeyOwner] != owner {
 			continue
 		}
-		app, slot, ok := Identity(inst)
-		if !ok {
+		app, slot, err := identity(inst)
+		if err != nil {
 			continue // garbled keys: the plan warns about it
 		}
 		v := get(app)
@@ -188,7 +189,7 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 func replicaView(inst *Instance, slot int) ReplicaView {
 	r := ReplicaView{
 		Instance: inst.Name, Slot: slot, Status: inst.Status,
-		Revision: inst.Config[KeyRevision], SystemRevision: inst.Config[KeyRevision],
+		Revision: inst.Config[ownership.KeyRevision], SystemRevision: inst.Config[ownership.KeyRevision],
 		Ready: ReplicaAvailability(inst) == Ready,
 	}
 	switch {
@@ -201,7 +202,7 @@ func replicaView(inst *Instance, slot int) ReplicaView {
 	}
 	if c := inst.Container; c != nil {
 		r.Container, r.Health, r.Image = c.State, c.Health, c.Image
-		if rev := c.Labels[LabelRevision]; rev != "" {
+		if rev := c.Labels[ownership.LabelRevision]; rev != "" {
 			r.Revision = rev
 		}
 		switch {

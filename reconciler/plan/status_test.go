@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/reconciler/plan/plantest"
 	"strings"
@@ -17,8 +18,8 @@ func TestStatusAgreesWithPlan(t *testing.T) {
 	obs := plantest.Converged(old)
 	// web-0 runs the new version but is still starting (an interrupted
 	// rollout): not ready for the planner, not ready for the status.
-	obs.Instances[0].Container.Labels[plan.LabelContainerHash] = now.Spec.Container.Hash()
-	obs.Instances[0].Container.Labels[plan.LabelRevision] = "r2"
+	obs.Instances[0].Container.Labels[ownership.LabelContainerHash] = now.Spec.Container.Hash()
+	obs.Instances[0].Container.Labels[ownership.LabelRevision] = "r2"
 	obs.Instances[0].Container.Image = now.Spec.Container.Image
 	obs.Instances[0].Container.Health = "starting"
 	desired := plan.Desired{Revision: "r2", Apps: []spec.App{now}}
@@ -49,7 +50,7 @@ func TestStatusReplicaDetails(t *testing.T) {
 	obs.Instances[1].Container = nil
 	obs.Instances[1].DockerError = "exit status 1"
 	// A garbled slot is not a replica of the app (the planner agrees).
-	obs.Instances[2].Config[plan.KeySlot] = "02"
+	obs.Instances[2].Config[ownership.KeySlot] = "02"
 	desired := plan.Desired{Revision: "r1", Apps: []spec.App{a}}
 	pl := plan.MakePlan(desired, obs, plan.Policy{})
 	st := plan.BuildStatus("", &desired, obs, &pl)
@@ -78,5 +79,29 @@ func TestStatusHeldAppDesired(t *testing.T) {
 	st := plan.BuildStatus("", &desired, obs, &pl)
 	if v := st.Apps[0]; v.Desired != 2 || v.Sync != plan.SyncHeld {
 		t.Errorf("held app: desired %d, sync %s", v.Desired, v.Sync)
+	}
+}
+
+// An owned instance whose keys do not name it is left alone by the planner
+// and kept out of the status, with the parser's reason in the warnings.
+func TestGarbledInstancesAreLeftAlone(t *testing.T) {
+	a := plantest.App("web", 2, 1, "reg/web:1")
+	obs := plantest.Converged(a)
+	obs.Instances[0].Config[ownership.KeySlot] = "00"
+	obs.Instances[1].Config[ownership.KeySlot] = "0"
+	desired := plan.Desired{Revision: "r1", Apps: []spec.App{a}}
+	p := plan.MakePlan(desired, obs, plan.Policy{})
+	warn := strings.Join(p.Warnings, "\n")
+	if !strings.Contains(warn, `instance web-0: user.berth.slot "00" is not a slot number (owned by berth); left alone`) ||
+		!strings.Contains(warn, "instance web-1 is labelled as web-0 (owned by berth); left alone") {
+		t.Errorf("warnings:\n%s", warn)
+	}
+	for _, s := range p.Steps {
+		if s.Action == plan.Delete || s.Instance == "web-1" && s.Action != plan.Create {
+			t.Errorf("a garbled instance was touched: %+v", s)
+		}
+	}
+	if st := plan.BuildStatus("", &desired, obs, &p); len(st.Apps[0].Replicas) != 0 {
+		t.Errorf("status counts garbled instances: %+v", st.Apps[0].Replicas)
 	}
 }
