@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"runtime/debug"
@@ -161,8 +162,8 @@ type Event struct {
 // Executor applies plans through a Driver.
 type Executor struct {
 	Driver Driver
-	// Now is the clock used to time steps; default time.Now.
-	Now func() time.Time
+	// Clock times steps and the drain; nil is the real clock.
+	Clock clock.Clock
 	// OnEvent, if set, is called as steps start and end. It may be called
 	// from several goroutines at once, never for the same step at once.
 	OnEvent func(Event)
@@ -183,10 +184,8 @@ type Executor struct {
 // so untouched replicas keep the old version, and the app is Degraded.
 // observed is the state the plan was made from (for keys to delete).
 func (e *Executor) Apply(ctx context.Context, pl plan.Plan, desired plan.Desired, observed plan.Observed) Result {
-	now := e.Now
-	if now == nil {
-		now = time.Now
-	}
+	clk := clock.Or(e.Clock)
+	now := clk.Now
 	parallel := e.Parallel
 	if parallel <= 0 {
 		parallel = 4
@@ -209,10 +208,10 @@ func (e *Executor) Apply(ctx context.Context, pl plan.Plan, desired plan.Desired
 		stepCtx, cancel = context.WithCancel(context.WithoutCancel(ctx))
 		defer cancel()
 		stop := context.AfterFunc(ctx, func() {
-			t := time.NewTimer(e.Drain)
+			t := clk.NewTimer(e.Drain)
 			defer t.Stop()
 			select {
-			case <-t.C:
+			case <-t.C():
 				cancel()
 			case <-stepCtx.Done():
 			}

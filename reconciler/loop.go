@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"io/fs"
 	"log/slog"
@@ -78,17 +79,6 @@ var (
 	// expired.
 	ErrLeaseLost = errors.New("lost the lease")
 )
-
-// Clock is the time the loop runs on; tests inject a fake.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Run results, as in LoopStatus.LastResult and the run metrics.
 const (
@@ -242,8 +232,12 @@ type Loop struct {
 	// holds an app's failed revision (and a revision whose run crashed).
 	ErrorBackoff, RolloutBackoff Backoff
 	// Drain is how long steps in flight may go on after shutdown begins.
-	Drain   time.Duration
-	Clock   Clock
+	Drain time.Duration
+	// Clock is the time everything in the loop decides by (polls, backoff,
+	// lease expiry, failure memory); the executor gets the same clock.
+	Clock clock.Clock
+	// Rand is the randomness of the poll jitter; default math/rand.
+	Rand    func() float64
 	Metrics LoopMetrics
 	Logger  *slog.Logger
 	// OnEvent receives executor progress (optional).
@@ -267,8 +261,9 @@ func (l *Loop) init() {
 	if l.trigger == nil {
 		l.trigger = make(chan string, 1)
 	}
-	if l.Clock == nil {
-		l.Clock = realClock{}
+	l.Clock = clock.Or(l.Clock)
+	if l.Rand == nil {
+		l.Rand = rand.Float64
 	}
 	if l.Logger == nil {
 		l.Logger = slog.New(slog.DiscardHandler)
@@ -470,16 +465,16 @@ func (l *Loop) setStatus(f func(*LoopStatus)) {
 	l.mu.Unlock()
 }
 
-// jitter spreads d by ±10%.
-func jitter(d time.Duration) time.Duration {
-	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+// jitter spreads d by ±10%, so fleets of daemons do not poll in step.
+func (l *Loop) jitter(d time.Duration) time.Duration {
+	return clock.Jitter(d, 0.1, l.Rand)
 }
 
 // leaseWait is how long a daemon waits for a lease another holds: until
 // it expires (plus LeaseMargin) or the next poll, whichever comes first.
 // The holder may release it sooner (a shutdown); the poll notices that.
 func (l *Loop) leaseWait(st LeaseState) time.Duration {
-	wait := jitter(l.Interval)
+	wait := l.jitter(l.Interval)
 	if !st.Expiry.IsZero() {
 		wait = min(wait, st.Expiry.Sub(l.Clock.Now())+l.LeaseMargin)
 	}
@@ -513,7 +508,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		case ctx.Err() != nil:
 			return l.interrupted(ctx, log)
 		case errors.Is(err, ErrLeaseContended):
-			wait := jitter(2 * time.Second)
+			wait := l.jitter(2 * time.Second)
 			log.Info("the lease is contended; trying again soon", "retry_in", wait)
 			return wait
 		case err != nil:
@@ -559,7 +554,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		if l.Metrics != nil {
 			l.Metrics.RunFinished(RunHeld, l.Clock.Now().Sub(start))
 		}
-		return max(min(jitter(l.Interval), f.RetryAfter.Sub(now)), l.LeaseMargin)
+		return max(min(l.jitter(l.Interval), f.RetryAfter.Sub(now)), l.LeaseMargin)
 	}
 	res, err := spec.Load(ctx, rev.FS, l.SpecOptions)
 	if err != nil {
@@ -596,7 +591,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 	if !pl.Empty() {
 		result = RunOK
 		log.Info("applying", "summary", pl.Summary())
-		ex := &Executor{Driver: l.System, OnEvent: l.logEvent(log), Drain: l.Drain}
+		ex := &Executor{Driver: l.System, OnEvent: l.logEvent(log), Drain: l.Drain, Clock: l.Clock}
 		r := ex.Apply(ctx, pl, desired, observed)
 		if ctx.Err() != nil {
 			// Shutdown or lost lease: the next run (here or elsewhere)
@@ -673,7 +668,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		}
 	}
 	log.Debug("reconcile done", "result", result, "took", end.Sub(start))
-	return jitter(l.Interval)
+	return l.jitter(l.Interval)
 }
 
 // appMetricStatus is one word for an app's state, the most telling first:

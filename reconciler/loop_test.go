@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/reconciler/plan/plantest"
 	"log/slog"
@@ -54,63 +55,14 @@ func TestFailureMemory(t *testing.T) {
 	}
 }
 
-// fakeClock fires timers only when the test advances it (a zero or
-// negative wait fires at once).
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []fakeTimer
-}
-
-type fakeTimer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
+// nextTimer is how far away the fake clock's earliest armed timer is (-1:
+// none).
+func nextTimer(c *clock.Fake) time.Duration {
+	d, ok := c.Next()
+	if !ok {
+		return -1
 	}
-	c.timers = append(c.timers, fakeTimer{at: c.now.Add(d), ch: ch})
-	return ch
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	pending := c.timers[:0]
-	for _, t := range c.timers {
-		if t.at.After(c.now) {
-			pending = append(pending, t)
-			continue
-		}
-		t.ch <- c.now
-	}
-	c.timers = pending
-}
-
-// nextTimer is how far away the earliest pending timer is (-1: none).
-func (c *fakeClock) nextTimer() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	next := time.Duration(-1)
-	for _, t := range c.timers {
-		if d := t.at.Sub(c.now); next < 0 || d < next {
-			next = d
-		}
-	}
-	return next
+	return d
 }
 
 type fakeSource struct {
@@ -186,12 +138,12 @@ spec:
 `
 
 func TestLoopHoldsFailedRevisionUntilBackoffOrNewCommit(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	src := &fakeSource{}
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
 	sys := &fakeSystem{fakeDriver: newFakeDriver()}
 	sys.fail["ready web-0"] = errors.New("unhealthy")
-	l := &Loop{Source: src, System: sys, Clock: clock, RolloutBackoff: Backoff{Base: time.Minute, Max: time.Hour}}
+	l := &Loop{Source: src, System: sys, Clock: clk, RolloutBackoff: Backoff{Base: time.Minute, Max: time.Hour}}
 	l.init()
 	ctx := context.Background()
 
@@ -209,7 +161,7 @@ func TestLoopHoldsFailedRevisionUntilBackoffOrNewCommit(t *testing.T) {
 		t.Errorf("retried within the backoff: %d creates", n)
 	}
 	// After the backoff it is tried again.
-	clock.advance(61 * time.Second)
+	clk.Advance(61 * time.Second)
 	l.runOnce(ctx, "poll")
 	if n := countCalls(sys.fakeDriver, "create web-0"); n != 2 {
 		t.Errorf("not retried after the backoff: %d creates", n)
@@ -228,18 +180,18 @@ func TestLoopHoldsFailedRevisionUntilBackoffOrNewCommit(t *testing.T) {
 }
 
 func TestLoopWaitsForLeaseAndBacksOffOnErrors(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
+	clk := clock.NewFake(time.Now())
 	src := &fakeSource{err: errors.New("remote hung up")}
 	sys := &fakeSystem{fakeDriver: newFakeDriver()}
 	lease := &fakeLease{state: LeaseState{Holder: "other-host"}}
-	l := &Loop{Source: src, System: sys, Clock: clock, Lease: lease, Interval: time.Minute,
+	l := &Loop{Source: src, System: sys, Clock: clk, Lease: lease, Interval: time.Minute,
 		ErrorBackoff: Backoff{Base: time.Second, Max: 8 * time.Second}}
 	l.init()
 	l.runOnce(context.Background(), "start")
 	if src.calls != 0 || l.Status().(LoopStatus).Phase != "WaitingForLease" {
 		t.Fatalf("acted without the lease: %d fetches, %+v", src.calls, l.Status())
 	}
-	lease.set(LeaseState{Held: true, Expiry: clock.Now().Add(time.Minute)}, nil)
+	lease.set(LeaseState{Held: true, Expiry: clk.Now().Add(time.Minute)}, nil)
 	var waits []time.Duration
 	for range 5 {
 		waits = append(waits, l.runOnce(context.Background(), "poll"))
@@ -296,7 +248,7 @@ func TestLoopReadyFollowsLXD(t *testing.T) {
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
 	sys := &fakeSystem{fakeDriver: newFakeDriver()}
 	sys.obs = plantest.Converged(plantest.App("web", 1, 1, "reg/web:1"))
-	l := &Loop{Source: src, System: sys, Clock: &fakeClock{now: time.Now()}}
+	l := &Loop{Source: src, System: sys, Clock: clock.NewFake(time.Now())}
 	l.init()
 	l.runOnce(context.Background(), "start")
 	if err := l.Ready(); err != nil {
@@ -433,13 +385,13 @@ func (p *panickingSystem) count() int {
 // recorded as failed; the daemon goes on; the revision is held (not retried
 // on every poll) until a newer commit comes.
 func TestLoopRecoversFromPanic(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	src := &fakeSource{}
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
 	sys := &panickingSystem{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver()}}
 	var logs logBuffer
 	m := &fakeMetrics{}
-	l := &Loop{Source: src, System: sys, Clock: clock, Logger: logs.logger(), Metrics: m, Interval: time.Minute,
+	l := &Loop{Source: src, System: sys, Clock: clk, Logger: logs.logger(), Metrics: m, Interval: time.Minute,
 		RolloutBackoff: Backoff{Base: time.Hour, Max: time.Hour}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -461,7 +413,7 @@ func TestLoopRecoversFromPanic(t *testing.T) {
 	}
 	// Polls and triggers go on, but the held revision is not tried again.
 	for range 3 {
-		clock.advance(2 * time.Minute)
+		clk.Advance(2 * time.Minute)
 		l.Trigger("api")
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -485,7 +437,7 @@ func TestLoopRecoversFromPanic(t *testing.T) {
 // TestLoopPanicBeforeRevisionIsKnown: a Source that panics is a failed run
 // with a backoff; nothing is held.
 func TestLoopPanicBeforeRevisionIsKnown(t *testing.T) {
-	l := &Loop{Source: panickingSource{}, System: &fakeSystem{fakeDriver: newFakeDriver()}, Clock: &fakeClock{now: time.Now()},
+	l := &Loop{Source: panickingSource{}, System: &fakeSystem{fakeDriver: newFakeDriver()}, Clock: clock.NewFake(time.Now()),
 		ErrorBackoff: Backoff{Base: time.Second, Max: time.Minute}}
 	l.init()
 	if wait := l.runOnce(context.Background(), "start"); wait != time.Second {
@@ -505,13 +457,13 @@ func (panickingSource) Fetch(context.Context) (Revision, error) { panic("fetch b
 // tries again right after it expires, not at the next poll.
 func TestLoopWakesWhenLeaseExpires(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	clock := &fakeClock{now: t0}
+	clk := clock.NewFake(t0)
 	src := &fakeSource{}
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
 	sys := &fakeSystem{fakeDriver: newFakeDriver()}
 	lease := &fakeLease{state: LeaseState{Holder: "dead-host:1:abc", Expiry: t0.Add(83 * time.Second)}}
 	var logs logBuffer
-	l := &Loop{Source: src, System: sys, Clock: clock, Lease: lease, Logger: logs.logger(),
+	l := &Loop{Source: src, System: sys, Clock: clk, Lease: lease, Logger: logs.logger(),
 		Interval: 300 * time.Second, LeaseRenew: 30 * time.Second}
 	l.init()
 
@@ -534,16 +486,16 @@ func TestLoopWakesWhenLeaseExpires(t *testing.T) {
 	defer cancel()
 	go func() { _ = l.Run(ctx) }()
 	eventually(t, "the loop to wait", func() bool {
-		d := clock.nextTimer()
+		d := nextTimer(clk)
 		return d > 0 && d <= 84*time.Second && lease.acquiresSeen() >= 2
 	})
-	clock.advance(80 * time.Second)
+	clk.Advance(80 * time.Second)
 	time.Sleep(10 * time.Millisecond)
 	if src.fetches() != 0 {
 		t.Fatal("acted before the lease expired")
 	}
-	lease.set(LeaseState{Held: true, Expiry: clock.Now().Add(90 * time.Second)}, nil) // the dead holder's lease ran out
-	clock.advance(4 * time.Second)
+	lease.set(LeaseState{Held: true, Expiry: clk.Now().Add(90 * time.Second)}, nil) // the dead holder's lease ran out
+	clk.Advance(4 * time.Second)
 	eventually(t, "a run right after the expiry", func() bool { return src.fetches() == 1 })
 	if !strings.Contains(logs.String(), "took the lease") {
 		t.Errorf("taking the lease is not logged:\n%s", logs.String())
@@ -601,7 +553,7 @@ func TestLoopCancelledRunIsNotAFailure(t *testing.T) {
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
 	sys := newBlockingSystem(plantest.Converged(plantest.App("web", 1, 1, "reg/web:1")))
 	m := &fakeMetrics{}
-	l := &Loop{Source: src, System: sys, Clock: &fakeClock{now: time.Now()}, Metrics: m}
+	l := &Loop{Source: src, System: sys, Clock: clock.NewFake(time.Now()), Metrics: m}
 	l.init()
 	close(sys.release)
 	l.runOnce(context.Background(), "start")
@@ -650,7 +602,7 @@ func TestLoopLeaseContention(t *testing.T) {
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
 	lease := &fakeLease{err: fmt.Errorf("take lease: %w", ErrLeaseContended)}
 	m := &fakeMetrics{}
-	l := &Loop{Source: src, System: &fakeSystem{fakeDriver: newFakeDriver()}, Clock: &fakeClock{now: time.Now()},
+	l := &Loop{Source: src, System: &fakeSystem{fakeDriver: newFakeDriver()}, Clock: clock.NewFake(time.Now()),
 		Lease: lease, Metrics: m, Interval: 5 * time.Minute}
 	l.init()
 	wait := l.runOnce(context.Background(), "start")
@@ -686,20 +638,20 @@ func TestLoopRenewal(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-			clock := &fakeClock{now: t0}
+			clk := clock.NewFake(t0)
 			src := &fakeSource{}
 			src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
 			sys := newBlockingSystem(plantest.Converged(plantest.App("web", 1, 1, "reg/web:1")))
 			lease := &fakeLease{state: LeaseState{Held: true, Expiry: t0.Add(60 * time.Second)}}
 			m := &fakeMetrics{}
-			l := &Loop{Source: src, System: sys, Clock: clock, Lease: lease, Metrics: m, LeaseRenew: 20 * time.Second, Interval: time.Hour}
+			l := &Loop{Source: src, System: sys, Clock: clk, Lease: lease, Metrics: m, LeaseRenew: 20 * time.Second, Interval: time.Hour}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- l.Run(ctx) }()
 			<-sys.entered // the run is observing
-			tc.fault(lease, clock.Now())
+			tc.fault(lease, clk.Now())
 			for range tc.steps {
-				clock.advance(2 * time.Second)
+				clk.Advance(2 * time.Second)
 				time.Sleep(2 * time.Millisecond)
 				if sys.cancelCause() != nil {
 					break
@@ -720,7 +672,7 @@ func TestLoopRenewal(t *testing.T) {
 				if c := sys.cancelCause(); !errors.Is(c, ErrLeaseLost) {
 					t.Errorf("cancel cause = %v, want ErrLeaseLost", c)
 				}
-				if elapsed := clock.Now().Sub(t0); elapsed < 20*time.Second || elapsed > 42*time.Second {
+				if elapsed := clk.Now().Sub(t0); elapsed < 20*time.Second || elapsed > 42*time.Second {
 					t.Errorf("cancelled %v after the start", elapsed)
 				}
 				eventually(t, "phase "+tc.phase, func() bool { return l.Status().(LoopStatus).Phase == tc.phase })
@@ -749,7 +701,7 @@ func TestLoopReadyUsesErrorKind(t *testing.T) {
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
 	sys := &fakeSystem{fakeDriver: newFakeDriver(), obs: plantest.Converged(plantest.App("web", 1, 1, "reg/web:1"))}
 	lease := &fakeLease{state: LeaseState{Held: true}}
-	l := &Loop{Source: src, System: sys, Lease: lease, Clock: &fakeClock{now: time.Now()}}
+	l := &Loop{Source: src, System: sys, Lease: lease, Clock: clock.NewFake(time.Now())}
 	l.init()
 	l.runOnce(context.Background(), "start")
 	src.err = errors.New("lxd: a repository named like this")
@@ -774,7 +726,7 @@ func TestLoopMetricsShowHeldApps(t *testing.T) {
 	src := &fakeSource{rev: Revision{SHA: "r1", FS: fstest.MapFS{"web.yaml": {Data: []byte(web)}, "api.yaml": {Data: []byte(api)}}}}
 	sys := &fakeSystem{fakeDriver: newFakeDriver()}
 	m := &fakeMetrics{}
-	l := &Loop{Source: src, System: sys, Clock: &fakeClock{now: time.Now()}, Metrics: m}
+	l := &Loop{Source: src, System: sys, Clock: clock.NewFake(time.Now()), Metrics: m}
 	l.init()
 	l.runOnce(context.Background(), "start")
 	if len(m.results) != 1 || m.results[0] != RunHeld {
