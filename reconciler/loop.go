@@ -255,6 +255,10 @@ type Loop struct {
 	leaseExpiry time.Time
 	// cancelRun cancels the run in progress (lease lost).
 	cancelRun context.CancelCauseFunc
+	// onIdle, when set (tests), is called each time the loop has finished
+	// a run and waits for the next trigger or poll: tests synchronise on
+	// it instead of sleeping.
+	onIdle func()
 }
 
 func (l *Loop) init() {
@@ -378,8 +382,13 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.mu.Unlock()
 		cancelRun(nil)
 		l.setStatus(func(s *LoopStatus) { s.NextRun = l.Clock.Now().Add(next) })
+		timer := l.Clock.NewTimer(next)
+		if l.onIdle != nil {
+			l.onIdle()
+		}
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			if l.Lease != nil {
 				l.mu.Lock()
 				l.leaseHeld = false
@@ -392,9 +401,10 @@ func (l *Loop) Run(ctx context.Context) error {
 			}
 			return nil
 		case reason = <-l.trigger:
-		case <-l.Clock.After(next):
+		case <-timer.C():
 			reason = "poll"
 		}
+		timer.Stop()
 	}
 }
 

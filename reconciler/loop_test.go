@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"github.com/berth-gitops/berth/clock"
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/reconciler/plan/plantest"
+	"github.com/berth-gitops/berth/spec"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -91,7 +94,8 @@ func (s *fakeSource) set(sha, yaml string) {
 	s.mu.Unlock()
 }
 
-// fakeSystem is a fakeDriver whose observed state follows its writes.
+// fakeSystem observes the fixed state a test sets; its writes are only
+// recorded (worldSystem follows its writes).
 type fakeSystem struct {
 	*fakeDriver
 	obs plan.Observed
@@ -213,14 +217,117 @@ func TestLoopWaitsForLeaseAndBacksOffOnErrors(t *testing.T) {
 	}
 }
 
+// TestLoopTriggerCoalesces: triggers that arrive while a run is busy
+// coalesce into one more run, since a run observes everything anyway.
 func TestLoopTriggerCoalesces(t *testing.T) {
-	l := &Loop{}
-	l.init()
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	sys := newBlockingSystem(plantest.Converged(plantest.App("web", 1, 1, "reg/web:1")))
+	idle := make(chan struct{}, 10)
+	l := &Loop{Source: src, System: sys, Clock: clock.NewFake(time.Now()), Interval: time.Hour,
+		onIdle: func() { idle <- struct{}{} }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	<-sys.entered // the first run is observing
 	for range 10 {
 		l.Trigger("webhook") // never blocks
 	}
-	if len(l.trigger) != 1 {
-		t.Errorf("pending triggers = %d, want 1", len(l.trigger))
+	close(sys.release)
+	<-idle // the first run ended
+	<-idle // the one coalesced run ended
+	select {
+	case <-idle:
+		t.Fatal("more than one run followed ten triggers")
+	default:
+	}
+	if n := src.fetches(); n != 2 {
+		t.Errorf("runs = %d, want 2 (the first, and one for all ten triggers)", n)
+	}
+	cancel()
+	<-done
+}
+
+// worldSystem is a fake LXD+Docker whose observed state follows its
+// writes: the loop's re-observe after applying sees what it did.
+type worldSystem struct {
+	*fakeDriver
+	mu    sync.Mutex
+	insts map[string]plan.Instance
+}
+
+func newWorld() *worldSystem {
+	return &worldSystem{fakeDriver: newFakeDriver(), insts: map[string]plan.Instance{}}
+}
+
+func (w *worldSystem) Observe(context.Context) (plan.Observed, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var obs plan.Observed
+	for _, i := range w.insts {
+		obs.Instances = append(obs.Instances, i)
+	}
+	return obs, nil
+}
+
+func (w *worldSystem) CreateInstance(ctx context.Context, name string, app spec.App, cfg map[string]string) error {
+	if err := w.fakeDriver.CreateInstance(ctx, name, app, cfg); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.insts[name] = plan.Instance{Name: name, Status: plan.StatusRunning, Config: maps.Clone(cfg), Profiles: app.Spec.System.Profiles}
+	return nil
+}
+
+func (w *worldSystem) EnsureContainer(ctx context.Context, name string, app spec.App, slot int, rev string) error {
+	if err := w.fakeDriver.EnsureContainer(ctx, name, app, slot, rev); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	i := w.insts[name]
+	i.Container = &plan.Container{Name: app.Metadata.Name, State: "running", Health: "healthy", Image: app.Spec.Container.Image,
+		Labels: ownership.Container{App: app.Metadata.Name, Slot: slot, Hash: app.Spec.Container.Hash(), Revision: rev}.Labels()}
+	w.insts[name] = i
+	return nil
+}
+
+func (w *worldSystem) DeleteInstance(ctx context.Context, name string, backup bool) error {
+	if err := w.fakeDriver.DeleteInstance(ctx, name, backup); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.insts, name)
+	return nil
+}
+
+// TestLoopConvergesAfterReobserving: from nothing, one run creates the
+// replicas, its re-observe sees them, and the status says Synced and
+// Healthy; the next run writes nothing.
+func TestLoopConvergesAfterReobserving(t *testing.T) {
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	w := newWorld()
+	l := &Loop{Source: src, System: w, Clock: clock.NewFake(time.Now())}
+	l.init()
+	l.runOnce(context.Background(), "start")
+	st := l.Status().(LoopStatus)
+	if len(st.Apps) != 1 || st.Apps[0].Sync != plan.SyncSynced || st.Apps[0].Health != plan.HealthHealthy || st.Apps[0].Ready != st.Apps[0].Desired {
+		t.Fatalf("after the first run: %+v", st.Apps)
+	}
+	writes := len(w.calls)
+	l.runOnce(context.Background(), "poll")
+	if len(w.calls) != writes {
+		t.Errorf("a converged fleet got writes: %v", w.calls[writes:])
+	}
+	// Scaling to zero deletes, and the status follows.
+	src.set("r2", strings.Replace(strings.Replace(loopSpec, "IMAGE", "1", 1), "replicas: 1", "replicas: 0", 1))
+	l.runOnce(context.Background(), "poll")
+	if got, _ := w.Observe(context.Background()); len(got.Instances) != 0 {
+		t.Errorf("after scaling to zero: %+v", got.Instances)
 	}
 }
 
@@ -391,13 +498,17 @@ func TestLoopRecoversFromPanic(t *testing.T) {
 	sys := &panickingSystem{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver()}}
 	var logs logBuffer
 	m := &fakeMetrics{}
+	idle := make(chan struct{}, 100)
 	l := &Loop{Source: src, System: sys, Clock: clk, Logger: logs.logger(), Metrics: m, Interval: time.Minute,
-		RolloutBackoff: Backoff{Base: time.Hour, Max: time.Hour}}
+		RolloutBackoff: Backoff{Base: time.Hour, Max: time.Hour}, onIdle: func() { idle <- struct{}{} }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
 
-	eventually(t, "the first run to panic", func() bool { return sys.count() == 1 && l.Status().(LoopStatus).LastResult == RunError })
+	<-idle
+	if sys.count() != 1 || l.Status().(LoopStatus).LastResult != RunError {
+		t.Fatalf("the first run did not panic: %d observes, %+v", sys.count(), l.Status())
+	}
 	st := l.Status().(LoopStatus)
 	if !strings.Contains(st.LastError, "panic") || !strings.Contains(st.LastError, "index out of range") {
 		t.Errorf("LastError = %q", st.LastError)
@@ -413,11 +524,14 @@ func TestLoopRecoversFromPanic(t *testing.T) {
 	}
 	// Polls and triggers go on, but the held revision is not tried again.
 	for range 3 {
-		clk.Advance(2 * time.Minute)
+		clk.Advance(2 * time.Minute) // a poll
+		<-idle
 		l.Trigger("api")
-		time.Sleep(5 * time.Millisecond)
+		<-idle
 	}
-	eventually(t, "the later runs", func() bool { return src.fetches() >= 4 })
+	if n := src.fetches(); n != 7 {
+		t.Errorf("fetches = %d, want 7 (the first run, three polls, three triggers)", n)
+	}
 	if n := sys.count(); n != 1 {
 		t.Errorf("the held revision was tried %d times", n)
 	}
@@ -490,9 +604,10 @@ func TestLoopWakesWhenLeaseExpires(t *testing.T) {
 		return d > 0 && d <= 84*time.Second && lease.acquiresSeen() >= 2
 	})
 	clk.Advance(80 * time.Second)
-	time.Sleep(10 * time.Millisecond)
-	if src.fetches() != 0 {
-		t.Fatal("acted before the lease expired")
+	// Advance fires due timers synchronously: the loop's wake-up is still
+	// armed, 4s away, so nothing ran.
+	if d := nextTimer(clk); d <= 0 || d > 4*time.Second || src.fetches() != 0 {
+		t.Fatalf("acted before the lease expired (next timer %s, fetches %d)", d, src.fetches())
 	}
 	lease.set(LeaseState{Held: true, Expiry: clk.Now().Add(90 * time.Second)}, nil) // the dead holder's lease ran out
 	clk.Advance(4 * time.Second)
