@@ -3,9 +3,9 @@ package engine
 // Integration tests on real nested Docker: one LXD instance from the test
 // image berth/debian-docker (profiles default + berth-test) shared by the
 // whole package, reached through the LXD exec tunnel. They skip loudly when
-// LXD or the test environment is missing, and fail instead when
-// BERTH_REQUIRE_LXD=1 or CI is set. `testenv/testenv.sh up` builds the
-// environment.
+// LXD or the test environment is missing or with -short, and fail instead
+// when LXD is required (CI, BERTH_REQUIRE_LXD): see internal/testlxd.
+// `testenv/testenv.sh up` builds the environment.
 
 import (
 	"bufio"
@@ -27,6 +27,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/berth-gitops/berth/internal/testlxd"
 	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/spec"
 )
@@ -84,22 +85,14 @@ func itCleanup() {
 	it.instance = ""
 }
 
-func required() bool { return os.Getenv("BERTH_REQUIRE_LXD") == "1" || os.Getenv("CI") != "" }
-
 // integration returns the shared environment, creating the instance on
-// first use.
+// first use; without it the test skips or fails as testlxd decides.
 func integration(t testing.TB) *itEnv {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("-short: no integration tests")
-	}
+	testlxd.Short(t)
 	itOnce.Do(itSetup)
 	if itSkip != "" {
-		if required() {
-			t.Fatalf("integration environment required (BERTH_REQUIRE_LXD/CI) but missing: %s", itSkip)
-		}
-		fmt.Fprintf(os.Stderr, "\n*** SKIPPING engine integration tests: %s (run testenv/testenv.sh up) ***\n\n", itSkip)
-		t.Skip("integration environment missing: " + itSkip)
+		testlxd.SkipUnlessUsable(t, fmt.Errorf("engine integration environment: %s", itSkip))
 	}
 	if itErr != nil {
 		t.Fatalf("integration setup: %v", itErr)

@@ -2,8 +2,8 @@ package lxd
 
 // Integration tests against a real LXD daemon. They run whenever LXD is
 // reachable through the default socket and the test image alias
-// berth/busybox exists. Without them they skip loudly, unless CI is set or
-// BERTH_REQUIRE_LXD=1, in which case they fail.
+// berth/busybox exists. Without them, and with -short, they skip loudly
+// unless LXD is required (CI, BERTH_REQUIRE_LXD): see internal/testlxd.
 
 import (
 	"archive/tar"
@@ -31,35 +31,31 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-gitops/berth/internal/testlxd"
 )
 
 const testImage = "berth/busybox"
 
-func lxdRequired() bool {
-	return os.Getenv("CI") != "" || os.Getenv("BERTH_REQUIRE_LXD") == "1"
-}
-
-// realLXD connects to the local daemon or skips/fails the test.
+// realLXD connects to the local daemon, or skips or fails the test as
+// testlxd decides.
 func realLXD(tb testing.TB) *Client {
 	tb.Helper()
-	if testing.Short() {
-		tb.Skip("integration test: skipped with -short (make unit)")
-	}
+	testlxd.Short(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := Connect(ctx, Config{UserAgent: "berth-test"})
 	if err == nil {
 		_, _, err = c.GetImageAlias(ctx, testImage)
 		if err != nil {
+			c.Close()
 			err = fmt.Errorf("test image alias %q: %w", testImage, err)
 		}
 	}
 	if err != nil {
-		if lxdRequired() {
-			tb.Fatalf("LXD is required (CI or BERTH_REQUIRE_LXD=1) but not usable at %s: %v", DefaultSocketPath(), err)
-		}
-		tb.Skipf("!!! SKIPPING LXD INTEGRATION TEST: LXD not usable at %s: %v (set BERTH_REQUIRE_LXD=1 to fail instead)", DefaultSocketPath(), err)
+		err = fmt.Errorf("LXD at %s: %w", DefaultSocketPath(), err)
 	}
+	testlxd.SkipUnlessUsable(tb, err)
 	tb.Cleanup(c.Close)
 	return c
 }
@@ -475,11 +471,9 @@ func TestIntegrationImageImport(t *testing.T) {
 	defer cancel()
 	busybox, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		if lxdRequired() {
-			t.Fatalf("no /bin/busybox (busybox-static, installed by testenv) to build an image: %v", err)
-		}
-		t.Skipf("no /bin/busybox (busybox-static) to build an image: %v", err)
+		err = fmt.Errorf("no /bin/busybox (busybox-static, installed by testenv) to build an image: %w", err)
 	}
+	testlxd.SkipUnlessUsable(t, err)
 	sfx := randSuffix()
 	metaYAML := fmt.Sprintf("architecture: %s\ncreation_date: %d\nproperties:\n  description: berth-it %s\n", lxdArch(), time.Now().Unix(), sfx)
 	rootfsFiles := [][2]string{
