@@ -9,13 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/berth-gitops/berth/internal/testlxd"
 	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler"
 )
@@ -279,20 +279,13 @@ func TestHolderID(t *testing.T) {
 	}
 }
 
-// realLXD connects to the local LXD, skips with -short, and fails (CI,
-// BERTH_REQUIRE_LXD) or skips loudly when there is none.
+// realLXD connects to the local LXD, or skips or fails the test as
+// testlxd decides (-short, no LXD, CI, BERTH_REQUIRE_LXD).
 func realLXD(t *testing.T) *lxd.Client {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("integration test")
-	}
+	testlxd.Short(t)
 	c, err := lxd.Connect(context.Background(), lxd.Config{})
-	if err != nil {
-		if os.Getenv("CI") != "" || os.Getenv("BERTH_REQUIRE_LXD") != "" {
-			t.Fatalf("LXD required: %v", err)
-		}
-		t.Skipf("!!! SKIPPING: no LXD: %v", err)
-	}
+	testlxd.SkipUnlessUsable(t, err)
 	t.Cleanup(c.Close)
 	return c
 }

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/berth-gitops/berth/internal/testlxd"
 )
 
 // BenchmarkConverge compares berth with the raw lower bound: K replicas
@@ -76,10 +78,13 @@ func BenchmarkConverge(b *testing.B) {
 	}
 }
 
+// requireLiveB skips or fails the benchmark, as testlxd decides, unless
+// the test environment's image is there.
 func requireLiveB(b *testing.B) {
 	b.Helper()
+	testlxd.Short(b)
 	if out, err := exec.Command("lxc", "image", "info", "berth/debian-docker").CombinedOutput(); err != nil {
-		b.Skipf("!!! SKIPPING: no test environment: %v %s", err, out)
+		testlxd.SkipUnlessUsable(b, fmt.Errorf("no test environment: %w: %s", err, bytes.TrimSpace(out)))
 	}
 }
 

@@ -6,13 +6,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"github.com/berth-gitops/berth/ownership"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-gitops/berth/engine"
+	"github.com/berth-gitops/berth/internal/testlxd"
 	"github.com/berth-gitops/berth/live"
 	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler/plan"
@@ -23,11 +23,11 @@ import (
 // repositories. Each test works in an LXD project of its own, so names never
 // clash with anything else on the machine.
 
+// requireLive skips or fails the test, as testlxd decides, unless the LXD
+// test environment (LXD and its image berth/debian-docker) is usable.
 func requireLive(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test: skipped with -short")
-	}
+	testlxd.Short(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := lxd.Connect(ctx, lxd.Config{})
@@ -36,11 +36,9 @@ func requireLive(t *testing.T) {
 		c.Close()
 	}
 	if err != nil {
-		if os.Getenv("CI") != "" || os.Getenv("BERTH_REQUIRE_LXD") != "" {
-			t.Fatalf("the test environment is required (CI/BERTH_REQUIRE_LXD set) but is not usable: %v; run testenv/testenv.sh up", err)
-		}
-		t.Skipf("!!! SKIPPING end-to-end test: no usable LXD test environment (%v); run `make testenv`", err)
+		err = fmt.Errorf("end-to-end test environment: %w", err)
 	}
+	testlxd.SkipUnlessUsable(t, err)
 }
 
 // e2eProject creates an LXD project sharing the default project's images

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-gitops/berth/internal/testlxd"
 	"github.com/berth-gitops/berth/lxd"
 )
 
@@ -62,16 +63,15 @@ func testenvCmd(t *testing.T, args ...string) {
 	}
 }
 
-// requireOwnDaemons skips (or fails in CI) unless the test environment
-// started LXD and the registry itself: only then may a test kill them.
+// requireOwnDaemons skips or fails the test, as testlxd decides, unless the
+// test environment started LXD and the registry itself: only then may a
+// test kill them.
 func requireOwnDaemons(t *testing.T) {
 	t.Helper()
+	testlxd.Short(t)
 	for _, f := range []string{"lxd.pid", "registry.pid"} {
 		if _, err := os.Stat(filepath.Join("/var/lib/berth-testenv", f)); err != nil {
-			if os.Getenv("CI") != "" || os.Getenv("BERTH_REQUIRE_LXD") != "" {
-				t.Fatalf("fault test needs the daemons testenv.sh started (%v)", err)
-			}
-			t.Skipf("!!! SKIPPING fault test: LXD or the registry was not started by testenv.sh (%v)", err)
+			testlxd.SkipUnlessUsable(t, fmt.Errorf("fault test: LXD or the registry was not started by testenv.sh: %w", err))
 		}
 	}
 }
