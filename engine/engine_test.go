@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/berth-gitops/berth/ownership"
+	cerrdefs "github.com/containerd/errdefs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -575,5 +576,32 @@ func TestWaitForDockerFailsFastWhenLXDIsUnreachable(t *testing.T) {
 	}
 	if n := f.dials.Load(); n != 2 {
 		t.Errorf("WaitReady dialled %d times in all; want 2", n)
+	}
+}
+
+// Ensure's permanent failures say so, for the reconciler to stall the app
+// instead of retrying it: a digest mismatch, a foreign name, a refused spec.
+func TestClassifyPermanentFailures(t *testing.T) {
+	type permanent interface{ Permanent() bool }
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("%w in web-0", ErrDigestMismatch), true},
+		{fmt.Errorf("%w: web", ErrNameConflict), true},
+		{cerrdefs.ErrNotFound.WithMessage("manifest unknown"), true},
+		{cerrdefs.ErrInvalidArgument.WithMessage("invalid mount"), true},
+		{errors.New("read: connection reset by peer"), false},
+		{fmt.Errorf("pull: %w", context.DeadlineExceeded), false},
+		{&unreachableError{err: errors.New("LXD not reachable at /x")}, false},
+	} {
+		var p permanent
+		got := errors.As(classify(c.err), &p) && p.Permanent()
+		if got != c.want {
+			t.Errorf("%v: permanent = %v, want %v", c.err, got, c.want)
+		}
+	}
+	if (&NotReadyError{Reason: "unhealthy: 500"}).Permanent() != true || (&NotReadyError{Reason: "timed out: docker: EOF", Transient: true}).Permanent() {
+		t.Error("NotReadyError: the container failing is permanent, a silent tunnel is not")
 	}
 }

@@ -56,6 +56,35 @@ type Event struct {
 // app's name exists but is not berth's: berth never removes it.
 var ErrNameConflict = errors.New("container name taken by a container without berth labels")
 
+// PermanentError marks a failure that retrying the same spec cannot fix:
+// the image does not exist or is not the pinned digest, the registry
+// refuses the credentials, Docker refuses the spec, or a foreign container
+// holds the name. Permanent() tells the reconciler to wait for a new
+// commit instead of backing off and trying again.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string   { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error   { return e.Err }
+func (e *PermanentError) Permanent() bool { return true }
+
+// classify marks Ensure's permanent failures. Everything else (a broken
+// tunnel, a registry that does not answer, a timeout) may clear by itself.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrBackendUnreachable) {
+		return err
+	}
+	switch {
+	case errors.Is(err, ErrDigestMismatch), errors.Is(err, ErrNameConflict),
+		cerrdefs.IsNotFound(err), cerrdefs.IsInvalidArgument(err),
+		cerrdefs.IsUnauthorized(err), cerrdefs.IsPermissionDenied(err):
+		return &PermanentError{Err: err}
+	}
+	return err
+}
+
 // ErrDigestMismatch is matched when the image pulled is not the digest the
 // spec pins.
 var ErrDigestMismatch = errors.New("digest mismatch")
@@ -78,6 +107,10 @@ var ErrDigestMismatch = errors.New("digest mismatch")
 // Ensure observes, decides (decideEnsure, pure) and then does what was
 // decided (ensureRun.do).
 func (m *Manager) Ensure(ctx context.Context, instance string, d Desired, report func(Event)) error {
+	return classify(m.ensure(ctx, instance, d, report))
+}
+
+func (m *Manager) ensure(ctx context.Context, instance string, d Desired, report func(Event)) error {
 	if d.App == "" {
 		return errors.New("engine: Ensure: empty app name")
 	}

@@ -59,3 +59,10 @@ type unreachableError struct{ err error }
 
 func (e *unreachableError) Error() string   { return e.err.Error() }
 func (e *unreachableError) Unwrap() []error { return []error{ErrBackendUnreachable, e.err} }
+
+// Permanent is false for an instance that is not running: LXD answers 400,
+// but the instance may be started again; it is not a refused spec.
+func (e *notRunningError) Permanent() bool { return false }
+
+// Permanent is false: LXD coming back fixes it.
+func (e *unreachableError) Permanent() bool { return false }

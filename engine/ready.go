@@ -20,11 +20,20 @@ type NotReadyError struct {
 	// "exited with code 1", "restarting (3 restarts)", "health still
 	// "timed out after 2m0s: health still starting (...)", "no container", "docker: <error>".
 	Reason string
+	// Transient is set when readiness could not be judged because Docker
+	// did not answer (the last look failed in the tunnel), rather than
+	// because the container itself failed.
+	Transient bool
 }
 
 func (e *NotReadyError) Error() string {
 	return fmt.Sprintf("%s: app %s not ready: %s", e.Instance, e.App, e.Reason)
 }
+
+// Permanent reports that the container itself did not become ready — it
+// exited, restarted, turned or stayed unhealthy: the same spec will not do
+// better on a retry, so the rollout waits for a new commit.
+func (e *NotReadyError) Permanent() bool { return !e.Transient }
 
 // verdict is the judgement of one look at the container.
 type verdict int
@@ -129,9 +138,11 @@ func (m *Manager) WaitReady(ctx context.Context, instance, app string, timeout t
 	notReady := func(reason string) error { return &NotReadyError{Instance: instance, App: app, Reason: reason} }
 	base := -1
 	reason := "not looked at yet"
+	tunnelDown := false // the last look failed in the tunnel, not the container
 	for {
 		begin := clk.Now()
 		insp, err := m.inspectApp(tctx, instance, app)
+		tunnelDown = false
 		switch {
 		case err == nil:
 			if base < 0 {
@@ -153,12 +164,13 @@ func (m *Manager) WaitReady(ctx context.Context, instance, app string, timeout t
 			return err // no use waiting out the timeout
 		case tctx.Err() == nil:
 			reason = "docker: " + err.Error() // the tunnel may come back
+			tunnelDown = true
 		}
 		if !m.pollWait(tctx, begin) {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return notReady(fmt.Sprintf("timed out after %s: %s", timeout, reason))
+			return &NotReadyError{Instance: instance, App: app, Reason: fmt.Sprintf("timed out after %s: %s", timeout, reason), Transient: tunnelDown}
 		}
 	}
 }

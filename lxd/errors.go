@@ -77,6 +77,11 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("lxd: %s %s: %d %s", e.Method, e.Path, e.Code, msg)
 }
 
+// Permanent reports a request LXD refused as invalid (400: a bad config
+// key or value, a device it cannot create): sending it again cannot help,
+// so the reconciler stalls the app until a new commit rather than retrying.
+func (e *StatusError) Permanent() bool { return e.Code == http.StatusBadRequest }
+
 // Is maps HTTP codes to the sentinel errors. ErrConflict also matches an
 // error saying "already exists": LXD 5.0.2 reports a duplicate profile as
 // 500 "Error inserting ... The profile already exists".

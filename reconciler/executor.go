@@ -96,6 +96,8 @@ type StepResult struct {
 	Status StepStatus `json:"status"`
 	// Error says why the step failed or was skipped.
 	Error string `json:"error,omitempty"`
+	// Retry says, for a failed step, whether trying again can help.
+	Retry Retry `json:"retry,omitempty"`
 	// Duration is how long the step took, readiness wait included.
 	Duration time.Duration `json:"duration"`
 }
@@ -119,6 +121,9 @@ type AppResult struct {
 	Status AppStatus `json:"status"`
 	// Reason explains a Degraded or Held status.
 	Reason string `json:"reason,omitempty"`
+	// Retry says, for a Degraded app, whether its rollout is Stalled
+	// (waits for a new commit) or Retrying (backs off and tries again).
+	Retry Retry `json:"retry,omitempty"`
 	// Changed counts the steps done for the app.
 	Changed int `json:"changed"`
 }
@@ -255,7 +260,7 @@ func (e *Executor) Apply(ctx context.Context, pl plan.Plan, desired plan.Desired
 		d := now().Sub(start)
 		results[i].Duration = d
 		if err != nil {
-			results[i].Status, results[i].Error = StepFailed, err.Error()
+			results[i].Status, results[i].Error, results[i].Retry = StepFailed, err.Error(), RetryOf(err)
 			e.emit(Event{Step: s, Phase: PhaseFailed, Duration: d, Err: err})
 			return err
 		}
@@ -360,7 +365,12 @@ func (e *Executor) applyApp(ctx context.Context, app string, idx []int, steps []
 	}
 	if len(failed) > 0 {
 		slices.Sort(failed)
-		res.Status, res.Reason = AppDegraded, strings.Join(failed, "; ")
+		res.Status, res.Reason, res.Retry = AppDegraded, strings.Join(failed, "; "), Retrying
+		for _, i := range idx {
+			if results[i].Retry == Stalled {
+				res.Retry = Stalled // one permanent failure stalls the app
+			}
+		}
 	}
 	return res
 }

@@ -332,3 +332,34 @@ func TestApplyRecoversFromAPanickingStep(t *testing.T) {
 		t.Errorf("steps = %+v", res.Steps)
 	}
 }
+
+// permanentErr is a failure that retrying cannot fix, as the engine marks
+// a digest mismatch or a missing image.
+type permanentErr struct{}
+
+func (permanentErr) Error() string   { return "manifest unknown" }
+func (permanentErr) Permanent() bool { return true }
+
+// A permanent failure stalls the app; a transient one is retried. The
+// type reaches the step and app results, not only a string.
+func TestApplyTellsStalledFromRetrying(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want Retry
+	}{
+		{fmt.Errorf("pull: %w", permanentErr{}), Stalled},
+		{errors.New("tunnel reset by peer"), Retrying},
+	} {
+		old := plantest.App("web", 2, 1, "reg/web:1")
+		now := plantest.App("web", 2, 1, "reg/web:2")
+		f := newFakeDriver()
+		f.fail["ensure web-0"] = c.err
+		_, res, _ := apply(t, f, plan.Desired{Revision: "r2", Apps: []spec.App{now}}, plantest.Converged(old))
+		if a := res.Apps[0]; a.Status != AppDegraded || a.Retry != c.want || res.Steps[0].Retry != c.want {
+			t.Errorf("%v: app %+v, step %+v; want %s", c.err, a, res.Steps[0], c.want)
+		}
+	}
+	if RetryOf(context.Canceled) != "" {
+		t.Error("a cancellation is neither stalled nor retrying")
+	}
+}

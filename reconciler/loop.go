@@ -89,11 +89,12 @@ const (
 )
 
 // App statuses as the metrics report them: one per app, the most telling
-// first (Invalid, Held, Degraded, Missing, Progressing, OutOfSync,
+// first (Invalid, Stalled, Held, Degraded, Missing, Progressing, OutOfSync,
 // Orphaned, Healthy).
 const (
 	AppStatusInvalid  = "Invalid" // its spec is invalid at this revision: kept at its last applied state
-	AppStatusHeld     = "Held"    // a rollout of this revision failed: held until its backoff ends or a newer commit
+	AppStatusHeld     = "Held"    // a rollout of this revision failed and is retried after a backoff (or a newer commit)
+	AppStatusStalled  = "Stalled" // a rollout of this revision failed for good (missing image, digest mismatch, never healthy): held until a newer commit
 	AppStatusOrphaned = "Orphaned"
 )
 
@@ -144,9 +145,12 @@ type failureMemory struct {
 // AppFailure is an app whose rollout of Revision failed Count times in a
 // row; the revision is held for the app until RetryAfter.
 type AppFailure struct {
-	Revision   string    `json:"revision"`
-	Count      int       `json:"count"`
-	RetryAfter time.Time `json:"retryAfter"`
+	Revision string `json:"revision"`
+	Count    int    `json:"count"`
+	// Retry is Stalled (held until a newer commit; RetryAfter is unset) or
+	// Retrying (held until RetryAfter).
+	Retry      Retry     `json:"retry"`
+	RetryAfter time.Time `json:"retryAfter,omitzero"`
 	Reason     string    `json:"reason"`
 }
 
@@ -156,18 +160,22 @@ func (m *failureMemory) held(app, revision string, now time.Time) (AppFailure, b
 	if !ok || f.Revision != revision {
 		return AppFailure{}, false
 	}
-	return f, now.Before(f.RetryAfter)
+	return f, f.Retry == Stalled || now.Before(f.RetryAfter)
 }
 
-// failed records a failed rollout of app at revision.
-func (m *failureMemory) failed(app, revision, reason string, now time.Time) AppFailure {
+// failed records a failed rollout of app at revision. A Stalled failure
+// holds the revision until a newer commit; a Retrying one backs off.
+func (m *failureMemory) failed(app, revision, reason string, retry Retry, now time.Time) AppFailure {
 	f := m.apps[app]
 	if f.Revision != revision {
 		f = AppFailure{Revision: revision}
 	}
 	f.Count++
-	f.Reason = reason
-	f.RetryAfter = now.Add(m.backoff.Delay(f.Count))
+	f.Reason, f.Retry, f.RetryAfter = reason, retry, time.Time{}
+	if retry != Stalled {
+		f.Retry = Retrying
+		f.RetryAfter = now.Add(m.backoff.Delay(f.Count))
+	}
 	m.apps[app] = f
 	return f
 }
@@ -577,20 +585,18 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		log.Warn("invalid spec; its app keeps its last applied state", "problem", d.String())
 	}
 	var held []string
+	rolloutHeld := map[string]Retry{} // apps held after a failed rollout, and why
 	for _, a := range desired.Apps {
 		l.mu.Lock()
 		f, ok := l.fails.held(a.Metadata.Name, rev.SHA, now)
 		l.mu.Unlock()
 		if ok {
 			held = append(held, a.Metadata.Name)
-			log.Info("app held after a failed rollout", "app", a.Metadata.Name, "retry_after", f.RetryAfter, "reason", f.Reason)
+			rolloutHeld[a.Metadata.Name] = f.Retry
+			log.Info("app held after a failed rollout", "app", a.Metadata.Name, "retry", f.Retry, "retry_after", f.RetryAfter, "reason", f.Reason)
 		}
 	}
 	desired = holdApps(desired, held)
-	rolloutHeld := map[string]bool{}
-	for _, a := range held {
-		rolloutHeld[a] = true
-	}
 
 	observed, err := l.System.Observe(ctx)
 	if err != nil {
@@ -612,11 +618,15 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 			switch a.Status {
 			case AppDegraded:
 				l.mu.Lock()
-				f := l.fails.failed(a.App, rev.SHA, a.Reason, l.Clock.Now())
+				f := l.fails.failed(a.App, rev.SHA, a.Reason, a.Retry, l.Clock.Now())
 				l.mu.Unlock()
 				result = RunError
-				rolloutHeld[a.App] = true
-				log.Error("rollout halted", "app", a.App, "reason", a.Reason, "retry_after", f.RetryAfter)
+				rolloutHeld[a.App] = f.Retry
+				if f.Retry == Stalled {
+					log.Error("rollout stalled: held until a newer commit", "app", a.App, "reason", a.Reason)
+				} else {
+					log.Error("rollout halted; retrying after a backoff", "app", a.App, "reason", a.Reason, "retry_after", f.RetryAfter)
+				}
 				if l.Metrics != nil {
 					l.Metrics.RunError("rollout")
 				}
@@ -651,7 +661,7 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 	known := map[string]bool{}
 	for _, a := range st.Apps {
 		known[a.App] = true
-		if a.Sync == plan.SyncSynced && a.Health == plan.HealthHealthy && !invalid[a.App] && !rolloutHeld[a.App] {
+		if a.Sync == plan.SyncSynced && a.Health == plan.HealthHealthy && !invalid[a.App] && rolloutHeld[a.App] == "" {
 			l.status.LastGood[a.App] = rev.SHA
 		}
 	}
@@ -683,11 +693,13 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 
 // appMetricStatus is one word for an app's state, the most telling first:
 // an invalid spec or a held revision before health, health before drift.
-func appMetricStatus(a plan.AppStatusView, invalid, rolloutHeld bool) string {
+func appMetricStatus(a plan.AppStatusView, invalid bool, rolloutHeld Retry) string {
 	switch {
 	case invalid:
 		return AppStatusInvalid
-	case rolloutHeld || a.Sync == plan.SyncHeld:
+	case rolloutHeld == Stalled:
+		return AppStatusStalled
+	case rolloutHeld != "" || a.Sync == plan.SyncHeld:
 		return AppStatusHeld
 	case a.Sync == plan.SyncOrphaned:
 		return AppStatusOrphaned
@@ -731,7 +743,7 @@ func (l *Loop) panicked(log *slog.Logger, p any, stack []byte, revision string, 
 	wait := l.failed(log.With("stack", string(stack)), "panic", err, start)
 	if revision != "" {
 		l.mu.Lock()
-		f := l.fails.failed(revisionKey, revision, err.Error(), l.Clock.Now())
+		f := l.fails.failed(revisionKey, revision, err.Error(), Retrying, l.Clock.Now())
 		l.status.Phase = "Held"
 		l.mu.Unlock()
 		log.Error("holding the revision: a run of it crashed", "retry_after", f.RetryAfter)

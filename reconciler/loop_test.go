@@ -33,7 +33,7 @@ func TestFailureMemory(t *testing.T) {
 	if _, held := m.held("web", "r1", t0); held {
 		t.Fatal("held before any failure")
 	}
-	m.failed("web", "r1", "unhealthy", t0)
+	m.failed("web", "r1", "unhealthy", Retrying, t0)
 	if _, held := m.held("web", "r1", t0.Add(59*time.Second)); !held {
 		t.Error("not held within the first backoff")
 	}
@@ -41,7 +41,7 @@ func TestFailureMemory(t *testing.T) {
 		t.Error("still held after the backoff")
 	}
 	// Failing again doubles the wait.
-	f := m.failed("web", "r1", "unhealthy", t0.Add(time.Minute))
+	f := m.failed("web", "r1", "unhealthy", Retrying, t0.Add(time.Minute))
 	if f.Count != 2 || !f.RetryAfter.Equal(t0.Add(3*time.Minute)) {
 		t.Errorf("second failure = %+v", f)
 	}
@@ -49,8 +49,16 @@ func TestFailureMemory(t *testing.T) {
 	if _, held := m.held("web", "r2", t0.Add(2*time.Minute)); held {
 		t.Error("a newer revision is held")
 	}
-	if f := m.failed("web", "r2", "x", t0); f.Count != 1 {
+	if f := m.failed("web", "r2", "x", Retrying, t0); f.Count != 1 {
 		t.Errorf("new revision count = %d", f.Count)
+	}
+	// A stalled failure is held until a newer revision, whatever the time.
+	m.failed("api", "r1", "digest mismatch", Stalled, t0)
+	if f, held := m.held("api", "r1", t0.Add(1000*time.Hour)); !held || f.Retry != Stalled {
+		t.Errorf("a stalled revision was let go: %+v", f)
+	}
+	if _, held := m.held("api", "r2", t0); held {
+		t.Error("a newer revision of a stalled app is held")
 	}
 	m.succeeded("web")
 	if _, held := m.held("web", "r2", t0); held {

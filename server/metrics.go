@@ -97,7 +97,7 @@ func NewMetrics() *Metrics {
 		}, []string{"status"}),
 		appStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "berth_app_status",
-			Help: "1 for each app's current status: Invalid, Held, Degraded, Missing, Progressing, OutOfSync, Orphaned or Healthy.",
+			Help: "1 for each app's current status: Invalid, Stalled, Held, Degraded, Missing, Progressing, OutOfSync, Orphaned or Healthy.",
 		}, []string{"app", "status"}),
 		appRevision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "berth_app_revision_info",

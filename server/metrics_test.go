@@ -168,7 +168,7 @@ func TestMetricsShowHeldAndInvalidApps(t *testing.T) {
 berth_app_revision_info{app="api",revision="aaa"} 1
 berth_app_revision_info{app="web",revision="bbb"} 1
 berth_app_revision_info{app="worker",revision="aaa"} 1
-# HELP berth_app_status 1 for each app's current status: Invalid, Held, Degraded, Missing, Progressing, OutOfSync, Orphaned or Healthy.
+# HELP berth_app_status 1 for each app's current status: Invalid, Stalled, Held, Degraded, Missing, Progressing, OutOfSync, Orphaned or Healthy.
 # TYPE berth_app_status gauge
 berth_app_status{app="api",status="Invalid"} 1
 berth_app_status{app="web",status="Healthy"} 1
