@@ -404,9 +404,16 @@ func (e *Executor) safeStep(ctx context.Context, s plan.Step, app *spec.App, ins
 // only when it serves again.
 func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *plan.Instance, revision, owner string) error {
 	d := e.Driver
-	needApp := s.Action != plan.Delete && s.Action != plan.Stop
-	if needApp && app == nil {
-		return fmt.Errorf("app %s is not in the desired state", s.App)
+	if s.Action != plan.Delete {
+		if app == nil {
+			return fmt.Errorf("app %s is not in the desired state", s.App)
+		}
+		// The step says which spec it was planned for: apply exactly that,
+		// or nothing.
+		if sys, ctr := app.Spec.System.Hash(), app.Spec.Container.Hash(); s.SystemHash != sys || s.ContainerHash != ctr {
+			return fmt.Errorf("the step was planned for system %s / container %s, but the desired spec is %s / %s: plan again",
+				s.SystemHash, s.ContainerHash, sys, ctr)
+		}
 	}
 	converge := func() error {
 		if err := d.EnsureContainer(ctx, s.Instance, *app, s.Slot, revision); err != nil {
@@ -460,8 +467,6 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		return converge()
 	case plan.ReplaceContainer, plan.CreateContainer, plan.StartContainer, plan.RemoveLeftovers:
 		return converge()
-	case plan.Stop:
-		return d.StopInstance(ctx, s.Instance)
 	case plan.Delete:
 		snapshot := false
 		if app != nil {

@@ -363,3 +363,19 @@ func TestApplyTellsStalledFromRetrying(t *testing.T) {
 		t.Error("a cancellation is neither stalled nor retrying")
 	}
 }
+
+// The executor applies what the step says or nothing: a step whose hashes
+// are not those of the desired spec fails before touching anything.
+func TestApplyChecksTheStepsHashes(t *testing.T) {
+	old := plantest.App("web", 1, 1, "reg/web:1")
+	now := plantest.App("web", 1, 1, "reg/web:2")
+	desired := plan.Desired{Revision: "r2", Apps: []spec.App{now}}
+	obs := plantest.Converged(old)
+	p := plan.MakePlan(desired, obs, plan.Policy{})
+	p.Steps[0].ContainerHash = old.Spec.Container.Hash() // planned for another spec
+	f := newFakeDriver()
+	res := (&Executor{Driver: f}).Apply(context.Background(), p, desired, obs)
+	if res.Steps[0].Status != StepFailed || !strings.Contains(res.Steps[0].Error, "plan again") || len(f.calls) != 0 {
+		t.Errorf("step %+v, calls %v", res.Steps[0], f.calls)
+	}
+}

@@ -31,9 +31,6 @@ const (
 	CreateContainer
 	// StartContainer starts an app container that exists but is not running.
 	StartContainer
-	// Stop stops an instance. The planner does not choose it today; it is
-	// part of the set so that the executor and plan files know it.
-	Stop
 	// Delete deletes an instance: scale-down or an app removed from Git.
 	Delete
 	// Restart repairs a running instance whose Docker does not answer: the
@@ -53,14 +50,13 @@ var actionNames = [...]string{
 	ReplaceContainer: "replace-container",
 	CreateContainer:  "create-container",
 	StartContainer:   "start-container",
-	Stop:             "stop",
 	Delete:           "delete",
 	Restart:          "restart",
 	RemoveLeftovers:  "remove-leftovers",
 }
 
 // Actions lists every action, in the order summaries count them.
-var Actions = []Action{Create, Start, UpdateInPlace, Recreate, Restart, ReplaceContainer, CreateContainer, StartContainer, RemoveLeftovers, Stop, Delete}
+var Actions = []Action{Create, Start, UpdateInPlace, Recreate, Restart, ReplaceContainer, CreateContainer, StartContainer, RemoveLeftovers, Delete}
 
 func (a Action) String() string {
 	if a > 0 && int(a) < len(actionNames) {
@@ -102,14 +98,14 @@ func (a *Action) UnmarshalJSON(b []byte) error {
 }
 
 // disruptive reports whether the action takes a serving replica out of
-// service while it runs. Recreate and ReplaceContainer stop the app;
-// Stop and Delete remove it. Create adds a replica; UpdateInPlace patches
+// service while it runs. Recreate, ReplaceContainer and Restart stop the
+// app; Delete removes it. Create adds a replica; UpdateInPlace patches
 // limits and config live; Start, CreateContainer and StartContainer act
 // on a replica that is not serving anyway. Only disruptive steps on
 // available replicas count against update.maxUnavailable.
 func (a Action) disruptive() bool {
 	switch a {
-	case Recreate, ReplaceContainer, Restart, Stop, Delete:
+	case Recreate, ReplaceContainer, Restart, Delete:
 		return true
 	}
 	return false
@@ -156,10 +152,10 @@ type Step struct {
 	// Reasons are the differences that make the step necessary.
 	Reasons []Reason `json:"reasons,omitempty"`
 	// SystemHash is the system hash the instance has after the step
-	// (empty for Delete and Stop).
+	// (empty for Delete).
 	SystemHash string `json:"systemHash,omitempty"`
 	// ContainerHash is the container hash the app container has after the
-	// step (empty for Delete and Stop).
+	// step (empty for Delete).
 	ContainerHash string `json:"containerHash,omitempty"`
 }
 
@@ -237,7 +233,6 @@ var summaryParts = map[Action][2]string{
 	ReplaceContainer: {"%d container replacement", "%d container replacements"},
 	CreateContainer:  {"%d container to create", "%d containers to create"},
 	StartContainer:   {"%d container to start", "%d containers to start"},
-	Stop:             {"%d to stop", "%d to stop"},
 	Delete:           {"%d to delete", "%d to delete"},
 	Restart:          {"%d to repair (restart)", "%d to repair (restart)"},
 	RemoveLeftovers:  {"%d leftover container cleanup", "%d leftover container cleanups"},
@@ -299,7 +294,6 @@ var actionSymbols = [...]string{
 	ReplaceContainer: "-/+",
 	CreateContainer:  "+",
 	StartContainer:   ">",
-	Stop:             "#",
 	Delete:           "-",
 	Restart:          "-/+",
 	RemoveLeftovers:  "-",
