@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -293,7 +294,7 @@ func TestFaultLXDDiesMidApply(t *testing.T) {
 			testenvCmd(t, "lxd", "kill")
 			killed = true
 		}
-	}, "--project", project, "--owner", "e2e", "apply", "--yes", "--repo", r.dir)
+	}, "--project", project, "--owner", "e2e", "apply", "--yes", "--repo", r.dir, "--lease-ttl", "5s")
 	if !killed {
 		t.Fatalf("apply ended before LXD was killed:\n%s", all)
 	}
@@ -310,7 +311,8 @@ func TestFaultLXDDiesMidApply(t *testing.T) {
 	}
 
 	testenvCmd(t, "lxd", "start")
-	if code, out, errOut := berth(t, "--project", project, "--owner", "e2e", "apply", "--yes", "--repo", r.dir); code != 0 {
+	// The apply LXD died under could not release its lease: wait it out.
+	if code, out, errOut := berth(t, "--project", project, "--owner", "e2e", "apply", "--yes", "--repo", r.dir, "--wait-lease", "1m"); code != 0 {
 		t.Fatalf("apply once LXD is back: exit %d\n%s%s", code, out, errOut)
 	}
 	checkFleet(t, c, "web", "hello:2", 2)
@@ -328,9 +330,13 @@ func TestFaultRegistryStopsMidRollout(t *testing.T) {
 
 	stopped := false
 	done := regexp.MustCompile(`^\s+web-0\s+replace-container\s+done`)
-	all, err := watchRun(t, func(_ *exec.Cmd, line string) {
+	all, err := watchRun(t, func(cmd *exec.Cmd, line string) {
 		if !stopped && done.MatchString(line) {
+			// Freeze apply while the registry goes away, so the next
+			// replica's pull cannot slip through first.
+			_ = cmd.Process.Signal(syscall.SIGSTOP)
 			testenvCmd(t, "registry", "stop")
+			_ = cmd.Process.Signal(syscall.SIGCONT)
 			stopped = true
 		}
 	}, "--project", project, "--owner", "e2e", "apply", "--yes", "--repo", r.dir)
