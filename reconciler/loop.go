@@ -499,54 +499,44 @@ func (l *Loop) leaseWait(st LeaseState) time.Duration {
 	return max(wait, l.LeaseMargin)
 }
 
-// runOnce does one reconcile and returns how long to wait for the next.
+// run is one reconcile's state as it goes through its stages.
+type run struct {
+	start       time.Time
+	log         *slog.Logger
+	rev         Revision
+	res         *spec.Result
+	desired     plan.Desired
+	diags       []string
+	held        []string         // apps held after a failed rollout of this revision
+	rolloutHeld map[string]Retry // and why
+	result      string
+}
+
+// runOnce does one reconcile and returns how long to wait for the next:
+// acquire the lease → load the revision → observe, plan and apply →
+// publish the status.
 func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) {
-	start := l.Clock.Now()
-	log := l.Logger.With("trigger", reason)
-	revision := "" // known once fetched: a panic holds it
+	r := &run{start: l.Clock.Now(), log: l.Logger.With("trigger", reason), rolloutHeld: map[string]Retry{}}
 	defer func() {
 		if p := recover(); p != nil {
-			next = l.panicked(log, p, debug.Stack(), revision, start)
+			next = l.panicked(r.log, p, debug.Stack(), r.rev.SHA, r.start)
 		}
 	}()
 	fail := func(kind string, err error) time.Duration {
 		if ctx.Err() != nil {
 			// A shutdown or a lost lease cancelled the call: not a
 			// failure of the run.
-			return l.interrupted(ctx, log)
+			return l.interrupted(ctx, r.log)
 		}
-		return l.failed(log, kind, err, start)
+		return l.failed(r.log, kind, err, r.start)
 	}
 	if ctx.Err() != nil {
 		return 0
 	}
-	if l.Lease != nil {
-		st, err := l.Lease.Acquire(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return l.interrupted(ctx, log)
-		case errors.Is(err, ErrLeaseContended):
-			wait := l.jitter(2 * time.Second)
-			log.Info("the lease is contended; trying again soon", "retry_in", wait)
-			return wait
-		case err != nil:
-			return fail("lease", err)
-		case !st.Held:
-			wait := l.leaseWait(st)
-			log.Info("another reconciler holds the lease; waiting", "holder", st.Holder, "expires", st.Expiry, "retry_in", wait)
-			l.mu.Lock()
-			l.leaseHeld = false
-			l.status.Phase, l.status.LeaseHolder, l.status.LeaseExpiry = "WaitingForLease", st.String(), st.Expiry
-			l.mu.Unlock()
-			return wait
-		}
-		l.mu.Lock()
-		if !l.leaseHeld {
-			log.Info("took the lease", "expires", st.Expiry)
-		}
-		l.leaseHeld, l.leaseExpiry = true, st.Expiry
-		l.status.LeaseHolder, l.status.LeaseExpiry = "", time.Time{}
-		l.mu.Unlock()
+	if wait, proceed, err := l.acquire(ctx, r.log); err != nil {
+		return fail("lease", err)
+	} else if !proceed {
+		return wait
 	}
 	l.setStatus(func(s *LoopStatus) { s.Phase = "Reconciling" })
 
@@ -554,105 +544,179 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 	if err != nil {
 		return fail("git", err)
 	}
-	revision = rev.SHA
-	log = log.With("revision", plan.ShortSHA(rev.SHA))
+	r.rev = rev
+	r.log = r.log.With("revision", plan.ShortSHA(rev.SHA))
 	l.setStatus(func(s *LoopStatus) { s.SourceWarning = rev.Warning })
 	if rev.Warning != "" {
-		log.Warn("not applying the newest revision", "why", rev.Warning)
+		r.log.Warn("not applying the newest revision", "why", rev.Warning)
 	}
-	now := l.Clock.Now()
-	l.mu.Lock()
-	f, revHeld := l.fails.held(revisionKey, rev.SHA, now)
-	l.mu.Unlock()
-	if revHeld {
-		// A run of this revision crashed: touch nothing until a newer
-		// commit comes, or its backoff ends.
-		log.Info("revision held: a run of it crashed; waiting for a newer commit", "retry_after", f.RetryAfter, "reason", f.Reason)
-		l.setStatus(func(s *LoopStatus) { s.Phase, s.LastRun, s.LastResult = "Held", now, RunHeld })
-		if l.Metrics != nil {
-			l.Metrics.RunFinished(RunHeld, l.Clock.Now().Sub(start))
-		}
-		return max(min(l.jitter(l.Interval), f.RetryAfter.Sub(now)), l.LeaseMargin)
+	if wait, held := l.revisionHeld(r); held {
+		return wait
 	}
-	res, err := spec.Load(ctx, rev.FS, l.SpecOptions)
-	if err != nil {
+	if err := l.load(ctx, r); err != nil {
 		return fail("spec", err)
 	}
-	desired := plan.NewDesired(rev.SHA, res)
-	var diags []string
-	for _, d := range res.Diagnostics {
-		diags = append(diags, d.String())
-		log.Warn("invalid spec; its app keeps its last applied state", "problem", d.String())
-	}
-	var held []string
-	rolloutHeld := map[string]Retry{} // apps held after a failed rollout, and why
-	for _, a := range desired.Apps {
-		l.mu.Lock()
-		f, ok := l.fails.held(a.Metadata.Name, rev.SHA, now)
-		l.mu.Unlock()
-		if ok {
-			held = append(held, a.Metadata.Name)
-			rolloutHeld[a.Metadata.Name] = f.Retry
-			log.Info("app held after a failed rollout", "app", a.Metadata.Name, "retry", f.Retry, "retry_after", f.RetryAfter, "reason", f.Reason)
-		}
-	}
-	desired = holdApps(desired, held)
-
-	observed, err := l.System.Observe(ctx)
-	if err != nil {
+	observed, pl, err := l.converge(ctx, r)
+	switch {
+	case ctx.Err() != nil:
+		// Shutdown or lost lease: the next run (here or elsewhere)
+		// observes afresh. Steps cut short are not a failed rollout.
+		return l.interrupted(ctx, r.log)
+	case err != nil:
 		return fail("lxd", err)
 	}
-	pl := plan.MakePlan(desired, observed, l.Policy)
-	result := RunNoop
-	if !pl.Empty() {
-		result = RunOK
-		log.Info("applying", "summary", pl.Summary())
-		ex := &Executor{Driver: l.System, OnEvent: l.logEvent(log), Drain: l.Drain, Clock: l.Clock}
-		r := ex.Apply(ctx, pl, desired, observed)
-		if ctx.Err() != nil {
-			// Shutdown or lost lease: the next run (here or elsewhere)
-			// observes afresh. Steps cut short are not a failed rollout.
-			return l.interrupted(ctx, log)
-		}
-		for _, a := range r.Apps {
-			switch a.Status {
-			case AppDegraded:
-				l.mu.Lock()
-				f := l.fails.failed(a.App, rev.SHA, a.Reason, a.Retry, l.Clock.Now())
-				l.mu.Unlock()
-				result = RunError
-				rolloutHeld[a.App] = f.Retry
-				if f.Retry == Stalled {
-					log.Error("rollout stalled: held until a newer commit", "app", a.App, "reason", a.Reason)
-				} else {
-					log.Error("rollout halted; retrying after a backoff", "app", a.App, "reason", a.Reason, "retry_after", f.RetryAfter)
-				}
-				if l.Metrics != nil {
-					l.Metrics.RunError("rollout")
-				}
-			case AppReady, AppRemoved:
-				l.mu.Lock()
-				l.fails.succeeded(a.App)
-				l.mu.Unlock()
-			}
-		}
-		if observed, err = l.System.Observe(ctx); err != nil {
-			return fail("lxd", err)
-		}
-		pl = plan.MakePlan(desired, observed, l.Policy)
+	l.publish(r, observed, pl)
+	return l.jitter(l.Interval)
+}
+
+// acquire takes or renews the lease. proceed is false when this run must
+// not go on, with how long to wait.
+func (l *Loop) acquire(ctx context.Context, log *slog.Logger) (wait time.Duration, proceed bool, err error) {
+	if l.Lease == nil {
+		return 0, true, nil
 	}
-	st := plan.BuildStatus(l.Policy.Owner, &desired, observed, &pl)
+	st, err := l.Lease.Acquire(ctx)
+	switch {
+	case ctx.Err() != nil:
+		return l.interrupted(ctx, log), false, nil
+	case errors.Is(err, ErrLeaseContended):
+		wait := l.jitter(2 * time.Second)
+		log.Info("the lease is contended; trying again soon", "retry_in", wait)
+		return wait, false, nil
+	case err != nil:
+		return 0, false, err
+	case !st.Held:
+		wait := l.leaseWait(st)
+		log.Info("another reconciler holds the lease; waiting", "holder", st.Holder, "expires", st.Expiry, "retry_in", wait)
+		l.mu.Lock()
+		l.leaseHeld = false
+		l.status.Phase, l.status.LeaseHolder, l.status.LeaseExpiry = "WaitingForLease", st.String(), st.Expiry
+		l.mu.Unlock()
+		return wait, false, nil
+	}
+	l.mu.Lock()
+	if !l.leaseHeld {
+		log.Info("took the lease", "expires", st.Expiry)
+	}
+	l.leaseHeld, l.leaseExpiry = true, st.Expiry
+	l.status.LeaseHolder, l.status.LeaseExpiry = "", time.Time{}
+	l.mu.Unlock()
+	return 0, true, nil
+}
+
+// revisionHeld reports whether a run of this revision crashed before: it
+// is then not touched until a newer commit comes, or its backoff ends.
+func (l *Loop) revisionHeld(r *run) (time.Duration, bool) {
+	now := l.Clock.Now()
+	l.mu.Lock()
+	f, held := l.fails.held(revisionKey, r.rev.SHA, now)
+	l.mu.Unlock()
+	if !held {
+		return 0, false
+	}
+	r.log.Info("revision held: a run of it crashed; waiting for a newer commit", "retry_after", f.RetryAfter, "reason", f.Reason)
+	l.setStatus(func(s *LoopStatus) { s.Phase, s.LastRun, s.LastResult = "Held", now, RunHeld })
+	if l.Metrics != nil {
+		l.Metrics.RunFinished(RunHeld, l.Clock.Now().Sub(r.start))
+	}
+	return max(min(l.jitter(l.Interval), f.RetryAfter.Sub(now)), l.LeaseMargin), true
+}
+
+// load reads the revision's specs into the desired state, holding invalid
+// apps and apps whose rollout of this revision failed.
+func (l *Loop) load(ctx context.Context, r *run) error {
+	res, err := spec.Load(ctx, r.rev.FS, l.SpecOptions)
+	if err != nil {
+		return err
+	}
+	r.res = res
+	r.desired = plan.NewDesired(r.rev.SHA, res)
+	for _, d := range res.Diagnostics {
+		r.diags = append(r.diags, d.String())
+		r.log.Warn("invalid spec; its app keeps its last applied state", "problem", d.String())
+	}
+	now := l.Clock.Now()
+	for _, a := range r.desired.Apps {
+		l.mu.Lock()
+		f, ok := l.fails.held(a.Metadata.Name, r.rev.SHA, now)
+		l.mu.Unlock()
+		if ok {
+			r.held = append(r.held, a.Metadata.Name)
+			r.rolloutHeld[a.Metadata.Name] = f.Retry
+			r.log.Info("app held after a failed rollout", "app", a.Metadata.Name, "retry", f.Retry, "retry_after", f.RetryAfter, "reason", f.Reason)
+		}
+	}
+	r.desired = holdApps(r.desired, r.held)
+	return nil
+}
+
+// converge observes, plans, applies when there is something to do, and
+// observes again, returning what the status is built from.
+func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, error) {
+	observed, err := l.System.Observe(ctx)
+	if err != nil {
+		return observed, plan.Plan{}, err
+	}
+	pl := plan.MakePlan(r.desired, observed, l.Policy)
+	r.result = RunNoop
+	if pl.Empty() {
+		return observed, pl, nil
+	}
+	r.result = RunOK
+	r.log.Info("applying", "summary", pl.Summary())
+	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock}
+	res := ex.Apply(ctx, pl, r.desired, observed)
+	if ctx.Err() != nil {
+		return observed, pl, ctx.Err()
+	}
+	l.remember(r, res)
+	if observed, err = l.System.Observe(ctx); err != nil {
+		return observed, pl, err
+	}
+	return observed, plan.MakePlan(r.desired, observed, l.Policy), nil
+}
+
+// remember records each app's rollout outcome in the failure memory.
+func (l *Loop) remember(r *run, res Result) {
+	for _, a := range res.Apps {
+		switch a.Status {
+		case AppDegraded:
+			l.mu.Lock()
+			f := l.fails.failed(a.App, r.rev.SHA, a.Reason, a.Retry, l.Clock.Now())
+			l.mu.Unlock()
+			r.result = RunError
+			r.rolloutHeld[a.App] = f.Retry
+			if f.Retry == Stalled {
+				r.log.Error("rollout stalled: held until a newer commit", "app", a.App, "reason", a.Reason)
+			} else {
+				r.log.Error("rollout halted; retrying after a backoff", "app", a.App, "reason", a.Reason, "retry_after", f.RetryAfter)
+			}
+			if l.Metrics != nil {
+				l.Metrics.RunError("rollout")
+			}
+		case AppReady, AppRemoved:
+			l.mu.Lock()
+			l.fails.succeeded(a.App)
+			l.mu.Unlock()
+		}
+	}
+}
+
+// publish derives the status once, at the end of the run, and reports it
+// to the status endpoint and the metrics.
+func (l *Loop) publish(r *run, observed plan.Observed, pl plan.Plan) {
+	st := plan.BuildStatus(l.Policy.Owner, &r.desired, observed, &pl)
 	invalid := map[string]bool{}
-	for _, a := range res.InvalidApps {
+	for _, a := range r.res.InvalidApps {
 		invalid[a] = true
 	}
 	statuses := make(map[string]string, len(st.Apps))
 	for _, a := range st.Apps {
-		statuses[a.App] = appMetricStatus(a, invalid[a.App], rolloutHeld[a.App])
+		statuses[a.App] = appMetricStatus(a, invalid[a.App], r.rolloutHeld[a.App])
 	}
-	if result != RunError && (len(held) > 0 || len(diags) > 0) {
+	if r.result != RunError && (len(r.held) > 0 || len(r.diags) > 0) {
 		// Not everything in this revision was applied: not "ok".
-		result = RunHeld
+		r.result = RunHeld
 	}
 	l.errs = 0
 	end := l.Clock.Now()
@@ -661,8 +725,8 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 	known := map[string]bool{}
 	for _, a := range st.Apps {
 		known[a.App] = true
-		if a.Sync == plan.SyncSynced && a.Health == plan.HealthHealthy && !invalid[a.App] && rolloutHeld[a.App] == "" {
-			l.status.LastGood[a.App] = rev.SHA
+		if a.Sync == plan.SyncSynced && a.Health == plan.HealthHealthy && !invalid[a.App] && r.rolloutHeld[a.App] == "" {
+			l.status.LastGood[a.App] = r.rev.SHA
 		}
 	}
 	for app := range l.status.LastGood {
@@ -671,24 +735,23 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		}
 	}
 	lastGood := cloneMap(l.status.LastGood)
-	l.status.Status, l.status.Subject, l.status.Diagnostics = st, rev.Subject, diags
-	l.status.Phase, l.status.LastRun, l.status.LastResult, l.status.LastError = "Idle", end, result, ""
+	l.status.Status, l.status.Subject, l.status.Diagnostics = st, r.rev.Subject, r.diags
+	l.status.Phase, l.status.LastRun, l.status.LastResult, l.status.LastError = "Idle", end, r.result, ""
 	l.errKind = ""
 	l.ready = true
 	l.mu.Unlock()
 	if l.Metrics != nil {
-		l.Metrics.RunFinished(result, end.Sub(start))
+		l.Metrics.RunFinished(r.result, end.Sub(r.start))
 		l.Metrics.SetApps(statuses)
 		l.Metrics.SetAppRevisions(lastGood)
-		l.Metrics.SetSpecErrors(len(diags))
-		if result == RunOK || result == RunNoop {
+		l.Metrics.SetSpecErrors(len(r.diags))
+		if r.result == RunOK || r.result == RunNoop {
 			// Only a revision every app converged to is "applied".
-			l.Metrics.SetRevision(rev.SHA)
+			l.Metrics.SetRevision(r.rev.SHA)
 			l.Metrics.Succeeded(end)
 		}
 	}
-	log.Debug("reconcile done", "result", result, "took", end.Sub(start))
-	return l.jitter(l.Interval)
+	r.log.Debug("reconcile done", "result", r.result, "took", end.Sub(r.start))
 }
 
 // appMetricStatus is one word for an app's state, the most telling first:
