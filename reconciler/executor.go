@@ -189,112 +189,131 @@ type Executor struct {
 // so untouched replicas keep the old version, and the app is Degraded.
 // observed is the state the plan was made from (for keys to delete).
 func (e *Executor) Apply(ctx context.Context, pl plan.Plan, desired plan.Desired, observed plan.Observed) Result {
-	clk := clock.Or(e.Clock)
-	now := clk.Now
+	x := &execution{e: e, ctx: ctx, pl: pl, clk: clock.Or(e.Clock),
+		apps: map[string]*spec.App{}, insts: map[string]*plan.Instance{},
+		results: make([]StepResult, len(pl.Steps))}
 	parallel := e.Parallel
 	if parallel <= 0 {
 		parallel = 4
 	}
-	sem := make(chan struct{}, parallel)
-	apps := map[string]*spec.App{}
+	x.sem = make(chan struct{}, parallel)
 	for i := range desired.Apps {
-		apps[desired.Apps[i].Metadata.Name] = &desired.Apps[i]
+		x.apps[desired.Apps[i].Metadata.Name] = &desired.Apps[i]
 	}
-	insts := map[string]*plan.Instance{}
 	for i := range observed.Instances {
-		insts[observed.Instances[i].Name] = &observed.Instances[i]
+		x.insts[observed.Instances[i].Name] = &observed.Instances[i]
 	}
+	var stop func()
+	x.stepCtx, stop = e.drainContext(ctx, x.clk)
+	defer stop()
 
-	// stepCtx is what steps run under: ctx itself, or with Drain a context
-	// that outlives ctx's cancellation by Drain.
-	stepCtx := ctx
-	if e.Drain > 0 {
-		var cancel context.CancelFunc
-		stepCtx, cancel = context.WithCancel(context.WithoutCancel(ctx))
-		defer cancel()
-		stop := context.AfterFunc(ctx, func() {
-			t := clk.NewTimer(e.Drain)
-			defer t.Stop()
-			select {
-			case <-t.C():
-				cancel()
-			case <-stepCtx.Done():
-			}
-		})
-		defer stop()
-	}
-
-	results := make([]StepResult, len(pl.Steps))
 	byApp := map[string][]int{}
 	var appOrder []string
 	for i, s := range pl.Steps {
-		results[i] = StepResult{Step: s}
+		x.results[i] = StepResult{Step: s}
 		if _, ok := byApp[s.App]; !ok {
 			appOrder = append(appOrder, s.App)
 		}
 		byApp[s.App] = append(byApp[s.App], i)
 	}
-
-	run := func(i int) error {
-		s := pl.Steps[i]
-		sem <- struct{}{}
-		defer func() { <-sem }()
-		if err := ctx.Err(); err != nil {
-			// Cancelled while waiting for a slot: don't start it. Skipped,
-			// not failed, so the report says nothing was touched.
-			results[i].Status, results[i].Error = StepSkipped, "not run: "+context.Cause(ctx).Error()
-			return err
-		}
-		start := now()
-		e.emit(Event{Step: s, Phase: PhaseStart})
-		// No step may hang a run for ever (a wedged image download, a
-		// stuck storage call): bound it by the app's health timeout plus
-		// room for creating the instance and pulling the image.
-		limit := StepOverhead
-		if a := apps[s.App]; a != nil {
-			limit += a.Spec.Update.HealthTimeout.D()
-		}
-		sctx, cancel := context.WithTimeout(stepCtx, limit)
-		err := e.safeStep(sctx, s, apps[s.App], insts[s.Instance], pl.Revision, pl.Owner)
-		cancel()
-		d := now().Sub(start)
-		results[i].Duration = d
-		if err != nil {
-			results[i].Status, results[i].Error, results[i].Retry = StepFailed, err.Error(), RetryOf(err)
-			e.emit(Event{Step: s, Phase: PhaseFailed, Duration: d, Err: err})
-			return err
-		}
-		results[i].Status = StepDone
-		e.emit(Event{Step: s, Phase: PhaseDone, Duration: d})
-		return nil
-	}
-
 	appResults := make([]AppResult, len(appOrder))
 	var wg sync.WaitGroup
 	for ai, name := range appOrder {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			appResults[ai] = e.applyApp(ctx, name, byApp[name], pl.Steps, results, run)
+			appResults[ai] = e.applyApp(ctx, name, byApp[name], pl.Steps, x.results, x.runStep)
 		}()
 	}
 	wg.Wait()
-	for i := range appResults {
-		if a := &appResults[i]; a.Status == AppReady && apps[a.App] == nil {
+	return Result{Revision: pl.Revision, Steps: x.results, Apps: x.appResults(appResults, desired, byApp)}
+}
+
+// execution is one Apply's shared state; runStep may run on several
+// goroutines, each on its own result.
+type execution struct {
+	e            *Executor
+	ctx, stepCtx context.Context
+	clk          clock.Clock
+	pl           plan.Plan
+	apps         map[string]*spec.App
+	insts        map[string]*plan.Instance
+	results      []StepResult
+	sem          chan struct{} // bounds the steps running at once
+}
+
+// drainContext is what steps run under: ctx itself, or with Drain a
+// context that outlives ctx's cancellation by Drain.
+func (e *Executor) drainContext(ctx context.Context, clk clock.Clock) (context.Context, func()) {
+	if e.Drain <= 0 {
+		return ctx, func() {}
+	}
+	stepCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := clk.NewTimer(e.Drain)
+		defer t.Stop()
+		select {
+		case <-t.C():
+			cancel()
+		case <-stepCtx.Done():
+		}
+	})
+	return stepCtx, func() { stop(); cancel() }
+}
+
+// runStep runs step i, readiness included, and records its result.
+func (x *execution) runStep(i int) error {
+	s := x.pl.Steps[i]
+	x.sem <- struct{}{}
+	defer func() { <-x.sem }()
+	if err := x.ctx.Err(); err != nil {
+		// Cancelled while waiting for a slot: don't start it. Skipped,
+		// not failed, so the report says nothing was touched.
+		x.results[i].Status, x.results[i].Error = StepSkipped, "not run: "+context.Cause(x.ctx).Error()
+		return err
+	}
+	start := x.clk.Now()
+	x.e.emit(Event{Step: s, Phase: PhaseStart})
+	// No step may hang a run for ever (a wedged image download, a stuck
+	// storage call): bound it by the app's health timeout plus room for
+	// creating the instance and pulling the image.
+	limit := StepOverhead
+	if a := x.apps[s.App]; a != nil {
+		limit += a.Spec.Update.HealthTimeout.D()
+	}
+	sctx, cancel := context.WithTimeout(x.stepCtx, limit)
+	err := x.e.safeStep(sctx, s, x.apps[s.App], x.insts[s.Instance], x.pl.Revision, x.pl.Owner)
+	cancel()
+	d := x.clk.Since(start)
+	x.results[i].Duration = d
+	if err != nil {
+		x.results[i].Status, x.results[i].Error, x.results[i].Retry = StepFailed, err.Error(), RetryOf(err)
+		x.e.emit(Event{Step: s, Phase: PhaseFailed, Duration: d, Err: err})
+		return err
+	}
+	x.results[i].Status = StepDone
+	x.e.emit(Event{Step: s, Phase: PhaseDone, Duration: d})
+	return nil
+}
+
+// appResults completes the apps' outcomes: pruned apps are Removed, held
+// apps Held, and apps without steps Ready; sorted by name.
+func (x *execution) appResults(out []AppResult, desired plan.Desired, byApp map[string][]int) []AppResult {
+	for i := range out {
+		if a := &out[i]; a.Status == AppReady && x.apps[a.App] == nil {
 			a.Status = AppRemoved
 		}
 	}
-
-	for _, h := range pl.Held {
-		appResults = append(appResults, AppResult{App: h, Status: AppHeld, Reason: "last applied state kept: invalid spec, or a failed rollout of this revision waiting out its backoff"})
+	for _, h := range x.pl.Held {
+		out = append(out, AppResult{App: h, Status: AppHeld, Reason: "last applied state kept: invalid spec, or a failed rollout of this revision waiting out its backoff"})
 	}
 	for _, a := range desired.Apps {
 		if _, ok := byApp[a.Metadata.Name]; !ok {
-			appResults = append(appResults, AppResult{App: a.Metadata.Name, Status: AppReady})
+			out = append(out, AppResult{App: a.Metadata.Name, Status: AppReady})
 		}
 	}
-	sort.SliceStable(appResults, func(i, j int) bool { return appResults[i].App < appResults[j].App })
-	return Result{Revision: pl.Revision, Steps: results, Apps: appResults}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].App < out[j].App })
+	return out
 }
 
 // applyApp runs one app's steps batch by batch.
