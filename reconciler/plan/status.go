@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"github.com/berth-gitops/berth/ownership"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,37 +82,66 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 	if owner == "" {
 		owner = DefaultOwner
 	}
-	st := Status{Owner: owner}
-	apps := map[string]*AppStatusView{}
-	get := func(name string) *AppStatusView {
-		if a, ok := apps[name]; ok {
-			return a
-		}
-		a := &AppStatusView{App: name, Desired: -1, Sync: SyncUnknown, Replicas: []ReplicaView{}}
-		apps[name] = a
-		return a
-	}
+	b := statusBuilder{owner: owner, apps: map[string]*AppStatusView{}}
+	st := Status{Owner: owner, Apps: []AppStatusView{}}
 	if desired != nil {
 		st.Revision = desired.Revision
-		for _, a := range desired.Apps {
-			v := get(a.Metadata.Name)
-			v.Desired, v.Sync = a.Spec.Replicas, SyncSynced
-		}
-		for _, h := range desired.HeldApps {
-			get(h).Sync = SyncHeld
-		}
+		b.addDesired(desired)
 	}
+	b.addReplicas(observed, desired != nil)
+	if plan != nil {
+		b.addDrift(plan)
+		st.Conflicts = plan.Conflicts
+	}
+	for _, n := range slices.Sorted(maps.Keys(b.apps)) {
+		v := b.apps[n]
+		slices.SortFunc(v.Replicas, func(a, b ReplicaView) int { return a.Slot - b.Slot })
+		v.Health, v.LastError = appHealth(v)
+		st.Apps = append(st.Apps, *v)
+	}
+	return st
+}
+
+// statusBuilder collects one status, app by app.
+type statusBuilder struct {
+	owner string
+	apps  map[string]*AppStatusView
+}
+
+func (b *statusBuilder) get(name string) *AppStatusView {
+	if a, ok := b.apps[name]; ok {
+		return a
+	}
+	a := &AppStatusView{App: name, Desired: -1, Sync: SyncUnknown, Replicas: []ReplicaView{}}
+	b.apps[name] = a
+	return a
+}
+
+// addDesired starts every app of Git Synced (held ones Held).
+func (b *statusBuilder) addDesired(desired *Desired) {
+	for _, a := range desired.Apps {
+		v := b.get(a.Metadata.Name)
+		v.Desired, v.Sync = a.Spec.Replicas, SyncSynced
+	}
+	for _, h := range desired.HeldApps {
+		b.get(h).Sync = SyncHeld
+	}
+}
+
+// addReplicas adds owner's well-labelled instances; an app that only LXD
+// knows is Orphaned when a desired state was given.
+func (b *statusBuilder) addReplicas(observed Observed, haveDesired bool) {
 	for i := range observed.Instances {
 		inst := &observed.Instances[i]
-		if inst.Config[ownership.KeyOwner] != owner {
+		if inst.Config[ownership.KeyOwner] != b.owner {
 			continue
 		}
 		app, slot, err := identity(inst)
 		if err != nil {
 			continue // garbled keys: the plan warns about it
 		}
-		v := get(app)
-		if desired != nil && v.Sync == SyncUnknown {
+		v := b.get(app)
+		if haveDesired && v.Sync == SyncUnknown {
 			v.Sync = SyncOrphaned
 		}
 		r := replicaView(inst, slot)
@@ -120,7 +150,7 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 		}
 		v.Replicas = append(v.Replicas, r)
 	}
-	for _, v := range apps {
+	for _, v := range b.apps {
 		switch v.Sync {
 		case SyncHeld:
 			v.Desired = len(v.Replicas) // its last applied state is kept
@@ -128,60 +158,50 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 			v.Desired = 0
 		}
 	}
-	if plan != nil {
-		for _, s := range plan.Steps {
-			v := get(s.App)
-			v.Drift = append(v.Drift, stepDrift(s))
-			if v.Sync == SyncSynced {
-				v.Sync = SyncOutOfSync
-			}
+}
+
+// addDrift lists the plan's steps, waiting ones included, per app: an
+// app with any is OutOfSync.
+func (b *statusBuilder) addDrift(p *Plan) {
+	add := func(app, line string) {
+		v := b.get(app)
+		v.Drift = append(v.Drift, line)
+		if v.Sync == SyncSynced {
+			v.Sync = SyncOutOfSync
 		}
-		for _, w := range plan.Waiting {
-			v := get(w.App)
-			v.Drift = append(v.Drift, stepDrift(w.Step)+" waiting: "+w.Why)
-			if v.Sync == SyncSynced {
-				v.Sync = SyncOutOfSync
-			}
-		}
-		st.Conflicts = plan.Conflicts
 	}
-	names := make([]string, 0, len(apps))
-	for n := range apps {
-		names = append(names, n)
+	for _, s := range p.Steps {
+		add(s.App, stepDrift(s))
 	}
-	slices.Sort(names)
-	for _, n := range names {
-		v := apps[n]
-		slices.SortFunc(v.Replicas, func(a, b ReplicaView) int { return a.Slot - b.Slot })
-		want := v.Desired
-		if want < 0 {
-			want = len(v.Replicas)
-		}
-		starting := false
-		for _, r := range v.Replicas {
-			if r.Health == "starting" {
-				starting = true
-			}
-			if r.Error != "" && v.LastError == "" {
-				v.LastError = fmt.Sprintf("%s: %s", r.Instance, r.Error)
-			}
-		}
-		switch {
-		case v.Ready >= want:
-			v.Health = HealthHealthy
-		case starting:
-			v.Health = HealthProgressing
-		case v.Ready == 0:
-			v.Health = HealthMissing
-		default:
-			v.Health = HealthDegraded
-		}
-		st.Apps = append(st.Apps, *v)
+	for _, w := range p.Waiting {
+		add(w.App, stepDrift(w.Step)+" waiting: "+w.Why)
 	}
-	if st.Apps == nil {
-		st.Apps = []AppStatusView{}
+}
+
+// appHealth judges an app from its replicas, and names the first problem.
+func appHealth(v *AppStatusView) (health, lastError string) {
+	want := v.Desired
+	if want < 0 {
+		want = len(v.Replicas)
 	}
-	return st
+	starting := false
+	for _, r := range v.Replicas {
+		if r.Health == "starting" {
+			starting = true
+		}
+		if r.Error != "" && lastError == "" {
+			lastError = fmt.Sprintf("%s: %s", r.Instance, r.Error)
+		}
+	}
+	switch {
+	case v.Ready >= want:
+		return HealthHealthy, lastError
+	case starting:
+		return HealthProgressing, lastError
+	case v.Ready == 0:
+		return HealthMissing, lastError
+	}
+	return HealthDegraded, lastError
 }
 
 // replicaView is one owned replica's line, readiness after
