@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/berth-gitops/berth/ownership"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/lxd"
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler"
 )
 
@@ -31,10 +32,13 @@ type Lease struct {
 	Owner  string
 	Holder string // unique per process, no spaces: see HolderID
 	TTL    time.Duration
-	Now    func() time.Time
 	// Settle is how long a take waits before it reads the lease back;
 	// default 1s, far longer than LXD takes to write a racing PATCH.
 	Settle time.Duration
+	// Clock decides every time of the lease: expiries, the settle wait,
+	// the pauses between attempts, Hold's wait and renewals. Nil is the
+	// system clock.
+	Clock clock.Clock
 }
 
 var (
@@ -64,12 +68,9 @@ func HolderID(kind, host string, pid int) string {
 	return fmt.Sprintf("berth-%s@%s:%d:%06x", kind, host, pid, rand.Uint32()&0xffffff)
 }
 
-func (l *Lease) now() time.Time {
-	if l.Now != nil {
-		return l.Now()
-	}
-	return time.Now()
-}
+func (l *Lease) clock() clock.Clock { return clock.Or(l.Clock) }
+
+func (l *Lease) now() time.Time { return l.clock().Now() }
 
 // parseLease reads "<holder> <expiry>"; a garbled value counts as expired.
 // A holder name with control or non-ASCII characters is quoted: it ends up
@@ -105,12 +106,8 @@ func (l *Lease) Acquire(ctx context.Context) (reconciler.LeaseState, error) {
 			return reconciler.LeaseState{}, fmt.Errorf("%w (%d attempts)", ErrLeaseContended, try)
 		}
 		// A little random wait, so racing writers fall out of step.
-		t := time.NewTimer(time.Duration(10+rand.IntN(40*try)) * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return reconciler.LeaseState{}, ctx.Err()
-		case <-t.C:
+		if err := l.sleep(ctx, time.Duration(10+rand.IntN(40*try))*time.Millisecond); err != nil {
+			return reconciler.LeaseState{}, err
 		}
 	}
 }
@@ -146,7 +143,7 @@ func (l *Lease) acquire(ctx context.Context) (reconciler.LeaseState, error) {
 		if settle <= 0 {
 			settle = time.Second
 		}
-		if err := sleep(ctx, settle); err != nil {
+		if err := l.sleep(ctx, settle); err != nil {
 			return reconciler.LeaseState{}, err
 		}
 		srv, _, err := l.LXD.GetServer(ctx)
@@ -218,7 +215,7 @@ func (l *Lease) Hold(ctx context.Context, wait time.Duration, waiting func(recon
 	if l.TTL < 3*time.Second {
 		return nil, fmt.Errorf("lease TTL %v: must be at least 3s", l.TTL)
 	}
-	deadline := time.Now().Add(wait)
+	deadline := l.now().Add(wait)
 	var st reconciler.LeaseState
 	for {
 		var err error
@@ -229,7 +226,7 @@ func (l *Lease) Hold(ctx context.Context, wait time.Duration, waiting func(recon
 		if err == nil && st.Held {
 			break
 		}
-		left := time.Until(deadline)
+		left := deadline.Sub(l.now())
 		if err == nil && left <= 0 {
 			return nil, &BusyError{Owner: l.Owner, State: st}
 		}
@@ -245,7 +242,7 @@ func (l *Lease) Hold(ctx context.Context, wait time.Duration, waiting func(recon
 				waiting(st)
 			}
 		}
-		if err := sleep(ctx, pause); err != nil {
+		if err := l.sleep(ctx, pause); err != nil {
 			return nil, err
 		}
 	}
@@ -257,13 +254,14 @@ func (l *Lease) Hold(ctx context.Context, wait time.Duration, waiting func(recon
 	return h, nil
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
+// sleep waits d on the lease's clock, or until ctx ends.
+func (l *Lease) sleep(ctx context.Context, d time.Duration) error {
+	t := l.clock().NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-t.C:
+	case <-t.C():
 		return nil
 	}
 }
@@ -292,7 +290,7 @@ func (h *Held) renew(ctx context.Context) {
 	every := h.lease.TTL / 3
 	next := every
 	for {
-		if sleep(ctx, next) != nil {
+		if h.lease.sleep(ctx, next) != nil {
 			return
 		}
 		next = every

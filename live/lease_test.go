@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/berth-gitops/berth/ownership"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,10 +15,80 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/internal/testlxd"
 	"github.com/berth-gitops/berth/lxd"
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler"
 )
+
+// leaseT0 is where the lease tests' fake clocks start.
+var leaseT0 = time.Unix(2_000_000_000, 0)
+
+// armed waits until n timers are armed on fc. Its bound in real time only
+// turns a hang (code that does not wait where the test expects) into a
+// failure; it is no synchronisation.
+func armed(t *testing.T, fc *clock.Fake, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := fc.BlockUntilContext(ctx, n); err != nil {
+		t.Fatalf("waiting for %d armed timers (%d armed): %v", n, fc.Waiters(), err)
+	}
+}
+
+// within receives from c, failing after 10s of real time (a hang).
+func within[T any](t *testing.T, c <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no result", what)
+		panic("unreachable")
+	}
+}
+
+type acquired struct {
+	st  reconciler.LeaseState
+	err error
+}
+
+// acquireOn runs l.Acquire, moving fc on to each timer as Acquire arms it
+// (the settle wait of a take, the pauses between contended attempts). It
+// is for a lease on fc while nothing else has a timer armed on it, so
+// each move goes to Acquire's own next wait.
+func acquireOn(t *testing.T, fc *clock.Fake, l *Lease) (reconciler.LeaseState, error) {
+	t.Helper()
+	done := make(chan acquired, 1)
+	go func() {
+		st, err := l.Acquire(context.Background())
+		done <- acquired{st, err}
+	}()
+	bound := time.After(10 * time.Second)
+	for {
+		ctx, cancel := context.WithCancel(context.Background())
+		waits := make(chan struct{})
+		go func() {
+			if fc.BlockUntilContext(ctx, 1) == nil {
+				close(waits)
+			}
+		}()
+		select {
+		case r := <-done:
+			cancel()
+			return r.st, r.err
+		case <-waits:
+			cancel()
+			if d, ok := fc.Next(); ok {
+				fc.Advance(d)
+			}
+		case <-bound:
+			cancel()
+			t.Fatal("Acquire did not return")
+		}
+	}
+}
 
 func TestParseLease(t *testing.T) {
 	h, exp := parseLease("host-a:12 1700000000")
@@ -35,33 +105,36 @@ func TestParseLease(t *testing.T) {
 	}
 }
 
-// TestLeaseOnRealLXD runs two holders against the real server config.
+// TestLeaseOnRealLXD runs two holders against the real server config, on
+// a fake clock: the expiries are in fake time, and a take's read-back
+// waits its second of fake time.
 func TestLeaseOnRealLXD(t *testing.T) {
 	ctx := context.Background()
 	c := realLXD(t)
 	owner := "lease-test-" + strings.ReplaceAll(t.Name(), "/", "-")
-	now := time.Unix(2_000_000_000, 0)
-	clock := func() time.Time { return now }
-	a := &Lease{LXD: c, Owner: owner, Holder: "a", TTL: 30 * time.Second, Now: clock}
-	b := &Lease{LXD: c, Owner: owner, Holder: "b", TTL: 30 * time.Second, Now: clock}
+	fc := clock.NewFake(leaseT0)
+	a := &Lease{LXD: c, Owner: owner, Holder: "a", TTL: 30 * time.Second, Clock: fc}
+	b := &Lease{LXD: c, Owner: owner, Holder: "b", TTL: 30 * time.Second, Clock: fc}
 	t.Cleanup(func() {
 		_ = c.PatchServerConfig(context.Background(), map[string]any{ownership.LeaseKey(owner, ""): ""}, "")
 	})
 
-	if st, err := a.Acquire(ctx); !st.Held || err != nil || !st.Expiry.Equal(now.Add(30*time.Second)) {
+	now := fc.Now()
+	if st, err := acquireOn(t, fc, a); !st.Held || err != nil || !st.Expiry.Equal(now.Add(30*time.Second)) {
 		t.Fatalf("a: %+v err %v", st, err)
 	}
 	// b learns who holds it and until when: a waiting daemon wakes then.
 	if st, err := b.Acquire(ctx); st.Held || err != nil || st.Holder != "a" || !st.Expiry.Equal(now.Add(30*time.Second)) {
 		t.Fatalf("b while a holds: %+v err %v", st, err)
 	}
-	now = now.Add(10 * time.Second)
+	fc.Advance(10 * time.Second)
+	now = fc.Now()
 	if st, _ := a.Acquire(ctx); !st.Held || !st.Expiry.Equal(now.Add(30*time.Second)) {
 		t.Fatalf("a cannot renew: %+v", st)
 	}
 	// a stops renewing: b takes over after the expiry.
-	now = now.Add(31 * time.Second)
-	if st, err := b.Acquire(ctx); !st.Held || err != nil {
+	fc.Advance(31 * time.Second)
+	if st, err := acquireOn(t, fc, b); !st.Held || err != nil {
 		t.Fatalf("b after expiry: %+v err %v", st, err)
 	}
 	if st, _ := a.Acquire(ctx); st.Held {
@@ -77,7 +150,7 @@ func TestLeaseOnRealLXD(t *testing.T) {
 	if err := b.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := a.Acquire(ctx); !st.Held {
+	if st, _ := acquireOn(t, fc, a); !st.Held {
 		t.Fatal("lease not free after b released it")
 	}
 }
@@ -131,7 +204,10 @@ func (f *leaseLXD) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(body)
 	}
+	etag, config := fmt.Sprintf("v%d", f.version), maps.Clone(f.config)
 	if b := f.barrier; b != nil && r.Method == "GET" {
+		// Each held GET answers the state it arrived to: both takers read
+		// the same state, even when one PATCHes before the other's answer.
 		f.arrived++
 		if f.arrived == 2 {
 			f.barrier = nil
@@ -141,12 +217,11 @@ func (f *leaseLXD) serve(w http.ResponseWriter, r *http.Request) {
 		b.Wait()
 		f.mu.Lock()
 	}
-	etag := fmt.Sprintf("v%d", f.version)
 	switch {
 	case r.Method == "GET" && r.URL.Path == "/1.0":
 		w.Header().Set("ETag", `"`+etag+`"`)
 		reply(200, map[string]any{"type": "sync", "status": "Success", "status_code": 200, "metadata": map[string]any{
-			"api_version": "1.0", "auth": "trusted", "config": f.config,
+			"api_version": "1.0", "auth": "trusted", "config": config,
 			"environment": map[string]any{"server_version": "5.0.2"},
 		}})
 	case r.Method == "PATCH" && r.URL.Path == "/1.0":
@@ -170,69 +245,108 @@ func (f *leaseLXD) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // TestLeaseContended: after repeated 412s Acquire says so with
-// ErrLeaseContended, not "not held": nobody else holds the lease.
+// ErrLeaseContended, not "not held": nobody else holds the lease. The
+// pauses between attempts are on the lease's (fake) clock.
 func TestLeaseContended(t *testing.T) {
 	f, c := newLeaseLXD(t)
-	l := &Lease{LXD: c, Owner: "o", Holder: "me", TTL: time.Minute, Settle: time.Millisecond}
+	fc := clock.NewFake(leaseT0)
+	l := &Lease{LXD: c, Owner: "o", Holder: "me", TTL: time.Minute, Settle: time.Millisecond, Clock: fc}
 	f.mu.Lock()
 	f.always = true
 	f.mu.Unlock()
-	st, err := l.Acquire(context.Background())
+	st, err := acquireOn(t, fc, l)
 	if !errors.Is(err, ErrLeaseContended) || st.Held || st.Holder != "" {
 		t.Fatalf("Acquire under contention = %+v, %v; want ErrLeaseContended", st, err)
 	}
 	if f.patches != acquireTries {
 		t.Errorf("%d attempts, want %d", f.patches, acquireTries)
 	}
+	if waited := fc.Since(leaseT0); waited < (acquireTries-1)*10*time.Millisecond {
+		t.Errorf("the attempts were %v apart in all: not paced by the lease's clock", waited)
+	}
 	f.mu.Lock()
 	f.always = false
 	f.mu.Unlock()
-	if st, err := l.Acquire(context.Background()); err != nil || !st.Held {
+	if st, err := acquireOn(t, fc, l); err != nil || !st.Held {
 		t.Fatalf("Acquire once the contention ends = %+v, %v", st, err)
 	}
 }
 
 // TestHoldRenewsAndLoses: Hold refuses a held lease naming the holder and
 // its expiry, waits for it with a wait, renews its own, and cancels its
-// context with ErrLeaseLost when another takes the lease.
+// context with ErrLeaseLost when another takes the lease. All on a fake
+// clock: the test moves time to each wait the lease arms.
 func TestHoldRenewsAndLoses(t *testing.T) {
 	f, c := newLeaseLXD(t)
 	ctx := context.Background()
-	other := &Lease{LXD: c, Owner: "o", Holder: "berth-run@h:1:abc", TTL: 3 * time.Second, Settle: time.Millisecond}
-	if st, err := other.Acquire(ctx); err != nil || !st.Held {
+	fc := clock.NewFake(leaseT0)
+	other := &Lease{LXD: c, Owner: "o", Holder: "berth-run@h:1:abc", TTL: 3 * time.Second, Settle: time.Millisecond, Clock: fc}
+	if st, err := acquireOn(t, fc, other); err != nil || !st.Held {
 		t.Fatal(st, err)
 	}
-	me := &Lease{LXD: c, Owner: "o", Holder: "berth-apply@h:2:def", TTL: 3 * time.Second, Settle: time.Millisecond}
+	me := &Lease{LXD: c, Owner: "o", Holder: "berth-apply@h:2:def", TTL: 3 * time.Second, Settle: time.Millisecond, Clock: fc}
 	_, err := me.Hold(ctx, 0, nil)
 	var busy *BusyError
 	if !errors.As(err, &busy) || busy.State.Holder != other.Holder || busy.State.Expiry.IsZero() ||
 		!strings.Contains(err.Error(), `owner "o" is held by berth-run@h:1:abc (until `) {
 		t.Fatalf("Hold while another holds it = %v", err)
 	}
-	// With a wait: the other's lease runs out (it does not renew) and is taken.
+	// With a wait: the other's lease runs out (it does not renew) and is
+	// taken. Each wait is announced, then armed; once the other's expiry
+	// has passed, the next attempt takes the lease and reads it back.
+	waits := make(chan reconciler.LeaseState, 16)
+	type holdResult struct {
+		h   *Held
+		err error
+	}
+	done := make(chan holdResult, 1)
+	go func() {
+		h, err := me.Hold(ctx, 10*time.Second, func(st reconciler.LeaseState) { waits <- st })
+		done <- holdResult{h, err}
+	}()
 	waited := 0
-	h, err := me.Hold(ctx, 10*time.Second, func(st reconciler.LeaseState) { waited++ })
+	for fc.Now().Before(busy.State.Expiry) {
+		within(t, waits, "Hold's waiting callback")
+		waited++
+		armed(t, fc, 1)
+		d, _ := fc.Next()
+		fc.Advance(d)
+	}
+	armed(t, fc, 1)
+	fc.Advance(me.Settle)
+	res := within(t, done, "Hold")
+	h, err := res.h, res.err
 	if err != nil || waited == 0 {
 		t.Fatalf("Hold with a wait = %v after %d waits", err, waited)
 	}
-	// Renewed in the background: still ours after more than one TTL.
-	time.Sleep(4 * time.Second)
+	if len(waits) != 0 {
+		t.Errorf("Hold waited %d more times after the expiry", len(waits))
+	}
+	// Renewed in the background every TTL/3: still ours after more than
+	// one TTL. Each renewal is written before the next wait is armed.
+	first := h.Expiry()
+	for range 4 {
+		armed(t, fc, 1)
+		fc.Advance(time.Second)
+	}
+	armed(t, fc, 1)
 	if h.Lost() != nil || h.Context().Err() != nil {
 		t.Fatalf("lost a renewed lease: %v", h.Lost())
+	}
+	if !h.Expiry().After(first) || !h.Expiry().After(fc.Now()) {
+		t.Errorf("expiry %v after renewals (first %v, now %v)", h.Expiry(), first, fc.Now())
 	}
 	if st, _ := other.Acquire(ctx); st.Held || st.Holder != me.Holder {
 		t.Fatalf("the lease is not held by the Hold: %+v", st)
 	}
-	// Another takes it (as if ours had expired): the work context ends.
+	// Another takes it (as if ours had expired): the next renewal finds
+	// out and the work context ends.
 	f.mu.Lock()
-	f.config[ownership.LeaseKey("o", "")] = fmt.Sprintf("thief %d", time.Now().Add(time.Minute).Unix())
+	f.config[ownership.LeaseKey("o", "")] = fmt.Sprintf("thief %d", fc.Now().Add(time.Minute).Unix())
 	f.version++
 	f.mu.Unlock()
-	select {
-	case <-h.Context().Done():
-	case <-time.After(3 * time.Second):
-		t.Fatal("the work context outlived the lease")
-	}
+	fc.Advance(time.Second)
+	within(t, h.Context().Done(), "the work context after the lease was taken")
 	if err := h.Lost(); !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "thief") {
 		t.Errorf("Lost = %v", err)
 	}
@@ -252,22 +366,47 @@ func TestHoldRenewsAndLoses(t *testing.T) {
 // the work context but not the renewal.
 func TestHoldReleases(t *testing.T) {
 	_, c := newLeaseLXD(t)
+	fc := clock.NewFake(leaseT0)
 	ctx, cancel := context.WithCancel(context.Background())
-	me := &Lease{LXD: c, Owner: "o", Holder: "a", TTL: 3 * time.Second, Settle: time.Millisecond}
-	h, err := me.Hold(ctx, 0, nil)
+	me := &Lease{LXD: c, Owner: "o", Holder: "a", TTL: 3 * time.Second, Settle: time.Millisecond, Clock: fc}
+	type holdResult struct {
+		h   *Held
+		err error
+	}
+	done := make(chan holdResult, 1)
+	go func() {
+		h, err := me.Hold(ctx, 0, nil)
+		done <- holdResult{h, err}
+	}()
+	armed(t, fc, 1) // the take's read-back
+	fc.Advance(me.Settle)
+	res := within(t, done, "Hold")
+	h, err := res.h, res.err
 	if err != nil {
 		t.Fatal(err)
 	}
 	cancel() // Ctrl-C: running steps drain while the lease is still renewed
-	time.Sleep(3500 * time.Millisecond)
-	next := &Lease{LXD: c, Owner: "o", Holder: "b", TTL: 3 * time.Second, Settle: time.Millisecond}
+	if h.Context().Err() == nil {
+		t.Error("the work context outlived its parent")
+	}
+	// 3.5s on: past the first take's expiry, with a renewal every second.
+	for range 3 {
+		armed(t, fc, 1)
+		fc.Advance(time.Second)
+	}
+	armed(t, fc, 1)
+	fc.Advance(500 * time.Millisecond)
+	next := &Lease{LXD: c, Owner: "o", Holder: "b", TTL: 3 * time.Second, Settle: time.Millisecond, Clock: fc}
 	if st, _ := next.Acquire(context.Background()); st.Held {
 		t.Fatal("the lease was not renewed after the parent context ended")
 	}
 	if err := h.Release(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := next.Acquire(context.Background()); !st.Held || err != nil {
+	if n := fc.Waiters(); n != 0 {
+		t.Errorf("%d timers armed after Release: the renewal goes on", n)
+	}
+	if st, err := acquireOn(t, fc, next); !st.Held || err != nil {
 		t.Fatalf("not free after Release: %+v %v", st, err)
 	}
 }
@@ -313,10 +452,12 @@ func TestLeaseKeyPerProject(t *testing.T) {
 
 // TestLeaseRacingTakes: two takers read the free lease at the same moment
 // and both PATCHes pass (LXD's If-Match is no compare-and-swap under
-// concurrency); only the one whose value stayed holds it.
+// concurrency); only the one whose value stayed holds it. Both read back
+// once both wait to settle on the fake clock, so both PATCHes have landed.
 func TestLeaseRacingTakes(t *testing.T) {
 	for range 5 {
 		f, c := newLeaseLXD(t)
+		fc := clock.NewFake(leaseT0)
 		var both sync.WaitGroup
 		both.Add(2)
 		f.mu.Lock()
@@ -325,7 +466,7 @@ func TestLeaseRacingTakes(t *testing.T) {
 		results := make(chan reconciler.LeaseState, 2)
 		for _, who := range []string{"a", "b"} {
 			go func() {
-				l := &Lease{LXD: c, Owner: "o", Holder: who, TTL: time.Minute, Settle: 50 * time.Millisecond}
+				l := &Lease{LXD: c, Owner: "o", Holder: who, TTL: time.Minute, Settle: 50 * time.Millisecond, Clock: fc}
 				st, err := l.Acquire(context.Background())
 				if err != nil {
 					t.Error(err)
@@ -333,7 +474,9 @@ func TestLeaseRacingTakes(t *testing.T) {
 				results <- st
 			}()
 		}
-		x, y := <-results, <-results
+		armed(t, fc, 2)
+		fc.Advance(50 * time.Millisecond)
+		x, y := within(t, results, "a take"), within(t, results, "a take")
 		if x.Held == y.Held {
 			t.Fatalf("racing takes: %+v and %+v; want exactly one held", x, y)
 		}
