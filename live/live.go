@@ -1,14 +1,18 @@
-// Package live wires the real adapters — berth's LXD client and the Docker
-// engine reached through it — into the reconciler's Observer and Driver
-// interfaces. It holds no logic of its own beyond translating between the
-// adapters' types and the reconciler's model.
+// Package live is the reconciler's Observer and Driver on a real LXD
+// server and the Docker engines reached through it, plus the owner's
+// lease in LXD's server config (lease.go). Besides translating between
+// the adapters' types and the planner's model it has logic of its own: it
+// bounds each Docker look (ObserveTimeout) and retries it once on a fresh
+// tunnel, blames LXD for a Docker failure when LXD itself stopped
+// answering, re-checks ownership before changing an instance, keeps a
+// deleted instance as a disowned, snapshotted backup when asked, and
+// takes (reading each take back), renews and releases the lease.
 package live
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/berth-gitops/berth/ownership"
 	"log/slog"
 	"regexp"
 	"sort"
@@ -18,8 +22,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/engine"
 	"github.com/berth-gitops/berth/lxd"
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/spec"
@@ -57,6 +63,11 @@ type System struct {
 	// OnEngineEvent, if set, receives the Docker-side steps (pull, create,
 	// start, ...) for progress output.
 	OnEngineEvent func(engine.Event)
+	// Clock names backups by their time; nil is the system clock. New
+	// sets it to the engine's Options.Clock. ObserveTimeout, a bound on
+	// real I/O as the engine's call timeouts are, stays on the system
+	// clock.
+	Clock clock.Clock
 
 	requests, writes, execs atomic.Int64
 }
@@ -91,14 +102,24 @@ func (s *System) countRequest(method, path string) {
 	}
 }
 
-// New connects the engine to the LXD client. It takes over c.OnRequest to
-// count requests.
+// New connects the engine to the LXD client, with the engine's clock as
+// the system's. It hooks c.OnRequest to count requests; a hook set
+// before is still called, after the count.
 func New(c *lxd.Client, owner string, opts engine.Options) *System {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &System{LXD: c, Engine: engine.New(engine.NewLXDDialer(c), opts), Owner: owner, Logger: opts.Logger, StopTimeout: StopTimeout}
-	c.OnRequest = s.countRequest
+	s := &System{
+		LXD: c, Engine: engine.New(engine.NewLXDDialer(c), opts), Owner: owner, Logger: opts.Logger,
+		StopTimeout: StopTimeout, Clock: opts.Clock,
+	}
+	prev := c.OnRequest
+	c.OnRequest = func(method, path string) {
+		s.countRequest(method, path)
+		if prev != nil {
+			prev(method, path)
+		}
+	}
 	return s
 }
 
@@ -377,7 +398,7 @@ func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup boo
 		}
 		return nil
 	}
-	backup := backupName(name, time.Now())
+	backup := backupName(name, clock.Or(s.Clock).Now())
 	// Rename first: if disowning then fails, the slot's name is free and
 	// the backup is only an owned instance with a name berth ignores.
 	if err := s.LXD.RawQuery(ctx, "POST", "/1.0/instances/"+name, map[string]string{"name": backup}, "", nil); err != nil {

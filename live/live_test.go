@@ -2,15 +2,70 @@ package live
 
 import (
 	"context"
-	"github.com/berth-gitops/berth/ownership"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/engine"
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/spec"
 )
+
+// TestNewChainsOnRequest: New counts the client's requests without
+// dropping a hook the caller set on the client before; OnLXDRequest sees
+// them too.
+func TestNewChainsOnRequest(t *testing.T) {
+	_, c := newLeaseLXD(t)
+	var mu sync.Mutex
+	var before, metrics []string
+	c.OnRequest = func(method, path string) {
+		mu.Lock()
+		defer mu.Unlock()
+		before = append(before, method+" "+path)
+	}
+	sys := New(c, "o", engine.Options{})
+	defer sys.Close()
+	sys.OnLXDRequest = func(method, path string) {
+		mu.Lock()
+		defer mu.Unlock()
+		metrics = append(metrics, method+" "+path)
+	}
+	ctx := context.Background()
+	if _, _, err := c.GetServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PatchServerConfig(ctx, map[string]any{"user.x": "1"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"GET /1.0", "PATCH /1.0"}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(before, want) {
+		t.Errorf("the caller's hook saw %q, want %q", before, want)
+	}
+	if !slices.Equal(metrics, want) {
+		t.Errorf("OnLXDRequest saw %q, want %q", metrics, want)
+	}
+	if got := sys.Requests(); got != (Requests{Total: 2, Writes: 1}) {
+		t.Errorf("Requests = %+v", got)
+	}
+}
+
+// TestNewTakesTheEngineClock: the system decides by the clock its engine
+// was given.
+func TestNewTakesTheEngineClock(t *testing.T) {
+	_, c := newLeaseLXD(t)
+	fc := clock.NewFake(time.Unix(1_800_000_000, 0))
+	sys := New(c, "o", engine.Options{Clock: fc})
+	defer sys.Close()
+	if sys.Clock != fc {
+		t.Errorf("System.Clock = %v, want the engine's", sys.Clock)
+	}
+}
 
 func TestBackupName(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
@@ -29,7 +84,11 @@ func TestBackupName(t *testing.T) {
 func TestDeleteKeepsBackup(t *testing.T) {
 	ctx := context.Background()
 	c := realLXD(t)
+	// The backup is named by the system's clock: an hour ago here, which
+	// the real clock would never give.
+	fc := clock.NewFake(time.Now().Add(-time.Hour))
 	sys := New(c, "backup-test", engine.Options{})
+	sys.Clock = fc
 	sys.StopTimeout = time.Second // busybox's init ignores the shutdown signal
 	defer sys.Close()
 	app := spec.App{Metadata: spec.Metadata{Name: "berth-it-bk"}, Spec: spec.AppSpec{
@@ -73,7 +132,7 @@ func TestDeleteKeepsBackup(t *testing.T) {
 	}
 	b := insts[0]
 	backup = b.Name
-	if !strings.HasPrefix(b.Name, name+"-bak-") || b.Status != "Stopped" || b.Config[ownership.KeyOwner] != "" || b.Config[ownership.KeyBackupOwner] != "backup-test" {
+	if b.Name != backupName(name, fc.Now()) || b.Status != "Stopped" || b.Config[ownership.KeyOwner] != "" || b.Config[ownership.KeyBackupOwner] != "backup-test" {
 		t.Errorf("backup = %s %s %v", b.Name, b.Status, b.Config)
 	}
 	snaps, err := c.ListSnapshots(ctx, b.Name)
