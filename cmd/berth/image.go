@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -46,42 +47,11 @@ before (running instances keep their own copy).`,
 			}
 			defer c.Close()
 			out := cmd.OutOrStdout()
-			if _, _, err := c.GetImage(ctx, fp); errors.Is(err, lxd.ErrNotFound) {
-				meta, err := os.Open(args[0])
-				if err != nil {
-					return err
-				}
-				defer meta.Close()
-				rootfs, err := os.Open(args[1])
-				if err != nil {
-					return err
-				}
-				defer rootfs.Close()
-				if _, err := c.ImportImage(ctx, meta, rootfs, lxd.ImageImportOptions{Fingerprint: fp}); err != nil {
-					return fmt.Errorf("import: %w", err)
-				}
-				fmt.Fprintf(out, "imported %s\n", fp[:12])
-			} else if err != nil {
+			if err := importImage(ctx, c, out, fp, args[0], args[1]); err != nil {
 				return err
 			}
-			cur, etag, err := c.GetImageAlias(ctx, alias)
-			switch {
-			case errors.Is(err, lxd.ErrNotFound):
-				if err := c.CreateImageAlias(ctx, alias, fp, ""); err != nil {
-					return err
-				}
-			case err != nil:
+			if err := pointAlias(ctx, c, out, alias, fp, pruneOld); err != nil {
 				return err
-			case cur.Target != fp:
-				if err := c.UpdateImageAlias(ctx, alias, fp, cur.Description, etag); err != nil {
-					return err
-				}
-				if pruneOld {
-					if err := c.DeleteImage(ctx, cur.Target); err != nil && !errors.Is(err, lxd.ErrNotFound) {
-						return fmt.Errorf("delete the old image %s: %w", cur.Target[:12], err)
-					}
-					fmt.Fprintf(out, "deleted the old image %s\n", cur.Target[:12])
-				}
 			}
 			fmt.Fprintf(out, "%s -> %s\n", safeText(alias), fp[:12])
 			return nil
@@ -91,6 +61,51 @@ before (running instances keep their own copy).`,
 	imp.Flags().BoolVar(&pruneOld, "prune-old", false, "delete the image the alias pointed to before")
 	cmd.AddCommand(imp)
 	return cmd
+}
+
+// importImage uploads the split image of fingerprint fp unless LXD has it.
+func importImage(ctx context.Context, c *lxd.Client, out io.Writer, fp, metaFile, rootfsFile string) error {
+	if _, _, err := c.GetImage(ctx, fp); !errors.Is(err, lxd.ErrNotFound) {
+		return err
+	}
+	meta, err := os.Open(metaFile)
+	if err != nil {
+		return err
+	}
+	defer meta.Close()
+	rootfs, err := os.Open(rootfsFile)
+	if err != nil {
+		return err
+	}
+	defer rootfs.Close()
+	if _, err := c.ImportImage(ctx, meta, rootfs, lxd.ImageImportOptions{Fingerprint: fp}); err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	fmt.Fprintf(out, "imported %s\n", fp[:12])
+	return nil
+}
+
+// pointAlias makes alias point at the image fp: created, moved, or left
+// alone when it already does. With pruneOld, the image it pointed to
+// before is deleted.
+func pointAlias(ctx context.Context, c *lxd.Client, out io.Writer, alias, fp string, pruneOld bool) error {
+	cur, etag, err := c.GetImageAlias(ctx, alias)
+	switch {
+	case errors.Is(err, lxd.ErrNotFound):
+		return c.CreateImageAlias(ctx, alias, fp, "")
+	case err != nil || cur.Target == fp:
+		return err
+	}
+	if err := c.UpdateImageAlias(ctx, alias, fp, cur.Description, etag); err != nil {
+		return err
+	}
+	if pruneOld {
+		if err := c.DeleteImage(ctx, cur.Target); err != nil && !errors.Is(err, lxd.ErrNotFound) {
+			return fmt.Errorf("delete the old image %s: %w", cur.Target[:12], err)
+		}
+		fmt.Fprintf(out, "deleted the old image %s\n", cur.Target[:12])
+	}
+	return nil
 }
 
 // fingerprint is LXD's fingerprint of a split image: sha256(metadata||rootfs).

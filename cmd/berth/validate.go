@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -59,68 +60,81 @@ that Git revision instead. Exit status: 0 valid, 1 invalid.`,
 			if len(args) == 1 {
 				location = args[0]
 			}
-			var (
-				l   *loadedSpecs
-				err error
-			)
-			if rev != "" || source.IsRemote(location) {
-				repo, oerr := source.Open(cmd.Context(), location)
-				if oerr != nil {
-					return oerr
-				}
-				l, err = loadFromGit(cmd.Context(), repo, rev, sf.dir, sf.options())
-			} else {
-				l, err = loadFromDisk(cmd.Context(), location, sf.dir, sf.options())
-			}
+			l, err := loadForValidate(cmd, location, rev, sf)
 			if err != nil {
 				return err
 			}
-			diags := l.Diagnostics()
-			out := cmd.OutOrStdout()
 			if output == "json" {
-				names := make([]string, 0, len(l.Result.Apps))
-				for _, a := range l.Result.Apps {
-					names = append(names, a.Metadata.Name)
-				}
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(map[string]any{
-					"valid":       len(diags) == 0,
-					"revision":    l.Revision(),
-					"apps":        names,
-					"diagnostics": diagnosticsJSON(diags),
-				}); err != nil {
-					return err
-				}
-			} else {
-				for _, d := range diags {
-					fmt.Fprintln(out, safeText(d.String()))
-				}
+				return writeValidationJSON(cmd.OutOrStdout(), l)
 			}
-			if len(diags) > 0 {
-				if output == "text" {
-					fmt.Fprintf(cmd.ErrOrStderr(), "%d problem%s found\n", len(diags), plural(len(diags)))
-				}
-				return silentExit(exitError)
-			}
-			if output == "text" {
-				names := make([]string, 0, len(l.Result.Apps))
-				for _, a := range l.Result.Apps {
-					names = append(names, a.Metadata.Name)
-				}
-				fmt.Fprintf(out, "ok: %d app%s valid", len(names), plural(len(names)))
-				if len(names) > 0 {
-					fmt.Fprintf(out, " (%s)", safeText(strings.Join(names, ", ")))
-				}
-				fmt.Fprintln(out)
-			}
-			return nil
+			return writeValidationText(cmd, l)
 		},
 	}
 	sf.register(cmd)
 	cmd.Flags().StringVar(&rev, "rev", "", "read the specs from this Git revision instead of the files on disk")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
+}
+
+// loadForValidate reads the specs at location: from disk (uncommitted
+// edits included), or from a Git revision with --rev or for a URL.
+func loadForValidate(cmd *cobra.Command, location, rev string, sf specFlags) (*loadedSpecs, error) {
+	if rev == "" && !source.IsRemote(location) {
+		return loadFromDisk(cmd.Context(), location, sf.dir, sf.options())
+	}
+	repo, err := source.Open(cmd.Context(), location)
+	if err != nil {
+		return nil, err
+	}
+	return loadFromGit(cmd.Context(), repo, rev, sf.dir, sf.options())
+}
+
+// writeValidationJSON reports the validation as one JSON object; invalid
+// specs exit 1.
+func writeValidationJSON(out io.Writer, l *loadedSpecs) error {
+	diags := l.Diagnostics()
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(map[string]any{
+		"valid":       len(diags) == 0,
+		"revision":    l.Revision(),
+		"apps":        appNames(l),
+		"diagnostics": diagnosticsJSON(diags),
+	}); err != nil {
+		return err
+	}
+	if len(diags) > 0 {
+		return silentExit(exitError)
+	}
+	return nil
+}
+
+// writeValidationText reports each problem on a line of stdout and their
+// count on stderr (exit 1), or the valid apps.
+func writeValidationText(cmd *cobra.Command, l *loadedSpecs) error {
+	out := cmd.OutOrStdout()
+	if diags := l.Diagnostics(); len(diags) > 0 {
+		for _, d := range diags {
+			fmt.Fprintln(out, safeText(d.String()))
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "%d problem%s found\n", len(diags), plural(len(diags)))
+		return silentExit(exitError)
+	}
+	names := appNames(l)
+	fmt.Fprintf(out, "ok: %d app%s valid", len(names), plural(len(names)))
+	if len(names) > 0 {
+		fmt.Fprintf(out, " (%s)", safeText(strings.Join(names, ", ")))
+	}
+	fmt.Fprintln(out)
+	return nil
+}
+
+func appNames(l *loadedSpecs) []string {
+	names := make([]string, 0, len(l.Result.Apps))
+	for _, a := range l.Result.Apps {
+		names = append(names, a.Metadata.Name)
+	}
+	return names
 }
 
 type diagnosticJSON struct {
