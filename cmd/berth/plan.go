@@ -33,6 +33,11 @@ func (f *repoFlags) desired(cmd *cobra.Command) (plan.Desired, *loadedSpecs, err
 	if err != nil {
 		return plan.Desired{}, nil, err
 	}
+	return f.desiredIn(cmd, repo)
+}
+
+// desiredIn is desired from a repository already open.
+func (f *repoFlags) desiredIn(cmd *cobra.Command, repo *source.Repo) (plan.Desired, *loadedSpecs, error) {
 	l, err := loadFromGit(cmd.Context(), repo, f.rev, f.dir, f.options())
 	if err != nil {
 		return plan.Desired{}, nil, err

@@ -43,15 +43,11 @@ asks a running "berth run" instead (GET URL/api/v1/status).`,
 			if srv != "" {
 				return statusFromServer(cmd, srv, output)
 			}
-			var desired *plan.Desired
-			if _, err := source.Open(ctx, rf.repo); err == nil || cmd.Flags().Changed("repo") {
-				d, _, err := rf.desired(cmd)
-				if err != nil {
-					return err
-				}
-				desired = &d
+			desired, err := statusDesired(cmd, &rf)
+			if err != nil {
+				return err
 			}
-			sys, err := g.lxd.connect(ctx, g.owner, g.logger(cmd))
+			sys, err := g.lxd.connect(cmd.Context(), g.owner, g.logger(cmd))
 			if err != nil {
 				return err
 			}
@@ -78,6 +74,24 @@ asks a running "berth run" instead (GET URL/api/v1/status).`,
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().StringVar(&srv, "server", "", "read the status of a running daemon at this URL (http://127.0.0.1:9090)")
 	return cmd
+}
+
+// statusDesired is the desired state status compares with: that of --repo,
+// or nil when the default "." is not a repository. The repository is
+// opened once (for a URL, one clone).
+func statusDesired(cmd *cobra.Command, rf *repoFlags) (*plan.Desired, error) {
+	repo, err := source.Open(cmd.Context(), rf.repo)
+	if err != nil {
+		if cmd.Flags().Changed("repo") {
+			return nil, err
+		}
+		return nil, nil
+	}
+	d, _, err := rf.desiredIn(cmd, repo)
+	if err != nil {
+		return nil, err
+	}
+	return &d, nil
 }
 
 // statusFromServer reads /api/v1/status of a running daemon.
