@@ -55,6 +55,15 @@ type Observer interface {
 	Observe(ctx context.Context) (plan.Observed, error)
 }
 
+// Drainer takes replicas out of service discovery and puts them back.
+type Drainer interface {
+	// Drain takes instance out of the answers from now on.
+	Drain(instance string)
+	// Undrain lets instance back in; it is answered again once it is
+	// observed ready.
+	Undrain(instance string)
+}
+
 // RepairWait is how long a Restart step waits for a silent Docker to
 // answer before it restarts the instance: a dockerd that is only slow
 // (starting after a reboot, busy) is not worth a restart.
@@ -175,6 +184,14 @@ type Executor struct {
 	// Parallel bounds the steps running at once across all apps (default 4):
 	// each may be an LXD create and an image pull.
 	Parallel int
+	// Drainer, if set, is told before a disruptive step on a serving
+	// replica (it leaves service discovery, then the step waits
+	// DrainDelay so that clients stop using it) and after the step
+	// (the replica comes back once it is ready again).
+	Drainer Drainer
+	// DrainDelay is the wait after draining, for cached DNS answers to
+	// expire (the DNS TTL plus a second); 0 waits nothing.
+	DrainDelay time.Duration
 	// RepairWait overrides the package's RepairWait (tests).
 	RepairWait time.Duration
 	// Drain, when > 0, lets steps already running go on for up to this long
@@ -282,7 +299,11 @@ func (x *execution) runStep(i int) error {
 		limit += a.Spec.Update.HealthTimeout.D()
 	}
 	sctx, cancel := context.WithTimeout(x.stepCtx, limit)
-	err := x.e.safeStep(sctx, s, x.apps[s.App], x.insts[s.Instance], x.pl.Revision, x.pl.Owner)
+	undrain, err := x.drain(sctx, s)
+	if err == nil {
+		err = x.e.safeStep(sctx, s, x.apps[s.App], x.insts[s.Instance], x.pl.Revision, x.pl.Owner)
+	}
+	undrain()
 	cancel()
 	d := x.clk.Since(start)
 	x.results[i].Duration = d
@@ -294,6 +315,31 @@ func (x *execution) runStep(i int) error {
 	x.results[i].Status = StepDone
 	x.e.emit(Event{Step: s, Phase: PhaseDone, Duration: d})
 	return nil
+}
+
+// drain takes a serving replica out of service discovery before a step
+// disrupts it, and waits DrainDelay for clients' cached answers to expire,
+// so a rolling update drops no request. The replica is let back in when
+// the step ends; discovery answers it again once it is observed ready.
+func (x *execution) drain(ctx context.Context, s plan.Step) (undrain func(), err error) {
+	d := x.e.Drainer
+	inst := x.insts[s.Instance]
+	if d == nil || !s.Action.Disruptive() || inst == nil || plan.ReplicaAvailability(inst) == plan.Unavailable {
+		return func() {}, nil
+	}
+	d.Drain(s.Instance)
+	undrain = func() { d.Undrain(s.Instance) }
+	if x.e.DrainDelay <= 0 {
+		return undrain, nil
+	}
+	t := x.clk.NewTimer(x.e.DrainDelay)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return undrain, nil
+	case <-ctx.Done():
+		return undrain, ctx.Err()
+	}
 }
 
 // appResults completes the apps' outcomes: pruned apps are Removed, held

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/reconciler/plan/plantest"
@@ -377,5 +378,45 @@ func TestApplyChecksTheStepsHashes(t *testing.T) {
 	res := (&Executor{Driver: f}).Apply(context.Background(), p, desired, obs)
 	if res.Steps[0].Status != StepFailed || !strings.Contains(res.Steps[0].Error, "plan again") || len(f.calls) != 0 {
 		t.Errorf("step %+v, calls %v", res.Steps[0], f.calls)
+	}
+}
+
+// recDrainer records drains, interleaved with the driver's calls.
+type recDrainer struct{ f *fakeDriver }
+
+func (d recDrainer) Drain(i string)   { _ = d.f.record("drain", i) }
+func (d recDrainer) Undrain(i string) { _ = d.f.record("undrain", i) }
+
+// A serving replica leaves discovery, and the drain delay passes, before a
+// disruptive step touches it; it comes back after the step. Steps that
+// disrupt nothing drain nothing.
+func TestApplyDrainsBeforeDisrupting(t *testing.T) {
+	old := plantest.App("web", 2, 1, "reg/web:1")
+	now := plantest.App("web", 2, 1, "reg/web:2")
+	obs := plantest.Converged(old)
+	obs.Instances[1].Status = "Stopped" // not serving: a start, no drain
+	obs.Instances[1].Container = nil
+	desired := plan.Desired{Revision: "r2", Apps: []spec.App{now}}
+	p := plan.MakePlan(desired, obs, plan.Policy{})
+	f := newFakeDriver()
+	clk := clock.NewFake(time.Now())
+	ex := &Executor{Driver: f, Drainer: recDrainer{f}, DrainDelay: 6 * time.Second, Clock: clk}
+	done := make(chan Result)
+	go func() { done <- ex.Apply(context.Background(), p, desired, obs) }()
+	clk.BlockUntil(1) // the drain delay is running
+	f.mu.Lock()
+	early := slices.Clone(f.calls)
+	f.mu.Unlock()
+	clk.Advance(6 * time.Second)
+	res := <-done
+	if !res.OK() {
+		t.Fatalf("%+v", res)
+	}
+	if slices.Contains(early, "ensure web-0") {
+		t.Errorf("web-0 was disrupted before the drain delay passed: %v", early)
+	}
+	i, j, k := slices.Index(f.calls, "drain web-0"), slices.Index(f.calls, "ensure web-0"), slices.Index(f.calls, "undrain web-0")
+	if i < 0 || j < i || k < j || slices.Contains(f.calls, "drain web-1") {
+		t.Errorf("calls = %v", f.calls)
 	}
 }

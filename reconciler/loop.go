@@ -250,6 +250,13 @@ type Loop struct {
 	Logger  *slog.Logger
 	// OnEvent receives executor progress (optional).
 	OnEvent func(Event)
+	// OnView, if set, receives every fresh look at the world: the desired
+	// state of the run and what was just observed (service discovery
+	// answers from it). It must not block.
+	OnView func(View)
+	// Drainer, if set, takes replicas out of service discovery before the
+	// executor disrupts them (see Executor.Drainer).
+	Drainer Drainer
 
 	trigger chan string
 	mu      sync.Mutex
@@ -657,6 +664,7 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	if err != nil {
 		return observed, plan.Plan{}, err
 	}
+	l.view(r, observed)
 	pl := plan.MakePlan(r.desired, observed, l.Policy)
 	r.result = RunNoop
 	if pl.Empty() {
@@ -664,7 +672,7 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	}
 	r.result = RunOK
 	r.log.Info("applying", "summary", pl.Summary())
-	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock}
+	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock, Drainer: l.Drainer}
 	res := ex.Apply(ctx, pl, r.desired, observed)
 	if ctx.Err() != nil {
 		return observed, pl, ctx.Err()
@@ -673,7 +681,22 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	if observed, err = l.System.Observe(ctx); err != nil {
 		return observed, pl, err
 	}
+	l.view(r, observed)
 	return observed, plan.MakePlan(r.desired, observed, l.Policy), nil
+}
+
+// View is one fresh look at the world: the desired state of a run and
+// what was observed, at a time.
+type View struct {
+	Desired  plan.Desired
+	Observed plan.Observed
+	At       time.Time
+}
+
+func (l *Loop) view(r *run, observed plan.Observed) {
+	if l.OnView != nil {
+		l.OnView(View{Desired: r.desired, Observed: observed, At: l.Clock.Now()})
+	}
 }
 
 // remember records each app's rollout outcome in the failure memory.

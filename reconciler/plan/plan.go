@@ -97,13 +97,13 @@ func (a *Action) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// disruptive reports whether the action takes a serving replica out of
+// Disruptive reports whether the action takes a serving replica out of
 // service while it runs. Recreate, ReplaceContainer and Restart stop the
 // app; Delete removes it. Create adds a replica; UpdateInPlace patches
 // limits and config live; Start, CreateContainer and StartContainer act
 // on a replica that is not serving anyway. Only disruptive steps on
 // available replicas count against update.maxUnavailable.
-func (a Action) disruptive() bool {
+func (a Action) Disruptive() bool {
 	switch a {
 	case Recreate, ReplaceContainer, Restart, Delete:
 		return true

@@ -377,7 +377,7 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 	// counts as serving: disrupting it must stay within the budget.
 	serving := ReplicaAvailability(inst) != Unavailable
 	for _, s := range ss.steps {
-		if serving && s.Action.disruptive() {
+		if serving && s.Action.Disruptive() {
 			ss.disruptive = true
 		}
 	}
