@@ -17,15 +17,20 @@ import (
 // The fingerprint covers the instances the plan depends on: those owned
 // by p.Owner, and those whose names the plan wants (Create targets and
 // Conflicts), so a hand-made instance appearing on a name the plan is
-// about to create makes the plan stale. It hashes a canonical JSON form
-// (one object per instance, sorted by name; object keys sorted; no
-// spaces) of what planning reads: status, profiles, devices, the config
-// keys berth manages (its user.berth.* keys but the revision, and the keys
-// its user.berth.config-keys lists), and the app container's name, id,
-// image, state and hash label. Everything else can change without
-// changing any step (volatile.* and image.* keys, keys berth never set,
-// revisions, health, restart counts, error texts, foreign containers),
-// so it does not make a plan stale.
+// about to create makes the plan stale. It hashes what planning reads:
+// status, profiles, devices, the config keys berth manages (its
+// user.berth.* keys but the revision, and the keys its
+// user.berth.config-keys lists), whether Docker answered, and the app
+// container's name, id, image, state and hash label. Everything else can
+// change without changing any step (volatile.* and image.* keys, keys
+// berth never set, revisions, health, restart counts, error texts, foreign
+// containers), so it does not make a plan stale.
+//
+// The form hashed is canonical JSON: one object per instance, in name
+// order, each on a line of its own; fields in a fixed order; the keys of
+// config and devices sorted by their bytes; no spaces; strings as
+// canonEncoder.str writes them (RFC 8259's required escapes only, as RFC
+// 8785 does: not encoding/json's form).
 func (p Plan) Fingerprint(observed Observed) string {
 	insts := make([]*Instance, len(observed.Instances))
 	for i := range observed.Instances {
@@ -90,6 +95,7 @@ func fingerprint(insts []*Instance, owner string, wanted map[string]bool) string
 
 // canonEncoder writes canonical JSON by hand: encoding/json through
 // reflection made fingerprinting the larger part of planning a big fleet.
+// Its strings are not encoding/json's: see str.
 type canonEncoder struct {
 	buf   []byte
 	keys  []string
@@ -232,8 +238,16 @@ var needsEscape = func() (t [256]bool) {
 	return t
 }()
 
-// str writes s as a JSON string: quotes, backslashes and control
-// characters escaped, everything else as is.
+// str writes s as a JSON string with only the escapes RFC 8259 requires:
+// quote and backslash as \" and \\, the control characters U+0000 to
+// U+001F as \b \f \n \r \t or else \u00xx (lower-case hex). Every other
+// byte is written as it is: <, > and &, DEL, U+2028 and U+2029, and
+// invalid UTF-8 too. For valid UTF-8 this is how RFC 8785 (JCS)
+// serialises strings, and any JSON decoder reads s back; it differs from
+// encoding/json, which also escapes <, >, &, U+2028 and U+2029 and
+// replaces invalid UTF-8 with U+FFFD. FuzzCanonString holds str to a
+// byte-at-a-time reference and to that round trip. Changing the form
+// changes every fingerprint.
 func (e *canonEncoder) str(s string) {
 	const hexDigits = "0123456789abcdef"
 	e.buf = append(e.buf, '"')
