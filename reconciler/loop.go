@@ -255,8 +255,10 @@ type Loop struct {
 	// answers from it). It must not block.
 	OnView func(View)
 	// Drainer, if set, takes replicas out of service discovery before the
-	// executor disrupts them (see Executor.Drainer).
-	Drainer Drainer
+	// executor disrupts them, and DrainDelay is the wait after that (see
+	// Executor.Drainer).
+	Drainer    Drainer
+	DrainDelay time.Duration
 
 	trigger chan string
 	mu      sync.Mutex
@@ -672,7 +674,7 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	}
 	r.result = RunOK
 	r.log.Info("applying", "summary", pl.Summary())
-	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock, Drainer: l.Drainer}
+	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock, Drainer: l.Drainer, DrainDelay: l.DrainDelay}
 	res := ex.Apply(ctx, pl, r.desired, observed)
 	if ctx.Err() != nil {
 		return observed, pl, ctx.Err()
