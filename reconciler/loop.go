@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-gitops/berth/spec"
@@ -254,6 +255,19 @@ type Loop struct {
 	// state of the run and what was just observed (service discovery
 	// answers from it). It must not block.
 	OnView func(View)
+	// Watcher, if set, reports live changes as they happen (LXD's event
+	// stream): each one triggers a run, and while the stream is up an idle
+	// poll only checks Git; a full observe runs every Resync (default
+	// 5m), on every event and after the stream reconnects.
+	Watcher Watcher
+	Resync  time.Duration
+	// OnChange, if set, is told at once of a change that takes an instance
+	// out of service (service discovery drops it before the run).
+	OnChange func(Change)
+	// ReportOnly (--self-heal=false) reports drift of the revision already
+	// applied (status, metrics, a log line) and writes nothing; a new
+	// revision is still applied.
+	ReportOnly bool
 	// Drainer, if set, takes replicas out of service discovery before the
 	// executor disrupts them, and DrainDelay is the wait after that (see
 	// Executor.Drainer).
@@ -272,6 +286,15 @@ type Loop struct {
 	leaseExpiry time.Time
 	// cancelRun cancels the run in progress (lease lost).
 	cancelRun context.CancelCauseFunc
+	// Event-driven observing: whether the stream is up, whether events may
+	// have been missed or something changed since the last full observe,
+	// and what that observe saw.
+	eventsUp, eventsMissed, needFull atomic.Bool
+	lastObservedRev                  string
+	lastFullObserve                  time.Time
+	// lastApplied is the revision this daemon last applied in full
+	// (ReportOnly leaves its drift alone).
+	lastApplied string
 	// onIdle, when set (tests), is called each time the loop has finished
 	// a run and waits for the next trigger or poll: tests synchronise on
 	// it instead of sleeping.
@@ -306,6 +329,9 @@ func (l *Loop) init() {
 	}
 	if l.LeaseMargin <= 0 {
 		l.LeaseMargin = time.Second
+	}
+	if l.Resync <= 0 {
+		l.Resync = 5 * time.Minute
 	}
 	if l.fails.apps == nil {
 		l.fails = failureMemory{backoff: l.RolloutBackoff, apps: map[string]AppFailure{}}
@@ -385,6 +411,9 @@ func (l *Loop) Run(ctx context.Context) error {
 		renewCtx, stopRenew := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopRenew()
 		go l.renewLease(renewCtx)
+	}
+	if l.Watcher != nil {
+		go l.watch(ctx)
 	}
 	reason := "start"
 	for {
@@ -562,6 +591,13 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 	if wait, held := l.revisionHeld(r); held {
 		return wait
 	}
+	if l.cheapPoll(reason, rev.SHA, l.Clock.Now()) {
+		// Nothing happened that the event stream would have seen, and Git
+		// did not move: no LXD list, no Docker look.
+		r.log.Debug("idle poll: nothing changed")
+		l.setStatus(func(s *LoopStatus) { s.Phase, s.LastRun = "Idle", l.Clock.Now() })
+		return l.jitter(l.Interval)
+	}
 	if err := l.load(ctx, r); err != nil {
 		return fail("spec", err)
 	}
@@ -672,6 +708,10 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	if pl.Empty() {
 		return observed, pl, nil
 	}
+	if l.ReportOnly && r.rev.SHA == l.lastApplied {
+		r.log.Warn("drift left alone: self-heal is off", "summary", pl.Summary())
+		return observed, pl, nil
+	}
 	r.result = RunOK
 	r.log.Info("applying", "summary", pl.Summary())
 	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock, Drainer: l.Drainer, DrainDelay: l.DrainDelay}
@@ -696,6 +736,10 @@ type View struct {
 }
 
 func (l *Loop) view(r *run, observed plan.Observed) {
+	l.needFull.Store(false)
+	l.mu.Lock()
+	l.lastObservedRev, l.lastFullObserve = r.rev.SHA, l.Clock.Now()
+	l.mu.Unlock()
 	if l.OnView != nil {
 		l.OnView(View{Desired: r.desired, Observed: observed, At: l.Clock.Now()})
 	}
@@ -760,6 +804,9 @@ func (l *Loop) publish(r *run, observed plan.Observed, pl plan.Plan) {
 		}
 	}
 	lastGood := cloneMap(l.status.LastGood)
+	if r.result == RunOK || r.result == RunNoop {
+		l.lastApplied = r.rev.SHA
+	}
 	l.status.Status, l.status.Subject, l.status.Diagnostics = st, r.rev.Subject, r.diags
 	l.status.Phase, l.status.LastRun, l.status.LastResult, l.status.LastError = "Idle", end, r.result, ""
 	l.errKind = ""

@@ -1,0 +1,109 @@
+package reconciler
+
+import (
+	"context"
+	"time"
+)
+
+// Change is something that happened to an instance, as LXD reports it in
+// its event stream: by berth's own hand or behind its back.
+type Change struct {
+	Instance string
+	// Action is LXD's lifecycle action: "instance-stopped",
+	// "instance-deleted", "instance-started", ...
+	Action string
+	// Requestor is who asked for it, for the log ("root via unix").
+	Requestor string
+	// Location is the cluster member it happened on ("" on one host).
+	Location string
+}
+
+// Down reports whether the change takes the instance out of service at
+// once: discovery drops it without waiting for the run it triggers.
+func (c Change) Down() bool {
+	switch c.Action {
+	case "instance-stopped", "instance-shutdown", "instance-deleted", "instance-paused", "instance-renamed":
+		return true
+	}
+	return false
+}
+
+// relevant reports whether a change can make the live state differ from
+// what the last run saw. Exec and file operations (every Docker tunnel is
+// one) are not: reacting to them would loop.
+func (c Change) relevant() bool {
+	switch c.Action {
+	case "instance-stopped", "instance-shutdown", "instance-deleted", "instance-paused",
+		"instance-renamed", "instance-started", "instance-restarted", "instance-resumed",
+		"instance-created", "instance-updated":
+		return c.Instance != ""
+	}
+	return false
+}
+
+// Watcher reports changes to the live state as they happen; package live
+// implements it over LXD's event stream.
+type Watcher interface {
+	// Watch calls handle for each change until ctx ends (nil) or the
+	// stream breaks (an error). ready is called once subscribed.
+	Watch(ctx context.Context, ready func(), handle func(Change)) error
+}
+
+// watch keeps the event stream open for as long as ctx lasts. Each
+// relevant change asks for a run (and, for one that takes an instance down,
+// tells OnChange at once); after a break it reconnects with a backoff and
+// asks for a full resync, since events may have been missed.
+func (l *Loop) watch(ctx context.Context) {
+	fails := 0
+	for ctx.Err() == nil {
+		err := l.Watcher.Watch(ctx, func() {
+			if fails > 0 || l.eventsMissed.Load() {
+				l.needFull.Store(true)
+				l.Trigger("resync")
+			}
+			l.eventsMissed.Store(false)
+			l.eventsUp.Store(true)
+			fails = 0
+		}, l.change)
+		l.eventsUp.Store(false)
+		l.eventsMissed.Store(true)
+		if ctx.Err() != nil {
+			return
+		}
+		fails++
+		wait := l.ErrorBackoff.Delay(fails)
+		l.Logger.Warn("LXD event stream broke; the poll is the backstop until it is back", "err", err, "retry_in", wait)
+		t := l.Clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// change handles one event.
+func (l *Loop) change(c Change) {
+	if !c.relevant() {
+		return
+	}
+	l.Logger.Info("instance changed", "instance", c.Instance, "action", c.Action, "by", c.Requestor, "member", c.Location)
+	if c.Down() && l.OnChange != nil {
+		l.OnChange(c)
+	}
+	l.needFull.Store(true)
+	l.Trigger("event")
+}
+
+// cheapPoll reports whether this poll may skip observing: the event stream
+// is up and has reported nothing since the last full observe, the revision
+// has not moved, and the last full observe is younger than Resync.
+func (l *Loop) cheapPoll(reason, revision string, now time.Time) bool {
+	if reason != "poll" || l.Watcher == nil || !l.eventsUp.Load() || l.needFull.Load() {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return revision == l.lastObservedRev && !l.lastFullObserve.IsZero() && now.Sub(l.lastFullObserve) < l.Resync
+}

@@ -1,0 +1,160 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-gitops/berth/clock"
+	"github.com/berth-gitops/berth/reconciler/plan"
+	"github.com/berth-gitops/berth/reconciler/plan/plantest"
+)
+
+// fakeWatcher delivers the changes a test sends, and breaks on demand.
+type fakeWatcher struct {
+	changes    chan Change
+	breaks     chan error
+	subscribed chan struct{}
+	mu      sync.Mutex
+	dials   int
+}
+
+func newFakeWatcher() *fakeWatcher {
+	return &fakeWatcher{changes: make(chan Change), breaks: make(chan error), subscribed: make(chan struct{}, 10)}
+}
+
+func (w *fakeWatcher) Watch(ctx context.Context, ready func(), handle func(Change)) error {
+	w.mu.Lock()
+	w.dials++
+	w.mu.Unlock()
+	ready()
+	w.subscribed <- struct{}{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-w.breaks:
+			return err
+		case c := <-w.changes:
+			handle(c)
+		}
+	}
+}
+
+// countingSystem counts observes.
+type countingSystem struct {
+	*fakeSystem
+	mu       sync.Mutex
+	observes int
+}
+
+func (c *countingSystem) Observe(ctx context.Context) (plan.Observed, error) {
+	c.mu.Lock()
+	c.observes++
+	c.mu.Unlock()
+	return c.fakeSystem.Observe(ctx)
+}
+
+func (c *countingSystem) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.observes
+}
+
+// With the event stream up, an idle poll checks Git and observes nothing;
+// an event makes the next run observe, and so does a resync period, and a
+// reconnect after the stream broke. A stop tells OnChange at once.
+func TestLoopEventsDriveObserving(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	sys := &countingSystem{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver(), obs: plantest.Converged(plantest.App("web", 1, 1, "reg/web:1"))}}
+	w := newFakeWatcher()
+	idle := make(chan struct{}, 100)
+	var downs []string
+	var mu sync.Mutex
+	l := &Loop{Source: src, System: sys, Clock: clk, Interval: time.Minute, Resync: 5 * time.Minute, Watcher: w,
+		ErrorBackoff: Backoff{Base: time.Second, Max: time.Second},
+		OnChange:     func(c Change) { mu.Lock(); downs = append(downs, c.Instance); mu.Unlock() },
+		onIdle:       func() { idle <- struct{}{} }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	<-idle
+	first := sys.count() // the first run observes
+	if first == 0 {
+		t.Fatal("the first run did not observe")
+	}
+	<-w.subscribed
+
+	clk.Advance(70 * time.Second) // a poll
+	<-idle
+	if n := sys.count(); n != first {
+		t.Errorf("an idle poll observed (%d observes, want %d)", n, first)
+	}
+	if n := src.fetches(); n != 2 {
+		t.Errorf("the idle poll did not check Git: %d fetches", n)
+	}
+
+	w.changes <- Change{Instance: "web-0", Action: "instance-stopped", Requestor: "root via unix"}
+	<-idle
+	if n := sys.count(); n != first+1 {
+		t.Errorf("an event did not make a run observe: %d observes", n)
+	}
+	mu.Lock()
+	if len(downs) != 1 || downs[0] != "web-0" {
+		t.Errorf("OnChange got %v", downs)
+	}
+	mu.Unlock()
+	// Exec and file operations are not changes: they would loop.
+	w.changes <- Change{Instance: "web-0", Action: "instance-exec"}
+
+	clk.Advance(6 * time.Minute) // past Resync: the poll observes in full
+	<-idle
+	if n := sys.count(); n != first+2 {
+		t.Errorf("no full observe after Resync: %d observes", n)
+	}
+
+	w.breaks <- errors.New("websocket: close 1006")
+	clk.BlockUntil(2) // the poll timer and the reconnect backoff
+	clk.Advance(time.Second)
+	<-idle // the reconnect asked for a resync
+	if n := sys.count(); n != first+3 {
+		t.Errorf("no full observe after a reconnect: %d observes", n)
+	}
+	cancel()
+	<-done
+}
+
+// With self-heal off, drift of the revision already applied is reported
+// and not written; a new revision is still applied.
+func TestLoopReportOnly(t *testing.T) {
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	w := newWorld()
+	l := &Loop{Source: src, System: w, Clock: clock.NewFake(time.Now()), ReportOnly: true}
+	l.init()
+	l.runOnce(context.Background(), "start") // the revision is applied
+	w.mu.Lock()
+	inst := w.insts["web-0"]
+	inst.Status = "Stopped" // by hand
+	w.insts["web-0"] = inst
+	w.mu.Unlock()
+	writes := len(w.calls)
+	l.runOnce(context.Background(), "event")
+	if len(w.calls) != writes {
+		t.Errorf("self-heal off, yet drift was written: %v", w.calls[writes:])
+	}
+	if st := l.Status().(LoopStatus); st.Apps[0].Sync != plan.SyncOutOfSync || len(st.Apps[0].Drift) == 0 {
+		t.Errorf("drift not reported: %+v", st.Apps[0])
+	}
+	src.set("r2", strings.Replace(loopSpec, "IMAGE", "2", 1))
+	l.runOnce(context.Background(), "webhook")
+	if len(w.calls) == writes {
+		t.Error("a new revision was not applied with self-heal off")
+	}
+}
