@@ -94,6 +94,19 @@ var (
 		}},
 		{name: "volumes", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Volumes = d.volumes(v) }},
 		{name: "healthcheck", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Healthcheck = d.healthcheck(v) }},
+		{name: "ports", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Ports = d.ports(v) }},
+	}
+	portFields = fields[Port]{
+		{name: "name", required: true, decode: func(d *decoder, v *yaml.Node, p *Port) {
+			if s, ok := d.str(v, ""); ok {
+				p.Name = s
+				if msg := checkPortName(s); msg != "" {
+					d.errorf(d.resolve(v), "%s", msg)
+				}
+			}
+		}},
+		required(intField("port", 1, MaxPort, func(p *Port) *int { return &p.Port })),
+		enumField("protocol", []string{ProtocolTCP, ProtocolUDP}, func(p *Port) *string { return &p.Protocol }),
 	}
 	volumeFields = fields[Volume]{
 		{name: "source", required: true, decode: func(d *decoder, v *yaml.Node, vol *Volume) {
@@ -132,6 +145,7 @@ var (
 			}
 		}},
 		{name: "snapshot", decode: func(d *decoder, v *yaml.Node, u *Update) { u.Snapshot, _ = d.boolean(v) }},
+		{name: "drainDelay", decode: func(d *decoder, v *yaml.Node, u *Update) { u.DrainDelay = d.drainDelay(v) }},
 	}
 )
 
@@ -170,7 +184,11 @@ const (
 	DefaultMaxUnavailable = 1
 	DefaultHealthTimeout  = Duration(2 * time.Minute)
 	DefaultProfile        = "default"
+	DefaultProtocol       = ProtocolTCP
 )
+
+// MaxPort is the highest port number.
+const MaxPort = 65535
 
 // quoteLXD is the hint for non-string LXD values.
 const quoteLXD = "LXD config values are strings"
@@ -385,6 +403,85 @@ func (d *decoder) mount(v *yaml.Node, target string) {
 	} else {
 		d.mounts[path.Clean(target)] = d.volume
 	}
+}
+
+// ports reads spec.container.ports: names unique in the app, numbers
+// unique per protocol. An explicit empty list is nil, like no list.
+func (d *decoder) ports(n *yaml.Node) []Port {
+	items, _ := d.list(n)
+	if len(items) > MaxPorts {
+		d.errorf(d.resolve(n), "has %d ports; an app may declare at most %d", len(items), MaxPorts)
+		return nil
+	}
+	var out []Port
+	names := map[string]int{}
+	numbers := map[string]int{}
+	for i, item := range items {
+		d.pushIndex(i, item)
+		p := Port{Protocol: DefaultProtocol}
+		if object(d, item, portFields, &p) {
+			if first, dup := names[p.Name]; dup && p.Name != "" {
+				d.push("name", nil)
+				d.errorf(d.member(item, "name"), "port name %q is already used by ports[%d]", p.Name, first)
+				d.pop()
+			} else if p.Name != "" {
+				names[p.Name] = i
+			}
+			if first, dup := numbers[p.String()]; dup && p.Port != 0 {
+				d.push("port", nil)
+				d.errorf(d.member(item, "port"), "port %s is already declared by ports[%d]", p, first)
+				d.pop()
+			} else if p.Port != 0 {
+				numbers[p.String()] = i
+			}
+		}
+		out = append(out, p)
+		d.pop()
+	}
+	return out
+}
+
+// member is the value node of key in the mapping n as written (not
+// merged), or n itself: where to point a problem of that field found
+// after the whole mapping was read.
+func (d *decoder) member(n *yaml.Node, key string) *yaml.Node {
+	r := d.resolve(n)
+	if r == nil {
+		return n
+	}
+	if r.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(r.Content); i += 2 {
+			if r.Content[i].Kind == yaml.ScalarNode && r.Content[i].Value == key {
+				if v := d.resolve(r.Content[i+1]); v != nil {
+					return v
+				}
+			}
+		}
+	}
+	return r
+}
+
+// drainDelay reads spec.update.drainDelay: 0 (no wait) or a duration up
+// to MaxDrainDelay.
+func (d *decoder) drainDelay(n *yaml.Node) *Duration {
+	r := d.resolve(n)
+	if r == nil {
+		return nil
+	}
+	if r.Kind != yaml.ScalarNode || r.ShortTag() != "!!str" {
+		d.errorf(r, `expected a duration like "5s", or "0s" for no wait, got %s`, describe(r))
+		return nil
+	}
+	if isZeroDuration(r.Value) {
+		zero := Duration(0)
+		return &zero
+	}
+	v, msg := parseDuration(r.Value, MinHealthcheckDuration, MaxDrainDelay)
+	if msg != "" {
+		d.errorf(r, "%s", msg)
+		return nil
+	}
+	return &v
 }
 
 func (d *decoder) healthcheck(n *yaml.Node) *Healthcheck {

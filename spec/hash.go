@@ -19,7 +19,15 @@ func (s System) Hash() string { return canonicalHash(s) }
 
 // Hash is the canonical hash of the container part; any change to it
 // replaces the app container.
-func (c Container) Hash() string { return canonicalHash(c) }
+//
+// Ports are left out: they do not change the container Docker runs (it
+// uses the instance's network and publishes nothing), so declaring,
+// renaming or dropping a port replaces no container, and a spec without
+// ports hashes as it did before ports existed (TestHashesPinned).
+func (c Container) Hash() string {
+	c.Ports = nil
+	return canonicalHash(c)
+}
 
 func canonicalHash(v any) string {
 	b, err := json.Marshal(v)

@@ -56,6 +56,11 @@ const (
 	MinHealthTimeout = time.Second
 	// MaxMemory bounds spec.system.limits.memory: 1 PiB (2^50 bytes).
 	MaxMemory = 1 << 50
+	// MaxPorts bounds spec.container.ports: 100. Each TCP port is probed
+	// on every replica at each observe, and each is an SRV record.
+	MaxPorts = 100
+	// MaxDrainDelay bounds spec.update.drainDelay: 10m.
+	MaxDrainDelay = 10 * time.Minute
 	// MaxCPUs bounds spec.system.limits.cpu: a count of at most 4096 CPUs,
 	// or a CPU set of CPU numbers 0 to 4095.
 	MaxCPUs = 4096

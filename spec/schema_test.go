@@ -79,6 +79,7 @@ var decoderTables = []decoderTable{
 	tableOf("containerFields", containerFields),
 	tableOf("volumeFields", volumeFields),
 	tableOf("healthcheckFields", healthcheckFields),
+	tableOf("portFields", portFields),
 	tableOf("updateFields", updateFields),
 }
 
@@ -313,6 +314,7 @@ spec:
     image: nginx
     volumes: [{source: /a, target: /b}]
     healthcheck: {test: [NONE]}
+    ports: [{name: http, port: 8080}]
 `, Options{})
 	if len(r.Apps) != 1 {
 		t.Fatalf("does not load: %v", r.Diagnostics)
@@ -398,6 +400,8 @@ func TestSchemaPatternsAgreeWithLoader(t *testing.T) {
 	cpu := schemaPattern(t, root, props("spec", "system", "limits", "cpu")...)
 	image := schemaPattern(t, root, props("spec", "container", "image")...)
 	duration := schemaPattern(t, root, "$defs", "duration")
+	portName := schemaPattern(t, root, append(props("spec", "container", "ports"), "items", "properties", "name")...)
+	drainDelay := schemaPattern(t, root, props("spec", "update", "drainDelay")...)
 
 	for _, s := range []string{"web", "a", "web-2", "a1-b2", "Web", "1web", "web-", "-web", "we_b", ""} {
 		if got, want := name.MatchString(s), checkName(s, 0) == ""; got != want {
@@ -418,6 +422,22 @@ func TestSchemaPatternsAgreeWithLoader(t *testing.T) {
 		_, msg := parseDuration(s, MinHealthcheckDuration, MaxDuration)
 		if got, want := duration.MatchString(s), msg == ""; got != want {
 			t.Errorf("duration %q: schema %v, loader %v", s, got, want)
+		}
+	}
+	for _, s := range []string{"http", "a", "h2c", "1-a", "web-ui", "abcdefghijklmno", "", "8080", "-a", "a-", "a--b", "HTTP", "a_b"} {
+		// maxLength 15 is the schema's length bound.
+		if got, want := portName.MatchString(s), checkPortName(s) == ""; got != want {
+			t.Errorf("port name %q: schema %v, loader %v", s, got, want)
+		}
+	}
+	for _, s := range []string{"0", "0s", "0ms", "5s", "1m30s", "10m", "1.5s", "5", "-1s", "soon", "-0s", "0 s"} {
+		loads := isZeroDuration(s)
+		if !loads {
+			_, msg := parseDuration(s, MinHealthcheckDuration, MaxDrainDelay)
+			loads = msg == ""
+		}
+		if got := drainDelay.MatchString(s); got != loads {
+			t.Errorf("drainDelay %q: schema %v, loader %v", s, got, loads)
 		}
 	}
 	digest := "@sha256:" + strings.Repeat("ab", 32)
@@ -454,6 +474,22 @@ func TestSchemaMaximaMatchLimits(t *testing.T) {
 		if got, _ := node(tt.path...)["maximum"].(float64); got != float64(tt.want) {
 			t.Errorf("%v: schema maximum %v, loader %d", tt.path, got, tt.want)
 		}
+	}
+	ports := node("spec", "container", "ports")
+	if got, _ := ports["maxItems"].(float64); got != MaxPorts {
+		t.Errorf("ports: schema maxItems %v, loader %d", got, MaxPorts)
+	}
+	port, _ := ports["items"].(map[string]any)["properties"].(map[string]any)["port"].(map[string]any)
+	if got, _ := port["maximum"].(float64); got != MaxPort {
+		t.Errorf("ports[].port: schema maximum %v, loader %d", got, MaxPort)
+	}
+	name, _ := ports["items"].(map[string]any)["properties"].(map[string]any)["name"].(map[string]any)
+	if got, _ := name["maxLength"].(float64); got != maxPortName {
+		t.Errorf("ports[].name: schema maxLength %v, loader %d", got, maxPortName)
+	}
+	dd, _ := node("spec", "update", "drainDelay")["description"].(string)
+	if want := "At most " + shortDuration(MaxDrainDelay); !strings.Contains(dd, want) {
+		t.Errorf("drainDelay: description %q does not say %q", dd, want)
 	}
 	// limits.cpu and limits.memory may be written as plain integers: the
 	// schema's bounds on those are the loader's (MaxCPUs, MaxMemory).

@@ -93,6 +93,47 @@ type Container struct {
 	User        string       `json:"user,omitempty"`
 	Volumes     []Volume     `json:"volumes,omitempty"`
 	Healthcheck *Healthcheck `json:"healthcheck,omitempty"`
+	// Ports are the ports the app listens on. Docker ignores them (the
+	// container shares the instance's network, so there is nothing to
+	// publish); readiness and service discovery use them: a replica whose
+	// TCP ports do not accept connections is not ready, and each port is
+	// an SRV record _<name>._<protocol>.<app>.<zone>. They are not part of
+	// the container hash (see Container.Hash): changing them replaces
+	// nothing.
+	Ports []Port `json:"ports,omitempty"`
+}
+
+// Port is one port the app container listens on.
+type Port struct {
+	// Name is an IANA service name (RFC 6335): at most 15 lowercase
+	// letters, digits and '-', at least one letter, no leading, trailing
+	// or doubled '-'. It names the SRV record, so it is unique per app.
+	Name string `json:"name"`
+	// Port is 1 to 65535, unique per protocol within the app.
+	Port int `json:"port"`
+	// Protocol is "tcp" (default) or "udp". Only TCP ports are checked
+	// for readiness.
+	Protocol string `json:"protocol"`
+}
+
+// String is "8080/tcp".
+func (p Port) String() string { return fmt.Sprintf("%d/%s", p.Port, p.Protocol) }
+
+// Protocols of a Port.
+const (
+	ProtocolTCP = "tcp"
+	ProtocolUDP = "udp"
+)
+
+// TCPPorts returns the TCP ports of c, in spec order.
+func (c Container) TCPPorts() []Port {
+	var out []Port
+	for _, p := range c.Ports {
+		if p.Protocol == ProtocolTCP {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Volume bind-mounts a path of the system container into the app container.
@@ -121,6 +162,12 @@ type Update struct {
 	// Snapshot asks for an LXD snapshot before an instance is deleted or
 	// recreated, so an operator can restore it by hand.
 	Snapshot bool `json:"snapshot,omitempty"`
+	// DrainDelay is how long berth waits, after taking a replica out of
+	// DNS and the endpoints, before it disrupts it (recreate, container
+	// replace, delete), so that clients' cached answers expire. nil (not
+	// written) means the daemon's default, its DNS TTL plus 1s; 0 means
+	// no wait. At most MaxDrainDelay. It is not part of any hash.
+	DrainDelay *Duration `json:"drainDelay,omitempty"`
 }
 
 // Duration is a time.Duration written as "5s" / "2m" in YAML and JSON.

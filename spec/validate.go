@@ -33,7 +33,34 @@ var (
 	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 	sha256HexRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
+
+	// portNameRE is an IANA service name (RFC 6335 section 5.1) in
+	// lowercase: groups of letters and digits joined by single '-', one
+	// group holding a letter. Its length is checked apart.
+	portNameRE = regexp.MustCompile(`^([a-z0-9]+-)*[a-z0-9]*[a-z][a-z0-9]*(-[a-z0-9]+)*$`)
 )
+
+// maxPortName is RFC 6335's limit on a service name.
+const maxPortName = 15
+
+// checkPortName checks spec.container.ports[].name, which becomes the
+// _<name> label of an SRV record.
+func checkPortName(s string) string {
+	if len(s) > maxPortName || !portNameRE.MatchString(s) {
+		return fmt.Sprintf("%q is not a valid port name: use at most %d lowercase letters, digits and '-', at least one letter, no '-' at either end and no \"--\" (an IANA service name, as SRV records need)", s, maxPortName)
+	}
+	return ""
+}
+
+// isZeroDuration reports whether s is a zero duration written without a
+// sign: "0", "0s", "0ms", ...
+func isZeroDuration(s string) bool {
+	if s != "0" && !durationRE.MatchString(s) {
+		return false
+	}
+	v, err := time.ParseDuration(s)
+	return err == nil && v == 0
+}
 
 // checkName checks metadata.name. highestSlot is the largest slot number
 // the app will use, since LXD must accept "<name>-<slot>" as a hostname.
