@@ -70,6 +70,10 @@ type System struct {
 	Clock clock.Clock
 
 	requests, writes, execs atomic.Int64
+
+	// watch is the running Watch's state: its handler, and one Docker
+	// event stream per running owned instance.
+	watch watchState
 }
 
 // Requests counts the LXD requests made through the system.
@@ -189,6 +193,7 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 	if err := ctx.Err(); err != nil {
 		return plan.Observed{}, err
 	}
+	s.watchContainers(obs)
 	return obs, nil
 }
 

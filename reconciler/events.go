@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -9,8 +10,9 @@ import (
 // its event stream: by berth's own hand or behind its back.
 type Change struct {
 	Instance string
-	// Action is LXD's lifecycle action: "instance-stopped",
-	// "instance-deleted", "instance-started", ...
+	// Action is LXD's lifecycle action ("instance-stopped",
+	// "instance-deleted", "instance-started", ...) or, for the app
+	// container, "container-" and Docker's action ("container-die").
 	Action string
 	// Requestor is who asked for it, for the log ("root via unix").
 	Requestor string
@@ -22,7 +24,9 @@ type Change struct {
 // once: discovery drops it without waiting for the run it triggers.
 func (c Change) Down() bool {
 	switch c.Action {
-	case "instance-stopped", "instance-shutdown", "instance-deleted", "instance-paused", "instance-renamed":
+	case "instance-stopped", "instance-shutdown", "instance-deleted", "instance-paused", "instance-renamed",
+		"container-die", "container-stop", "container-kill", "container-oom", "container-pause",
+		"container-health_status: unhealthy":
 		return true
 	}
 	return false
@@ -38,7 +42,8 @@ func (c Change) relevant() bool {
 		"instance-created", "instance-updated":
 		return c.Instance != ""
 	}
-	return false
+	// The app containers' Docker events (live prefixes them "container-").
+	return c.Instance != "" && strings.HasPrefix(c.Action, "container-")
 }
 
 // Watcher reports changes to the live state as they happen; package live

@@ -18,8 +18,8 @@ type fakeWatcher struct {
 	changes    chan Change
 	breaks     chan error
 	subscribed chan struct{}
-	mu      sync.Mutex
-	dials   int
+	mu         sync.Mutex
+	dials      int
 }
 
 func newFakeWatcher() *fakeWatcher {
