@@ -68,6 +68,55 @@ type InstanceState struct {
 	Network    map[string]InstanceNetwork       `json:"network"`
 }
 
+// GlobalIPv4 returns the instance's IPv4 addresses of global scope:
+// eth0's first, then those of the other interfaces in name order, each
+// interface's in LXD's order. It is nil when the state is unknown (nil)
+// or the instance has no such address (no NIC, or DHCP not answered yet).
+func (s *InstanceState) GlobalIPv4() []string {
+	if s == nil {
+		return nil
+	}
+	names := make([]string, 0, len(s.Network))
+	for name := range s.Network {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		switch {
+		case a == b:
+			return 0
+		case a == "eth0":
+			return -1
+		case b == "eth0":
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	var out []string
+	for _, name := range names {
+		for _, a := range s.Network[name].Addresses {
+			if a.Family == "inet" && a.Scope == "global" && a.Address != "" {
+				out = append(out, a.Address)
+			}
+		}
+	}
+	return out
+}
+
+// HasNIC reports whether the instance has a network interface other than
+// the loopback one, so that a missing address means "not yet" rather
+// than "never".
+func (s *InstanceState) HasNIC() bool {
+	if s == nil {
+		return false
+	}
+	for name, n := range s.Network {
+		if name != "lo" && n.Type != "loopback" {
+			return true
+		}
+	}
+	return false
+}
+
 // InstanceStateMemory is memory usage in bytes.
 type InstanceStateMemory struct {
 	Usage         int64 `json:"usage"`
@@ -283,6 +332,21 @@ func (c *Client) GetInstance(ctx context.Context, name string) (*Instance, strin
 		return nil, "", err
 	}
 	return &inst, etag, nil
+}
+
+// GetInstanceState returns the live state of an instance (GET
+// /1.0/instances/<name>/state): status, processes and its network
+// interfaces with their addresses. It is lighter than GetInstance and
+// works without the "instance_get_full" extension.
+func (c *Client) GetInstanceState(ctx context.Context, name string) (*InstanceState, error) {
+	if name == "" {
+		return nil, errEmptyName
+	}
+	var st InstanceState
+	if _, err := c.query(ctx, request{method: "GET", path: instancePath(name) + "/state", project: true}, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
 }
 
 // CreateInstance creates (but does not start) an instance and waits for it.
