@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,34 +25,6 @@ import (
 // a kill -9 of apply, LXD dying, the registry going away, a wedged dockerd —
 // and end with one check from outside (checkFleet): LXD's instance list
 // and `docker ps` run in each instance, not berth's own report.
-
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// berthBinary builds the berth command once per test binary, for the tests
-// that must kill a real process.
-func berthBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "berth-test-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "berth")
-		out, err := exec.Command("go", "build", "-buildvcs=false", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
 
 // testenvCmd runs testenv/testenv.sh with args (a fault or its cure).
 func testenvCmd(t *testing.T, args ...string) {
@@ -85,7 +56,7 @@ func watchRun(t *testing.T, onLine func(cmd *exec.Cmd, line string), args ...str
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, berthBinary(t), args...)
+	cmd := exec.CommandContext(ctx, berthCommand(t), args...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
