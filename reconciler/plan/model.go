@@ -70,6 +70,26 @@ type Instance struct {
 	// DockerError is set when Docker could not be reached in a running
 	// instance; the container is then unknown, not missing.
 	DockerError string `json:"dockerError,omitempty"`
+	// Addresses are the instance's IPv4 addresses of global scope, eth0's
+	// first: the replica's address is Addresses[0]. Empty when the
+	// instance has no network, no lease yet, or is not running.
+	Addresses []string `json:"addresses,omitempty"`
+	// ClosedPorts are the app's declared TCP ports ("8080/tcp") that did
+	// not accept a connection on Addresses[0] when observed, from where
+	// berth runs: the replica is not ready (ReplicaAvailability).
+	ClosedPorts []string `json:"closedPorts,omitempty"`
+	// PortsUnchecked, when set, says why the declared TCP ports were not
+	// checked ("no IPv4 address", "10.0.0.5 is not reachable from here:
+	// ..."); readiness then rests on the container's healthcheck alone.
+	PortsUnchecked string `json:"portsUnchecked,omitempty"`
+}
+
+// Address is the replica's address, Addresses[0], or "".
+func (i *Instance) Address() string {
+	if len(i.Addresses) == 0 {
+		return ""
+	}
+	return i.Addresses[0]
 }
 
 // Container is a Docker container as observed.

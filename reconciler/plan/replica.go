@@ -20,11 +20,12 @@ func identity(inst *Instance) (app string, slot int, err error) {
 type Availability int
 
 const (
-	// Unavailable: the instance is not running, or its app container is
-	// missing, not running, starting or unhealthy.
+	// Unavailable: the instance is not running, its app container is
+	// missing, not running, starting or unhealthy, or a declared TCP port
+	// is closed.
 	Unavailable Availability = iota
-	// Ready: the instance runs and its app container runs and is healthy
-	// (or has no healthcheck).
+	// Ready: the instance runs, its app container runs and is healthy
+	// (or has no healthcheck), and no declared TCP port was found closed.
 	Ready
 	// Unknown: the instance runs but its Docker did not answer, so the
 	// container could not be seen.
@@ -42,10 +43,14 @@ func (a Availability) String() string {
 }
 
 // ReplicaAvailability is the one definition of "ready": the instance is
-// Running, Docker answered, and the app container is running with health
-// "" (no healthcheck) or "healthy". A container whose health is still
-// "starting" is not ready: counting it as serving would let a rollout
-// take a second replica down while the first has not come back.
+// Running, Docker answered, the app container is running with health
+// "" (no healthcheck) or "healthy", and every TCP port the app declares
+// accepted a connection on the replica's address (ClosedPorts is empty).
+// A container whose health is still "starting" is not ready: counting it
+// as serving would let a rollout take a second replica down while the
+// first has not come back. Ports that could not be checked from where
+// berth runs (PortsUnchecked) do not count against readiness: the
+// healthcheck decides.
 func ReplicaAvailability(inst *Instance) Availability {
 	if inst.Status != StatusRunning {
 		return Unavailable
@@ -58,6 +63,9 @@ func ReplicaAvailability(inst *Instance) Availability {
 		return Unavailable
 	}
 	if c.Health != "" && c.Health != healthHealthy {
+		return Unavailable
+	}
+	if len(inst.ClosedPorts) > 0 {
 		return Unavailable
 	}
 	return Ready

@@ -74,6 +74,14 @@ type ReplicaView struct {
 	Image     string `json:"image,omitempty"`
 	Ready     bool   `json:"ready"`
 	Error     string `json:"error,omitempty"`
+	// Address is the replica's IPv4 address ("" when it has none).
+	Address string `json:"address,omitempty"`
+	// ClosedPorts are declared TCP ports that refused connections
+	// ("9999/tcp"); the replica is then not ready.
+	ClosedPorts []string `json:"closedPorts,omitempty"`
+	// PortsUnchecked says why the declared ports were not checked; the
+	// readiness is then the healthcheck's alone.
+	PortsUnchecked string `json:"portsUnchecked,omitempty"`
 }
 
 // BuildStatus derives the status of owner's apps. desired and plan may be
@@ -210,7 +218,8 @@ func replicaView(inst *Instance, slot int) ReplicaView {
 	r := ReplicaView{
 		Instance: inst.Name, Slot: slot, Status: inst.Status,
 		Revision: inst.Config[ownership.KeyRevision], SystemRevision: inst.Config[ownership.KeyRevision],
-		Ready: ReplicaAvailability(inst) == Ready,
+		Ready:   ReplicaAvailability(inst) == Ready,
+		Address: inst.Address(), ClosedPorts: inst.ClosedPorts, PortsUnchecked: inst.PortsUnchecked,
 	}
 	switch {
 	case inst.Status != StatusRunning:
@@ -233,7 +242,20 @@ func replicaView(inst *Instance, slot int) ReplicaView {
 			r.Error = "container unhealthy"
 		}
 	}
+	if r.Error == "" && len(inst.ClosedPorts) > 0 {
+		r.Error = portsClosed(inst.ClosedPorts, inst.Address())
+	}
 	return r
+}
+
+// portsClosed says which declared ports refused connections: "port
+// 9999/tcp closed on 10.213.87.14".
+func portsClosed(ports []string, addr string) string {
+	word := "port "
+	if len(ports) > 1 {
+		word = "ports "
+	}
+	return word + strings.Join(ports, ", ") + " closed on " + orDash(addr)
 }
 
 // stepDrift is a step as one drift line: "web-1 update-in-place
@@ -276,6 +298,15 @@ func (s Status) Text() string {
 				if r.Health != "" {
 					state += " (" + r.Health + ")"
 				}
+			}
+			if r.Address != "" {
+				state += ", " + r.Address
+			}
+			if len(r.ClosedPorts) > 0 {
+				state += ", closed " + strings.Join(r.ClosedPorts, " ")
+			}
+			if r.PortsUnchecked != "" {
+				state += ", ports not checked: " + r.PortsUnchecked
 			}
 			fmt.Fprintf(&b, "  %-18s rev %-12s %s\n", r.Instance, orDash(ShortSHA(r.Revision)), state)
 		}
