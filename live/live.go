@@ -71,6 +71,9 @@ type System struct {
 
 	requests, writes, execs atomic.Int64
 
+	// ports are the declared ports Observe checks (SetPorts, ports.go).
+	ports portsState
+
 	// watch is the running Watch's state: its handler, and one Docker
 	// event stream per running owned instance.
 	watch watchState
@@ -190,6 +193,7 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 		}()
 	}
 	wg.Wait()
+	s.checkPorts(ctx, obs.Instances)
 	if err := ctx.Err(); err != nil {
 		return plan.Observed{}, err
 	}
@@ -231,11 +235,12 @@ func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {
 
 func toInstance(i *lxd.Instance) plan.Instance {
 	return plan.Instance{
-		Name:     i.Name,
-		Status:   i.Status,
-		Config:   i.Config,
-		Profiles: i.Profiles,
-		Devices:  i.Devices,
+		Name:      i.Name,
+		Status:    i.Status,
+		Config:    i.Config,
+		Profiles:  i.Profiles,
+		Devices:   i.Devices,
+		Addresses: i.State.GlobalIPv4(),
 	}
 }
 
@@ -456,10 +461,19 @@ func (s *System) blameLXD(ctx context.Context, err error) error {
 	return err
 }
 
-// WaitReady waits until the app container is ready within the app's
-// update.healthTimeout.
+// WaitReady waits until the app container is ready and the app's
+// declared TCP ports accept connections on the instance's address, both
+// within the app's update.healthTimeout. Ports that cannot be checked
+// from here (no address, no route) are logged and left to the
+// healthcheck (see waitPorts).
 func (s *System) WaitReady(ctx context.Context, name string, app spec.App) error {
-	return s.blameLXD(ctx, s.Engine.WaitReady(ctx, name, app.Metadata.Name, app.Spec.Update.HealthTimeout.D()))
+	clk := clock.Or(s.Clock)
+	start := clk.Now()
+	timeout := app.Spec.Update.HealthTimeout.D()
+	if err := s.blameLXD(ctx, s.Engine.WaitReady(ctx, name, app.Metadata.Name, timeout)); err != nil {
+		return err
+	}
+	return s.blameLXD(ctx, s.waitPorts(ctx, name, app, timeout-clk.Since(start)))
 }
 
 var (

@@ -125,6 +125,18 @@ const (
 	ProtocolUDP = "udp"
 )
 
+// DeclaredPorts returns the ports of each app that declares any, by app
+// name: what live.System.SetPorts takes.
+func DeclaredPorts(apps []App) map[string][]Port {
+	out := make(map[string][]Port, len(apps))
+	for _, a := range apps {
+		if len(a.Spec.Container.Ports) > 0 {
+			out[a.Metadata.Name] = a.Spec.Container.Ports
+		}
+	}
+	return out
+}
+
 // TCPPorts returns the TCP ports of c, in spec order.
 func (c Container) TCPPorts() []Port {
 	var out []Port
