@@ -1,6 +1,7 @@
 // Package server is the HTTP face of `berth run`: liveness and readiness
-// probes, Prometheus metrics, the status as JSON, a sync endpoint and webhook
-// receivers for GitHub, GitLab and Gitea.
+// probes, Prometheus metrics, the status as JSON, the endpoints of the
+// replicas (as JSON and as Prometheus service discovery), a sync endpoint
+// and webhook receivers for GitHub, GitLab and Gitea.
 //
 // Every way in only asks for a run (Backend.Trigger); runs are
 // level-triggered and observe everything, so a request carries no data the
@@ -8,14 +9,16 @@
 //
 // Endpoints:
 //
-//	GET  /healthz         200 "ok" while the process serves HTTP
-//	GET  /readyz          200 "ok" once Backend.Ready is nil, else 503 and the reason
-//	GET  /metrics         Prometheus exposition of the Metrics registry
-//	GET  /api/v1/status   200 JSON of Backend.Status
-//	POST /api/v1/sync     202 {"triggered":true}; 401 without the bearer token when one is configured
-//	POST /hooks/github    X-Hub-Signature-256 (HMAC-SHA256 of the body)
-//	POST /hooks/gitlab    X-Gitlab-Token
-//	POST /hooks/gitea     X-Gitea-Signature (or X-Hub-Signature-256)
+//	GET  /healthz               200 "ok" while the process serves HTTP
+//	GET  /readyz                200 "ok" once Backend.Ready is nil, else 503 and the reason
+//	GET  /metrics               Prometheus exposition of the Metrics registry
+//	GET  /api/v1/status         200 JSON of Backend.Status
+//	GET  /api/v1/endpoints      200 JSON of Discovery.Endpoints; 503 before the first observe
+//	GET  /api/v1/sd/prometheus  200 JSON of Discovery.PrometheusTargets (http_sd_configs); 503 before the first observe
+//	POST /api/v1/sync           202 {"triggered":true}; 401 without the bearer token when one is configured
+//	POST /hooks/github          X-Hub-Signature-256 (HMAC-SHA256 of the body)
+//	POST /hooks/gitlab          X-Gitlab-Token
+//	POST /hooks/gitea           X-Gitea-Signature (or X-Hub-Signature-256)
 //
 // Webhook requests are authenticated before anything else: a request whose
 // signature or token does not match gets 401 and triggers nothing. A push
@@ -91,6 +94,20 @@ type Config struct {
 	// Logger receives request logs (debug), triggers (info) and rejected
 	// webhooks (warn). nil discards them.
 	Logger *slog.Logger
+	// Discovery serves the endpoint routes; nil: they answer 404.
+	Discovery Discovery
+}
+
+// Discovery is what the endpoint routes need from service discovery
+// (package discovery implements it). Each body is encoded as JSON; ok is
+// false while nothing has been observed yet, and the route answers 503 (a
+// Prometheus server then keeps the targets it had).
+type Discovery interface {
+	// Endpoints returns the body of GET /api/v1/endpoints.
+	Endpoints() (body any, ok bool)
+	// PrometheusTargets returns the body of GET /api/v1/sd/prometheus, a
+	// list of target groups.
+	PrometheusTargets() (body any, ok bool)
 }
 
 // Server serves berth's HTTP endpoints.
@@ -171,6 +188,10 @@ func (s *Server) routes() http.Handler {
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError),
 	}))
 	mux.HandleFunc("GET /api/v1/status", s.status)
+	if d := s.cfg.Discovery; d != nil {
+		mux.HandleFunc("GET /api/v1/endpoints", discoveryRoute(d.Endpoints))
+		mux.HandleFunc("GET /api/v1/sd/prometheus", discoveryRoute(d.PrometheusTargets))
+	}
 	mux.HandleFunc("POST /api/v1/sync", s.sync)
 	for _, p := range providers {
 		mux.HandleFunc("POST /hooks/"+p.name, s.webhook(p))
@@ -279,6 +300,19 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.backend.Status())
+}
+
+// discoveryRoute serves a discovery body, or 503 before the first observe.
+func discoveryRoute(body func() (any, bool)) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		v, ok := body()
+		if !ok {
+			w.Header().Set("Retry-After", "5")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "nothing observed yet"})
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	}
 }
 
 func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
