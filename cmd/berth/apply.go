@@ -12,18 +12,23 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-gitops/berth/engine"
+	"github.com/berth-gitops/berth/live"
 	"github.com/berth-gitops/berth/reconciler"
 	"github.com/berth-gitops/berth/reconciler/plan"
 )
 
+// applyCmd is "berth apply": its flags, and its steps as methods.
+type applyCmd struct {
+	g      *globalOptions
+	rf     repoFlags
+	pf     pruneFlags
+	lf     leaseFlags
+	yes    bool
+	output string
+}
+
 func newApplyCmd(g *globalOptions) *cobra.Command {
-	var (
-		rf     repoFlags
-		pf     pruneFlags
-		yes    bool
-		output string
-		lf     leaseFlags
-	)
+	a := &applyCmd{g: g}
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Converge LXD and Docker to a Git revision",
@@ -47,114 +52,159 @@ Exit status: 0 converged (or nothing to do), 1 otherwise.`,
 		Example: `  berth apply --repo . --yes
   berth apply --repo https://git.example.org/ops/apps.git --rev main --dir apps`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			desired, _, err := rf.desired(cmd)
-			if err != nil {
-				return err
-			}
-			if err := pf.check(); err != nil {
-				return err
-			}
-			if err := lf.check(); err != nil {
-				return err
-			}
-			sys, err := g.lxd.connect(ctx, g.owner, g.logger(cmd))
-			if err != nil {
-				return err
-			}
-			defer g.done(cmd, sys)
-			// Two writers (applies, a daemon) would fight over the same
-			// instances: hold the owner's lease for the whole apply. The
-			// work runs under its context, which ends if the lease is lost.
-			lease, err := holdLease(ctx, sys.LXD, g.owner, lf, errOut)
-			if err != nil {
-				return err
-			}
-			defer releaseLease(cmd.Context(), lease, g.logger(cmd))
-			ctx = lease.Context()
-			obs, err := sys.Observe(ctx)
-			if err != nil {
-				return leaseLost(lease, g.owner, err)
-			}
-			policy := pf.policy(g.owner)
-			pl := plan.MakePlan(desired, obs, policy)
-			if output == "text" {
-				fmt.Fprint(out, planText(pl))
-			}
-			if pl.Empty() {
-				if output == "json" {
-					if err := writeJSON(out, reconciler.Result{Revision: pl.Revision, Steps: []reconciler.StepResult{}}); err != nil {
-						return err
-					}
-				}
-				return heldExit(pl)
-			}
-			confirmed := false
-			if !yes && isTerminal(cmd.InOrStdin()) {
-				fmt.Fprint(errOut, "\nApply these changes? Only 'yes' is accepted: ")
-				answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-				if strings.TrimSpace(answer) != "yes" {
-					return &exitCodeError{code: exitError, err: fmt.Errorf("apply cancelled")}
-				}
-				confirmed = true
-			}
-			// Observe again right before writing: the world may have moved
-			// since the plan was made.
-			fresh, err := sys.Observe(ctx)
-			if err != nil {
-				return leaseLost(lease, g.owner, err)
-			}
-			if err := reconciler.CheckFresh(pl, desired, fresh); err != nil {
-				if confirmed {
-					// A person approved that plan, not another one.
-					return err
-				}
-				// Nobody reviewed it: plan again from what is there now,
-				// as a new run would, and say so.
-				pl = plan.MakePlan(desired, fresh, policy)
-				if output == "text" {
-					fmt.Fprintf(out, "\nThe live state changed while planning; planned again:\n%s", planText(pl))
-				}
-				if pl.Empty() {
-					return heldExit(pl)
-				}
-			}
-			progress := newProgress(errOut, len(pl.Steps), isTerminal(errOut))
-			sys.OnEngineEvent = progress.engineEvent
-			// Ctrl-C stops new work but lets running steps finish: a
-			// replica half recreated is worse than one done.
-			ex := &reconciler.Executor{Driver: sys, OnEvent: progress.event, Drain: 2 * time.Minute}
-			start := time.Now()
-			res := ex.Apply(ctx, pl, desired, fresh)
-			progress.finish()
-			if output == "json" {
-				if err := writeJSON(out, res); err != nil {
-					return err
-				}
-			} else {
-				writeResult(out, res, time.Since(start))
-			}
-			if err := leaseLost(lease, g.owner, nil); err != nil {
-				return err
-			}
-			if !res.OK() {
-				return silentExit(exitError)
-			}
-			return heldExit(pl)
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.run(cmd) },
 	}
-	rf.register(cmd)
-	pf.register(cmd)
-	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "apply without asking")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format of the plan and result: text or json")
-	cmd.Flags().Var(newDurationFlag(&lf.wait, 0, 0, maxLeaseWait), "wait-lease", "when another apply or a daemon holds the owner's lease, wait up to this long for it (0: refuse at once), up to 24h")
-	cmd.Flags().Var(newDurationFlag(&lf.ttl, 90*time.Second, minLeaseTTL, maxLeaseTTL), "lease-ttl", "how long the lease lasts if apply dies without releasing it, 3s to 1h")
+	a.rf.register(cmd)
+	a.pf.register(cmd)
+	cmd.Flags().BoolVarP(&a.yes, "yes", "y", false, "apply without asking")
+	cmd.Flags().StringVarP(&a.output, "output", "o", "text", "output format of the plan and result: text or json")
+	cmd.Flags().Var(newDurationFlag(&a.lf.wait, 0, 0, maxLeaseWait), "wait-lease", "when another apply or a daemon holds the owner's lease, wait up to this long for it (0: refuse at once), up to 24h")
+	cmd.Flags().Var(newDurationFlag(&a.lf.ttl, 90*time.Second, minLeaseTTL, maxLeaseTTL), "lease-ttl", "how long the lease lasts if apply dies without releasing it, 3s to 1h")
 	return cmd
+}
+
+// run reads the desired state, connects, and converges under the owner's
+// lease.
+func (a *applyCmd) run(cmd *cobra.Command) error {
+	if err := checkOutput(a.output); err != nil {
+		return err
+	}
+	desired, _, err := a.rf.desired(cmd)
+	if err != nil {
+		return err
+	}
+	if err := a.pf.check(); err != nil {
+		return err
+	}
+	if err := a.lf.check(); err != nil {
+		return err
+	}
+	sys, err := a.g.connect(cmd)
+	if err != nil {
+		return err
+	}
+	defer a.g.done(cmd, sys)
+	// Two writers (applies, a daemon) would fight over the same instances:
+	// hold the owner's lease for the whole apply. The work runs under its
+	// context, which ends if the lease is lost.
+	lease, err := holdLease(cmd.Context(), sys.LXD, a.g.owner, a.lf, a.g.clock, cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer releaseLease(cmd.Context(), lease, a.g.clock, a.g.logger(cmd))
+	return a.converge(cmd, sys, lease, desired)
+}
+
+// converge plans, asks, checks the plan is still fresh, and executes it.
+// Nothing to do, at first or after planning again, ends in one place.
+func (a *applyCmd) converge(cmd *cobra.Command, sys *live.System, lease *live.Held, desired plan.Desired) error {
+	pl, obs, err := a.plan(cmd, sys, lease, desired)
+	if err != nil {
+		return err
+	}
+	if !pl.Empty() {
+		confirmed, err := a.confirm(cmd)
+		if err != nil {
+			return err
+		}
+		if pl, obs, err = a.refresh(cmd, sys, lease, desired, pl, confirmed); err != nil {
+			return err
+		}
+	}
+	if pl.Empty() {
+		return a.nothingToDo(cmd.OutOrStdout(), pl)
+	}
+	return a.execute(cmd, sys, lease, desired, pl, obs)
+}
+
+// The steps below work under the lease's context, which ends if the
+// lease is lost.
+
+// plan observes the live state, plans from it and shows the plan.
+func (a *applyCmd) plan(cmd *cobra.Command, sys *live.System, lease *live.Held, desired plan.Desired) (plan.Plan, plan.Observed, error) {
+	obs, err := sys.Observe(lease.Context())
+	if err != nil {
+		return plan.Plan{}, plan.Observed{}, leaseLost(lease, a.g.owner, err)
+	}
+	pl := plan.MakePlan(desired, obs, a.pf.policy(a.g.owner))
+	if a.output == "text" {
+		fmt.Fprint(cmd.OutOrStdout(), planText(pl))
+	}
+	return pl, obs, nil
+}
+
+// confirm asks a person on a terminal to approve the plan, unless --yes;
+// it reports whether someone did.
+func (a *applyCmd) confirm(cmd *cobra.Command) (bool, error) {
+	if a.yes || !isTerminal(cmd.InOrStdin()) {
+		return false, nil
+	}
+	fmt.Fprint(cmd.ErrOrStderr(), "\nApply these changes? Only 'yes' is accepted: ")
+	answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+	if strings.TrimSpace(answer) != "yes" {
+		return false, &exitCodeError{code: exitError, err: fmt.Errorf("apply cancelled")}
+	}
+	return true, nil
+}
+
+// refresh observes again right before writing, since the world may have
+// moved since the plan was made. A plan a person approved is refused if it
+// is stale; one nobody reviewed is made again from what is there now, as a
+// new run would, and shown.
+func (a *applyCmd) refresh(cmd *cobra.Command, sys *live.System, lease *live.Held, desired plan.Desired, pl plan.Plan, confirmed bool) (plan.Plan, plan.Observed, error) {
+	fresh, err := sys.Observe(lease.Context())
+	if err != nil {
+		return pl, plan.Observed{}, leaseLost(lease, a.g.owner, err)
+	}
+	if err := reconciler.CheckFresh(pl, desired, fresh); err != nil {
+		if confirmed {
+			return pl, fresh, err
+		}
+		pl = plan.MakePlan(desired, fresh, a.pf.policy(a.g.owner))
+		if a.output == "text" {
+			fmt.Fprintf(cmd.OutOrStdout(), "\nThe live state changed while planning; planned again:\n%s", planText(pl))
+		}
+	}
+	return pl, fresh, nil
+}
+
+// nothingToDo ends an apply whose plan has no steps: an empty result in
+// JSON, and the exit status of what may still keep it from converging.
+func (a *applyCmd) nothingToDo(out io.Writer, pl plan.Plan) error {
+	if a.output == "json" {
+		if err := writeJSON(out, reconciler.Result{Revision: pl.Revision, Steps: []reconciler.StepResult{}}); err != nil {
+			return err
+		}
+	}
+	return heldExit(pl)
+}
+
+// execute applies the plan with progress on stderr, reports the result,
+// and tells how the apply ended.
+func (a *applyCmd) execute(cmd *cobra.Command, sys *live.System, lease *live.Held, desired plan.Desired, pl plan.Plan, obs plan.Observed) error {
+	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	progress := newProgress(errOut, len(pl.Steps), isTerminal(errOut))
+	sys.OnEngineEvent = progress.engineEvent
+	// Ctrl-C stops new work but lets running steps finish: a replica half
+	// recreated is worse than one done.
+	ex := &reconciler.Executor{Driver: sys, OnEvent: progress.event, Drain: 2 * time.Minute, Clock: a.g.clock}
+	start := a.g.clock.Now()
+	res := ex.Apply(lease.Context(), pl, desired, obs)
+	progress.finish()
+	if a.output == "json" {
+		if err := writeJSON(out, res); err != nil {
+			return err
+		}
+	} else {
+		writeResult(out, res, a.g.clock.Since(start))
+	}
+	if err := leaseLost(lease, a.g.owner, nil); err != nil {
+		return err
+	}
+	if !res.OK() {
+		return silentExit(exitError)
+	}
+	return heldExit(pl)
 }
 
 // heldExit fails an apply that converged everything it could while

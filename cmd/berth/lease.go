@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/live"
 	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler"
@@ -41,10 +42,10 @@ func (f *leaseFlags) check() error {
 // holdLease takes owner's lease for an apply and keeps it renewed (every
 // TTL/3) until release. When another apply or a daemon holds it, it
 // refuses at once naming the holder and its expiry, or with --wait-lease
-// waits for it.
-func holdLease(ctx context.Context, c *lxd.Client, owner string, f leaseFlags, errOut io.Writer) (*live.Held, error) {
+// waits for it. The lease's times are on clk.
+func holdLease(ctx context.Context, c *lxd.Client, owner string, f leaseFlags, clk clock.Clock, errOut io.Writer) (*live.Held, error) {
 	host, _ := os.Hostname()
-	l := &live.Lease{LXD: c, Owner: owner, Holder: live.HolderID("apply", host, os.Getpid()), TTL: f.ttl}
+	l := &live.Lease{LXD: c, Owner: owner, Holder: live.HolderID("apply", host, os.Getpid()), TTL: f.ttl, Clock: clk}
 	said := ""
 	h, err := l.Hold(ctx, f.wait, func(st reconciler.LeaseState) {
 		if st.Holder != said {
@@ -78,9 +79,9 @@ func holderKind(holder string) string {
 }
 
 // releaseLease gives the lease up at the end of an apply, also after
-// Ctrl-C or an error, with a context of its own.
-func releaseLease(ctx context.Context, h *live.Held, log *slog.Logger) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+// Ctrl-C or an error, with a context of its own (timed on clk).
+func releaseLease(ctx context.Context, h *live.Held, clk clock.Clock, log *slog.Logger) {
+	rctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), clk, 10*time.Second)
 	defer cancel()
 	if err := h.Release(rctx); err != nil {
 		log.Warn("releasing the lease failed; it expires by itself", "err", err, "expires", h.Expiry())

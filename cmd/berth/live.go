@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/engine"
 	"github.com/berth-gitops/berth/live"
 	"github.com/berth-gitops/berth/lxd"
@@ -42,8 +43,8 @@ func (o *lxdOptions) register(cmd *cobra.Command) {
 }
 
 // connect opens the live system: the LXD client and the Docker engine
-// reached through it.
-func (o *lxdOptions) connect(ctx context.Context, owner string, logger *slog.Logger) (*live.System, error) {
+// reached through it, deciding by clk.
+func (o *lxdOptions) connect(ctx context.Context, owner string, logger *slog.Logger, clk clock.Clock) (*live.System, error) {
 	remotes := map[string]string{}
 	for _, r := range o.remotes {
 		name, url, ok := strings.Cut(r, "=")
@@ -64,9 +65,15 @@ func (o *lxdOptions) connect(ctx context.Context, owner string, logger *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	sys := live.New(c, owner, engine.Options{AuthFile: o.registryAuth, Logger: logger, PullPolicy: policy})
+	sys := live.New(c, owner, engine.Options{AuthFile: o.registryAuth, Logger: logger, PullPolicy: policy, Clock: clk})
 	sys.Remotes = remotes
 	return sys, nil
+}
+
+// connect opens the live system for cmd: the owner's, logging as the
+// command does, on the command's clock.
+func (g *globalOptions) connect(cmd *cobra.Command) (*live.System, error) {
+	return g.lxd.connect(cmd.Context(), g.owner, g.logger(cmd), g.clock)
 }
 
 // done closes the live system and, with --count-requests, reports how many

@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berth-gitops/berth/clock"
 )
 
 // version is set at build time (-ldflags -X main.version=...).
@@ -101,6 +103,9 @@ type globalOptions struct {
 	logLevel      string
 	logFormat     string
 	lxd           lxdOptions
+	// clock is the one clock of the command: the engine, the loop, the
+	// executor, the lease and the watch all decide by it.
+	clock clock.Clock
 }
 
 // logger logs to stderr at the chosen level: text on a terminal, JSON
@@ -121,7 +126,7 @@ func (g *globalOptions) logger(cmd *cobra.Command) *slog.Logger {
 const annotationLogLevel = "berth.log-level"
 
 func newRootCmd() *cobra.Command {
-	g := &globalOptions{}
+	g := &globalOptions{clock: clock.Real}
 	root := &cobra.Command{
 		Use:   "berth",
 		Short: "GitOps for LXD: Git holds the app specs, berth makes LXD match them",

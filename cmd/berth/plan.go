@@ -119,7 +119,7 @@ pruning skipped; with or without steps to take), 1 error.`,
 					return err
 				}
 			} else {
-				sys, err := g.lxd.connect(cmd.Context(), g.owner, g.logger(cmd))
+				sys, err := g.connect(cmd)
 				if err != nil {
 					return err
 				}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/live"
 	"github.com/berth-gitops/berth/reconciler"
 	"github.com/berth-gitops/berth/server"
@@ -84,112 +86,170 @@ Secrets never go in flags: --git-password-file (or $BERTH_GIT_PASSWORD),
 	return cmd
 }
 
+// runDaemon runs "berth run": it checks the flags, builds the source, the
+// live system and the loop, and runs the loop with the HTTP server and the
+// repository watch beside it until the context ends.
 func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, pf pruneFlags) error {
-	ctx := cmd.Context()
-	log := g.logger(cmd)
 	if err := pf.check(); err != nil {
 		return err
 	}
-	if f.verifySignatures && f.keyring == "" {
-		return errors.New("--verify-signatures needs --keyring")
+	if err := f.check(); err != nil {
+		return err
 	}
-	if f.watchWorktree && source.IsRemote(f.repo) {
-		return errors.New("--watch-worktree needs a local --repo")
-	}
-	if f.watchWorktree && f.verifySignatures {
-		return errors.New("--watch-worktree reads uncommitted files: it cannot be combined with --verify-signatures")
-	}
+	ctx, log := cmd.Context(), g.logger(cmd)
 	metrics := server.NewMetrics()
-
-	var verifier *source.Verifier
-	if f.verifySignatures {
-		v, err := source.NewVerifier(f.keyring)
-		if err != nil {
-			return err
-		}
-		verifier = v
+	src, err := f.source(sf.dir, log, metrics)
+	if err != nil {
+		return err
 	}
-	var src reconciler.Source
-	if f.watchWorktree {
-		src = worktreeSource{path: f.repo, dir: sf.dir}
-	} else {
-		gs, err := source.NewGitSource(source.GitOptions{
-			URL: f.repo, Branch: f.branch, Dir: sf.dir, CacheDir: f.cacheDir, Verify: verifier, Logger: log,
-			Auth: source.Auth{
-				Username: f.gitUsername, PasswordFile: f.gitPasswordFile,
-				SSHKeyFile: f.sshKey, SSHKeyPassphraseFile: f.sshKeyPassphraseFile, KnownHostsFile: f.knownHosts,
-			},
-		})
-		if err != nil {
-			return err
-		}
-		src = &gitSource{gs: gs, metrics: metrics}
-	}
-
-	sys, err := g.lxd.connect(ctx, g.owner, log)
+	sys, err := g.connect(cmd)
 	if err != nil {
 		return err
 	}
 	defer sys.Close()
 	sys.OnLXDRequest = func(method, _ string) { metrics.LXDRequest(method) }
+	loop := f.loop(g, sf, pf, src, sys, metrics, log)
+	var tasks []func(context.Context) error
+	if f.listen != "" {
+		serve, err := f.server(loop, metrics, log)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, serve)
+	}
+	if !source.IsRemote(f.repo) {
+		tasks = append(tasks, f.watch(loop, g.clock, log))
+	}
+	log.Info("berth run started", "repo", f.repo, "branch", f.branch, "owner", g.owner, "interval", f.interval)
+	if err := runBeside(ctx, loop, tasks...); err != nil {
+		return err
+	}
+	log.Info("berth run stopped")
+	return nil
+}
+
+// check refuses combinations of run's flags that cannot work.
+func (f *runFlags) check() error {
+	switch {
+	case f.verifySignatures && f.keyring == "":
+		return errors.New("--verify-signatures needs --keyring")
+	case f.watchWorktree && source.IsRemote(f.repo):
+		return errors.New("--watch-worktree needs a local --repo")
+	case f.watchWorktree && f.verifySignatures:
+		return errors.New("--watch-worktree reads uncommitted files: it cannot be combined with --verify-signatures")
+	}
+	return nil
+}
+
+// source is where the loop reads revisions from: the files as saved with
+// --watch-worktree, else the branch of the repository (its commits checked
+// with --verify-signatures).
+func (f *runFlags) source(dir string, log *slog.Logger, metrics *server.Metrics) (reconciler.Source, error) {
+	if f.watchWorktree {
+		return worktreeSource{path: f.repo, dir: dir}, nil
+	}
+	var verifier *source.Verifier
+	if f.verifySignatures {
+		v, err := source.NewVerifier(f.keyring)
+		if err != nil {
+			return nil, err
+		}
+		verifier = v
+	}
+	gs, err := source.NewGitSource(source.GitOptions{
+		URL: f.repo, Branch: f.branch, Dir: dir, CacheDir: f.cacheDir, Verify: verifier, Logger: log,
+		Auth: source.Auth{
+			Username: f.gitUsername, PasswordFile: f.gitPasswordFile,
+			SSHKeyFile: f.sshKey, SSHKeyPassphraseFile: f.sshKeyPassphraseFile, KnownHostsFile: f.knownHosts,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &gitSource{gs: gs, metrics: metrics}, nil
+}
+
+// loop is the reconciler loop of the daemon, holding the owner's lease,
+// initialised, on the daemon's clock.
+func (f *runFlags) loop(g *globalOptions, sf specFlags, pf pruneFlags, src reconciler.Source, sys *live.System, metrics *server.Metrics, log *slog.Logger) *reconciler.Loop {
 	host, _ := os.Hostname()
 	loop := &reconciler.Loop{
 		Source: src, System: sys, Policy: pf.policy(g.owner), SpecOptions: sf.options(),
 		Interval: f.interval, Drain: f.drain, Metrics: metrics, Logger: log, LeaseRenew: f.leaseTTL / 3,
-		Lease: &live.Lease{LXD: sys.LXD, Owner: g.owner, Holder: live.HolderID("run", host, os.Getpid()), TTL: f.leaseTTL},
+		Lease: &live.Lease{LXD: sys.LXD, Owner: g.owner, Holder: live.HolderID("run", host, os.Getpid()), TTL: f.leaseTTL, Clock: g.clock},
+		Clock: g.clock,
 	}
 	loop.Init()
+	return loop
+}
 
+// server starts listening on --listen and returns the task that serves
+// HTTP there: health, metrics, status, sync and webhooks.
+func (f *runFlags) server(loop *reconciler.Loop, metrics *server.Metrics, log *slog.Logger) (func(context.Context) error, error) {
+	srv, err := server.New(server.Config{
+		Listen: f.listen, Branch: f.branch, Logger: log,
+		WebhookSecretFile: f.webhookSecretFile, SyncTokenFile: f.syncTokenFile,
+	}, loop, metrics)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Listen(); err != nil {
+		return nil, err
+	}
+	log.Info("listening", "addr", srv.Addr().String())
+	return func(ctx context.Context) error {
+		if err := srv.Serve(ctx); err != nil {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	}, nil
+}
+
+// watch is the task that asks the loop for a run when a commit lands in the
+// local repository (or, with --watch-worktree, a file is saved). A watch
+// that fails leaves the daemon polling.
+func (f *runFlags) watch(loop *reconciler.Loop, clk clock.Clock, log *slog.Logger) func(context.Context) error {
+	reason := "fsnotify"
+	if f.watchWorktree {
+		reason = "worktree"
+	}
+	opts := source.WatchOptions{
+		Worktree: f.watchWorktree, Debounce: source.DefaultDebounce, Clock: clk,
+		OnError: func(err error) {
+			log.Warn("folder not watched; its changes wait for the next poll", "err", err)
+		},
+	}
+	return func(ctx context.Context) error {
+		err := source.WatchRepoWith(ctx, f.repo, opts, func(string) { loop.Trigger(reason) })
+		if err != nil && ctx.Err() == nil {
+			log.Warn("watching the repository failed; polling only", "err", err)
+		}
+		return nil
+	}
+}
+
+// runBeside runs the loop until ctx ends, with tasks in goroutines beside
+// it, and waits for all of them. It returns the loop's error, else the
+// first task's.
+func runBeside(ctx context.Context, loop *reconciler.Loop, tasks ...func(context.Context) error) error {
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	if f.listen != "" {
-		srv, err := server.New(server.Config{
-			Listen: f.listen, Branch: f.branch, Logger: log,
-			WebhookSecretFile: f.webhookSecretFile, SyncTokenFile: f.syncTokenFile,
-		}, loop, metrics)
-		if err != nil {
-			return err
-		}
-		if err := srv.Listen(); err != nil {
-			return err
-		}
-		log.Info("listening", "addr", srv.Addr().String())
+	errc := make(chan error, len(tasks))
+	for _, task := range tasks {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := srv.Serve(ctx); err != nil {
-				errc <- fmt.Errorf("http: %w", err)
+			if err := task(ctx); err != nil {
+				errc <- err
 			}
 		}()
 	}
-	if !source.IsRemote(f.repo) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := source.WatchRepo(ctx, f.repo, f.watchWorktree, source.DefaultDebounce, func(reason string) {
-				if f.watchWorktree {
-					loop.Trigger("worktree")
-				} else {
-					loop.Trigger("fsnotify")
-				}
-			})
-			if err != nil && ctx.Err() == nil {
-				log.Warn("watching the repository failed; polling only", "err", err)
-			}
-		}()
-	}
-	log.Info("berth run started", "repo", f.repo, "branch", f.branch, "owner", g.owner, "interval", f.interval)
 	runErr := loop.Run(ctx)
 	wg.Wait()
 	close(errc)
 	if runErr != nil {
 		return runErr
 	}
-	for err := range errc {
-		return err
-	}
-	log.Info("berth run stopped")
-	return nil
+	return <-errc // nil when no task failed
 }
 
 // gitSource adapts source.GitSource to the loop. With signature checks, a

@@ -47,7 +47,7 @@ asks a running "berth run" instead (GET URL/api/v1/status).`,
 			if err != nil {
 				return err
 			}
-			sys, err := g.lxd.connect(cmd.Context(), g.owner, g.logger(cmd))
+			sys, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
@@ -155,7 +155,7 @@ func newObserveCmd(g *globalOptions) *cobra.Command {
 		Short: "Save the live state as a snapshot for plan --observed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sys, err := g.lxd.connect(cmd.Context(), g.owner, g.logger(cmd))
+			sys, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
