@@ -11,7 +11,9 @@ import (
 )
 
 func TestReplicaAvailabilityPorts(t *testing.T) {
-	running := func(health string) *plan.Container { return &plan.Container{Name: "web", State: "running", Health: health} }
+	running := func(health string) *plan.Container {
+		return &plan.Container{Name: "web", State: "running", Health: health}
+	}
 	tests := []struct {
 		name string
 		inst plan.Instance
