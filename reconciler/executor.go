@@ -190,7 +190,8 @@ type Executor struct {
 	// (the replica comes back once it is ready again).
 	Drainer Drainer
 	// DrainDelay is the wait after draining, for cached DNS answers to
-	// expire (the DNS TTL plus a second); 0 waits nothing.
+	// expire (the DNS TTL plus a second), unless the app's
+	// update.drainDelay says otherwise; 0 waits nothing.
 	DrainDelay time.Duration
 	// RepairWait overrides the package's RepairWait (tests).
 	RepairWait time.Duration
@@ -329,10 +330,14 @@ func (x *execution) drain(ctx context.Context, s plan.Step) (undrain func(), err
 	}
 	d.Drain(s.Instance)
 	undrain = func() { d.Undrain(s.Instance) }
-	if x.e.DrainDelay <= 0 {
+	delay := x.e.DrainDelay
+	if a := x.apps[s.App]; a != nil && a.Spec.Update.DrainDelay != nil {
+		delay = a.Spec.Update.DrainDelay.D() // the app's own, 0 included
+	}
+	if delay <= 0 {
 		return undrain, nil
 	}
-	t := x.clk.NewTimer(x.e.DrainDelay)
+	t := x.clk.NewTimer(delay)
 	defer t.Stop()
 	select {
 	case <-t.C():

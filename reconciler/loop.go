@@ -698,6 +698,10 @@ func (l *Loop) load(ctx context.Context, r *run) error {
 // converge observes, plans, applies when there is something to do, and
 // observes again, returning what the status is built from.
 func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, error) {
+	// The observer checks the ports the apps declare (readiness).
+	if ps, ok := l.System.(interface{ SetPorts(map[string][]spec.Port) }); ok {
+		ps.SetPorts(spec.DeclaredPorts(r.desired.Apps))
+	}
 	observed, err := l.System.Observe(ctx)
 	if err != nil {
 		return observed, plan.Plan{}, err
