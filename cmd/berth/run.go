@@ -27,6 +27,7 @@ type runFlags struct {
 	verifySignatures                         bool
 	keyring                                  string
 	watchWorktree                            bool
+	dns                                      dnsFlags
 }
 
 func newRunCmd(g *globalOptions) *cobra.Command {
@@ -49,8 +50,15 @@ held for the app with a growing backoff, and a newer commit resets it. One
 reconciler acts per owner: a lease kept in LXD makes a second "berth run" wait.
 
 HTTP on --listen: /healthz, /readyz, /metrics (Prometheus), /api/v1/status,
-POST /api/v1/sync, /hooks/*. SIGINT/SIGTERM stop new work, let running steps
-finish (--drain), release the lease and exit 0.
+/api/v1/endpoints, /api/v1/sd/prometheus, POST /api/v1/sync, /hooks/*.
+SIGINT/SIGTERM stop new work, let running steps finish (--drain), release the
+lease and exit 0.
+
+Service discovery: with --dns-listen, berth answers the zone (--dns-zone,
+default berth.internal) over DNS: <app>.<zone> holds the ready replicas only,
+<instance>.<app>.<zone> each replica, _<port>._<proto>.<app>.<zone> SRV records.
+Before a replica is disrupted it leaves the answers, and berth waits the TTL
+(--dns-ttl) plus 1s; it is back once it is ready again.
 
 Secrets never go in flags: --git-password-file (or $BERTH_GIT_PASSWORD),
 --webhook-secret-file, --sync-token-file.`,
@@ -82,6 +90,7 @@ Secrets never go in flags: --git-password-file (or $BERTH_GIT_PASSWORD),
 	fl.Var(newDurationFlag(&f.drain, 2*time.Minute, time.Second, time.Hour), "drain", "on shutdown, how long running steps may go on, 1s to 1h")
 	sf.register(cmd)
 	pf.register(cmd)
+	f.dns.register(cmd)
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
@@ -109,13 +118,22 @@ func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, p
 	defer sys.Close()
 	sys.OnLXDRequest = func(method, _ string) { metrics.LXDRequest(method) }
 	loop := f.loop(g, sf, pf, src, sys, metrics, log)
+	disc, err := f.dns.discovery(g.owner, loop)
+	if err != nil {
+		return err
+	}
 	var tasks []func(context.Context) error
 	if f.listen != "" {
-		serve, err := f.server(loop, metrics, log)
+		serve, err := f.server(loop, disc, metrics, log)
 		if err != nil {
 			return err
 		}
 		tasks = append(tasks, serve)
+	}
+	if serveDNS, err := f.dns.dnsServer(disc, log); err != nil {
+		return err
+	} else if serveDNS != nil {
+		tasks = append(tasks, serveDNS)
 	}
 	if !source.IsRemote(f.repo) {
 		tasks = append(tasks, f.watch(loop, g.clock, log))
@@ -184,10 +202,10 @@ func (f *runFlags) loop(g *globalOptions, sf specFlags, pf pruneFlags, src recon
 }
 
 // server starts listening on --listen and returns the task that serves
-// HTTP there: health, metrics, status, sync and webhooks.
-func (f *runFlags) server(loop *reconciler.Loop, metrics *server.Metrics, log *slog.Logger) (func(context.Context) error, error) {
+// HTTP there: health, metrics, status, endpoints, sync and webhooks.
+func (f *runFlags) server(loop *reconciler.Loop, disc server.Discovery, metrics *server.Metrics, log *slog.Logger) (func(context.Context) error, error) {
 	srv, err := server.New(server.Config{
-		Listen: f.listen, Branch: f.branch, Logger: log,
+		Listen: f.listen, Branch: f.branch, Logger: log, Discovery: disc,
 		WebhookSecretFile: f.webhookSecretFile, SyncTokenFile: f.syncTokenFile,
 	}, loop, metrics)
 	if err != nil {

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-gitops/berth/discovery"
+	"github.com/berth-gitops/berth/reconciler"
+	"github.com/berth-gitops/berth/reconciler/plan"
+	"github.com/berth-gitops/berth/server"
+)
+
+// This file is service discovery in the CLI: run's DNS flags and the
+// wiring of discovery into the loop and the HTTP server, and the
+// "berth endpoints" command that reads a daemon's endpoints.
+
+// dnsFlags are run's service discovery flags.
+type dnsFlags struct {
+	listen, zone string
+	ttl          time.Duration
+}
+
+func (f *dnsFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "dns-listen", "", `serve the zone over DNS (UDP and TCP) at ADDR:PORT, e.g. 10.213.87.1:8053 ("" = no DNS server)`)
+	fl.StringVar(&f.zone, "dns-zone", discovery.DefaultZone, "the DNS zone served: <app>.<zone>, <instance>.<app>.<zone>, _<port>._<proto>.<app>.<zone>")
+	fl.Var(newDurationFlag(&f.ttl, discovery.DefaultTTL, 0, discovery.MaxTTL), "dns-ttl",
+		"TTL of the DNS answers (rounded up to whole seconds), 0s to 1h; a replica leaves DNS this long plus 1s before berth disrupts it")
+}
+
+// discovery is the daemon's service discovery: it follows the loop's views
+// and events, and the executor drains a replica from it before a
+// disruptive step, waiting out the DNS TTL plus a second.
+//
+// The drain delay is the daemon's; a per-app update.drainDelay is not
+// used yet.
+func (f *dnsFlags) discovery(owner string, loop *reconciler.Loop) (*discovery.Discovery, error) {
+	ttl := f.ttl
+	if ttl == 0 {
+		ttl = -1 // discovery.Config: 0 is the default, negative means 0
+	}
+	d, err := discovery.New(discovery.Config{Owner: owner, Zone: f.zone, TTL: ttl})
+	if err != nil {
+		return nil, err
+	}
+	loop.OnView = d.Update
+	loop.OnChange = d.Change
+	loop.Drainer = d
+	loop.DrainDelay = d.TTL() + time.Second
+	return d, nil
+}
+
+// dnsServer binds --dns-listen and returns the task that serves DNS there;
+// nil when --dns-listen is empty.
+func (f *dnsFlags) dnsServer(d *discovery.Discovery, log *slog.Logger) (func(context.Context) error, error) {
+	if f.listen == "" {
+		return nil, nil
+	}
+	srv, err := d.ListenDNS(f.listen)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("dns listening", "addr", srv.Addr().String(), "zone", d.Zone(), "ttl", d.TTL())
+	return srv.Serve, nil
+}
+
+func newEndpointsCmd() *cobra.Command {
+	var output, srv string
+	cmd := &cobra.Command{
+		Use:   "endpoints",
+		Short: "Show each app's replicas: address, ports, readiness, revision, member",
+		Long: `Endpoints asks a running "berth run" (GET URL/api/v1/endpoints) where each
+app's replicas are: address, ports, whether they are ready (and why not), the
+revision they run and the cluster member they are on. A ready replica is one
+that is answered in DNS as <app>.<zone>.`,
+		Example: `  berth endpoints
+  berth endpoints --server http://127.0.0.1:9090 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			body, err := getFromServer(cmd.Context(), srv, "/api/v1/endpoints")
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				_, err = cmd.OutOrStdout().Write(body)
+				return err
+			}
+			var e discovery.Endpoints
+			if err := json.Unmarshal(body, &e); err != nil {
+				return fmt.Errorf("%s: not berth endpoints: %w", srv, err)
+			}
+			return writeEndpoints(cmd.OutOrStdout(), sanitized(e))
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVar(&srv, "server", "http://"+server.DefaultListen, "URL of a running berth run")
+	return cmd
+}
+
+// getFromServer GETs path of a daemon's HTTP server and returns the body
+// of a 200 answer.
+func getFromServer(ctx context.Context, base, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(base, "/")+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		msg := resp.Status
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			msg += ": " + safeText(e.Error)
+		}
+		return nil, fmt.Errorf("%s%s: %s", safeText(base), path, msg)
+	}
+	return body, nil
+}
+
+// writeEndpoints prints the endpoints as a table, one replica a line. e
+// must be sanitized.
+func writeEndpoints(w io.Writer, e discovery.Endpoints) error {
+	fmt.Fprintf(w, "Revision %s, observed %s, zone %s\n\n", orDash(plan.ShortSHA(e.Revision)), e.ObservedAt.Format(time.RFC3339), e.Zone)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tINSTANCE\tADDRESS\tPORTS\tREVISION\tMEMBER\tREADY")
+	for _, a := range e.Apps {
+		if len(a.Replicas) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\n", a.Name)
+		}
+		for _, r := range a.Replicas {
+			ports := make([]string, len(r.Ports))
+			for i, p := range r.Ports {
+				ports[i] = fmt.Sprintf("%s %d/%s", p.Name, p.Port, p.Protocol)
+			}
+			ready := "yes"
+			if !r.Ready {
+				ready = "no"
+				if r.Reason != "" {
+					ready += ": " + r.Reason
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, r.Instance, orDash(r.Address),
+				orDash(strings.Join(ports, ", ")), orDash(plan.ShortSHA(r.Revision)), orDash(r.Member), ready)
+		}
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
