@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/berth-gitops/berth/spec"
 	"io"
 	"strings"
 	"sync"
@@ -122,6 +123,7 @@ func (a *applyCmd) converge(cmd *cobra.Command, sys *live.System, lease *live.He
 
 // plan observes the live state, plans from it and shows the plan.
 func (a *applyCmd) plan(cmd *cobra.Command, sys *live.System, lease *live.Held, desired plan.Desired) (plan.Plan, plan.Observed, error) {
+	sys.SetPorts(spec.DeclaredPorts(desired.Apps))
 	obs, err := sys.Observe(lease.Context())
 	if err != nil {
 		return plan.Plan{}, plan.Observed{}, leaseLost(lease, a.g.owner, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/berth-gitops/berth/spec"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -124,6 +125,7 @@ pruning skipped; with or without steps to take), 1 error.`,
 					return err
 				}
 				defer g.done(cmd, sys)
+				sys.SetPorts(spec.DeclaredPorts(desired.Apps))
 				if obs, err = sys.Observe(cmd.Context()); err != nil {
 					return err
 				}

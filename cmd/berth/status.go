@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/berth-gitops/berth/spec"
 	"io"
 	"maps"
 	"net/http"
@@ -52,6 +53,9 @@ asks a running "berth run" instead (GET URL/api/v1/status).`,
 				return err
 			}
 			defer g.done(cmd, sys)
+			if desired != nil {
+				sys.SetPorts(spec.DeclaredPorts(desired.Apps))
+			}
 			obs, err := sys.Observe(ctx)
 			if err != nil {
 				return err

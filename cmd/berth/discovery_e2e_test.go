@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/berth-gitops/berth/internal/testlxd"
+	"github.com/berth-gitops/berth/lxd"
+	"github.com/berth-gitops/berth/reconciler"
+)
+
+// The discovery end-to-end tests run on the test environment's bridge
+// (testenv.sh: berthbr0, whose dnsmasq forwards berth.internal to
+// bridgeDNS), with a daemon serving the zone there.
+const (
+	bridgeName = "berthbr0"
+	bridgeDNS  = "10.213.87.1:8053"
+)
+
+// requireBridge fails (in CI) or skips unless the test network is there.
+func requireBridge(t *testing.T) {
+	t.Helper()
+	testlxd.Short(t)
+	if out, err := exec.Command("lxc", "network", "show", bridgeName).CombinedOutput(); err != nil {
+		testlxd.SkipUnlessUsable(t, fmt.Errorf("no test network %s: %v: %s", bridgeName, err, bytes.TrimSpace(out)))
+	}
+}
+
+// webSpecWithPorts is webSpec with its HTTP port declared.
+func webSpecWithPorts(replicas int, image string) string {
+	return strings.Replace(webSpec(replicas, image), "  update:\n", "    ports: [{name: http, port: 8080, protocol: tcp}]\n  update:\n", 1)
+}
+
+// lookupA asks the daemon's DNS for name's A records.
+func lookupA(t *testing.T, name string) (addrs []string, rcode int) {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	cl := &dns.Client{Timeout: 2 * time.Second}
+	in, _, err := cl.Exchange(m, bridgeDNS)
+	if err != nil {
+		return nil, -1
+	}
+	for _, rr := range in.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			addrs = append(addrs, a.A.String())
+		}
+	}
+	return addrs, in.Rcode
+}
+
+// instanceAddress waits for name's IPv4 address on eth0.
+func instanceAddress(t *testing.T, c *lxd.Client, name string) string {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		var st struct {
+			Network map[string]struct {
+				Addresses []struct{ Family, Address, Scope string } `json:"addresses"`
+			} `json:"network"`
+		}
+		if err := c.RawQuery(context.Background(), "GET", "/1.0/instances/"+name+"/state", nil, "", &st); err == nil {
+			for _, a := range st.Network["eth0"].Addresses {
+				if a.Family == "inet" && a.Scope == "global" {
+					return a.Address
+				}
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("%s got no address", name)
+	return ""
+}
+
+// execIn runs a shell command in an instance and returns its output.
+func execIn(t *testing.T, c *lxd.Client, name, script string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	code, err := c.Exec(ctx, name, lxd.ExecRequest{Command: []string{"sh", "-c", script}, Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatalf("exec in %s: %v", name, err)
+	}
+	return out.String(), code
+}
+
+// TestDiscoveryRollingUpdateDropsNoRequest is issue 11's correctness
+// property: a client in another instance calls http://web.berth.internal:8080/
+// every 100 ms — resolving the name on each request through its own
+// resolver (the bridge's dnsmasq, which forwards the zone to berth), never
+// retrying — throughout a rolling update of 3 replicas from hello:1 to
+// hello:2 with maxUnavailable 1, and no request fails. Then a replica
+// stopped by hand leaves the name, and the time it took is logged.
+func TestDiscoveryRollingUpdateDropsNoRequest(t *testing.T) {
+	requireLive(t)
+	requireBridge(t)
+	project, c := e2eProject(t)
+	r := newRepo(t)
+	r.write("apps/web.yaml", webSpecWithPorts(3, "hello:1"))
+	first := r.commit("web: 3 replicas of hello:1")
+	d := startDaemon(t, "--project", project, "--owner", "dns", "run", "--repo", r.dir, "--dir", "apps",
+		"--interval", "1h", "--dns-listen", bridgeDNS, "--dns-ttl", "2s")
+	d.waitFor("3 ready replicas of hello:1", 5*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 3, first) })
+
+	// The client: an instance on the bridge, not one of berth's.
+	ctx := context.Background()
+	if err := c.CreateInstance(ctx, lxd.InstancesPost{Name: "client", Source: lxd.ImageSource{Alias: "berth/debian-docker"},
+		Profiles: []string{"default", "berth-test"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartInstance(ctx, "client"); err != nil {
+		t.Fatal(err)
+	}
+	instanceAddress(t, c, "client")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, code := execIn(t, c, "client", "busybox wget -q -T 2 -O - http://web.berth.internal:8080/")
+		if code == 0 && strings.Contains(out, "hello") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client cannot reach web.berth.internal: exit %d\n%s\nresolv.conf: %s", code, out, must(execIn(t, c, "client", "cat /etc/resolv.conf")))
+		}
+		time.Sleep(time.Second)
+	}
+
+	// Up to 3,000 requests (5 minutes), until told to stop.
+	const loop = `n=0; f=0; rm -f /tmp/stop
+while [ ! -e /tmp/stop ] && [ $n -lt 3000 ]; do
+  busybox wget -q -T 3 -O /dev/null http://web.berth.internal:8080/ || { f=$((f+1)); echo "failed at $(date +%T.%N)"; }
+  n=$((n+1)); busybox sleep 0.1
+done
+echo "requests $n failed $f"`
+	type result struct {
+		out  string
+		code int
+	}
+	done := make(chan result, 1)
+	go func() { out, code := execIn(t, c, "client", loop); done <- result{out, code} }()
+	time.Sleep(2 * time.Second) // requests before the rollout starts
+
+	r.write("apps/web.yaml", webSpecWithPorts(3, "hello:2"))
+	second := r.commit("web: hello:2")
+	d.waitFor("the rolling update to hello:2", 5*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 3, second) })
+	time.Sleep(3 * time.Second) // requests after it
+	execIn(t, c, "client", "touch /tmp/stop")
+	res := <-done
+	m := regexp.MustCompile(`requests (\d+) failed (\d+)`).FindStringSubmatch(res.out)
+	if m == nil {
+		t.Fatalf("client output: %s", res.out)
+	}
+	requests, _ := strconv.Atoi(m[1])
+	failed, _ := strconv.Atoi(m[2])
+	t.Logf("rolling update hello:1 → hello:2 (3 replicas, maxUnavailable 1): %d requests, %d failed", requests, failed)
+	if failed != 0 || requests < 50 {
+		t.Errorf("%d of %d requests failed during the rollout:\n%s\ndaemon log:\n%s", failed, requests, res.out, tail(d.log(), 60))
+	}
+	checkFleet(t, c, "web", "hello:2", 3)
+
+	// A replica stopped by hand leaves the name.
+	addr := instanceAddress(t, c, "web-2")
+	if got, _ := lookupA(t, "web.berth.internal"); !contains(got, addr) {
+		t.Fatalf("web-2 (%s) is not in web.berth.internal: %v", addr, got)
+	}
+	start := time.Now()
+	go func() { _ = c.StopInstance(context.Background(), "web-2", 30*time.Second) }()
+	for {
+		got, rcode := lookupA(t, "web.berth.internal")
+		if rcode == dns.RcodeSuccess && !contains(got, addr) {
+			break
+		}
+		if time.Since(start) > 2*time.Minute {
+			t.Fatalf("web-2 still answered 2 minutes after its stop: %v", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("from the stop of web-2 to its address leaving web.berth.internal: %s", time.Since(start).Round(10*time.Millisecond))
+
+	// Names berth does not know are NXDOMAIN.
+	if _, rcode := lookupA(t, "nothing.berth.internal"); rcode != dns.RcodeNameError {
+		t.Errorf("unknown name: rcode %s, want NXDOMAIN", dns.RcodeToString[rcode])
+	}
+	if code := d.stop(); code != 0 {
+		t.Errorf("daemon exit %d", code)
+	}
+}
+
+func must(s string, _ int) string { return s }
