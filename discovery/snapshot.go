@@ -169,8 +169,14 @@ func replica(inst *plan.Instance, id ownership.Instance, ports []Port, drained b
 	return r
 }
 
-// member is the cluster member inst is on, when the observation says.
-func member(*plan.Instance) string { return "" }
+// member is the cluster member inst is on, when the observation says (LXD
+// reports "none" on a single host).
+func member(inst *plan.Instance) string {
+	if inst.Location == "none" {
+		return ""
+	}
+	return inst.Location
+}
 
 // notReady says why plan.ReplicaAvailability did not find inst Ready. It
 // only explains: the verdict is ReplicaAvailability's.

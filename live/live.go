@@ -241,6 +241,7 @@ func toInstance(i *lxd.Instance) plan.Instance {
 		Profiles:  i.Profiles,
 		Devices:   i.Devices,
 		Addresses: i.State.GlobalIPv4(),
+		Location:  i.Location,
 	}
 }
 

@@ -28,6 +28,11 @@ type runFlags struct {
 	keyring                                  string
 	watchWorktree                            bool
 	dns                                      dnsFlags
+	// selfHeal repairs drift of the applied revision; events follows
+	// LXD's and Docker's event streams; resync bounds how long an idle
+	// daemon goes without a full observe.
+	selfHeal, events bool
+	resync           time.Duration
 }
 
 func newRunCmd(g *globalOptions) *cobra.Command {
@@ -88,6 +93,9 @@ Secrets never go in flags: --git-password-file (or $BERTH_GIT_PASSWORD),
 	fl.BoolVar(&f.watchWorktree, "watch-worktree", false, "local --repo: converge the files as saved, uncommitted edits included")
 	fl.Var(newDurationFlag(&f.leaseTTL, 90*time.Second, 3*time.Second, time.Hour), "lease-ttl", "how long the lease lasts without renewal, 3s to 1h")
 	fl.Var(newDurationFlag(&f.drain, 2*time.Minute, time.Second, time.Hour), "drain", "on shutdown, how long running steps may go on, 1s to 1h")
+	fl.BoolVar(&f.selfHeal, "self-heal", true, "repair drift of the revision already applied; false only reports it (status, metrics, a log line) and writes nothing")
+	fl.BoolVar(&f.events, "events", true, "follow LXD's and Docker's event streams: a stopped instance or a dead container triggers a run at once, and an idle poll only checks Git")
+	fl.Var(newDurationFlag(&f.resync, 5*time.Minute, 10*time.Second, 24*time.Hour), "resync", "with --events, the longest time between full observes of LXD and Docker, 10s to 24h")
 	sf.register(cmd)
 	pf.register(cmd)
 	f.dns.register(cmd)
@@ -195,7 +203,10 @@ func (f *runFlags) loop(g *globalOptions, sf specFlags, pf pruneFlags, src recon
 		Source: src, System: sys, Policy: pf.policy(g.owner), SpecOptions: sf.options(),
 		Interval: f.interval, Drain: f.drain, Metrics: metrics, Logger: log, LeaseRenew: f.leaseTTL / 3,
 		Lease: &live.Lease{LXD: sys.LXD, Owner: g.owner, Holder: live.HolderID("run", host, os.Getpid()), TTL: f.leaseTTL, Clock: g.clock},
-		Clock: g.clock,
+		Clock: g.clock, ReportOnly: !f.selfHeal, Resync: f.resync,
+	}
+	if f.events {
+		loop.Watcher = sys
 	}
 	loop.Init()
 	return loop

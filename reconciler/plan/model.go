@@ -74,6 +74,9 @@ type Instance struct {
 	// first: the replica's address is Addresses[0]. Empty when the
 	// instance has no network, no lease yet, or is not running.
 	Addresses []string `json:"addresses,omitempty"`
+	// Location is the cluster member the instance is on ("" or "none" on
+	// a single host). Informative: planning never reads it.
+	Location string `json:"location,omitempty"`
 	// ClosedPorts are the app's declared TCP ports ("8080/tcp") that did
 	// not accept a connection on Addresses[0] when observed, from where
 	// berth runs: the replica is not ready (ReplicaAvailability).
