@@ -4,9 +4,10 @@
 #   testenv.sh up      install what is missing, start what is not running,
 #                      build/import what is not there (idempotent; the default)
 #   testenv.sh status  say what is there
-#   testenv.sh down    stop the daemons this script started (lxd, registry)
+#   testenv.sh down    stop the daemons this script started (lxd, registry);
+#                      the network is LXD's: it comes back with LXD
 #   testenv.sh purge   down, and delete test instances, the test images, the
-#                      berth-test profile and the caches
+#                      berth-test profile, the berthbr0 network and the caches
 #   testenv.sh lxd kill|start        faults: kill -9 the LXD daemon this
 #   testenv.sh registry stop|start   script started (its instances keep
 #                                    running), or stop the registry; start
@@ -17,10 +18,17 @@
 #   LXD image alias  berth/busybox         tiny, for LXD client tests
 #   LXD profile      berth-test            nesting + syscall intercepts + a
 #                                          proxy to the registry at
-#                                          127.0.0.1:5000 inside instances
+#                                          127.0.0.1:5000 inside instances +
+#                                          eth0 on berthbr0
+#   LXD network      berthbr0              bridge 10.213.87.1/24, DHCP, no
+#                                          NAT, no uplink; its dnsmasq
+#                                          forwards berth.internal to
+#                                          10.213.87.1:8053 (berth run
+#                                          --dns-listen 10.213.87.1:8053)
 #   registry         127.0.0.1:5000        berth/hello:1, berth/hello:2,
 #                                          berth/broken:1
-# Needs root on Debian 12. Uses no network but Debian's package mirror.
+# Needs root on Debian 12. Uses no network but Debian's package mirror; the
+# bridge has no uplink: instance traffic never leaves the machine.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,9 +36,18 @@ repo=$(cd "$here/.." && pwd)
 state=${BERTH_TESTENV_STATE:-/var/lib/berth-testenv}
 cache=${BERTH_TESTENV_CACHE:-/var/cache/berth-testenv}
 registry_addr=127.0.0.1:5000
+# The instances' network: a managed LXD bridge with a fixed subnet, and the
+# zone its dnsmasq forwards to berth's DNS (berth run --dns-listen).
+bridge=berthbr0
+bridge_addr=10.213.87.1
+bridge_cidr=$bridge_addr/24
+dns_zone=berth.internal
+dns_port=8053
 berth=$repo/bin/berth
-# gcc and libc6-dev: go test -race needs cgo.
-packages="lxd btrfs-progs debootstrap busybox-static docker-registry jq curl git gcc libc6-dev"
+# gcc and libc6-dev: go test -race needs cgo. dnsmasq-base and iptables:
+# LXD 5.0 needs both to create a bridge (it checks ip6tables even with
+# firewalling off).
+packages="lxd btrfs-progs debootstrap busybox-static docker-registry jq curl git gcc libc6-dev dnsmasq-base iptables"
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { echo "testenv: $*" >&2; }
@@ -104,6 +121,14 @@ import_image() {
 	log "image $alias ready (key $key)"
 }
 
+# prune_cache NAME DIR: drop the cached builds of image NAME but DIR, the
+# one just imported.
+prune_cache() {
+	for d in "$cache/$1"-*; do
+		[ "$d" = "$2" ] || [ ! -d "$d" ] || rm -rf "$d"
+	done
+}
+
 # build_berth: the importer above is berth itself.
 build_berth() {
 	(cd "$repo" && go build -buildvcs=false -o bin/berth ./cmd/berth)
@@ -120,25 +145,42 @@ ensure_debian_docker() {
 		"$here/debian-docker/build.sh" "$dir" "$key"
 	fi
 	import_image berth/debian-docker "$dir" "$key"
+	prune_cache debian-docker "$dir"
 	# The first instance of an image unpacks it into the pool (tens of
 	# seconds on a fresh btrfs pool): pay that here, not in a test's timeout.
 	lxc init berth/debian-docker berth-it-warmup -p default >/dev/null 2>&1
 	lxc delete berth-it-warmup
 }
 
+# ensure_busybox: berth/busybox, Debian's static busybox with every applet
+# linked and an init that takes an address on eth0 by DHCP (when there is
+# an eth0) with the same udhcpc script as berth/debian-docker, then sleeps.
 ensure_busybox() {
-	key=$(cat "$0" /bin/busybox | sha256sum | cut -c1-16)
+	key=$(cat "$0" /bin/busybox "$here/debian-docker/udhcpc.script" | sha256sum | cut -c1-16)
 	[ "$(image_key berth/busybox)" = "$key" ] && return 0
 	dir=$cache/busybox-$key
 	if [ ! -f "$dir/rootfs.tar.gz" ]; then
 		tmp=$(mktemp -d)
-		mkdir -p "$tmp/rootfs/bin" "$tmp/rootfs/sbin" "$tmp/rootfs/etc"
-		for d in proc sys dev tmp root run var; do mkdir -p "$tmp/rootfs/$d"; done
+		mkdir -p "$tmp/rootfs/bin" "$tmp/rootfs/sbin" "$tmp/rootfs/etc/udhcpc"
+		for d in proc sys dev tmp root run var/log; do mkdir -p "$tmp/rootfs/$d"; done
 		cp /bin/busybox "$tmp/rootfs/bin/busybox"
-		for a in sh sleep cat echo ls mount ip env id true false wc head sha256sum; do
-			ln -s busybox "$tmp/rootfs/bin/$a"
+		for a in $(/bin/busybox --list); do
+			case $a in busybox | init | linuxrc) ;; *) ln -s busybox "$tmp/rootfs/bin/$a" ;; esac
 		done
-		printf '#!/bin/sh\nexec /bin/busybox sleep 2147483647\n' >"$tmp/rootfs/sbin/init"
+		install -m 0755 "$here/debian-docker/udhcpc.script" "$tmp/rootfs/etc/udhcpc/default.script"
+		echo "# written by udhcpc from the lease on eth0" >"$tmp/rootfs/etc/resolv.conf"
+		cat >"$tmp/rootfs/sbin/init" <<'INIT'
+#!/bin/sh
+# /sbin/init of berth's test image berth/busybox: lo up and, when the
+# instance has an eth0 (the berth-test profile), an address by DHCP: udhcpc
+# in the background (boot never waits for it) keeps the lease renewed.
+export PATH=/bin
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+	udhcpc -f -i eth0 -s /etc/udhcpc/default.script -t 3 -T 2 -A 5 >>/var/log/udhcpc.log 2>&1 </dev/null &
+fi
+exec sleep 2147483647
+INIT
 		chmod 755 "$tmp/rootfs/sbin/init"
 		printf 'architecture: %s\ncreation_date: %s\nproperties:\n  os: busybox\n  description: berth test busybox\n  berth.key: "%s"\n' \
 			"$(uname -m)" "$(date +%s)" "$key" >"$tmp/metadata.yaml"
@@ -152,6 +194,7 @@ ensure_busybox() {
 		rm -rf "$tmp"
 	fi
 	import_image berth/busybox "$dir" "$key"
+	prune_cache busybox "$dir"
 }
 
 ensure_profile() {
@@ -163,6 +206,37 @@ ensure_profile() {
 		lxc profile device add berth-test registry proxy \
 			listen=tcp:$registry_addr connect=tcp:$registry_addr bind=instance >/dev/null
 	fi
+	if ! lxc profile device get berth-test eth0 type >/dev/null 2>&1; then
+		lxc profile device add berth-test eth0 nic network=$bridge name=eth0 >/dev/null
+	elif [ "$(lxc profile device get berth-test eth0 network)" != "$bridge" ]; then
+		lxc profile device set berth-test eth0 network=$bridge name=eth0
+	fi
+}
+
+# net_want KEY VALUE: set a config key of the bridge unless it has that
+# value already (a change of raw.dnsmasq restarts the network's dnsmasq).
+net_want() {
+	[ "$(lxc network get "$bridge" "$1")" = "$2" ] || lxc network set "$bridge" "$1" "$2"
+}
+
+# ensure_network: the managed bridge the instances' eth0 is on. LXD runs
+# dnsmasq on it for DHCP and DNS (<instance>.lxd); raw.dnsmasq forwards the
+# zone berth serves. No NAT and no uplink: nothing leaves the machine.
+ensure_network() {
+	if ! lxc network show "$bridge" >/dev/null 2>&1; then
+		if ip -4 -o addr show | grep -q " inet ${bridge_addr%.*}\."; then
+			die "$bridge_cidr clashes with an address of this host (ip -4 addr): change bridge_addr in $0"
+		fi
+		log "creating network $bridge ($bridge_cidr, DHCP, no NAT, no uplink)"
+		lxc network create "$bridge" ipv4.address="$bridge_cidr" ipv4.nat=false ipv4.dhcp=true \
+			ipv4.firewall=false ipv6.address=none >/dev/null
+	fi
+	net_want ipv4.address "$bridge_cidr"
+	net_want ipv4.nat false
+	net_want ipv4.dhcp true
+	net_want ipv4.firewall false
+	net_want ipv6.address none
+	net_want raw.dnsmasq "server=/$dns_zone/$bridge_addr#$dns_port"
 }
 
 registry_answers() { curl -fs -o /dev/null --max-time 2 "http://$registry_addr/v2/"; }
@@ -233,6 +307,7 @@ cmd_up() {
 	start_lxd
 	init_lxd
 	sweep_leftovers
+	ensure_network
 	ensure_profile
 	build_berth
 	ensure_busybox
@@ -244,7 +319,12 @@ cmd_up() {
 cmd_status() {
 	lxd_answers && echo "lxd: up ($(lxc query /1.0 | jq -r .environment.server_version))" || echo "lxd: down"
 	for a in berth/debian-docker berth/busybox; do echo "image $a: key $(image_key $a)"; done
-	lxc profile show berth-test >/dev/null 2>&1 && echo "profile berth-test: present" || echo "profile berth-test: missing"
+	lxc profile show berth-test >/dev/null 2>&1 && echo "profile berth-test: present, eth0 on $(lxc profile device get berth-test eth0 network 2>/dev/null || echo nothing)" || echo "profile berth-test: missing"
+	if lxc network show "$bridge" >/dev/null 2>&1; then
+		echo "network $bridge: $(lxc network get "$bridge" ipv4.address), nat $(lxc network get "$bridge" ipv4.nat), $(lxc network list-leases "$bridge" --format csv | grep -ci ',dynamic' || true) dynamic leases; dnsmasq $(lxc network get "$bridge" raw.dnsmasq)"
+	else
+		echo "network $bridge: missing"
+	fi
 	registry_answers && echo "registry $registry_addr: up" || echo "registry $registry_addr: down"
 }
 
@@ -265,7 +345,11 @@ cmd_purge() {
 			fp=$(lxc query "/1.0/images/aliases/$(echo "$a" | sed 's,/,%2F,g')" 2>/dev/null | jq -r .target) || continue
 			lxc image delete "$fp" || true
 		done
-		lxc profile delete berth-test 2>/dev/null || true
+		lxc profile delete berth-test 2>/dev/null || log "profile berth-test still in use; kept"
+		# After the instances and the profile that use it.
+		if lxc network show "$bridge" >/dev/null 2>&1; then
+			lxc network delete "$bridge" >/dev/null 2>&1 || log "network $bridge still in use; kept"
+		fi
 	fi
 	cmd_down
 	rm -rf "$cache" "$state"

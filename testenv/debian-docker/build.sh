@@ -1,8 +1,9 @@
 #!/bin/sh
 # Builds the split LXD image "berth/debian-docker" into OUTDIR:
 #   OUTDIR/metadata.tar.gz and OUTDIR/rootfs.tar.gz
-# Debian 12 (debootstrap, minbase) with Debian's docker.io and this
-# folder's init as /sbin/init. Needs root, debootstrap and Debian's package
+# Debian 12 (debootstrap, minbase) with Debian's docker.io and busybox (its
+# udhcpc and wget), this folder's init as /sbin/init and udhcpc.script as
+# udhcpc's script. Needs root, debootstrap and Debian's package
 # mirror (the one apt is configured with: no other network is used).
 set -eu
 outdir=${1:?usage: build.sh OUTDIR [KEY]}
@@ -23,13 +24,17 @@ root=$work/rootfs
 
 echo "build.sh: debootstrap bookworm from $mirror (this takes a few minutes once)" >&2
 debootstrap --variant=minbase \
-	--include=docker.io,iproute2,procps,ca-certificates \
+	--include=docker.io,iproute2,procps,ca-certificates,busybox \
 	bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
 	tail -n 30 "$work/debootstrap.log" >&2
 	exit 1
 }
 
 install -m 0755 "$here/init" "$root/sbin/init"
+install -D -m 0755 "$here/udhcpc.script" "$root/etc/udhcpc/default.script"
+# debootstrap copied the build host's resolver; udhcpc writes the real one
+# from the lease (the bridge's dnsmasq).
+echo "# written by udhcpc from the lease on eth0" >"$root/etc/resolv.conf"
 mkdir -p "$root/etc/docker"
 # Host networking only (DESIGN.md): no docker0 bridge, no NAT rules, nothing
 # for iptables to do inside the instance.
