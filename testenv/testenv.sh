@@ -21,7 +21,8 @@
 #                                          127.0.0.1:5000 inside instances +
 #                                          eth0 on berthbr0
 #   LXD network      berthbr0              bridge 10.213.87.1/24, DHCP, no
-#                                          NAT, no uplink; its dnsmasq
+#                                          NAT, no uplink, no <name>.lxd
+#                                          DNS names; its dnsmasq
 #                                          forwards berth.internal to
 #                                          10.213.87.1:8053 (berth run
 #                                          --dns-listen 10.213.87.1:8053)
@@ -220,8 +221,12 @@ net_want() {
 }
 
 # ensure_network: the managed bridge the instances' eth0 is on. LXD runs
-# dnsmasq on it for DHCP and DNS (<instance>.lxd); raw.dnsmasq forwards the
-# zone berth serves. No NAT and no uplink: nothing leaves the machine.
+# dnsmasq on it for DHCP and DNS; raw.dnsmasq forwards the zone berth
+# serves. No NAT and no uplink: nothing leaves the machine. dns.mode=none:
+# LXD registers no <instance>.lxd names, because it refuses to start an
+# instance whose name another instance on the bridge has in any project
+# ("Instance DNS name ... already used on network"), and every test
+# project has its web-0 (and the demo too).
 ensure_network() {
 	if ! lxc network show "$bridge" >/dev/null 2>&1; then
 		if ip -4 -o addr show | grep -q " inet ${bridge_addr%.*}\."; then
@@ -229,13 +234,14 @@ ensure_network() {
 		fi
 		log "creating network $bridge ($bridge_cidr, DHCP, no NAT, no uplink)"
 		lxc network create "$bridge" ipv4.address="$bridge_cidr" ipv4.nat=false ipv4.dhcp=true \
-			ipv4.firewall=false ipv6.address=none >/dev/null
+			ipv4.firewall=false ipv6.address=none dns.mode=none >/dev/null
 	fi
 	net_want ipv4.address "$bridge_cidr"
 	net_want ipv4.nat false
 	net_want ipv4.dhcp true
 	net_want ipv4.firewall false
 	net_want ipv6.address none
+	net_want dns.mode none
 	net_want raw.dnsmasq "server=/$dns_zone/$bridge_addr#$dns_port"
 }
 
