@@ -166,16 +166,24 @@ func (d *Discovery) Drain(instance string) {
 	d.publish()
 }
 
-// Undrain ends a Drain: the replica is answered again once a later view
-// shows it ready (reconciler.Drainer). Undraining a replica that was not
-// drained does nothing.
-func (d *Discovery) Undrain(instance string) {
+// Undrain ends a Drain (reconciler.Drainer). With ready, the executor
+// has seen the replica ready again at the address discovery knows, and it
+// is answered at once: a rollout moving from replica to replica between
+// two views must not empty the name. Otherwise it is answered again once a
+// later view shows it ready. Undraining a replica that was not drained
+// does nothing.
+func (d *Discovery) Undrain(instance string, ready bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.drained[instance] == draining {
-		d.drained[instance] = awaitingReady
+	if d.drained[instance] != draining {
+		return
 	}
-	// Nothing to publish: the replica stays out until the next view.
+	if !ready {
+		d.drained[instance] = awaitingReady // stays out until the next view
+		return
+	}
+	delete(d.drained, instance)
+	d.publish()
 }
 
 // Change takes out at once a replica that LXD or Docker reports going

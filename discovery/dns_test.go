@@ -144,9 +144,9 @@ func TestDrainedReplicaIsAbsentUntilUndrainedAndSeenReady(t *testing.T) {
 	if got := inWeb(); !slices.Equal(got, one) {
 		t.Fatalf("drained, after a view: %v", got)
 	}
-	d.Undrain("web-0")
+	d.Undrain("web-0", false)
 	if got := inWeb(); !slices.Equal(got, one) {
-		t.Fatalf("undrained, no view since: %v, want %v (the last view predates the step)", got, one)
+		t.Fatalf("undrained after a failed step, no view since: %v, want %v (the last view predates the step)", got, one)
 	}
 	down := fleet(webApp(2))
 	instance(t, &down, "web-0").Container.Health = "starting"
@@ -158,8 +158,17 @@ func TestDrainedReplicaIsAbsentUntilUndrainedAndSeenReady(t *testing.T) {
 	if got := inWeb(); !slices.Equal(got, both) {
 		t.Fatalf("undrained and seen ready: %v, want %v", got, both)
 	}
+	// A step that ended with the replica ready lets it back at once.
+	d.Drain("web-0")
+	if got := inWeb(); len(got) != 1 {
+		t.Fatalf("drained again: %v", got)
+	}
+	d.Undrain("web-0", true)
+	if got := inWeb(); !slices.Equal(got, both) {
+		t.Fatalf("undrained ready: %v, want %v at once", got, both)
+	}
 	// Undrain without Drain, and an unknown instance: nothing happens.
-	d.Undrain("web-1")
+	d.Undrain("web-1", true)
 	d.Drain("nope-0")
 	if got := inWeb(); !slices.Equal(got, both) {
 		t.Fatalf("after stray calls: %v", got)

@@ -59,9 +59,12 @@ type Observer interface {
 type Drainer interface {
 	// Drain takes instance out of the answers from now on.
 	Drain(instance string)
-	// Undrain lets instance back in; it is answered again once it is
-	// observed ready.
-	Undrain(instance string)
+	// Undrain lets instance back in. ready says the step that disrupted it
+	// ended with the replica ready at its old address (the executor waited
+	// for it): it is answered again at once. Otherwise (the step failed, or
+	// recreated the instance, whose address may have changed) it is
+	// answered again once it is observed ready.
+	Undrain(instance string, ready bool)
 }
 
 // RepairWait is how long a Restart step waits for a silent Docker to
@@ -304,7 +307,9 @@ func (x *execution) runStep(i int) error {
 	if err == nil {
 		err = x.e.safeStep(sctx, s, x.apps[s.App], x.insts[s.Instance], x.pl.Revision, x.pl.Owner)
 	}
-	undrain()
+	// Back in at once only when the replica is known ready at the address
+	// discovery has: a rollout of N replicas must not empty the name.
+	undrain(err == nil && s.Action != plan.Recreate && s.Action != plan.Delete)
 	cancel()
 	d := x.clk.Since(start)
 	x.results[i].Duration = d
@@ -322,14 +327,14 @@ func (x *execution) runStep(i int) error {
 // disrupts it, and waits DrainDelay for clients' cached answers to expire,
 // so a rolling update drops no request. The replica is let back in when
 // the step ends; discovery answers it again once it is observed ready.
-func (x *execution) drain(ctx context.Context, s plan.Step) (undrain func(), err error) {
+func (x *execution) drain(ctx context.Context, s plan.Step) (undrain func(ready bool), err error) {
 	d := x.e.Drainer
 	inst := x.insts[s.Instance]
 	if d == nil || !s.Action.Disruptive() || inst == nil || plan.ReplicaAvailability(inst) == plan.Unavailable {
-		return func() {}, nil
+		return func(bool) {}, nil
 	}
 	d.Drain(s.Instance)
-	undrain = func() { d.Undrain(s.Instance) }
+	undrain = func(ready bool) { d.Undrain(s.Instance, ready) }
 	delay := x.e.DrainDelay
 	if a := x.apps[s.App]; a != nil && a.Spec.Update.DrainDelay != nil {
 		delay = a.Spec.Update.DrainDelay.D() // the app's own, 0 included

@@ -385,7 +385,9 @@ func TestApplyChecksTheStepsHashes(t *testing.T) {
 type recDrainer struct{ f *fakeDriver }
 
 func (d recDrainer) Drain(i string)   { _ = d.f.record("drain", i) }
-func (d recDrainer) Undrain(i string) { _ = d.f.record("undrain", i) }
+func (d recDrainer) Undrain(i string, ready bool) {
+	_ = d.f.record(fmt.Sprintf("undrain(ready=%v)", ready), i)
+}
 
 // A serving replica leaves discovery, and the drain delay passes, before a
 // disruptive step touches it; it comes back after the step. Steps that
@@ -415,7 +417,7 @@ func TestApplyDrainsBeforeDisrupting(t *testing.T) {
 	if slices.Contains(early, "ensure web-0") {
 		t.Errorf("web-0 was disrupted before the drain delay passed: %v", early)
 	}
-	i, j, k := slices.Index(f.calls, "drain web-0"), slices.Index(f.calls, "ensure web-0"), slices.Index(f.calls, "undrain web-0")
+	i, j, k := slices.Index(f.calls, "drain web-0"), slices.Index(f.calls, "ensure web-0"), slices.Index(f.calls, "undrain(ready=true) web-0")
 	if i < 0 || j < i || k < j || slices.Contains(f.calls, "drain web-1") {
 		t.Errorf("calls = %v", f.calls)
 	}
