@@ -488,7 +488,7 @@ func TestSchemaMaximaMatchLimits(t *testing.T) {
 		t.Errorf("ports[].name: schema maxLength %v, loader %d", got, maxPortName)
 	}
 	dd, _ := node("spec", "update", "drainDelay")["description"].(string)
-	if want := "At most " + shortDuration(MaxDrainDelay); !strings.Contains(dd, want) {
+	if want := "At most " + ShortDuration(MaxDrainDelay); !strings.Contains(dd, want) {
 		t.Errorf("drainDelay: description %q does not say %q", dd, want)
 	}
 	// limits.cpu and limits.memory may be written as plain integers: the
@@ -514,7 +514,7 @@ func TestSchemaMaximaMatchLimits(t *testing.T) {
 	}
 	// Durations are strings, so their bound is in the description.
 	desc, _ := root["$defs"].(map[string]any)["duration"].(map[string]any)["description"].(string)
-	if want := "at most " + shortDuration(MaxDuration); !strings.Contains(desc, want) {
+	if want := "at most " + ShortDuration(MaxDuration); !strings.Contains(desc, want) {
 		t.Errorf("$defs.duration: description %q does not say %q", desc, want)
 	}
 }

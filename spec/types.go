@@ -205,7 +205,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	if v < 0 || v > MaxDuration {
-		return fmt.Errorf("duration %q is out of range: want 0 to %s", s, shortDuration(MaxDuration))
+		return fmt.Errorf("duration %q is out of range: want 0 to %s", s, ShortDuration(MaxDuration))
 	}
 	*d = Duration(v)
 	return nil

@@ -151,7 +151,7 @@ func parseDuration(s string, lo, hi time.Duration) (Duration, string) {
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		if durationRE.MatchString(strings.TrimLeft(s, "+-")) {
-			return 0, fmt.Sprintf("duration %q is out of range: at most %s", s, shortDuration(hi))
+			return 0, fmt.Sprintf("duration %q is out of range: at most %s", s, ShortDuration(hi))
 		}
 		return 0, fmt.Sprintf(`%q is not a duration; write it like "5s", "2m" or "1h30m"`, s)
 	}
@@ -159,15 +159,16 @@ func parseDuration(s string, lo, hi time.Duration) (Duration, string) {
 	case v <= 0:
 		return 0, fmt.Sprintf("duration must be more than 0, got %q", s)
 	case v < lo:
-		return 0, fmt.Sprintf("duration %q is too short: at least %s", s, shortDuration(lo))
+		return 0, fmt.Sprintf("duration %q is too short: at least %s", s, ShortDuration(lo))
 	case v > hi:
-		return 0, fmt.Sprintf("duration %q is too long: at most %s", s, shortDuration(hi))
+		return 0, fmt.Sprintf("duration %q is too long: at most %s", s, ShortDuration(hi))
 	}
 	return Duration(v), ""
 }
 
-// shortDuration writes 24h rather than 24h0m0s.
-func shortDuration(d time.Duration) string {
+// ShortDuration writes a duration as people write it: 24h rather than
+// 24h0m0s, 2m rather than 2m0s. Messages about durations use it.
+func ShortDuration(d time.Duration) string {
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

@@ -1,11 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/berth-gitops/berth/discovery"
+	"github.com/berth-gitops/berth/internal/testlxd"
 	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler"
 )
@@ -32,11 +34,9 @@ const (
 // bridge is there.
 func requireTestNetwork(t *testing.T) {
 	t.Helper()
+	testlxd.Short(t)
 	if out, err := exec.Command("lxc", "network", "show", testBridge).CombinedOutput(); err != nil {
-		if os.Getenv("CI") != "" || (os.Getenv("BERTH_REQUIRE_LXD") != "" && os.Getenv("BERTH_REQUIRE_LXD") != "0") {
-			t.Fatalf("the test network %s is required but missing (testenv.sh up): %v\n%s", testBridge, err, out)
-		}
-		t.Skipf("!!! SKIPPING: no test network %s (testenv.sh up)", testBridge)
+		testlxd.SkipUnlessUsable(t, fmt.Errorf("no test network %s (testenv.sh up): %v: %s", testBridge, err, bytes.TrimSpace(out)))
 	}
 }
 

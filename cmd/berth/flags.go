@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/berth-gitops/berth/spec"
 	"math"
 	"os"
 	"strconv"
@@ -54,31 +55,19 @@ func newDurationFlag(p *time.Duration, def, min, max time.Duration) *durationFla
 	return &durationFlag{p: p, min: min, max: max}
 }
 
-func (f *durationFlag) String() string { return shortDuration(*f.p) }
+func (f *durationFlag) String() string { return spec.ShortDuration(*f.p) }
 func (f *durationFlag) Type() string   { return "duration" }
 
 func (f *durationFlag) Set(s string) error {
 	v, err := time.ParseDuration(strings.TrimSpace(s))
 	if err != nil {
-		return fmt.Errorf("%q is not a duration; want one between %s and %s, e.g. 30s or 5m", s, shortDuration(f.min), shortDuration(f.max))
+		return fmt.Errorf("%q is not a duration; want one between %s and %s, e.g. 30s or 5m", s, spec.ShortDuration(f.min), spec.ShortDuration(f.max))
 	}
 	if v < f.min || v > f.max {
-		return fmt.Errorf("%s is out of range; want a duration between %s and %s", shortDuration(v), shortDuration(f.min), shortDuration(f.max))
+		return fmt.Errorf("%s is out of range; want a duration between %s and %s", spec.ShortDuration(v), spec.ShortDuration(f.min), spec.ShortDuration(f.max))
 	}
 	*f.p = v
 	return nil
-}
-
-// shortDuration is d.String() without zero minutes and seconds: 24h, 2m.
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 // logLevelFlag is one of slog's four level names.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/berth-gitops/berth/spec"
 	"strings"
 	"testing"
 	"time"
@@ -116,8 +117,8 @@ func TestBoundedFlagTypes(t *testing.T) {
 		t.Errorf("25h: %v, value %v", err, d)
 	}
 	for in, want := range map[time.Duration]string{0: "0s", 90 * time.Second: "1m30s", time.Hour: "1h", 90 * time.Minute: "1h30m", time.Hour + time.Second: "1h0m1s"} {
-		if got := shortDuration(in); got != want {
-			t.Errorf("shortDuration(%v) = %q, want %q", in, got, want)
+		if got := spec.ShortDuration(in); got != want {
+			t.Errorf("spec.ShortDuration(%v) = %q, want %q", in, got, want)
 		}
 	}
 }
