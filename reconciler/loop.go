@@ -596,6 +596,9 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		// did not move: no LXD list, no Docker look.
 		r.log.Debug("idle poll: nothing changed")
 		l.setStatus(func(s *LoopStatus) { s.Phase, s.LastRun = "Idle", l.Clock.Now() })
+		if l.Metrics != nil {
+			l.Metrics.RunFinished(RunNoop, l.Clock.Now().Sub(r.start))
+		}
 		return l.jitter(l.Interval)
 	}
 	if err := l.load(ctx, r); err != nil {
