@@ -384,7 +384,7 @@ func TestApplyChecksTheStepsHashes(t *testing.T) {
 // recDrainer records drains, interleaved with the driver's calls.
 type recDrainer struct{ f *fakeDriver }
 
-func (d recDrainer) Drain(i string)   { _ = d.f.record("drain", i) }
+func (d recDrainer) Drain(i string) { _ = d.f.record("drain", i) }
 func (d recDrainer) Undrain(i string, ready bool) {
 	_ = d.f.record(fmt.Sprintf("undrain(ready=%v)", ready), i)
 }
