@@ -130,15 +130,27 @@ func TestLoopEventsDriveObserving(t *testing.T) {
 	<-done
 }
 
-// With self-heal off, drift of the revision already applied is reported
-// and not written; a new revision is still applied.
+// With self-heal off, drift is reported and not written — what the daemon
+// finds at start included — and only a revision that arrives while it runs
+// is applied.
 func TestLoopReportOnly(t *testing.T) {
 	src := &fakeSource{}
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
 	w := newWorld()
 	l := &Loop{Source: src, System: w, Clock: clock.NewFake(time.Now()), ReportOnly: true}
 	l.init()
-	l.runOnce(context.Background(), "start") // the revision is applied
+	l.runOnce(context.Background(), "start")
+	if len(w.calls) != 0 {
+		t.Fatalf("self-heal off wrote what it found at start: %v", w.calls)
+	}
+	if st := l.Status().(LoopStatus); st.Apps[0].Sync != plan.SyncOutOfSync {
+		t.Errorf("drift at start not reported: %+v", st.Apps[0])
+	}
+	src.set("r2", strings.Replace(loopSpec, "IMAGE", "2", 1))
+	l.runOnce(context.Background(), "webhook")
+	if len(w.calls) == 0 {
+		t.Fatal("a new revision was not applied with self-heal off")
+	}
 	w.mu.Lock()
 	inst := w.insts["web-0"]
 	inst.Status = "Stopped" // by hand
@@ -151,10 +163,5 @@ func TestLoopReportOnly(t *testing.T) {
 	}
 	if st := l.Status().(LoopStatus); st.Apps[0].Sync != plan.SyncOutOfSync || len(st.Apps[0].Drift) == 0 {
 		t.Errorf("drift not reported: %+v", st.Apps[0])
-	}
-	src.set("r2", strings.Replace(loopSpec, "IMAGE", "2", 1))
-	l.runOnce(context.Background(), "webhook")
-	if len(w.calls) == writes {
-		t.Error("a new revision was not applied with self-heal off")
 	}
 }

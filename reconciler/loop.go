@@ -264,9 +264,9 @@ type Loop struct {
 	// OnChange, if set, is told at once of a change that takes an instance
 	// out of service (service discovery drops it before the run).
 	OnChange func(Change)
-	// ReportOnly (--self-heal=false) reports drift of the revision already
-	// applied (status, metrics, a log line) and writes nothing; a new
-	// revision is still applied.
+	// ReportOnly (--self-heal=false) reports drift (status, metrics, a log
+	// line) and writes nothing; only a revision that arrives while the
+	// daemon runs is applied. What it finds at start is reported.
 	ReportOnly bool
 	// Drainer, if set, takes replicas out of service discovery before the
 	// executor disrupts them, and DrainDelay is the wait after that (see
@@ -623,6 +623,15 @@ func (l *Loop) acquire(ctx context.Context, log *slog.Logger) (wait time.Duratio
 	if l.Lease == nil {
 		return 0, true, nil
 	}
+	l.mu.Lock()
+	fresh := l.leaseHeld && l.Clock.Now().Before(l.leaseExpiry.Add(-2*l.LeaseRenew))
+	l.mu.Unlock()
+	if fresh {
+		// Held, and far from expiring: the renewal goroutine keeps it (and
+		// cancels the run if it is lost). Taking it again on every poll
+		// would write LXD's server config each time.
+		return 0, true, nil
+	}
 	st, err := l.Lease.Acquire(ctx)
 	switch {
 	case ctx.Err() != nil:
@@ -715,7 +724,10 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	if pl.Empty() {
 		return observed, pl, nil
 	}
-	if l.ReportOnly && r.rev.SHA == l.lastApplied {
+	if l.ReportOnly && (l.lastApplied == "" || r.rev.SHA == l.lastApplied) {
+		// Without self-heal a daemon applies only revisions that arrive
+		// while it runs: what it finds at start, it reports.
+		l.lastApplied = r.rev.SHA
 		r.log.Warn("drift left alone: self-heal is off", "summary", pl.Summary())
 		return observed, pl, nil
 	}

@@ -199,6 +199,11 @@ func TestSelfHealOff(t *testing.T) {
 	r := newRepo(t)
 	r.write("apps/web.yaml", webSpec(2, "hello:1"))
 	rev := r.commit("web: 2 replicas")
+	// Without self-heal a daemon applies only revisions that arrive while
+	// it runs: this one is applied before it starts.
+	if code, out, errOut := berth(t, "--project", project, "--owner", "heal", "apply", "--yes", "--repo", r.dir, "--dir", "apps"); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
 	d := startDaemon(t, "--project", project, "--owner", "heal", "run", "--repo", r.dir, "--dir", "apps",
 		"--interval", "1h", "--self-heal=false")
 	d.waitFor("2 ready replicas", 5*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 2, rev) })
