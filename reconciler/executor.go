@@ -196,6 +196,9 @@ type Executor struct {
 	// expire (the DNS TTL plus a second), unless the app's
 	// update.drainDelay says otherwise; 0 waits nothing.
 	DrainDelay time.Duration
+	// Reobserve, if set, publishes a fresh look at the world (the loop's
+	// OnView) after a batch that recreated replicas, before the next batch.
+	Reobserve func(ctx context.Context)
 	// RepairWait overrides the package's RepairWait (tests).
 	RepairWait time.Duration
 	// Drain, when > 0, lets steps already running go on for up to this long
@@ -432,6 +435,7 @@ func (e *Executor) applyApp(ctx context.Context, app string, idx []int, steps []
 			}()
 		}
 		wg.Wait()
+		e.afterBatch(ctx, batches[b], steps, results)
 	}
 	for _, i := range idx {
 		if results[i].Status == StepDone {
@@ -460,6 +464,22 @@ func (e *Executor) repairWait() time.Duration {
 func (e *Executor) emit(ev Event) {
 	if e.OnEvent != nil {
 		e.OnEvent(ev)
+	}
+}
+
+// afterBatch looks at the world again when the batch recreated a replica:
+// its address may have changed, so discovery answers it only once it is
+// observed ready, and the next batch must not drain another replica before
+// that — a rollout of recreates would otherwise empty the name.
+func (e *Executor) afterBatch(ctx context.Context, batch []int, steps []plan.Step, results []StepResult) {
+	if e.Reobserve == nil || ctx.Err() != nil {
+		return
+	}
+	for _, i := range batch {
+		if steps[i].Action == plan.Recreate && results[i].Status == StepDone {
+			e.Reobserve(ctx)
+			return
+		}
 	}
 }
 

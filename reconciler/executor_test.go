@@ -422,3 +422,35 @@ func TestApplyDrainsBeforeDisrupting(t *testing.T) {
 		t.Errorf("calls = %v", f.calls)
 	}
 }
+
+// After a batch that recreated a replica (its address may have changed),
+// the executor looks at the world again before the next batch drains
+// another one; a batch of container replacements does not.
+func TestApplyReobservesAfterRecreating(t *testing.T) {
+	old := plantest.App("web", 2, 1, "reg/web:1")
+	now := plantest.App("web", 2, 1, "reg/web:1")
+	now.Spec.System.Image = "berth/other" // a recreate of each replica
+	obs := plantest.Converged(old)
+	desired := plan.Desired{Revision: "r2", Apps: []spec.App{now}}
+	p := plan.MakePlan(desired, obs, plan.Policy{})
+	f := newFakeDriver()
+	var seen []string
+	ex := &Executor{Driver: f, Reobserve: func(context.Context) {
+		f.mu.Lock()
+		seen = append(seen, strings.Join(f.calls, ","))
+		f.mu.Unlock()
+	}}
+	if res := ex.Apply(context.Background(), p, desired, obs); !res.OK() {
+		t.Fatalf("%+v", res)
+	}
+	if len(seen) != 2 || strings.Contains(seen[0], "web-1") || !strings.Contains(seen[1], "web-1") {
+		t.Errorf("reobserved after %q; want once after each batch", seen)
+	}
+	seen = nil
+	now2 := plantest.App("web", 2, 1, "reg/web:2")
+	p = plan.MakePlan(plan.Desired{Revision: "r3", Apps: []spec.App{now2}}, obs, plan.Policy{})
+	ex.Apply(context.Background(), p, plan.Desired{Revision: "r3", Apps: []spec.App{now2}}, obs)
+	if len(seen) != 0 {
+		t.Errorf("container replacements reobserved: %q", seen)
+	}
+}

@@ -734,6 +734,13 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	r.result = RunOK
 	r.log.Info("applying", "summary", pl.Summary())
 	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock, Drainer: l.Drainer, DrainDelay: l.DrainDelay}
+	if l.OnView != nil {
+		ex.Reobserve = func(ctx context.Context) {
+			if obs, err := l.System.Observe(ctx); err == nil {
+				l.view(r, obs)
+			}
+		}
+	}
 	res := ex.Apply(ctx, pl, r.desired, observed)
 	if ctx.Err() != nil {
 		return observed, pl, ctx.Err()
