@@ -197,6 +197,13 @@ func planBlockers(pl plan.Plan) []string {
 	if n := len(pl.Held); n > 0 {
 		out = append(out, fmt.Sprintf("%d app%s held for an invalid spec (%s)", n, plural(n), strings.Join(pl.Held, ", ")))
 	}
+	if n := len(pl.Unready); n > 0 {
+		names := make([]string, n)
+		for i, u := range pl.Unready {
+			names[i] = u.Instance + ": " + u.Why
+		}
+		out = append(out, fmt.Sprintf("%d replica%s not ready (%s)", n, plural(n), strings.Join(names, "; ")))
+	}
 	if pl.PruneBlocked != "" {
 		out = append(out, "pruning skipped")
 	}

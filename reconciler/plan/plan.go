@@ -182,6 +182,16 @@ type Waiting struct {
 	Why string `json:"why"`
 }
 
+// Unready is a replica that has its desired spec and is not ready, with
+// no step that would fix it: a crash-looping or unhealthy container, a
+// declared port nothing listens on. The app has not converged.
+type Unready struct {
+	App      string `json:"app"`
+	Instance string `json:"instance"`
+	// Why is what is wrong: "container unhealthy", "closed ports 9999/tcp".
+	Why string `json:"why"`
+}
+
 // Plan is the result of planning: what would change, in which order, and
 // why. It is a value; the executor consumes it.
 type Plan struct {
@@ -205,6 +215,9 @@ type Plan struct {
 	// Waiting are steps held back this run (see Waiting). The executor
 	// does not run them; a later run plans them again.
 	Waiting []Waiting `json:"waiting,omitempty"`
+	// Unready are replicas with their desired spec that are not ready and
+	// that no step fixes.
+	Unready []Unready `json:"unready,omitempty"`
 	// PruneBlocked says why pruning was skipped, if it was.
 	PruneBlocked string `json:"pruneBlocked,omitempty"`
 	// Warnings are things people should know that change no step: foreign
@@ -221,7 +234,7 @@ func (p Plan) Empty() bool { return len(p.Steps) == 0 }
 // held at an older state, and no prune skipped.
 func (p Plan) Converged() bool {
 	return len(p.Steps) == 0 && len(p.Waiting) == 0 && len(p.Conflicts) == 0 &&
-		len(p.Held) == 0 && p.PruneBlocked == ""
+		len(p.Held) == 0 && p.PruneBlocked == "" && len(p.Unready) == 0
 }
 
 // summaryParts says how each action is counted in Summary.
@@ -256,6 +269,9 @@ func (p Plan) Summary() string {
 		}
 		if n := len(p.Held); n > 0 {
 			parts = append(parts, fmt.Sprintf("%d app(s) held", n))
+		}
+		if n := len(p.Unready); n > 0 {
+			parts = append(parts, fmt.Sprintf("%d not ready", n))
 		}
 		if p.PruneBlocked != "" {
 			parts = append(parts, "pruning skipped")
@@ -339,6 +355,12 @@ func (p Plan) Text() string {
 		for _, w := range p.Waiting {
 			b.WriteString(formatStep(w.Step, wName, wAction))
 			fmt.Fprintf(&b, "        waits: %s\n", w.Why)
+		}
+	}
+	if len(p.Unready) > 0 {
+		b.WriteString("\nNot ready, and no step would fix it (the desired spec runs):\n")
+		for _, u := range p.Unready {
+			fmt.Fprintf(&b, "  ? %s: %s\n", u.Instance, u.Why)
 		}
 	}
 	if len(p.Conflicts) > 0 {

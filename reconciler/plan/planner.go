@@ -221,6 +221,9 @@ func (pl *planner) planApp(app *spec.App) {
 			// unavailable, so it uses up the budget.
 			if ReplicaAvailability(inst) == Unavailable {
 				down = append(down, inst.Name)
+				// Nothing berth can do fixes it (the same spec runs), but
+				// the app has not converged: say so, not "No changes".
+				pl.plan.Unready = append(pl.plan.Unready, Unready{App: a.name, Instance: inst.Name, Why: unavailableWhy(inst)})
 			}
 		case ss.disruptive:
 			disruptive = append(disruptive, ss)

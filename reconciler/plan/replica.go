@@ -1,6 +1,10 @@
 package plan
 
-import "github.com/berth-gitops/berth/ownership"
+import (
+	"strings"
+
+	"github.com/berth-gitops/berth/ownership"
+)
 
 // This file holds the two questions every part of berth asks about an
 // observed instance, answered once: which replica is it (ownership's
@@ -69,4 +73,22 @@ func ReplicaAvailability(inst *Instance) Availability {
 		return Unavailable
 	}
 	return Ready
+}
+
+// unavailableWhy says why ReplicaAvailability is Unavailable, briefly.
+func unavailableWhy(inst *Instance) string {
+	c := inst.Container
+	switch {
+	case inst.Status != StatusRunning:
+		return "instance " + inst.Status
+	case c == nil:
+		return "no app container"
+	case c.State != stateRunning:
+		return "container " + c.State
+	case c.Health != "" && c.Health != healthHealthy:
+		return "container " + c.Health
+	case len(inst.ClosedPorts) > 0:
+		return "closed ports " + strings.Join(inst.ClosedPorts, ", ")
+	}
+	return "not ready"
 }

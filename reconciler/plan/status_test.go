@@ -105,3 +105,19 @@ func TestGarbledInstancesAreLeftAlone(t *testing.T) {
 		t.Errorf("status counts garbled instances: %+v", st.Apps[0].Replicas)
 	}
 }
+
+// A replica that runs its desired spec and is not ready, with no step that
+// would fix it (here: a declared port nothing listens on), is not "No
+// changes": the plan names it and is not converged.
+func TestUnreadyReplicasAreNotConverged(t *testing.T) {
+	a := plantest.App("web", 2, 1, "reg/web:1")
+	obs := plantest.Converged(a)
+	obs.Instances[1].ClosedPorts = []string{"9999/tcp"}
+	p := plan.MakePlan(plan.Desired{Revision: "r1", Apps: []spec.App{a}}, obs, plan.Policy{})
+	if !p.Empty() || p.Converged() || len(p.Unready) != 1 || p.Unready[0].Instance != "web-1" || p.Unready[0].Why != "closed ports 9999/tcp" {
+		t.Fatalf("unready: %+v\n%s", p.Unready, p.Text())
+	}
+	if s := p.Summary(); s != "Nothing to do now: 1 not ready." || !strings.Contains(p.Text(), "? web-1: closed ports 9999/tcp") {
+		t.Errorf("summary %q\n%s", s, p.Text())
+	}
+}
