@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/berth-gitops/berth/source"
 	"github.com/berth-gitops/berth/spec"
@@ -42,8 +43,11 @@ func (l *loadedSpecs) Diagnostics() spec.Diagnostics {
 // loadFromDisk reads the spec files under location/dir as they are on disk:
 // what `berth validate` checks before anything is committed.
 func loadFromDisk(ctx context.Context, location, dir string, opts spec.Options) (*loadedSpecs, error) {
+	if err := checkSpecDir(location, dir); err != nil {
+		return nil, err
+	}
 	root := filepath.Join(location, dir)
-	st, err := os.Stat(root)
+	st, err := os.Lstat(root)
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +63,33 @@ func loadFromDisk(ctx context.Context, location, dir string, opts spec.Options) 
 		prefix = ""
 	}
 	return &loadedSpecs{Result: res, prefix: prefix}, nil
+}
+
+// checkSpecDir applies the spec tree's symlink policy to the folder itself,
+// as for Git objects: --dir is a relative path inside the repository, and
+// no component of it (the spec root included) may be a symlink. Otherwise a
+// pull request that turns apps/ into a link would have CI read, and echo,
+// files from anywhere.
+func checkSpecDir(location, dir string) error {
+	if dir == "" || dir == "." {
+		return nil
+	}
+	clean := filepath.Clean(dir)
+	if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
+		return fmt.Errorf("--dir %q: must be a folder inside the repository", dir)
+	}
+	p := location
+	for _, part := range strings.Split(clean, string(filepath.Separator)) {
+		p = filepath.Join(p, part)
+		st, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if st.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("--dir %q: %s is a symlink; berth never follows symlinks in the spec tree", dir, p)
+		}
+	}
+	return nil
 }
 
 // loadFromGit reads the spec files under dir at rev from the Git objects of
