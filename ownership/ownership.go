@@ -53,6 +53,22 @@ const (
 	LabelRevision      = "berth.revision"
 )
 
+// CheckOwner refuses an owner id that is not a DNS label (lower-case
+// letters, digits and inner hyphens, at most 63 characters). The id is
+// written into every instance and into the lease key, where "@" and "."
+// would let two owners' keys collide.
+func CheckOwner(owner string) error {
+	ok := len(owner) > 0 && len(owner) <= 63 && owner[0] != '-' && owner[len(owner)-1] != '-'
+	for i := 0; ok && i < len(owner); i++ {
+		c := owner[i]
+		ok = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'
+	}
+	if !ok {
+		return fmt.Errorf("owner %q must be a DNS label: lower-case letters, digits and inner hyphens, at most 63 characters", owner)
+	}
+	return nil
+}
+
 // LeaseKey is the LXD server config key of owner's lease in project (""
 // or "default": the default project). The value is "<holder> <expiry unix
 // seconds>". Owners of the same name in two projects are two leases.

@@ -78,3 +78,16 @@ func TestLeaseKey(t *testing.T) {
 		t.Error(k)
 	}
 }
+
+func TestCheckOwner(t *testing.T) {
+	for _, good := range []string{"berth", "team-a", "e2e", "a"} {
+		if err := CheckOwner(good); err != nil {
+			t.Errorf("%q: %v", good, err)
+		}
+	}
+	for _, bad := range []string{"", "a b", "x@p", "a.b", "-a", "a-", "A", "a\x1b[2Kb", strings.Repeat("a", 64)} {
+		if err := CheckOwner(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

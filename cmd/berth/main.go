@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/ownership"
 	"io"
 	"log/slog"
 	"os"
@@ -149,6 +150,9 @@ container on the instance's network. Rolling back is "git revert".`,
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if err := applyEnv(cmd); err != nil {
 			return err
+		}
+		if err := ownership.CheckOwner(g.owner); err != nil {
+			return fmt.Errorf("--owner: %w", err)
 		}
 		// A command may log more by default: a daemon that prints nothing
 		// in normal operation cannot be watched.
