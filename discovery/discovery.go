@@ -119,10 +119,36 @@ func canonicalZone(z string) (string, error) {
 	if z == "." {
 		return "", errors.New("discovery: the zone cannot be the root")
 	}
-	if _, ok := dns.IsDomainName(z); !ok || strings.Contains(z, "..") || strings.ContainsAny(z, " \t\\*") {
-		return "", fmt.Errorf("discovery: %q is not a DNS zone name", z)
+	if _, ok := dns.IsDomainName(z); !ok || strings.Contains(z, "..") || !hostnameLabels(z) {
+		return "", fmt.Errorf("discovery: %q is not a DNS zone name: want labels of letters, digits and inner hyphens, at least two of them", z)
+	}
+	// <instance>.<app>.<zone> must fit in 253 characters with the longest
+	// instance and app names (63 each).
+	if len(z) > 253-2*64 {
+		return "", fmt.Errorf("discovery: zone %q is too long: at most %d characters", z, 253-2*64)
 	}
 	return z, nil
+}
+
+// hostnameLabels reports whether z (canonical, with its trailing dot) has
+// at least two labels, each of letters, digits and inner hyphens.
+func hostnameLabels(z string) bool {
+	labels := strings.Split(strings.TrimSuffix(z, "."), ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if l == "" || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Zone returns the zone served, without the trailing dot.

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -559,6 +560,8 @@ func TestListenDNSRefusesABadAddress(t *testing.T) {
 func TestNewRefusesBadConfig(t *testing.T) {
 	for _, cfg := range []discovery.Config{
 		{Zone: "."}, {Zone: "bad zone"}, {Zone: "a..b"}, {Zone: "*.x"}, {TTL: 2 * time.Hour},
+		{Zone: "a\x00b.x"}, {Zone: "ü.x"}, {Zone: "-x.y"}, {Zone: "x_y.z"}, {Zone: "com"},
+		{Zone: strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + ".x"},
 	} {
 		if _, err := discovery.New(cfg); err == nil {
 			t.Errorf("%+v: no error", cfg)

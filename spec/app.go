@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"fmt"
 	"path"
 	"regexp"
 	"slices"
@@ -478,6 +479,10 @@ func (d *decoder) drainDelay(n *yaml.Node) *Duration {
 	}
 	v, msg := parseDuration(r.Value, MinHealthcheckDuration, MaxDrainDelay)
 	if msg != "" {
+		if strings.HasPrefix(strings.TrimSpace(r.Value), "-") {
+			// 0s is allowed here: say so, not "more than 0".
+			msg = fmt.Sprintf("duration must be 0s (no wait) or more, got %q", r.Value)
+		}
 		d.errorf(r, "%s", msg)
 		return nil
 	}

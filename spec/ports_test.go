@@ -143,7 +143,7 @@ func TestDrainDelay(t *testing.T) {
 		{"over the limit", upd("10m1s"), nil,
 			[]string{`app.yaml:10:24: spec.update.drainDelay: duration "10m1s" is too long: at most 10m`}},
 		{"negative", upd("-1s"), nil,
-			[]string{`app.yaml:10:24: spec.update.drainDelay: duration must be more than 0, got "-1s"`}},
+			[]string{`app.yaml:10:24: spec.update.drainDelay: duration must be 0s (no wait) or more, got "-1s"`}},
 		{"a number", upd("5"), nil,
 			[]string{`app.yaml:10:24: spec.update.drainDelay: expected a duration like "5s", or "0s" for no wait, got integer 5`}},
 		{"not a duration", upd("soon"), nil,

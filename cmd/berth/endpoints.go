@@ -37,12 +37,18 @@ func (f *dnsFlags) register(cmd *cobra.Command) {
 		"TTL of the DNS answers (rounded up to whole seconds), 0s to 1h; a replica leaves DNS this long plus 1s before berth disrupts it")
 }
 
+// check refuses a bad zone before berth connects to anything.
+func (f *dnsFlags) check() error {
+	_, err := discovery.New(discovery.Config{Zone: f.zone})
+	return err
+}
+
 // discovery is the daemon's service discovery: it follows the loop's views
 // and events, and the executor drains a replica from it before a
 // disruptive step, waiting out the DNS TTL plus a second.
 //
-// The drain delay is the daemon's; a per-app update.drainDelay is not
-// used yet.
+// The drain delay is the daemon's default; an app's update.drainDelay
+// overrides it.
 func (f *dnsFlags) discovery(owner string, loop *reconciler.Loop) (*discovery.Discovery, error) {
 	ttl := f.ttl
 	if ttl == 0 {

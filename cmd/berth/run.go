@@ -156,6 +156,9 @@ func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, p
 
 // check refuses combinations of run's flags that cannot work.
 func (f *runFlags) check() error {
+	if err := f.dns.check(); err != nil {
+		return err
+	}
 	switch {
 	case f.verifySignatures && f.keyring == "":
 		return errors.New("--verify-signatures needs --keyring")
