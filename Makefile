@@ -14,7 +14,7 @@ LDFLAGS := -X main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
 # Integration and end-to-end tests share one LXD; running their packages one
 # at a time keeps 2 cores from timing out health checks.
-TEST_FLAGS ?= -count=1 -timeout 15m -p 1
+TEST_FLAGS ?= -count=1 -timeout 25m -p 1
 
 .PHONY: all build test unit testenv lint bench demo demo-clean clean testenv-down tools
 
