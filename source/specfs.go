@@ -320,6 +320,11 @@ func readBlob(repo *git.Repository, h plumbing.Hash) ([]byte, error) {
 func treeSpecFS(tree *object.Tree, br *blobReader) (*specFS, error) {
 	out := newSpecFS()
 	w := object.NewTreeWalker(tree, true, nil)
+	// The names never reach a file system (the specs are read from the
+	// objects, and every message escapes them): a name go-git would refuse
+	// to check out, such as one with a control character, is one file's
+	// business, as on disk, not a reason to refuse the whole revision.
+	w.SkipPathValidation()
 	defer w.Close()
 	for {
 		name, e, err := w.Next()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -232,5 +233,46 @@ func TestSpecFSSurvivesGC(t *testing.T) {
 	g.run("gc", "-q", "--prune=now") // a new pack replaces the one read
 	if b, err := fs.ReadFile(fsys, "b.yaml"); err != nil || string(b) != "b\n" {
 		t.Fatalf("after gc: b.yaml = %q, %v", b, err)
+	}
+}
+
+// A committed file name with a control character is read like any other
+// (as on disk) instead of failing the whole revision.
+func TestSpecFSControlCharacterName(t *testing.T) {
+	dir := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=a", "GIT_AUTHOR_EMAIL=a@b", "GIT_COMMITTER_NAME=a", "GIT_COMMITTER_EMAIL=a@b", "GIT_CONFIG_GLOBAL=/dev/null")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	run("init", "-q", "-b", "main")
+	if err := os.MkdirAll(filepath.Join(dir, "apps"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"ok.yaml", "ev\x1b[31mil.yaml"} {
+		if err := os.WriteFile(filepath.Join(dir, "apps", n), []byte("x: 1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run("add", "-A")
+	run("commit", "-qm", "names")
+	r, err := Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.Resolve("HEAD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := r.SpecFS(c.SHA, "apps")
+	if err != nil {
+		t.Fatalf("SpecFS: %v", err)
+	}
+	if b, err := fs.ReadFile(fsys, "ev\x1b[31mil.yaml"); err != nil || string(b) != "x: 1\n" {
+		t.Errorf("read: %q, %v", b, err)
 	}
 }
