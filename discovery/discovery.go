@@ -74,6 +74,9 @@ type Discovery struct {
 	mu      sync.Mutex // serialises writers; readers never take it
 	view    *reconciler.View
 	drained map[string]drainMark
+	// since is, for a replica a change took down, when the loop received
+	// that change: only a view observed after it may bring it back.
+	since map[string]time.Time
 }
 
 // drainMark is why a replica is held out of the answers.
@@ -106,7 +109,7 @@ func New(cfg Config) (*Discovery, error) {
 		return nil, fmt.Errorf("discovery: TTL %s is over %s", ttl, MaxTTL)
 	}
 	secs := uint32(math.Ceil(ttl.Seconds()))
-	return &Discovery{owner: cfg.Owner, zone: zone, ttl: secs, drained: map[string]drainMark{}}, nil
+	return &Discovery{owner: cfg.Owner, zone: zone, ttl: secs, drained: map[string]drainMark{}, since: map[string]time.Time{}}, nil
 }
 
 // canonicalZone checks a zone name and returns it in lower case with the
@@ -175,8 +178,12 @@ func (d *Discovery) Update(v reconciler.View) {
 		if m != awaitingReady {
 			continue
 		}
+		if t, ok := d.since[name]; ok && !v.Started.After(t) {
+			continue // observed before the change took it down
+		}
 		if inst := present[name]; inst == nil || plan.ReplicaAvailability(inst) == plan.Ready {
 			delete(d.drained, name)
+			delete(d.since, name)
 		}
 	}
 	d.publish()
@@ -227,6 +234,9 @@ func (d *Discovery) Change(c reconciler.Change) {
 		return // already out, and the executor will undrain it
 	}
 	d.drained[c.Instance] = awaitingReady
+	if !c.At.IsZero() {
+		d.since[c.Instance] = c.At
+	}
 	d.publish()
 }
 

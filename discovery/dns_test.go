@@ -192,6 +192,23 @@ func TestChangeTakesAReplicaOutAtOnce(t *testing.T) {
 	if got := addrs(ask(d, "web.berth.internal.", dns.TypeA).Answer); len(got) != 2 {
 		t.Fatalf("seen ready again: %v", got)
 	}
+
+	// A view whose observe began before the change knows nothing of it:
+	// it does not bring the replica back; one begun after it does.
+	t0 := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC)
+	d.Change(reconciler.Change{Instance: "web-1", Action: "container-die", At: t0})
+	stale := v
+	stale.Started = t0.Add(-time.Second)
+	d.Update(stale)
+	if got := addrs(ask(d, "web.berth.internal.", dns.TypeA).Answer); len(got) != 1 {
+		t.Fatalf("a view observed before the change let web-1 back: %v", got)
+	}
+	fresh := v
+	fresh.Started = t0.Add(time.Second)
+	d.Update(fresh)
+	if got := addrs(ask(d, "web.berth.internal.", dns.TypeA).Answer); len(got) != 2 {
+		t.Fatalf("a view observed after the change, showing it ready: %v", got)
+	}
 }
 
 func TestOnlyTheOwnersReplicas(t *testing.T) {

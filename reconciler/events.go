@@ -18,6 +18,9 @@ type Change struct {
 	Requestor string
 	// Location is the cluster member it happened on ("" on one host).
 	Location string
+	// At is when the loop received it, on the loop's clock: a view
+	// observed before that (View.Started) does not know of it.
+	At time.Time
 }
 
 // Down reports whether the change takes the instance out of service at
@@ -93,6 +96,7 @@ func (l *Loop) change(c Change) {
 	if !c.relevant() {
 		return
 	}
+	c.At = l.Clock.Now()
 	l.Logger.Info("instance changed", "instance", c.Instance, "action", c.Action, "by", c.Requestor, "member", c.Location)
 	if c.Down() && l.OnChange != nil {
 		l.OnChange(c)

@@ -714,11 +714,12 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	if ps, ok := l.System.(interface{ SetPorts(map[string][]spec.Port) }); ok {
 		ps.SetPorts(spec.DeclaredPorts(r.desired.Apps))
 	}
+	started := l.Clock.Now()
 	observed, err := l.System.Observe(ctx)
 	if err != nil {
 		return observed, plan.Plan{}, err
 	}
-	l.view(r, observed)
+	l.view(r, started, observed)
 	pl := plan.MakePlan(r.desired, observed, l.Policy)
 	r.result = RunNoop
 	if pl.Empty() {
@@ -736,8 +737,9 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock, Drainer: l.Drainer, DrainDelay: l.DrainDelay}
 	if l.OnView != nil {
 		ex.Reobserve = func(ctx context.Context) {
+			started := l.Clock.Now()
 			if obs, err := l.System.Observe(ctx); err == nil {
-				l.view(r, obs)
+				l.view(r, started, obs)
 			}
 		}
 	}
@@ -746,10 +748,11 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 		return observed, pl, ctx.Err()
 	}
 	l.remember(r, res)
+	started = l.Clock.Now()
 	if observed, err = l.System.Observe(ctx); err != nil {
 		return observed, pl, err
 	}
-	l.view(r, observed)
+	l.view(r, started, observed)
 	return observed, plan.MakePlan(r.desired, observed, l.Policy), nil
 }
 
@@ -758,16 +761,18 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 type View struct {
 	Desired  plan.Desired
 	Observed plan.Observed
-	At       time.Time
+	// Started is when the observe began, At when it ended (the loop's
+	// clock): a change received after Started may be missing from it.
+	Started, At time.Time
 }
 
-func (l *Loop) view(r *run, observed plan.Observed) {
+func (l *Loop) view(r *run, started time.Time, observed plan.Observed) {
 	l.needFull.Store(false)
 	l.mu.Lock()
 	l.lastObservedRev, l.lastFullObserve = r.rev.SHA, l.Clock.Now()
 	l.mu.Unlock()
 	if l.OnView != nil {
-		l.OnView(View{Desired: r.desired, Observed: observed, At: l.Clock.Now()})
+		l.OnView(View{Desired: r.desired, Observed: observed, Started: started, At: l.Clock.Now()})
 	}
 }
 
