@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"regexp"
@@ -67,18 +66,11 @@ func execIn(t *testing.T, c *lxd.Client, name, script string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	for try := 1; ; try++ {
-		var out bytes.Buffer
-		code, err := c.Exec(ctx, name, lxd.ExecRequest{Command: []string{"sh", "-c", script}, Stdout: &out, Stderr: &out})
-		// LXD sometimes fails a fresh exec under load; the command never ran.
-		if err != nil && strings.Contains(err.Error(), "Failed to retrieve PID") && try < 3 {
-			continue
-		}
-		if err != nil {
-			t.Fatalf("exec in %s: %v", name, err)
-		}
-		return out.String(), code
+	out, errOut, code, err := execRetry(ctx, c, name, "sh", "-c", script)
+	if err != nil {
+		t.Fatalf("exec in %s: %v", name, err)
 	}
+	return out + errOut, code
 }
 
 // TestDiscoveryRollingUpdateDropsNoRequest is issue 11's correctness

@@ -92,6 +92,21 @@ func killAt(t *testing.T, at *regexp.Regexp, args ...string) (string, bool) {
 	return out, killed
 }
 
+// execRetry runs a command in an instance and returns its output. LXD
+// sometimes fails a fresh exec under load ("Failed to retrieve PID of
+// executing child process") before the command ran: that is tried again.
+func execRetry(ctx context.Context, c *lxd.Client, instance string, command ...string) (stdout, stderr string, code int, err error) {
+	for try := 1; ; try++ {
+		var out, errb bytes.Buffer
+		code, err = c.Exec(ctx, instance, lxd.ExecRequest{Command: command, Stdout: &out, Stderr: &errb})
+		if err != nil && strings.Contains(err.Error(), "Failed to retrieve PID") && try < 4 && ctx.Err() == nil {
+			time.Sleep(time.Duration(try) * 200 * time.Millisecond)
+			continue
+		}
+		return out.String(), errb.String(), code, err
+	}
+}
+
 // ctr is one container as `docker ps` in an instance shows it.
 type ctr struct{ name, image, app, status string }
 
@@ -100,16 +115,12 @@ func dockerPS(t *testing.T, c *lxd.Client, instance string) []ctr {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var out, errb bytes.Buffer
-	code, err := c.Exec(ctx, instance, lxd.ExecRequest{
-		Command: []string{"docker", "ps", "-a", "--no-trunc", "--format", `{{.Names}}|{{.Image}}|{{.Label "berth.app"}}|{{.Status}}`},
-		Stdout:  &out, Stderr: &errb,
-	})
+	out, errOut, code, err := execRetry(ctx, c, instance, "docker", "ps", "-a", "--no-trunc", "--format", `{{.Names}}|{{.Image}}|{{.Label "berth.app"}}|{{.Status}}`)
 	if err != nil || code != 0 {
-		t.Fatalf("docker ps in %s: exit %d, %v\n%s", instance, code, err, errb.String())
+		t.Fatalf("docker ps in %s: exit %d, %v\n%s", instance, code, err, errOut)
 	}
 	var list []ctr
-	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		if f := strings.SplitN(l, "|", 4); len(f) == 4 {
 			list = append(list, ctr{f[0], f[1], f[2], f[3]})
 		}
