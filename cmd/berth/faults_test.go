@@ -353,10 +353,9 @@ func TestFaultRegistryStopsMidRollout(t *testing.T) {
 func TestFaultDockerdWedged(t *testing.T) {
 	project, c, r := faultFleet(t, 2)
 	ctx := context.Background()
-	var errb bytes.Buffer
-	code, err := c.Exec(ctx, "web-1", lxd.ExecRequest{Command: []string{"sh", "-c", "kill -STOP $(cat /var/run/docker.pid)"}, Stderr: &errb})
+	_, errOut, code, err := execRetry(ctx, c, "web-1", "sh", "-c", "kill -STOP $(cat /var/run/docker.pid)")
 	if err != nil || code != 0 {
-		t.Fatalf("wedging dockerd: exit %d, %v: %s", code, err, errb.String())
+		t.Fatalf("wedging dockerd: exit %d, %v: %s", code, err, errOut)
 	}
 
 	code, out, errOut := berth(t, "--project", project, "--owner", "e2e", "plan", "--repo", r.dir)

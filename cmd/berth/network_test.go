@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -74,12 +73,11 @@ func netExec(t *testing.T, c *lxd.Client, name string, command ...string) (int, 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var out bytes.Buffer
-	code, err := c.Exec(ctx, name, lxd.ExecRequest{Command: command, Stdout: &out, Stderr: &out})
+	out, errOut, code, err := execRetry(ctx, c, name, command...)
 	if err != nil {
 		t.Fatalf("exec %v in %s: %v", command, name, err)
 	}
-	return code, out.String()
+	return code, out + errOut
 }
 
 // netHTTPGet fetches url from the host, straight (no proxy from the
