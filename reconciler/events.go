@@ -114,5 +114,9 @@ func (l *Loop) cheapPoll(reason, revision string, now time.Time) bool {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return revision == l.lastObservedRev && !l.lastFullObserve.IsZero() && now.Sub(l.lastFullObserve) < l.Resync
+	// Only a converged fleet may go unobserved: a rollout held for a
+	// backoff, steps waiting for a replica or replicas not ready need the
+	// poll to look again.
+	return l.lastConverged && len(l.fails.apps) == 0 &&
+		revision == l.lastObservedRev && !l.lastFullObserve.IsZero() && now.Sub(l.lastFullObserve) < l.Resync
 }

@@ -165,3 +165,39 @@ func TestLoopReportOnly(t *testing.T) {
 		t.Errorf("drift not reported: %+v", st.Apps[0])
 	}
 }
+
+// Only a converged fleet with nothing held may skip observing on a poll.
+func TestCheapPollNeedsAConvergedFleet(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := &Loop{Watcher: newFakeWatcher(), Clock: clock.NewFake(now)}
+	l.init()
+	l.eventsUp.Store(true)
+	l.lastObservedRev, l.lastFullObserve, l.lastConverged = "r1", now, true
+	if !l.cheapPoll("poll", "r1", now.Add(time.Minute)) {
+		t.Fatal("a converged, quiet fleet is not cheap")
+	}
+	for name, change := range map[string]func(){
+		"not converged":       func() { l.lastConverged = false },
+		"a rollout held":      func() { l.fails.apps["web"] = AppFailure{Revision: "r1", Retry: Retrying} },
+		"an event":            func() { l.needFull.Store(true) },
+		"a new revision":      func() {},
+		"past resync":         func() {},
+		"a trigger, not poll": func() {},
+	} {
+		l.lastConverged, l.fails.apps = true, map[string]AppFailure{}
+		l.needFull.Store(false)
+		change()
+		rev, at, reason := "r1", now.Add(time.Minute), "poll"
+		switch name {
+		case "a new revision":
+			rev = "r2"
+		case "past resync":
+			at = now.Add(6 * time.Minute)
+		case "a trigger, not poll":
+			reason = "webhook"
+		}
+		if l.cheapPoll(reason, rev, at) {
+			t.Errorf("%s: the poll skipped observing", name)
+		}
+	}
+}

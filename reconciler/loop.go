@@ -292,6 +292,8 @@ type Loop struct {
 	eventsUp, eventsMissed, needFull atomic.Bool
 	lastObservedRev                  string
 	lastFullObserve                  time.Time
+	// lastConverged: the last run's final plan was converged.
+	lastConverged bool
 	// lastApplied is the revision this daemon last applied in full
 	// (ReportOnly leaves its drift alone).
 	lastApplied string
@@ -835,6 +837,7 @@ func (l *Loop) publish(r *run, observed plan.Observed, pl plan.Plan) {
 		}
 	}
 	lastGood := cloneMap(l.status.LastGood)
+	l.lastConverged = pl.Converged()
 	if r.result == RunOK || r.result == RunNoop {
 		l.lastApplied = r.rev.SHA
 	}
