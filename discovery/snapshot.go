@@ -156,9 +156,9 @@ func replica(inst *plan.Instance, id ownership.Instance, ports []Port, drained b
 			break
 		}
 	}
-	switch av := plan.ReplicaAvailability(inst); {
-	case av != plan.Ready:
-		r.Reason = notReady(inst, av)
+	switch {
+	case plan.ReplicaAvailability(inst) != plan.Ready:
+		r.Reason = plan.NotReadyReason(inst)
 	case !r.addr.IsValid():
 		r.Reason = ReasonNoAddress
 	case drained:
@@ -176,27 +176,4 @@ func member(inst *plan.Instance) string {
 		return ""
 	}
 	return inst.Location
-}
-
-// notReady says why plan.ReplicaAvailability did not find inst Ready. It
-// only explains: the verdict is ReplicaAvailability's.
-func notReady(inst *plan.Instance, av plan.Availability) string {
-	c := inst.Container
-	switch {
-	case inst.Status != plan.StatusRunning:
-		return "instance " + strings.ToLower(inst.Status)
-	case av == plan.Unknown || inst.DockerError != "":
-		return "docker not answering: " + inst.DockerError
-	case c == nil:
-		return "no app container"
-	case c.State != "running":
-		return "container " + c.State
-	case c.Health != "" && c.Health != "healthy":
-		return "container health " + c.Health
-	case len(inst.ClosedPorts) == 1:
-		return "port " + inst.ClosedPorts[0] + " closed"
-	case len(inst.ClosedPorts) > 1:
-		return "ports " + strings.Join(inst.ClosedPorts, ", ") + " closed"
-	}
-	return av.String()
 }

@@ -223,7 +223,7 @@ func (pl *planner) planApp(app *spec.App) {
 				down = append(down, inst.Name)
 				// Nothing berth can do fixes it (the same spec runs), but
 				// the app has not converged: say so, not "No changes".
-				pl.plan.Unready = append(pl.plan.Unready, Unready{App: a.name, Instance: inst.Name, Why: unavailableWhy(inst)})
+				pl.plan.Unready = append(pl.plan.Unready, Unready{App: a.name, Instance: inst.Name, Why: NotReadyReason(inst)})
 			}
 		case ss.disruptive:
 			disruptive = append(disruptive, ss)

@@ -75,20 +75,29 @@ func ReplicaAvailability(inst *Instance) Availability {
 	return Ready
 }
 
-// unavailableWhy says why ReplicaAvailability is Unavailable, briefly.
-func unavailableWhy(inst *Instance) string {
+// NotReadyReason says briefly why a replica is not Ready, in the terms of
+// ReplicaAvailability: "instance stopped", "docker not answering: …",
+// "no app container", "container exited", "container health starting",
+// "port 9999/tcp closed". The plan's Unready list and service discovery
+// both use it.
+func NotReadyReason(inst *Instance) string {
 	c := inst.Container
+	av := ReplicaAvailability(inst)
 	switch {
 	case inst.Status != StatusRunning:
-		return "instance " + inst.Status
+		return "instance " + strings.ToLower(inst.Status)
+	case av == Unknown || inst.DockerError != "":
+		return "docker not answering: " + inst.DockerError
 	case c == nil:
 		return "no app container"
 	case c.State != stateRunning:
 		return "container " + c.State
 	case c.Health != "" && c.Health != healthHealthy:
-		return "container " + c.Health
-	case len(inst.ClosedPorts) > 0:
-		return "closed ports " + strings.Join(inst.ClosedPorts, ", ")
+		return "container health " + c.Health
+	case len(inst.ClosedPorts) == 1:
+		return "port " + inst.ClosedPorts[0] + " closed"
+	case len(inst.ClosedPorts) > 1:
+		return "ports " + strings.Join(inst.ClosedPorts, ", ") + " closed"
 	}
-	return "not ready"
+	return av.String()
 }

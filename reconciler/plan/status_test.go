@@ -114,10 +114,10 @@ func TestUnreadyReplicasAreNotConverged(t *testing.T) {
 	obs := plantest.Converged(a)
 	obs.Instances[1].ClosedPorts = []string{"9999/tcp"}
 	p := plan.MakePlan(plan.Desired{Revision: "r1", Apps: []spec.App{a}}, obs, plan.Policy{})
-	if !p.Empty() || p.Converged() || len(p.Unready) != 1 || p.Unready[0].Instance != "web-1" || p.Unready[0].Why != "closed ports 9999/tcp" {
+	if !p.Empty() || p.Converged() || len(p.Unready) != 1 || p.Unready[0].Instance != "web-1" || p.Unready[0].Why != "port 9999/tcp closed" {
 		t.Fatalf("unready: %+v\n%s", p.Unready, p.Text())
 	}
-	if s := p.Summary(); s != "Nothing to do now: 1 not ready." || !strings.Contains(p.Text(), "? web-1: closed ports 9999/tcp") {
+	if s := p.Summary(); s != "Nothing to do now: 1 not ready." || !strings.Contains(p.Text(), "? web-1: port 9999/tcp closed") {
 		t.Errorf("summary %q\n%s", s, p.Text())
 	}
 }
