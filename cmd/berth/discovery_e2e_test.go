@@ -38,29 +38,6 @@ func lookupA(t *testing.T, name string) (addrs []string, rcode int) {
 	return addrs, in.Rcode
 }
 
-// instanceAddress waits for name's IPv4 address on eth0.
-func instanceAddress(t *testing.T, c *lxd.Client, name string) string {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		var st struct {
-			Network map[string]struct {
-				Addresses []struct{ Family, Address, Scope string } `json:"addresses"`
-			} `json:"network"`
-		}
-		if err := c.RawQuery(context.Background(), "GET", "/1.0/instances/"+name+"/state", nil, "", &st); err == nil {
-			for _, a := range st.Network["eth0"].Addresses {
-				if a.Family == "inet" && a.Scope == "global" {
-					return a.Address
-				}
-			}
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Fatalf("%s got no address", name)
-	return ""
-}
-
 // execIn runs a shell command in an instance and returns its output.
 func execIn(t *testing.T, c *lxd.Client, name, script string) (string, int) {
 	t.Helper()
@@ -100,7 +77,7 @@ func TestDiscoveryRollingUpdateDropsNoRequest(t *testing.T) {
 	if err := c.StartInstance(ctx, "client"); err != nil {
 		t.Fatal(err)
 	}
-	instanceAddress(t, c, "client")
+	netWaitAddr(t, c, "client", 2*time.Minute)
 	// One request: the name resolved by the instance's own resolver (glibc,
 	// through getent: a static busybox cannot resolve names), then a GET,
 	// no retry.
@@ -153,7 +130,7 @@ echo "requests $n failed $f"`
 	checkFleet(t, c, "web", "hello:2", 3)
 
 	// A replica stopped by hand leaves the name.
-	addr := instanceAddress(t, c, "web-2")
+	addr := netWaitAddr(t, c, "web-2", 2*time.Minute)
 	if got, _ := lookupA(t, "web.berth.internal"); !contains(got, addr) {
 		t.Fatalf("web-2 (%s) is not in web.berth.internal: %v", addr, got)
 	}

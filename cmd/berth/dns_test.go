@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/berth-gitops/berth/discovery"
 	"github.com/berth-gitops/berth/internal/testlxd"
-	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler"
 )
 
@@ -75,7 +73,7 @@ func TestDaemonServesDNSOnTheBridge(t *testing.T) {
 		"--interval", "1h", "--dns-listen", dnsAddr, "--dns-ttl", "1s")
 	d.waitFor("2 ready replicas", 5*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 2, rev) })
 
-	want := []string{replicaAddress(t, c, "web-0"), replicaAddress(t, c, "web-1")}
+	want := []string{netWaitAddr(t, c, "web-0", time.Minute), netWaitAddr(t, c, "web-1", time.Minute)}
 	ask := func(network, name string, qtype uint16) *dns.Msg {
 		t.Helper()
 		q := new(dns.Msg)
@@ -195,21 +193,6 @@ func TestDaemonServesDNSOnTheBridge(t *testing.T) {
 	if code := d.stop(); code != 0 {
 		t.Errorf("daemon exit %d", code)
 	}
-}
-
-// replicaAddress is the address LXD reports for an instance (eth0's
-// first global IPv4).
-func replicaAddress(t *testing.T, c *lxd.Client, name string) string {
-	t.Helper()
-	st, err := c.GetInstanceState(context.Background(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a := st.GlobalIPv4(); len(a) > 0 {
-		return a[0]
-	}
-	t.Fatalf("%s has no address", name)
-	return ""
 }
 
 func getJSON(t *testing.T, url string, v any) {

@@ -41,28 +41,19 @@ func netBridgeCIDR(t *testing.T, c *lxd.Client) (net.IP, *net.IPNet) {
 // address (its DHCP lease), for at most timeout.
 func netWaitAddr(t *testing.T, c *lxd.Client, name string, timeout time.Duration) string {
 	t.Helper()
-	var st struct {
-		Network map[string]struct {
-			Addresses []struct {
-				Family  string `json:"family"`
-				Address string `json:"address"`
-			} `json:"addresses"`
-		} `json:"network"`
-	}
 	var err error
 	for deadline := time.Now().Add(timeout); ; time.Sleep(250 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = c.RawQuery(ctx, "GET", "/1.0/instances/"+name+"/state", nil, "", &st)
+		var st *lxd.InstanceState
+		st, err = c.GetInstanceState(ctx, name)
 		cancel()
 		if err == nil {
-			for _, a := range st.Network["eth0"].Addresses {
-				if a.Family == "inet" {
-					return a.Address
-				}
+			if a := st.GlobalIPv4(); len(a) > 0 {
+				return a[0]
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: no IPv4 address on eth0 after %v (last error: %v, state: %+v)", name, timeout, err, st.Network)
+			t.Fatalf("%s: no IPv4 address on eth0 after %v (last error: %v)", name, timeout, err)
 		}
 	}
 }
