@@ -52,10 +52,14 @@ type countingSystem struct {
 }
 
 func (c *countingSystem) Observe(ctx context.Context) (plan.Observed, error) {
+	c.tick()
+	return c.fakeSystem.Observe(ctx)
+}
+
+func (c *countingSystem) tick() {
 	c.mu.Lock()
 	c.observes++
 	c.mu.Unlock()
-	return c.fakeSystem.Observe(ctx)
 }
 
 func (c *countingSystem) count() int {

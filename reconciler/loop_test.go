@@ -475,25 +475,13 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // panickingSystem panics in Observe, as a bug hit by one bad revision
 // would.
-type panickingSystem struct {
-	*fakeSystem
-	mu       sync.Mutex
-	observes int
-}
+type panickingSystem struct{ *countingSystem }
 
 func (p *panickingSystem) Observe(context.Context) (plan.Observed, error) {
-	p.mu.Lock()
-	p.observes++
-	p.mu.Unlock()
+	p.tick()
 	var s []int
 	_ = s[len(s)+3] // index out of range, a runtime panic
 	return plan.Observed{}, nil
-}
-
-func (p *panickingSystem) count() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.observes
 }
 
 // TestLoopRecoversFromPanic: a run that panics is logged with its stack and
@@ -503,7 +491,7 @@ func TestLoopRecoversFromPanic(t *testing.T) {
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	src := &fakeSource{}
 	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
-	sys := &panickingSystem{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver()}}
+	sys := &panickingSystem{&countingSystem{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver()}}}
 	var logs logBuffer
 	m := &fakeMetrics{}
 	idle := make(chan struct{}, 100)
