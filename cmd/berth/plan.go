@@ -175,37 +175,12 @@ func planText(pl plan.Plan) string {
 	return safeLines(text)
 }
 
-// planBlockers lists, briefly, what keeps a plan from converging: replicas
-// whose name is taken, steps held back, apps held at their last state,
-// pruning skipped. Warnings are not blockers.
+// planBlockers is the long form of plan.Blockers: what keeps a plan from
+// converging, naming the replicas and apps. Warnings are not blockers.
 func planBlockers(pl plan.Plan) []string {
 	var out []string
-	if n := len(pl.Conflicts); n > 0 {
-		names := make([]string, n)
-		for i, c := range pl.Conflicts {
-			names[i] = c.Instance
-		}
-		out = append(out, fmt.Sprintf("%d replica%s blocked by a conflict (%s)", n, plural(n), strings.Join(names, ", ")))
-	}
-	if n := len(pl.Waiting); n > 0 {
-		names := make([]string, n)
-		for i, w := range pl.Waiting {
-			names[i] = w.Instance
-		}
-		out = append(out, fmt.Sprintf("%d step%s waiting (%s)", n, plural(n), strings.Join(names, ", ")))
-	}
-	if n := len(pl.Held); n > 0 {
-		out = append(out, fmt.Sprintf("%d app%s held for an invalid spec (%s)", n, plural(n), strings.Join(pl.Held, ", ")))
-	}
-	if n := len(pl.Unready); n > 0 {
-		names := make([]string, n)
-		for i, u := range pl.Unready {
-			names[i] = u.Instance + ": " + u.Why
-		}
-		out = append(out, fmt.Sprintf("%d replica%s not ready (%s)", n, plural(n), strings.Join(names, "; ")))
-	}
-	if pl.PruneBlocked != "" {
-		out = append(out, "pruning skipped")
+	for _, b := range pl.Blockers() {
+		out = append(out, b.Long)
 	}
 	return out
 }

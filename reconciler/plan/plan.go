@@ -233,8 +233,57 @@ func (p Plan) Empty() bool { return len(p.Steps) == 0 }
 // can tell: nothing to run, nothing waiting, no wanted name blocked, no app
 // held at an older state, and no prune skipped.
 func (p Plan) Converged() bool {
-	return len(p.Steps) == 0 && len(p.Waiting) == 0 && len(p.Conflicts) == 0 &&
-		len(p.Held) == 0 && p.PruneBlocked == "" && len(p.Unready) == 0
+	return len(p.Steps) == 0 && len(p.Blockers()) == 0
+}
+
+// Blocker is one reason the live state cannot converge to the revision
+// this run, whatever steps there are: Short for the summary line, Long
+// (naming the replicas or apps) for the report.
+type Blocker struct {
+	Short, Long string
+}
+
+// Blockers lists what keeps the plan from converging: steps waiting for
+// unready replicas, names taken by instances berth does not own, apps held
+// at an older state, replicas not ready that no step fixes, a skipped
+// prune. Converged, Summary and the CLI's exit codes all read this one
+// list, so a new kind of blocker is added here once.
+func (p Plan) Blockers() []Blocker {
+	var out []Blocker
+	list := func(n int, name func(int) string, sep string) string {
+		names := make([]string, n)
+		for i := range names {
+			names[i] = name(i)
+		}
+		return strings.Join(names, sep)
+	}
+	if n := len(p.Waiting); n > 0 {
+		out = append(out, Blocker{fmt.Sprintf("%d waiting", n),
+			fmt.Sprintf("%d step%s waiting (%s)", n, plural(n), list(n, func(i int) string { return p.Waiting[i].Instance }, ", "))})
+	}
+	if n := len(p.Conflicts); n > 0 {
+		out = append(out, Blocker{fmt.Sprintf("%d blocked by a conflict", n),
+			fmt.Sprintf("%d replica%s blocked by a conflict (%s)", n, plural(n), list(n, func(i int) string { return p.Conflicts[i].Instance }, ", "))})
+	}
+	if n := len(p.Held); n > 0 {
+		out = append(out, Blocker{fmt.Sprintf("%d app(s) held", n),
+			fmt.Sprintf("%d app%s held for an invalid spec (%s)", n, plural(n), strings.Join(p.Held, ", "))})
+	}
+	if n := len(p.Unready); n > 0 {
+		out = append(out, Blocker{fmt.Sprintf("%d not ready", n),
+			fmt.Sprintf("%d replica%s not ready (%s)", n, plural(n), list(n, func(i int) string { return p.Unready[i].Instance + ": " + p.Unready[i].Why }, "; "))})
+	}
+	if p.PruneBlocked != "" {
+		out = append(out, Blocker{"pruning skipped", "pruning skipped"})
+	}
+	return out
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 // summaryParts says how each action is counted in Summary.
@@ -261,20 +310,8 @@ func (p Plan) Summary() string {
 			return "No changes."
 		}
 		var parts []string
-		if n := len(p.Waiting); n > 0 {
-			parts = append(parts, fmt.Sprintf("%d waiting", n))
-		}
-		if n := len(p.Conflicts); n > 0 {
-			parts = append(parts, fmt.Sprintf("%d blocked by a conflict", n))
-		}
-		if n := len(p.Held); n > 0 {
-			parts = append(parts, fmt.Sprintf("%d app(s) held", n))
-		}
-		if n := len(p.Unready); n > 0 {
-			parts = append(parts, fmt.Sprintf("%d not ready", n))
-		}
-		if p.PruneBlocked != "" {
-			parts = append(parts, "pruning skipped")
+		for _, b := range p.Blockers() {
+			parts = append(parts, b.Short)
 		}
 		return "Nothing to do now: " + strings.Join(parts, ", ") + "."
 	}
