@@ -186,6 +186,10 @@ const (
 	DefaultHealthTimeout  = Duration(2 * time.Minute)
 	DefaultProfile        = "default"
 	DefaultProtocol       = ProtocolTCP
+	// DefaultProvisionTimeout bounds a provision that sets no timeout.
+	DefaultProvisionTimeout = Duration(10 * time.Minute)
+	DefaultFileMode         = "0644"
+	DefaultFileOwner        = "0:0"
 )
 
 // MaxPort is the highest port number.

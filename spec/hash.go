@@ -15,7 +15,37 @@ const HashLen = 16
 // Hash is the canonical hash of the system part. It is computed from the
 // defaulted value with encoding/json, which sorts map keys, so key order in
 // the YAML and spelled-out defaults do not change it.
-func (s System) Hash() string { return canonicalHash(s) }
+//
+// Provision, ImageUpdate and Ports are left out: a provision change is
+// re-run in place (it has its own hash, Provision.Hash), the image update
+// policy and the declared ports change nothing in the instance, and a spec
+// without them hashes as it did before they existed (TestHashesPinned).
+func (s System) Hash() string {
+	s.Provision, s.ImageUpdate, s.Ports = nil, "", nil
+	return canonicalHash(s)
+}
+
+// Hash is the canonical hash of what a provision puts in the instance: the
+// files' destinations, modes, owners and content digests, and the command.
+// A change of it re-runs the provision. Where a file comes from in the repo,
+// the timeout, the period and restartContainer are left out: changing them
+// changes nothing in the instance. "" for a nil provision.
+func (p *Provision) Hash() string {
+	if p == nil {
+		return ""
+	}
+	type file struct {
+		Path, Mode, Owner, Digest string
+	}
+	files := make([]file, len(p.Files))
+	for i, f := range p.Files {
+		files[i] = file{f.Path, f.Mode, f.Owner, f.Digest}
+	}
+	return canonicalHash(struct {
+		Files []file
+		Run   []string
+	}{files, p.Run})
+}
 
 // Hash is the canonical hash of the container part; any change to it
 // replaces the app container.

@@ -52,9 +52,11 @@ type Metadata struct {
 type AppSpec struct {
 	// Replicas is the number of system containers (slots 0..Replicas-1).
 	// Zero is valid (scale to zero); the default is 1.
-	Replicas  int       `json:"replicas"`
-	System    System    `json:"system"`
-	Container Container `json:"container"`
+	Replicas int    `json:"replicas"`
+	System   System `json:"system"`
+	// Container is the app container; its zero value (no image) means a
+	// system-only app (see HasContainer).
+	Container Container `json:"container,omitzero"`
 	Update    Update    `json:"update"`
 }
 
@@ -73,6 +75,78 @@ type System struct {
 	// CloudInit becomes cloud-init.user-data. It runs on first boot only,
 	// so changing it recreates the instance.
 	CloudInit string `json:"cloudInit,omitempty"`
+	// Ephemeral makes each replica an LXD ephemeral instance: stopping it
+	// deletes it, and berth recreates the missing slot.
+	Ephemeral bool `json:"ephemeral,omitempty"`
+	// ImageUpdate says what happens when Image is an alias that now points
+	// to another build than a replica was created from: ImageUpdateRolling
+	// (the default) recreates the replicas under update.maxUnavailable,
+	// ImageUpdateManual only reports it. Not part of System.Hash.
+	ImageUpdate string `json:"imageUpdate,omitempty"`
+	// Provision configures the running instance from the config repo
+	// before its app container starts. It has its own hash
+	// (Provision.Hash): a change re-runs it in place, never recreates.
+	Provision *Provision `json:"provision,omitempty"`
+	// Ports are the ports a system-only app (one without a container)
+	// listens on, as Container.Ports are for an app with one. Not part of
+	// System.Hash.
+	Ports []Port `json:"ports,omitempty"`
+}
+
+// Values of System.ImageUpdate.
+const (
+	ImageUpdateRolling = "rolling"
+	ImageUpdateManual  = "manual"
+)
+
+// Provision is config management from the repo: files copied into the
+// instance, then a command run in it.
+type Provision struct {
+	// Files are copied into the instance first, in order.
+	Files []ProvisionFile `json:"files,omitempty"`
+	// Run is the command, in exec form, run after the files are in place.
+	// It may be empty when the files are all there is.
+	Run []string `json:"run,omitempty"`
+	// Timeout bounds the whole provision (default DefaultProvisionTimeout).
+	Timeout Duration `json:"timeout"`
+	// Every re-runs the provision periodically (config management's drift
+	// repair), spread over replicas; 0 means only when it changes.
+	Every Duration `json:"every,omitempty"`
+	// RestartContainer restarts the app container after a re-provision.
+	RestartContainer bool `json:"restartContainer,omitempty"`
+}
+
+// ProvisionFile is one file copied from the config repo into the instance.
+type ProvisionFile struct {
+	// Source is the file's slash-separated path relative to the root of
+	// the repository (not the spec folder), read at the same revision as
+	// the specs. Absolute paths, "..", symlinks and non-regular files are
+	// refused.
+	Source string `json:"source"`
+	// Path is the absolute destination path in the instance.
+	Path string `json:"path"`
+	// Mode is the file's octal permission bits (default "0644").
+	Mode string `json:"mode"`
+	// Owner is "uid:gid" in the instance (default "0:0").
+	Owner string `json:"owner"`
+	// Digest is the SHA-256 (hex) of Content: it is what the provision
+	// hash covers, so the hash changes when the file's content does.
+	Digest string `json:"digest"`
+	// Content is the file's bytes at the revision the spec was read from.
+	Content []byte `json:"-"`
+}
+
+// HasContainer reports whether the app runs a Docker app container; an app
+// without one is a plain managed system.
+func (s AppSpec) HasContainer() bool { return s.Container.Image != "" }
+
+// AppPorts are the ports the app declares: the container's, or the
+// system's for a system-only app.
+func (s AppSpec) AppPorts() []Port {
+	if s.HasContainer() {
+		return s.Container.Ports
+	}
+	return s.System.Ports
 }
 
 // Limits are the LXD resource limits, patched live on a running instance.
