@@ -264,6 +264,10 @@ type Loop struct {
 	// OnChange, if set, is told at once of a change that takes an instance
 	// out of service (service discovery drops it before the run).
 	OnChange func(Change)
+	// OnRun, if set, is told of every run that got as far as a revision,
+	// after its status is published: the status page's history and the
+	// commit status and webhook notifiers read it. It must not block.
+	OnRun func(RunReport)
 	// ReportOnly (--self-heal=false) reports drift (status, metrics, a log
 	// line) and writes nothing; only a revision that arrives while the
 	// daemon runs is applied. What it finds at start is reported.
@@ -568,7 +572,10 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 			// failure of the run.
 			return l.interrupted(ctx, r.log)
 		}
-		return l.failed(r.log, kind, err, r.start)
+		wait := l.failed(r.log, kind, err, r.start)
+		r.result = RunError
+		l.report(r, l.Clock.Now(), nil, fmt.Sprintf("%s: %v", kind, err))
+		return wait
 	}
 	if ctx.Err() != nil {
 		return 0
@@ -858,6 +865,39 @@ func (l *Loop) publish(r *run, observed plan.Observed, pl plan.Plan) {
 		}
 	}
 	r.log.Debug("reconcile done", "result", r.result, "took", end.Sub(r.start))
+	l.report(r, end, statuses, "")
+}
+
+// RunReport is what one run did, for OnRun.
+type RunReport struct {
+	// Revision is the Git SHA the run applied (or tried to), with its
+	// commit subject.
+	Revision string `json:"revision"`
+	Subject  string `json:"subject,omitempty"`
+	// Started and Finished bound the run.
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	// Result is one of the Run* results.
+	Result string `json:"result"`
+	// Error is why a run that failed as a whole (Git, LXD, a spec tree
+	// that could not be read) failed.
+	Error string `json:"error,omitempty"`
+	// Apps is each app's status word (AppStatus*, or a health) after the
+	// run, by app; empty when the run failed as a whole.
+	Apps map[string]string `json:"apps,omitempty"`
+	// Status is the daemon's whole status after the run: per app and per
+	// replica, failures with their reasons, diagnostics.
+	Status LoopStatus `json:"status"`
+}
+
+// report hands the run to OnRun.
+func (l *Loop) report(r *run, end time.Time, apps map[string]string, errText string) {
+	if l.OnRun == nil || r.rev.SHA == "" {
+		return
+	}
+	st, _ := l.Status().(LoopStatus)
+	l.OnRun(RunReport{Revision: r.rev.SHA, Subject: r.rev.Subject, Started: r.start, Finished: end,
+		Result: r.result, Error: errText, Apps: apps, Status: st})
 }
 
 // appMetricStatus is one word for an app's state, the most telling first:
