@@ -356,6 +356,12 @@ func (s *System) StopInstance(ctx context.Context, name string) error {
 	return s.LXD.StopInstance(ctx, name, s.StopTimeout)
 }
 
+// Provision copies p's files into the running instance and runs its
+// command. (Not implemented yet: the provisioning primitives land next.)
+func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) error {
+	return fmt.Errorf("provisioning %s: not implemented yet", name)
+}
+
 // WaitDocker waits up to timeout for the instance's Docker to answer.
 func (s *System) WaitDocker(ctx context.Context, name string, timeout time.Duration) error {
 	return s.blameLXD(ctx, s.Engine.WaitDocker(ctx, name, timeout))

@@ -38,6 +38,13 @@ const (
 	// berth set from the spec, so that a key dropped from the spec is
 	// deleted rather than left behind.
 	KeyConfigKeys = KeyPrefix + "config-keys"
+	// KeyProvisionHash is spec.Provision.Hash() of the provision that last
+	// succeeded in the instance; KeyProvisionedAt is when (RFC 3339, UTC).
+	KeyProvisionHash = KeyPrefix + "provision-hash"
+	KeyProvisionedAt = KeyPrefix + "provisioned-at"
+	// KeySystemOnly is "true" on a replica of an app without an app
+	// container: there is no Docker in it to observe.
+	KeySystemOnly = KeyPrefix + "system-only"
 	// KeyBackupOf and KeyBackupOwner mark a kept copy of a deleted instance
 	// (update.snapshot): disowned, so berth never touches it again.
 	KeyBackupOf    = KeyPrefix + "backup-of"

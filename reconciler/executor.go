@@ -41,6 +41,10 @@ type Driver interface {
 	// WaitReady waits until the instance runs, Docker answers and the app
 	// container is ready, within the app's update.healthTimeout.
 	WaitReady(ctx context.Context, name string, app spec.App) error
+	// Provision copies the provision's files into the running instance
+	// and runs its command, within its timeout. A failure says why, with
+	// the last lines of the command's output.
+	Provision(ctx context.Context, name string, p *spec.Provision) error
 	// WaitDocker waits up to timeout for the instance's Docker to answer.
 	WaitDocker(ctx context.Context, name string, timeout time.Duration) error
 	// Preflight checks that an instance of app can be created (its image

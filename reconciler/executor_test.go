@@ -91,6 +91,10 @@ func (f *fakeDriver) WaitReady(_ context.Context, name string, _ spec.App) error
 	return err
 }
 
+func (f *fakeDriver) Provision(_ context.Context, name string, _ *spec.Provision) error {
+	return f.record("provision", name)
+}
+
 func (f *fakeDriver) WaitDocker(_ context.Context, name string, _ time.Duration) error {
 	return f.record("wait-docker", name)
 }

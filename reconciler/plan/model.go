@@ -10,6 +10,7 @@ import (
 	"github.com/berth-gitops/berth/ownership"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/berth-gitops/berth/spec"
 )
@@ -42,6 +43,24 @@ type Observed struct {
 	// Instances holds berth's instances, other owners' and unowned ones
 	// alike; the planner decides which are its own. Order does not matter.
 	Instances []Instance `json:"instances"`
+	// Images are the LXD server's images with their aliases: the planner
+	// compares an alias's current fingerprint with each replica's
+	// BaseImage. nil when they were not observed (then base images are
+	// not compared).
+	Images []Image `json:"images,omitempty"`
+	// At is when the world was observed: the planner's only notion of
+	// time (periodic re-provisioning, the age of base images). Zero means
+	// unknown: nothing time-based is planned.
+	At time.Time `json:"at,omitzero"`
+}
+
+// Image is one image on the LXD server.
+type Image struct {
+	Fingerprint string   `json:"fingerprint"`
+	Aliases     []string `json:"aliases,omitempty"`
+	// Created is when the image was built (LXD's created_at, or
+	// uploaded_at when the image does not say).
+	Created time.Time `json:"created,omitzero"`
 }
 
 // Instance is one LXD instance as observed.
@@ -85,6 +104,15 @@ type Instance struct {
 	// checked ("no IPv4 address", "10.0.0.5 is not reachable from here:
 	// ..."); readiness then rests on the container's healthcheck alone.
 	PortsUnchecked string `json:"portsUnchecked,omitempty"`
+	// BaseImage is the fingerprint of the image the instance was created
+	// from (LXD's volatile.base_image).
+	BaseImage string `json:"baseImage,omitempty"`
+	// Ephemeral is set for an LXD ephemeral instance (deleted when it
+	// stops).
+	Ephemeral bool `json:"ephemeral,omitempty"`
+	// Privileged is the instance's effective security.privileged, its
+	// profiles' included: status flags it.
+	Privileged bool `json:"privileged,omitempty"`
 }
 
 // Address is the replica's address, Addresses[0], or "".
