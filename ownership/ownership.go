@@ -40,6 +40,8 @@ const (
 	KeyConfigKeys = KeyPrefix + "config-keys"
 	// KeyProvisionHash is spec.Provision.Hash() of the provision that last
 	// succeeded in the instance; KeyProvisionedAt is when (RFC 3339, UTC).
+	// KeyProvisionHash is ProvisionPending while a provision runs, and
+	// stays so when it failed: the replica is then not ready.
 	KeyProvisionHash = KeyPrefix + "provision-hash"
 	KeyProvisionedAt = KeyPrefix + "provisioned-at"
 	// KeySystemOnly is "true" on a replica of an app without an app
@@ -87,6 +89,10 @@ func LeaseKey(owner, project string) string {
 	return k
 }
 
+// ProvisionPending is KeyProvisionHash's value from the moment a provision
+// starts until it succeeds.
+const ProvisionPending = "pending"
+
 // LeasePrefix is the prefix of every lease key.
 const LeasePrefix = KeyPrefix + "lease."
 
@@ -105,6 +111,8 @@ type Instance struct {
 	Image      string
 	ConfigKeys string
 	Revision   string
+	// SystemOnly marks a replica of an app without an app container.
+	SystemOnly bool
 }
 
 // Pairs returns the instance's keys and values, sorted by key, leaving out
@@ -126,6 +134,9 @@ func (i Instance) Pairs() [][2]string {
 		add(KeySlot, strconv.Itoa(i.Slot))
 	}
 	add(KeySystemHash, i.SystemHash)
+	if i.SystemOnly {
+		add(KeySystemOnly, "true")
+	}
 	return out
 }
 
@@ -149,6 +160,7 @@ func ParseInstance(name string, config map[string]string) (Instance, error) {
 		Owner: config[KeyOwner], App: config[KeyApp], Slot: -1,
 		SystemHash: config[KeySystemHash], Image: config[KeyImage],
 		ConfigKeys: config[KeyConfigKeys], Revision: config[KeyRevision],
+		SystemOnly: config[KeySystemOnly] == "true",
 	}
 	s := config[KeySlot]
 	if i.App == "" || s == "" {
@@ -176,11 +188,12 @@ func isInstanceName(name, app, slot string) bool {
 // Stale returns berth's keys in observed that set (what berth would set
 // now) does not contain, sorted: left alone they would describe a spec
 // that is gone. The owner key is never stale: it is what makes the
-// instance berth's.
+// instance berth's; nor are the provision keys: they record what was run
+// in the instance, not what the spec asks.
 func Stale(observed, set map[string]string) []string {
 	var out []string
 	for k := range observed {
-		if strings.HasPrefix(k, KeyPrefix) && k != KeyOwner && !strings.HasPrefix(k, LeasePrefix) {
+		if strings.HasPrefix(k, KeyPrefix) && k != KeyOwner && k != KeyProvisionHash && k != KeyProvisionedAt && !strings.HasPrefix(k, LeasePrefix) {
 			if _, ok := set[k]; !ok {
 				out = append(out, k)
 			}

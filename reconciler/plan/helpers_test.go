@@ -45,10 +45,11 @@ func converged(app spec.App, slot int) Instance {
 	cfg["volatile.uuid"] = fmt.Sprintf("uuid-%s-%d", app.Metadata.Name, slot)
 	cfg["image.os"] = "Debian"
 	inst := Instance{
-		Name:     ownership.InstanceName(app.Metadata.Name, slot),
-		Status:   StatusRunning,
-		Config:   cfg,
-		Profiles: append([]string(nil), app.Spec.System.Profiles...),
+		Name:      ownership.InstanceName(app.Metadata.Name, slot),
+		Status:    StatusRunning,
+		Config:    cfg,
+		Profiles:  append([]string(nil), app.Spec.System.Profiles...),
+		BaseImage: "abc123",
 		Container: &Container{
 			Name:  "app",
 			ID:    fmt.Sprintf("%064d", slot),

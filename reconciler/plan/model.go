@@ -205,6 +205,7 @@ func managedPairs(app *spec.App, lxdConfig map[string]string, sysHash, owner, re
 	pairs = append(pairs, ownership.Instance{
 		Owner: owner, App: app.Metadata.Name, Slot: slot, SystemHash: sysHash,
 		Image: app.Spec.System.Image, ConfigKeys: configKeys, Revision: revision,
+		SystemOnly: !app.Spec.HasContainer(),
 	}.Pairs()...)
 	sortPairs(pairs)
 	return pairs, configKeys

@@ -40,6 +40,11 @@ const (
 	// RemoveLeftovers removes berth's containers of the app other than the
 	// current one (a "<app>-next" left by a killed rollout).
 	RemoveLeftovers
+	// Provision re-runs the app's system.provision in the running
+	// instance, in place: its content changed, a run failed, or it is due
+	// again (provision.every). The app container is restarted afterwards
+	// only with provision.restartContainer.
+	Provision
 )
 
 var actionNames = [...]string{
@@ -53,10 +58,11 @@ var actionNames = [...]string{
 	Delete:           "delete",
 	Restart:          "restart",
 	RemoveLeftovers:  "remove-leftovers",
+	Provision:        "provision",
 }
 
 // Actions lists every action, in the order summaries count them.
-var Actions = []Action{Create, Start, UpdateInPlace, Recreate, Restart, ReplaceContainer, CreateContainer, StartContainer, RemoveLeftovers, Delete}
+var Actions = []Action{Create, Start, UpdateInPlace, Provision, Recreate, Restart, ReplaceContainer, CreateContainer, StartContainer, RemoveLeftovers, Delete}
 
 func (a Action) String() string {
 	if a > 0 && int(a) < len(actionNames) {
@@ -101,11 +107,12 @@ func (a *Action) UnmarshalJSON(b []byte) error {
 // service while it runs. Recreate, ReplaceContainer and Restart stop the
 // app; Delete removes it. Create adds a replica; UpdateInPlace patches
 // limits and config live; Start, CreateContainer and StartContainer act
-// on a replica that is not serving anyway. Only disruptive steps on
-// available replicas count against update.maxUnavailable.
+// on a replica that is not serving anyway. Provision is a rolling step:
+// a replica being configured is taken out of service. Only disruptive
+// steps on available replicas count against update.maxUnavailable.
 func (a Action) Disruptive() bool {
 	switch a {
-	case Recreate, ReplaceContainer, Restart, Delete:
+	case Recreate, ReplaceContainer, Restart, Delete, Provision:
 		return true
 	}
 	return false
@@ -157,6 +164,9 @@ type Step struct {
 	// ContainerHash is the container hash the app container has after the
 	// step (empty for Delete).
 	ContainerHash string `json:"containerHash,omitempty"`
+	// ProvisionHash is the provision hash the instance has after the step
+	// (empty when the app has no provision).
+	ProvisionHash string `json:"provisionHash,omitempty"`
 }
 
 // Conflict is an instance whose name an app wants but that is not berth's
@@ -350,6 +360,7 @@ var actionSymbols = [...]string{
 	Delete:           "-",
 	Restart:          "-/+",
 	RemoveLeftovers:  "-",
+	Provision:        "~",
 }
 
 func (a Action) symbol() string {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/berth-gitops/berth/spec"
 )
@@ -68,6 +69,8 @@ type planner struct {
 	dupName   map[string]bool      // names observed more than once: never touched
 	owned     map[string][]replica // berth's well-labelled instances by app, in name order
 	nOwned    int                  // every instance with our owner, garbled ones included
+	images    map[string]*Image    // observed images by alias
+	at        time.Time            // Observed.At
 
 	warnings []string
 	plan     Plan
@@ -106,6 +109,13 @@ func (pl *planner) indexDesired() {
 }
 
 func (pl *planner) indexObserved(observed Observed) {
+	pl.at = observed.At
+	pl.images = map[string]*Image{}
+	for i := range observed.Images {
+		for _, a := range observed.Images[i].Aliases {
+			pl.images[a] = &observed.Images[i]
+		}
+	}
 	pl.instances = make([]*Instance, len(observed.Instances))
 	for i := range observed.Instances {
 		pl.instances[i] = &observed.Instances[i]
@@ -160,6 +170,7 @@ type appPlan struct {
 	replicas   int
 	sysHash    string
 	ctrHash    string
+	provHash   string
 	managed    [][2]string // ManagedConfig without KeyRevision and KeySlot, sorted by key
 	configKeys string      // the KeyConfigKeys value the spec gives
 	lxdConfig  map[string]string
@@ -181,6 +192,7 @@ func (pl *planner) planApp(app *spec.App) {
 		replicas:   max(app.Spec.Replicas, 0),
 		sysHash:    app.Spec.System.Hash(),
 		ctrHash:    app.Spec.Container.Hash(),
+		provHash:   app.Spec.System.Provision.Hash(),
 		lxdConfig:  app.Spec.System.LXDConfig(),
 		nObserved:  len(pl.owned[app.Metadata.Name]),
 		maxUnavail: max(app.Spec.Update.MaxUnavailable, 1),
@@ -209,7 +221,7 @@ func (pl *planner) planApp(app *spec.App) {
 			quiet = append(quiet, slotSteps{slot: slot, steps: []Step{{
 				App: a.name, Slot: slot, Instance: name, Action: Create,
 				Reasons:    []Reason{replicasReason},
-				SystemHash: a.sysHash, ContainerHash: a.ctrHash,
+				SystemHash: a.sysHash, ContainerHash: a.ctrHash, ProvisionHash: a.provHash,
 			}}})
 			continue
 		}
@@ -320,8 +332,15 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 	step := func(action Action, reasons ...Reason) {
 		ss.steps = append(ss.steps, Step{
 			App: a.name, Slot: slot, Instance: inst.Name, Action: action,
-			Reasons: reasons, SystemHash: a.sysHash, ContainerHash: a.ctrHash,
+			Reasons: reasons, SystemHash: a.sysHash, ContainerHash: a.ctrHash, ProvisionHash: a.provHash,
 		})
+	}
+	// The provision runs in a running instance, before its container is
+	// converged: the container may depend on what it configures.
+	provision := func() {
+		if r, ok := pl.provisionReason(a, inst); ok {
+			step(Provision, r)
+		}
 	}
 
 	recreate, update := pl.systemReasons(a, inst)
@@ -339,12 +358,18 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		// Docker cannot be seen in a stopped instance: Start also ensures
 		// the app container (ContainerHash) once the instance is up.
 		step(Start, Reason{Field: "status", Old: inst.Status, New: StatusRunning})
+		provision()
+	case !a.app.Spec.HasContainer():
+		// A plain managed system: no Docker to look at.
+		provision()
 	case inst.DockerError != "":
 		// The fleet cannot be checked while Docker is silent, and "no
 		// changes" would be a lie: the executor waits a bounded time for
 		// it to answer, then restarts the instance.
 		step(Restart, Reason{Field: "docker", Old: "not answering: " + inst.DockerError, New: "answering"})
+		provision()
 	default:
+		provision()
 		c := inst.Container
 		switch {
 		case c == nil:
@@ -361,7 +386,7 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 			step(StartContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning})
 		}
 	}
-	if len(inst.StaleContainers) > 0 && len(recreate) == 0 && running && inst.DockerError == "" {
+	if len(inst.StaleContainers) > 0 && len(recreate) == 0 && running && inst.DockerError == "" && a.app.Spec.HasContainer() {
 		// A leftover (a "<app>-next" of a killed rollout) is drift. Every
 		// container step removes leftovers first; without one, a step
 		// of its own does.
@@ -404,6 +429,23 @@ func (pl *planner) systemReasons(a *appPlan, inst *Instance) (recreate, update [
 
 	if specChanged && cfg[ownership.KeyImage] != sys.Image {
 		recreate = append(recreate, Reason{Field: "system.image", Old: cfg[ownership.KeyImage], New: sys.Image})
+	} else if r, ok := pl.baseImageReason(sys, inst); ok {
+		if sys.ImageUpdate == spec.ImageUpdateManual {
+			pl.warnf("instance %s runs base image %s; %s now points to %s (imageUpdate: manual, so it is not recreated)", inst.Name, r.Old, sys.Image, r.New)
+		} else {
+			recreate = append(recreate, r)
+		}
+	}
+	if systemOnly := cfg[ownership.KeySystemOnly] == "true"; systemOnly == a.app.Spec.HasContainer() {
+		// Docker is in the instance or not from its image on: adding or
+		// dropping the app container builds the replica anew.
+		r := Reason{Field: "container", Old: "absent", New: "present"}
+		if systemOnly {
+			r.Old, r.New = "absent (system-only)", "present"
+		} else {
+			r.Old, r.New = "present", "absent (system-only)"
+		}
+		recreate = append(recreate, r)
 	}
 	if !slices.Equal(inst.Profiles, sys.Profiles) {
 		recreate = append(recreate, Reason{Field: "system.profiles", Old: strings.Join(inst.Profiles, ","), New: strings.Join(sys.Profiles, ",")})

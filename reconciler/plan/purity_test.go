@@ -18,7 +18,7 @@ import (
 // that the same inputs always give the same plan. Growing this list needs
 // a reason that survives review.
 var pureImports = []string{
-	"cmp", "crypto/sha256", "encoding/hex", "encoding/json", "errors", "fmt",
+	"cmp", "crypto/sha256", "encoding/binary", "encoding/hex", "encoding/json", "errors", "fmt",
 	"maps", "slices", "sort", "strconv", "strings", "unicode", "unicode/utf8",
 	// time for its values (Observed.At, durations); timeUse bans the
 	// parts that read the clock or wait.

@@ -56,8 +56,15 @@ func (a Availability) String() string {
 // berth runs (PortsUnchecked) do not count against readiness: the
 // healthcheck decides.
 func ReplicaAvailability(inst *Instance) Availability {
-	if inst.Status != StatusRunning {
+	if inst.Status != StatusRunning || provisionPending(inst) {
 		return Unavailable
+	}
+	if systemOnly(inst) {
+		// A plain managed system: running, provisioned, its ports open.
+		if len(inst.ClosedPorts) > 0 {
+			return Unavailable
+		}
+		return Ready
 	}
 	if inst.DockerError != "" {
 		return Unknown
@@ -86,6 +93,12 @@ func NotReadyReason(inst *Instance) string {
 	switch {
 	case inst.Status != StatusRunning:
 		return "instance " + strings.ToLower(inst.Status)
+	case provisionPending(inst):
+		return provisionNotDone
+	case systemOnly(inst) && len(inst.ClosedPorts) > 0:
+		return portsWord(inst.ClosedPorts) + " closed"
+	case systemOnly(inst):
+		return av.String()
 	case av == Unknown || inst.DockerError != "":
 		return "docker not answering: " + inst.DockerError
 	case c == nil:
@@ -94,10 +107,30 @@ func NotReadyReason(inst *Instance) string {
 		return "container " + c.State
 	case c.Health != "" && c.Health != healthHealthy:
 		return "container health " + c.Health
-	case len(inst.ClosedPorts) == 1:
-		return "port " + inst.ClosedPorts[0] + " closed"
-	case len(inst.ClosedPorts) > 1:
-		return "ports " + strings.Join(inst.ClosedPorts, ", ") + " closed"
+	case len(inst.ClosedPorts) > 0:
+		return portsWord(inst.ClosedPorts) + " closed"
 	}
 	return av.String()
 }
+
+// portsWord is "port 80/tcp" or "ports 80/tcp, 443/tcp".
+func portsWord(ports []string) string {
+	if len(ports) == 1 {
+		return "port " + ports[0]
+	}
+	return "ports " + strings.Join(ports, ", ")
+}
+
+// provisionNotDone is why a replica whose provision has not succeeded is
+// not ready.
+const provisionNotDone = "provision not done (failed or interrupted)"
+
+// provisionPending reports whether the instance's provision started and
+// has not succeeded: what it configures may be half done.
+func provisionPending(inst *Instance) bool {
+	return inst.Config[ownership.KeyProvisionHash] == ownership.ProvisionPending
+}
+
+// systemOnly reports whether the instance is a replica of an app without
+// an app container.
+func systemOnly(inst *Instance) bool { return inst.Config[ownership.KeySystemOnly] == "true" }

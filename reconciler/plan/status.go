@@ -2,11 +2,14 @@ package plan
 
 import (
 	"fmt"
-	"github.com/berth-gitops/berth/ownership"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/berth-gitops/berth/ownership"
+	"github.com/berth-gitops/berth/spec"
 )
 
 // Status is what `berth status` shows: per app, how far the live state is
@@ -82,6 +85,22 @@ type ReplicaView struct {
 	// PortsUnchecked says why the declared ports were not checked; the
 	// readiness is then the healthcheck's alone.
 	PortsUnchecked string `json:"portsUnchecked,omitempty"`
+	// BaseImage is the fingerprint (first 8 digits) of the image the
+	// instance was built from; BaseImageCreated when that image was built,
+	// and BaseImageAge how old it was when observed ("12d3h").
+	BaseImage        string    `json:"baseImage,omitempty"`
+	BaseImageCreated time.Time `json:"baseImageCreated,omitzero"`
+	BaseImageAge     string    `json:"baseImageAge,omitempty"`
+	// BaseImageOutdated is set when the app's system.image alias now
+	// points to another build than the replica's.
+	BaseImageOutdated bool `json:"baseImageOutdated,omitempty"`
+	// Privileged is the instance's effective security.privileged: a
+	// privileged container is root on the host, and status flags it.
+	Privileged bool `json:"privileged,omitempty"`
+	// Ephemeral is set for an LXD ephemeral instance.
+	Ephemeral bool `json:"ephemeral,omitempty"`
+	// ProvisionedAt is when the provision last succeeded (RFC 3339).
+	ProvisionedAt string `json:"provisionedAt,omitempty"`
 }
 
 // BuildStatus derives the status of owner's apps. desired and plan may be
@@ -90,7 +109,14 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 	if owner == "" {
 		owner = DefaultOwner
 	}
-	b := statusBuilder{owner: owner, apps: map[string]*AppStatusView{}}
+	b := statusBuilder{owner: owner, apps: map[string]*AppStatusView{}, images: map[string]*Image{}, sysImage: map[string]string{}, at: observed.At}
+	for i := range observed.Images {
+		img := &observed.Images[i]
+		b.images[img.Fingerprint] = img
+		for _, a := range img.Aliases {
+			b.images["alias:"+a] = img
+		}
+	}
 	st := Status{Owner: owner, Apps: []AppStatusView{}}
 	if desired != nil {
 		st.Revision = desired.Revision
@@ -112,8 +138,11 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 
 // statusBuilder collects one status, app by app.
 type statusBuilder struct {
-	owner string
-	apps  map[string]*AppStatusView
+	owner    string
+	apps     map[string]*AppStatusView
+	images   map[string]*Image // by fingerprint, and by "alias:" + alias
+	sysImage map[string]string // system.image by app
+	at       time.Time
 }
 
 func (b *statusBuilder) get(name string) *AppStatusView {
@@ -130,6 +159,7 @@ func (b *statusBuilder) addDesired(desired *Desired) {
 	for _, a := range desired.Apps {
 		v := b.get(a.Metadata.Name)
 		v.Desired, v.Sync = a.Spec.Replicas, SyncSynced
+		b.sysImage[a.Metadata.Name] = a.Spec.System.Image
 	}
 	for _, h := range desired.HeldApps {
 		b.get(h).Sync = SyncHeld
@@ -153,6 +183,7 @@ func (b *statusBuilder) addReplicas(observed Observed, haveDesired bool) {
 			v.Sync = SyncOrphaned
 		}
 		r := replicaView(inst, slot)
+		b.baseImage(&r, inst, app)
 		if r.Ready {
 			v.Ready++
 		}
@@ -212,6 +243,24 @@ func appHealth(v *AppStatusView) (health, lastError string) {
 	return HealthDegraded, lastError
 }
 
+// baseImage fills in what the replica's base image is, how old, and
+// whether the app's alias has moved on from it.
+func (b *statusBuilder) baseImage(r *ReplicaView, inst *Instance, app string) {
+	if inst.BaseImage == "" {
+		return
+	}
+	r.BaseImage = shortFingerprint(inst.BaseImage)
+	if img := b.images[inst.BaseImage]; img != nil && !img.Created.IsZero() {
+		r.BaseImageCreated = img.Created
+		if !b.at.IsZero() && b.at.After(img.Created) {
+			r.BaseImageAge = spec.ShortDuration(b.at.Sub(img.Created).Truncate(time.Minute))
+		}
+	}
+	if cur := b.images["alias:"+b.sysImage[app]]; cur != nil && cur.Fingerprint != inst.BaseImage {
+		r.BaseImageOutdated = true
+	}
+}
+
 // replicaView is one owned replica's line, readiness after
 // ReplicaAvailability.
 func replicaView(inst *Instance, slot int) ReplicaView {
@@ -220,10 +269,15 @@ func replicaView(inst *Instance, slot int) ReplicaView {
 		Revision: inst.Config[ownership.KeyRevision], SystemRevision: inst.Config[ownership.KeyRevision],
 		Ready:   ReplicaAvailability(inst) == Ready,
 		Address: inst.Address(), ClosedPorts: inst.ClosedPorts, PortsUnchecked: inst.PortsUnchecked,
+		Privileged: inst.Privileged, Ephemeral: inst.Ephemeral,
+		ProvisionedAt: inst.Config[ownership.KeyProvisionedAt],
 	}
 	switch {
 	case inst.Status != StatusRunning:
 		r.Error = "instance " + strings.ToLower(inst.Status)
+	case provisionPending(inst):
+		r.Error = provisionNotDone
+	case systemOnly(inst):
 	case inst.DockerError != "":
 		r.Error = "docker not answering: " + inst.DockerError
 	case inst.Container == nil:
@@ -243,19 +297,9 @@ func replicaView(inst *Instance, slot int) ReplicaView {
 		}
 	}
 	if r.Error == "" && len(inst.ClosedPorts) > 0 {
-		r.Error = portsClosed(inst.ClosedPorts, inst.Address())
+		r.Error = portsWord(inst.ClosedPorts) + " closed on " + orDash(inst.Address())
 	}
 	return r
-}
-
-// portsClosed says which declared ports refused connections: "port
-// 9999/tcp closed on 10.213.87.14".
-func portsClosed(ports []string, addr string) string {
-	word := "port "
-	if len(ports) > 1 {
-		word = "ports "
-	}
-	return word + strings.Join(ports, ", ") + " closed on " + orDash(addr)
 }
 
 // stepDrift is a step as one drift line: "web-1 update-in-place

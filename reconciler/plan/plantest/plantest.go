@@ -25,18 +25,28 @@ func App(name string, replicas, maxUnavailable int, image string) spec.App {
 	}
 }
 
+// ProvisionedAt is when Converged says each provision last ran.
+var ProvisionedAt = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // Converged is the observed state of apps fully converged at revision
 // "r1": every replica running with a healthy app container.
 func Converged(apps ...spec.App) plan.Observed {
 	var obs plan.Observed
 	for _, a := range apps {
 		for s := range a.Spec.Replicas {
-			obs.Instances = append(obs.Instances, plan.Instance{
+			inst := plan.Instance{
 				Name: ownership.InstanceName(a.Metadata.Name, s), Status: plan.StatusRunning,
 				Config: plan.ManagedConfig(a, plan.DefaultOwner, "r1", s), Profiles: a.Spec.System.Profiles,
-				Container: &plan.Container{Name: a.Metadata.Name, State: "running", Health: "healthy", Image: a.Spec.Container.Image,
-					Labels: ownership.Container{App: a.Metadata.Name, Slot: s, Hash: a.Spec.Container.Hash(), Revision: "r1"}.Labels()},
-			})
+			}
+			if a.Spec.HasContainer() {
+				inst.Container = &plan.Container{Name: a.Metadata.Name, State: "running", Health: "healthy", Image: a.Spec.Container.Image,
+					Labels: ownership.Container{App: a.Metadata.Name, Slot: s, Hash: a.Spec.Container.Hash(), Revision: "r1"}.Labels()}
+			}
+			if p := a.Spec.System.Provision; p != nil {
+				inst.Config[ownership.KeyProvisionHash] = p.Hash()
+				inst.Config[ownership.KeyProvisionedAt] = ProvisionedAt.Format(time.RFC3339)
+			}
+			obs.Instances = append(obs.Instances, inst)
 		}
 	}
 	return obs
