@@ -362,6 +362,12 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 	return fmt.Errorf("provisioning %s: not implemented yet", name)
 }
 
+// RestartContainer restarts the instance's app container. (Not
+// implemented yet.)
+func (s *System) RestartContainer(ctx context.Context, name string) error {
+	return fmt.Errorf("restarting the app container of %s: not implemented yet", name)
+}
+
 // WaitDocker waits up to timeout for the instance's Docker to answer.
 func (s *System) WaitDocker(ctx context.Context, name string, timeout time.Duration) error {
 	return s.blameLXD(ctx, s.Engine.WaitDocker(ctx, name, timeout))

@@ -45,6 +45,9 @@ type Driver interface {
 	// and runs its command, within its timeout. A failure says why, with
 	// the last lines of the command's output.
 	Provision(ctx context.Context, name string, p *spec.Provision) error
+	// RestartContainer restarts the instance's app container (after a
+	// re-provision with provision.restartContainer).
+	RestartContainer(ctx context.Context, name string) error
 	// WaitDocker waits up to timeout for the instance's Docker to answer.
 	WaitDocker(ctx context.Context, name string, timeout time.Duration) error
 	// Preflight checks that an instance of app can be created (its image
@@ -487,6 +490,38 @@ func (e *Executor) afterBatch(ctx context.Context, batch []int, steps []plan.Ste
 	}
 }
 
+// provision runs the app's provision in the instance, if it has one, and
+// records its hash and time once it succeeded. A re-run (again) first
+// marks it pending: from then until it succeeds the replica is not ready,
+// since what it configures may be half done.
+func (e *Executor) provision(ctx context.Context, name string, app *spec.App, again bool) error {
+	p := app.Spec.System.Provision
+	if p == nil {
+		return nil
+	}
+	d := e.Driver
+	if again {
+		if err := d.UpdateInstance(ctx, name, map[string]string{ownership.KeyProvisionHash: ownership.ProvisionPending}, nil); err != nil {
+			return err
+		}
+	}
+	if err := d.Provision(ctx, name, p); err != nil {
+		return err
+	}
+	done := map[string]string{
+		ownership.KeyProvisionHash: p.Hash(),
+		ownership.KeyProvisionedAt: clock.Or(e.Clock).Now().UTC().Format(time.RFC3339),
+	}
+	return d.UpdateInstance(ctx, name, done, nil)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
 // safeStep is step with a recover: a bug hit by one step (a panic in a
 // driver) fails that step, with its stack in the error, instead of taking
 // the daemon and every other app's rollout down with it.
@@ -509,23 +544,39 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		}
 		// The step says which spec it was planned for: apply exactly that,
 		// or nothing.
-		if sys, ctr := app.Spec.System.Hash(), app.Spec.Container.Hash(); s.SystemHash != sys || s.ContainerHash != ctr {
-			return fmt.Errorf("the step was planned for system %s / container %s, but the desired spec is %s / %s: plan again",
-				s.SystemHash, s.ContainerHash, sys, ctr)
+		if sys, ctr, prov := app.Spec.System.Hash(), app.Spec.Container.Hash(), app.Spec.System.Provision.Hash(); s.SystemHash != sys || s.ContainerHash != ctr || s.ProvisionHash != prov {
+			return fmt.Errorf("the step was planned for system %s / container %s / provision %s, but the desired spec is %s / %s / %s: plan again",
+				s.SystemHash, s.ContainerHash, orNone(s.ProvisionHash), sys, ctr, orNone(prov))
 		}
 	}
 	converge := func() error {
-		if err := d.EnsureContainer(ctx, s.Instance, *app, s.Slot, revision); err != nil {
-			return err
+		if app.Spec.HasContainer() {
+			if err := d.EnsureContainer(ctx, s.Instance, *app, s.Slot, revision); err != nil {
+				return err
+			}
 		}
 		return d.WaitReady(ctx, s.Instance, *app)
 	}
-	switch s.Action {
-	case plan.Create:
-		if err := d.CreateInstance(ctx, s.Instance, *app, plan.ManagedConfig(*app, owner, revision, s.Slot)); err != nil {
+	// create builds the instance, provisions it before anything runs in
+	// it, then its app container.
+	create := func() error {
+		cfg := plan.ManagedConfig(*app, owner, revision, s.Slot)
+		if app.Spec.System.Provision != nil {
+			// Not ready until the provision succeeds, even if berth
+			// dies half way.
+			cfg[ownership.KeyProvisionHash] = ownership.ProvisionPending
+		}
+		if err := d.CreateInstance(ctx, s.Instance, *app, cfg); err != nil {
+			return err
+		}
+		if err := e.provision(ctx, s.Instance, app, false); err != nil {
 			return err
 		}
 		return converge()
+	}
+	switch s.Action {
+	case plan.Create:
+		return create()
 	case plan.Recreate:
 		if err := d.Preflight(ctx, *app); err != nil {
 			return fmt.Errorf("not deleting the old instance: %w", err)
@@ -533,10 +584,17 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if err := d.DeleteInstance(ctx, s.Instance, app.Spec.Update.Snapshot); err != nil {
 			return err
 		}
-		if err := d.CreateInstance(ctx, s.Instance, *app, plan.ManagedConfig(*app, owner, revision, s.Slot)); err != nil {
+		return create()
+	case plan.Provision:
+		if err := e.provision(ctx, s.Instance, app, true); err != nil {
 			return err
 		}
-		return converge()
+		if app.Spec.System.Provision.RestartContainer && app.Spec.HasContainer() {
+			if err := d.RestartContainer(ctx, s.Instance); err != nil {
+				return fmt.Errorf("restarting the app container after the provision: %w", err)
+			}
+		}
+		return d.WaitReady(ctx, s.Instance, *app)
 	case plan.Start:
 		if err := d.StartInstance(ctx, s.Instance); err != nil {
 			return err

@@ -91,6 +91,10 @@ func (f *fakeDriver) WaitReady(_ context.Context, name string, _ spec.App) error
 	return err
 }
 
+func (f *fakeDriver) RestartContainer(_ context.Context, name string) error {
+	return f.record("restart-container", name)
+}
+
 func (f *fakeDriver) Provision(_ context.Context, name string, _ *spec.Provision) error {
 	return f.record("provision", name)
 }
