@@ -114,6 +114,9 @@ type LoopMetrics interface {
 	SetAppRevisions(revisions map[string]string)
 	// SetSpecErrors is the number of spec diagnostics of the revision.
 	SetSpecErrors(n int)
+	// SetOutdatedBaseImages gives, per app, how many replicas run on
+	// another base image than their alias points to now.
+	SetOutdatedBaseImages(counts map[string]int)
 	Triggered(source string)
 	Succeeded(t time.Time)
 }
@@ -858,6 +861,7 @@ func (l *Loop) publish(r *run, observed plan.Observed, pl plan.Plan) {
 		l.Metrics.SetApps(statuses)
 		l.Metrics.SetAppRevisions(lastGood)
 		l.Metrics.SetSpecErrors(len(r.diags))
+		l.Metrics.SetOutdatedBaseImages(outdatedBaseImages(st))
 		if r.result == RunOK || r.result == RunNoop {
 			// Only a revision every app converged to is "applied".
 			l.Metrics.SetRevision(r.rev.SHA)
@@ -898,6 +902,22 @@ func (l *Loop) report(r *run, end time.Time, apps map[string]string, errText str
 	st, _ := l.Status().(LoopStatus)
 	l.OnRun(RunReport{Revision: r.rev.SHA, Subject: r.rev.Subject, Started: r.start, Finished: end,
 		Result: r.result, Error: errText, Apps: apps, Status: st})
+}
+
+// outdatedBaseImages counts, per app, the replicas whose base image alias
+// has moved on.
+func outdatedBaseImages(st plan.Status) map[string]int {
+	out := make(map[string]int, len(st.Apps))
+	for _, a := range st.Apps {
+		n := 0
+		for _, r := range a.Replicas {
+			if r.BaseImageOutdated {
+				n++
+			}
+		}
+		out[a.App] = n
+	}
+	return out
 }
 
 // appMetricStatus is one word for an app's state, the most telling first:

@@ -428,6 +428,8 @@ func (m *fakeMetrics) SetRevision(sha string) {
 	m.revision = sha
 }
 
+func (m *fakeMetrics) SetOutdatedBaseImages(map[string]int) {}
+
 func (m *fakeMetrics) SetApps(s map[string]string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -44,6 +44,7 @@ type Metrics struct {
 	appStatus     *prometheus.GaugeVec
 	appRevision   *prometheus.GaugeVec
 	specErrors    prometheus.Gauge
+	outdatedBase  *prometheus.GaugeVec
 	lxdRequests   *prometheus.CounterVec
 	webhooks      *prometheus.CounterVec
 	triggers      *prometheus.CounterVec
@@ -107,6 +108,10 @@ func NewMetrics() *Metrics {
 			Name: "berth_spec_errors",
 			Help: "Spec diagnostics (invalid fields, files that do not parse) in the revision last loaded.",
 		}),
+		outdatedBase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "berth_replicas_outdated_base_image",
+			Help: "Per app, replicas built from another image than the one their system.image alias points to now (a base OS update not rolled out yet).",
+		}, []string{"app"}),
 		lxdRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_lxd_requests_total",
 			Help: "Requests made to the LXD API by HTTP method.",
@@ -129,7 +134,7 @@ func NewMetrics() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.runs, m.duration, m.runErrors,
 		m.gitPolls, m.gitFetches, m.gitErrors,
-		m.revision, m.apps, m.appStatus, m.appRevision, m.specErrors, m.lxdRequests,
+		m.revision, m.apps, m.appStatus, m.appRevision, m.specErrors, m.outdatedBase, m.lxdRequests,
 		m.webhooks, m.triggers, m.lastSuccessTS,
 	)
 	// Counters with a closed label set start at zero, so rate() and
@@ -227,6 +232,21 @@ func (m *Metrics) SetApps(statuses map[string]string) {
 	}
 	for status, n := range counts {
 		m.apps.WithLabelValues(status).Set(float64(n))
+	}
+}
+
+// SetOutdatedBaseImages sets berth_replicas_outdated_base_image: per app,
+// the replicas on an outdated base image. Apps missing from counts are
+// removed.
+func (m *Metrics) SetOutdatedBaseImages(counts map[string]int) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.outdatedBase.Reset()
+	for app, n := range counts {
+		m.outdatedBase.WithLabelValues(app).Set(float64(n))
 	}
 }
 
