@@ -316,6 +316,29 @@ func stepDrift(s Step) string {
 	return d
 }
 
+// replicaSystem is what Text says about a replica's system container:
+// its base image and how old it is, whether it is outdated, ephemeral or
+// privileged.
+func replicaSystem(r ReplicaView) string {
+	out := ""
+	if r.BaseImage != "" {
+		out += ", base image " + r.BaseImage
+		if r.BaseImageAge != "" {
+			out += " (" + r.BaseImageAge + " old)"
+		}
+		if r.BaseImageOutdated {
+			out += " OUTDATED"
+		}
+	}
+	if r.Ephemeral {
+		out += ", ephemeral"
+	}
+	if r.Privileged {
+		out += ", PRIVILEGED"
+	}
+	return out
+}
+
 // Text renders the status as a table for people.
 func (s Status) Text() string {
 	var b strings.Builder
@@ -351,6 +374,10 @@ func (s Status) Text() string {
 			}
 			if r.PortsUnchecked != "" {
 				state += ", ports not checked: " + r.PortsUnchecked
+			}
+			state += replicaSystem(r)
+			if r.Error != "" && !r.Ready {
+				state += ", " + r.Error
 			}
 			fmt.Fprintf(&b, "  %-18s rev %-12s %s\n", r.Instance, orDash(ShortSHA(r.Revision)), state)
 		}
