@@ -16,12 +16,12 @@ const HashLen = 16
 // defaulted value with encoding/json, which sorts map keys, so key order in
 // the YAML and spelled-out defaults do not change it.
 //
-// Provision, ImageUpdate and Ports are left out: a provision change is
+// Provision, ImageUpdate, Ports and Placement are left out: a provision change is
 // re-run in place (it has its own hash, Provision.Hash), the image update
 // policy and the declared ports change nothing in the instance, and a spec
 // without them hashes as it did before they existed (TestHashesPinned).
 func (s System) Hash() string {
-	s.Provision, s.ImageUpdate, s.Ports = nil, "", nil
+	s.Provision, s.ImageUpdate, s.Ports, s.Placement = nil, "", nil, nil
 	return canonicalHash(s)
 }
 

@@ -91,6 +91,10 @@ type System struct {
 	// listens on, as Container.Ports are for an app with one. Not part of
 	// System.Hash.
 	Ports []Port `json:"ports,omitempty"`
+	// Placement says which LXD cluster members the replicas go to. Not
+	// part of System.Hash: a placement change moves replicas through the
+	// planner's placement rules, not through a hash.
+	Placement *Placement `json:"placement,omitempty"`
 }
 
 // Values of System.ImageUpdate.
@@ -284,3 +288,22 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	*d = Duration(v)
 	return nil
 }
+
+// Placement spreads an app's replicas over the members of an LXD cluster.
+// On a single host it changes nothing.
+type Placement struct {
+	// Spread is SpreadMembers (the default): replicas go to different
+	// members, balanced, deterministically; a placed replica stays put.
+	Spread string `json:"spread,omitempty"`
+	// Members, when set, are the only members replicas may go to.
+	Members []string `json:"members,omitempty"`
+	// Group, when set, is the cluster group replicas must go to.
+	Group string `json:"group,omitempty"`
+	// ReplaceUnreachable, when set, is how long a replica may stay
+	// unreachable (its member offline) before berth builds a replacement
+	// on a healthy member, in a new slot.
+	ReplaceUnreachable Duration `json:"replaceUnreachable,omitempty"`
+}
+
+// SpreadMembers is Placement.Spread's only value (and default).
+const SpreadMembers = "members"

@@ -52,7 +52,27 @@ type Observed struct {
 	// time (periodic re-provisioning, the age of base images). Zero means
 	// unknown: nothing time-based is planned.
 	At time.Time `json:"at,omitzero"`
+	// Members are the LXD cluster's members; nil on a single host (then
+	// placement plays no part).
+	Members []Member `json:"members,omitempty"`
 }
+
+// Member is one member of an LXD cluster.
+type Member struct {
+	Name string `json:"name"`
+	// Status is LXD's: Online, Offline, Evacuated, ...; only Online
+	// members get replicas, and replicas on an Offline one are
+	// unreachable.
+	Status string `json:"status"`
+	// Groups are the cluster groups the member is in.
+	Groups []string `json:"groups,omitempty"`
+	// Since is when the member was last seen (LXD's heartbeat), for
+	// placement.replaceUnreachable.
+	Since time.Time `json:"since,omitzero"`
+}
+
+// MemberOnline is the status of a member that takes instances.
+const MemberOnline = "Online"
 
 // Image is one image on the LXD server.
 type Image struct {

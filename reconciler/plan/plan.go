@@ -167,6 +167,9 @@ type Step struct {
 	// ProvisionHash is the provision hash the instance has after the step
 	// (empty when the app has no provision).
 	ProvisionHash string `json:"provisionHash,omitempty"`
+	// Target is the cluster member a create or recreate builds the
+	// instance on ("" on a single host).
+	Target string `json:"target,omitempty"`
 }
 
 // Conflict is an instance whose name an app wants but that is not berth's
@@ -445,6 +448,9 @@ func formatStep(s Step, wName, wAction int) string {
 			rs[j] = fmt.Sprintf("%s: %s → %s", r.Field, displayValue(r.Old), displayValue(r.New))
 		}
 		line += "  (" + strings.Join(rs, "; ") + ")"
+	}
+	if s.Target != "" {
+		line += "  on " + s.Target
 	}
 	return strings.TrimRight(line, " ") + "\n"
 }

@@ -70,6 +70,8 @@ type planner struct {
 	owned     map[string][]replica // berth's well-labelled instances by app, in name order
 	nOwned    int                  // every instance with our owner, garbled ones included
 	images    map[string]*Image    // observed images by alias
+	members     map[string]*Member // cluster members by name; empty on a single host
+	memberNames []string           // sorted
 	at        time.Time            // Observed.At
 
 	warnings []string
@@ -110,6 +112,7 @@ func (pl *planner) indexDesired() {
 
 func (pl *planner) indexObserved(observed Observed) {
 	pl.at = observed.At
+	pl.indexMembers(observed.Members)
 	pl.images = map[string]*Image{}
 	for i := range observed.Images {
 		for _, a := range observed.Images[i].Aliases {
@@ -176,6 +179,7 @@ type appPlan struct {
 	lxdConfig  map[string]string
 	nObserved  int
 	maxUnavail int
+	placer     *placer // nil on a single host
 }
 
 // slotSteps are the steps of one replica; they stay together in one batch.
@@ -210,6 +214,13 @@ func (pl *planner) planApp(app *spec.App) {
 			extra = append(extra, r)
 		}
 	}
+	var kept []*Instance
+	for _, inst := range bySlot {
+		if inst != nil {
+			kept = append(kept, inst)
+		}
+	}
+	a.placer = pl.newPlacer(app, kept)
 	var quiet, disruptive []slotSteps
 	var down []string // replicas unavailable that no step will fix
 	for slot, inst := range bySlot {
@@ -218,11 +229,25 @@ func (pl *planner) planApp(app *spec.App) {
 			if pl.conflict(a.name, name) {
 				continue
 			}
+			target := ""
+			if a.placer != nil {
+				if target = a.placer.pick(); target == "" {
+					pl.warnf("app %s: no online cluster member its placement allows: %s is not created", a.name, name)
+					continue
+				}
+			}
 			quiet = append(quiet, slotSteps{slot: slot, steps: []Step{{
 				App: a.name, Slot: slot, Instance: name, Action: Create,
 				Reasons:    []Reason{replicasReason},
-				SystemHash: a.sysHash, ContainerHash: a.ctrHash, ProvisionHash: a.provHash,
+				SystemHash: a.sysHash, ContainerHash: a.ctrHash, ProvisionHash: a.provHash, Target: target,
 			}}})
+			continue
+		}
+		if why, ok := pl.unreachable(inst); ok {
+			// Its member is down: nothing can be done to it, and its
+			// name is taken until the member returns.
+			down = append(down, inst.Name)
+			pl.plan.Unready = append(pl.plan.Unready, Unready{App: a.name, Instance: inst.Name, Why: why})
 			continue
 		}
 		ss := pl.replicaSteps(a, slot, inst)
@@ -344,8 +369,24 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 	}
 
 	recreate, update := pl.systemReasons(a, inst)
+	if r, ok := a.placer.misplaced(inst); ok {
+		recreate = append(recreate, r)
+	}
 	if len(recreate) > 0 {
 		step(Recreate, append(recreate, update...)...)
+		if a.placer != nil {
+			target := a.placer.recreateOn(inst)
+			if target == "" {
+				pl.warnf("app %s: no online cluster member its placement allows: %s is not recreated", a.name, inst.Name)
+				return slotSteps{slot: slot}
+			}
+			ss.steps[0].Target = target
+			for i, r := range ss.steps[0].Reasons {
+				if r.Field == "placement" {
+					ss.steps[0].Reasons[i].New = target
+				}
+			}
+		}
 	} else if len(update) > 0 {
 		step(UpdateInPlace, update...)
 	}

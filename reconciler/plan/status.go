@@ -79,6 +79,9 @@ type ReplicaView struct {
 	Error     string `json:"error,omitempty"`
 	// Address is the replica's IPv4 address ("" when it has none).
 	Address string `json:"address,omitempty"`
+	// Member is the cluster member the replica is on ("" on a single
+	// host).
+	Member string `json:"member,omitempty"`
 	// ClosedPorts are declared TCP ports that refused connections
 	// ("9999/tcp"); the replica is then not ready.
 	ClosedPorts []string `json:"closedPorts,omitempty"`
@@ -110,6 +113,10 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 		owner = DefaultOwner
 	}
 	b := statusBuilder{owner: owner, apps: map[string]*AppStatusView{}, images: map[string]*Image{}, sysImage: map[string]string{}, at: observed.At}
+	b.members = map[string]*Member{}
+	for i := range observed.Members {
+		b.members[observed.Members[i].Name] = &observed.Members[i]
+	}
 	for i := range observed.Images {
 		img := &observed.Images[i]
 		b.images[img.Fingerprint] = img
@@ -143,6 +150,7 @@ type statusBuilder struct {
 	images   map[string]*Image // by fingerprint, and by "alias:" + alias
 	sysImage map[string]string // system.image by app
 	at       time.Time
+	members  map[string]*Member
 }
 
 func (b *statusBuilder) get(name string) *AppStatusView {
@@ -183,6 +191,10 @@ func (b *statusBuilder) addReplicas(observed Observed, haveDesired bool) {
 			v.Sync = SyncOrphaned
 		}
 		r := replicaView(inst, slot)
+		r.Member = inst.Location
+		if m := b.members[inst.Location]; m != nil && m.Status != MemberOnline {
+			r.Ready, r.Error = false, "unreachable (member "+m.Name+" "+lower(m.Status)+")"
+		}
 		b.baseImage(&r, inst, app)
 		if r.Ready {
 			v.Ready++
@@ -368,6 +380,9 @@ func (s Status) Text() string {
 			}
 			if r.Address != "" {
 				state += ", " + r.Address
+			}
+			if r.Member != "" && r.Member != "none" {
+				state += ", on " + r.Member
 			}
 			if len(r.ClosedPorts) > 0 {
 				state += ", closed " + strings.Join(r.ClosedPorts, " ")

@@ -1,0 +1,141 @@
+package plan
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"slices"
+
+	"github.com/berth-gitops/berth/spec"
+)
+
+// Placement on an LXD cluster. berth is not a scheduler: it only says
+// which member each new replica goes to (LXD's target), so that an app's
+// replicas are spread over the members its spec allows. A replica that is
+// placed stays put unless its member is no longer allowed.
+
+// placer chooses members for one app's replicas.
+type placer struct {
+	placement *spec.Placement
+	members   map[string]*Member // every member, by name
+	order     []string           // the app's allowed, online members, in its tie-break order
+	count     map[string]int     // the app's replicas per member, planned ones included
+}
+
+// newPlacer returns nil on a single host: nothing to place.
+func (pl *planner) newPlacer(app *spec.App, kept []*Instance) *placer {
+	if len(pl.members) == 0 {
+		return nil
+	}
+	p := &placer{placement: app.Spec.System.Placement, members: pl.members, count: map[string]int{}}
+	for _, name := range pl.memberNames {
+		if p.allowed(name) && p.members[name].Status == MemberOnline {
+			p.order = append(p.order, name)
+		}
+	}
+	// Ties go to members in an order that differs per app, so that the
+	// first replica of every app does not land on the same member.
+	if n := len(p.order); n > 0 {
+		sum := sha256.Sum256([]byte(app.Metadata.Name))
+		k := int(binary.BigEndian.Uint64(sum[:8]) % uint64(n))
+		p.order = append(p.order[k:], p.order[:k]...)
+	}
+	for _, inst := range kept {
+		if inst.Location != "" {
+			p.count[inst.Location]++
+		}
+	}
+	return p
+}
+
+// allowed reports whether the app's placement lets replicas on member.
+func (p *placer) allowed(member string) bool {
+	pm := p.placement
+	if pm == nil {
+		return true
+	}
+	if len(pm.Members) > 0 && !slices.Contains(pm.Members, member) {
+		return false
+	}
+	if pm.Group != "" {
+		m := p.members[member]
+		if m == nil || !slices.Contains(m.Groups, pm.Group) {
+			return false
+		}
+	}
+	return true
+}
+
+// pick chooses the member for one more replica: the allowed online member
+// with the fewest of the app's replicas, ties in the app's order. "" when
+// no member can take it.
+func (p *placer) pick() string {
+	best := ""
+	for _, m := range p.order {
+		if best == "" || p.count[m] < p.count[best] {
+			best = m
+		}
+	}
+	if best != "" {
+		p.count[best]++
+	}
+	return best
+}
+
+// move takes a replica off its member, for a recreate elsewhere.
+func (p *placer) move(from string) string {
+	p.count[from]--
+	return p.pick()
+}
+
+// unreachable says why a replica cannot be reached: its member is not
+// online. LXD lists such an instance but cannot act on it, so berth plans
+// nothing for it, and never builds a second instance of the same name.
+func (pl *planner) unreachable(inst *Instance) (string, bool) {
+	m := pl.members[inst.Location]
+	if m == nil || m.Status == MemberOnline || inst.Location == "" {
+		return "", false
+	}
+	return "unreachable (member " + inst.Location + " " + lower(m.Status) + ")", true
+}
+
+// misplaced says why a replica must move: its member is no longer one the
+// app's placement allows.
+func (p *placer) misplaced(inst *Instance) (Reason, bool) {
+	if p == nil || inst.Location == "" || p.allowed(inst.Location) {
+		return Reason{}, false
+	}
+	// New is the member recreateOn chooses.
+	return Reason{Field: "placement", Old: inst.Location}, true
+}
+
+func (pl *planner) indexMembers(members []Member) {
+	pl.members = make(map[string]*Member, len(members))
+	for i := range members {
+		pl.members[members[i].Name] = &members[i]
+		pl.memberNames = append(pl.memberNames, members[i].Name)
+	}
+	slices.SortFunc(pl.memberNames, cmp.Compare[string])
+}
+
+func lower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// recreateOn is the member a recreated replica is built on: where it is,
+// unless its placement no longer allows that member.
+func (p *placer) recreateOn(inst *Instance) string {
+	if p == nil {
+		return ""
+	}
+	if inst.Location != "" && p.allowed(inst.Location) {
+		return inst.Location
+	}
+	return p.move(inst.Location)
+}

@@ -1,0 +1,124 @@
+package plan
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/berth-gitops/berth/spec"
+)
+
+func cluster(statuses ...string) []Member {
+	var out []Member
+	for i, s := range statuses {
+		out = append(out, Member{Name: "m" + string(rune('1'+i)), Status: s, Groups: []string{"default"}})
+	}
+	return out
+}
+
+func targets(pl Plan) map[string]string {
+	out := map[string]string{}
+	for _, s := range pl.Steps {
+		out[s.Instance] = s.Target
+	}
+	return out
+}
+
+func perMember(m map[string]string) map[string]int {
+	out := map[string]int{}
+	for _, t := range m {
+		out[t]++
+	}
+	return out
+}
+
+func TestPlacementSpreadsAndIsDeterministic(t *testing.T) {
+	app := testApp("web", 3)
+	obs := Observed{Members: cluster("Online", "Online", "Online")}
+	pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{})
+	got := targets(pl)
+	if n := perMember(got); len(n) != 3 || n["m1"] != 1 || n["m2"] != 1 || n["m3"] != 1 {
+		t.Fatalf("3 replicas on 3 members: %v", got)
+	}
+	again := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{})
+	if !slices.Equal(stepLines(pl), stepLines(again)) || pl.Text() != again.Text() {
+		t.Error("the same input placed differently")
+	}
+	if !strings.Contains(pl.Text(), "  on m") {
+		t.Errorf("the plan does not say where:\n%s", pl.Text())
+	}
+
+	// Placed replicas stay put; scaling to 5 balances the new ones.
+	insts := fleet(app)
+	for i := range insts {
+		insts[i].Location = got[insts[i].Name]
+	}
+	obs.Instances = insts
+	five := MakePlan(Desired{Revision: testRev, Apps: []spec.App{with(app, func(a *spec.App) { a.Spec.Replicas = 5 })}}, obs, Policy{})
+	all := targets(five)
+	for _, i := range insts {
+		all[i.Name] = i.Location
+	}
+	n := perMember(all)
+	if len(five.Steps) != 2 || max(n["m1"], n["m2"], n["m3"])-min(n["m1"], n["m2"], n["m3"]) > 1 {
+		t.Errorf("scale to 5: steps %q, per member %v", stepLines(five), n)
+	}
+
+	// A recreate (new system image) stays on its member.
+	img := MakePlan(Desired{Revision: testRev, Apps: []spec.App{with(app, func(a *spec.App) { a.Spec.System.Image = "other" })}}, obs, Policy{})
+	for _, s := range img.Steps {
+		if s.Action != Recreate || s.Target != got[s.Instance] {
+			t.Errorf("recreate moved %s: %+v", s.Instance, s)
+		}
+	}
+}
+
+func TestPlacementMembersRestrictAndMove(t *testing.T) {
+	app := testApp("web", 2)
+	obs := Observed{Members: cluster("Online", "Online", "Online")}
+	only := with(app, func(a *spec.App) { a.Spec.System.Placement = &spec.Placement{Members: []string{"m3"}} })
+	pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{only}}, obs, Policy{})
+	for _, s := range pl.Steps {
+		if s.Target != "m3" {
+			t.Errorf("members [m3]: %s on %q", s.Instance, s.Target)
+		}
+	}
+
+	insts := fleet(app)
+	insts[0].Location, insts[1].Location = "m1", "m3"
+	obs.Instances = insts
+	pl = MakePlan(Desired{Revision: testRev, Apps: []spec.App{only}}, obs, Policy{})
+	if got := stepLines(pl); !slices.Equal(got, []string{"1 web-0 recreate (placement: m1 → m3)"}) || pl.Steps[0].Target != "m3" {
+		t.Errorf("move off m1: %q", got)
+	}
+
+	grp := with(app, func(a *spec.App) { a.Spec.System.Placement = &spec.Placement{Group: "gpu"} })
+	pl = MakePlan(Desired{Revision: testRev, Apps: []spec.App{grp}}, Observed{Members: cluster("Online")}, Policy{})
+	if len(pl.Steps) != 0 || len(pl.Warnings) == 0 {
+		t.Errorf("no member in group gpu: steps %q warnings %q", stepLines(pl), pl.Warnings)
+	}
+}
+
+func TestPlacementLostMember(t *testing.T) {
+	app := testApp("web", 3)
+	insts := fleet(app)
+	for i := range insts {
+		insts[i].Location = "m" + string(rune('1'+i))
+	}
+	insts[2].Status = "Error"
+	obs := Observed{Instances: insts, Members: cluster("Online", "Online", "Offline")}
+	pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{})
+	if len(pl.Steps) != 0 || len(pl.Unready) != 1 || pl.Unready[0].Why != "unreachable (member m3 offline)" {
+		t.Fatalf("lost member: steps %q unready %+v", stepLines(pl), pl.Unready)
+	}
+	st := BuildStatus("", &Desired{Revision: testRev, Apps: []spec.App{app}}, obs, &pl)
+	if a := st.Apps[0]; a.Ready != 2 || a.Health != HealthDegraded || a.Replicas[2].Error != "unreachable (member m3 offline)" || a.Replicas[2].Member != "m3" {
+		t.Errorf("status with m3 down: %+v", a)
+	}
+	// Scaling up while a member is down goes to the online ones, and
+	// never reuses the unreachable replica's name.
+	pl = MakePlan(Desired{Revision: testRev, Apps: []spec.App{with(app, func(a *spec.App) { a.Spec.Replicas = 4 })}}, obs, Policy{})
+	if got := stepLines(pl); len(got) != 1 || !strings.Contains(got[0], "web-3 create") || pl.Steps[0].Target == "m3" {
+		t.Errorf("scale up with m3 down: %q target %q", got, pl.Steps[0].Target)
+	}
+}
