@@ -65,14 +65,14 @@ type planner struct {
 	apps     map[string]*spec.App
 	appNames []string // sorted names of the apps to plan (valid, not held)
 
-	instances []*Instance          // observed, sorted by name
-	dupName   map[string]bool      // names observed more than once: never touched
-	owned     map[string][]replica // berth's well-labelled instances by app, in name order
-	nOwned    int                  // every instance with our owner, garbled ones included
-	images    map[string]*Image    // observed images by alias
-	members     map[string]*Member // cluster members by name; empty on a single host
-	memberNames []string           // sorted
-	at        time.Time            // Observed.At
+	instances   []*Instance          // observed, sorted by name
+	dupName     map[string]bool      // names observed more than once: never touched
+	owned       map[string][]replica // berth's well-labelled instances by app, in name order
+	nOwned      int                  // every instance with our owner, garbled ones included
+	images      map[string]*Image    // observed images by alias
+	members     map[string]*Member   // cluster members by name; empty on a single host
+	memberNames []string             // sorted
+	at          time.Time            // Observed.At
 
 	warnings []string
 	plan     Plan
