@@ -299,6 +299,7 @@ type Loop struct {
 	eventsUp, eventsMissed, needFull atomic.Bool
 	lastObservedRev                  string
 	lastFullObserve                  time.Time
+	lastView                         *View
 	// lastConverged: the last run's final plan was converged.
 	lastConverged bool
 	// lastApplied is the revision this daemon last applied in full
@@ -780,12 +781,32 @@ type View struct {
 
 func (l *Loop) view(r *run, started time.Time, observed plan.Observed) {
 	l.needFull.Store(false)
+	v := View{Desired: r.desired, Observed: observed, Started: started, At: l.Clock.Now()}
 	l.mu.Lock()
-	l.lastObservedRev, l.lastFullObserve = r.rev.SHA, l.Clock.Now()
+	l.lastObservedRev, l.lastFullObserve = r.rev.SHA, v.At
+	l.lastView = &v
 	l.mu.Unlock()
 	if l.OnView != nil {
-		l.OnView(View{Desired: r.desired, Observed: observed, Started: started, At: l.Clock.Now()})
+		l.OnView(v)
 	}
+}
+
+// ObservedView is LastView for the HTTP server (server.ViewBackend).
+func (l *Loop) ObservedView() (observed any, revision string, at time.Time, ok bool) {
+	v, ok := l.LastView()
+	return v.Observed, v.Desired.Revision, v.At, ok
+}
+
+// LastView returns the daemon's last full look at the world, for `berth
+// plan --server`: planning against it costs no LXD call and no Docker
+// tunnel. ok is false before the first observe.
+func (l *Loop) LastView() (v View, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lastView == nil {
+		return View{}, false
+	}
+	return *l.lastView, true
 }
 
 // remember records each app's rollout outcome in the failure memory.

@@ -188,6 +188,9 @@ func (s *Server) routes() http.Handler {
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError),
 	}))
 	mux.HandleFunc("GET /api/v1/status", s.status)
+	if vb, ok := s.backend.(ViewBackend); ok {
+		mux.HandleFunc("GET /api/v1/observed", s.observed(vb))
+	}
 	if d := s.cfg.Discovery; d != nil {
 		mux.HandleFunc("GET /api/v1/endpoints", discoveryRoute(d.Endpoints))
 		mux.HandleFunc("GET /api/v1/sd/prometheus", discoveryRoute(d.PrometheusTargets))
@@ -316,14 +319,23 @@ func discoveryRoute(body func() (any, bool)) http.HandlerFunc {
 }
 
 func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
-	if s.token != nil && !s.validBearer(r.Header.Get("Authorization")) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or invalid bearer token"})
+	if !s.authorized(w, r) {
 		return
 	}
 	s.backend.Trigger("api")
 	s.log.Info("sync triggered", "reason", "api", "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusAccepted, map[string]bool{"triggered": true})
+}
+
+// authorized checks the sync token, when there is one, and answers 401
+// when it is missing or wrong.
+func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if s.token == nil || s.validBearer(r.Header.Get("Authorization")) {
+		return true
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
+	writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or invalid bearer token"})
+	return false
 }
 
 // validBearer reports whether an Authorization header carries the sync

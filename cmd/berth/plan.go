@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/berth-gitops/berth/spec"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -82,6 +84,8 @@ func newPlanCmd(g *globalOptions) *cobra.Command {
 		pf       pruneFlags
 		observed string
 		output   string
+		srv      string
+		srvToken string
 	)
 	cmd := &cobra.Command{
 		Use:   "plan",
@@ -92,7 +96,12 @@ container replacements, deletes, each with the fields that differ.
 
 By default it observes the live LXD (see --lxd) and the Docker engine in each
 instance. --observed FILE.json plans against a saved snapshot instead (the
-format is documented in reconciler/README.md; "berth observe" writes one).
+format is documented in reconciler/README.md; "berth observe" writes one),
+and --server URL against the state a running daemon observed last: one
+request instead of an LXD list and a Docker tunnel into every instance, so
+a pull-request check stays fast however large the fleet. That state is as
+old as the daemon's last observe (it says when); apply always observes
+afresh before it writes anything.
 
 Exit status: 0 nothing to do, 2 changes, 3 blocked (the live state cannot
 converge to the revision: a name taken by an instance berth does not own,
@@ -115,11 +124,21 @@ pruning skipped; with or without steps to take), 1 error.`,
 				return err
 			}
 			var obs plan.Observed
-			if observed != "" {
+			switch {
+			case observed != "" && srv != "":
+				return errors.New("--observed and --server are two sources of the observed state: give one")
+			case observed != "":
 				if obs, err = readObserved(observed); err != nil {
 					return err
 				}
-			} else {
+			case srv != "":
+				var at time.Time
+				if obs, at, err = observedFromServer(cmd.Context(), srv, srvToken); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "Planned against the state the daemon at %s observed at %s (%s ago).\n",
+					safeText(srv), at.Format(time.RFC3339), g.clock.Since(at).Round(time.Second))
+			default:
 				sys, err := g.connect(cmd)
 				if err != nil {
 					return err
@@ -146,6 +165,8 @@ pruning skipped; with or without steps to take), 1 error.`,
 	rf.register(cmd)
 	pf.register(cmd)
 	cmd.Flags().StringVar(&observed, "observed", "", "plan against this observed-state snapshot (JSON) instead of live LXD")
+	cmd.Flags().StringVar(&srv, "server", "", "plan against the last state a running daemon observed (http://127.0.0.1:9090): one request instead of a look into every instance")
+	cmd.Flags().StringVar(&srvToken, "server-token-file", "", "file holding the daemon's sync token, when it has one (--sync-token-file of berth run)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return cmd
 }

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-gitops/berth/reconciler/plan"
+	"github.com/berth-gitops/berth/server"
+	"github.com/berth-gitops/berth/spec"
+)
+
+// viewDaemon is a daemon's HTTP server whose loop has observed obs.
+type viewDaemon struct {
+	obs plan.Observed
+	at  time.Time
+}
+
+func (v *viewDaemon) Status() any    { return map[string]string{} }
+func (v *viewDaemon) Ready() error   { return nil }
+func (v *viewDaemon) Trigger(string) {}
+func (v *viewDaemon) ObservedView() (any, string, time.Time, bool) {
+	return v.obs, "", v.at, !v.at.IsZero()
+}
+
+// serveView serves obs as a daemon would, with token as its sync token
+// when not empty, and returns its URL.
+func serveView(tb testing.TB, obs plan.Observed, token string) string {
+	tb.Helper()
+	cfg := server.Config{Listen: "127.0.0.1:0"}
+	if token != "" {
+		cfg.SyncTokenFile = filepath.Join(tb.TempDir(), "token")
+		if err := os.WriteFile(cfg.SyncTokenFile, []byte(token+"\n"), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	srv, err := server.New(cfg, &viewDaemon{obs: normalizeObserved(obs), at: time.Now().Add(-3 * time.Second)}, server.NewMetrics())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go srv.Serve(ctx)
+	tb.Cleanup(cancel)
+	return "http://" + srv.Addr().String()
+}
+
+func TestPlanAgainstADaemonsView(t *testing.T) {
+	r := newRepo(t)
+	r.write("apps/web.yaml", appYAML("web", 3, "reg/web:1"))
+	sha := r.commit("web")
+	res, err := spec.LoadDir(t.Context(), filepath.Join(r.dir, "apps"), spec.Options{})
+	if err != nil || len(res.Diagnostics) > 0 {
+		t.Fatal(err, res.Diagnostics)
+	}
+	url := serveView(t, converged(res.Apps, sha), "")
+	code, out, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--server", url)
+	if code != 0 || !strings.Contains(out, "No changes") || !strings.Contains(errOut, "Planned against the state the daemon at "+url+" observed at") {
+		t.Fatalf("converged: exit %d\n%s%s", code, out, errOut)
+	}
+	r.write("apps/web.yaml", appYAML("web", 4, "reg/web:2"))
+	r.commit("web: 4 of web:2")
+	if code, out, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--server", url); code != 2 || !strings.Contains(out, "web-3  create") {
+		t.Fatalf("change: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := berth(t, "plan", "--repo", r.dir, "--server", url, "--observed", "x.json"); code != 1 || !strings.Contains(errOut, "give one") {
+		t.Errorf("both sources: exit %d %s", code, errOut)
+	}
+
+	// With a sync token the view needs it: it holds instance config.
+	guarded := serveView(t, converged(res.Apps, sha), "s3cret")
+	if code, _, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--server", guarded); code != 1 || !strings.Contains(errOut, "401") {
+		t.Errorf("no token: exit %d %s", code, errOut)
+	}
+	tok := filepath.Join(t.TempDir(), "tok")
+	os.WriteFile(tok, []byte("s3cret"), 0o600)
+	if code, out, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--server", guarded, "--server-token-file", tok); code != 2 {
+		t.Errorf("with the token: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// BenchmarkPlanThroughDaemon300 is a no-op `berth plan --server` of 300
+// replicas: Git, the spec load, one HTTP request and the plan.
+func BenchmarkPlanThroughDaemon300(b *testing.B) {
+	rr := newRepo(b)
+	rr.write("apps/web.yaml", appYAML("web", 300, "reg/web:1"))
+	sha := rr.commit("web")
+	res, err := spec.LoadDir(b.Context(), filepath.Join(rr.dir, "apps"), spec.Options{})
+	if err != nil || len(res.Diagnostics) > 0 {
+		b.Fatal(err, res.Diagnostics)
+	}
+	url := serveView(b, converged(res.Apps, sha), "")
+	b.ResetTimer()
+	for b.Loop() {
+		if code, out, errOut := runCLI("plan", "--repo", rr.dir, "--dir", "apps", "--server", url); code != 0 {
+			b.Fatalf("exit %d\n%s%s", code, out, errOut)
+		}
+	}
+}
