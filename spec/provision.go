@@ -272,7 +272,10 @@ func (p *provisionReader) readOnce(ctx context.Context, name string) ([]byte, st
 		}
 		dir = sofar
 	}
-	if !de.Type().IsRegular() {
+	switch {
+	case de.IsDir():
+		return nil, fmt.Sprintf("%q is a folder; only regular files are copied by a provision", name)
+	case !de.Type().IsRegular():
 		return nil, fmt.Sprintf("%q %s", name, strings.Replace(notRegular(de.Type()), "read as specs", "copied by a provision", 1))
 	}
 	info, err := de.Info()

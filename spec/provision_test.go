@@ -1,9 +1,15 @@
 package spec
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"io/fs"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 )
 
 // loadWithFiles loads src as specs/app.yaml of a repository that also
@@ -26,4 +32,245 @@ func loadWithFiles(t *testing.T, src string, files fstest.MapFS, opts Options) *
 		t.Fatal(err)
 	}
 	return r
+}
+
+// systemOnly is the smallest system-only app; lines added by plain() start
+// at line 8, inside spec.system.
+const systemOnly = `apiVersion: berth/v1
+kind: App
+metadata:
+  name: web
+spec:
+  system:
+    image: debian
+`
+
+func plain(lines string) string { return systemOnly + lines }
+
+// repoFiles is a repository with a few files, symlinks and odd entries.
+func repoFiles() fstest.MapFS {
+	return fstest.MapFS{
+		"etc/motd":             {Data: []byte("hello\n")},
+		"etc/app.conf":         {Data: []byte("port=8080\n")},
+		"scripts/provision.sh": {Data: []byte("#!/bin/sh\necho ok\n"), Mode: 0o755},
+		"scripts/linked.sh":    {Data: []byte("provision.sh"), Mode: fs.ModeSymlink},
+		"linked-dir":           {Data: []byte("etc"), Mode: fs.ModeSymlink},
+		"secret":               {Data: []byte("../../etc/shadow"), Mode: fs.ModeSymlink},
+		"fifo":                 {Mode: fs.ModeNamedPipe},
+		".config/tool.yml":     {Data: []byte("a: b\n")},
+		"ansible/site.yml":     {Data: []byte("- hosts: localhost\n")},
+	}
+}
+
+func TestProvisionLoaded(t *testing.T) {
+	src := plain(`    provision:
+      files:
+        - {source: etc/motd, path: /etc/motd}
+        - {source: scripts/provision.sh, path: /usr/local/bin/provision, mode: "755", owner: "0001000:100"}
+        - {source: .config/tool.yml, path: /root/.config/tool.yml, mode: "4750"}
+      run: [/usr/local/bin/provision, --verbose]
+      timeout: 2m
+      every: 24h
+    ports: [{name: ssh, port: 22}]
+    ephemeral: true
+    imageUpdate: manual
+`)
+	r := loadWithFiles(t, src, repoFiles(), Options{})
+	if len(r.Diagnostics) != 0 || len(r.Apps) != 1 {
+		t.Fatalf("does not load: %v", r.Diagnostics)
+	}
+	s := r.Apps[0].Spec
+	if s.HasContainer() {
+		t.Error("HasContainer() is true for an app without spec.container")
+	}
+	if !s.System.Ephemeral || s.System.ImageUpdate != ImageUpdateManual {
+		t.Errorf("ephemeral %v, imageUpdate %q", s.System.Ephemeral, s.System.ImageUpdate)
+	}
+	wantPorts := []Port{{"ssh", 22, "tcp"}}
+	if !reflect.DeepEqual(s.AppPorts(), wantPorts) || !reflect.DeepEqual(DeclaredPorts(r.Apps), map[string][]Port{"web": wantPorts}) {
+		t.Errorf("AppPorts() = %v, DeclaredPorts = %v", s.AppPorts(), DeclaredPorts(r.Apps))
+	}
+	p := s.System.Provision
+	if p == nil {
+		t.Fatal("no provision")
+	}
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	want := &Provision{
+		Files: []ProvisionFile{
+			{Source: "etc/motd", Path: "/etc/motd", Mode: "0644", Owner: "0:0", Digest: sum("hello\n"), Content: []byte("hello\n")},
+			{Source: "scripts/provision.sh", Path: "/usr/local/bin/provision", Mode: "0755", Owner: "1000:100",
+				Digest: sum("#!/bin/sh\necho ok\n"), Content: []byte("#!/bin/sh\necho ok\n")},
+			{Source: ".config/tool.yml", Path: "/root/.config/tool.yml", Mode: "4750", Owner: "0:0", Digest: sum("a: b\n"), Content: []byte("a: b\n")},
+		},
+		Run:     []string{"/usr/local/bin/provision", "--verbose"},
+		Timeout: Duration(2 * time.Minute),
+		Every:   Duration(24 * time.Hour),
+	}
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("provision:\n got %+v\nwant %+v", p, want)
+	}
+}
+
+// Spelled-out defaults decode to the same App, so they hash alike; and a
+// provision hashes what it puts in the instance, not where it comes from.
+func TestProvisionDefaultsAndHash(t *testing.T) {
+	terse := plain("    provision: {files: [{source: etc/motd, path: /etc/motd}], run: [/bin/true]}\n")
+	spelled := plain(`    imageUpdate: rolling
+    ephemeral: false
+    provision:
+      files: [{source: etc/motd, path: /etc/motd, mode: "0644", owner: "0:0"}]
+      run: [/bin/true]
+      timeout: 10m
+      every: 0s
+      restartContainer: false
+`)
+	a := loadWithFiles(t, terse, repoFiles(), Options{})
+	b := loadWithFiles(t, spelled, repoFiles(), Options{})
+	if len(a.Apps) != 1 || len(b.Apps) != 1 {
+		t.Fatalf("do not load: %v / %v", a.Diagnostics, b.Diagnostics)
+	}
+	sa, sb := a.Apps[0].Spec, b.Apps[0].Spec
+	if !reflect.DeepEqual(sa, sb) {
+		t.Errorf("specs differ:\n%+v\n%+v", sa, sb)
+	}
+	if sa.System.ImageUpdate != ImageUpdateRolling || sa.System.Provision.Timeout != DefaultProvisionTimeout {
+		t.Errorf("defaults not applied: %+v", sa.System)
+	}
+	// Neither the provision nor the image update policy moves the system
+	// hash: a change re-provisions in place, never recreates.
+	bare := mustLoadBytes(t, systemOnly, Options{})
+	if got, want := sa.System.Hash(), bare.Apps[0].Spec.System.Hash(); got != want {
+		t.Errorf("system hash %s with a provision, %s without", got, want)
+	}
+	h := sa.System.Provision.Hash()
+	files := repoFiles()
+	files["other/motd"] = files["etc/motd"]
+	moved := loadWithFiles(t, strings.Replace(terse, "source: etc/motd", "source: other/motd", 1), files, Options{})
+	if got := moved.Apps[0].Spec.System.Provision.Hash(); got != h {
+		t.Errorf("moving the source in the repo changed the provision hash: %s -> %s", h, got)
+	}
+	files["etc/motd"] = &fstest.MapFile{Data: []byte("changed\n")}
+	changed := loadWithFiles(t, terse, files, Options{})
+	if got := changed.Apps[0].Spec.System.Provision.Hash(); got == h {
+		t.Error("changing a file's content did not change the provision hash")
+	}
+	// Pinned, as the system and container hashes are (TestHashesPinned):
+	// it is stored on every provisioned instance.
+	if h != "faa09edeea0354c9" {
+		t.Errorf("Provision.Hash() = %q: a change re-provisions every instance on upgrade", h)
+	}
+}
+
+// Every problem of a provision is reported at once, at its place.
+func TestProvisionRules(t *testing.T) {
+	prov := func(lines string) string { return plain("    provision:\n" + lines) }
+	file := func(f string) string { return prov("      files: [" + f + "]\n") }
+	tests := []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"run only", prov("      run: [/bin/sh, -c, 'echo hi']\n"), nil},
+		{"files only", file("{source: etc/motd, path: /etc/motd}"), nil},
+		{"a playbook named .yml", file("{source: ansible/site.yml, path: /srv/site.yml}"), nil},
+		{"empty provision", plain("    provision: {}\n"),
+			[]string{`app.yaml:8:5: spec.system.provision: a provision needs files to copy, a command to run, or both`}},
+		{"empty lists", prov("      files: []\n      run: []\n"),
+			[]string{`app.yaml:8:5: spec.system.provision: a provision needs files to copy, a command to run, or both`}},
+		{"provision as a list", plain("    provision: [/bin/true]\n"),
+			[]string{`app.yaml:8:16: spec.system.provision: expected a mapping, got a list`}},
+		{"run as a string", prov("      run: /srv/provision.sh\n"),
+			[]string{
+				`app.yaml:8:5: spec.system.provision: a provision needs files to copy, a command to run, or both`,
+				`app.yaml:9:12: spec.system.provision.run: expected a list, got string "/srv/provision.sh"`,
+			}},
+		{"run with an empty argument", prov("      run: [/bin/sh, \"\"]\n"),
+			[]string{`app.yaml:9:22: spec.system.provision.run[1]: must not be empty: run is a command and its arguments, like [/bin/sh, /srv/provision.sh]`}},
+		{"timeout too short", prov("      run: [x]\n      timeout: 500ms\n"),
+			[]string{`app.yaml:10:16: spec.system.provision.timeout: duration "500ms" is too short: at least 1s`}},
+		{"timeout too long", prov("      run: [x]\n      timeout: 25h\n"),
+			[]string{`app.yaml:10:16: spec.system.provision.timeout: duration "25h" is too long: at most 24h`}},
+		{"every too often", prov("      run: [x]\n      every: 30s\n"),
+			[]string{`app.yaml:10:14: spec.system.provision.every: duration "30s" is too short: at least 1m`}},
+		{"every negative", prov("      run: [x]\n      every: -1h\n"),
+			[]string{`app.yaml:10:14: spec.system.provision.every: duration must be 0s (never) or more, got "-1h"`}},
+		{"every as a number", prov("      run: [x]\n      every: 3600\n"),
+			[]string{`app.yaml:10:14: spec.system.provision.every: expected a duration like "24h", or "0s" for never, got integer 3600`}},
+		{"restartContainer without a container", prov("      run: [x]\n      restartContainer: true\n"),
+			[]string{`app.yaml:10:25: spec.system.provision.restartContainer: restartContainer needs an app container, and this app has none (no spec.container)`}},
+		{"restartContainer false without a container", prov("      run: [x]\n      restartContainer: false\n"), nil},
+		{"unknown field", prov("      run: [x]\n      command: [y]\n"),
+			[]string{`app.yaml:10:7: spec.system.provision.command: unknown field "command"; allowed: files, run, timeout, every, restartContainer`}},
+		{"file without source and path", file("{mode: \"0644\"}"),
+			[]string{
+				`app.yaml:9:15: spec.system.provision.files[0].source: required field is missing`,
+				`app.yaml:9:15: spec.system.provision.files[0].path: required field is missing`,
+			}},
+		{"digest is not an input", file("{source: etc/motd, path: /etc/motd, digest: abc}"),
+			[]string{`app.yaml:9:51: spec.system.provision.files[0].digest: unknown field "digest"; allowed: source, path, mode, owner`}},
+		{"mode unquoted", file("{source: etc/motd, path: /etc/motd, mode: 0644}"),
+			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: expected a string, got integer 0644; quote it: "0644" (write the mode as a quoted octal string)`}},
+		{"mode not octal", file("{source: etc/motd, path: /etc/motd, mode: \"0648\"}"),
+			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "7777"), got "0648"`}},
+		{"mode too long", file("{source: etc/motd, path: /etc/motd, mode: \"10644\"}"),
+			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "7777"), got "10644"`}},
+		{"mode symbolic", file("{source: etc/motd, path: /etc/motd, mode: u+rw}"),
+			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "7777"), got "u+rw"`}},
+		{"owner by name", file("{source: etc/motd, path: /etc/motd, owner: root}"),
+			[]string{`app.yaml:9:58: spec.system.provision.files[0].owner: owner must be numeric "uid:gid" like "0:0" or "1000:1000", got "root"`}},
+		{"owner out of range", file("{source: etc/motd, path: /etc/motd, owner: \"4294967295:0\"}"),
+			[]string{`app.yaml:9:58: spec.system.provision.files[0].owner: owner must be numeric "uid:gid" like "0:0" or "1000:1000" with ids from 0 to 4294967294, got "4294967295:0"`}},
+		{"relative path", file("{source: etc/motd, path: etc/motd}"),
+			[]string{`app.yaml:9:40: spec.system.provision.files[0].path: must be an absolute path in the instance, got "etc/motd"`}},
+		{"root path", file("{source: etc/motd, path: /}"),
+			[]string{`app.yaml:9:40: spec.system.provision.files[0].path: must be a file's path, not "/"`}},
+		{"unclean path", file("{source: etc/motd, path: /etc/../etc/motd/}"),
+			[]string{`app.yaml:9:40: spec.system.provision.files[0].path: must be a clean path (no "//", "." or ".." parts, no trailing "/"): "/etc/../etc/motd/", maybe "/etc/motd"`}},
+		{"same path twice", file("{source: etc/motd, path: /etc/motd}, {source: etc/app.conf, path: /etc/motd}"),
+			[]string{`app.yaml:9:81: spec.system.provision.files[1].path: path "/etc/motd" is already written by files[0]`}},
+		{"absolute source", file("{source: /etc/shadow, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: must be relative to the repository root, not absolute: "/etc/shadow"`}},
+		{"source leaving the repository", file("{source: ../etc/shadow, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: must not have ".." parts: provision files are read from inside the repository, got "../etc/shadow"`}},
+		{"source with a dot part", file("{source: ./etc/motd, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: must not have "." parts: provision files are read from inside the repository, got "./etc/motd"`}},
+		{"source with an empty part", file("{source: etc//motd, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: must not have empty parts ("//" or a trailing "/"): "etc//motd"`}},
+		{"source in .git", file("{source: .git/config, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: must not be in a .git folder, which is Git's, not the repository's content: ".git/config"`}},
+		{"empty source", file("{source: \"\", path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: must be the path of a file in the repository, relative to its root`}},
+		{"missing source", file("{source: etc/nothing, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: no file "etc/nothing" in the repository at this revision`}},
+		{"source under a file", file("{source: etc/motd/x, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: no file "etc/motd/x" in the repository at this revision: "etc/motd" is not a folder`}},
+		{"source is a folder", file("{source: etc, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: "etc" is a folder; only regular files are copied by a provision`}},
+		{"source is a symlink", file("{source: scripts/linked.sh, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: "scripts/linked.sh" is a symbolic link; berth never follows symlinks in provision files: put the file or folder itself there`}},
+		{"source through a linked folder", file("{source: linked-dir/motd, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: "linked-dir" is a symbolic link; berth never follows symlinks in provision files: put the file or folder itself there`}},
+		{"source is a FIFO", file("{source: fifo, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: "fifo" is a named pipe (FIFO); only regular files are copied by a provision`}},
+		{"source as a number", file("{source: 12, path: /x}"),
+			[]string{`app.yaml:9:24: spec.system.provision.files[0].source: expected a string, got integer 12; quote it: "12"`}},
+		{"several problems at once", file("{source: /a, path: b, mode: \"9\", owner: x}") + "      run: [\"\"]\n      every: 1s\n",
+			[]string{
+				`app.yaml:9:24: spec.system.provision.files[0].source: must be relative to the repository root, not absolute: "/a"`,
+				`app.yaml:9:34: spec.system.provision.files[0].path: must be an absolute path in the instance, got "b"`,
+				`app.yaml:9:43: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "7777"), got "9"`,
+				`app.yaml:9:55: spec.system.provision.files[0].owner: owner must be numeric "uid:gid" like "0:0" or "1000:1000", got "x"`,
+				`app.yaml:10:13: spec.system.provision.run[0]: must not be empty: run is a command and its arguments, like [/bin/sh, /srv/provision.sh]`,
+				`app.yaml:11:14: spec.system.provision.every: duration "1s" is too short: at least 1m`,
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := loadWithFiles(t, tt.src, repoFiles(), Options{})
+			sameLines(t, "diagnostics", diagStrings(r.Diagnostics), tt.want)
+			if len(tt.want) > 0 && !slices.Equal(r.InvalidApps, []string{"web"}) {
+				t.Errorf("InvalidApps = %v, want [web]: an app with a bad provision is held", r.InvalidApps)
+			}
+		})
+	}
 }
