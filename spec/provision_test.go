@@ -274,3 +274,107 @@ func TestProvisionRules(t *testing.T) {
 		})
 	}
 }
+
+// system.ports and restartContainer depend on spec.container, written
+// before or after them.
+func TestSystemOnlyApps(t *testing.T) {
+	const container = "  container: {image: nginx}\n"
+	tests := []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"system-only app", systemOnly, nil},
+		{"system-only app with ports", plain("    ports: [{name: ssh, port: 22}]\n"), nil},
+		{"ports and a container after them", plain("    ports: [{name: ssh, port: 22}]\n") + container,
+			[]string{`app.yaml:8:5: spec.system.ports: system.ports is for an app without a container; this app has one, so declare its ports in spec.container.ports`}},
+		{"ports and a container before them", strings.Replace(systemOnly, "  system:\n", container+"  system:\n", 1) + "    ports: [{name: ssh, port: 22}]\n",
+			[]string{`app.yaml:9:5: spec.system.ports: system.ports is for an app without a container; this app has one, so declare its ports in spec.container.ports`}},
+		{"system ports follow the port rules", plain("    ports: [{name: ssh, port: 22}, {name: ssh, port: 0}]\n"),
+			[]string{
+				`app.yaml:8:43: spec.system.ports[1].name: port name "ssh" is already used by ports[0]`,
+				`app.yaml:8:54: spec.system.ports[1].port: must be between 1 and 65535, got 0`,
+			}},
+		{"restartContainer with a container", plain("    provision: {run: [x], restartContainer: true}\n") + container, nil},
+		{"null container is none", plain("    provision: {run: [x], restartContainer: true}\n") + "  container: ~\n",
+			[]string{`app.yaml:8:45: spec.system.provision.restartContainer: restartContainer needs an app container, and this app has none (no spec.container)`}},
+		{"container without an image", systemOnly + "  container: {user: app}\n",
+			[]string{`app.yaml:8:3: spec.container.image: required field is missing`}},
+		{"ephemeral not a boolean", plain("    ephemeral: \"yes\"\n"),
+			[]string{`app.yaml:8:16: spec.system.ephemeral: expected a boolean (true or false), got string "yes"`}},
+		{"unknown imageUpdate", plain("    imageUpdate: auto\n"),
+			[]string{`app.yaml:8:18: spec.system.imageUpdate: must be "rolling" or "manual", got "auto"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustLoadBytes(t, tt.src, Options{})
+			sameLines(t, "diagnostics", diagStrings(r.Diagnostics), tt.want)
+		})
+	}
+	r := mustLoadBytes(t, plain("    ports: [{name: ssh, port: 22}]\n"), Options{})
+	if len(r.Apps) != 1 || r.Apps[0].Spec.HasContainer() || len(r.Apps[0].Spec.AppPorts()) != 1 {
+		t.Fatalf("system-only app: %+v %v", r.Apps, r.Diagnostics)
+	}
+	// A system-only app's container hash is that of the empty container;
+	// its ports do not move the system hash.
+	if got, want := r.Apps[0].Spec.System.Hash(), mustLoadBytes(t, systemOnly, Options{}).Apps[0].Spec.System.Hash(); got != want {
+		t.Errorf("system ports moved the system hash: %s vs %s", got, want)
+	}
+}
+
+// The keys and devices that break a container's isolation are refused
+// unless AllowPrivileged, each with a message naming --allow-privileged.
+func TestIsolationBreakingKeys(t *testing.T) {
+	tests := []struct {
+		lines, want string
+	}{
+		{`    config: {raw.lxc: "lxc.apparmor.profile=unconfined"}` + "\n",
+			`app.yaml:8:23: spec.system.config["raw.lxc"]: raw.lxc passes raw LXC settings past LXD's checks and can undo the container's isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {raw.lxc: ""}` + "\n",
+			`app.yaml:8:23: spec.system.config["raw.lxc"]: raw.lxc passes raw LXC settings past LXD's checks and can undo the container's isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {raw.idmap: "both 1000 1000"}` + "\n",
+			`app.yaml:8:25: spec.system.config["raw.idmap"]: raw.idmap maps host users and groups into the container, so its root may own host files; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {security.idmap.isolated: "false"}` + "\n",
+			`app.yaml:8:39: spec.system.config["security.idmap.isolated"]: security.idmap.isolated: "false" shares the uid/gid map with other containers instead of giving this one its own; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {security.idmap.isolated: "Off"}` + "\n",
+			`app.yaml:8:39: spec.system.config["security.idmap.isolated"]: security.idmap.isolated: "false" shares the uid/gid map with other containers instead of giving this one its own; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {tty: {type: unix-char, source: /dev/ttyS0}}` + "\n",
+			`app.yaml:8:27: spec.system.devices.tty.type: device type "unix-char" passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {disk: {type: unix-block, source: /dev/sda}}` + "\n",
+			`app.yaml:8:28: spec.system.devices.disk.type: device type "unix-block" passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {usb: {type: unix-hotplug, vendorid: "1234"}}` + "\n",
+			`app.yaml:8:27: spec.system.devices.usb.type: device type "unix-hotplug" passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+	}
+	for _, tt := range tests {
+		src := sys(tt.lines)
+		r := mustLoadBytes(t, src, Options{})
+		sameLines(t, tt.lines, diagStrings(r.Diagnostics), []string{tt.want})
+		if !slices.Equal(r.InvalidApps, []string{"web"}) {
+			t.Errorf("%s: InvalidApps = %v, want [web]", tt.lines, r.InvalidApps)
+		}
+		if r := mustLoadBytes(t, src, Options{AllowPrivileged: true}); len(r.Diagnostics) != 0 || len(r.Apps) != 1 {
+			t.Errorf("%s with AllowPrivileged: %v", tt.lines, r.Diagnostics)
+		}
+	}
+	// What keeps the isolation is fine.
+	for _, lines := range []string{
+		`    config: {security.idmap.isolated: "true", security.nesting: "true", raw.apparmor: ""}` + "\n",
+		`    devices: {data: {type: disk, source: /srv, path: /srv}, gpu: {type: gpu}}` + "\n",
+	} {
+		if r := mustLoadBytes(t, sys(lines), Options{}); len(r.Diagnostics) != 0 {
+			t.Errorf("%s: %v", lines, r.Diagnostics)
+		}
+	}
+}
+
+// LoadBytes has no repository: provision files cannot be read, and say so.
+func TestProvisionFilesWithoutRepository(t *testing.T) {
+	r := mustLoadBytes(t, plain("    provision: {files: [{source: etc/motd, path: /etc/motd}]}\n"), Options{})
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{
+		`app.yaml:8:34: spec.system.provision.files[0].source: cannot read "etc/motd": provision files are read from the repository, and none was given (load the spec tree from a repository or a folder, not a single file)`,
+	})
+	// A provision that only runs a command needs no repository.
+	if r := mustLoadBytes(t, plain("    provision: {run: [/bin/true]}\n"), Options{}); len(r.Diagnostics) != 0 {
+		t.Errorf("run only: %v", r.Diagnostics)
+	}
+}
