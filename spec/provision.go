@@ -19,10 +19,12 @@ import (
 func (d *decoder) provision(n *yaml.Node) *Provision {
 	p := Provision{Timeout: DefaultProvisionTimeout}
 	d.provisionPaths = map[string]int{}
+	problems := len(d.diags)
 	if !object(d, n, provisionFields, &p) {
 		return nil
 	}
-	if len(p.Files) == 0 && len(p.Run) == 0 {
+	// Files or run that were written but are wrong have their own problem.
+	if len(p.Files) == 0 && len(p.Run) == 0 && len(d.diags) == problems {
 		at := n
 		if len(d.path) > 0 && d.path[len(d.path)-1].key != nil {
 			at = d.path[len(d.path)-1].key

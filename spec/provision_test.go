@@ -1,10 +1,16 @@
 package spec
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -180,10 +186,7 @@ func TestProvisionRules(t *testing.T) {
 		{"provision as a list", plain("    provision: [/bin/true]\n"),
 			[]string{`app.yaml:8:16: spec.system.provision: expected a mapping, got a list`}},
 		{"run as a string", prov("      run: /srv/provision.sh\n"),
-			[]string{
-				`app.yaml:8:5: spec.system.provision: a provision needs files to copy, a command to run, or both`,
-				`app.yaml:9:12: spec.system.provision.run: expected a list, got string "/srv/provision.sh"`,
-			}},
+			[]string{`app.yaml:9:12: spec.system.provision.run: expected a list, got string "/srv/provision.sh"`}},
 		{"run with an empty argument", prov("      run: [/bin/sh, \"\"]\n"),
 			[]string{`app.yaml:9:22: spec.system.provision.run[1]: must not be empty: run is a command and its arguments, like [/bin/sh, /srv/provision.sh]`}},
 		{"timeout too short", prov("      run: [x]\n      timeout: 500ms\n"),
@@ -376,5 +379,217 @@ func TestProvisionFilesWithoutRepository(t *testing.T) {
 	// A provision that only runs a command needs no repository.
 	if r := mustLoadBytes(t, plain("    provision: {run: [/bin/true]}\n"), Options{}); len(r.Diagnostics) != 0 {
 		t.Errorf("run only: %v", r.Diagnostics)
+	}
+}
+
+// Provision files are bounded: their number per provision, each file's
+// size (whatever Stat says), and all of a tree's together.
+func TestProvisionLimits(t *testing.T) {
+	files := repoFiles()
+	big := make([]byte, MaxProvisionFileSize+1)
+	files["big"] = &fstest.MapFile{Data: big}
+	files["max"] = &fstest.MapFile{Data: big[:MaxProvisionFileSize]}
+	list := func(n int, f string) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = fmt.Sprintf(f, i)
+		}
+		return strings.Join(parts, ", ")
+	}
+	r := loadWithFiles(t, plain("    provision: {files: ["+list(MaxProvisionFiles, "{source: etc/motd, path: /f%d}")+"]}\n"), files, Options{})
+	if len(r.Diagnostics) != 0 {
+		t.Errorf("%d files: %v", MaxProvisionFiles, r.Diagnostics)
+	}
+	r = loadWithFiles(t, plain("    provision: {files: ["+list(MaxProvisionFiles+1, "{source: etc/motd, path: /f%d}")+"]}\n"), files, Options{})
+	sameLines(t, "too many files", diagStrings(r.Diagnostics), []string{
+		`app.yaml:8:24: spec.system.provision.files: has 101 files; a provision may copy at most 100`,
+	})
+	r = loadWithFiles(t, plain("    provision: {files: [{source: big, path: /big}, {source: max, path: /max}]}\n"), files, Options{})
+	sameLines(t, "too large", diagStrings(r.Diagnostics), []string{
+		`app.yaml:8:34: spec.system.provision.files[0].source: "big" is too large: 4194305 bytes, a provision file may have at most 4 MiB`,
+	})
+	// Stat lies: the read stops at the limit all the same.
+	r = loadWithFiles(t, plain("    provision: {files: [{source: big.yaml, path: /big}]}\n"), nil, Options{Files: endlessFS{}})
+	sameLines(t, "endless", diagStrings(r.Diagnostics), []string{
+		`app.yaml:8:34: spec.system.provision.files[0].source: "big.yaml" is too large: a provision file may have at most 4 MiB`,
+	})
+
+	// The tree's budget counts each file once, however many apps use it.
+	var docs []string
+	budget := MaxProvisionTreeSize / MaxProvisionFileSize
+	for i := range budget + 1 {
+		files[fmt.Sprintf("f%d", i)] = &fstest.MapFile{Data: big[:MaxProvisionFileSize]}
+		doc := strings.Replace(plain(fmt.Sprintf("    provision: {files: [{source: f%d, path: /f}, {source: f0, path: /g}]}\n", i)), "name: web", fmt.Sprintf("name: app%d", i), 1)
+		docs = append(docs, doc)
+	}
+	r = loadWithFiles(t, strings.Join(docs, "---\n"), files, Options{})
+	sameLines(t, "budget", diagStrings(r.Diagnostics), []string{
+		fmt.Sprintf(`app.yaml:%d:34: spec.system.provision.files[0].source: "f%d" not read: the provision files of the spec tree together are over their 32 MiB budget`, 9*budget+8, budget),
+	})
+	if len(r.Apps) != budget {
+		t.Errorf("%d apps loaded, want %d", len(r.Apps), budget)
+	}
+}
+
+// Each provision file is read once per load, however many times it is
+// used: through anchors, or by several apps.
+func TestProvisionFilesReadOnce(t *testing.T) {
+	files := repoFiles()
+	src := plain("    provision: &p {files: [{source: etc/motd, path: /etc/motd}, {source: etc/motd, path: /etc/motd2}]}\n") +
+		"---\n" + strings.Replace(plain("    provision: *p\n"), "name: web", "name: api", 1)
+	cfs := &countingFS{FS: files}
+	r := loadWithFiles(t, src, nil, Options{Files: cfs})
+	if len(r.Diagnostics) != 0 || len(r.Apps) != 2 {
+		t.Fatalf("does not load: %v", r.Diagnostics)
+	}
+	opened := 0
+	for _, name := range cfs.opened {
+		if name == "etc/motd" {
+			opened++
+		}
+	}
+	if opened != 1 {
+		t.Errorf("etc/motd opened %d times, want once (opened: %v)", opened, cfs.opened)
+	}
+	if a, b := r.Apps[0].Spec.System.Provision.Hash(), r.Apps[1].Spec.System.Provision.Hash(); a != b {
+		t.Errorf("same provision, hashes %s and %s", a, b)
+	}
+}
+
+// Cancelling the load while a provision file is read stops it.
+func TestProvisionHonoursContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	cfs := &countingFS{FS: repoFiles(), onOpen: func(name string) {
+		if name == "etc/motd" {
+			cancel()
+		}
+	}}
+	repo := fstest.MapFS{"app.yaml": {Data: []byte(plain("    provision: {files: [{source: etc/motd, path: /etc/motd}]}\n") +
+		"---\n" + strings.Replace(plain("    provision: {files: [{source: etc/app.conf, path: /x}]}\n"), "name: web", "name: api", 1))}}
+	if _, err := Load(ctx, repo, Options{Files: cfs}); !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+	if slices.Contains(cfs.opened, "etc/app.conf") {
+		t.Errorf("opened %v after the context ended", cfs.opened)
+	}
+}
+
+// On disk, as in Git, a symlink anywhere on a provision file's path is
+// refused and never followed: its target's content never reaches the App.
+func TestProvisionSymlinksOnDisk(t *testing.T) {
+	top := t.TempDir()
+	repo := filepath.Join(top, "repo")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(repo, "specs"), 0o755))
+	must(os.MkdirAll(filepath.Join(repo, "etc"), 0o755))
+	must(os.WriteFile(filepath.Join(top, "secret"), []byte("SECRET\n"), 0o644))
+	must(os.WriteFile(filepath.Join(repo, "etc", "motd"), []byte("hello\n"), 0o644))
+	must(os.Symlink(filepath.Join(top, "secret"), filepath.Join(repo, "etc", "secret")))
+	must(os.Symlink("motd", filepath.Join(repo, "etc", "motd-link")))
+	must(os.Symlink(top, filepath.Join(repo, "outside")))
+	must(os.WriteFile(filepath.Join(repo, "specs", "app.yaml"), []byte(plain(`    provision:
+      files:
+        - {source: etc/motd, path: /a}
+        - {source: etc/secret, path: /b}
+        - {source: etc/motd-link, path: /c}
+        - {source: outside/secret, path: /d}
+`)), 0o644))
+	r, err := LoadDir(t.Context(), filepath.Join(repo, "specs"), Options{Files: os.DirFS(repo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const link = " is a symbolic link; berth never follows symlinks in provision files: put the file or folder itself there"
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{
+		`app.yaml:11:20: spec.system.provision.files[1].source: "etc/secret"` + link,
+		`app.yaml:12:20: spec.system.provision.files[2].source: "etc/motd-link"` + link,
+		`app.yaml:13:20: spec.system.provision.files[3].source: "outside"` + link,
+	})
+	if strings.Contains(r.Diagnostics.Error(), "SECRET") || strings.Contains(r.Diagnostics.Error(), top) {
+		t.Errorf("a link's target reached the diagnostics:\n%v", r.Diagnostics)
+	}
+}
+
+// schema.json says what the loader does about the new fields: bounds,
+// patterns and system.ports being container.ports for system-only apps.
+func TestProvisionSchemaAgrees(t *testing.T) {
+	root := loadSchema(t)
+	node := func(path ...string) map[string]any {
+		n := root
+		for _, p := range path {
+			if p == "[]" {
+				n, _ = n["items"].(map[string]any)
+			} else {
+				n, _ = n["properties"].(map[string]any)[p].(map[string]any)
+			}
+			if n == nil {
+				t.Fatalf("schema has no %v", path)
+			}
+		}
+		return n
+	}
+	sysPorts, ctrPorts := node("spec", "system", "ports"), node("spec", "container", "ports")
+	if !reflect.DeepEqual(sysPorts["items"], ctrPorts["items"]) || sysPorts["maxItems"] != ctrPorts["maxItems"] {
+		t.Error("system.ports and container.ports differ in schema.json: they follow the same rules")
+	}
+	if got, _ := node("spec", "system", "provision", "files")["maxItems"].(float64); got != MaxProvisionFiles {
+		t.Errorf("provision.files: schema maxItems %v, loader %d", got, MaxProvisionFiles)
+	}
+	for _, tt := range []struct {
+		field, want string
+	}{
+		{"timeout", "at least " + ShortDuration(MinProvisionTimeout)},
+		{"every", "at least " + ShortDuration(MinProvisionEvery) + ", at most " + ShortDuration(MaxDuration)},
+	} {
+		if d, _ := node("spec", "system", "provision", tt.field)["description"].(string); !strings.Contains(d, tt.want) {
+			t.Errorf("provision.%s: description %q does not say %q", tt.field, d, tt.want)
+		}
+	}
+	if d, _ := node("spec", "system", "provision", "files", "[]", "source")["description"].(string); !strings.Contains(d, fmt.Sprintf("at most %d MiB", MaxProvisionFileSize>>20)) {
+		t.Errorf("provision.files[].source: description %q does not give the size limit", d)
+	}
+
+	pattern := func(path ...string) *regexp.Regexp {
+		re, err := regexp.Compile(node(path...)["pattern"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return re
+	}
+	file := func(f string) []string { return []string{"spec", "system", "provision", "files", "[]", f} }
+	ok := func(_ string, msg string) bool { return msg == "" }
+	checks := []struct {
+		what   string
+		re     *regexp.Regexp
+		loads  func(string) bool
+		values []string
+	}{
+		{"mode", pattern(file("mode")...), func(s string) bool { return ok(checkFileMode(s)) },
+			[]string{"0644", "644", "0755", "4755", "7777", "0", "64", "10644", "0648", "u+rw", ""}},
+		{"owner", pattern(file("owner")...), func(s string) bool { return ok(checkFileOwner(s)) },
+			[]string{"0:0", "1000:1000", "root", "0", "0:", ":0", "-1:0", "1000:100:1"}},
+		{"path", pattern(file("path")...), func(s string) bool { return checkInstancePath(s) == "" },
+			[]string{"/etc/motd", "/a", "/.x", "/..x", "/a/b.c", "/", "etc/motd", "/etc/", "//etc", "/etc/./x", "/etc/../x", "/etc/.."}},
+		{"source", pattern(file("source")...), func(s string) bool { return checkRepoPath(s) == "" },
+			[]string{"etc/motd", ".config/x", "a/..b", "x", "/etc", "../x", "a/../b", "./a", "a//b", "a/", "", "."}},
+		{"every", pattern("spec", "system", "provision", "every"), func(s string) bool {
+			if isZeroDuration(s) {
+				return true
+			}
+			_, msg := parseDuration(s, MinProvisionEvery, MaxDuration)
+			return msg == ""
+		}, []string{"0", "0s", "1m", "24h", "1h30m", "-1h", "soon", "5"}},
+	}
+	for _, c := range checks {
+		for _, v := range c.values {
+			if got, want := c.re.MatchString(v), c.loads(v); got != want {
+				t.Errorf("%s %q: schema %v, loader %v", c.what, v, got, want)
+			}
+		}
 	}
 }
