@@ -278,7 +278,7 @@ func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 	if !object(d, root, appFields, &app) {
 		return app, nil
 	}
-	d.containerless(&app)
+	d.containerless()
 	nameNode := d.nameNode
 	if nameNode != nil {
 		// The length check needs replicas, so it runs after spec.

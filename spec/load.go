@@ -33,11 +33,12 @@ type Options struct {
 	// Files is the root of the repository the specs come from, at the same
 	// revision: the repository's root, not the spec folder, since
 	// provision files (system.provision.files[].source) are named relative
-	// to it. It must report a symlink as fs.ModeSymlink in ReadDir (as the
-	// FS of source.Repo.TreeFS and os.DirFS do) and never follow one when
-	// opening; every part of a path is checked in its folder's listing,
-	// and a symlink anywhere is refused. nil means there is no repository
-	// (LoadBytes): a provision with files is then an error.
+	// to it. Every part of such a path is looked up in its folder's
+	// ReadDir listing, and an entry of type fs.ModeSymlink anywhere is
+	// refused, never followed; the FS should refuse to open a link too,
+	// as source.Repo.TreeFS (a commit) and source.DirFS (a work tree) do.
+	// nil means there is no repository (LoadBytes): a provision with files
+	// is then an error.
 	Files fs.FS
 }
 

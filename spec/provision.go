@@ -106,7 +106,7 @@ func (d *decoder) provisionEvery(n *yaml.Node) Duration {
 
 // containerless checks, once the whole app is read, what depends on
 // whether it has a container.
-func (d *decoder) containerless(app *App) {
+func (d *decoder) containerless() {
 	if d.hasContainer && d.systemPorts != nil {
 		d.errorAt(d.systemPorts, "system.ports is for an app without a container; this app has one, so declare its ports in spec.container.ports")
 	}
@@ -200,7 +200,7 @@ func (d *decoder) provisionSource(v *yaml.Node, f *ProvisionFile) {
 		d.errorf(at, "%s", msg)
 		return
 	}
-	if d.repo == nil || d.repo.fsys == nil {
+	if d.repo.fsys == nil {
 		d.errorf(at, "cannot read %q: provision files are read from the repository, and none was given (load the spec tree from a repository or a folder, not a single file)", f.Source)
 		return
 	}
