@@ -72,8 +72,11 @@ var (
 		{name: "provision", decode: func(d *decoder, v *yaml.Node, s *System) { s.Provision = d.provision(v) }},
 		{name: "ports", decode: func(d *decoder, v *yaml.Node, s *System) {
 			// Allowed only without a container, which may come later in
-			// the mapping: checked once the whole app is read.
-			d.systemPorts = d.mark(d.path[len(d.path)-1].key)
+			// the mapping: checked once the whole app is read. An empty
+			// list is no list, and so is allowed.
+			if r := d.resolve(v); r != nil && (r.Kind != yaml.SequenceNode || len(r.Content) > 0) {
+				d.systemPorts = d.mark(d.path[len(d.path)-1].key)
+			}
 			s.Ports = d.ports(v)
 		}},
 	}

@@ -293,6 +293,7 @@ func TestSystemOnlyApps(t *testing.T) {
 			[]string{`app.yaml:8:5: spec.system.ports: system.ports is for an app without a container; this app has one, so declare its ports in spec.container.ports`}},
 		{"ports and a container before them", strings.Replace(systemOnly, "  system:\n", container+"  system:\n", 1) + "    ports: [{name: ssh, port: 22}]\n",
 			[]string{`app.yaml:9:5: spec.system.ports: system.ports is for an app without a container; this app has one, so declare its ports in spec.container.ports`}},
+		{"empty system ports and a container", plain("    ports: []\n") + container, nil},
 		{"system ports follow the port rules", plain("    ports: [{name: ssh, port: 22}, {name: ssh, port: 0}]\n"),
 			[]string{
 				`app.yaml:8:43: spec.system.ports[1].name: port name "ssh" is already used by ports[0]`,
