@@ -23,6 +23,9 @@ type Revision struct {
 	Subject string `json:"subject,omitempty"`
 	// FS is the spec root at that revision (YAML files).
 	FS fs.FS `json:"-"`
+	// Files is the repository root at that revision, where provision
+	// files are read from (spec.Options.Files); nil: none can be read.
+	Files fs.FS `json:"-"`
 	// Warning, if set, says why this is not the newest revision (e.g. the
 	// head's signature did not verify, so the last verified one is used).
 	Warning string `json:"warning,omitempty"`
@@ -695,7 +698,9 @@ func (l *Loop) revisionHeld(r *run) (time.Duration, bool) {
 // load reads the revision's specs into the desired state, holding invalid
 // apps and apps whose rollout of this revision failed.
 func (l *Loop) load(ctx context.Context, r *run) error {
-	res, err := spec.Load(ctx, r.rev.FS, l.SpecOptions)
+	opts := l.SpecOptions
+	opts.Files = r.rev.Files
+	res, err := spec.Load(ctx, r.rev.FS, opts)
 	if err != nil {
 		return err
 	}

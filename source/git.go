@@ -217,11 +217,11 @@ func commitOf(c *object.Commit) Commit {
 // over MaxSpecFileSize cannot be opened (ErrFileTooLarge). Contents are
 // read from the objects when a file is opened, not here.
 func (r *Repo) SpecFS(sha, dir string) (fs.FS, error) {
-	return specFSAt(r.repo, r.reopen, redactURL(r.Location), sha, dir)
+	return specFSAt(&blobReader{repo: r.repo, reopen: r.reopen}, redactURL(r.Location), sha, dir)
 }
 
-func specFSAt(repo *git.Repository, reopen func() (*git.Repository, error), where, sha, dir string) (fs.FS, error) {
-	c, err := repo.CommitObject(plumbing.NewHash(sha))
+func specFSAt(br *blobReader, where, sha, dir string) (fs.FS, error) {
+	c, err := br.repo.CommitObject(plumbing.NewHash(sha))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrRevisionNotFound, shortSHA(sha), err)
 	}
@@ -246,7 +246,7 @@ func specFSAt(repo *git.Repository, reopen func() (*git.Repository, error), wher
 		}
 		tree = sub
 	}
-	fsys, err := treeSpecFS(tree, &blobReader{repo: repo, reopen: reopen})
+	fsys, err := treeSpecFS(tree, br)
 	if err != nil {
 		return nil, fmt.Errorf("%s at %s: %w", where, shortSHA(sha), err)
 	}

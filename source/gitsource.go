@@ -46,6 +46,10 @@ type Snapshot struct {
 	// FS is rooted at GitOptions.Dir and holds the YAML files only; see
 	// Repo.SpecFS for how it treats symlinks and large files.
 	FS fs.FS
+	// Files is the whole repository at the same revision, from its root:
+	// where provision files are read from (spec.Options.Files). See
+	// Repo.TreeFS (a commit) and DirFS (a work tree).
+	Files fs.FS
 }
 
 // GitSource is the daemon's view of a config repository: a cheap head
@@ -242,11 +246,17 @@ func (s *GitSource) snapshot(repo *git.Repository, sha string) (Snapshot, error)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("%s: %w", s.name, err)
 	}
-	fsys, err := specFSAt(own, reopen, s.name, sha, s.opts.Dir)
+	// One reader for both: they share the repository opened above.
+	br := &blobReader{repo: own, reopen: reopen}
+	fsys, err := specFSAt(br, s.name, sha, s.opts.Dir)
 	if err != nil {
 		return Snapshot{}, err
 	}
-	return Snapshot{Commit: commitOf(c), FS: fsys}, nil
+	files, err := treeFSAt(br, s.name, sha)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return Snapshot{Commit: commitOf(c), FS: fsys, Files: files}, nil
 }
 
 // update makes sure the clone holds head: it opens (or clones) the clone

@@ -228,7 +228,7 @@ func (i *specInfo) IsDir() bool { return i.dir }
 func (i *specInfo) Sys() any    { return nil }
 
 type specFile struct {
-	info *specInfo
+	info fs.FileInfo
 	*bytes.Reader
 }
 
@@ -236,7 +236,7 @@ func (f *specFile) Stat() (fs.FileInfo, error) { return f.info, nil }
 func (f *specFile) Close() error               { return nil }
 
 type specDir struct {
-	info    *specInfo
+	info    fs.FileInfo
 	entries []fs.DirEntry
 	off     int
 }
@@ -244,7 +244,7 @@ type specDir struct {
 func (d *specDir) Stat() (fs.FileInfo, error) { return d.info, nil }
 func (d *specDir) Close() error               { return nil }
 func (d *specDir) Read([]byte) (int, error) {
-	return 0, &fs.PathError{Op: "read", Path: d.info.name, Err: errors.New("is a directory")}
+	return 0, &fs.PathError{Op: "read", Path: d.info.Name(), Err: errors.New("is a directory")}
 }
 
 func (d *specDir) ReadDir(count int) ([]fs.DirEntry, error) {
@@ -273,25 +273,45 @@ type blobReader struct {
 }
 
 func (b *blobReader) read(h plumbing.Hash) ([]byte, error) {
+	return b.readLimit(h, MaxSpecFileSize, ErrFileTooLarge)
+}
+
+// readLimit reads a blob of at most limit bytes, or fails with tooLarge.
+func (b *blobReader) readLimit(h plumbing.Hash, limit int64, tooLarge error) ([]byte, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	data, err := readBlob(b.repo, h)
-	if err != nil && b.reopen != nil && !errors.Is(err, ErrFileTooLarge) {
+	data, err := readBlob(b.repo, h, limit, tooLarge)
+	if err != nil && b.reopen != nil && !errors.Is(err, tooLarge) {
 		if r, rerr := b.reopen(); rerr == nil {
 			b.repo = r
-			data, err = readBlob(r, h)
+			data, err = readBlob(r, h, limit, tooLarge)
 		}
 	}
 	return data, err
 }
 
-// readBlob reads a blob of at most MaxSpecFileSize bytes: its size is
-// checked from the object header first, and the read is bounded too.
-func readBlob(repo *git.Repository, h plumbing.Hash) ([]byte, error) {
+// withRepo runs f with the repository, and once more with the repository
+// opened again when it fails: git gc may have replaced the pack files.
+func (b *blobReader) withRepo(f func(*git.Repository) error) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	err := f(b.repo)
+	if err != nil && b.reopen != nil {
+		if r, rerr := b.reopen(); rerr == nil {
+			b.repo = r
+			err = f(r)
+		}
+	}
+	return err
+}
+
+// readBlob reads a blob of at most limit bytes: its size is checked from
+// the object header first, and the read is bounded too.
+func readBlob(repo *git.Repository, h plumbing.Hash, limit int64, tooLarge error) ([]byte, error) {
 	if size, err := objectSize(repo.Storer, h); err != nil {
 		return nil, err
-	} else if size > MaxSpecFileSize {
-		return nil, ErrFileTooLarge
+	} else if size > limit {
+		return nil, tooLarge
 	}
 	obj, err := repo.Storer.EncodedObject(plumbing.BlobObject, h)
 	if err != nil {
@@ -302,12 +322,12 @@ func readBlob(repo *git.Repository, h plumbing.Hash) ([]byte, error) {
 		return nil, err
 	}
 	defer rd.Close()
-	data, err := io.ReadAll(io.LimitReader(rd, MaxSpecFileSize+1))
+	data, err := io.ReadAll(io.LimitReader(rd, limit+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > MaxSpecFileSize {
-		return nil, ErrFileTooLarge
+	if int64(len(data)) > limit {
+		return nil, tooLarge
 	}
 	return data, nil
 }

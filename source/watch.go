@@ -429,6 +429,8 @@ func WorktreeSnapshot(path, dir string) (Snapshot, error) {
 // cannot be opened (ErrFileTooLarge). dir must be reached without a link;
 // path itself may be one (it is the caller's choice).
 //
+// Its Files is DirFS of path (the repository root, for provision files).
+//
 // Its Commit.SHA is "worktree-" and 12 hex digits of a hash over the
 // names and contents of those files: the same content always gives the
 // same revision, whatever was committed, so saving a file with no real
@@ -518,6 +520,8 @@ func WorktreeSnapshotContext(ctx context.Context, path, dir string) (Snapshot, e
 	return Snapshot{
 		Commit: Commit{SHA: "worktree-" + sum[:12], Subject: "work tree of " + path, When: newest},
 		FS:     files,
+		// Provision files are read as they are when the specs are loaded.
+		Files: DirFS(base),
 	}, nil
 }
 

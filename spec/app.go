@@ -40,7 +40,9 @@ var (
 		{name: "system", required: true, decode: func(d *decoder, v *yaml.Node, s *AppSpec) {
 			object(d, v, systemFields, &s.System)
 		}},
-		{name: "container", required: true, decode: func(d *decoder, v *yaml.Node, s *AppSpec) {
+		// Optional: an app without a container is a plain managed system.
+		{name: "container", decode: func(d *decoder, v *yaml.Node, s *AppSpec) {
+			d.hasContainer = true
 			object(d, v, containerFields, &s.Container)
 		}},
 		{name: "update", decode: func(d *decoder, v *yaml.Node, s *AppSpec) {
@@ -63,6 +65,72 @@ var (
 		{name: "cloudInit", decode: func(d *decoder, v *yaml.Node, s *System) {
 			if c, ok := d.str(v, ""); ok {
 				s.CloudInit = c
+			}
+		}},
+		{name: "ephemeral", decode: func(d *decoder, v *yaml.Node, s *System) { s.Ephemeral, _ = d.boolean(v) }},
+		enumField("imageUpdate", []string{ImageUpdateRolling, ImageUpdateManual}, func(s *System) *string { return &s.ImageUpdate }),
+		{name: "provision", decode: func(d *decoder, v *yaml.Node, s *System) { s.Provision = d.provision(v) }},
+		{name: "ports", decode: func(d *decoder, v *yaml.Node, s *System) {
+			// Allowed only without a container, which may come later in
+			// the mapping: checked once the whole app is read. An empty
+			// list is no list, and so is allowed.
+			if r := d.resolve(v); r != nil && (r.Kind != yaml.SequenceNode || len(r.Content) > 0) {
+				d.systemPorts = d.mark(d.path[len(d.path)-1].key)
+			}
+			s.Ports = d.ports(v)
+		}},
+	}
+	provisionFields = fields[Provision]{
+		{name: "files", decode: func(d *decoder, v *yaml.Node, p *Provision) { p.Files = d.provisionFiles(v) }},
+		{name: "run", decode: func(d *decoder, v *yaml.Node, p *Provision) { p.Run = d.provisionRun(v) }},
+		{name: "timeout", decode: func(d *decoder, v *yaml.Node, p *Provision) {
+			if t := d.duration(v, MinProvisionTimeout); t > 0 {
+				p.Timeout = t
+			}
+		}},
+		{name: "every", decode: func(d *decoder, v *yaml.Node, p *Provision) { p.Every = d.provisionEvery(v) }},
+		{name: "restartContainer", decode: func(d *decoder, v *yaml.Node, p *Provision) {
+			// Needs a container, which may come later in the app: checked
+			// once the whole app is read.
+			if b, ok := d.boolean(v); ok {
+				p.RestartContainer = b
+				if b {
+					d.restartContainer = d.mark(d.resolve(v))
+				}
+			}
+		}},
+	}
+	provisionFileFields = fields[ProvisionFile]{
+		{name: "source", required: true, decode: func(d *decoder, v *yaml.Node, f *ProvisionFile) {
+			if s, ok := d.str(v, ""); ok {
+				f.Source = s
+				d.provisionSource(v, f)
+			}
+		}},
+		{name: "path", required: true, decode: func(d *decoder, v *yaml.Node, f *ProvisionFile) {
+			if s, ok := d.str(v, ""); ok {
+				f.Path = s
+				if msg := checkInstancePath(s); msg != "" {
+					d.errorf(d.resolve(v), "%s", msg)
+				}
+			}
+		}},
+		{name: "mode", decode: func(d *decoder, v *yaml.Node, f *ProvisionFile) {
+			if s, ok := d.str(v, "write the mode as a quoted octal string"); ok {
+				if m, msg := checkFileMode(s); msg != "" {
+					d.errorf(d.resolve(v), "%s", msg)
+				} else {
+					f.Mode = m
+				}
+			}
+		}},
+		{name: "owner", decode: func(d *decoder, v *yaml.Node, f *ProvisionFile) {
+			if s, ok := d.str(v, ""); ok {
+				if o, msg := checkFileOwner(s); msg != "" {
+					d.errorf(d.resolve(v), "%s", msg)
+				} else {
+					f.Owner = o
+				}
 			}
 		}},
 	}
@@ -203,7 +271,7 @@ const quoteLXD = "LXD config values are strings"
 func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 	app := App{Spec: AppSpec{
 		Replicas: DefaultReplicas,
-		System:   System{Profiles: []string{DefaultProfile}},
+		System:   System{Profiles: []string{DefaultProfile}, ImageUpdate: ImageUpdateRolling},
 		Update:   Update{MaxUnavailable: DefaultMaxUnavailable, HealthTimeout: DefaultHealthTimeout},
 	}}
 	if r := d.resolve(root); r != nil && r.Kind != yaml.MappingNode {
@@ -213,6 +281,7 @@ func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 	if !object(d, root, appFields, &app) {
 		return app, nil
 	}
+	d.containerless()
 	nameNode := d.nameNode
 	if nameNode != nil {
 		// The length check needs replicas, so it runs after spec.
@@ -305,8 +374,8 @@ func (d *decoder) config(n *yaml.Node) map[string]string {
 			if !ok {
 				break
 			}
-			if e.key == "security.privileged" && isTrue(v) && !d.opts.AllowPrivileged {
-				d.errorf(d.resolve(e.v), "privileged system containers are not allowed (berth --allow-privileged permits them)")
+			if msg := isolationBreakingKey(e.key, v); msg != "" && !d.opts.AllowPrivileged {
+				d.errorf(d.resolve(e.v), "%s", msg)
 				break
 			}
 			out[e.key] = v
@@ -349,6 +418,8 @@ func (d *decoder) device(n *yaml.Node) map[string]string {
 			dev[e.key] = v
 			if e.key == "type" && v == "" {
 				d.errorf(d.resolve(e.v), "device type must not be empty")
+			} else if e.key == "type" && hostDeviceTypes[v] && !d.opts.AllowPrivileged {
+				d.errorf(d.resolve(e.v), "device type %q passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)", v)
 			}
 		}
 		d.pop()
@@ -410,8 +481,9 @@ func (d *decoder) mount(v *yaml.Node, target string) {
 	}
 }
 
-// ports reads spec.container.ports: names unique in the app, numbers
-// unique per protocol. An explicit empty list is nil, like no list.
+// ports reads spec.container.ports or spec.system.ports: names unique in
+// the app, numbers unique per protocol. An explicit empty list is nil,
+// like no list.
 func (d *decoder) ports(n *yaml.Node) []Port {
 	items, _ := d.list(n)
 	if len(items) > MaxPorts {

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"slices"
@@ -39,6 +40,8 @@ type budget struct {
 func (b *budget) spent() bool { return b.left < 0 }
 
 type decoder struct {
+	// ctx is the load's: reading provision files honours it.
+	ctx   context.Context
 	file  string
 	opts  Options
 	path  []segment
@@ -64,9 +67,44 @@ type decoder struct {
 	// the one being read.
 	mounts map[string]int
 	volume int
+
+	// hasContainer is set when spec.container is written; systemPorts and
+	// restartContainer are where spec.system.ports and a true
+	// provision.restartContainer were written. Whether they are allowed
+	// depends on spec.container, which may come before or after them.
+	hasContainer     bool
+	systemPorts      *place
+	restartContainer *place
+	// repo reads provision files for the whole load; provisionPaths are the destinations of the provision
+	// being read, by path, with the index of the file.
+	repo           *provisionReader
+	provisionPaths map[string]int
 }
 
-func newDecoder(file string, opts Options, fileBudget, treeBudget *budget) *decoder {
+// place is a node with the field path it was read at, to report a problem
+// found after the rest of the document was read.
+type place struct {
+	node *yaml.Node
+	path []segment
+}
+
+// mark remembers n at the current path; nil when n is nil.
+func (d *decoder) mark(n *yaml.Node) *place {
+	if n == nil {
+		return nil
+	}
+	return &place{node: n, path: slices.Clone(d.path)}
+}
+
+// errorAt records a problem at a place marked earlier.
+func (d *decoder) errorAt(p *place, format string, args ...any) {
+	saved := d.path
+	d.path = p.path
+	d.errorf(p.node, format, args...)
+	d.path = saved
+}
+
+func newDecoder(ctx context.Context, file string, opts Options, fileBudget, treeBudget *budget, prov *provisionReader) *decoder {
 	doc := &budget{left: MaxDocumentExpansion, limit: MaxDocumentExpansion, what: "document"}
 	bs := []*budget{doc}
 	for _, b := range []*budget{fileBudget, treeBudget} {
@@ -74,7 +112,7 @@ func newDecoder(file string, opts Options, fileBudget, treeBudget *budget) *deco
 			bs = append(bs, b)
 		}
 	}
-	return &decoder{file: file, opts: opts, budgets: bs}
+	return &decoder{ctx: ctx, file: file, opts: opts, budgets: bs, repo: prov}
 }
 
 var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)

@@ -34,6 +34,8 @@ func FuzzLoadBytes(f *testing.F) {
 		"spec: {replicas: 18446744073709551616, system: {limits: {memory: 18446744073709551615EiB, cpu: 99999999999999999999}}}\n",
 		"spec: {container: {healthcheck: {test: [NONE], interval: 9999999999h, retries: .nan}}}\n",
 		"x: &m {a: b}\n---\ny: {<<: [*m, *m]}\n---\nz: *nope\n",
+		"spec: {system: {image: x, ports: [{name: a, port: 1}], provision: {files: [{source: a, path: /a}], run: [x], every: 1m}}}\n",
+		"apiVersion: berth/v1\nkind: App\nmetadata: {name: a}\nspec: {system: {image: x, provision: {run: [x], restartContainer: true}}}\n",
 		"a: [1, 2\n",
 		"\x00\xff\x1b[2J\n",
 	} {
@@ -68,8 +70,17 @@ func FuzzLoadBytes(f *testing.F) {
 					t.Fatalf("valid app sets reserved key %s", k)
 				}
 			}
+			if p := a.Spec.System.Provision; p != nil && (len(p.Files) > 0 || p.Timeout.D() < MinProvisionTimeout || p.Timeout.D() > MaxDuration ||
+				p.Every != 0 && (p.Every.D() < MinProvisionEvery || p.Every.D() > MaxDuration)) {
+				// LoadBytes has no repository, so no provision file loads.
+				t.Fatalf("valid provision outside its bounds: %+v", p)
+			}
+			if a.Spec.HasContainer() && len(a.Spec.System.Ports) > 0 {
+				t.Fatalf("valid app with a container and system ports: %+v", a.Spec)
+			}
 			_ = a.Spec.System.Hash()
 			_ = a.Spec.Container.Hash()
+			_ = a.Spec.System.Provision.Hash()
 		}
 	})
 }

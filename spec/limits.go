@@ -56,7 +56,7 @@ const (
 	MinHealthTimeout = time.Second
 	// MaxMemory bounds spec.system.limits.memory: 1 PiB (2^50 bytes).
 	MaxMemory = 1 << 50
-	// MaxPorts bounds spec.container.ports: 100. Each TCP port is probed
+	// MaxPorts bounds spec.container.ports and spec.system.ports: 100. Each TCP port is probed
 	// on every replica at each observe, and each is an SRV record.
 	MaxPorts = 100
 	// MaxDrainDelay bounds spec.update.drainDelay: 10m.
@@ -64,4 +64,24 @@ const (
 	// MaxCPUs bounds spec.system.limits.cpu: a count of at most 4096 CPUs,
 	// or a CPU set of CPU numbers 0 to 4095.
 	MaxCPUs = 4096
+
+	// MaxProvisionFiles bounds spec.system.provision.files: 100 files.
+	MaxProvisionFiles = 100
+	// MaxProvisionFileSize is the largest provision file berth reads from
+	// the repository: 4 MiB. Provision files are configs and scripts; a
+	// large artefact belongs in an image or a package.
+	MaxProvisionFileSize = 4 << 20
+	// MaxProvisionTreeSize bounds the provision files of one spec tree
+	// together (each distinct file counted once): 32 MiB. Their content is
+	// held in memory with the desired state.
+	MaxProvisionTreeSize = 32 << 20
+	// MinProvisionTimeout is the lower bound on provision.timeout: 1s.
+	// Its upper bound is MaxDuration.
+	MinProvisionTimeout = time.Second
+	// MinProvisionEvery is the shortest provision.every (other than 0,
+	// off): 1m. Its upper bound is MaxDuration.
+	MinProvisionEvery = time.Minute
+	// MaxID bounds the uid and gid of a provision file's owner: the
+	// largest 32-bit id that is not -1.
+	MaxID = 1<<32 - 2
 )

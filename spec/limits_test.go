@@ -555,6 +555,8 @@ func TestListsAndStringsAreBounded(t *testing.T) {
 	}{
 		{"command", minimal + "    command: [" + items(MaxItems+1, "a%d") + "]\n",
 			"spec.container.command: has 1001 items; a list may have at most 1000"},
+		{"provision run", sys("    provision: {run: [" + items(MaxItems+1, "a%d") + "]}\n"),
+			"spec.system.provision.run: has 1001 items; a list may have at most 1000"},
 		{"healthcheck test", minimal + "    healthcheck: {test: [CMD, " + items(MaxItems, "a%d") + "]}\n",
 			"spec.container.healthcheck.test: has 1001 items; a list may have at most 1000"},
 		{"env", minimal + "    env: {" + items(MaxItems+1, "A%d: x") + "}\n",

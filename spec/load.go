@@ -21,12 +21,25 @@ import (
 // Options tunes what the loader accepts. The zero value is the strict,
 // safe default.
 type Options struct {
-	// AllowPrivileged allows security.privileged: "true" in system.config.
-	// Privileged containers are root on the host, so this is opt-in.
+	// AllowPrivileged allows what breaks a system container's isolation
+	// from the host: security.privileged: "true", raw.lxc, raw.idmap and
+	// an explicit security.idmap.isolated: "false" in system.config, and
+	// devices of type unix-char, unix-block and unix-hotplug. A privileged
+	// container is root on the host, so this is opt-in.
 	AllowPrivileged bool
 	// RequireDigest makes a container image without @sha256:<digest> an
 	// error, so that what runs is exactly what was reviewed in Git.
 	RequireDigest bool
+	// Files is the root of the repository the specs come from, at the same
+	// revision: the repository's root, not the spec folder, since
+	// provision files (system.provision.files[].source) are named relative
+	// to it. Every part of such a path is looked up in its folder's
+	// ReadDir listing, and an entry of type fs.ModeSymlink anywhere is
+	// refused, never followed; the FS should refuse to open a link too,
+	// as source.Repo.TreeFS (a commit) and source.DirFS (a work tree) do.
+	// nil means there is no repository (LoadBytes): a provision with files
+	// is then an error.
+	Files fs.FS
 }
 
 // Result is everything one load found.
@@ -152,7 +165,7 @@ func (l *loader) entry(ctx context.Context, fsys fs.FS, name string, de fs.DirEn
 		l.fileProblem(name, treeTooLarge)
 		return nil
 	}
-	data, err := readFile(ctx, fsys, name)
+	data, err := readFile(ctx, fsys, name, MaxFileSize)
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
@@ -214,9 +227,9 @@ var (
 	errNotRegular = errors.New("not a regular file")
 )
 
-// readFile reads at most MaxFileSize bytes of a regular file, whatever its
-// Stat said, checking ctx between chunks.
-func readFile(ctx context.Context, fsys fs.FS, name string) ([]byte, error) {
+// readFile reads at most limit bytes of a regular file, whatever its Stat
+// said, checking ctx between chunks.
+func readFile(ctx context.Context, fsys fs.FS, name string, limit int) ([]byte, error) {
 	f, err := fsys.Open(name)
 	if err != nil {
 		return nil, err
@@ -229,8 +242,8 @@ func readFile(ctx context.Context, fsys fs.FS, name string) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, errNotRegular
 	}
-	r := io.LimitReader(f, MaxFileSize+1)
-	size := min(max(st.Size(), 0), MaxFileSize) + 1
+	r := io.LimitReader(f, int64(limit)+1)
+	size := min(max(st.Size(), 0), int64(limit)) + 1
 	data := make([]byte, 0, size)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -241,7 +254,7 @@ func readFile(ctx context.Context, fsys fs.FS, name string) ([]byte, error) {
 		}
 		n, err := r.Read(data[len(data):min(cap(data), len(data)+64<<10)])
 		data = data[:len(data)+n]
-		if len(data) > MaxFileSize {
+		if len(data) > limit {
 			return data, errTooLarge
 		}
 		if err == io.EOF {
@@ -268,13 +281,15 @@ type loader struct {
 	files      int   // spec files read or refused for size
 	bytes      int64 // bytes of the files read
 	tree       budget
+	provision  *provisionReader
 	// treeSpent names the file where the tree's expansion budget ran out;
 	// later files are not decoded.
 	treeSpent string
 }
 
 func newLoader(opts Options) *loader {
-	return &loader{opts: opts, tree: budget{left: MaxTreeExpansion, what: "spec tree", limit: MaxTreeExpansion}}
+	return &loader{opts: opts, tree: budget{left: MaxTreeExpansion, what: "spec tree", limit: MaxTreeExpansion},
+		provision: newProvisionReader(opts.Files)}
 }
 
 type loadedDoc struct {
@@ -327,7 +342,7 @@ func (l *loader) file(ctx context.Context, name string, data []byte) error {
 			unusable()
 			return nil
 		}
-		l.document(name, &doc, &file)
+		l.document(ctx, name, &doc, &file)
 		if file.spent() || l.tree.spent() {
 			if l.tree.spent() {
 				l.treeSpent = name
@@ -489,7 +504,7 @@ func lineCount(data []byte) int {
 	return max(n, 1)
 }
 
-func (l *loader) document(file string, doc *yaml.Node, fileBudget *budget) {
+func (l *loader) document(ctx context.Context, file string, doc *yaml.Node, fileBudget *budget) {
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return // empty documents, e.g. a trailing "---"
 	}
@@ -502,7 +517,7 @@ func (l *loader) document(file string, doc *yaml.Node, fileBudget *budget) {
 		l.docs = append(l.docs, &loadedDoc{app: App{Origin: Origin{File: file, Line: root.Line}}})
 		return
 	}
-	d := newDecoder(file, l.opts, fileBudget, &l.tree)
+	d := newDecoder(ctx, file, l.opts, fileBudget, &l.tree, l.provision)
 	app, name := d.app(root)
 	app.Origin = Origin{File: file, Line: root.Line}
 	l.diags = append(l.diags, d.diags...)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 )
 
@@ -81,6 +82,15 @@ var decoderTables = []decoderTable{
 	tableOf("healthcheckFields", healthcheckFields),
 	tableOf("portFields", portFields),
 	tableOf("updateFields", updateFields),
+	tableOf("provisionFields", provisionFields),
+	tableOf("provisionFileFields", provisionFileFields),
+}
+
+// outputFields are JSON fields berth computes while loading: they are in
+// the Go type (and so in JSON output) but neither read from a spec nor in
+// schema.json.
+var outputFields = map[reflect.Type][]string{
+	reflect.TypeFor[ProvisionFile](): {"digest"},
 }
 
 // stringsOf reads a JSON list of strings; ok is false if v is not one.
@@ -191,7 +201,14 @@ func walkStruct(t *testing.T, typ reflect.Type, node map[string]any, path string
 	}
 	visited[typ] = true
 	props, _ := node["properties"].(map[string]any)
-	goFields := jsonFields(typ)
+	var goFields []string
+	for _, n := range jsonFields(typ) {
+		if !slices.Contains(outputFields[typ], n) {
+			goFields = append(goFields, n)
+		} else if _, read := tb.fields[n]; read || props[n] != nil {
+			t.Errorf("%s.%s: computed by the loader, so neither the decoder's %s nor schema.json may have it", path, n, tb.varName)
+		}
+	}
 	if len(tb.names) == len(goFields) && !slices.Equal(tb.names, goFields) && slices.Equal(slices.Sorted(slices.Values(tb.names)), slices.Sorted(slices.Values(goFields))) {
 		t.Errorf("%s: decoder table %s lists %v, the Go type %v: keep one order", path, tb.varName, tb.names, goFields)
 	}
@@ -305,17 +322,19 @@ func TestHealthTestKindsMatchSchema(t *testing.T) {
 
 // The schema's defaults are what the loader fills in.
 func TestSchemaDefaultsMatchLoader(t *testing.T) {
-	r := mustLoadBytes(t, `apiVersion: berth/v1
+	r := loadWithFiles(t, `apiVersion: berth/v1
 kind: App
 metadata: {name: web}
 spec:
-  system: {image: ubuntu/24.04}
+  system:
+    image: ubuntu/24.04
+    provision: {files: [{source: etc/motd, path: /etc/motd}]}
   container:
     image: nginx
     volumes: [{source: /a, target: /b}]
     healthcheck: {test: [NONE]}
     ports: [{name: http, port: 8080}]
-`, Options{})
+`, fstest.MapFS{"etc/motd": {Data: []byte("hi\n")}}, Options{})
 	if len(r.Apps) != 1 {
 		t.Fatalf("does not load: %v", r.Diagnostics)
 	}
@@ -360,8 +379,8 @@ spec:
 		}
 	}
 	walk(loadSchema(t), loaded, "App")
-	if checked < 6 {
-		t.Errorf("checked %d defaults; the schema has at least 6", checked)
+	if checked < 12 {
+		t.Errorf("checked %d defaults; the schema has at least 12", checked)
 	}
 }
 

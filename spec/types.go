@@ -208,8 +208,8 @@ const (
 func DeclaredPorts(apps []App) map[string][]Port {
 	out := make(map[string][]Port, len(apps))
 	for _, a := range apps {
-		if len(a.Spec.Container.Ports) > 0 {
-			out[a.Metadata.Name] = a.Spec.Container.Ports
+		if ports := a.Spec.AppPorts(); len(ports) > 0 {
+			out[a.Metadata.Name] = ports
 		}
 	}
 	return out

@@ -218,3 +218,34 @@ func isTrue(s string) bool {
 	}
 	return false
 }
+
+// isolationBreakingKey says why an LXD config key and value break the
+// isolation of an unprivileged container, or "" if they do not. They are
+// refused unless Options.AllowPrivileged.
+func isolationBreakingKey(key, value string) string {
+	const allow = "; not allowed (berth --allow-privileged permits it)"
+	switch {
+	case key == "security.privileged" && isTrue(value):
+		return "privileged system containers are not allowed (berth --allow-privileged permits them)"
+	case key == "raw.lxc":
+		return "raw.lxc passes raw LXC settings past LXD's checks and can undo the container's isolation" + allow
+	case key == "raw.idmap":
+		return "raw.idmap maps host users and groups into the container, so its root may own host files" + allow
+	case key == "security.idmap.isolated" && isFalse(value):
+		return `security.idmap.isolated: "false" shares the uid/gid map with other containers instead of giving this one its own` + allow
+	}
+	return ""
+}
+
+// hostDeviceTypes are the LXD device types that pass a host device node
+// into the instance.
+var hostDeviceTypes = map[string]bool{"unix-char": true, "unix-block": true, "unix-hotplug": true}
+
+// isFalse mirrors how LXD reads a false boolean config value.
+func isFalse(s string) bool {
+	switch strings.ToLower(s) {
+	case "false", "0", "no", "off":
+		return true
+	}
+	return false
+}

@@ -315,7 +315,7 @@ func (s *gitSource) Fetch(ctx context.Context) (reconciler.Revision, error) {
 		s.metrics.GitError()
 		return reconciler.Revision{}, err
 	}
-	rev := reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS}
+	rev := reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS, Files: snap.Files}
 	s.last = &rev
 	return rev, nil
 }
@@ -328,5 +328,5 @@ func (s worktreeSource) Fetch(ctx context.Context) (reconciler.Revision, error) 
 	if err != nil {
 		return reconciler.Revision{}, err
 	}
-	return reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS}, nil
+	return reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS, Files: snap.Files}, nil
 }

@@ -54,6 +54,9 @@ func loadFromDisk(ctx context.Context, location, dir string, opts spec.Options) 
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", root)
 	}
+	// Provision files are named from the repository root, and read as on
+	// disk with the spec tree's symlink policy.
+	opts.Files = source.DirFS(repoRoot(location))
 	res, err := spec.LoadDir(ctx, root, opts)
 	if err != nil {
 		return nil, err
@@ -63,6 +66,26 @@ func loadFromDisk(ctx context.Context, location, dir string, opts spec.Options) 
 		prefix = ""
 	}
 	return &loadedSpecs{Result: res, prefix: prefix}, nil
+}
+
+// repoRoot is the root of the Git work tree holding location, which may be
+// a spec folder inside it, as the daemon reads provision files from the
+// repository's root; location itself when it is in no work tree.
+func repoRoot(location string) string {
+	abs, err := filepath.Abs(location)
+	if err != nil {
+		return location
+	}
+	for p := abs; ; {
+		if _, err := os.Lstat(filepath.Join(p, ".git")); err == nil {
+			return p
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return location
+		}
+		p = parent
+	}
 }
 
 // checkSpecDir applies the spec tree's symlink policy to the folder itself,
@@ -101,6 +124,9 @@ func loadFromGit(ctx context.Context, repo *source.Repo, rev, dir string, opts s
 	}
 	fsys, err := repo.SpecFS(c.SHA, dir)
 	if err != nil {
+		return nil, err
+	}
+	if opts.Files, err = repo.TreeFS(c.SHA); err != nil {
 		return nil, err
 	}
 	res, err := spec.Load(ctx, fsys, opts)
