@@ -79,6 +79,27 @@ var (
 			}
 			s.Ports = d.ports(v)
 		}},
+		{name: "placement", decode: func(d *decoder, v *yaml.Node, s *System) {
+			p := Placement{Spread: SpreadMembers}
+			if object(d, v, placementFields, &p) {
+				s.Placement = &p
+			}
+		}},
+	}
+	placementFields = fields[Placement]{
+		enumField("spread", []string{SpreadMembers}, func(p *Placement) *string { return &p.Spread }),
+		{name: "members", decode: func(d *decoder, v *yaml.Node, p *Placement) { p.Members = d.memberNames(v) }},
+		{name: "group", decode: func(d *decoder, v *yaml.Node, p *Placement) {
+			if g, ok := d.str(v, ""); ok {
+				p.Group = g
+				if msg := checkMemberName(g); msg != "" {
+					d.errorf(d.resolve(v), "cluster group %s", msg)
+				}
+			}
+		}},
+		{name: "replaceUnreachable", decode: func(d *decoder, v *yaml.Node, p *Placement) {
+			p.ReplaceUnreachable = d.duration(v, MinReplaceUnreachable)
+		}},
 	}
 	provisionFields = fields[Provision]{
 		{name: "files", decode: func(d *decoder, v *yaml.Node, p *Provision) { p.Files = d.provisionFiles(v) }},

@@ -84,6 +84,7 @@ var decoderTables = []decoderTable{
 	tableOf("updateFields", updateFields),
 	tableOf("provisionFields", provisionFields),
 	tableOf("provisionFileFields", provisionFileFields),
+	tableOf("placementFields", placementFields),
 }
 
 // outputFields are JSON fields berth computes while loading: they are in
@@ -329,6 +330,7 @@ spec:
   system:
     image: ubuntu/24.04
     provision: {files: [{source: etc/motd, path: /etc/motd}]}
+    placement: {}
   container:
     image: nginx
     volumes: [{source: /a, target: /b}]
