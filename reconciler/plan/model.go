@@ -66,8 +66,9 @@ type Member struct {
 	Status string `json:"status"`
 	// Groups are the cluster groups the member is in.
 	Groups []string `json:"groups,omitempty"`
-	// Since is when the member was last seen (LXD's heartbeat), for
-	// placement.replaceUnreachable.
+	// Since is when the member was first seen in its Status (for an
+	// offline member, since when it is lost), for
+	// placement.replaceUnreachable; zero when unknown.
 	Since time.Time `json:"since,omitzero"`
 }
 

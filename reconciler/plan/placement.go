@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"slices"
+	"time"
 
 	"github.com/berth-gitops/berth/spec"
 )
@@ -138,4 +139,30 @@ func (p *placer) recreateOn(inst *Instance) string {
 		return inst.Location
 	}
 	return p.move(inst.Location)
+}
+
+// standIns are the reasons for stand-in replicas: one per replica of app
+// (slot below replicas) whose member has been offline for longer than
+// placement.replaceUnreachable. LXD keeps the lost instance's name (it
+// cannot be deleted or recreated while its member is down), so a stand-in
+// takes a new slot, never that name.
+func (pl *planner) standIns(app *spec.App, replicas int) []Reason {
+	pm := app.Spec.System.Placement
+	if pm == nil || pm.ReplaceUnreachable <= 0 || pl.at.IsZero() {
+		return nil
+	}
+	var out []Reason
+	for _, r := range pl.owned[app.Metadata.Name] {
+		if r.slot >= replicas {
+			continue
+		}
+		m := pl.members[r.inst.Location]
+		why, lost := pl.unreachable(r.inst)
+		if !lost || m.Since.IsZero() || pl.at.Sub(m.Since) < pm.ReplaceUnreachable.D() {
+			continue
+		}
+		out = append(out, Reason{Field: "placement.replaceUnreachable", Old: r.inst.Name + " " + why + " since " + m.Since.UTC().Format(time.RFC3339), New: "stand-in"})
+	}
+	slices.SortFunc(out, func(x, y Reason) int { return cmp.Compare(x.Old, y.Old) })
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-gitops/berth/spec"
 )
@@ -120,5 +121,42 @@ func TestPlacementLostMember(t *testing.T) {
 	pl = MakePlan(Desired{Revision: testRev, Apps: []spec.App{with(app, func(a *spec.App) { a.Spec.Replicas = 4 })}}, obs, Policy{})
 	if got := stepLines(pl); len(got) != 1 || !strings.Contains(got[0], "web-3 create") || pl.Steps[0].Target == "m3" {
 		t.Errorf("scale up with m3 down: %q target %q", got, pl.Steps[0].Target)
+	}
+}
+
+func TestPlacementStandInsForALostMember(t *testing.T) {
+	app := with(testApp("web", 3), func(a *spec.App) {
+		a.Spec.System.Placement = &spec.Placement{Spread: spec.SpreadMembers, ReplaceUnreachable: spec.Duration(5 * time.Minute)}
+	})
+	insts := fleet(app)
+	for i := range insts {
+		insts[i].Location = "m" + string(rune('1'+i))
+	}
+	insts[2].Status = "Error"
+	members := cluster("Online", "Online", "Offline")
+	lost := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	members[2].Since = lost
+	obs := Observed{Instances: insts, Members: members, At: lost.Add(2 * time.Minute)}
+	if pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{}); len(pl.Steps) != 0 {
+		t.Fatalf("before replaceUnreachable: %q", stepLines(pl))
+	}
+	obs.At = lost.Add(6 * time.Minute)
+	pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{})
+	if got := stepLines(pl); len(got) != 1 || !strings.HasPrefix(got[0], "1 web-3 create (placement.replaceUnreachable: web-2 unreachable (member m3 offline) since") || pl.Steps[0].Target == "m3" {
+		t.Fatalf("stand-in: %q on %q", got, pl.Steps[0].Target)
+	}
+	// The stand-in is kept while the member is away...
+	standIn := converged(app, 3)
+	standIn.Location = pl.Steps[0].Target
+	obs.Instances = append(obs.Instances, standIn)
+	if pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{}); len(pl.Steps) != 0 {
+		t.Errorf("with the stand-in running: %q", stepLines(pl))
+	}
+	// ...and scaled down once it is back: no duplicate name at any time.
+	obs.Members = cluster("Online", "Online", "Online")
+	obs.Instances[2].Status = StatusRunning
+	pl = MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{})
+	if got := stepLines(pl); !slices.Equal(got, []string{"1 web-3 delete (replicas: 4 → 3)"}) {
+		t.Errorf("member back: %q", got)
 	}
 }

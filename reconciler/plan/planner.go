@@ -204,6 +204,11 @@ func (pl *planner) planApp(app *spec.App) {
 	// The slot key differs per replica and is compared on its own.
 	a.managed, a.configKeys = managedPairs(app, a.lxdConfig, a.sysHash, pl.policy.Owner, "", -1)
 	replicasReason := Reason{Field: "replicas", Old: strconv.Itoa(a.nObserved), New: strconv.Itoa(a.replicas)}
+	// Stand-ins for replicas lost with their member take the slots after
+	// the spec's: kept while they are needed, scaled down once the
+	// member is back.
+	standIns := pl.standIns(app, a.replicas)
+	a.replicas += len(standIns)
 
 	bySlot := make([]*Instance, a.replicas)
 	var extra []replica
@@ -236,9 +241,13 @@ func (pl *planner) planApp(app *spec.App) {
 					continue
 				}
 			}
+			why := replicasReason
+			if k := slot - (a.replicas - len(standIns)); k >= 0 {
+				why = standIns[k]
+			}
 			quiet = append(quiet, slotSteps{slot: slot, steps: []Step{{
 				App: a.name, Slot: slot, Instance: name, Action: Create,
-				Reasons:    []Reason{replicasReason},
+				Reasons:    []Reason{why},
 				SystemHash: a.sysHash, ContainerHash: a.ctrHash, ProvisionHash: a.provHash, Target: target,
 			}}})
 			continue
