@@ -114,6 +114,11 @@ func (m *Manager) ensure(ctx context.Context, instance string, d Desired, report
 	if d.App == "" {
 		return errors.New("engine: Ensure: empty app name")
 	}
+	// A system-only app has no app container; dialing Docker for it would
+	// wait for a dockerd its instance may not even have.
+	if d.Spec.Image == "" {
+		return &PermanentError{Err: fmt.Errorf("engine: app %s has no container image (a system-only app has no app container)", d.App)}
+	}
 	if report == nil {
 		report = func(Event) {}
 	}
