@@ -82,8 +82,11 @@ func (s *System) checkPorts(ctx context.Context, insts []plan.Instance) {
 	var wg sync.WaitGroup
 	for i := range insts {
 		inst := &insts[i]
-		if inst.Config[ownership.KeyOwner] != s.Owner || inst.Status != plan.StatusRunning ||
-			inst.DockerError != "" || inst.Container == nil || inst.Container.State != "running" {
+		if inst.Config[ownership.KeyOwner] != s.Owner || inst.Status != plan.StatusRunning {
+			continue
+		}
+		// A system-only replica has no container to wait for.
+		if !isSystemOnly(inst.Config) && (inst.DockerError != "" || inst.Container == nil || inst.Container.State != "running") {
 			continue
 		}
 		ports := s.declaredTCP(inst.Config[ownership.KeyApp])
@@ -205,7 +208,12 @@ func unwrapSyscall(err error) error {
 // the instance has no network interface, gets no IPv4 address within
 // AddressWait, or its address cannot be reached from here.
 func (s *System) waitPorts(ctx context.Context, name string, app spec.App, timeout time.Duration) error {
-	ports := app.Spec.Container.TCPPorts()
+	var ports []spec.Port
+	for _, p := range app.Spec.AppPorts() {
+		if p.Protocol == spec.ProtocolTCP {
+			ports = append(ports, p)
+		}
+	}
 	if len(ports) == 0 {
 		return nil
 	}
