@@ -17,8 +17,9 @@ import (
 	"github.com/berth-gitops/berth/spec"
 )
 
-// Port checks: a replica whose declared TCP ports (spec.container.ports)
-// do not accept connections on its address is not ready. berth dials them
+// Port checks: a replica whose declared TCP ports (spec.container.ports,
+// or spec.system.ports of a system-only app) do not accept connections on
+// its address is not ready. berth dials them
 // from where it runs. When the address cannot be reached from here (no
 // address, no route, or no answer on any port), it says so
 // (plan.Instance.PortsUnchecked) and readiness rests on the healthcheck.
@@ -203,8 +204,9 @@ func unwrapSyscall(err error) error {
 }
 
 // waitPorts waits, within timeout, until the app's declared TCP ports
-// accept connections on the instance's address. It gives up checking —
-// logs why and returns nil, leaving readiness to the healthcheck — when
+// (spec.AppSpec.AppPorts) accept connections on the instance's address.
+// It gives up checking — logs why and returns nil, leaving readiness to
+// the healthcheck, or for a system-only app to the instance running — when
 // the instance has no network interface, gets no IPv4 address within
 // AddressWait, or its address cannot be reached from here.
 func (s *System) waitPorts(ctx context.Context, name string, app spec.App, timeout time.Duration) error {
@@ -219,8 +221,12 @@ func (s *System) waitPorts(ctx context.Context, name string, app spec.App, timeo
 	}
 	clk := clock.Or(s.Clock)
 	start := clk.Now()
+	rests := "readiness rests on the healthcheck"
+	if !app.Spec.HasContainer() {
+		rests = "a running instance counts as ready"
+	}
 	unchecked := func(why string) error {
-		s.Logger.Info("ports not checked; readiness rests on the healthcheck", "instance", name, "why", why)
+		s.Logger.Info("ports not checked; "+rests, "instance", name, "why", why)
 		return nil
 	}
 	sem := make(chan struct{}, probeParallel)
