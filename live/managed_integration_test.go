@@ -131,7 +131,7 @@ func TestProvisionBusybox(t *testing.T) {
 	}
 	failing([]string{"sh", "-c", "for i in $(seq 1 100); do echo step $i; done; echo 'E: no such package' >&2; exit 7"}, 0,
 		"exited with code 7", "step 99\nstep 100\nE: no such package")
-	failing([]string{"/usr/local/sbin/no-such-tool"}, 0, "[/usr/local/sbin/no-such-tool] could not be started", "")
+	failing([]string{"/usr/local/sbin/no-such-tool"}, 0, "[/usr/local/sbin/no-such-tool] failed: Command not found", "/usr/local/sbin/no-such-tool: not found")
 	start = time.Now()
 	failing([]string{"sh", "-c", "echo waiting for Godot; exec sleep 300"}, 2*time.Second, "timed out after 2s running", "waiting for Godot")
 	if d := time.Since(start); d > time.Minute {

@@ -57,7 +57,8 @@ func (e *ProvisionError) Error() string {
 func (e *ProvisionError) Permanent() bool { return true }
 
 // Provision copies p's files into the running instance, then runs p's
-// command in it, all within p.Timeout (spec.DefaultProvisionTimeout when
+// command in it (through /bin/sh, which merges its stderr into its
+// stdout), all within p.Timeout (spec.DefaultProvisionTimeout when
 // unset). It refuses an instance that is not owned by s.Owner. A failure
 // in the instance is a *ProvisionError with the tail of the command's
 // output; a failure to reach LXD is returned as it is (it may clear).
@@ -107,7 +108,12 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 		s.Logger.Info("provisioned", "instance", name, "files", len(p.Files), "took", clk.Since(start).Round(time.Millisecond))
 		return nil
 	}
-	res, err := s.LXD.ExecOutput(pctx, name, lxd.ExecRequest{Command: p.Run}, provisionKeep)
+	// LXD carries stdout and stderr on two streams whose order against
+	// each other is lost; merged in the instance, the error a script
+	// prints last is last. exec keeps the command the process LXD kills
+	// on a timeout.
+	argv := append([]string{"/bin/sh", "-c", `exec "$@" 2>&1`, "berth-provision"}, p.Run...)
+	res, err := s.LXD.ExecOutput(pctx, name, lxd.ExecRequest{Command: argv}, provisionKeep)
 	cmd := commandText(p.Run)
 	tail := outputTail(res.Output, res.Truncated)
 	var oe *lxd.OperationError
@@ -117,8 +123,10 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case errors.As(err, &oe):
-		// LXD fails the operation when the command cannot be started.
-		return &ProvisionError{Instance: name, Reason: fmt.Sprintf("%s could not be started: %s", cmd, spec.EscapeText(oe.Err)), Output: tail}
+		// LXD fails the operation instead of reporting exit codes 126
+		// and 127 ("Command not found"), whether the shell or the
+		// command itself exited so; the output says which.
+		return &ProvisionError{Instance: name, Reason: fmt.Sprintf("%s failed: %s", cmd, spec.EscapeText(oe.Err)), Output: tail}
 	case err != nil:
 		return s.blameLXD(ctx, fmt.Errorf("provision of %s: running %s: %w", name, cmd, err))
 	case res.ExitCode != 0:

@@ -20,6 +20,9 @@ type ExecResult struct {
 
 // ExecOutput runs a command like Exec and keeps the last limit bytes of
 // its combined stdout and stderr (req.Stdout and req.Stderr are ignored).
+// LXD sends the two on separate streams, so how they interleave is only
+// roughly the order they were written in; a caller that needs the exact
+// order merges them in the instance (sh -c 'exec "$@" 2>&1').
 // It is for commands whose output is read by people when they fail, such
 // as a provisioning script. The result carries the output so far even
 // when an error is returned: when ctx ends, LXD kills the command (see

@@ -71,8 +71,10 @@ func TestIntegrationFilesAndExecOutput(t *testing.T) {
 		t.Errorf("the script's file: %q", got)
 	}
 
-	// A failing command: exit code and the tail of its output.
-	res, err = c.ExecOutput(ctx, name, ExecRequest{Command: []string{"sh", "-c", "for i in $(seq 1 500); do echo line $i; done; echo boom >&2; exit 3"}}, 64)
+	// A failing command: exit code and the tail of its output. stderr is
+	// merged into stdout in the instance: across LXD's two streams the
+	// order is not kept.
+	res, err = c.ExecOutput(ctx, name, ExecRequest{Command: []string{"sh", "-c", "exec 2>&1; for i in $(seq 1 500); do echo line $i; done; echo boom >&2; exit 3"}}, 64)
 	if err != nil || res.ExitCode != 3 || !res.Truncated || !bytes.HasSuffix(res.Output, []byte("line 499\nline 500\nboom\n")) || len(res.Output) != 64 {
 		t.Errorf("failing command: %v exit %d truncated %v output %q", err, res.ExitCode, res.Truncated, res.Output)
 	}
