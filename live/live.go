@@ -5,8 +5,11 @@
 // bounds each Docker look (ObserveTimeout) and retries it once on a fresh
 // tunnel, blames LXD for a Docker failure when LXD itself stopped
 // answering, re-checks ownership before changing an instance, keeps a
-// deleted instance as a disowned, snapshotted backup when asked, and
-// takes (reading each take back), renews and releases the lease.
+// deleted instance as a disowned, snapshotted backup when asked,
+// provisions instances (files through LXD's file API, then a command
+// through exec, bounded, with the tail of its output on failure;
+// provision.go), leaves Docker alone for system-only replicas, and takes
+// (reading each take back), renews and releases the lease.
 package live
 
 import (

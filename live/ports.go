@@ -19,10 +19,10 @@ import (
 
 // Port checks: a replica whose declared TCP ports (spec.container.ports,
 // or spec.system.ports of a system-only app) do not accept connections on
-// its address is not ready. berth dials them
-// from where it runs. When the address cannot be reached from here (no
-// address, no route, or no answer on any port), it says so
-// (plan.Instance.PortsUnchecked) and readiness rests on the healthcheck.
+// its address is not ready. berth dials them from where it runs. When the
+// address cannot be reached from here (no address, no route, or no answer
+// on any port), it says so (plan.Instance.PortsUnchecked) and readiness
+// rests on the healthcheck.
 const (
 	// ProbeTimeout bounds one TCP dial of a port check.
 	ProbeTimeout = time.Second
