@@ -257,17 +257,8 @@ func toInstance(i *lxd.Instance) plan.Instance {
 		Location:   i.Location,
 		BaseImage:  i.Config["volatile.base_image"],
 		Ephemeral:  i.Ephemeral,
-		Privileged: isTrue(i.ExpandedConfig["security.privileged"]),
+		Privileged: i.Privileged(),
 	}
-}
-
-// isTrue reads an LXD boolean the way LXD does (shared.IsTrue).
-func isTrue(v string) bool {
-	switch strings.ToLower(v) {
-	case "1", "true", "yes", "on":
-		return true
-	}
-	return false
 }
 
 // isSystemOnly reports a replica of an app without an app container: it

@@ -150,8 +150,8 @@ func TestProvisionBusybox(t *testing.T) {
 }
 
 // TestEphemeralAndPrivilegedObserved: an ephemeral replica is observed as
-// such and is gone once stopped; a replica privileged by config is
-// flagged; each replica's base image is the fingerprint its alias points
+// such and is gone once stopped; a replica privileged by its config or
+// by a profile is flagged; each replica's base image is the fingerprint its alias points
 // to, and the images observed list that alias.
 func TestEphemeralAndPrivilegedObserved(t *testing.T) {
 	c := realLXD(t)
@@ -176,6 +176,24 @@ func TestEphemeralAndPrivilegedObserved(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Privileged by a profile; never started either.
+	const privProfile = "berth-it-privileged"
+	byProfile := systemOnlyApp("berth-it-privprof", privProfile)
+	byProfileName := ownership.InstanceName(byProfile.Metadata.Name, 0)
+	_ = c.DeleteInstance(ctx, byProfileName)
+	_ = c.DeleteProfile(ctx, privProfile)
+	if err := c.CreateProfile(ctx, privProfile, lxd.ProfilePut{Config: map[string]string{"security.privileged": "true"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.DeleteInstance(context.Background(), byProfileName)
+		_ = c.DeleteProfile(context.Background(), privProfile)
+	})
+	if err := c.CreateInstance(ctx, lxd.InstancesPost{Name: byProfileName, Source: lxd.ImageSource{Alias: "berth/busybox"},
+		Profiles: byProfile.Spec.System.Profiles, Config: plan.ManagedConfig(byProfile, owner, "r1", 0)}); err != nil {
+		t.Fatal(err)
+	}
+
 	alias, _, err := c.GetImageAlias(ctx, "berth/busybox")
 	if err != nil {
 		t.Fatal(err)
@@ -197,6 +215,9 @@ func TestEphemeralAndPrivilegedObserved(t *testing.T) {
 	}
 	if i := got[privName]; i.Ephemeral || !i.Privileged || i.BaseImage != alias.Target {
 		t.Errorf("privileged replica: %+v", i)
+	}
+	if i := got[byProfileName]; !i.Privileged {
+		t.Errorf("replica privileged by its profile: %+v", i)
 	}
 	found := false
 	for _, img := range obs.Images {

@@ -231,3 +231,17 @@ func TestTailBuffer(t *testing.T) {
 		t.Errorf("after a long write: %q %v", got, truncated)
 	}
 }
+
+func TestPrivileged(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "true": true, "TRUE": true, "1": true, "yes": true, "on": true, "false": false, "0": false, "no": false} {
+		i := Instance{ExpandedConfig: map[string]string{"security.privileged": v}}
+		if got := i.Privileged(); got != want {
+			t.Errorf("security.privileged=%q: %v", v, got)
+		}
+	}
+	// Only the expanded config counts: a profile may set it.
+	i := Instance{InstancePut: InstancePut{Config: map[string]string{"security.privileged": "true"}}}
+	if i.Privileged() {
+		t.Error("local config alone made it privileged")
+	}
+}
