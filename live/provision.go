@@ -124,8 +124,9 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 		return ctx.Err()
 	case errors.As(err, &oe):
 		// LXD fails the operation instead of reporting exit codes 126
-		// and 127 ("Command not found"), whether the shell or the
-		// command itself exited so; the output says which.
+		// and 127 ("Command not executable", "Command not found"),
+		// whether the shell or the command itself exited so; the output
+		// says which.
 		return &ProvisionError{Instance: name, Reason: fmt.Sprintf("%s failed: %s", cmd, spec.EscapeText(oe.Err)), Output: tail}
 	case err != nil:
 		return s.blameLXD(ctx, fmt.Errorf("provision of %s: running %s: %w", name, cmd, err))

@@ -58,7 +58,8 @@
 // The two output streams are mirrored independently, so their order
 // against each other is lost (ExecOutput interleaves them as they arrive).
 // LXD reports exit codes 126 and 127 as a failed operation ("Command not
-// found"), whether the command could not be started or exited so itself.
+// executable", "Command not found"), whether the command could not be
+// started or exited so itself.
 //
 // # Files
 //
