@@ -114,6 +114,11 @@ func (m *Manager) ensure(ctx context.Context, instance string, d Desired, report
 	if d.App == "" {
 		return errors.New("engine: Ensure: empty app name")
 	}
+	// A system-only app has no app container; dialing Docker for it would
+	// wait for a dockerd its instance may not even have.
+	if d.Spec.Image == "" {
+		return &PermanentError{Err: fmt.Errorf("engine: app %s has no container image (a system-only app has no app container)", d.App)}
+	}
 	if report == nil {
 		report = func(Event) {}
 	}
@@ -738,4 +743,29 @@ func redact(err error, env map[string]string) error {
 		return err
 	}
 	return errors.New(out)
+}
+
+// Restart restarts app's current container in instance (a clean stop
+// within StopTimeout, then start), e.g. so that it reads configuration a
+// re-provision changed. It is an error when there is none.
+func (m *Manager) Restart(ctx context.Context, instance, app string) error {
+	cli, c, err := m.client(ctx, instance)
+	if err != nil {
+		return err
+	}
+	cur, _, err := m.findCurrent(ctx, cli, c, instance, app)
+	if err != nil {
+		return err
+	}
+	if cur == nil {
+		return fmt.Errorf("%s has no container of app %s to restart", instance, app)
+	}
+	secs := int(m.opts.StopTimeout.Round(time.Second) / time.Second)
+	ctx, cancel := context.WithTimeout(ctx, m.opts.StopTimeout+m.opts.CallTimeout)
+	defer cancel()
+	if err := cli.ContainerRestart(ctx, cur.ID, container.StopOptions{Timeout: &secs}); err != nil {
+		return m.connErr(c, "restart container "+cur.Name, err)
+	}
+	m.logger(ctx).Info("container restarted", "instance", instance, "app", app, "container", strings.TrimPrefix(cur.Name, "/"))
+	return nil
 }

@@ -2,9 +2,11 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"github.com/berth-gitops/berth/ownership"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,5 +162,21 @@ func TestWaitReadySettlesOnTheClock(t *testing.T) {
 	}
 	if n := clk.Waiters(); n != 0 {
 		t.Errorf("%d timers left armed", n)
+	}
+}
+
+// TestEnsureWithoutImage: a system-only app has no app container; Ensure
+// refuses it as permanent without dialing Docker.
+func TestEnsureWithoutImage(t *testing.T) {
+	f := newFakeDaemon(t, "1.41")
+	m := New(f.dialer(), fastOpts())
+	defer m.Close()
+	err := m.Ensure(context.Background(), "db-0", Desired{App: "db"}, nil)
+	var pe *PermanentError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "system-only") {
+		t.Errorf("Ensure without an image: %v", err)
+	}
+	if n := f.dials.Load(); n != 0 {
+		t.Errorf("dialed Docker %d times", n)
 	}
 }

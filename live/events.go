@@ -60,7 +60,7 @@ func (s *System) watchContainers(obs plan.Observed) {
 	}
 	running := map[string]bool{}
 	for _, inst := range obs.Instances {
-		if inst.Config[ownership.KeyOwner] == s.Owner && inst.Status == "Running" && inst.DockerError == "" {
+		if inst.Config[ownership.KeyOwner] == s.Owner && inst.Status == "Running" && inst.DockerError == "" && !isSystemOnly(inst.Config) {
 			running[inst.Name] = true
 		}
 	}

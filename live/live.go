@@ -5,8 +5,11 @@
 // bounds each Docker look (ObserveTimeout) and retries it once on a fresh
 // tunnel, blames LXD for a Docker failure when LXD itself stopped
 // answering, re-checks ownership before changing an instance, keeps a
-// deleted instance as a disowned, snapshotted backup when asked, and
-// takes (reading each take back), renews and releases the lease.
+// deleted instance as a disowned, snapshotted backup when asked,
+// provisions instances (files through LXD's file API, then a command
+// through exec, bounded, with the tail of its output on failure;
+// provision.go), leaves Docker alone for system-only replicas, and takes
+// (reading each take back), renews and releases the lease.
 package live
 
 import (
@@ -137,9 +140,13 @@ var replicaName = regexp.MustCompile(`^[a-z][a-z0-9-]*-[0-9]+$`)
 
 // Observe lists berth's instances in one request, the names of all
 // instances in a second (an unowned instance named like a replica is a
-// conflict the planner must see), and the app container of each running
-// owned instance through its Docker engine, in parallel.
+// conflict the planner must see), the server's images in a third, and the
+// app container of each running owned instance through its Docker engine,
+// in parallel. Replicas of system-only apps (ownership.KeySystemOnly)
+// have no Docker to look at; their ports are checked all the same. At is
+// the time on s.Clock when the look began.
 func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
+	at := clock.Or(s.Clock).Now()
 	owned, err := s.LXD.ListInstances(ctx, map[string]string{"config." + ownership.KeyOwner: s.Owner})
 	if err != nil {
 		return plan.Observed{}, fmt.Errorf("list instances: %w", err)
@@ -149,7 +156,7 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 		return plan.Observed{}, fmt.Errorf("list instance names: %w", err)
 	}
 	seen := map[string]bool{}
-	obs := plan.Observed{Instances: make([]plan.Instance, 0, len(owned))}
+	obs := plan.Observed{Instances: make([]plan.Instance, 0, len(owned)), At: at}
 	for i := range owned {
 		seen[owned[i].Name] = true
 		obs.Instances = append(obs.Instances, toInstance(&owned[i]))
@@ -172,6 +179,9 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 		obs.Instances = append(obs.Instances, toInstance(inst))
 	}
 	sort.Slice(obs.Instances, func(i, j int) bool { return obs.Instances[i].Name < obs.Instances[j].Name })
+	if obs.Images, err = s.observeImages(ctx); err != nil {
+		return plan.Observed{}, err
+	}
 
 	sem := make(chan struct{}, observeParallel)
 	var wg sync.WaitGroup
@@ -182,6 +192,9 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 		}
 		if inst.Status != "Running" {
 			s.Engine.Forget(inst.Name)
+			continue
+		}
+		if isSystemOnly(inst.Config) {
 			continue
 		}
 		wg.Add(1)
@@ -235,14 +248,57 @@ func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {
 
 func toInstance(i *lxd.Instance) plan.Instance {
 	return plan.Instance{
-		Name:      i.Name,
-		Status:    i.Status,
-		Config:    i.Config,
-		Profiles:  i.Profiles,
-		Devices:   i.Devices,
-		Addresses: i.State.GlobalIPv4(),
-		Location:  i.Location,
+		Name:       i.Name,
+		Status:     i.Status,
+		Config:     i.Config,
+		Profiles:   i.Profiles,
+		Devices:    i.Devices,
+		Addresses:  i.State.GlobalIPv4(),
+		Location:   i.Location,
+		BaseImage:  i.Config["volatile.base_image"],
+		Ephemeral:  i.Ephemeral,
+		Privileged: i.Privileged(),
 	}
+}
+
+// isSystemOnly reports a replica of an app without an app container: it
+// has no Docker to dial.
+func isSystemOnly(config map[string]string) bool {
+	return config[ownership.KeySystemOnly] == "true"
+}
+
+// observeImages lists the server's images in one request, sorted by
+// fingerprint. Images only serve to tell a replica on an outdated base
+// image: when the list fails it is left out (nil) and the observe goes on,
+// unless LXD itself is not reachable, which fails the observe anyway.
+func (s *System) observeImages(ctx context.Context) ([]plan.Image, error) {
+	imgs, err := s.LXD.ListImages(ctx)
+	if err != nil {
+		if errors.Is(err, lxd.ErrUnreachable) || ctx.Err() != nil {
+			return nil, fmt.Errorf("list images: %w", err)
+		}
+		s.Logger.Warn("listing images failed; base images are not compared this time", "err", err)
+		return nil, nil
+	}
+	out := make([]plan.Image, 0, len(imgs))
+	for _, img := range imgs {
+		pi := plan.Image{Fingerprint: img.Fingerprint, Created: img.CreatedAt}
+		// An image whose metadata has no creation date reports the zero
+		// time or the epoch; its upload is the next best thing.
+		if pi.Created.Unix() <= 0 {
+			pi.Created = img.UploadedAt
+		}
+		if pi.Created.Unix() <= 0 {
+			pi.Created = time.Time{}
+		}
+		for _, a := range img.Aliases {
+			pi.Aliases = append(pi.Aliases, a.Name)
+		}
+		sort.Strings(pi.Aliases)
+		out = append(out, pi)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Fingerprint < out[j].Fingerprint })
+	return out, nil
 }
 
 // imageSource turns a spec's system.image into an LXD image source.
@@ -295,6 +351,8 @@ func (s *System) Preflight(ctx context.Context, app spec.App) error {
 }
 
 // CreateInstance creates the instance with exactly config and starts it.
+// With system.ephemeral it is an LXD ephemeral instance: stopping it
+// deletes it.
 func (s *System) CreateInstance(ctx context.Context, name string, app spec.App, config map[string]string) error {
 	src, err := s.imageSource(app.Spec.System.Image)
 	if err != nil {
@@ -307,6 +365,7 @@ func (s *System) CreateInstance(ctx context.Context, name string, app spec.App, 
 	s.Engine.Forget(name)
 	if err := s.LXD.CreateInstance(ctx, lxd.InstancesPost{
 		Name: name, Source: src, Profiles: profiles, Config: config, Devices: app.Spec.System.Devices,
+		Ephemeral:   app.Spec.System.Ephemeral,
 		Description: "berth: " + app.Metadata.Name,
 	}); err != nil {
 		return fmt.Errorf("create: %w", err)
@@ -356,16 +415,17 @@ func (s *System) StopInstance(ctx context.Context, name string) error {
 	return s.LXD.StopInstance(ctx, name, s.StopTimeout)
 }
 
-// Provision copies p's files into the running instance and runs its
-// command. (Not implemented yet: the provisioning primitives land next.)
-func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) error {
-	return fmt.Errorf("provisioning %s: not implemented yet", name)
-}
-
-// RestartContainer restarts the instance's app container. (Not
-// implemented yet.)
+// RestartContainer restarts the instance's app container, after a
+// re-provision with provision.restartContainer.
 func (s *System) RestartContainer(ctx context.Context, name string) error {
-	return fmt.Errorf("restarting the app container of %s: not implemented yet", name)
+	inst, _, err := s.LXD.GetInstance(ctx, name)
+	if err != nil {
+		return err
+	}
+	if inst.Config[ownership.KeyOwner] != s.Owner {
+		return fmt.Errorf("%s is not owned by %q any more; not restarting its container", name, s.Owner)
+	}
+	return s.blameLXD(ctx, s.Engine.Restart(ctx, name, inst.Config[ownership.KeyApp]))
 }
 
 // WaitDocker waits up to timeout for the instance's Docker to answer.
@@ -450,8 +510,13 @@ func backupName(name string, now time.Time) string {
 }
 
 // EnsureContainer waits for the instance's dockerd, then converges its app
-// container.
+// container. A system-only app has none: asking for it is a bug in the
+// caller, refused at once rather than after waiting for a dockerd that is
+// not there.
 func (s *System) EnsureContainer(ctx context.Context, name string, app spec.App, slot int, revision string) error {
+	if !app.Spec.HasContainer() {
+		return &engine.PermanentError{Err: fmt.Errorf("%s: app %s has no container (a system-only app); there is no app container to ensure", name, app.Metadata.Name)}
+	}
 	ctx = engine.WithLogger(ctx, s.Logger.With("revision", plan.ShortSHA(revision)))
 	if err := s.Engine.WaitDocker(ctx, name, DockerTimeout); err != nil {
 		return s.blameLXD(ctx, err)
@@ -478,15 +543,36 @@ func (s *System) blameLXD(ctx context.Context, err error) error {
 // declared TCP ports accept connections on the instance's address, both
 // within the app's update.healthTimeout. Ports that cannot be checked
 // from here (no address, no route) are logged and left to the
-// healthcheck (see waitPorts).
+// healthcheck (see waitPorts). A system-only app has no container: it is
+// ready once the instance runs and its ports accept connections.
 func (s *System) WaitReady(ctx context.Context, name string, app spec.App) error {
 	clk := clock.Or(s.Clock)
 	start := clk.Now()
 	timeout := app.Spec.Update.HealthTimeout.D()
+	if !app.Spec.HasContainer() {
+		if err := s.checkRunning(ctx, name, app); err != nil {
+			return s.blameLXD(ctx, err)
+		}
+		return s.blameLXD(ctx, s.waitPorts(ctx, name, app, timeout))
+	}
 	if err := s.blameLXD(ctx, s.Engine.WaitReady(ctx, name, app.Metadata.Name, timeout)); err != nil {
 		return err
 	}
 	return s.blameLXD(ctx, s.waitPorts(ctx, name, app, timeout-clk.Since(start)))
+}
+
+// checkRunning fails with a *engine.NotReadyError when the instance is not
+// running: nothing restarts a system-only replica that stopped, so
+// waiting would only delay the verdict.
+func (s *System) checkRunning(ctx context.Context, name string, app spec.App) error {
+	st, err := s.LXD.GetInstanceState(ctx, name)
+	if err != nil {
+		return fmt.Errorf("read the state of %s: %w", name, err)
+	}
+	if st.StatusCode != lxd.StatusRunning {
+		return &engine.NotReadyError{Instance: name, App: app.Metadata.Name, Reason: "instance is " + st.Status}
+	}
+	return nil
 }
 
 var (

@@ -17,11 +17,12 @@ import (
 	"github.com/berth-gitops/berth/spec"
 )
 
-// Port checks: a replica whose declared TCP ports (spec.container.ports)
-// do not accept connections on its address is not ready. berth dials them
-// from where it runs. When the address cannot be reached from here (no
-// address, no route, or no answer on any port), it says so
-// (plan.Instance.PortsUnchecked) and readiness rests on the healthcheck.
+// Port checks: a replica whose declared TCP ports (spec.container.ports,
+// or spec.system.ports of a system-only app) do not accept connections on
+// its address is not ready. berth dials them from where it runs. When the
+// address cannot be reached from here (no address, no route, or no answer
+// on any port), it says so (plan.Instance.PortsUnchecked) and readiness
+// rests on the healthcheck.
 const (
 	// ProbeTimeout bounds one TCP dial of a port check.
 	ProbeTimeout = time.Second
@@ -82,8 +83,11 @@ func (s *System) checkPorts(ctx context.Context, insts []plan.Instance) {
 	var wg sync.WaitGroup
 	for i := range insts {
 		inst := &insts[i]
-		if inst.Config[ownership.KeyOwner] != s.Owner || inst.Status != plan.StatusRunning ||
-			inst.DockerError != "" || inst.Container == nil || inst.Container.State != "running" {
+		if inst.Config[ownership.KeyOwner] != s.Owner || inst.Status != plan.StatusRunning {
+			continue
+		}
+		// A system-only replica has no container to wait for.
+		if !isSystemOnly(inst.Config) && (inst.DockerError != "" || inst.Container == nil || inst.Container.State != "running") {
 			continue
 		}
 		ports := s.declaredTCP(inst.Config[ownership.KeyApp])
@@ -200,19 +204,29 @@ func unwrapSyscall(err error) error {
 }
 
 // waitPorts waits, within timeout, until the app's declared TCP ports
-// accept connections on the instance's address. It gives up checking —
-// logs why and returns nil, leaving readiness to the healthcheck — when
+// (spec.AppSpec.AppPorts) accept connections on the instance's address.
+// It gives up checking — logs why and returns nil, leaving readiness to
+// the healthcheck, or for a system-only app to the instance running — when
 // the instance has no network interface, gets no IPv4 address within
 // AddressWait, or its address cannot be reached from here.
 func (s *System) waitPorts(ctx context.Context, name string, app spec.App, timeout time.Duration) error {
-	ports := app.Spec.Container.TCPPorts()
+	var ports []spec.Port
+	for _, p := range app.Spec.AppPorts() {
+		if p.Protocol == spec.ProtocolTCP {
+			ports = append(ports, p)
+		}
+	}
 	if len(ports) == 0 {
 		return nil
 	}
 	clk := clock.Or(s.Clock)
 	start := clk.Now()
+	rests := "readiness rests on the healthcheck"
+	if !app.Spec.HasContainer() {
+		rests = "a running instance counts as ready"
+	}
 	unchecked := func(why string) error {
-		s.Logger.Info("ports not checked; readiness rests on the healthcheck", "instance", name, "why", why)
+		s.Logger.Info("ports not checked; "+rests, "instance", name, "why", why)
 		return nil
 	}
 	sem := make(chan struct{}, probeParallel)

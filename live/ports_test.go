@@ -125,10 +125,10 @@ func TestCheckPorts(t *testing.T) {
 	open, closed := listenLocal(t), closedLocal(t)
 	s := &System{Owner: "o"}
 	s.SetPorts(spec.DeclaredPorts([]spec.App{
-		{Metadata: spec.Metadata{Name: "web"}, Spec: spec.AppSpec{Container: spec.Container{
+		{Metadata: spec.Metadata{Name: "web"}, Spec: spec.AppSpec{Container: spec.Container{Image: "reg/web:1",
 			Ports: []spec.Port{tcp("http", open), tcp("admin", closed), {Name: "dns", Port: 53, Protocol: "udp"}}}}},
-		{Metadata: spec.Metadata{Name: "ok"}, Spec: spec.AppSpec{Container: spec.Container{Ports: []spec.Port{tcp("http", open)}}}},
-		{Metadata: spec.Metadata{Name: "udp"}, Spec: spec.AppSpec{Container: spec.Container{Ports: []spec.Port{{Name: "dns", Port: 53, Protocol: "udp"}}}}},
+		{Metadata: spec.Metadata{Name: "ok"}, Spec: spec.AppSpec{Container: spec.Container{Image: "reg/x:1", Ports: []spec.Port{tcp("http", open)}}}},
+		{Metadata: spec.Metadata{Name: "udp"}, Spec: spec.AppSpec{Container: spec.Container{Image: "reg/x:1", Ports: []spec.Port{{Name: "dns", Port: 53, Protocol: "udp"}}}}},
 	}))
 	inst := func(name, app, owner, addr string, c *plan.Container) plan.Instance {
 		i := plan.Instance{Name: name, Status: "Running", Container: c,
@@ -228,7 +228,7 @@ func TestWaitPorts(t *testing.T) {
 	open, closed := listenLocal(t), closedLocal(t)
 	app := func(timeout time.Duration, ports ...spec.Port) spec.App {
 		return spec.App{Metadata: spec.Metadata{Name: "web"}, Spec: spec.AppSpec{
-			Container: spec.Container{Ports: ports}, Update: spec.Update{HealthTimeout: spec.Duration(timeout)}}}
+			Container: spec.Container{Image: "reg/web:1", Ports: ports}, Update: spec.Update{HealthTimeout: spec.Duration(timeout)}}}
 	}
 	ctx := context.Background()
 

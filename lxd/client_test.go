@@ -26,11 +26,13 @@ type fakeLXD struct {
 	mu   sync.Mutex
 	reqs []*http.Request // copies with URL and headers
 	auth string
+	// extensions are the API extensions GET /1.0 lists.
+	extensions []string
 }
 
 func newFake(t *testing.T) *fakeLXD {
 	t.Helper()
-	f := &fakeLXD{t: t, mux: http.NewServeMux(), auth: "trusted"}
+	f := &fakeLXD{t: t, mux: http.NewServeMux(), auth: "trusted", extensions: []string{"instance_get_full", "projects"}}
 	f.sock = filepath.Join(t.TempDir(), "unix.socket")
 	l, err := net.Listen("unix", f.sock)
 	if err != nil {
@@ -49,10 +51,10 @@ func newFake(t *testing.T) *fakeLXD {
 	f.mux.HandleFunc("GET /1.0", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("ETag", `"srv-etag"`)
 		f.mu.Lock()
-		auth := f.auth
+		auth, exts := f.auth, f.extensions
 		f.mu.Unlock()
 		sync200(w, map[string]any{
-			"api_extensions": []string{"instance_get_full", "projects"},
+			"api_extensions": exts,
 			"api_version":    "1.0",
 			"auth":           auth,
 			"config":         map[string]any{"core.https_address": ""},

@@ -4,9 +4,10 @@
 // to this module, so this package speaks LXD's documented REST API directly,
 // over the local unix socket or over HTTPS with a TLS client certificate. It
 // covers what berth needs and nothing more: instances (list, get, create,
-// update, patch, state changes, delete, snapshots), exec (batch commands and
-// a net.Conn stream for tunnelling `docker system dial-stdio`), image import
-// and aliases, profiles, server config and certificates.
+// update, patch, state changes, delete, snapshots), files in instances,
+// exec (batch commands, commands whose output tail is kept, and a net.Conn
+// stream for tunnelling `docker system dial-stdio`), images (import, list,
+// aliases), profiles, server config and certificates.
 //
 // # Responses and errors
 //
@@ -53,6 +54,20 @@
 // only while reading. Closing the control socket makes LXD SIGKILL the
 // command. The exit code comes from the final operation's metadata.return;
 // a non-zero exit is still a successful operation.
+//
+// The two output streams are mirrored independently, so their order
+// against each other is lost (ExecOutput interleaves them as they arrive).
+// LXD reports exit codes 126 and 127 as a failed operation ("Command not
+// executable", "Command not found"), whether the command could not be
+// started or exited so itself.
+//
+// # Files
+//
+// PushFile writes a file through /1.0/instances/<name>/files, creating
+// missing parents. LXD 5.0 keeps an existing file's owner and mode on an
+// overwrite (the instances_files_modify_permissions extension came later),
+// so PushFile replaces a file whose owner or mode must change. The body
+// must not be sent as a form: LXD parses it and writes an empty file.
 //
 // DialExec wraps the same mechanism as a net.Conn (ExecConn), for tunnelling
 // `docker system dial-stdio` through LXD to a Docker daemon in an instance.

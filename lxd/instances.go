@@ -56,6 +56,20 @@ func (i *Instance) Writable() InstancePut {
 // Running reports whether the instance is running.
 func (i *Instance) Running() bool { return i.StatusCode == StatusRunning }
 
+// Privileged reports the instance's effective security.privileged: its
+// expanded config, so a profile that makes it privileged counts.
+func (i *Instance) Privileged() bool { return IsTrue(i.ExpandedConfig["security.privileged"]) }
+
+// IsTrue reads a boolean config value as LXD does (shared.IsTrue): "1",
+// "true", "yes" and "on", in any case.
+func IsTrue(v string) bool {
+	switch strings.ToLower(v) {
+	case "1", "true", "yes", "on":
+		return true
+	}
+	return false
+}
+
 // InstanceState is the live state of an instance (shared/api/instance_state.go).
 type InstanceState struct {
 	Status     string                           `json:"status"`
