@@ -353,7 +353,7 @@ func (s *System) Preflight(ctx context.Context, app spec.App) error {
 // CreateInstance creates the instance with exactly config and starts it.
 // With system.ephemeral it is an LXD ephemeral instance: stopping it
 // deletes it.
-func (s *System) CreateInstance(ctx context.Context, name string, app spec.App, config map[string]string) error {
+func (s *System) CreateInstance(ctx context.Context, name string, app spec.App, config map[string]string, target string) error {
 	src, err := s.imageSource(app.Spec.System.Image)
 	if err != nil {
 		return err
@@ -367,6 +367,7 @@ func (s *System) CreateInstance(ctx context.Context, name string, app spec.App, 
 		Name: name, Source: src, Profiles: profiles, Config: config, Devices: app.Spec.System.Devices,
 		Ephemeral:   app.Spec.System.Ephemeral,
 		Description: "berth: " + app.Metadata.Name,
+		Target:      target,
 	}); err != nil {
 		return fmt.Errorf("create: %w", err)
 	}

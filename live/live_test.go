@@ -117,7 +117,7 @@ func TestDeleteKeepsBackup(t *testing.T) {
 			}
 		}
 	})
-	if err := sys.CreateInstance(ctx, name, app, plan.ManagedConfig(app, "backup-test", "r1", 0)); err != nil {
+	if err := sys.CreateInstance(ctx, name, app, plan.ManagedConfig(app, "backup-test", "r1", 0), ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := sys.DeleteInstance(ctx, name, true); err != nil {

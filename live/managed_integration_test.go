@@ -38,7 +38,7 @@ func createReplica(t *testing.T, sys *System, app spec.App) string {
 	if !app.Spec.HasContainer() {
 		cfg[ownership.KeySystemOnly] = "true"
 	}
-	if err := sys.CreateInstance(ctx, name, app, cfg); err != nil {
+	if err := sys.CreateInstance(ctx, name, app, cfg, ""); err != nil {
 		t.Fatal(err)
 	}
 	return name

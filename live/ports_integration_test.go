@@ -50,7 +50,7 @@ func TestPortsOnTheBridge(t *testing.T) {
 		_ = c.StopInstance(context.Background(), name, time.Second)
 		_ = c.DeleteInstance(context.Background(), name)
 	})
-	if err := sys.CreateInstance(ctx, name, app, plan.ManagedConfig(app, owner, "r1", 0)); err != nil {
+	if err := sys.CreateInstance(ctx, name, app, plan.ManagedConfig(app, owner, "r1", 0), ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := sys.EnsureContainer(ctx, name, app, 0, "r1"); err != nil {

@@ -1,6 +1,7 @@
 package lxd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -198,6 +199,9 @@ type InstancesPost struct {
 	Devices     map[string]map[string]string
 	Ephemeral   bool
 	Description string
+	// Target is the cluster member to create the instance on; "" means
+	// Config.Target, and with neither LXD chooses.
+	Target string
 }
 
 type instanceSourceJSON struct {
@@ -404,8 +408,8 @@ func (c *Client) CreateInstance(ctx context.Context, p InstancesPost) error {
 		}
 	}
 	var q url.Values
-	if c.target != "" {
-		q = url.Values{"target": {c.target}}
+	if t := cmp.Or(p.Target, c.target); t != "" {
+		q = url.Values{"target": {t}}
 	}
 	_, err := c.run(ctx, request{method: "POST", path: "/1.0/instances", query: q, project: true, body: body})
 	return err

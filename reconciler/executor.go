@@ -22,8 +22,9 @@ import (
 // LXD and Docker (package live), tests use fakes.
 type Driver interface {
 	// CreateInstance creates the instance from the app's system spec with
-	// exactly config, and starts it.
-	CreateInstance(ctx context.Context, name string, app spec.App, config map[string]string) error
+	// exactly config, on the cluster member target ("" on a single host,
+	// or to let LXD choose), and starts it.
+	CreateInstance(ctx context.Context, name string, app spec.App, config map[string]string, target string) error
 	// StartInstance starts an instance that is not running.
 	StartInstance(ctx context.Context, name string) error
 	// StopInstance stops an instance (clean stop with a timeout, then force).
@@ -566,7 +567,7 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 			// dies half way.
 			cfg[ownership.KeyProvisionHash] = ownership.ProvisionPending
 		}
-		if err := d.CreateInstance(ctx, s.Instance, *app, cfg); err != nil {
+		if err := d.CreateInstance(ctx, s.Instance, *app, cfg, s.Target); err != nil {
 			return err
 		}
 		if err := e.provision(ctx, s.Instance, app, false); err != nil {

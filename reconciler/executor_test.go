@@ -56,7 +56,7 @@ func (f *fakeDriver) up(name string) {
 	f.busy[appOf(name)]--
 }
 
-func (f *fakeDriver) CreateInstance(_ context.Context, name string, _ spec.App, cfg map[string]string) error {
+func (f *fakeDriver) CreateInstance(_ context.Context, name string, _ spec.App, cfg map[string]string, _ string) error {
 	if cfg[ownership.KeyOwner] == "" || cfg[ownership.KeyApp] == "" {
 		return errors.New("create without berth keys")
 	}

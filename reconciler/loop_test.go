@@ -279,8 +279,8 @@ func (w *worldSystem) Observe(context.Context) (plan.Observed, error) {
 	return obs, nil
 }
 
-func (w *worldSystem) CreateInstance(ctx context.Context, name string, app spec.App, cfg map[string]string) error {
-	if err := w.fakeDriver.CreateInstance(ctx, name, app, cfg); err != nil {
+func (w *worldSystem) CreateInstance(ctx context.Context, name string, app spec.App, cfg map[string]string, target string) error {
+	if err := w.fakeDriver.CreateInstance(ctx, name, app, cfg, target); err != nil {
 		return err
 	}
 	w.mu.Lock()
