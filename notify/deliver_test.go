@@ -367,29 +367,46 @@ func TestQueueIsBoundedAndDeduplicated(t *testing.T) {
 
 func TestRepoFromRemote(t *testing.T) {
 	for _, tc := range []struct {
-		forge     Forge
-		remote    string
-		repo, api string
-		ok        bool
+		forge  Forge
+		remote string
+		repo   string
+		ok     bool
 	}{
-		{GitHub, "https://github.com/acme/apps.git", "acme/apps", "https://api.github.com", true},
-		{GitHub, "git@github.com:acme/apps.git", "acme/apps", "https://api.github.com", true},
-		{GitHub, "ssh://git@github.com/acme/apps", "acme/apps", "https://api.github.com", true},
-		{GitHub, "https://ghe.example.org/acme/apps.git", "acme/apps", "", true},
-		{GitHub, "https://github.com/acme/apps/extra", "", "", false},
-		{GitLab, "https://gitlab.com/ops/fleet/apps.git", "ops/fleet/apps", "https://gitlab.com/api/v4", true},
-		{GitLab, "git@gitlab.example.org:ops/apps.git", "ops/apps", "", true},
-		{GitLab, "https://gitlab.com/apps.git", "", "", false},
-		{Gitea, "https://git.example.org/acme/apps.git", "acme/apps", "", true},
-		{Gitea, "https://git.example.org/gitea/acme/apps.git", "", "", false},
-		{GitHub, "/srv/git/apps", "", "", false},
-		{GitHub, "file:///srv/git/acme/apps", "", "", false},
-		{GitHub, "./acme:apps", "", "", false},
-		{GitHub, "https://github.com/acme/../apps", "", "", false},
+		{GitHub, "https://github.com/acme/apps.git", "acme/apps", true},
+		{GitHub, "git@github.com:acme/apps.git", "acme/apps", true},
+		{GitHub, "ssh://git@github.com/acme/apps", "acme/apps", true},
+		{GitHub, "https://ghe.example.org/acme/apps.git", "acme/apps", true},
+		{GitHub, "https://github.com/acme/apps/extra", "", false},
+		{GitLab, "https://gitlab.com/ops/fleet/apps.git", "ops/fleet/apps", true},
+		{GitLab, "git@gitlab.example.org:ops/apps.git", "ops/apps", true},
+		{GitLab, "https://gitlab.com/apps.git", "", false},
+		{Gitea, "https://git.example.org/acme/apps.git", "acme/apps", true},
+		{Gitea, "https://git.example.org/gitea/acme/apps.git", "", false},
+		{GitHub, "/srv/git/apps", "", false},
+		{GitHub, "file:///srv/git/acme/apps", "", false},
+		{GitHub, "./acme:apps", "", false},
+		{GitHub, "https://github.com/acme/../apps", "", false},
 	} {
-		repo, api, ok := RepoFromRemote(tc.forge, tc.remote)
-		if repo != tc.repo || api != tc.api || ok != tc.ok {
-			t.Errorf("RepoFromRemote(%s, %q) = %q %q %v, want %q %q %v", tc.forge, tc.remote, repo, api, ok, tc.repo, tc.api, tc.ok)
+		repo, ok := RepoFromRemote(tc.forge, tc.remote)
+		if repo != tc.repo || ok != tc.ok {
+			t.Errorf("RepoFromRemote(%s, %q) = %q %v, want %q %v", tc.forge, tc.remote, repo, ok, tc.repo, tc.ok)
+		}
+	}
+	for _, tc := range []struct {
+		forge  Forge
+		remote string
+		api    string
+		ok     bool
+	}{
+		{GitHub, "https://github.com/acme/apps.git", "https://api.github.com", true},
+		{GitHub, "/srv/git/apps", "https://api.github.com", true},
+		{GitHub, "git@ghe.example.org:acme/apps.git", "", false},
+		{GitLab, "https://gitlab.com/ops/apps.git", "https://gitlab.com/api/v4", true},
+		{GitLab, "https://gitlab.example.org/ops/apps.git", "", false},
+		{Gitea, "/srv/git/apps", "", false},
+	} {
+		if api, ok := DefaultAPIFor(tc.forge, tc.remote); api != tc.api || ok != tc.ok {
+			t.Errorf("DefaultAPIFor(%s, %q) = %q %v, want %q %v", tc.forge, tc.remote, api, ok, tc.api, tc.ok)
 		}
 	}
 }

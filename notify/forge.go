@@ -163,39 +163,39 @@ func (c *CommitStatus) Request(ctx context.Context, o Outcome, _ string) (*http.
 	return req, nil
 }
 
-// RepoFromRemote derives the forge's repository identity and API base
-// from the URL berth clones: https://github.com/owner/name.git,
+// RepoFromRemote derives the forge's repository identity from the URL
+// berth clones: https://github.com/owner/name.git,
 // git@github.com:owner/name.git, ssh://git@host/group/sub/project.git.
-// It says no (ok false) whenever a guess could be wrong: a local path, a
-// GitHub or Gitea path that is not exactly owner/name (a forge served
-// under a sub-path), and the API base of a self-hosted forge (api is then
-// empty: the caller asks for --commit-status-url).
-func RepoFromRemote(f Forge, remote string) (repo, api string, ok bool) {
-	host, path, ok := splitRemote(remote)
+// It says no (ok false) whenever a guess could be wrong: a local path, or
+// a GitHub or Gitea path that is not exactly owner/name (a forge served
+// under a sub-path).
+func RepoFromRemote(f Forge, remote string) (repo string, ok bool) {
+	_, path, ok := splitRemote(remote)
 	if !ok {
-		return "", "", false
+		return "", false
 	}
 	path = strings.TrimSuffix(strings.Trim(path, "/"), ".git")
 	segs := strings.Split(path, "/")
 	for _, s := range segs {
 		if s == "" || s == "." || s == ".." {
-			return "", "", false
+			return "", false
 		}
 	}
-	switch f {
-	case GitLab:
-		if len(segs) < 2 {
-			return "", "", false
-		}
-	default:
-		if len(segs) != 2 {
-			return "", "", false
-		}
+	if f == GitLab && len(segs) < 2 || f != GitLab && len(segs) != 2 {
+		return "", false
 	}
-	if strings.EqualFold(host, publicHost[f]) {
-		api = DefaultAPI[f]
+	return path, true
+}
+
+// DefaultAPIFor is the API base to use when none is given: the public
+// forge's, unless remote is a URL on another host (a self-hosted forge,
+// whose API base berth cannot guess) or the forge has no public instance.
+func DefaultAPIFor(f Forge, remote string) (api string, ok bool) {
+	if host, _, isURL := splitRemote(remote); isURL && !strings.EqualFold(host, publicHost[f]) {
+		return "", false
 	}
-	return path, api, true
+	api, ok = DefaultAPI[f]
+	return api, ok
 }
 
 // splitRemote returns the host and path of a remote Git URL, or ok false
