@@ -101,10 +101,11 @@ pruning skipped; with or without steps to take), 1 error.`,
 		Example: `  berth plan --repo .
   berth plan --repo https://git.example.org/ops/apps.git --rev main
   berth plan --repo . --observed observed.json
-  berth plan --repo . --rev HEAD~1 --observed observed.json -o json`,
+  berth plan --repo . --rev HEAD~1 --observed observed.json -o json
+  berth plan --repo . --rev "$PR_HEAD" -o markdown > comment.md`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := checkOutputMarkdown(output); err != nil {
 				return err
 			}
 			if err := pf.check(); err != nil {
@@ -146,16 +147,20 @@ pruning skipped; with or without steps to take), 1 error.`,
 	rf.register(cmd)
 	pf.register(cmd)
 	cmd.Flags().StringVar(&observed, "observed", "", "plan against this observed-state snapshot (JSON) instead of live LXD")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json, or markdown (a summary for a pull request comment)")
 	return cmd
 }
 
 func writePlan(cmd *cobra.Command, pl plan.Plan, output string) error {
 	out := cmd.OutOrStdout()
-	if output == "json" {
+	switch output {
+	case "json":
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(pl)
+	case "markdown":
+		_, err := fmt.Fprint(out, planMarkdown(pl))
+		return err
 	}
 	_, err := fmt.Fprint(out, planText(pl))
 	return err
