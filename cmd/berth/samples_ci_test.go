@@ -144,7 +144,7 @@ func (n *notesAPI) handler(listPath, itemPrefix, authHeader string) http.Handler
 
 func TestGitHubActionsSample(t *testing.T) {
 	var wf ghWorkflow
-	readYAML(t, filepath.Join("..", "..", "samples", "ci", "github", "berth-diff.yml"), &wf)
+	readYAML(t, filepath.Join("..", "..", "samples", "ci", ".github", "workflows", "berth-diff.yml"), &wf)
 	job, ok := wf.Jobs["diff"]
 	if !ok || wf.On["pull_request"] == nil || wf.Permissions["pull-requests"] != "write" || job.RunsOn == "" {
 		t.Fatalf("workflow: %+v", wf)
@@ -215,7 +215,7 @@ if [ -n "$jqf" ]; then curl "${args[@]}" | jq -r "$jqf"; else curl "${args[@]}";
 
 func TestGitLabCISample(t *testing.T) {
 	var jobs map[string]glJob
-	readYAML(t, filepath.Join("..", "..", "samples", "ci", "gitlab", "berth-diff.gitlab-ci.yml"), &jobs)
+	readYAML(t, filepath.Join("..", "..", "samples", "ci", ".gitlab-ci.yml"), &jobs)
 	job, ok := jobs["berth-diff"]
 	if !ok || len(job.Script) != 2 || len(job.Rules) == 0 || job.Image == "" {
 		t.Fatalf("job: %+v", jobs)
