@@ -424,3 +424,17 @@ func TestCheckRefusesBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// GitLab refuses "running" over "running": a pending outcome with a new
+// description is not posted again there; GitHub shows the new one.
+func TestPendingKeyOnGitLab(t *testing.T) {
+	a := Outcome{Revision: sha, State: Pending, Description: "0 of 2 apps ready"}
+	b := Outcome{Revision: sha, State: Pending, Description: "1 of 2 apps ready"}
+	gl, gh := &CommitStatus{Forge: GitLab}, &CommitStatus{Forge: GitHub}
+	if gl.Key(a) != gl.Key(b) || gh.Key(a) == gh.Key(b) {
+		t.Error("pending keys")
+	}
+	if f := (Outcome{Revision: sha, State: Failure, Description: "x"}); gl.Key(a) == gl.Key(f) {
+		t.Error("a failure after pending is not posted on GitLab")
+	}
+}

@@ -94,6 +94,11 @@ func (c *CommitStatus) Name() string { return string(c.Forge) }
 // Key makes a status that says nothing new, for the same revision, go
 // unposted: a daemon polling every 30s must not post a status each time.
 func (c *CommitStatus) Key(o Outcome) string {
+	if c.Forge == GitLab && o.State == Pending {
+		// GitLab refuses "running" on a status that is running already
+		// (400, cannot transition): a new description alone is not posted.
+		return o.Revision + "\x00running"
+	}
 	return o.Revision + "\x00" + c.state(o.State) + "\x00" + c.description(o)
 }
 

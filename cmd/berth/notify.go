@@ -54,10 +54,10 @@ func (f *notifyFlags) register(cmd *cobra.Command) {
 func (f *notifyFlags) notifier(remote, owner string, clk clock.Clock, metrics *server.Metrics, log *slog.Logger) (*notify.Notifier, error) {
 	var targets []notify.Target
 	if f.commitStatus == "" {
-		for name, v := range map[string]string{"commit-status-url": f.commitStatusURL, "commit-status-token-file": f.commitStatusTokenFile,
-			"commit-status-repo": f.commitStatusRepo, "commit-status-context": f.commitStatusContext, "commit-status-link": f.commitStatusLink} {
-			if v != "" {
-				return nil, fmt.Errorf("--%s needs --commit-status", name)
+		for _, fv := range [][2]string{{"commit-status-url", f.commitStatusURL}, {"commit-status-token-file", f.commitStatusTokenFile},
+			{"commit-status-repo", f.commitStatusRepo}, {"commit-status-context", f.commitStatusContext}, {"commit-status-link", f.commitStatusLink}} {
+			if fv[1] != "" {
+				return nil, fmt.Errorf("--%s needs --commit-status", fv[0])
 			}
 		}
 	} else {
