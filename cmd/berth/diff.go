@@ -62,10 +62,11 @@ request review runs.
 Exit status: 0 no change, 2 changes, 1 error (including an invalid spec in
 either revision).`,
 		Example: `  berth diff --repo . origin/main HEAD
-  berth diff --repo . --dir apps HEAD~1 HEAD -o json`,
+  berth diff --repo . --dir apps HEAD~1 HEAD -o json
+  berth diff --repo . origin/main HEAD -o markdown > comment.md`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := checkOutputMarkdown(output); err != nil {
 				return err
 			}
 			repo, err := source.Open(cmd.Context(), repoLoc)
@@ -87,13 +88,22 @@ either revision).`,
 				sides[i] = l
 			}
 			d := diffSpecs(*sides[0].Commit, *sides[1].Commit, sides[0].Result.Apps, sides[1].Result.Apps)
-			if output == "json" {
+			switch output {
+			case "json":
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(d); err != nil {
 					return err
 				}
-			} else {
+			case "markdown":
+				fleet := 0
+				for _, a := range sides[0].Result.Apps {
+					fleet += a.Spec.Replicas
+				}
+				if _, err := fmt.Fprint(cmd.OutOrStdout(), d.markdown(fleet, len(sides[1].Result.Apps))); err != nil {
+					return err
+				}
+			default:
 				d.writeText(cmd.OutOrStdout())
 			}
 			if len(d.Apps) > 0 {
@@ -104,7 +114,7 @@ either revision).`,
 	}
 	cmd.Flags().StringVar(&repoLoc, "repo", ".", "Git repository: a local path or a URL")
 	sf.register(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json, or markdown (a summary for a pull request comment)")
 	return cmd
 }
 

@@ -110,10 +110,11 @@ pruning skipped; with or without steps to take), 1 error.`,
 		Example: `  berth plan --repo .
   berth plan --repo https://git.example.org/ops/apps.git --rev main
   berth plan --repo . --observed observed.json
-  berth plan --repo . --rev HEAD~1 --observed observed.json -o json`,
+  berth plan --repo . --rev HEAD~1 --observed observed.json -o json
+  berth plan --repo . --rev "$PR_HEAD" -o markdown > comment.md`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := checkOutputMarkdown(output); err != nil {
 				return err
 			}
 			if err := pf.check(); err != nil {
@@ -167,16 +168,20 @@ pruning skipped; with or without steps to take), 1 error.`,
 	cmd.Flags().StringVar(&observed, "observed", "", "plan against this observed-state snapshot (JSON) instead of live LXD")
 	cmd.Flags().StringVar(&srv, "server", "", "plan against the last state a running daemon observed (http://127.0.0.1:9090): one request instead of a look into every instance")
 	cmd.Flags().StringVar(&srvToken, "server-token-file", "", "file holding the daemon's sync token, when it has one (--sync-token-file of berth run)")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json, or markdown (a summary for a pull request comment)")
 	return cmd
 }
 
 func writePlan(cmd *cobra.Command, pl plan.Plan, output string) error {
 	out := cmd.OutOrStdout()
-	if output == "json" {
+	switch output {
+	case "json":
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(pl)
+	case "markdown":
+		_, err := fmt.Fprint(out, planMarkdown(pl))
+		return err
 	}
 	_, err := fmt.Fprint(out, planText(pl))
 	return err

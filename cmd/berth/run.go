@@ -33,6 +33,7 @@ type runFlags struct {
 	// daemon goes without a full observe.
 	selfHeal, events bool
 	resync           time.Duration
+	notify           notifyFlags
 }
 
 func newRunCmd(g *globalOptions) *cobra.Command {
@@ -65,8 +66,14 @@ default berth.internal) over DNS: <app>.<zone> holds the ready replicas only,
 Before a replica is disrupted it leaves the answers, and berth waits the TTL
 (--dns-ttl) plus 1s; it is back once it is ready again.
 
+Outcomes: --commit-status github|gitlab|gitea posts each run's verdict on
+the revision (success only when every app converged), and --notify-url
+POSTs it as JSON signed with HMAC-SHA256; both are retried in the
+background and never hold up a run.
+
 Secrets never go in flags: --git-password-file (or $BERTH_GIT_PASSWORD),
---webhook-secret-file, --sync-token-file.`,
+--webhook-secret-file, --sync-token-file, --commit-status-token-file,
+--notify-secret-file.`,
 		Example: `  berth run --repo https://git.example.org/ops/apps.git --branch main --dir apps \
     --git-password-file /etc/berth/git-token --webhook-secret-file /etc/berth/webhook-secret
   berth run --repo ~/src/apps --watch-worktree --interval 1m   # local development loop`,
@@ -99,6 +106,7 @@ Secrets never go in flags: --git-password-file (or $BERTH_GIT_PASSWORD),
 	sf.register(cmd)
 	pf.register(cmd)
 	f.dns.register(cmd)
+	f.notify.register(cmd)
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
@@ -115,6 +123,10 @@ func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, p
 	}
 	ctx, log := cmd.Context(), g.logger(cmd)
 	metrics := server.NewMetrics()
+	notifier, err := f.notify.notifier(f.repo, g.owner, g.clock, metrics, log)
+	if err != nil {
+		return err
+	}
 	src, err := f.source(sf.dir, log, metrics)
 	if err != nil {
 		return err
@@ -131,6 +143,10 @@ func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, p
 		return err
 	}
 	var tasks []func(context.Context) error
+	if notifier != nil {
+		loop.OnRun = alsoOnRun(loop.OnRun, notifier.Notify)
+		tasks = append(tasks, notifier.Run)
+	}
 	if f.listen != "" {
 		serve, err := f.server(loop, disc, metrics, log)
 		if err != nil {
