@@ -80,6 +80,9 @@ type System struct {
 	// watch is the running Watch's state: its handler, and one Docker
 	// event stream per running owned instance.
 	watch watchState
+
+	// members is what Observe knows of the cluster (members.go).
+	members memberState
 }
 
 // Requests counts the LXD requests made through the system.
@@ -180,6 +183,9 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 	}
 	sort.Slice(obs.Instances, func(i, j int) bool { return obs.Instances[i].Name < obs.Instances[j].Name })
 	if obs.Images, err = s.observeImages(ctx); err != nil {
+		return plan.Observed{}, err
+	}
+	if obs.Members, err = s.observeMembers(ctx, at); err != nil {
 		return plan.Observed{}, err
 	}
 

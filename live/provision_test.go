@@ -150,6 +150,8 @@ func (f *observeLXD) serve(w http.ResponseWriter, r *http.Request) {
 			urls = append(urls, "/1.0/instances/"+i["name"].(string))
 		}
 		reply(200, urls)
+	case r.Method == "GET" && r.URL.Path == "/1.0/cluster":
+		reply(200, map[string]any{"enabled": false})
 	case r.Method == "GET" && r.URL.Path == "/1.0/images" && r.URL.Query().Get("recursion") == "1":
 		if f.imagesFail {
 			reply(500, nil)

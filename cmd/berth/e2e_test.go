@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -74,7 +75,8 @@ func e2eProject(t *testing.T) (name string, client *lxd.Client) {
 			t.Errorf("cleanup: list: %v", err)
 		}
 		for _, i := range insts {
-			if err := pc.DeleteInstance(ctx, i.Name); err != nil {
+			// An ephemeral instance deletes itself once stopped.
+			if err := pc.DeleteInstance(ctx, i.Name); err != nil && !errors.Is(err, lxd.ErrNotFound) {
 				t.Errorf("cleanup: delete %s: %v", i.Name, err)
 			}
 		}

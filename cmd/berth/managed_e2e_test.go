@@ -228,7 +228,7 @@ func TestManagedSystemOnlyAppConvergesAndScales(t *testing.T) {
 			if got := netHTTPGet(t, "http://"+netWaitAddr(t, c, name, time.Minute)+":8080/", 30*time.Second); strings.TrimSpace(got) != name {
 				t.Errorf("%s serves %q", name, got)
 			}
-			if code, _ := netExec(t, c, name, "sh", "-c", "command -v docker"); code == 0 {
+			if code, _ := netExec(t, c, name, "/bin/test", "-e", "/usr/bin/dockerd"); code == 0 {
 				t.Errorf("%s has docker: a system-only app runs on a plain system", name)
 			}
 		}
@@ -309,14 +309,16 @@ func TestManagedPrivilegeIsRefusedUnlessAllowed(t *testing.T) {
 	requireLive(t)
 	project, _ := e2eProject(t)
 	r := newRepo(t)
-	for key, value := range map[string]string{
-		"config":  "    config: {raw.lxc: \"lxc.apparmor.profile=unconfined\"}\n",
-		"devices": "    devices: {kmsg: {type: unix-char, source: /dev/kmsg}}\n",
-		"priv":    "    config: {security.privileged: \"true\"}\n",
+	// The privileged one last: it is the one then applied with the flag.
+	for _, value := range []string{
+		"    config: {raw.lxc: \"lxc.apparmor.profile=unconfined\"}\n",
+		"    devices: {kmsg: {type: unix-char, source: /dev/kmsg}}\n",
+		"    config: {security.privileged: \"true\"}\n",
 	} {
+		key := strings.TrimSpace(value)
 		r.write("apps/db.yaml", systemOnlySpec("db", 1, value))
 		r.commit(key)
-		code, out, errOut := berth(t, "validate", "--repo", r.dir, "--dir", "apps")
+		code, out, errOut := berth(t, "validate", r.dir, "--dir", "apps")
 		if code == 0 || !strings.Contains(out+errOut, "--allow-privileged") {
 			t.Errorf("%s: validate exit %d\n%s%s", key, code, out, errOut)
 		}
