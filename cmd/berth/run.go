@@ -28,6 +28,7 @@ type runFlags struct {
 	keyring                                  string
 	watchWorktree                            bool
 	dns                                      dnsFlags
+	ui                                       pageFlags
 	// selfHeal repairs drift of the applied revision; events follows
 	// LXD's and Docker's event streams; resync bounds how long an idle
 	// daemon goes without a full observe.
@@ -54,8 +55,9 @@ rollout that fails for an app is not retried in a hot loop: that revision is
 held for the app with a growing backoff, and a newer commit resets it. One
 reconciler acts per owner: a lease kept in LXD makes a second "berth run" wait.
 
-HTTP on --listen: /healthz, /readyz, /metrics (Prometheus), /api/v1/status,
-/api/v1/endpoints, /api/v1/sd/prometheus, POST /api/v1/sync, /hooks/*.
+HTTP on --listen: the status page at / (--ui), /healthz, /readyz, /metrics
+(Prometheus), /api/v1/status, /api/v1/events, /api/v1/endpoints,
+/api/v1/sd/prometheus, POST /api/v1/sync, /hooks/*.
 SIGINT/SIGTERM stop new work, let running steps finish (--drain), release the
 lease and exit 0.
 
@@ -99,6 +101,7 @@ Secrets never go in flags: --git-password-file (or $BERTH_GIT_PASSWORD),
 	sf.register(cmd)
 	pf.register(cmd)
 	f.dns.register(cmd)
+	f.ui.register(cmd)
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
@@ -111,6 +114,9 @@ func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, p
 		return err
 	}
 	if err := f.check(); err != nil {
+		return err
+	}
+	if err := f.ui.env(cmd); err != nil {
 		return err
 	}
 	ctx, log := cmd.Context(), g.logger(cmd)
@@ -221,6 +227,7 @@ func (f *runFlags) server(loop *reconciler.Loop, disc server.Discovery, metrics 
 	srv, err := server.New(server.Config{
 		Listen: f.listen, Branch: f.branch, Logger: log, Discovery: disc,
 		WebhookSecretFile: f.webhookSecretFile, SyncTokenFile: f.syncTokenFile,
+		Page: f.ui.page(loop, disc, f.dns, log), BasicAuthFile: f.ui.basicAuthFile,
 	}, loop, metrics)
 	if err != nil {
 		return nil, err
@@ -315,7 +322,7 @@ func (s *gitSource) Fetch(ctx context.Context) (reconciler.Revision, error) {
 		s.metrics.GitError()
 		return reconciler.Revision{}, err
 	}
-	rev := reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS}
+	rev := reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, Author: snap.Commit.Author, FS: snap.FS}
 	s.last = &rev
 	return rev, nil
 }
@@ -328,5 +335,5 @@ func (s worktreeSource) Fetch(ctx context.Context) (reconciler.Revision, error) 
 	if err != nil {
 		return reconciler.Revision{}, err
 	}
-	return reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS}, nil
+	return reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, Author: snap.Commit.Author, FS: snap.FS}, nil
 }
