@@ -165,11 +165,12 @@ func (p *Page) data() pageDataWake {
 		av := appView{Name: a.App, Ready: a.Ready, Desired: a.Desired, Sync: a.Sync, History: snap.history[a.App]}
 		av.Health, av.Tone, av.Reason = appHealth(a, st.Failures[a.App])
 		counts[av.Health]++
+		// What the app runs is the last revision it rolled out fully;
+		// while it rolls out, is held or failed, Git wants another.
 		runs := st.LastGood[a.App]
-		if runs == "" {
-			runs = st.Revision
+		if runs != "" {
+			av.Revision = rev(runs)
 		}
-		av.Revision = rev(runs)
 		if st.Revision != "" && runs != st.Revision {
 			t := rev(st.Revision)
 			av.Target = &t
