@@ -38,6 +38,9 @@ func (f *pageFlags) env(cmd *cobra.Command) error {
 			return fmt.Errorf("$%s: %w", envName(name), err)
 		}
 	}
+	// The flags write where they were registered; f may be a copy.
+	f.enabled, _ = cmd.Flags().GetBool("ui")
+	f.basicAuthFile, _ = cmd.Flags().GetString("ui-basic-auth-file")
 	return nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/berth-gitops/berth/internal/testlxd"
 	"github.com/berth-gitops/berth/reconciler"
@@ -259,4 +261,61 @@ func eval[T any](t *testing.T, ctx context.Context, expression string) T {
 // poll waits until a JavaScript expression is true in the page.
 func poll(expression string, timeout time.Duration) chromedp.Action[chromedp.Void] {
 	return chromedp.Poll[chromedp.Void](expression, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(100*time.Millisecond))
+}
+
+// TestStatusPageFlags: --ui-basic-auth-file (here through its environment
+// variable) protects the page and the status but not the probes; --ui=false
+// serves no page.
+func TestStatusPageFlags(t *testing.T) {
+	requireLive(t)
+	project, _ := e2eProject(t)
+	r := newRepo(t)
+	r.write("apps/README.md", "no apps yet\n")
+	r.commit("empty")
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(users, []byte("ada:"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BERTH_UI_BASIC_AUTH_FILE", users)
+	d := startDaemon(t, "--project", project, "--owner", "ui", "run", "--repo", r.dir, "--dir", "apps", "--interval", "1h")
+	code := func(d *daemon, path, user string) int {
+		req, _ := http.NewRequest("GET", d.url+path, nil)
+		if user != "" {
+			req.SetBasicAuth(user, "pw")
+		}
+		for range 100 { // the daemon may not listen yet
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("GET %s: no answer\n%s", path, tail(d.log(), 20))
+		return 0
+	}
+	for path, want := range map[string]int{"/": 401, "/api/v1/status": 401, "/healthz": 200} {
+		if got := code(d, path, ""); got != want {
+			t.Errorf("GET %s without credentials: %d, want %d", path, got, want)
+		}
+	}
+	for _, path := range []string{"/", "/api/v1/status"} {
+		if got := code(d, path, "ada"); got != 200 {
+			t.Errorf("GET %s as ada: %d", path, got)
+		}
+	}
+	d.stop()
+
+	t.Setenv("BERTH_UI_BASIC_AUTH_FILE", "")
+	off := startDaemon(t, "--project", project, "--owner", "ui", "run", "--repo", r.dir, "--dir", "apps", "--interval", "1h", "--ui=false")
+	if got := code(off, "/", ""); got != 404 {
+		t.Errorf("GET / with --ui=false: %d", got)
+	}
+	if got := code(off, "/api/v1/status", ""); got != 200 {
+		t.Errorf("GET /api/v1/status with --ui=false: %d", got)
+	}
 }
