@@ -419,3 +419,23 @@ func TestBasicAuthFileRefusesPlainPasswords(t *testing.T) {
 		}
 	}
 }
+
+func TestAppHealthWords(t *testing.T) {
+	for _, c := range []struct {
+		app  plan.AppStatusView
+		fail reconciler.AppFailure
+		want string
+	}{
+		{plan.AppStatusView{Sync: plan.SyncSynced, Health: plan.HealthHealthy}, reconciler.AppFailure{}, "Ready"},
+		{plan.AppStatusView{Sync: plan.SyncOutOfSync, Health: plan.HealthProgressing}, reconciler.AppFailure{}, "Progressing"},
+		{plan.AppStatusView{Sync: plan.SyncOutOfSync, Health: plan.HealthMissing}, reconciler.AppFailure{}, "Degraded"},
+		{plan.AppStatusView{Sync: plan.SyncHeld, Health: plan.HealthHealthy}, reconciler.AppFailure{}, "Held"},
+		{plan.AppStatusView{Sync: plan.SyncSynced, Health: plan.HealthDegraded}, reconciler.AppFailure{Revision: "r", Retry: reconciler.Retrying}, "Held"},
+		{plan.AppStatusView{Sync: plan.SyncSynced, Health: plan.HealthHealthy}, reconciler.AppFailure{Revision: "r", Retry: reconciler.Stalled}, "Stalled"},
+		{plan.AppStatusView{Sync: plan.SyncOrphaned, Health: plan.HealthHealthy}, reconciler.AppFailure{}, "Orphaned"},
+	} {
+		if got, _, _ := appHealth(c.app, c.fail); got != c.want {
+			t.Errorf("%+v %+v: %s, want %s", c.app, c.fail, got, c.want)
+		}
+	}
+}

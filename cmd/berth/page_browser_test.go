@@ -142,6 +142,17 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if shown != first {
 		t.Fatalf("the page shows revision %q, want %q", shown, first)
 	}
+	// Keyboard: the first Tab reaches the skip link, with a visible focus
+	// ring.
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("\t")); err != nil {
+		t.Fatal(err)
+	}
+	focus := eval[struct {
+		Class, Outline string
+	}](t, ctx, `({Class: document.activeElement.className, Outline: getComputedStyle(document.activeElement).outlineStyle})`)
+	if focus.Class != "skip" || focus.Outline == "none" {
+		t.Errorf("first Tab: focus on %q with outline %q, want the skip link with a visible outline", focus.Class, focus.Outline)
+	}
 	replicas := eval[[]string](t, ctx, `[...document.querySelectorAll('article[data-app="web"] table.replicas tbody th')].map(e => e.textContent)`)
 	if strings.Join(replicas, ",") != "web-0,web-1" {
 		t.Errorf("replicas on the page: %q", replicas)
