@@ -74,9 +74,10 @@ func serveAsset(name, contentType string) http.HandlerFunc {
 }
 
 // serveEvents streams the content of <main> as server-sent events: once at
-// once, then after every change (gathered for eventDebounce), and at least
-// every eventRefresh (ages move; an unchanged page sends a keep-alive
-// comment instead). It ends when the client goes, the server shuts down
+// once, then after every change (gathered for eventDebounce). Every
+// eventRefresh it renders again (the status changes without a hook, e.g.
+// the phase) and sends what differs, or a keep-alive comment that finds
+// dead clients. It ends when the client goes, the server shuts down
 // (Close) or a write stalls.
 func (p *Page) serveEvents(w http.ResponseWriter, r *http.Request) {
 	select {

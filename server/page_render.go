@@ -26,7 +26,6 @@ var uiFS embed.FS
 // template.HTML: spec values, commit subjects and errors are untrusted.
 var pageTemplate = template.Must(template.New("page.html").Funcs(template.FuncMap{
 	"short": plan.ShortSHA,
-	"ago":   func(now, t time.Time) string { return ago(now, t) },
 	"dur":   humanDuration,
 	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
@@ -34,7 +33,6 @@ var pageTemplate = template.Must(template.New("page.html").Funcs(template.FuncMa
 
 // pageData is what the template renders.
 type pageData struct {
-	Now       time.Time
 	Started   time.Time
 	Owner     string
 	Title     string
@@ -122,7 +120,6 @@ func (p *Page) mainHTML() (string, <-chan struct{}, error) {
 func (p *Page) data() pageDataWake {
 	snap := p.snapshot()
 	st := p.cfg.Status()
-	now := p.cfg.Now()
 	rev := func(sha string) revisionView {
 		c := snap.commits[sha]
 		if c.subject == "" && sha == st.Revision {
@@ -130,7 +127,7 @@ func (p *Page) data() pageDataWake {
 		}
 		return revisionView{SHA: sha, Subject: c.subject, Author: c.author}
 	}
-	d := pageData{Now: now, Started: p.started, Owner: st.Owner, Conflicts: st.Conflicts, Problems: st.Diagnostics,
+	d := pageData{Started: p.started, Owner: st.Owner, Conflicts: st.Conflicts, Problems: st.Diagnostics,
 		History: p.cfg.History}
 	d.Daemon = daemonView{Phase: st.Phase, LeaseHolder: st.LeaseHolder, LeaseExpiry: st.LeaseExpiry,
 		LastRun: st.LastRun, LastResult: st.LastResult, LastError: st.LastError, NextRun: st.NextRun,
@@ -332,21 +329,6 @@ func summary(apps []appView, counts map[string]int, running bool) (line, title s
 		line += " A run is in progress."
 	}
 	return line, title
-}
-
-// ago is how long before now t was, for people: "3m ago".
-func ago(now, t time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := now.Sub(t)
-	if d < 0 {
-		return "in " + humanDuration(-d)
-	}
-	if d < time.Second {
-		return "just now"
-	}
-	return humanDuration(d) + " ago"
 }
 
 // humanDuration rounds d to what a person reads: 850ms, 12s, 4m10s, 3h,
