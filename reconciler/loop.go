@@ -21,7 +21,7 @@ import (
 type Revision struct {
 	SHA     string `json:"sha"`
 	Subject string `json:"subject,omitempty"`
-	// Author is the commit's author ("Name <email>"), for the status page.
+	// Author is the name of the commit's author, for the status page.
 	Author string `json:"author,omitempty"`
 	// FS is the spec root at that revision (YAML files).
 	FS fs.FS `json:"-"`
