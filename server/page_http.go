@@ -96,6 +96,9 @@ func (p *Page) serveEvents(w http.ResponseWriter, r *http.Request) {
 	pageHeaders(w, "text/event-stream; charset=utf-8")
 	w.Header().Set("X-Accel-Buffering", "no") // reverse proxies: do not buffer
 	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
 	send := func(s string) bool {
 		_ = rc.SetWriteDeadline(time.Now().Add(eventWriteTimeout))
 		if _, err := io.WriteString(w, s); err != nil {

@@ -183,6 +183,11 @@ func TestPageShowsAppsReplicasAndDaemon(t *testing.T) {
 	if rec := get(t, s.handler, "/ui/page.html", nil); rec.Code != http.StatusNotFound {
 		t.Errorf("the template is served: %d", rec.Code)
 	}
+	head := httptest.NewRecorder()
+	s.handler.ServeHTTP(head, httptest.NewRequest("HEAD", "/api/v1/events", nil))
+	if head.Code != http.StatusOK || head.Body.Len() != 0 {
+		t.Errorf("HEAD /api/v1/events: %d, %d bytes", head.Code, head.Body.Len())
+	}
 	if rec := get(t, s.handler, "/nothing", nil); rec.Code != http.StatusNotFound {
 		t.Errorf("GET /nothing: %d", rec.Code)
 	}
