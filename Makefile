@@ -16,7 +16,7 @@ STATICCHECK_VERSION := v0.8.2
 # at a time keeps 2 cores from timing out health checks.
 TEST_FLAGS ?= -count=1 -timeout 25m -p 1
 
-.PHONY: all build test unit testenv lint bench demo demo-clean clean testenv-down tools
+.PHONY: all build test unit testenv lint bench demo demo-clean clean testenv-down tools screenshot
 
 all: build
 
@@ -43,6 +43,11 @@ tools:
 
 bench: testenv
 	BERTH_REQUIRE_LXD=1 $(GO) test -run '^$$' -bench . -benchmem -count 1 -p 1 -timeout 30m ./...
+
+# docs/status-page.png: the status page of a daemon on real LXD, taken by
+# the browser test in headless Chromium right after a rollout.
+screenshot: testenv
+	BERTH_REQUIRE_LXD=1 BERTH_SCREENSHOT=$(CURDIR)/docs/status-page.png $(GO) test -count=1 -timeout 15m -run '^TestStatusPageInBrowser$$' ./cmd/berth
 
 demo: testenv build
 	./samples/demo.sh

@@ -21,6 +21,8 @@ import (
 type Revision struct {
 	SHA     string `json:"sha"`
 	Subject string `json:"subject,omitempty"`
+	// Author is the name of the commit's author, for the status page.
+	Author string `json:"author,omitempty"`
 	// FS is the spec root at that revision (YAML files).
 	FS fs.FS `json:"-"`
 	// Files is the repository root at that revision, where provision
@@ -904,6 +906,7 @@ type RunReport struct {
 	// commit subject.
 	Revision string `json:"revision"`
 	Subject  string `json:"subject,omitempty"`
+	Author   string `json:"author,omitempty"`
 	// Started and Finished bound the run.
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
@@ -926,7 +929,7 @@ func (l *Loop) report(r *run, end time.Time, apps map[string]string, errText str
 		return
 	}
 	st, _ := l.Status().(LoopStatus)
-	l.OnRun(RunReport{Revision: r.rev.SHA, Subject: r.rev.Subject, Started: r.start, Finished: end,
+	l.OnRun(RunReport{Revision: r.rev.SHA, Subject: r.rev.Subject, Author: r.rev.Author, Started: r.start, Finished: end,
 		Result: r.result, Error: errText, Apps: apps, Status: st})
 }
 

@@ -26,11 +26,12 @@ type ObservedResponse struct {
 }
 
 // observed serves the last observed state. It holds the instances' config
-// (cloud-init included), so with a sync token it needs that token, as
-// POST /api/v1/sync does.
+// (cloud-init included), so it needs the sync token when there is one, as
+// POST /api/v1/sync does, unless the basic-auth users of the status page
+// (checked by protect) guard it.
 func (s *Server) observed(b ViewBackend) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(w, r) {
+		if s.basic == nil && !s.syncAuthorized(w, r) {
 			return
 		}
 		obs, rev, at, ok := b.ObservedView()

@@ -9,6 +9,8 @@
 //
 // Endpoints:
 //
+//	GET  /                      the status page (Config.Page; see page_http.go for its assets and events)
+//	GET  /api/v1/events         server-sent events that keep the status page live
 //	GET  /healthz               200 "ok" while the process serves HTTP
 //	GET  /readyz                200 "ok" once Backend.Ready is nil, else 503 and the reason
 //	GET  /metrics               Prometheus exposition of the Metrics registry
@@ -30,6 +32,9 @@
 // Security: without a sync token anyone who reaches the listener can ask
 // for runs (they cannot change what is applied: that comes from Git). Bind
 // to loopback (the default, 127.0.0.1:9090) or configure SyncTokenFile.
+// With BasicAuthFile, every route that shows the daemon's state (the page,
+// its events, status, endpoints, metrics) needs a user of that file, or
+// the sync token as a bearer token; the probes stay open.
 package server
 
 import (
@@ -96,6 +101,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Discovery serves the endpoint routes; nil: they answer 404.
 	Discovery Discovery
+	// Page is the status page served at "/"; nil: no page.
+	Page *Page
+	// BasicAuthFile names a file of "user:<bcrypt hash>" lines; when set,
+	// the routes that show state need one of its users (or the sync
+	// token as a bearer token).
+	BasicAuthFile string
 }
 
 // Discovery is what the endpoint routes need from service discovery
@@ -116,8 +127,9 @@ type Server struct {
 	backend Backend
 	metrics *Metrics
 	log     *slog.Logger
-	secret  []byte // nil: webhooks disabled
-	token   []byte // nil: sync needs no token
+	secret  []byte     // nil: webhooks disabled
+	token   []byte     // nil: sync needs no token
+	basic   *basicAuth // nil: state is shown without credentials
 	handler http.Handler
 
 	mu      sync.Mutex
@@ -157,6 +169,14 @@ func New(cfg Config, b Backend, m *Metrics) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.BasicAuthFile != "" {
+		if s.basic, err = loadBasicAuth(cfg.BasicAuthFile); err != nil {
+			return nil, err
+		}
+		if fi, err := os.Stat(cfg.BasicAuthFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			s.log.Warn("basic-auth file is readable by others", "path", cfg.BasicAuthFile, "mode", fi.Mode().Perm().String())
+		}
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -184,16 +204,23 @@ func (s *Server) routes() http.Handler {
 	// other methods; GET patterns also serve HEAD.
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry(), promhttp.HandlerOpts{
+	mux.Handle("GET /metrics", s.protect(promhttp.HandlerFor(s.metrics.Registry(), promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError),
-	}))
-	mux.HandleFunc("GET /api/v1/status", s.status)
+	})))
+	mux.Handle("GET /api/v1/status", s.protect(http.HandlerFunc(s.status)))
 	if vb, ok := s.backend.(ViewBackend); ok {
-		mux.HandleFunc("GET /api/v1/observed", s.observed(vb))
+		mux.Handle("GET /api/v1/observed", s.protect(s.observed(vb)))
 	}
 	if d := s.cfg.Discovery; d != nil {
-		mux.HandleFunc("GET /api/v1/endpoints", discoveryRoute(d.Endpoints))
-		mux.HandleFunc("GET /api/v1/sd/prometheus", discoveryRoute(d.PrometheusTargets))
+		mux.Handle("GET /api/v1/endpoints", s.protect(discoveryRoute(d.Endpoints)))
+		mux.Handle("GET /api/v1/sd/prometheus", s.protect(discoveryRoute(d.PrometheusTargets)))
+	}
+	if p := s.cfg.Page; p != nil {
+		// "/{$}" is "/" alone: other paths stay 404.
+		mux.Handle("GET /{$}", s.protect(http.HandlerFunc(p.serveIndex)))
+		mux.Handle("GET /ui/style.css", s.protect(serveAsset("style.css", "text/css; charset=utf-8")))
+		mux.Handle("GET /ui/live.js", s.protect(serveAsset("live.js", "text/javascript; charset=utf-8")))
+		mux.Handle("GET /api/v1/events", s.protect(http.HandlerFunc(p.serveEvents)))
 	}
 	mux.HandleFunc("POST /api/v1/sync", s.sync)
 	for _, p := range providers {
@@ -263,6 +290,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	if p := s.cfg.Page; p != nil {
+		// Shutdown waits for handlers, and an event stream would never
+		// end by itself.
+		srv.RegisterOnShutdown(p.Close)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	s.log.Info("http server listening", "addr", ln.Addr().String())
@@ -319,7 +351,7 @@ func discoveryRoute(body func() (any, bool)) http.HandlerFunc {
 }
 
 func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(w, r) {
+	if !s.syncAuthorized(w, r) {
 		return
 	}
 	s.backend.Trigger("api")
@@ -327,9 +359,9 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]bool{"triggered": true})
 }
 
-// authorized checks the sync token, when there is one, and answers 401
-// when it is missing or wrong.
-func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
+// syncAuthorized checks the sync token, when there is one, and answers
+// 401 when it is missing or wrong.
+func (s *Server) syncAuthorized(w http.ResponseWriter, r *http.Request) bool {
 	if s.token == nil || s.validBearer(r.Header.Get("Authorization")) {
 		return true
 	}

@@ -1,10 +1,10 @@
 package main
 
 import (
-	"errors"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"github.com/berth-gitops/berth/ownership"
 	"regexp"

@@ -28,6 +28,7 @@ type runFlags struct {
 	keyring                                  string
 	watchWorktree                            bool
 	dns                                      dnsFlags
+	ui                                       pageFlags
 	// selfHeal repairs drift of the applied revision; events follows
 	// LXD's and Docker's event streams; resync bounds how long an idle
 	// daemon goes without a full observe.
@@ -55,8 +56,9 @@ rollout that fails for an app is not retried in a hot loop: that revision is
 held for the app with a growing backoff, and a newer commit resets it. One
 reconciler acts per owner: a lease kept in LXD makes a second "berth run" wait.
 
-HTTP on --listen: /healthz, /readyz, /metrics (Prometheus), /api/v1/status,
-/api/v1/endpoints, /api/v1/sd/prometheus, POST /api/v1/sync, /hooks/*.
+HTTP on --listen: the status page at / (--ui), /healthz, /readyz, /metrics
+(Prometheus), /api/v1/status, /api/v1/events, /api/v1/endpoints,
+/api/v1/sd/prometheus, POST /api/v1/sync, /hooks/*.
 SIGINT/SIGTERM stop new work, let running steps finish (--drain), release the
 lease and exit 0.
 
@@ -107,6 +109,7 @@ Secrets never go in flags: --git-password-file (or $BERTH_GIT_PASSWORD),
 	pf.register(cmd)
 	f.dns.register(cmd)
 	f.notify.register(cmd)
+	f.ui.register(cmd)
 	_ = cmd.MarkFlagRequired("repo")
 	return cmd
 }
@@ -119,6 +122,9 @@ func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, p
 		return err
 	}
 	if err := f.check(); err != nil {
+		return err
+	}
+	if err := f.ui.env(cmd); err != nil {
 		return err
 	}
 	ctx, log := cmd.Context(), g.logger(cmd)
@@ -237,6 +243,7 @@ func (f *runFlags) server(loop *reconciler.Loop, disc server.Discovery, metrics 
 	srv, err := server.New(server.Config{
 		Listen: f.listen, Branch: f.branch, Logger: log, Discovery: disc,
 		WebhookSecretFile: f.webhookSecretFile, SyncTokenFile: f.syncTokenFile,
+		Page: f.ui.page(loop, disc, f.dns, log), BasicAuthFile: f.ui.basicAuthFile,
 	}, loop, metrics)
 	if err != nil {
 		return nil, err
@@ -331,7 +338,7 @@ func (s *gitSource) Fetch(ctx context.Context) (reconciler.Revision, error) {
 		s.metrics.GitError()
 		return reconciler.Revision{}, err
 	}
-	rev := reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS, Files: snap.Files}
+	rev := reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, Author: snap.Commit.Author, FS: snap.FS, Files: snap.Files}
 	s.last = &rev
 	return rev, nil
 }
@@ -344,5 +351,5 @@ func (s worktreeSource) Fetch(ctx context.Context) (reconciler.Revision, error) 
 	if err != nil {
 		return reconciler.Revision{}, err
 	}
-	return reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, FS: snap.FS, Files: snap.Files}, nil
+	return reconciler.Revision{SHA: snap.Commit.SHA, Subject: snap.Commit.Subject, Author: snap.Commit.Author, FS: snap.FS, Files: snap.Files}, nil
 }
