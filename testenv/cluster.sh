@@ -326,13 +326,15 @@ cluster_env() {
 # stop_member MEMBER: a clean shutdown, else kill -9 after 60s.
 stop_member() {
 	pid=$(member_pid "$1") || return 0
-	LXD_DIR=$(member_dir "$1") timeout 70 lxd shutdown --timeout=60 >/dev/null 2>&1 || true
+	LXD_DIR=$(member_dir "$1") timeout 60 lxd shutdown --timeout=50 >/dev/null 2>&1 || true
+	# lxd shutdown may return before the daemon has exited.
+	i=0
+	while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 	if kill -0 "$pid" 2>/dev/null; then
 		log "member $1 did not shut down; kill -9"
 		kill -9 "$pid" 2>/dev/null || true
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 	fi
-	i=0
-	while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 	rm -f "$(member_dir "$1")/daemon.pid"
 }
 
@@ -355,10 +357,10 @@ cluster_down() {
 			break
 		fi
 	done
-	# In parallel: a member shutting down hands its database role over,
-	# which needs the others still running.
-	for m in $cl_members; do stop_member "$m" & done
-	wait
+	# One at a time, the first one last: a member shuts down cleanly only
+	# while the database has quorum without it, and the last one alone
+	# is the whole database.
+	for m in m3 m2 m1; do stop_member "$m"; done
 	if pid=$(dnsmasq_pid); then
 		kill "$pid" 2>/dev/null || true
 	fi
