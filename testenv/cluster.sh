@@ -346,6 +346,15 @@ leftover_instance_processes() {
 
 cluster_down() {
 	require_root
+	# A member killed earlier (cluster kill) left its instances running
+	# with no daemon to stop them: bring it back first, while the others
+	# run and the database has quorum.
+	running=
+	for m in $cl_members; do member_pid "$m" >/dev/null && running=yes; done
+	if [ -n "$running" ]; then
+		for m in $cl_members; do spawn_member "$m"; done
+		for m in $cl_members; do (wait_member "$m") || log "warning: member $m did not come back; its instances may keep running"; done
+	fi
 	# Instances first, through the cluster while it has all its members:
 	# a member that shuts down stops its own, but one killed earlier
 	# would leave them running.
