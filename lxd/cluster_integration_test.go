@@ -514,3 +514,60 @@ func TestClusterEndpointLoss(t *testing.T) {
 		t.Errorf("%s through %s: location %q, status %q; want %q, Error", onEndpoint, other, inst.Location, inst.Status, endpoint)
 	}
 }
+
+// TestClusterMemberHung freezes (SIGSTOP) the daemon of one member (m3):
+// unlike a killed one, it accepts connections and never answers, as a
+// host behind a network partition would. Calls on the cluster must still
+// end on their own: the list lists its instances in status Error, calls
+// on them fail, the others serve. When it thaws, all is as before.
+func TestClusterMemberHung(t *testing.T) {
+	env := realCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	c := env.client(t, "")
+	survivor, hung := env.members[1], env.members[2]
+	label := randSuffix()
+	onSurvivor := "berth-cl-" + label + "-" + survivor
+	onHung := "berth-cl-" + label + "-" + hung
+	clusterLaunch(t, env.client(t, survivor), onSurvivor, label)
+	clusterLaunch(t, env.client(t, hung), onHung, label)
+
+	t.Cleanup(func() {
+		if err := env.fault("thaw", hung); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	if err := env.fault("freeze", hung); err != nil {
+		t.Fatal(err)
+	}
+	boundedCall(t, "list the cluster's instances", func(ctx context.Context) error {
+		got := listByLabel(ctx, t, c, label)
+		if inst := got[onHung]; inst.Location != hung || inst.StatusCode != statusInstanceError {
+			t.Errorf("%s while its member hangs: location %q, status %q; want %q, Error", onHung, inst.Location, inst.Status, hung)
+		}
+		if inst := got[onSurvivor]; !inst.Running() {
+			t.Errorf("%s: status %q, want Running", onSurvivor, inst.Status)
+		}
+		return nil
+	})
+	if err := boundedCall(t, "exec in "+onHung, func(ctx context.Context) error {
+		_, _, err := execOut(ctx, c, onHung, "true")
+		return err
+	}); err == nil {
+		t.Errorf("exec in %s: no error while %s hangs", onHung, hung)
+	}
+	boundedCall(t, "exec in "+onSurvivor, func(ctx context.Context) error {
+		code, out, err := execOut(ctx, c, onSurvivor, "hostname")
+		if err != nil || code != 0 || out != onSurvivor {
+			t.Errorf("exec hostname in %s: code %d, output %q, err %v", onSurvivor, code, out, err)
+		}
+		return err
+	})
+
+	if err := env.fault("thaw", hung); err != nil {
+		t.Fatal(err)
+	}
+	if inst := listByLabel(ctx, t, c, label)[onHung]; !inst.Running() {
+		t.Errorf("%s after %s thawed: status %q, want Running", onHung, hung, inst.Status)
+	}
+}

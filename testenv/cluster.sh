@@ -264,6 +264,14 @@ ensure_cluster_images() {
 	done
 }
 
+# sweep_cluster_leftovers deletes the instances a killed test run left.
+sweep_cluster_leftovers() {
+	for i in $(mlxc m1 list --format csv -c n | grep -E '^berth-cl-' || true); do
+		log "deleting leftover instance $i"
+		mlxc m1 delete -f "$i" || true
+	done
+}
+
 cluster_up() {
 	require_root
 	start=$(date +%s)
@@ -275,6 +283,7 @@ cluster_up() {
 	ensure_cluster_dnsmasq
 	ensure_members
 	ensure_client_cert
+	sweep_cluster_leftovers
 	ensure_cluster_profile
 	ensure_cluster_images
 	registry_answers || log "warning: no registry on $registry_addr (testenv.sh up starts it); instances will not reach it"
@@ -350,7 +359,10 @@ cluster_down() {
 	# with no daemon to stop them: bring it back first, while the others
 	# run and the database has quorum.
 	running=
-	for m in $cl_members; do member_pid "$m" >/dev/null && running=yes; done
+	for m in $cl_members; do
+		# A frozen member (cluster freeze) could not shut down.
+		pid=$(member_pid "$m") && kill -CONT "$pid" && running=yes
+	done
 	if [ -n "$running" ]; then
 		for m in $cl_members; do spawn_member "$m"; done
 		for m in $cl_members; do (wait_member "$m") || log "warning: member $m did not come back; its instances may keep running"; done
@@ -416,7 +428,39 @@ cluster_start() {
 		[ $i -lt 120 ] || die "member $1 answers but the cluster does not see it Online after 60s"
 		sleep 0.5
 	done
+	# m1 forwards calls on an instance to its member only once it has an
+	# event connection to it again ("Missing event connection with target
+	# cluster member" until then): wait for that on one of its instances.
+	if [ "$1" != m1 ]; then
+		inst=$(mlxc m1 query '/1.0/instances?recursion=1&all-projects=true' |
+			jq -r --arg m "$1" '[.[] | select(.location == $m)][0] // empty | "\(.name)?project=\(.project)"')
+		i=0
+		while [ -n "$inst" ] && ! mlxc m1 query "/1.0/instances/$inst" >/dev/null 2>&1; do
+			i=$((i + 1))
+			[ $i -lt 60 ] || die "member $1 is Online but m1 cannot reach its instances after 60s"
+			sleep 1
+		done
+	fi
 	log "member $1 is back"
+}
+
+# cluster_freeze MEMBER: SIGSTOP of the member's daemon, a member that
+# hangs: connections to it are accepted by the kernel but never answered,
+# as with a host lost behind a network partition. thaw is SIGCONT.
+cluster_freeze() {
+	require_root
+	member_addr "$1" >/dev/null
+	pid=$(member_pid "$1") || die "member $1 is not running"
+	kill -STOP "$pid"
+	log "member $1 frozen (pid $pid)"
+}
+
+cluster_thaw() {
+	require_root
+	member_addr "$1" >/dev/null
+	pid=$(member_pid "$1") || die "member $1 is not running"
+	kill -CONT "$pid"
+	cluster_start "$1"
 }
 
 cmd_cluster() {
@@ -428,6 +472,8 @@ cmd_cluster() {
 	env) cluster_env ;;
 	kill) cluster_kill "${2:-}" ;;
 	start) cluster_start "${2:-}" ;;
-	*) die "usage: testenv.sh cluster up|down|purge|status|env|kill MEMBER|start MEMBER" ;;
+	freeze) cluster_freeze "${2:-}" ;;
+	thaw) cluster_thaw "${2:-}" ;;
+	*) die "usage: testenv.sh cluster up|down|purge|status|env|kill MEMBER|start MEMBER|freeze MEMBER|thaw MEMBER" ;;
 	esac
 }

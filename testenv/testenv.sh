@@ -15,7 +15,7 @@
 #   testenv.sh image refresh [busybox|debian-docker]
 #                      a changed build of the image under the same alias
 #                      (a base-image update); prints "alias old -> new"
-#   testenv.sh cluster up|down|purge|status|env|kill M|start M
+#   testenv.sh cluster up|down|purge|status|env|kill M|start M|freeze M|thaw M
 #                      a 3-member LXD cluster on this machine, beside the
 #                      single-host LXD: see cluster.sh
 #
