@@ -571,3 +571,52 @@ func TestClusterMemberHung(t *testing.T) {
 		t.Errorf("%s after %s thawed: status %q, want Running", onHung, hung, inst.Status)
 	}
 }
+
+// TestClusterEvents: one event stream, from m1, carries the lifecycle
+// events of an instance on m3, with m3 as their location.
+func TestClusterEvents(t *testing.T) {
+	env := realCluster(t)
+	c := env.client(t, "")
+	member := env.members[2]
+	name := "berth-cl-" + randSuffix() + "-" + member
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	events := make(chan Event, 64)
+	ready := make(chan struct{})
+	streamDone := make(chan error, 1)
+	go func() {
+		streamDone <- c.Events(ctx, []string{"lifecycle"}, func() { close(ready) }, func(ev Event) {
+			if ev.Instance() == name {
+				select {
+				case events <- ev:
+				default: // the test has what it needs, or has ended
+				}
+			}
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-streamDone:
+		t.Fatalf("subscribe to events on %s: %v", env.url, err)
+	}
+	clusterLaunch(t, env.client(t, member), name, "events")
+
+	for {
+		select {
+		case ev := <-events:
+			t.Logf("%s %s at %q", ev.Metadata.Action, ev.Instance(), ev.Location)
+			if ev.Metadata.Action != "instance-started" {
+				continue
+			}
+			if ev.Location != member {
+				t.Errorf("instance-started of %s: location %q, want %q", name, ev.Location, member)
+			}
+			return
+		case err := <-streamDone:
+			t.Fatalf("the event stream ended before %s started: %v", name, err)
+		case <-ctx.Done():
+			t.Fatalf("no instance-started event for %s (on %s) through %s", name, member, env.url)
+		}
+	}
+}
