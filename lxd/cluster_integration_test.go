@@ -13,6 +13,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -618,5 +621,59 @@ func TestClusterEvents(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("no instance-started event for %s (on %s) through %s", name, member, env.url)
 		}
+	}
+}
+
+// TestClusterDockerTunnel: the nested-Docker image on m3, and its Docker
+// API reached through m1 (`docker system dial-stdio` over exec, as berth
+// tunnels it); the registry at 127.0.0.1:5000 answers inside it.
+func TestClusterDockerTunnel(t *testing.T) {
+	env := realCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := env.client(t, "")
+	member := env.members[2]
+	name := "berth-cl-" + randSuffix() + "-" + member
+	tc := env.client(t, member)
+	t.Cleanup(func() {
+		ctx, cancel := cleanupCtx()
+		defer cancel()
+		if err := c.DeleteInstance(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			t.Errorf("cleanup: delete %s: %v", name, err)
+		}
+	})
+	if err := tc.CreateInstance(ctx, InstancesPost{Name: name, Source: ImageSource{Alias: "berth/debian-docker"}, Profiles: []string{"default", "berth-test"}}); err != nil {
+		t.Fatalf("create %s on %s: %v", name, member, err)
+	}
+	if err := c.StartInstance(ctx, name); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return c.DialExec(ctx, name, []string{"docker", "system", "dial-stdio"}, nil)
+		},
+	}}
+	defer hc.CloseIdleConnections()
+	var ping string
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(2 * time.Second) {
+		resp, err := hc.Get("http://docker/_ping")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if ping = string(body); resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("docker in %s (on %s) through %s: no answer to /_ping after 2 minutes: %v %q", name, member, env.url, err, ping)
+		}
+	}
+	if ping != "OK" {
+		t.Errorf("docker /_ping through %s: %q, want OK", env.url, ping)
+	}
+	code, out, err := execOut(ctx, c, name, "docker", "pull", "-q", "127.0.0.1:5000/berth/hello:1")
+	if err != nil || code != 0 {
+		t.Errorf("docker pull from the registry in %s (on %s): code %d, err %v: %s", name, member, code, err, out)
 	}
 }
