@@ -1,6 +1,7 @@
 # berth — see README.md. Two commands matter:
 #   make demo   provision what is missing, then converge the sample apps
-#   make test   provision what is missing, then run every test
+#   make test   provision what is missing, then run every test (the
+#               single-host tests, then the cluster tests: make test-cluster)
 SHELL := /bin/bash
 GO ?= go
 # Go lives in /usr/local/go on these machines, and `go install` puts
@@ -16,7 +17,7 @@ STATICCHECK_VERSION := v0.8.2
 # at a time keeps 2 cores from timing out health checks.
 TEST_FLAGS ?= -count=1 -timeout 25m -p 1
 
-.PHONY: all build test unit testenv lint bench demo demo-clean clean testenv-down tools screenshot
+.PHONY: all build test unit testenv lint bench demo demo-clean clean testenv-down tools screenshot testenv-cluster test-cluster testenv-cluster-down
 
 all: build
 
@@ -30,8 +31,29 @@ testenv:
 unit:
 	$(GO) test -count=1 ./...  -short
 
-test: testenv lint
-	BERTH_REQUIRE_LXD=1 $(GO) test $(TEST_FLAGS) -race ./...
+# Tests named TestCluster* need the 3-member cluster (testenv.sh cluster):
+# they run apart, with the cluster's environment (BERTH_LXD and the rest)
+# exported, which must not reach the single-host tests.
+CLUSTER_TESTS := ^TestCluster
+define run_cluster_tests
+	eval "$$(./testenv/testenv.sh cluster env)" && \
+		BERTH_REQUIRE_CLUSTER=1 $(GO) test $(TEST_FLAGS) -race -run '$(CLUSTER_TESTS)' ./...
+endef
+
+test: testenv testenv-cluster lint
+	BERTH_REQUIRE_LXD=1 $(GO) test $(TEST_FLAGS) -race -skip '$(CLUSTER_TESTS)' ./...
+	$(run_cluster_tests)
+
+# The cluster's berth-test profile reaches the single-host environment's
+# registry, and its images come from the same cache.
+testenv-cluster: testenv
+	./testenv/testenv.sh cluster up
+
+test-cluster: testenv-cluster
+	$(run_cluster_tests)
+
+testenv-cluster-down:
+	./testenv/testenv.sh cluster down
 
 lint: tools
 	@files=$$(git ls-files '*.go'); fmt=$$([ -z "$$files" ] || gofmt -l $$files); if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi

@@ -12,6 +12,12 @@
 #   testenv.sh registry stop|start   script started (its instances keep
 #                                    running), or stop the registry; start
 #                                    brings either back (fault tests)
+#   testenv.sh image refresh [busybox|debian-docker]
+#                      a changed build of the image under the same alias
+#                      (a base-image update); prints "alias old -> new"
+#   testenv.sh cluster up|down|purge|status|env|kill M|start M|freeze M|thaw M
+#                      a 3-member LXD cluster on this machine, beside the
+#                      single-host LXD: see cluster.sh
 #
 # Contract used by the tests (see README "Test environment"):
 #   LXD image alias  berth/debian-docker   Debian 12 + docker.io, own /sbin/init
@@ -138,13 +144,9 @@ build_berth() {
 dir_key() { (cd "$1" && cat $(ls | sort)) | sha256sum | cut -c1-16; }
 
 ensure_debian_docker() {
-	key=$(dir_key "$here/debian-docker")
+	dir=$(image_dir debian-docker)
+	key=${dir##*-}
 	[ "$(image_key berth/debian-docker)" = "$key" ] && return 0
-	dir=$cache/debian-docker-$key
-	if [ ! -f "$dir/rootfs.tar.gz" ]; then
-		log "building berth/debian-docker (debootstrap; a few minutes, cached in $dir)"
-		"$here/debian-docker/build.sh" "$dir" "$key"
-	fi
 	import_image berth/debian-docker "$dir" "$key"
 	prune_cache debian-docker "$dir"
 	# The first instance of an image unpacks it into the pool (tens of
@@ -153,24 +155,54 @@ ensure_debian_docker() {
 	lxc delete berth-it-warmup
 }
 
+# image_dir NAME prints the cache directory of the current build of test
+# image NAME (busybox or debian-docker), building it first when the cache
+# does not have it. Both environments, single-host and cluster, import
+# from there.
+image_dir() {
+	case $1 in
+	busybox)
+		key=$(cat "$0" /bin/busybox "$here/debian-docker/udhcpc.script" | sha256sum | cut -c1-16)
+		dir=$cache/busybox-$key
+		[ -f "$dir/rootfs.tar.gz" ] || build_busybox "$dir" "$key"
+		;;
+	debian-docker)
+		key=$(dir_key "$here/debian-docker")
+		dir=$cache/debian-docker-$key
+		if [ ! -f "$dir/rootfs.tar.gz" ]; then
+			log "building berth/debian-docker (debootstrap; a few minutes, cached in $dir)"
+			"$here/debian-docker/build.sh" "$dir" "$key" >&2
+		fi
+		;;
+	*) die "unknown test image '$1' (want busybox or debian-docker)" ;;
+	esac
+	echo "$dir"
+}
+
 # ensure_busybox: berth/busybox, Debian's static busybox with every applet
 # linked and an init that takes an address on eth0 by DHCP (when there is
 # an eth0) with the same udhcpc script as berth/debian-docker, then sleeps.
 ensure_busybox() {
-	key=$(cat "$0" /bin/busybox "$here/debian-docker/udhcpc.script" | sha256sum | cut -c1-16)
+	dir=$(image_dir busybox)
+	key=${dir##*-}
 	[ "$(image_key berth/busybox)" = "$key" ] && return 0
-	dir=$cache/busybox-$key
-	if [ ! -f "$dir/rootfs.tar.gz" ]; then
-		tmp=$(mktemp -d)
-		mkdir -p "$tmp/rootfs/bin" "$tmp/rootfs/sbin" "$tmp/rootfs/etc/udhcpc"
-		for d in proc sys dev tmp root run var/log; do mkdir -p "$tmp/rootfs/$d"; done
-		cp /bin/busybox "$tmp/rootfs/bin/busybox"
-		for a in $(/bin/busybox --list); do
-			case $a in busybox | init | linuxrc) ;; *) ln -s busybox "$tmp/rootfs/bin/$a" ;; esac
-		done
-		install -m 0755 "$here/debian-docker/udhcpc.script" "$tmp/rootfs/etc/udhcpc/default.script"
-		echo "# written by udhcpc from the lease on eth0" >"$tmp/rootfs/etc/resolv.conf"
-		cat >"$tmp/rootfs/sbin/init" <<'INIT'
+	import_image berth/busybox "$dir" "$key"
+	prune_cache busybox "$dir"
+}
+
+# build_busybox DIR KEY writes the split image of berth/busybox to DIR.
+build_busybox() {
+	dir=$1 key=$2
+	tmp=$(mktemp -d)
+	mkdir -p "$tmp/rootfs/bin" "$tmp/rootfs/sbin" "$tmp/rootfs/etc/udhcpc"
+	for d in proc sys dev tmp root run var/log; do mkdir -p "$tmp/rootfs/$d"; done
+	cp /bin/busybox "$tmp/rootfs/bin/busybox"
+	for a in $(/bin/busybox --list); do
+		case $a in busybox | init | linuxrc) ;; *) ln -s busybox "$tmp/rootfs/bin/$a" ;; esac
+	done
+	install -m 0755 "$here/debian-docker/udhcpc.script" "$tmp/rootfs/etc/udhcpc/default.script"
+	echo "# written by udhcpc from the lease on eth0" >"$tmp/rootfs/etc/resolv.conf"
+	cat >"$tmp/rootfs/sbin/init" <<'INIT'
 #!/bin/sh
 # /sbin/init of berth's test image berth/busybox: lo up and, when the
 # instance has an eth0 (the berth-test profile), an address by DHCP: udhcpc
@@ -182,20 +214,17 @@ if [ -e /sys/class/net/eth0 ]; then
 fi
 exec sleep 2147483647
 INIT
-		chmod 755 "$tmp/rootfs/sbin/init"
-		printf 'architecture: %s\ncreation_date: %s\nproperties:\n  os: busybox\n  description: berth test busybox\n  berth.key: "%s"\n' \
-			"$(uname -m)" "$(date +%s)" "$key" >"$tmp/metadata.yaml"
-		mkdir -p "$dir"
-		# Written aside and renamed: a run killed here leaves no truncated
-		# tarball for the next run to trust.
-		tar -C "$tmp" -czf "$dir/metadata.tar.gz.tmp" metadata.yaml
-		tar -C "$tmp/rootfs" --numeric-owner -czf "$dir/rootfs.tar.gz.tmp" .
-		mv "$dir/metadata.tar.gz.tmp" "$dir/metadata.tar.gz"
-		mv "$dir/rootfs.tar.gz.tmp" "$dir/rootfs.tar.gz"
-		rm -rf "$tmp"
-	fi
-	import_image berth/busybox "$dir" "$key"
-	prune_cache busybox "$dir"
+	chmod 755 "$tmp/rootfs/sbin/init"
+	printf 'architecture: %s\ncreation_date: %s\nproperties:\n  os: busybox\n  description: berth test busybox\n  berth.key: "%s"\n' \
+		"$(uname -m)" "$(date +%s)" "$key" >"$tmp/metadata.yaml"
+	mkdir -p "$dir"
+	# Written aside and renamed: a run killed here leaves no truncated
+	# tarball for the next run to trust.
+	tar -C "$tmp" -czf "$dir/metadata.tar.gz.tmp" metadata.yaml
+	tar -C "$tmp/rootfs" --numeric-owner -czf "$dir/rootfs.tar.gz.tmp" .
+	mv "$dir/metadata.tar.gz.tmp" "$dir/metadata.tar.gz"
+	mv "$dir/rootfs.tar.gz.tmp" "$dir/rootfs.tar.gz"
+	rm -rf "$tmp"
 }
 
 ensure_profile() {
@@ -385,12 +414,61 @@ fault_registry() {
 	esac
 }
 
+alias_target() { lxc query "/1.0/images/aliases/$(echo "$1" | sed 's,/,%2F,g')" 2>/dev/null | jq -r .target; }
+
+# image_refresh NAME: a base-image update for tests (and people) to roll
+# out: the image berth/NAME points to, changed (a new
+# /etc/berth-build-stamp in its rootfs, and berth.stamp in its
+# properties), imported under the same alias. The old image stays, for
+# the instances made from it; berth.key stays too, so `up` keeps the
+# refreshed image.
+image_refresh() {
+	require_root
+	name=${1:-busybox}
+	case $name in busybox | debian-docker) ;; *) die "usage: testenv.sh image refresh [busybox|debian-docker]" ;; esac
+	lxd_answers || die "lxd does not answer; run testenv.sh up"
+	[ -x "$berth" ] || build_berth
+	alias=berth/$name
+	old=$(alias_target "$alias") || die "no image $alias; run testenv.sh up"
+	src=$cache/$name-$(image_key "$alias")
+	[ -f "$src/rootfs.tar.gz" ] || src=$(image_dir "$name")
+	stamp="$(date -u +%Y-%m-%dT%H:%M:%SZ)-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT
+	mkdir "$tmp/rootfs"
+	tar -C "$tmp/rootfs" --numeric-owner -xzf "$src/rootfs.tar.gz"
+	echo "$stamp" >"$tmp/rootfs/etc/berth-build-stamp"
+	tar -C "$tmp" -xzf "$src/metadata.tar.gz" metadata.yaml
+	sed -i -e "s/^creation_date: .*/creation_date: $(date +%s)/" -e '/^  berth.stamp: /d' "$tmp/metadata.yaml"
+	echo "  berth.stamp: \"$stamp\"" >>"$tmp/metadata.yaml"
+	tar -C "$tmp" -czf "$tmp/metadata.tar.gz" metadata.yaml
+	# gzip -1: the rootfs of berth/debian-docker is large, and a test waits.
+	tar -C "$tmp/rootfs" --numeric-owner -cf - . | gzip -1 >"$tmp/rootfs.tar.gz"
+	"$berth" image import --alias "$alias" "$tmp/metadata.tar.gz" "$tmp/rootfs.tar.gz" >/dev/null ||
+		die "berth could not import the refreshed $alias"
+	new=$(alias_target "$alias")
+	[ "$new" != "$old" ] || die "$alias still points to $old"
+	log "$alias refreshed (build stamp $stamp)"
+	echo "$alias $old -> $new"
+}
+
+cmd_image() {
+	case ${1:-} in
+	refresh) image_refresh "${2:-}" ;;
+	*) die "usage: testenv.sh image refresh [busybox|debian-docker]" ;;
+	esac
+}
+
+. "$here/cluster.sh"
+
 case ${1:-up} in
 up) cmd_up ;;
 lxd) fault_lxd "${2:-}" ;;
 registry) fault_registry "${2:-}" ;;
+image) shift && cmd_image "$@" ;;
+cluster) shift && cmd_cluster "$@" ;;
 status) cmd_status ;;
 down) cmd_down ;;
 purge) cmd_purge ;;
-*) die "usage: testenv.sh [up|status|down|purge|lxd kill|start|registry stop|start]" ;;
+*) die "usage: testenv.sh [up|status|down|purge|lxd kill|start|registry stop|start|image refresh [IMAGE]|cluster ...]" ;;
 esac
