@@ -211,7 +211,7 @@ func clusterAddress(tb testing.TB, c *Client, name string) string {
 	}
 }
 
-// execOut runs a command and returns its exit code and output.
+// clusterExec runs a command and returns its exit code and output.
 func clusterExec(ctx context.Context, c *Client, name string, cmd ...string) (int, string, error) {
 	var out bytes.Buffer
 	code, err := c.Exec(ctx, name, ExecRequest{Command: cmd, Stdout: &out, Stderr: &out})
