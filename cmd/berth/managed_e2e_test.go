@@ -283,8 +283,12 @@ func TestManagedBaseImageRollsOntoARefreshedAlias(t *testing.T) {
 	if out, err := refresh.CombinedOutput(); err != nil {
 		t.Fatalf("testenv.sh image refresh busybox: %v\n%s", err, out)
 	}
-	_, target, err := c.GetImageAlias(context.Background(), "berth/busybox")
-	if err != nil || target == old {
+	alias, _, err := c.GetImageAlias(context.Background(), "berth/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := alias.Target
+	if target == old {
 		t.Fatalf("alias after the refresh: %q (was %q), %v", target, old, err)
 	}
 	code, out, _ := berth(t, "--project", project, "--owner", "e2e", "plan", "--repo", r.dir, "--dir", "apps")
