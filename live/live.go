@@ -154,8 +154,11 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 	if err != nil {
 		return plan.Observed{}, fmt.Errorf("list instances: %w", err)
 	}
-	var urls []string
-	if err := s.LXD.RawQuery(ctx, "GET", "/1.0/instances", nil, "", &urls); err != nil {
+	// Every other instance whose name could be a replica's: a clash is a
+	// conflict, and on a cluster an instance on a lost member is known
+	// only by its name, status and location (the owner filter drops it).
+	records, err := s.LXD.ListInstanceRecords(ctx)
+	if err != nil {
 		return plan.Observed{}, fmt.Errorf("list instance names: %w", err)
 	}
 	seen := map[string]bool{}
@@ -164,22 +167,11 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 		seen[owned[i].Name] = true
 		obs.Instances = append(obs.Instances, toInstance(&owned[i]))
 	}
-	for _, u := range urls {
-		name := u[strings.LastIndex(u, "/")+1:]
-		if i := strings.IndexByte(name, '?'); i >= 0 {
-			name = name[:i]
-		}
-		if seen[name] || !replicaName.MatchString(name) {
+	for i := range records {
+		if seen[records[i].Name] || !replicaName.MatchString(records[i].Name) {
 			continue
 		}
-		inst, _, err := s.LXD.GetInstance(ctx, name)
-		if errors.Is(err, lxd.ErrNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return plan.Observed{}, fmt.Errorf("get %s: %w", name, err)
-		}
-		obs.Instances = append(obs.Instances, toInstance(inst))
+		obs.Instances = append(obs.Instances, toInstance(&records[i]))
 	}
 	sort.Slice(obs.Instances, func(i, j int) bool { return obs.Instances[i].Name < obs.Instances[j].Name })
 	if obs.Images, err = s.observeImages(ctx); err != nil {

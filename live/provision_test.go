@@ -142,7 +142,7 @@ func (f *observeLXD) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == "GET" && r.URL.Path == "/1.0":
 		reply(200, map[string]any{"api_version": "1.0", "auth": "trusted", "environment": map[string]any{"server_version": "5.0.2"}})
-	case r.Method == "GET" && r.URL.Path == "/1.0/instances" && r.URL.Query().Get("recursion") == "2":
+	case r.Method == "GET" && r.URL.Path == "/1.0/instances" && r.URL.Query().Get("recursion") != "":
 		reply(200, f.instances)
 	case r.Method == "GET" && r.URL.Path == "/1.0/instances":
 		var urls []string

@@ -260,6 +260,22 @@ func (c *Client) ListInstances(ctx context.Context, filter map[string]string) ([
 	return out, nil
 }
 
+// ListInstanceRecords lists every instance of the project without its
+// runtime state (recursion=1): names, config, status and location, in one
+// request. On a cluster it answers for instances on an offline member too
+// (as LXD's database knows them: status Error, their location, and no
+// config), which a config filter would drop.
+func (c *Client) ListInstanceRecords(ctx context.Context) ([]Instance, error) {
+	var all []Instance
+	if _, err := c.query(ctx, request{method: "GET", path: "/1.0/instances", query: url.Values{"recursion": {"1"}}, project: true}, &all); err != nil {
+		return nil, err
+	}
+	if all == nil {
+		all = []Instance{}
+	}
+	return all, nil
+}
+
 // encodeFilter builds "f1 eq ^v1$ and f2 eq ^v2$" with fields sorted, so the
 // same filter always gives the same URL.
 func encodeFilter(filter map[string]string) (string, error) {

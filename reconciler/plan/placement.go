@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/spec"
 )
 
@@ -100,6 +101,21 @@ func (pl *planner) unreachable(inst *Instance) (string, bool) {
 	return "unreachable (member " + inst.Location + " " + lower(m.Status) + ")", true
 }
 
+// lostName says why the name is taken by an instance on a lost member
+// whose keys cannot be read: LXD knows only its name, status and location
+// until the member is back, so whose it is cannot be known either.
+func (pl *planner) lostName(name string) (string, bool) {
+	inst := pl.lookup(name)
+	if inst == nil || inst.Config[ownership.KeyOwner] != "" {
+		return "", false
+	}
+	why, ok := pl.unreachable(inst)
+	if !ok {
+		return "", false
+	}
+	return why + "; its keys cannot be read until it is back", true
+}
+
 // misplaced says why a replica must move: its member is no longer one the
 // app's placement allows.
 func (p *placer) misplaced(inst *Instance) (Reason, bool) {
@@ -152,16 +168,17 @@ func (pl *planner) standIns(app *spec.App, replicas int) []Reason {
 		return nil
 	}
 	var out []Reason
-	for _, r := range pl.owned[app.Metadata.Name] {
-		if r.slot >= replicas {
+	for slot := range replicas {
+		inst := pl.lookup(ownership.InstanceName(app.Metadata.Name, slot))
+		if inst == nil || (inst.Config[ownership.KeyOwner] != "" && inst.Config[ownership.KeyOwner] != pl.policy.Owner) {
 			continue
 		}
-		m := pl.members[r.inst.Location]
-		why, lost := pl.unreachable(r.inst)
+		m := pl.members[inst.Location]
+		why, lost := pl.unreachable(inst)
 		if !lost || m.Since.IsZero() || pl.at.Sub(m.Since) < pm.ReplaceUnreachable.D() {
 			continue
 		}
-		out = append(out, Reason{Field: "placement.replaceUnreachable", Old: r.inst.Name + " " + why + " since " + m.Since.UTC().Format(time.RFC3339), New: "stand-in"})
+		out = append(out, Reason{Field: "placement.replaceUnreachable", Old: inst.Name + " " + why + " since " + m.Since.UTC().Format(time.RFC3339), New: "stand-in"})
 	}
 	slices.SortFunc(out, func(x, y Reason) int { return cmp.Compare(x.Old, y.Old) })
 	return out

@@ -116,6 +116,17 @@ func TestPlacementLostMember(t *testing.T) {
 	if a := st.Apps[0]; a.Ready != 2 || a.Health != HealthDegraded || a.Replicas[2].Error != "unreachable (member m3 offline)" || a.Replicas[2].Member != "m3" {
 		t.Errorf("status with m3 down: %+v", a)
 	}
+	// As LXD lists it: its keys are unknown while the member is away. Its
+	// name stays taken: no create, no conflict, reported unreachable.
+	insts[2].Config = nil
+	pl = MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{})
+	if len(pl.Steps) != 0 || len(pl.Conflicts) != 0 || len(pl.Unready) != 1 || !strings.HasPrefix(pl.Unready[0].Why, "unreachable (member m3 offline)") {
+		t.Fatalf("lost member, keys unknown: steps %q conflicts %+v unready %+v", stepLines(pl), pl.Conflicts, pl.Unready)
+	}
+	st = BuildStatus("", &Desired{Revision: testRev, Apps: []spec.App{app}}, obs, &pl)
+	if a := st.Apps[0]; a.Ready != 2 || len(a.Replicas) != 3 || a.Replicas[2].Error != "unreachable (member m3 offline)" {
+		t.Errorf("status with m3 down, keys unknown: %+v", a)
+	}
 	// Scaling up while a member is down goes to the online ones, and
 	// never reuses the unreachable replica's name.
 	pl = MakePlan(Desired{Revision: testRev, Apps: []spec.App{with(app, func(a *spec.App) { a.Spec.Replicas = 4 })}}, obs, Policy{})
@@ -133,6 +144,8 @@ func TestPlacementStandInsForALostMember(t *testing.T) {
 		insts[i].Location = "m" + string(rune('1'+i))
 	}
 	insts[2].Status = "Error"
+	keys := insts[2].Config
+	insts[2].Config = nil // as LXD lists an instance on a lost member
 	members := cluster("Online", "Online", "Offline")
 	lost := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	members[2].Since = lost
@@ -154,7 +167,7 @@ func TestPlacementStandInsForALostMember(t *testing.T) {
 	}
 	// ...and scaled down once it is back: no duplicate name at any time.
 	obs.Members = cluster("Online", "Online", "Online")
-	obs.Instances[2].Status = StatusRunning
+	obs.Instances[2].Status, obs.Instances[2].Config = StatusRunning, keys
 	pl = MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{})
 	if got := stepLines(pl); !slices.Equal(got, []string{"1 web-3 delete (replicas: 4 → 3)"}) {
 		t.Errorf("member back: %q", got)

@@ -231,6 +231,13 @@ func (pl *planner) planApp(app *spec.App) {
 	for slot, inst := range bySlot {
 		if inst == nil {
 			name := ownership.InstanceName(a.name, slot)
+			if why, ok := pl.lostName(name); ok {
+				// Most likely this very replica, on a lost member: LXD
+				// keeps its name, and berth never makes a second.
+				down = append(down, name)
+				pl.plan.Unready = append(pl.plan.Unready, Unready{App: a.name, Instance: name, Why: why})
+				continue
+			}
 			if pl.conflict(a.name, name) {
 				continue
 			}

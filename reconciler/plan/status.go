@@ -130,6 +130,7 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 		b.addDesired(desired)
 	}
 	b.addReplicas(observed, desired != nil)
+	b.addLost(observed)
 	if plan != nil {
 		b.addDrift(plan)
 		st.Conflicts = plan.Conflicts
@@ -208,6 +209,32 @@ func (b *statusBuilder) addReplicas(observed Observed, haveDesired bool) {
 		case SyncOrphaned:
 			v.Desired = 0
 		}
+	}
+}
+
+// addLost adds the replicas of known apps that sit on a lost cluster
+// member: LXD knows only their name, status and location, not their keys,
+// so they are recognised by name.
+func (b *statusBuilder) addLost(observed Observed) {
+	for i := range observed.Instances {
+		inst := &observed.Instances[i]
+		m := b.members[inst.Location]
+		if inst.Config[ownership.KeyOwner] != "" || m == nil || m.Status == MemberOnline {
+			continue
+		}
+		cut := strings.LastIndexByte(inst.Name, '-')
+		if cut < 0 {
+			continue
+		}
+		v, ok := b.apps[inst.Name[:cut]]
+		slot, err := strconv.Atoi(inst.Name[cut+1:])
+		if !ok || err != nil || slot < 0 || strconv.Itoa(slot) != inst.Name[cut+1:] {
+			continue
+		}
+		v.Replicas = append(v.Replicas, ReplicaView{
+			Instance: inst.Name, Slot: slot, Status: inst.Status, Member: inst.Location,
+			Error: "unreachable (member " + m.Name + " " + lower(m.Status) + ")",
+		})
 	}
 }
 
