@@ -63,8 +63,11 @@ lint: tools
 tools:
 	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-bench: testenv
-	BERTH_REQUIRE_LXD=1 $(GO) test -run '^$$' -bench . -benchmem -count 1 -p 1 -timeout 30m ./...
+# Benchmarks named BenchmarkCluster* need the cluster (like TestCluster*).
+bench: testenv testenv-cluster
+	BERTH_REQUIRE_LXD=1 $(GO) test -run '^$$' -bench . -skip '^BenchmarkCluster' -benchmem -count 1 -p 1 -timeout 30m ./...
+	eval "$$(./testenv/testenv.sh cluster env)" && \
+		BERTH_REQUIRE_CLUSTER=1 $(GO) test -run '^$$' -bench '^BenchmarkCluster' -benchtime 1x -count 1 -p 1 -timeout 60m ./cmd/berth
 
 # docs/status-page.png: the status page of a daemon on real LXD, taken by
 # the browser test in headless Chromium right after a rollout.
