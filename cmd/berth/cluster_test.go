@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
@@ -24,46 +23,13 @@ import (
 // clusterSvc is a system-only app on the busybox image whose provision
 // starts httpd on 8080, serving the instance's hostname.
 func clusterSvc(replicas int, placement string) string {
-	return fmt.Sprintf(`apiVersion: berth/v1
-kind: App
-metadata:
-  name: svc
-spec:
-  replicas: %d
-  system:
-    image: berth/busybox
-    profiles: [default, berth-test]
-    ports: [{name: http, port: 8080}]
-    provision:
-      run: [/bin/sh, -c, "mkdir -p /www && hostname > /www/index.html && httpd -p 8080 -h /www"]
-      timeout: 30s
-%s  update:
-    maxUnavailable: 1
-    healthTimeout: 60s
-    drainDelay: 0s
-`, replicas, placement)
+	return systemOnlySpec("svc", replicas, placement)
 }
 
-// clusterWeb is web with the nested-Docker image on the cluster.
+// clusterWeb is web with the nested-Docker image on the cluster, where a
+// replica may take longer to come up.
 func clusterWeb(image string) string {
-	return fmt.Sprintf(`apiVersion: berth/v1
-kind: App
-metadata:
-  name: web
-spec:
-  replicas: 3
-  system:
-    image: berth/debian-docker
-    profiles: [default, berth-test]
-    limits: {memory: 256MiB}
-  container:
-    image: 127.0.0.1:5000/berth/%s
-    ports: [{name: http, port: 8080}]
-  update:
-    maxUnavailable: 1
-    healthTimeout: 90s
-    drainDelay: 0s
-`, image)
+	return strings.Replace(webSpec(3, image), "healthTimeout: 40s", "healthTimeout: 90s", 1)
 }
 
 type clusterRun struct {
