@@ -1,10 +1,12 @@
 package reconciler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"github.com/berth-gitops/berth/clock"
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"io/fs"
 	"log/slog"
@@ -798,10 +800,31 @@ func (l *Loop) view(r *run, started time.Time, observed plan.Observed) {
 	}
 }
 
-// ObservedView is LastView for the HTTP server (server.ViewBackend).
+// ObservedView is LastView for the HTTP server (server.ViewBackend), with
+// the instances of other owners reduced to their name, status, location
+// and ownership keys: that is all a plan needs of them (a clash of
+// names), and their config is theirs.
 func (l *Loop) ObservedView() (observed any, revision string, at time.Time, ok bool) {
 	v, ok := l.LastView()
-	return v.Observed, v.Desired.Revision, v.At, ok
+	if !ok {
+		return nil, "", time.Time{}, false
+	}
+	owner := cmp.Or(l.Policy.Owner, plan.DefaultOwner)
+	obs := v.Observed
+	obs.Instances = make([]plan.Instance, len(v.Observed.Instances))
+	for i, inst := range v.Observed.Instances {
+		if inst.Config[ownership.KeyOwner] != owner {
+			keys := map[string]string{}
+			for _, k := range []string{ownership.KeyOwner, ownership.KeyApp, ownership.KeySlot} {
+				if val, ok := inst.Config[k]; ok {
+					keys[k] = val
+				}
+			}
+			inst = plan.Instance{Name: inst.Name, Status: inst.Status, Location: inst.Location, Config: keys}
+		}
+		obs.Instances[i] = inst
+	}
+	return obs, v.Desired.Revision, v.At, true
 }
 
 // LastView returns the daemon's last full look at the world, for `berth

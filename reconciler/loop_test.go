@@ -882,3 +882,28 @@ func TestLoopMetricsShowHeldApps(t *testing.T) {
 		t.Errorf("after convergence: revision %q, statuses %v, spec errors %d", m.revision, m.apps, m.specErrors)
 	}
 }
+
+// TestObservedViewHidesOtherOwners: the view `berth plan --server` reads
+// keeps this owner's instances whole and reduces the others' to what a
+// plan needs of them (their name clashes), without their config.
+func TestObservedViewHidesOtherOwners(t *testing.T) {
+	l := &Loop{Policy: plan.Policy{Owner: "team-a"}}
+	if _, _, _, ok := l.ObservedView(); ok {
+		t.Fatal("a view before the first observe")
+	}
+	ours := plan.Instance{Name: "web-0", Status: "Running", Config: map[string]string{ownership.KeyOwner: "team-a", "cloud-init.user-data": "ours"}}
+	theirs := plan.Instance{Name: "db-0", Status: "Running", Location: "m2", Config: map[string]string{
+		ownership.KeyOwner: "team-b", ownership.KeyApp: "db", ownership.KeySlot: "0", "cloud-init.user-data": "password=hunter2", "environment.TOKEN": "x"}}
+	l.lastView = &View{Observed: plan.Observed{Instances: []plan.Instance{ours, theirs}}}
+	got, _, _, ok := l.ObservedView()
+	obs := got.(plan.Observed)
+	if !ok || len(obs.Instances) != 2 || obs.Instances[0].Config["cloud-init.user-data"] != "ours" {
+		t.Fatalf("view %+v", obs)
+	}
+	if c := obs.Instances[1].Config; len(c) != 3 || c[ownership.KeyOwner] != "team-b" || obs.Instances[1].Location != "m2" {
+		t.Errorf("another owner's instance: %+v", obs.Instances[1])
+	}
+	if l.lastView.Observed.Instances[1].Config["environment.TOKEN"] != "x" {
+		t.Error("the daemon's own view was changed")
+	}
+}

@@ -25,12 +25,17 @@ type ObservedResponse struct {
 	Observed any `json:"observed"`
 }
 
-// observed serves the last observed state. It holds the instances' config
-// (cloud-init included), so it needs the sync token when there is one, as
-// POST /api/v1/sync does, unless the basic-auth users of the status page
-// (checked by protect) guard it.
+// observed serves the last observed state. It holds the owned instances'
+// config (cloud-init included), so it is served only behind the sync
+// token, as POST /api/v1/sync is, or the status page's basic-auth users
+// (checked by protect); never open. Other owners' instances are reduced
+// to what the planner needs of them (ObservedView).
 func (s *Server) observed(b ViewBackend) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if s.basic == nil && s.token == nil {
+			writeText(w, http.StatusForbidden, "the observed state holds instance config: serve it with --sync-token-file (or --ui-basic-auth-file) set")
+			return
+		}
 		if s.basic == nil && !s.syncAuthorized(w, r) {
 			return
 		}

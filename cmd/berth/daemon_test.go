@@ -254,10 +254,14 @@ func TestDaemonLocalRepo(t *testing.T) {
 	r := newRepo(t)
 	r.write("apps/web.yaml", webSpec(1, "hello:1"))
 	first := r.commit("web: 1")
-	d := startDaemon(t, "--project", project, "--owner", "d2", "run", "--repo", r.dir, "--dir", "apps", "--interval", "1h")
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("pr-check\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, "--project", project, "--owner", "d2", "run", "--repo", r.dir, "--dir", "apps", "--interval", "1h", "--sync-token-file", token)
 	d.waitFor("first sync", 2*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 1, first) })
 	// A pull-request check plans against the daemon's last observe.
-	if code, out, errOut := berth(t, "--project", project, "--owner", "d2", "plan", "--repo", r.dir, "--dir", "apps", "--server", d.url); code != 0 || !strings.Contains(out, "No changes") {
+	if code, out, errOut := berth(t, "--project", project, "--owner", "d2", "plan", "--repo", r.dir, "--dir", "apps", "--server", d.url, "--server-token-file", token); code != 0 || !strings.Contains(out, "No changes") {
 		t.Errorf("plan --server: exit %d\n%s%s", code, out, errOut)
 	}
 	r.write("apps/web.yaml", webSpec(0, "hello:1"))
