@@ -607,7 +607,16 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 			observedConfig = inst.Config
 		}
 		set := plan.ManagedConfig(*app, owner, revision, s.Slot)
-		return d.UpdateInstance(ctx, s.Instance, set, append(plan.RemovedConfigKeys(observedConfig, *app), ownership.Stale(observedConfig, set)...))
+		remove := append(plan.RemovedConfigKeys(observedConfig, *app), ownership.Stale(observedConfig, set)...)
+		if app.Spec.System.Provision == nil {
+			// A provision dropped from the spec leaves no record behind.
+			for _, k := range []string{ownership.KeyProvisionHash, ownership.KeyProvisionedAt} {
+				if _, ok := observedConfig[k]; ok {
+					remove = append(remove, k)
+				}
+			}
+		}
+		return d.UpdateInstance(ctx, s.Instance, set, remove)
 	case plan.Restart:
 		silent := d.WaitDocker(ctx, s.Instance, e.repairWait())
 		if silent == nil {

@@ -87,3 +87,13 @@ func TestApplySystemOnlyAppHasNoContainerSteps(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyDroppedProvisionLeavesNoRecord(t *testing.T) {
+	f := newFakeDriver()
+	old := provisionedApp(1, "aa", false)
+	app := plantest.App("web", 1, 1, "reg/web:1")
+	_, res, _ := apply(t, f, plan.Desired{Revision: "r2", Apps: []spec.App{app}}, plantest.Converged(old))
+	if !res.OK() || len(f.calls) != 1 || !strings.Contains(f.calls[0], "user.berth.provision-hash") || !strings.Contains(f.calls[0], "user.berth.provisioned-at") {
+		t.Errorf("calls %q, result %+v", f.calls, res)
+	}
+}

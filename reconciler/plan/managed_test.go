@@ -192,3 +192,13 @@ func TestSystemOnlyApp(t *testing.T) {
 		t.Errorf("container added: %q", got)
 	}
 }
+
+func TestProvisionDroppedWhilePending(t *testing.T) {
+	old := withProvision(testApp("web", 1), 0)
+	insts := provisionedFleet(old)
+	insts[0].Config[ownership.KeyProvisionHash] = ownership.ProvisionPending
+	pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{testApp("web", 1)}}, Observed{Instances: insts}, Policy{})
+	if got := stepLines(pl); !slices.Equal(got, []string{"1 web-0 update-in-place (user.berth.provision-hash: pending → )"}) {
+		t.Errorf("provision dropped while pending: %q", got)
+	}
+}

@@ -545,6 +545,11 @@ func (pl *planner) systemReasons(a *appPlan, inst *Instance) (recreate, update [
 	for _, k := range removedConfigKeys(cfg, a.lxdConfig, a.configKeys) {
 		diff(k, cfg[k], "")
 	}
+	if sys.Provision == nil && cfg[ownership.KeyProvisionHash] != "" {
+		// The provision was dropped from the spec: its record goes (a
+		// pending one would keep the replica unready for ever).
+		labels = append(labels, Reason{Field: ownership.KeyProvisionHash, Old: cfg[ownership.KeyProvisionHash], New: ""})
+	}
 	slices.SortStableFunc(update, func(x, y Reason) int { return cmp.Compare(x.Field, y.Field) })
 	if len(recreate) == 0 && len(update) == 0 {
 		update = labels
