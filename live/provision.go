@@ -31,9 +31,10 @@ const (
 
 // ProvisionError is a provision that failed in the instance: its command
 // exited non-zero or could not be started, a file could not be written as
-// asked, or it did not finish within its timeout. The same provision
-// would fail the same way again, so it is permanent: the rollout waits for
-// a new commit.
+// asked, or it did not finish within its timeout. It is not permanent:
+// config management often fails for a while (a package mirror down, a
+// network not up yet, a periodic run hitting a blip), so the app is held
+// and retried after the rollout backoff, or at once on a new commit.
 type ProvisionError struct {
 	Instance string
 	// Reason says what failed: "[/srv/setup.sh] exited with code 2",
@@ -53,8 +54,8 @@ func (e *ProvisionError) Error() string {
 	return msg
 }
 
-// Permanent is true: see ProvisionError.
-func (e *ProvisionError) Permanent() bool { return true }
+// Permanent is false: see ProvisionError.
+func (e *ProvisionError) Permanent() bool { return false }
 
 // Provision copies p's files into the running instance, then runs p's
 // command in it (through /bin/sh, which merges its stderr into its

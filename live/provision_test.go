@@ -100,11 +100,12 @@ func TestFileOptions(t *testing.T) {
 	}
 }
 
-// TestProvisionErrorStalls: a failed provision is permanent for the
-// revision; its message carries the reason and the output.
-func TestProvisionErrorStalls(t *testing.T) {
+// TestProvisionErrorRetries: a failed provision holds the app and is
+// retried after the backoff (config management fails for a while, e.g.
+// with a mirror down); its message carries the reason and the output.
+func TestProvisionErrorRetries(t *testing.T) {
 	err := fmt.Errorf("step: %w", &ProvisionError{Instance: "web-0", Reason: "[/srv/setup.sh] exited with code 2", Output: "E: no such package\nfailed"})
-	if r := reconciler.RetryOf(err); r != reconciler.Stalled {
+	if r := reconciler.RetryOf(err); r != reconciler.Retrying {
 		t.Errorf("RetryOf = %s", r)
 	}
 	want := "step: provision of web-0: [/srv/setup.sh] exited with code 2; last output:\nE: no such package\nfailed"
