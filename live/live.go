@@ -471,6 +471,14 @@ func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup boo
 		return fmt.Errorf("%s is not owned by %q; not deleting it", name, s.Owner)
 	}
 	s.Engine.Forget(name)
+	if inst.Ephemeral {
+		// Stopping an ephemeral instance deletes it: that is the delete
+		// (spec refuses update.snapshot with ephemeral: nothing to keep).
+		if err := s.LXD.StopInstance(ctx, name, s.StopTimeout); err != nil && !errors.Is(err, lxd.ErrNotFound) {
+			return fmt.Errorf("stop: %w", err)
+		}
+		return s.waitGone(ctx, name)
+	}
 	if err := s.LXD.StopInstance(ctx, name, s.StopTimeout); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
@@ -496,6 +504,26 @@ func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup boo
 	}
 	s.Logger.Info("kept a backup of a deleted instance", "instance", name, "backup", backup)
 	return nil
+}
+
+// waitGone waits until LXD has finished deleting a stopped ephemeral
+// instance (it does so after the stop returns), so that its name is free
+// for the create that may follow; bounded by ctx.
+func (s *System) waitGone(ctx context.Context, name string) error {
+	for {
+		_, _, err := s.LXD.GetInstance(ctx, name)
+		if errors.Is(err, lxd.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ephemeral %s still there after its stop: %w", name, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // backupName is <name>-bak-<unix seconds in base 36>, cut to LXD's 63

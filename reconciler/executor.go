@@ -625,6 +625,13 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if ctx.Err() != nil {
 			return silent
 		}
+		if app.Spec.System.Ephemeral {
+			// Stopping an ephemeral instance deletes it: build it anew.
+			if err := d.DeleteInstance(ctx, s.Instance, false); err != nil {
+				return fmt.Errorf("docker does not answer (%v); rebuilding the ephemeral instance: %w", silent, err)
+			}
+			return create()
+		}
 		if err := d.StopInstance(ctx, s.Instance); err != nil {
 			return fmt.Errorf("docker does not answer (%v); restarting the instance: stop: %w", silent, err)
 		}

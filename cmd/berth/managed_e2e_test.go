@@ -258,13 +258,29 @@ func TestManagedEphemeralReplicaComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The event stream sees it go; the slot is missing, and is filled.
-	d.waitFor("eph-0 back", 2*time.Minute, func(st reconciler.LoopStatus) bool {
-		if !appReady(st, "eph", 1, rev) {
-			return false
-		}
-		i, _, err := c.GetInstance(context.Background(), "eph-0")
-		return err == nil && i.Config["volatile.uuid"] != first
-	})
+	back := func(rev, before string) string {
+		var uuid string
+		d.waitFor("eph-0 back", 2*time.Minute, func(st reconciler.LoopStatus) bool {
+			if !appReady(st, "eph", 1, rev) {
+				return false
+			}
+			i, _, err := c.GetInstance(context.Background(), "eph-0")
+			if err != nil {
+				return false
+			}
+			uuid = i.Config["volatile.uuid"]
+			return uuid != before
+		})
+		return uuid
+	}
+	second := back(rev, first)
+	// A change that recreates it: the stop of the old one is its delete.
+	r.write("apps/eph.yaml", systemOnlySpec("eph", 1, "    ephemeral: true\n    cloudInit: \"#cloud-config\\n\"\n"))
+	rev = r.commit("eph: cloud-init, a recreate")
+	back(rev, second)
+	if st, _ := d.status(); len(st.Failures) != 0 {
+		t.Errorf("failures after recreating an ephemeral replica: %+v", st.Failures)
+	}
 	d.stop()
 }
 
