@@ -600,6 +600,11 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if err := d.StartInstance(ctx, s.Instance); err != nil {
 			return err
 		}
+		if s.ProvisionNeeded() {
+			if err := e.provision(ctx, s.Instance, app, true); err != nil {
+				return err
+			}
+		}
 		return converge()
 	case plan.UpdateInPlace:
 		var observedConfig map[string]string

@@ -97,3 +97,15 @@ func TestApplyDroppedProvisionLeavesNoRecord(t *testing.T) {
 		t.Errorf("calls %q, result %+v", f.calls, res)
 	}
 }
+
+func TestApplyStartProvisionsBeforeTheContainer(t *testing.T) {
+	f := newFakeDriver()
+	old, app := provisionedApp(1, "aa", false), provisionedApp(1, "bb", false)
+	obs := plantest.Converged(old)
+	obs.Instances[0].Status, obs.Instances[0].Container = "Stopped", nil
+	pl, res, _ := apply(t, f, plan.Desired{Revision: "r2", Apps: []spec.App{app}}, obs)
+	want := []string{"start web-0", "update(1,-[]) web-0", "provision web-0", "update(2,-[]) web-0", "ensure web-0", "ready web-0"}
+	if !res.OK() || len(pl.Steps) != 1 || !slices.Equal(f.calls, want) {
+		t.Errorf("plan %s\ncalls %q, want %q", pl.Text(), f.calls, want)
+	}
+}

@@ -15,7 +15,8 @@ type Action int
 const (
 	// Create makes a missing instance (and its app container) from the spec.
 	Create Action = iota + 1
-	// Start starts (or unfreezes) an instance that is not running, then
+	// Start starts (or unfreezes) an instance that is not running, runs
+	// its provision when a reason says it is due (ProvisionNeeded), then
 	// ensures its app container matches ContainerHash: Docker cannot be
 	// seen in a stopped instance, so that part is decided at apply time.
 	Start
@@ -170,6 +171,20 @@ type Step struct {
 	// Target is the cluster member a create or recreate builds the
 	// instance on ("" on a single host).
 	Target string `json:"target,omitempty"`
+}
+
+// ProvisionNeeded reports whether the step must run the app's provision:
+// a Provision step, or a Start whose reasons include the provision.
+func (s Step) ProvisionNeeded() bool {
+	if s.Action == Provision {
+		return true
+	}
+	for _, r := range s.Reasons {
+		if r.Field == "system.provision" || r.Field == "system.provision.every" {
+			return true
+		}
+	}
+	return false
 }
 
 // Conflict is an instance whose name an app wants but that is not berth's

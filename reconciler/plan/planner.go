@@ -414,8 +414,13 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 	case !running:
 		// Docker cannot be seen in a stopped instance: Start also ensures
 		// the app container (ContainerHash) once the instance is up.
-		step(Start, Reason{Field: "status", Old: inst.Status, New: StatusRunning})
-		provision()
+		// A provision due runs in the same step, between the start of
+		// the instance and that of its container.
+		reasons := []Reason{{Field: "status", Old: inst.Status, New: StatusRunning}}
+		if r, ok := pl.provisionReason(a, inst); ok {
+			reasons = append(reasons, r)
+		}
+		step(Start, reasons...)
 	case !a.app.Spec.HasContainer():
 		// A plain managed system: no Docker to look at.
 		provision()
