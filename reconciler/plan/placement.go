@@ -157,29 +157,52 @@ func (p *placer) recreateOn(inst *Instance) string {
 	return p.move(inst.Location)
 }
 
-// standIns are the reasons for stand-in replicas: one per replica of app
-// (slot below replicas) whose member has been offline for longer than
-// placement.replaceUnreachable. LXD keeps the lost instance's name (it
-// cannot be deleted or recreated while its member is down), so a stand-in
-// takes a new slot, never that name.
-func (pl *planner) standIns(app *spec.App, replicas int) []Reason {
+// standIns decides the stand-in replicas of app, which take the slots
+// after its spec's replicas: one is built (a reason in due) per replica
+// whose member has been offline for longer than
+// placement.replaceUnreachable; and keep of those already there stay while
+// as many replicas are still not ready — lost, or back but not serving
+// yet — so a stand-in is scaled down only once what it stands in for
+// serves again. With the members unknown (their list failed) every
+// stand-in stays. LXD keeps a lost instance's name (it cannot be deleted
+// or recreated while its member is down), so a stand-in never takes it.
+func (pl *planner) standIns(app *spec.App, replicas int) (due []Reason, keep int) {
 	pm := app.Spec.System.Placement
-	if pm == nil || pm.ReplaceUnreachable <= 0 || pl.at.IsZero() {
-		return nil
+	if pm == nil || pm.ReplaceUnreachable <= 0 {
+		return nil, 0
 	}
-	var out []Reason
+	notReady, located := 0, false
 	for slot := range replicas {
 		inst := pl.lookup(ownership.InstanceName(app.Metadata.Name, slot))
 		if inst == nil || (inst.Config[ownership.KeyOwner] != "" && inst.Config[ownership.KeyOwner] != pl.policy.Owner) {
 			continue
 		}
-		m := pl.members[inst.Location]
+		located = located || (inst.Location != "" && inst.Location != "none")
 		why, lost := pl.unreachable(inst)
-		if !lost || m.Since.IsZero() || pl.at.Sub(m.Since) < pm.ReplaceUnreachable.D() {
+		if !lost {
+			if ReplicaAvailability(inst) != Ready {
+				notReady++
+			}
 			continue
 		}
-		out = append(out, Reason{Field: "placement.replaceUnreachable", Old: inst.Name + " " + why + " since " + m.Since.UTC().Format(time.RFC3339), New: "stand-in"})
+		notReady++
+		m := pl.members[inst.Location]
+		if pl.at.IsZero() || m.Since.IsZero() || pl.at.Sub(m.Since) < pm.ReplaceUnreachable.D() {
+			continue
+		}
+		due = append(due, Reason{Field: "placement.replaceUnreachable", Old: inst.Name + " " + why + " since " + m.Since.UTC().Format(time.RFC3339), New: "stand-in"})
 	}
-	slices.SortFunc(out, func(x, y Reason) int { return cmp.Compare(x.Old, y.Old) })
-	return out
+	extra := 0
+	for _, r := range pl.owned[app.Metadata.Name] {
+		if r.slot >= replicas {
+			extra++
+		}
+	}
+	keep = min(extra, notReady)
+	if len(pl.members) == 0 && located && extra > 0 {
+		pl.warnf("app %s: the cluster's members are unknown this run: its %d replicas beyond %d are kept", app.Metadata.Name, extra, replicas)
+		keep = extra
+	}
+	slices.SortFunc(due, func(x, y Reason) int { return cmp.Compare(x.Old, y.Old) })
+	return due, keep
 }

@@ -173,3 +173,43 @@ func TestPlacementStandInsForALostMember(t *testing.T) {
 		t.Errorf("member back: %q", got)
 	}
 }
+
+// TestPlacementStandInsStayUntilTheyAreNotNeeded: a stand-in is kept while
+// what it stands in for is lost, even when this process cannot tell for
+// how long (a restarted daemon, a fresh CLI, members not listed), and
+// while the replica back from its member is not ready yet.
+func TestPlacementStandInsStayUntilTheyAreNotNeeded(t *testing.T) {
+	app := with(testApp("web", 3), func(a *spec.App) {
+		a.Spec.System.Placement = &spec.Placement{Spread: spec.SpreadMembers, ReplaceUnreachable: spec.Duration(5 * time.Minute)}
+	})
+	insts := append(fleet(app), converged(app, 3))
+	for i := range insts {
+		insts[i].Location = "m" + string(rune('1'+i%3))
+	}
+	insts[3].Location = "m1"
+	keys := insts[2].Config
+	insts[2].Status, insts[2].Config = "Error", nil
+	now := time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC)
+	members := cluster("Online", "Online", "Offline")
+	members[2].Since = now // as a daemon that just started sees it
+	obs := Observed{Instances: insts, Members: members, At: now}
+	if pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{}); len(pl.Steps) != 0 {
+		t.Errorf("timer reset: %q", stepLines(pl))
+	}
+	obs.Members = nil
+	if pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{}); len(pl.Steps) != 0 || len(pl.Warnings) == 0 {
+		t.Errorf("members unknown: %q %q", stepLines(pl), pl.Warnings)
+	}
+	// Back, but its container still starting: the stand-in stays.
+	obs.Members = cluster("Online", "Online", "Online")
+	obs.Instances[2].Status, obs.Instances[2].Config = StatusRunning, keys
+	obs.Instances[2].Container.Health = "starting"
+	if pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{}); len(pl.Steps) != 0 {
+		t.Errorf("back, not ready: %q", stepLines(pl))
+	}
+	obs.Instances[2].Container.Health = "healthy"
+	pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{})
+	if got := stepLines(pl); !slices.Equal(got, []string{"1 web-3 delete (replicas: 4 → 3)"}) {
+		t.Errorf("back and ready: %q", got)
+	}
+}

@@ -207,8 +207,9 @@ func (pl *planner) planApp(app *spec.App) {
 	// Stand-ins for replicas lost with their member take the slots after
 	// the spec's: kept while they are needed, scaled down once the
 	// member is back.
-	standIns := pl.standIns(app, a.replicas)
-	a.replicas += len(standIns)
+	standIns, keep := pl.standIns(app, a.replicas)
+	specReplicas := a.replicas
+	a.replicas += max(len(standIns), keep)
 
 	bySlot := make([]*Instance, a.replicas)
 	var extra []replica
@@ -241,16 +242,18 @@ func (pl *planner) planApp(app *spec.App) {
 			if pl.conflict(a.name, name) {
 				continue
 			}
+			why := replicasReason
+			if k := slot - specReplicas; k >= len(standIns) {
+				continue // a stand-in kept, not one to build
+			} else if k >= 0 {
+				why = standIns[k]
+			}
 			target := ""
 			if a.placer != nil {
 				if target = a.placer.pick(); target == "" {
 					pl.warnf("app %s: no online cluster member its placement allows: %s is not created", a.name, name)
 					continue
 				}
-			}
-			why := replicasReason
-			if k := slot - (a.replicas - len(standIns)); k >= 0 {
-				why = standIns[k]
 			}
 			quiet = append(quiet, slotSteps{slot: slot, steps: []Step{{
 				App: a.name, Slot: slot, Instance: name, Action: Create,
