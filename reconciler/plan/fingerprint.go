@@ -37,7 +37,7 @@ func (p Plan) Fingerprint(observed Observed) string {
 		insts[i] = &observed.Instances[i]
 	}
 	slices.SortStableFunc(insts, func(a, b *Instance) int { return cmp.Compare(a.Name, b.Name) })
-	return fingerprint(insts, p.Owner, p.wantedNames())
+	return fingerprint(insts, p.Owner, p.wantedNames(), observed.Members, observed.Images)
 }
 
 // Stale reports whether observed no longer matches the state the plan was
@@ -61,7 +61,7 @@ func (p Plan) wantedNames() map[string]bool {
 }
 
 // fingerprint hashes insts, which are sorted by name.
-func fingerprint(insts []*Instance, owner string, wanted map[string]bool) string {
+func fingerprint(insts []*Instance, owner string, wanted map[string]bool, members []Member, images []Image) string {
 	h := sha256.New()
 	var e canonEncoder
 	for i := 0; i < len(insts); {
@@ -90,6 +90,8 @@ func fingerprint(insts []*Instance, owner string, wanted map[string]bool) string
 		}
 		i = j
 	}
+	e.world(members, images)
+	h.Write(e.buf)
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
@@ -148,11 +150,49 @@ func (e *canonEncoder) instance(inst *Instance) {
 	}
 	e.buf = append(e.buf, `,"dockerError":`...)
 	e.buf = strconv.AppendBool(e.buf, inst.DockerError != "")
+	// Written only when set, so that fingerprints of what has none stay
+	// as they were before placement and base images were planned.
+	if inst.Location != "" {
+		e.buf = append(e.buf, `,"location":`...)
+		e.str(inst.Location)
+	}
+	if inst.BaseImage != "" {
+		e.buf = append(e.buf, `,"baseImage":`...)
+		e.str(inst.BaseImage)
+	}
 	e.buf = append(e.buf, "}\n"...)
 }
 
+// world writes what planning reads besides the instances: the members'
+// statuses and where the image aliases point.
+func (e *canonEncoder) world(members []Member, images []Image) {
+	for _, m := range members {
+		e.buf = append(e.buf, `{"member":`...)
+		e.str(m.Name)
+		e.buf = append(e.buf, `,"status":`...)
+		e.str(m.Status)
+		e.buf = append(e.buf, "}\n"...)
+	}
+	for _, img := range images {
+		if len(img.Aliases) == 0 {
+			continue
+		}
+		e.buf = append(e.buf, `{"image":`...)
+		e.str(img.Fingerprint)
+		e.buf = append(e.buf, `,"aliases":[`...)
+		for i, a := range img.Aliases {
+			if i > 0 {
+				e.buf = append(e.buf, ',')
+			}
+			e.str(a)
+		}
+		e.buf = append(e.buf, "]}\n"...)
+	}
+}
+
 // fingerprintKeys are berth's keys that planning reads.
-var fingerprintKeys = []string{ownership.KeyApp, ownership.KeyConfigKeys, ownership.KeyImage, ownership.KeyOwner, ownership.KeySlot, ownership.KeySystemHash}
+var fingerprintKeys = []string{ownership.KeyApp, ownership.KeyConfigKeys, ownership.KeyImage, ownership.KeyOwner,
+	ownership.KeyProvisionHash, ownership.KeyProvisionedAt, ownership.KeySlot, ownership.KeySystemHash, ownership.KeySystemOnly}
 
 // managedConfig writes the config keys planning reads: berth's own and
 // those its config-keys list names. Looking them up beats walking and

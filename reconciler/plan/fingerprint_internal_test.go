@@ -19,7 +19,9 @@ func TestCanonEncoderMatchesJSON(t *testing.T) {
 	// What planning reads of the config: no volatile.*, image.* or revision.
 	cfg := map[string]string{}
 	for _, k := range append(fingerprintKeys, "cloud-init.user-data", "limits.cpu", "limits.memory", "security.nesting") {
-		cfg[k] = inst.Config[k]
+		if v, ok := inst.Config[k]; ok {
+			cfg[k] = v
+		}
 	}
 	type fpContainer struct {
 		Name  string `json:"name"`
@@ -36,8 +38,9 @@ func TestCanonEncoderMatchesJSON(t *testing.T) {
 		Devices     map[string]map[string]string `json:"devices"`
 		Container   *fpContainer                 `json:"container"`
 		DockerError bool                         `json:"dockerError"`
+		BaseImage   string                       `json:"baseImage,omitempty"`
 	}{inst.Name, inst.Status, cfg, inst.Profiles, inst.Devices,
-		&fpContainer{inst.Container.Name, inst.Container.ID, inst.Container.Image, inst.Container.State, inst.Container.Labels[ownership.LabelContainerHash]}, false}
+		&fpContainer{inst.Container.Name, inst.Container.ID, inst.Container.Image, inst.Container.State, inst.Container.Labels[ownership.LabelContainerHash]}, false, inst.BaseImage}
 	b, err := json.Marshal(want)
 	if err != nil {
 		t.Fatal(err)

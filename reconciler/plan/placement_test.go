@@ -213,3 +213,24 @@ func TestPlacementStandInsStayUntilTheyAreNotNeeded(t *testing.T) {
 		t.Errorf("back and ready: %q", got)
 	}
 }
+
+// TestStaleSeesMembersAndAliases: a plan made before a member was lost or
+// an alias moved is stale when applied after.
+func TestStaleSeesMembersAndAliases(t *testing.T) {
+	app := testApp("web", 2)
+	obs := Observed{Instances: fleet(app), Members: cluster("Online", "Online"),
+		Images: []Image{{Fingerprint: "abc123", Aliases: []string{"debian-docker"}}}}
+	pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{})
+	if pl.Stale(obs) {
+		t.Fatal("stale against its own observe")
+	}
+	lost := obs
+	lost.Members = cluster("Online", "Offline")
+	moved := obs
+	moved.Images = []Image{{Fingerprint: "def456", Aliases: []string{"debian-docker"}}}
+	for name, o := range map[string]Observed{"member lost": lost, "alias moved": moved} {
+		if !pl.Stale(o) {
+			t.Errorf("%s: the plan is not stale", name)
+		}
+	}
+}

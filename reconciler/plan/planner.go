@@ -73,6 +73,8 @@ type planner struct {
 	members     map[string]*Member   // cluster members by name; empty on a single host
 	memberNames []string             // sorted
 	at          time.Time            // Observed.At
+	memberList  []Member             // Observed.Members, for the fingerprint
+	imageList   []Image              // Observed.Images, for the fingerprint
 
 	warnings []string
 	plan     Plan
@@ -112,6 +114,7 @@ func (pl *planner) indexDesired() {
 
 func (pl *planner) indexObserved(observed Observed) {
 	pl.at = observed.At
+	pl.memberList, pl.imageList = observed.Members, observed.Images
 	pl.indexMembers(observed.Members)
 	pl.images = map[string]*Image{}
 	for i := range observed.Images {
@@ -636,5 +639,5 @@ func (pl *planner) finish() {
 	slices.SortStableFunc(pl.plan.Steps, func(x, y Step) int { return cmp.Compare(x.App, y.App) })
 	slices.Sort(pl.warnings)
 	pl.plan.Warnings = slices.Compact(pl.warnings)
-	pl.plan.ObservedFingerprint = fingerprint(pl.instances, pl.policy.Owner, pl.plan.wantedNames())
+	pl.plan.ObservedFingerprint = fingerprint(pl.instances, pl.policy.Owner, pl.plan.wantedNames(), pl.memberList, pl.imageList)
 }
