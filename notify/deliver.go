@@ -2,12 +2,16 @@ package notify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,9 +90,16 @@ type queued struct {
 
 func (n *Notifier) init() {
 	n.once.Do(func() {
-		if n.Client == nil {
-			n.Client = &http.Client{}
+		// A forge's token travels in headers that Go's client forwards on
+		// a redirect (PRIVATE-TOKEN, unlike Authorization, even to
+		// another host): a redirect away from the configured host is
+		// refused, on a client of our own so the caller's is left alone.
+		client := http.Client{}
+		if n.Client != nil {
+			client = *n.Client
 		}
+		client.CheckRedirect = sameOrigin
+		n.Client = &client
 		n.Clock = clock.Or(n.Clock)
 		if n.Rand == nil {
 			n.Rand = rand.Float64
@@ -112,6 +123,9 @@ func (n *Notifier) init() {
 			n.BackoffMax = max(DefaultBackoffMax, n.BackoffBase)
 		}
 		for _, t := range n.Targets {
+			if u, ok := t.(interface{ url() string }); ok && cleartext(u.url()) {
+				n.Logger.Warn("notification URL is plain http to a host that is not this one: the outcome (and a forge's token) cross the network in clear; use https", "target", t.Name(), "url", u.url())
+			}
 			n.queues = append(n.queues, &queue{target: t, wake: make(chan struct{}, 1)})
 			n.Metrics.Init(t.Name())
 		}
@@ -259,6 +273,9 @@ func (n *Notifier) attempt(ctx context.Context, t Target, it queued) (retry bool
 	}
 	req.Header.Set("User-Agent", "berth")
 	resp, err := n.Client.Do(req)
+	if errors.Is(err, errRedirect) {
+		return false, 0, err // the same redirect next time
+	}
 	if err != nil {
 		if context.Cause(rctx) == context.DeadlineExceeded && ctx.Err() == nil {
 			err = fmt.Errorf("no answer within %s", n.Timeout)
@@ -292,4 +309,36 @@ func (n *Notifier) backoff(attempt int) time.Duration {
 	}
 	d = min(d, n.BackoffMax)
 	return d/2 + time.Duration(n.Rand()*float64(d/2))
+}
+
+// errRedirect is a redirect berth does not follow.
+var errRedirect = errors.New("redirect refused")
+
+// sameOrigin is the client's CheckRedirect: it follows a redirect only to
+// the same scheme and host (a forge's renamed repository), at most 5, so
+// a token header never reaches another host or goes out in clear.
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	first := via[0].URL
+	if req.URL.Scheme != first.Scheme || !strings.EqualFold(req.URL.Host, first.Host) {
+		return fmt.Errorf("%w: %s to %s://%s (another host)", errRedirect, first.Host, req.URL.Scheme, req.URL.Host)
+	}
+	if len(via) >= 5 {
+		return fmt.Errorf("%w: more than 5", errRedirect)
+	}
+	return nil
+}
+
+// cleartext reports whether raw is a plain http URL to a host other than
+// this machine's loopback.
+func cleartext(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" {
+		return false
+	}
+	host := u.Hostname()
+	if strings.EqualFold(host, "localhost") {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -199,10 +200,12 @@ func TestCommitStatusShapes(t *testing.T) {
 	}
 }
 
-// A receiver verifies the signature with nothing but the shared secret.
+// A receiver verifies the signature with nothing but the shared secret;
+// the signature covers the time and the delivery id, so a request
+// replayed later, or with another id, is refused.
 func TestWebhookIsSignedAndComplete(t *testing.T) {
 	f := newFakeForge(t, http.StatusNoContent)
-	wh := &Webhook{URL: f.srv.URL + "/hook", Secret: func() ([]byte, error) { return []byte("s3cret"), nil }}
+	wh := &Webhook{URL: f.srv.URL + "/hook", Secret: func() ([]byte, error) { return []byte("s3cret"), nil }, Now: func() time.Time { return t0 }}
 	h := newHarness(t, wh)
 	h.start(t)
 	h.n.Notify(report(reconciler.RunError, map[string]string{"web": "Stalled", "api": "Healthy"}, halted))
@@ -210,13 +213,29 @@ func TestWebhookIsSignedAndComplete(t *testing.T) {
 		t.Fatal("not delivered")
 	}
 	r := f.requests()[0]
+	sig, id := r.Header.Get(SignatureHeader), r.Header.Get(DeliveryHeader)
+	// What the README's recipes compute, by hand.
+	ts := strconv.FormatInt(t0.Unix(), 10)
 	mac := hmac.New(sha256.New, []byte("s3cret"))
+	mac.Write([]byte(ts + "." + id + "."))
 	mac.Write(r.Body)
-	if sig := r.Header.Get(SignatureHeader); sig != "sha256="+hex.EncodeToString(mac.Sum(nil)) || !Verify([]byte("s3cret"), r.Body, sig) {
-		t.Errorf("signature %q does not verify", sig)
+	if want := "t=" + ts + ",sha256=" + hex.EncodeToString(mac.Sum(nil)); sig != want {
+		t.Errorf("signature %q, want %q", sig, want)
 	}
-	if Verify([]byte("wrong"), r.Body, r.Header.Get(SignatureHeader)) || Verify([]byte("s3cret"), append(r.Body, ' '), r.Header.Get(SignatureHeader)) {
-		t.Error("a wrong secret or a changed body verifies")
+	if err := Verify([]byte("s3cret"), r.Body, id, sig, t0.Add(time.Minute), DefaultMaxAge); err != nil {
+		t.Errorf("signature %q does not verify: %v", sig, err)
+	}
+	for name, err := range map[string]error{
+		"a wrong secret":      Verify([]byte("wrong"), r.Body, id, sig, t0, DefaultMaxAge),
+		"a changed body":      Verify([]byte("s3cret"), append(r.Body, ' '), id, sig, t0, DefaultMaxAge),
+		"another delivery id": Verify([]byte("s3cret"), r.Body, strings.Repeat("0", 32), sig, t0, DefaultMaxAge),
+		"a replay 6m later":   Verify([]byte("s3cret"), r.Body, id, sig, t0.Add(6*time.Minute), DefaultMaxAge),
+		"a forged time":       Verify([]byte("s3cret"), r.Body, id, strings.Replace(sig, "t="+ts, "t="+strconv.FormatInt(t0.Unix()+360, 10), 1), t0.Add(6*time.Minute), DefaultMaxAge),
+		"the body-only form":  Verify([]byte("s3cret"), r.Body, id, sig[strings.Index(sig, ",")+1:], t0, DefaultMaxAge),
+	} {
+		if err == nil {
+			t.Errorf("%s verifies", name)
+		}
 	}
 	if r.Header.Get(EventHeader) != "run" || len(r.Header.Get(DeliveryHeader)) != 32 {
 		t.Errorf("headers: %v", r.Header)
@@ -436,5 +455,76 @@ func TestPendingKeyOnGitLab(t *testing.T) {
 	}
 	if f := (Outcome{Revision: sha, State: Failure, Description: "x"}); gl.Key(a) == gl.Key(f) {
 		t.Error("a failure after pending is not posted on GitLab")
+	}
+}
+
+// A forge's token never follows a redirect to another host: GitLab's
+// PRIVATE-TOKEN is a header Go's client would forward there. The
+// delivery fails at once (the same redirect would come again).
+func TestRedirectToAnotherHostIsRefused(t *testing.T) {
+	other := newFakeForge(t, http.StatusCreated)
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// localhost and 127.0.0.1 are other hosts to the client.
+		http.Redirect(w, r, strings.Replace(other.srv.URL, "127.0.0.1", "localhost", 1)+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirector.Close)
+	cs := &CommitStatus{Forge: GitLab, API: redirector.URL + "/api/v4", Repo: "acme/apps", Context: "berth",
+		Token: func() (string, error) { return "glpat-secret", nil }}
+	h := newHarness(t, cs)
+	h.start(t)
+	h.n.Notify(report(reconciler.RunOK, map[string]string{"web": "Healthy"}, nil))
+	if h.finished(t) {
+		t.Fatal("delivered through a redirect to another host")
+	}
+	for _, r := range other.requests() {
+		t.Errorf("the other host got %s %s with PRIVATE-TOKEN %q", r.Method, r.Path, r.Header.Get("PRIVATE-TOKEN"))
+	}
+	if n := h.count(h.n.Metrics.failures, "gitlab"); n != 1 {
+		t.Errorf("failures metric %v, want 1 (no retries)", n)
+	}
+}
+
+// A redirect on the same host (a renamed repository) is followed.
+func TestRedirectOnTheSameHostIsFollowed(t *testing.T) {
+	var mu sync.Mutex
+	var tokens []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/old"); ok {
+			http.Redirect(w, r, rest, http.StatusTemporaryRedirect)
+			return
+		}
+		mu.Lock()
+		tokens = append(tokens, r.Header.Get("PRIVATE-TOKEN"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+	}))
+	t.Cleanup(srv.Close)
+	cs := &CommitStatus{Forge: GitLab, API: srv.URL + "/old/api/v4", Repo: "acme/apps", Context: "berth",
+		Token: func() (string, error) { return "glpat-secret", nil }}
+	h := newHarness(t, cs)
+	h.start(t)
+	h.n.Notify(report(reconciler.RunOK, map[string]string{"web": "Healthy"}, nil))
+	if !h.finished(t) {
+		t.Fatal("not delivered through a same-host redirect")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(tokens) != 1 || tokens[0] != "glpat-secret" {
+		t.Errorf("tokens at the new path: %q", tokens)
+	}
+}
+
+func TestCleartext(t *testing.T) {
+	for raw, want := range map[string]bool{
+		"http://127.0.0.1:8080/hook":  false,
+		"http://localhost/hook":       false,
+		"http://[::1]:9/hook":         false,
+		"https://hooks.example/x":     false,
+		"http://hooks.example/x":      true,
+		"http://10.213.87.5:3000/api": true,
+	} {
+		if got := cleartext(raw); got != want {
+			t.Errorf("cleartext(%q) = %v, want %v", raw, got, want)
+		}
 	}
 }

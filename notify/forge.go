@@ -88,6 +88,8 @@ func (c *CommitStatus) Check() error {
 	return nil
 }
 
+func (c *CommitStatus) url() string { return c.API }
+
 // Name is the target's label in metrics and logs.
 func (c *CommitStatus) Name() string { return string(c.Forge) }
 

@@ -9,17 +9,21 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // Headers of a webhook delivery.
 const (
-	// SignatureHeader carries "sha256=" and the hex HMAC-SHA256 of the raw
-	// request body, keyed with the shared secret: the scheme of GitHub's
-	// X-Hub-Signature-256, so receivers that check those check this.
+	// SignatureHeader carries "t=<unix seconds>,sha256=<hex>": the time
+	// of the attempt and the hex HMAC-SHA256, keyed with the shared
+	// secret, of "<t>.<delivery id>.<raw body>". Signing the time and the
+	// id (the scheme of Stripe's signatures) lets a receiver refuse a
+	// captured request replayed later (an old t) or again (an id seen).
 	SignatureHeader = "X-Berth-Signature"
 	// EventHeader names the event; "run" is the only one so far.
 	EventHeader = "X-Berth-Event"
@@ -42,7 +46,11 @@ type Webhook struct {
 	URL string
 	// Secret returns the HMAC key; it is read for each delivery.
 	Secret func() ([]byte, error)
+	// Now stamps each attempt's signature; default time.Now.
+	Now func() time.Time
 }
+
+func (w *Webhook) url() string { return w.URL }
 
 // Check reports a configuration that cannot work.
 func (w *Webhook) Check() error {
@@ -81,32 +89,53 @@ func (w *Webhook) Request(ctx context.Context, o Outcome, delivery string) (*htt
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(EventHeader, "run")
 	req.Header.Set(DeliveryHeader, delivery)
-	req.Header.Set(SignatureHeader, Sign(secret, body))
+	now := time.Now
+	if w.Now != nil {
+		now = w.Now
+	}
+	req.Header.Set(SignatureHeader, Sign(secret, now(), delivery, body))
 	return req, nil
 }
 
-// Sign returns the signature header's value for body: "sha256=" and the
-// hex HMAC-SHA256 of body keyed with secret.
-func Sign(secret, body []byte) string {
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+// Sign returns the signature header's value: "t=<unix seconds>,sha256="
+// and the hex HMAC-SHA256, keyed with secret, of "<t>.<delivery>.<body>".
+func Sign(secret []byte, t time.Time, delivery string, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	return "t=" + ts + ",sha256=" + hex.EncodeToString(signature(secret, ts, delivery, body))
 }
 
-// Verify reports whether header is body's signature with secret. It
-// compares in constant time; a receiver written in Go can call it as is.
-func Verify(secret, body []byte, header string) bool {
-	hexSum, ok := strings.CutPrefix(header, "sha256=")
-	if !ok {
-		return false
-	}
-	got, err := hex.DecodeString(hexSum)
-	if err != nil {
-		return false
-	}
+func signature(secret []byte, ts, delivery string, body []byte) []byte {
 	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(ts + "." + delivery + "."))
 	mac.Write(body)
-	return hmac.Equal(got, mac.Sum(nil))
+	return mac.Sum(nil)
+}
+
+// DefaultMaxAge is how old a signature a receiver should take: berth
+// signs each attempt anew, so only a delayed or replayed request is older.
+const DefaultMaxAge = 5 * time.Minute
+
+// Verify checks a delivery: header (X-Berth-Signature) must be the
+// signature, with secret, of body and delivery (X-Berth-Delivery), made
+// within maxAge of now either way (clocks drift). It compares in
+// constant time; a receiver written in Go can call it as is, and should
+// also drop a delivery id it has seen within maxAge.
+func Verify(secret, body []byte, delivery, header string, now time.Time, maxAge time.Duration) error {
+	ts, sum, ok := strings.Cut(header, ",")
+	ts, okT := strings.CutPrefix(ts, "t=")
+	sum, okS := strings.CutPrefix(sum, "sha256=")
+	unix, err := strconv.ParseInt(ts, 10, 64)
+	if !ok || !okT || !okS || err != nil {
+		return errors.New("signature: want t=<unix seconds>,sha256=<hex>")
+	}
+	got, err := hex.DecodeString(sum)
+	if err != nil || !hmac.Equal(got, signature(secret, ts, delivery, body)) {
+		return errors.New("signature does not match")
+	}
+	if age := now.Sub(time.Unix(unix, 0)); age > maxAge || age < -maxAge {
+		return fmt.Errorf("signature made %s from now, more than %s: a replay or a clock off", age.Round(time.Second), maxAge)
+	}
+	return nil
 }
 
 // newDeliveryID is a random 128-bit id in hex.

@@ -37,7 +37,7 @@ func checkOutputMarkdown(o string) error {
 // bidi characters, newlines), delimited by more backticks than it holds.
 func mdCode(s string) string {
 	if s == "" {
-		return "*(unset)*"
+		return "(unset)" // plain: the comment has no emphasis a value could fake
 	}
 	s = safeText(s)
 	delim := strings.Repeat("`", longestRun(s, '`')+1)
@@ -217,12 +217,26 @@ func planMarkdown(pl plan.Plan) string {
 	return b.String()
 }
 
-// recreateFields are the spec fields that LXD cannot change on a live
-// instance: changing one recreates every replica (as the planner does).
+// recreateField reports whether a change of the spec field at path
+// recreates replicas, as the planner does: LXD cannot change these on a
+// live instance. A placement change recreates the replicas on members it
+// no longer allows elsewhere: it moves them.
 func recreateField(path string) bool {
 	p := strings.TrimPrefix(path, "spec.")
 	return slices.Contains([]string{"system.image", "system.profiles", "system.cloudInit", "system.ephemeral"}, p) ||
-		strings.HasPrefix(p, "system.devices.")
+		strings.HasPrefix(p, "system.devices.") || movesReplicas(p)
+}
+
+func movesReplicas(path string) bool {
+	return strings.HasPrefix(strings.TrimPrefix(path, "spec."), "system.placement.")
+}
+
+// reprovisionField reports whether a change of the field at path re-runs the
+// provision on each live replica (what the provision puts in the
+// instance: its files and its command), without recreating it.
+func reprovisionField(f fieldChange) bool {
+	p := strings.TrimPrefix(f.Path, "spec.")
+	return (p == "system.provision.files" || p == "system.provision.run") && f.New != ""
 }
 
 // defaultMaxPrune is --max-prune's default: a diff warns of a prune the
@@ -254,7 +268,7 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 		}
 	}
 	fmt.Fprintf(&b, "**%d app%s added, %d changed, %d removed.**\n\n", added, plural(added), changed, removed)
-	var images, recreates, others []string
+	var images, recreates, reprovisions, others []string
 	var warnings []string
 	b.WriteString("| App | Change | Replicas | Instances |\n|---|---|---|---|\n")
 	for _, a := range d.Apps {
@@ -270,23 +284,42 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 			inst = append(inst, "−"+mdCode(n))
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", mdCell(mdCode(a.Name)), a.Change, replicas, mdCell(strings.Join(inst, " ")))
-		var recreate []string
+		var recreate, moves, reprovision []string
 		for _, f := range a.Fields {
 			path := strings.TrimPrefix(f.Path, "spec.")
 			if what, ok := imageFields[path]; ok {
 				images = append(images, fmt.Sprintf("- %s %s: %s → %s", mdCode(a.Name), what, mdValue(f.Old), mdValue(f.New)))
-				if path == "system.image" {
-					recreate = append(recreate, path)
+				switch {
+				case path == "system.image":
+					recreate = append(recreate, mdCode(path))
+				// container.image is required: with no old (or no new)
+				// value the app gains (or loses) its container, and every
+				// replica is created again with (or without) Docker.
+				case path == "container.image" && f.Old == "":
+					recreate = append(recreate, mdCode("container")+" added (system-only → container)")
+				case path == "container.image" && f.New == "":
+					recreate = append(recreate, mdCode("container")+" removed (container → system-only)")
 				}
 				continue
 			}
-			if recreateField(f.Path) {
-				recreate = append(recreate, path)
+			switch {
+			case movesReplicas(f.Path):
+				moves = append(moves, mdCode(path))
+			case recreateField(f.Path):
+				recreate = append(recreate, mdCode(path))
+			case reprovisionField(f):
+				reprovision = append(reprovision, mdCode(path))
 			}
 			others = append(others, fmt.Sprintf("- %s %s: %s → %s", mdCode(a.Name), mdCode(path), mdValue(f.Old), mdValue(f.New)))
 		}
 		if len(recreate) > 0 {
-			recreates = append(recreates, fmt.Sprintf("- %s, every replica: %s", mdCode(a.Name), mdCodes(recreate)))
+			recreates = append(recreates, fmt.Sprintf("- %s, every replica: %s", mdCode(a.Name), strings.Join(recreate, ", ")))
+		}
+		if len(moves) > 0 {
+			recreates = append(recreates, fmt.Sprintf("- %s, each replica on a member the placement no longer allows (moves replicas): %s", mdCode(a.Name), strings.Join(moves, ", ")))
+		}
+		if len(reprovision) > 0 {
+			reprovisions = append(reprovisions, fmt.Sprintf("- %s, every replica: %s", mdCode(a.Name), strings.Join(reprovision, ", ")))
 		}
 		if a.Change == "removed" {
 			pruned += a.Replicas.Old
@@ -299,6 +332,10 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 	if len(recreates) > 0 {
 		b.WriteString("\n**Recreated, not patched in place** (these fields cannot change on a live instance: each replica is deleted and created again, in a rolling update)\n\n")
 		b.WriteString(strings.Join(recreates, "\n") + "\n")
+	}
+	if len(reprovisions) > 0 {
+		b.WriteString("\n**Re-provisioned in place** (the provision's files are pushed and its command run again on each live replica: not recreated)\n\n")
+		b.WriteString(strings.Join(reprovisions, "\n") + "\n")
 	}
 	if len(others) > 0 {
 		b.WriteString("\n**Other changes**\n\n" + strings.Join(others, "\n") + "\n")

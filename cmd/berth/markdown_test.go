@@ -126,6 +126,45 @@ func TestDiffMarkdownGolden(t *testing.T) {
 	}
 }
 
+// sysApp is a system-only app (no container) with extra system lines.
+func sysApp(name, extra string) string {
+	return "apiVersion: berth/v1\nkind: App\nmetadata:\n  name: " + name + "\nspec:\n  replicas: 2\n  system:\n    image: berth/busybox\n" + extra
+}
+
+// TestDiffMarkdownRecreatesGolden: an app that gains its container and
+// one that loses it recreate every replica (the planner does); a
+// placement change moves replicas (a recreate); a provision change is
+// re-run in place, not a recreate.
+func TestDiffMarkdownRecreatesGolden(t *testing.T) {
+	withContainer := func(name string) string {
+		return sysApp(name, "") + "  container:\n    image: 127.0.0.1:5000/berth/hello:1\n"
+	}
+	old := loadApps(t, map[string]string{
+		"gains.yaml":  sysApp("gains", ""),
+		"loses.yaml":  withContainer("loses"),
+		"moves.yaml":  sysApp("moves", "    placement: {members: [m1, m2]}\n"),
+		"reprov.yaml": sysApp("reprov", "    provision: {run: [echo one]}\n"),
+	})
+	new := loadApps(t, map[string]string{
+		"gains.yaml":  withContainer("gains"),
+		"loses.yaml":  sysApp("loses", ""),
+		"moves.yaml":  sysApp("moves", "    placement: {members: [m2, m3]}\n"),
+		"reprov.yaml": sysApp("reprov", "    provision: {run: [echo two]}\n"),
+	})
+	md := diffSpecs(fromCommit, toCommit, old, new).markdown(8, 4)
+	compareGolden(t, filepath.Join("testdata", "markdown", "diff-recreates.md"), []byte(md))
+	checkMarkdown(t, md, nil)
+	recreated, _, _ := strings.Cut(md[strings.Index(md, "**Recreated"):], "\n\n**")
+	for _, app := range []string{"gains", "loses", "moves"} {
+		if !strings.Contains(recreated, "`"+app+"`") {
+			t.Errorf("%s is not listed as recreated:\n%s", app, md)
+		}
+	}
+	if strings.Contains(recreated, "`reprov`") || !strings.Contains(md, "**Re-provisioned in place**") {
+		t.Errorf("a provision change is a recreate, or not said:\n%s", md)
+	}
+}
+
 // hostileMD tries everything a Markdown value can do: close a code span,
 // split a table row, raw HTML, a javascript: link, an image, a mention,
 // emphasis, a heading and a list item on a forged line, an HTML entity,

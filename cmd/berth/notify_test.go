@@ -97,7 +97,7 @@ func newForgeRecorder(t *testing.T, secret string) *forgeRecorder {
 				Auth: r.Header.Get("Authorization"), State: b.State, Description: b.Description, Context: b.Context, Link: b.Link})
 			w.WriteHeader(http.StatusCreated)
 		case r.Method == "POST" && r.URL.Path == "/hook":
-			if !notify.Verify([]byte(secret), body, r.Header.Get(notify.SignatureHeader)) {
+			if notify.Verify([]byte(secret), body, r.Header.Get(notify.DeliveryHeader), r.Header.Get(notify.SignatureHeader), time.Now(), notify.DefaultMaxAge) != nil {
 				f.badSigs++
 				http.Error(w, "bad signature", http.StatusUnauthorized)
 				return

@@ -100,10 +100,14 @@ func runScript(t *testing.T, dir, script string, env ...string) {
 // notesAPI is a fake comments API: GET lists, POST adds, PUT or PATCH on
 // <list>/<id> (GitLab) or comments/<id> (GitHub) updates.
 type notesAPI struct {
-	mu     sync.Mutex
-	notes  []map[string]any
-	writes []string // "POST", "PUT 1", ...
-	auth   []string
+	// userPath, if set, answers GET with {"id": me}, the token's user
+	// (GitLab's /user); notes posted are by me.
+	userPath string
+	me       int
+	mu       sync.Mutex
+	notes    []map[string]any
+	writes   []string // "POST", "PUT 1", ...
+	auth     []string
 }
 
 func (n *notesAPI) handler(listPath, itemPrefix, authHeader string) http.Handler {
@@ -120,10 +124,12 @@ func (n *notesAPI) handler(listPath, itemPrefix, authHeader string) http.Handler
 			}
 		}
 		switch {
+		case r.Method == "GET" && n.userPath != "" && r.URL.Path == n.userPath:
+			_ = json.NewEncoder(w).Encode(map[string]int{"id": n.me})
 		case r.Method == "GET" && r.URL.Path == listPath:
 			_ = json.NewEncoder(w).Encode(n.notes)
 		case r.Method == "POST" && r.URL.Path == listPath:
-			n.notes = append(n.notes, map[string]any{"id": len(n.notes) + 1, "body": in.Body, "user": map[string]string{"login": "github-actions[bot]"}})
+			n.notes = append(n.notes, map[string]any{"id": len(n.notes) + 1, "body": in.Body, "user": map[string]string{"login": "github-actions[bot]"}, "author": map[string]int{"id": n.me}})
 			n.writes = append(n.writes, "POST")
 			w.WriteHeader(http.StatusCreated)
 			_, _ = w.Write([]byte(`{}`))
@@ -164,8 +170,14 @@ func TestGitHubActionsSample(t *testing.T) {
 		t.Fatalf("steps: %v", steps)
 	}
 
+	// Every path: a provision file may live anywhere in the repository.
+	if pr, ok := wf.On["pull_request"].(map[string]any); !ok || pr["paths"] != nil || pr["paths-ignore"] != nil {
+		t.Errorf("pull_request trigger %v: want every path", wf.On["pull_request"])
+	}
+
 	r, base, head, bin := ciRepo(t)
-	api := &notesAPI{notes: []map[string]any{}}
+	// Someone else's comment with the marker is not the one to update.
+	api := &notesAPI{notes: []map[string]any{{"id": 1, "body": "me too <!-- berth-diff -->", "user": map[string]string{"login": "mallory"}}}}
 	srv := httptest.NewServer(api.handler("/repos/acme/apps/issues/7/comments", "/repos/acme/apps/issues/comments/", "Authorization"))
 	defer srv.Close()
 	// gh is not on this machine: a stub that does what `gh api` does with
@@ -205,7 +217,7 @@ if [ -n "$jqf" ]; then curl "${args[@]}" | jq -r "$jqf"; else curl "${args[@]}";
 	if s, _ := os.ReadFile(summary); !strings.Contains(string(s), "### berth diff") {
 		t.Errorf("step summary:\n%s", s)
 	}
-	if strings.Join(api.writes, ",") != "POST,PATCH 1" || len(api.notes) != 1 || api.notes[0]["body"] != string(body) {
+	if strings.Join(api.writes, ",") != "POST,PATCH 2" || len(api.notes) != 2 || api.notes[1]["body"] != string(body) || api.notes[0]["body"] != "me too <!-- berth-diff -->" {
 		t.Errorf("comments: writes %v, notes %v", api.writes, api.notes)
 	}
 	if api.auth[0] != "token ghs_test" {
@@ -224,8 +236,18 @@ func TestGitLabCISample(t *testing.T) {
 		bashSyntax(t, "script line "+jsonInt(i), s)
 	}
 
+	for _, rule := range job.Rules {
+		if rule["changes"] != nil {
+			t.Errorf("rule %v: want every path (a provision file may live anywhere)", rule)
+		}
+	}
+
 	r, base, head, bin := ciRepo(t)
-	api := &notesAPI{notes: []map[string]any{}}
+	// Another participant's note with the marker, newest first as GitLab
+	// lists them with sort=desc, is not the one to update: the token's
+	// user (GET /user) is 5.
+	api := &notesAPI{userPath: "/api/v4/user", me: 5,
+		notes: []map[string]any{{"id": 1, "body": "me too <!-- berth-diff -->", "author": map[string]int{"id": 99}}}}
 	srv := httptest.NewServer(api.handler("/api/v4/projects/42/merge_requests/7/notes", "/api/v4/projects/42/merge_requests/7/notes/", "Private-Token"))
 	defer srv.Close()
 	env := []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "BERTH_DIR=" + job.Variables["BERTH_DIR"],
@@ -240,7 +262,8 @@ func TestGitLabCISample(t *testing.T) {
 	if !strings.Contains(string(body), "| `web` | changed | 2 → 3 | +`web-2` |") {
 		t.Errorf("body.md:\n%s", body)
 	}
-	if strings.Join(api.writes, ",") != "POST,PUT 1" || len(api.notes) != 1 || api.notes[0]["body"] != string(body) || api.auth[0] != "glpat-test" {
+	if strings.Join(api.writes, ",") != "POST,PUT 2" || len(api.notes) != 2 || api.notes[1]["body"] != string(body) ||
+		api.notes[0]["body"] != "me too <!-- berth-diff -->" || api.auth[0] != "glpat-test" {
 		t.Errorf("notes: writes %v, notes %v, auth %v", api.writes, api.notes, api.auth)
 	}
 }
