@@ -454,6 +454,12 @@ func TestIsolationBreakingKeys(t *testing.T) {
 			t.Errorf("%s with AllowPrivileged: %v", tt.lines, r.Diagnostics)
 		}
 	}
+	// Each problem of a device is its own, at its own key.
+	r := mustLoadBytes(t, sys(`    devices: {etc: {type: disk, source: /etc, path: /host-etc, shift: "on"}}`+"\n"), Options{})
+	sameLines(t, "two problems", diagStrings(r.Diagnostics), []string{
+		`app.yaml:8:41: spec.system.devices.etc.source: source "/etc" shares the host's "/etc" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`,
+		`app.yaml:8:71: spec.system.devices.etc.shift: shift: "on" maps the container's root to the host's on this disk, so the files it writes there are owned by root on the host; not allowed (berth --allow-privileged permits it)`,
+	})
 	// What keeps the isolation is fine.
 	for _, lines := range []string{
 		`    config: {security.idmap.isolated: "true", security.nesting: "true", security.privileged: "false"}` + "\n",
@@ -661,6 +667,16 @@ func TestProvisionSchemaAgrees(t *testing.T) {
 	}
 	if d, _ := node("spec", "system", "provision", "files", "[]", "source")["description"].(string); !strings.Contains(d, fmt.Sprintf("at most %d MiB", MaxProvisionFileSize>>20)) {
 		t.Errorf("provision.files[].source: description %q does not give the size limit", d)
+	}
+	// Modes and owners are strings, so their bounds are in the
+	// descriptions (and the patterns, checked below).
+	for _, tt := range []struct{ field, want string }{
+		{"mode", fmt.Sprintf("at most %04o", maxFileMode)},
+		{"owner", fmt.Sprintf("from 0 to %d", MaxID)},
+	} {
+		if d, _ := node("spec", "system", "provision", "files", "[]", tt.field)["description"].(string); !strings.Contains(d, tt.want) {
+			t.Errorf("provision.files[].%s: description %q does not say %q", tt.field, d, tt.want)
+		}
 	}
 
 	pattern := func(path ...string) *regexp.Regexp {
