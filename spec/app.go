@@ -234,7 +234,16 @@ var (
 				u.HealthTimeout = t
 			}
 		}},
-		{name: "snapshot", decode: func(d *decoder, v *yaml.Node, u *Update) { u.Snapshot, _ = d.boolean(v) }},
+		{name: "snapshot", decode: func(d *decoder, v *yaml.Node, u *Update) {
+			// Impossible with system.ephemeral, which may come later in
+			// the app: checked once the whole app is read.
+			if b, ok := d.boolean(v); ok {
+				u.Snapshot = b
+				if b {
+					d.snapshot = d.mark(d.resolve(v))
+				}
+			}
+		}},
 		{name: "drainDelay", decode: func(d *decoder, v *yaml.Node, u *Update) { u.DrainDelay = d.drainDelay(v) }},
 	}
 )
@@ -303,6 +312,11 @@ func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 		return app, nil
 	}
 	d.containerless()
+	if app.Spec.System.Ephemeral && d.snapshot != nil {
+		// The snapshot is a stop and a rename of the replica, and LXD
+		// deletes an ephemeral instance as it stops.
+		d.errorAt(d.snapshot, "snapshot cannot work with system.ephemeral: true: taking it stops the replica, and LXD deletes an ephemeral instance when it stops; set one of them to false")
+	}
 	nameNode := d.nameNode
 	if nameNode != nil {
 		// The length check needs replicas, so it runs after spec.
@@ -433,20 +447,27 @@ func (d *decoder) device(n *yaml.Node) map[string]string {
 		return nil
 	}
 	dev := map[string]string{}
+	// Where each key was read, to point at it once the whole device, its
+	// type included, is known.
+	at := map[string]*place{}
 	for _, e := range entries {
 		d.push(e.key, e.k)
 		if v, ok := d.str(e.v, "LXD device values are strings"); ok {
 			dev[e.key] = v
+			at[e.key] = d.mark(d.resolve(e.v))
 			if e.key == "type" && v == "" {
 				d.errorf(d.resolve(e.v), "device type must not be empty")
-			} else if e.key == "type" && hostDeviceTypes[v] && !d.opts.AllowPrivileged {
-				d.errorf(d.resolve(e.v), "device type %q passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)", v)
 			}
 		}
 		d.pop()
 	}
 	_, hasType := dev["type"]
 	d.require(n, map[string]bool{"type": hasType}, "type")
+	if !d.opts.AllowPrivileged {
+		for _, p := range isolationBreakingDevice(dev) {
+			d.errorAt(at[p.key], "%s", p.msg)
+		}
+	}
 	return dev
 }
 

@@ -75,6 +75,9 @@ type decoder struct {
 	hasContainer     bool
 	systemPorts      *place
 	restartContainer *place
+	// snapshot is where a true update.snapshot was written, refused with
+	// system.ephemeral, which may come before or after it.
+	snapshot *place
 	// repo reads provision files for the whole load; provisionPaths are the destinations of the provision
 	// being read, by path, with the index of the file.
 	repo           *provisionReader

@@ -81,7 +81,9 @@ const (
 	// MinProvisionEvery is the shortest provision.every (other than 0,
 	// off): 1m. Its upper bound is MaxDuration.
 	MinProvisionEvery = time.Minute
-	// MaxID bounds the uid and gid of a provision file's owner: the
-	// largest 32-bit id that is not -1.
-	MaxID = 1<<32 - 2
+	// MaxID bounds the uid and gid of a provision file's owner: 65535,
+	// the highest id of an unprivileged container's default id map (65536
+	// ids). LXD cannot write a file owned by an id outside the map; a
+	// larger map is the host's own setup, which the spec cannot see.
+	MaxID = 1<<16 - 1
 )

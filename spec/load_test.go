@@ -138,6 +138,7 @@ func TestLoadBadTree(t *testing.T) {
 		`a.yaml:26:28: spec.system.config["security.privileged"]: privileged system containers are not allowed (berth --allow-privileged permits them)`,
 		`a.yaml:27:16: spec.system.config["raw.lxc"]: expected a string, got integer 1; quote it: "1" (LXD config values are strings)`,
 		`a.yaml:29:13: spec.system.devices.eth0: expected a mapping, got a list`,
+		`a.yaml:30:19: spec.system.devices.gpu.type: device type "gpu" passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`,
 		`a.yaml:30:28: spec.system.devices.gpu.id: expected a string, got integer 0; quote it: "0" (LXD device values are strings)`,
 		`a.yaml:33:11: spec.container.env.HTTP-PORT: "HTTP-PORT" is not a valid environment variable name: use letters, digits and '_', not starting with a digit`,
 		`a.yaml:33:34: spec.container.env.PORT: expected a string, got integer 80; quote it: "80" (environment values are strings)`,

@@ -116,20 +116,27 @@ func (d *decoder) containerless() {
 }
 
 var (
-	// fileModeRE is an octal permission mode of 3 or 4 digits (at most
-	// 07777, setuid, setgid and sticky bits included).
+	// fileModeRE is an octal permission mode of 3 or 4 digits. Its value
+	// is checked apart: at most 0777.
 	fileModeRE = regexp.MustCompile(`^[0-7]{3,4}$`)
 	// fileOwnerRE is a numeric "uid:gid".
 	fileOwnerRE = regexp.MustCompile(`^[0-9]+:[0-9]+$`)
 )
 
+// maxFileMode is the highest mode a provision file may have: permission
+// bits only, as LXD's file API sets no setuid, setgid or sticky bit.
+const maxFileMode = 0o777
+
 // checkFileMode checks a provision file's mode and returns it with 4
 // digits, so that "644" and "0644" are one value (and one hash).
 func checkFileMode(s string) (string, string) {
 	if !fileModeRE.MatchString(s) {
-		return "", fmt.Sprintf(`mode must be an octal permission string like "0644" or "0755" (at most "7777"), got %q`, s)
+		return "", fmt.Sprintf(`mode must be an octal permission string like "0644" or "0755" (at most "0777"), got %q`, s)
 	}
 	v, _ := strconv.ParseUint(s, 8, 32)
+	if v > maxFileMode {
+		return "", fmt.Sprintf(`mode %q has setuid, setgid or sticky bits, which cannot be set through LXD's file API: use at most "0777" here and set them in the provision's command (chmod %s ...)`, s, s)
+	}
 	return fmt.Sprintf("%04o", v), ""
 }
 
@@ -144,7 +151,7 @@ func checkFileOwner(s string) (string, string) {
 	uid, err1 := strconv.ParseUint(u, 10, 64)
 	gid, err2 := strconv.ParseUint(g, 10, 64)
 	if err1 != nil || err2 != nil || uid > MaxID || gid > MaxID {
-		return "", fmt.Sprintf("%s with ids from 0 to %d, got %q", want, uint64(MaxID), s)
+		return "", fmt.Sprintf("owner %q is outside an unprivileged container's default id map: uid and gid must be from 0 to %d", s, MaxID)
 	}
 	return fmt.Sprintf("%d:%d", uid, gid), ""
 }

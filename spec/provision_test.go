@@ -73,7 +73,7 @@ func TestProvisionLoaded(t *testing.T) {
       files:
         - {source: etc/motd, path: /etc/motd}
         - {source: scripts/provision.sh, path: /usr/local/bin/provision, mode: "755", owner: "0001000:100"}
-        - {source: .config/tool.yml, path: /root/.config/tool.yml, mode: "4750"}
+        - {source: .config/tool.yml, path: /root/.config/tool.yml, mode: "0750", owner: "65535:65535"}
       run: [/usr/local/bin/provision, --verbose]
       timeout: 2m
       every: 24h
@@ -106,7 +106,7 @@ func TestProvisionLoaded(t *testing.T) {
 			{Source: "etc/motd", Path: "/etc/motd", Mode: "0644", Owner: "0:0", Digest: sum("hello\n"), Content: []byte("hello\n")},
 			{Source: "scripts/provision.sh", Path: "/usr/local/bin/provision", Mode: "0755", Owner: "1000:100",
 				Digest: sum("#!/bin/sh\necho ok\n"), Content: []byte("#!/bin/sh\necho ok\n")},
-			{Source: ".config/tool.yml", Path: "/root/.config/tool.yml", Mode: "4750", Owner: "0:0", Digest: sum("a: b\n"), Content: []byte("a: b\n")},
+			{Source: ".config/tool.yml", Path: "/root/.config/tool.yml", Mode: "0750", Owner: "65535:65535", Digest: sum("a: b\n"), Content: []byte("a: b\n")},
 		},
 		Run:     []string{"/usr/local/bin/provision", "--verbose"},
 		Timeout: Duration(2 * time.Minute),
@@ -214,15 +214,30 @@ func TestProvisionRules(t *testing.T) {
 		{"mode unquoted", file("{source: etc/motd, path: /etc/motd, mode: 0644}"),
 			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: expected a string, got integer 0644; quote it: "0644" (write the mode as a quoted octal string)`}},
 		{"mode not octal", file("{source: etc/motd, path: /etc/motd, mode: \"0648\"}"),
-			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "7777"), got "0648"`}},
+			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "0777"), got "0648"`}},
 		{"mode too long", file("{source: etc/motd, path: /etc/motd, mode: \"10644\"}"),
-			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "7777"), got "10644"`}},
+			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "0777"), got "10644"`}},
 		{"mode symbolic", file("{source: etc/motd, path: /etc/motd, mode: u+rw}"),
-			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "7777"), got "u+rw"`}},
+			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "0777"), got "u+rw"`}},
 		{"owner by name", file("{source: etc/motd, path: /etc/motd, owner: root}"),
 			[]string{`app.yaml:9:58: spec.system.provision.files[0].owner: owner must be numeric "uid:gid" like "0:0" or "1000:1000", got "root"`}},
 		{"owner out of range", file("{source: etc/motd, path: /etc/motd, owner: \"4294967295:0\"}"),
-			[]string{`app.yaml:9:58: spec.system.provision.files[0].owner: owner must be numeric "uid:gid" like "0:0" or "1000:1000" with ids from 0 to 4294967294, got "4294967295:0"`}},
+			[]string{`app.yaml:9:58: spec.system.provision.files[0].owner: owner "4294967295:0" is outside an unprivileged container's default id map: uid and gid must be from 0 to 65535`}},
+		// LXD cannot write a file owned by an id its container does not
+		// map, and the default map has 65536 ids.
+		{"uid outside the id map", file("{source: etc/motd, path: /etc/motd, owner: \"65536:0\"}"),
+			[]string{`app.yaml:9:58: spec.system.provision.files[0].owner: owner "65536:0" is outside an unprivileged container's default id map: uid and gid must be from 0 to 65535`}},
+		{"gid outside the id map", file("{source: etc/motd, path: /etc/motd, owner: \"1000:100000\"}"),
+			[]string{`app.yaml:9:58: spec.system.provision.files[0].owner: owner "1000:100000" is outside an unprivileged container's default id map: uid and gid must be from 0 to 65535`}},
+		{"owner at the top of the id map", file("{source: etc/motd, path: /etc/motd, owner: \"65535:065535\"}"), nil},
+		// LXD's file API sets permission bits only.
+		{"setuid mode", file("{source: etc/motd, path: /etc/motd, mode: \"4755\"}"),
+			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode "4755" has setuid, setgid or sticky bits, which cannot be set through LXD's file API: use at most "0777" here and set them in the provision's command (chmod 4755 ...)`}},
+		{"setgid mode", file("{source: etc/motd, path: /etc/motd, mode: \"2750\"}"),
+			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode "2750" has setuid, setgid or sticky bits, which cannot be set through LXD's file API: use at most "0777" here and set them in the provision's command (chmod 2750 ...)`}},
+		{"sticky mode", file("{source: etc/motd, path: /etc/motd, mode: \"1777\"}"),
+			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: mode "1777" has setuid, setgid or sticky bits, which cannot be set through LXD's file API: use at most "0777" here and set them in the provision's command (chmod 1777 ...)`}},
+		{"mode at the top", file("{source: etc/motd, path: /etc/motd, mode: \"0777\"}, {source: etc/motd, path: /x, mode: \"000\"}"), nil},
 		{"relative path", file("{source: etc/motd, path: etc/motd}"),
 			[]string{`app.yaml:9:40: spec.system.provision.files[0].path: must be an absolute path in the instance, got "etc/motd"`}},
 		{"root path", file("{source: etc/motd, path: /}"),
@@ -261,7 +276,7 @@ func TestProvisionRules(t *testing.T) {
 			[]string{
 				`app.yaml:9:24: spec.system.provision.files[0].source: must be relative to the repository root, not absolute: "/a"`,
 				`app.yaml:9:34: spec.system.provision.files[0].path: must be an absolute path in the instance, got "b"`,
-				`app.yaml:9:43: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "7777"), got "9"`,
+				`app.yaml:9:43: spec.system.provision.files[0].mode: mode must be an octal permission string like "0644" or "0755" (at most "0777"), got "9"`,
 				`app.yaml:9:55: spec.system.provision.files[0].owner: owner must be numeric "uid:gid" like "0:0" or "1000:1000", got "x"`,
 				`app.yaml:10:13: spec.system.provision.run[0]: must not be empty: run is a command and its arguments, like [/bin/sh, /srv/provision.sh]`,
 				`app.yaml:11:14: spec.system.provision.every: duration "1s" is too short: at least 1m`,
@@ -306,6 +321,14 @@ func TestSystemOnlyApps(t *testing.T) {
 			[]string{`app.yaml:8:3: spec.container.image: required field is missing`}},
 		{"ephemeral not a boolean", plain("    ephemeral: \"yes\"\n"),
 			[]string{`app.yaml:8:16: spec.system.ephemeral: expected a boolean (true or false), got string "yes"`}},
+		// An update snapshot stops the replica, which deletes an ephemeral
+		// one; the problem is on snapshot, before or after ephemeral.
+		{"ephemeral with update snapshots", plain("    ephemeral: true\n") + "  update: {snapshot: true}\n",
+			[]string{`app.yaml:9:22: spec.update.snapshot: snapshot cannot work with system.ephemeral: true: taking it stops the replica, and LXD deletes an ephemeral instance when it stops; set one of them to false`}},
+		{"update snapshots before ephemeral", strings.Replace(systemOnly, "  system:\n", "  update:\n    snapshot: true\n  system:\n", 1) + "    ephemeral: true\n",
+			[]string{`app.yaml:7:15: spec.update.snapshot: snapshot cannot work with system.ephemeral: true: taking it stops the replica, and LXD deletes an ephemeral instance when it stops; set one of them to false`}},
+		{"ephemeral without update snapshots", plain("    ephemeral: true\n") + "  update: {snapshot: false}\n", nil},
+		{"update snapshots without ephemeral", plain("    ephemeral: false\n") + "  update: {snapshot: true}\n", nil},
 		{"unknown imageUpdate", plain("    imageUpdate: auto\n"),
 			[]string{`app.yaml:8:18: spec.system.imageUpdate: must be "rolling" or "manual", got "auto"`}},
 	}
@@ -348,6 +371,77 @@ func TestIsolationBreakingKeys(t *testing.T) {
 			`app.yaml:8:28: spec.system.devices.disk.type: device type "unix-block" passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
 		{`    devices: {usb: {type: unix-hotplug, vendorid: "1234"}}` + "\n",
 			`app.yaml:8:27: spec.system.devices.usb.type: device type "unix-hotplug" passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+
+		// Every raw key, whatever its value.
+		{`    config: {raw.apparmor: "mount,"}` + "\n",
+			`app.yaml:8:28: spec.system.config["raw.apparmor"]: raw.apparmor passes raw settings past LXD's checks (to LXC, AppArmor, seccomp or QEMU) and can undo the container's isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {raw.seccomp: ""}` + "\n",
+			`app.yaml:8:27: spec.system.config["raw.seccomp"]: raw.seccomp passes raw settings past LXD's checks (to LXC, AppArmor, seccomp or QEMU) and can undo the container's isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {raw.qemu: "-device x"}` + "\n",
+			`app.yaml:8:24: spec.system.config["raw.qemu"]: raw.qemu passes raw settings past LXD's checks (to LXC, AppArmor, seccomp or QEMU) and can undo the container's isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {raw.qemu.conf: "[device]"}` + "\n",
+			`app.yaml:8:29: spec.system.config["raw.qemu.conf"]: raw.qemu.conf passes raw settings past LXD's checks (to LXC, AppArmor, seccomp or QEMU) and can undo the container's isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {linux.kernel_modules: "ip_tables,overlay"}` + "\n",
+			`app.yaml:8:36: spec.system.config["linux.kernel_modules"]: linux.kernel_modules loads modules into the host's kernel when the instance starts; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {security.syscalls.intercept.mount: "true"}` + "\n",
+			`app.yaml:8:49: spec.system.config["security.syscalls.intercept.mount"]: security.syscalls.intercept.mount: "true" has LXD mount file systems for the container as root on the host; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {security.syscalls.intercept.mount.shift: "yes"}` + "\n",
+			`app.yaml:8:55: spec.system.config["security.syscalls.intercept.mount.shift"]: security.syscalls.intercept.mount.shift: "yes" has LXD mount file systems for the container as root on the host; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {security.syscalls.intercept.mount.allowed: "ext4,xfs"}` + "\n",
+			`app.yaml:8:57: spec.system.config["security.syscalls.intercept.mount.allowed"]: security.syscalls.intercept.mount.allowed: "ext4,xfs" has the host's kernel mount those file systems for the container, from devices and images the container controls; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {security.syscalls.intercept.bpf: "true"}` + "\n",
+			`app.yaml:8:47: spec.system.config["security.syscalls.intercept.bpf"]: security.syscalls.intercept.bpf: "true" has LXD load BPF programs for the container as root on the host; not allowed (berth --allow-privileged permits it)`},
+		{`    config: {security.syscalls.intercept.bpf.devices: "1"}` + "\n",
+			`app.yaml:8:55: spec.system.config["security.syscalls.intercept.bpf.devices"]: security.syscalls.intercept.bpf.devices: "1" has LXD load BPF programs for the container as root on the host; not allowed (berth --allow-privileged permits it)`},
+
+		// Devices that hand the host's hardware over.
+		{`    devices: {gpu: {type: gpu}}` + "\n",
+			`app.yaml:8:27: spec.system.devices.gpu.type: device type "gpu" passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {key: {type: usb, vendorid: "1050"}}` + "\n",
+			`app.yaml:8:27: spec.system.devices.key.type: device type "usb" passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {card: {type: pci, address: "0000:01:00.0"}}` + "\n",
+			`app.yaml:8:28: spec.system.devices.card.type: device type "pci" passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {ib0: {type: infiniband, nictype: physical, parent: ib0}}` + "\n",
+			`app.yaml:8:27: spec.system.devices.ib0.type: device type "infiniband" passes a host device into the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		// The type may come after the key it gives a meaning to.
+		{`    devices: {eth1: {nictype: physical, parent: enp5s0, type: nic}}` + "\n",
+			`app.yaml:8:31: spec.system.devices.eth1.nictype: nictype "physical" hands a host network device to the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {eth1: {type: nic, nictype: sriov, parent: enp5s0}}` + "\n",
+			`app.yaml:8:42: spec.system.devices.eth1.nictype: nictype "sriov" hands a host network device to the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+
+		// A proxy to a socket file, LXD's own for one.
+		{`    devices: {lxd: {type: proxy, bind: instance, listen: "unix:/run/lxd.sock", connect: "unix:/var/lib/lxd/unix.socket"}}` + "\n",
+			`app.yaml:8:89: spec.system.devices.lxd.connect: a proxy that connects to a unix socket ("unix:/var/lib/lxd/unix.socket") can reach sockets like LXD's own, which give root on the host; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {s: {connect: "UNIX:@lxd", type: proxy, listen: "tcp:127.0.0.1:1"}}` + "\n",
+			`app.yaml:8:28: spec.system.devices.s.connect: a proxy that connects to a unix socket ("UNIX:@lxd") can reach sockets like LXD's own, which give root on the host; not allowed (berth --allow-privileged permits it)`},
+
+		// Disks that share the host's own files, or shift them.
+		{`    devices: {data: {type: disk, source: /srv/data, path: /data, shift: "true"}}` + "\n",
+			`app.yaml:8:73: spec.system.devices.data.shift: shift: "true" maps the container's root to the host's on this disk, so the files it writes there are owned by root on the host; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {host: {type: disk, source: /, path: /host}}` + "\n",
+			`app.yaml:8:42: spec.system.devices.host.source: source "/" shares the host's root file system "/" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {host: {type: disk, source: /srv/.., path: /host}}` + "\n",
+			`app.yaml:8:42: spec.system.devices.host.source: source "/srv/.." shares the host's root file system "/" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {lxd: {type: disk, source: /var/lib/lxd, path: /lxd}}` + "\n",
+			`app.yaml:8:41: spec.system.devices.lxd.source: source "/var/lib/lxd" shares the host's "/var/lib/lxd" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {lxd: {type: disk, source: /var/snap/lxd/common/lxd/unix.socket, path: /lxd.sock}}` + "\n",
+			`app.yaml:8:41: spec.system.devices.lxd.source: source "/var/snap/lxd/common/lxd/unix.socket" shares the host's "/var/snap/lxd" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {docker: {type: disk, source: /var/run/docker.sock, path: /var/run/docker.sock}}` + "\n",
+			`app.yaml:8:44: spec.system.devices.docker.source: source "/var/run/docker.sock" shares the host's "/var/run" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {p: {type: disk, source: //proc/1, path: /p}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.p.source: source "//proc/1" shares the host's "/proc" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {s: {type: disk, source: /srv/../sys/kernel, path: /s}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.s.source: source "/srv/../sys/kernel" shares the host's "/sys" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {d: {type: disk, source: /dev/sdb, path: /mnt}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.d.source: source "/dev/sdb" shares the host's "/dev" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {r: {type: disk, source: /run/, path: /r}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.r.source: source "/run/" shares the host's "/run" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {e: {type: disk, source: /etc/ssh, path: /e}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.e.source: source "/etc/ssh" shares the host's "/etc" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {r: {type: disk, source: /root, path: /r}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.r.source: source "/root" shares the host's "/root" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {b: {type: disk, source: /boot, path: /b}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.b.source: source "/boot" shares the host's "/boot" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
 	}
 	for _, tt := range tests {
 		src := sys(tt.lines)
@@ -360,10 +454,30 @@ func TestIsolationBreakingKeys(t *testing.T) {
 			t.Errorf("%s with AllowPrivileged: %v", tt.lines, r.Diagnostics)
 		}
 	}
+	// Each problem of a device is its own, at its own key.
+	r := mustLoadBytes(t, sys(`    devices: {etc: {type: disk, source: /etc, path: /host-etc, shift: "on"}}`+"\n"), Options{})
+	sameLines(t, "two problems", diagStrings(r.Diagnostics), []string{
+		`app.yaml:8:41: spec.system.devices.etc.source: source "/etc" shares the host's "/etc" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`,
+		`app.yaml:8:71: spec.system.devices.etc.shift: shift: "on" maps the container's root to the host's on this disk, so the files it writes there are owned by root on the host; not allowed (berth --allow-privileged permits it)`,
+	})
 	// What keeps the isolation is fine.
 	for _, lines := range []string{
-		`    config: {security.idmap.isolated: "true", security.nesting: "true", raw.apparmor: ""}` + "\n",
-		`    devices: {data: {type: disk, source: /srv, path: /srv}, gpu: {type: gpu}}` + "\n",
+		`    config: {security.idmap.isolated: "true", security.nesting: "true", security.privileged: "false"}` + "\n",
+		// The test profile's intercepts; mounts redirected to FUSE run in
+		// the container; false and empty values turn nothing on.
+		`    config: {security.syscalls.intercept.mknod: "true", security.syscalls.intercept.setxattr: "true", security.syscalls.intercept.mount.fuse: "ext4=fuse2fs"}` + "\n",
+		`    config: {security.syscalls.intercept.mount: "false", security.syscalls.intercept.mount.shift: "false", security.syscalls.intercept.mount.allowed: "", security.syscalls.intercept.bpf: "false", security.syscalls.intercept.bpf.devices: "no"}` + "\n",
+		`    config: {linux.sysctl.net.ipv4.ip_forward: "1", user.raw.note: x, rawish: x}` + "\n",
+		`    devices: {data: {type: disk, source: /srv, path: /srv}, vol: {type: disk, pool: default, source: data, path: /data}}` + "\n",
+		// Clean path checks: a name that only starts like a system folder
+		// is not under it.
+		`    devices: {a: {type: disk, source: /etcetera, path: /a}, b: {type: disk, source: /srv/etc, path: /b}, c: {type: disk, source: /devices, path: /c}, d: {type: disk, source: /var/lib/lxd-backup, path: /d}}` + "\n",
+		`    devices: {data: {type: disk, source: /srv, path: /srv, shift: "false"}, root: {type: disk, pool: default, path: /}}` + "\n",
+		`    devices: {eth0: {type: nic, nictype: bridged, parent: berthbr0}, eth1: {type: nic, network: br0}, eth2: {type: nic, nictype: macvlan, parent: eth0}}` + "\n",
+		// A registry on the host's loopback, as the test profile has.
+		`    devices: {registry: {type: proxy, bind: instance, listen: "tcp:127.0.0.1:5000", connect: "tcp:127.0.0.1:5000"}, dns: {type: proxy, listen: "udp:0.0.0.0:53", connect: "udp:127.0.0.1:53"}}` + "\n",
+		// The same keys in devices of other types mean nothing of the sort.
+		`    devices: {x: {type: proxy, listen: "tcp:0.0.0.0:80", connect: "tcp:127.0.0.1:80", source: /etc, shift: "true", nictype: physical}}` + "\n",
 	} {
 		if r := mustLoadBytes(t, sys(lines), Options{}); len(r.Diagnostics) != 0 {
 			t.Errorf("%s: %v", lines, r.Diagnostics)
@@ -554,6 +668,16 @@ func TestProvisionSchemaAgrees(t *testing.T) {
 	if d, _ := node("spec", "system", "provision", "files", "[]", "source")["description"].(string); !strings.Contains(d, fmt.Sprintf("at most %d MiB", MaxProvisionFileSize>>20)) {
 		t.Errorf("provision.files[].source: description %q does not give the size limit", d)
 	}
+	// Modes and owners are strings, so their bounds are in the
+	// descriptions (and the patterns, checked below).
+	for _, tt := range []struct{ field, want string }{
+		{"mode", fmt.Sprintf("at most %04o", maxFileMode)},
+		{"owner", fmt.Sprintf("from 0 to %d", MaxID)},
+	} {
+		if d, _ := node("spec", "system", "provision", "files", "[]", tt.field)["description"].(string); !strings.Contains(d, tt.want) {
+			t.Errorf("provision.files[].%s: description %q does not say %q", tt.field, d, tt.want)
+		}
+	}
 
 	pattern := func(path ...string) *regexp.Regexp {
 		re, err := regexp.Compile(node(path...)["pattern"].(string))
@@ -571,9 +695,11 @@ func TestProvisionSchemaAgrees(t *testing.T) {
 		values []string
 	}{
 		{"mode", pattern(file("mode")...), func(s string) bool { return ok(checkFileMode(s)) },
-			[]string{"0644", "644", "0755", "4755", "7777", "0", "64", "10644", "0648", "u+rw", ""}},
+			[]string{"0644", "644", "0755", "0777", "777", "000", "4755", "2750", "1777", "7777", "0", "64", "10644", "00644", "0648", "u+rw", ""}},
 		{"owner", pattern(file("owner")...), func(s string) bool { return ok(checkFileOwner(s)) },
-			[]string{"0:0", "1000:1000", "root", "0", "0:", ":0", "-1:0", "1000:100:1"}},
+			[]string{"0:0", "1000:1000", "0001000:100", "65535:65535", "065535:0", "9999:59999", "64999:65529",
+				"65536:0", "0:65536", "0:65540", "0:65600", "0:66000", "70000:0", "99999:0", "100000:0", "4294967294:0",
+				"root", "0", "0:", ":0", "-1:0", "1000:100:1"}},
 		{"path", pattern(file("path")...), func(s string) bool { return checkInstancePath(s) == "" },
 			[]string{"/etc/motd", "/a", "/.x", "/..x", "/a/b.c", "/", "etc/motd", "/etc/", "//etc", "/etc/./x", "/etc/../x", "/etc/.."}},
 		{"source", pattern(file("source")...), func(s string) bool { return checkRepoPath(s) == "" },

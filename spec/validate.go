@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -219,27 +220,123 @@ func isTrue(s string) bool {
 	return false
 }
 
+// allowPrivileged ends every message about an isolation-breaking key or
+// device: they are refused unless Options.AllowPrivileged.
+const allowPrivileged = "; not allowed (berth --allow-privileged permits it)"
+
 // isolationBreakingKey says why an LXD config key and value break the
 // isolation of an unprivileged container, or "" if they do not. They are
-// refused unless Options.AllowPrivileged.
+// refused unless Options.AllowPrivileged. What is refused is exactly what
+// README.md's "Isolation is enforced" lists.
 func isolationBreakingKey(key, value string) string {
-	const allow = "; not allowed (berth --allow-privileged permits it)"
+	const (
+		interceptMount = "security.syscalls.intercept.mount"
+		interceptBPF   = "security.syscalls.intercept.bpf"
+	)
 	switch {
 	case key == "security.privileged" && isTrue(value):
 		return "privileged system containers are not allowed (berth --allow-privileged permits them)"
 	case key == "raw.lxc":
-		return "raw.lxc passes raw LXC settings past LXD's checks and can undo the container's isolation" + allow
+		return "raw.lxc passes raw LXC settings past LXD's checks and can undo the container's isolation" + allowPrivileged
 	case key == "raw.idmap":
-		return "raw.idmap maps host users and groups into the container, so its root may own host files" + allow
+		return "raw.idmap maps host users and groups into the container, so its root may own host files" + allowPrivileged
+	case strings.HasPrefix(key, "raw."):
+		// raw.apparmor, raw.seccomp, raw.qemu, ... and any raw key a later
+		// LXD adds: each hands text to a layer under LXD unchecked.
+		return key + " passes raw settings past LXD's checks (to LXC, AppArmor, seccomp or QEMU) and can undo the container's isolation" + allowPrivileged
 	case key == "security.idmap.isolated" && isFalse(value):
-		return `security.idmap.isolated: "false" shares the uid/gid map with other containers instead of giving this one its own` + allow
+		return `security.idmap.isolated: "false" shares the uid/gid map with other containers instead of giving this one its own` + allowPrivileged
+	case key == "linux.kernel_modules":
+		return "linux.kernel_modules loads modules into the host's kernel when the instance starts" + allowPrivileged
+	case key == interceptMount+".allowed" && value != "":
+		return fmt.Sprintf("%s: %q has the host's kernel mount those file systems for the container, from devices and images the container controls", key, value) + allowPrivileged
+	case strings.HasPrefix(key, interceptMount) && isTrue(value):
+		return fmt.Sprintf("%s: %q has LXD mount file systems for the container as root on the host", key, value) + allowPrivileged
+	case strings.HasPrefix(key, interceptBPF) && isTrue(value):
+		return fmt.Sprintf("%s: %q has LXD load BPF programs for the container as root on the host", key, value) + allowPrivileged
 	}
 	return ""
 }
 
-// hostDeviceTypes are the LXD device types that pass a host device node
-// into the instance.
-var hostDeviceTypes = map[string]bool{"unix-char": true, "unix-block": true, "unix-hotplug": true}
+// hostDeviceTypes are the LXD device types that pass a host device (its
+// device node, GPU, USB or PCI device, InfiniBand port) into the instance.
+var hostDeviceTypes = map[string]bool{
+	"unix-char": true, "unix-block": true, "unix-hotplug": true,
+	"gpu": true, "usb": true, "pci": true, "infiniband": true,
+}
+
+// hostNICTypes are the nictype values that move a host network device (a
+// physical NIC or an SR-IOV virtual function) into the instance.
+var hostNICTypes = map[string]bool{"physical": true, "sriov": true}
+
+// hostSystemPaths are the host folders a disk device may not share: the
+// host's own configuration, state, kernel interfaces and LXD's data. A
+// disk of one of them, or of anything under one, is refused; so is "/".
+// /var/run is listed as well as /run because it is the usual alias of it.
+var hostSystemPaths = []string{
+	"/var/lib/lxd", "/var/snap/lxd", "/proc", "/sys", "/dev", "/run", "/var/run", "/etc", "/root", "/boot",
+}
+
+// deviceProblem is a device key that breaks the instance's isolation and
+// why.
+type deviceProblem struct {
+	key, msg string
+}
+
+// isolationBreakingDevice says which keys of an LXD device break the
+// isolation of an unprivileged container, and why; nil if none do. Keys
+// depend on the device's type, which may be written after them, so this
+// looks at the whole device. What is refused is exactly what README.md's
+// "Isolation is enforced" lists.
+func isolationBreakingDevice(dev map[string]string) []deviceProblem {
+	var out []deviceProblem
+	add := func(key, format string, args ...any) {
+		out = append(out, deviceProblem{key, fmt.Sprintf(format, args...) + allowPrivileged})
+	}
+	typ := dev["type"]
+	if hostDeviceTypes[typ] {
+		add("type", "device type %q passes a host device into the instance, which breaks its isolation", typ)
+	}
+	switch typ {
+	case "nic":
+		if nt := dev["nictype"]; hostNICTypes[nt] {
+			add("nictype", "nictype %q hands a host network device to the instance, which breaks its isolation", nt)
+		}
+	case "proxy":
+		// A TCP or UDP proxy (a registry on the host's loopback, say)
+		// stays allowed; a socket file may be LXD's own, which is root
+		// on the host.
+		if c := dev["connect"]; strings.HasPrefix(strings.ToLower(strings.TrimSpace(c)), "unix:") {
+			add("connect", "a proxy that connects to a unix socket (%q) can reach sockets like LXD's own, which give root on the host", c)
+		}
+	case "disk":
+		if s := dev["shift"]; isTrue(s) {
+			add("shift", "shift: %q maps the container's root to the host's on this disk, so the files it writes there are owned by root on the host", s)
+		}
+		if src := dev["source"]; path.IsAbs(src) {
+			if dir := hostSystemPath(src); dir != "" {
+				add("source", "source %q shares the host's %s with the instance, which breaks its isolation", src, dir)
+			}
+		}
+	}
+	return out
+}
+
+// hostSystemPath returns the host system folder (or "/") that the absolute
+// path p is or is under, or "" if none. p is cleaned first, so "/etc/../"
+// is "/" and "//proc" is "/proc".
+func hostSystemPath(p string) string {
+	p = path.Clean(p)
+	if p == "/" {
+		return `root file system "/"`
+	}
+	for _, dir := range hostSystemPaths {
+		if p == dir || strings.HasPrefix(p, dir+"/") {
+			return fmt.Sprintf("%q", dir)
+		}
+	}
+	return ""
+}
 
 // isFalse mirrors how LXD reads a false boolean config value.
 func isFalse(s string) bool {
