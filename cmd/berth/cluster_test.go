@@ -48,6 +48,23 @@ func newClusterRun(t *testing.T) *clusterRun {
 	if err != nil {
 		t.Fatalf("connect to the cluster: %v", err)
 	}
+	// Every member Online first: a member another test lost and brought
+	// back may still be rejoining, and placement spreads over online ones.
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(2 * time.Second) {
+		members, err := c.ListClusterMembers(context.Background())
+		online := 0
+		for _, m := range members {
+			if m.Status == "Online" {
+				online++
+			}
+		}
+		if err == nil && online == len(env.Members) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster's members are not all Online: %+v, %v", members, err)
+		}
+	}
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	r := &clusterRun{t: t, env: env, c: c, owner: "cl-" + hex.EncodeToString(b), repo: newRepo(t)}
