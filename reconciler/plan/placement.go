@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/berth-gitops/berth/ownership"
@@ -98,7 +99,7 @@ func (pl *planner) unreachable(inst *Instance) (string, bool) {
 	if m == nil || m.Status == MemberOnline || inst.Location == "" {
 		return "", false
 	}
-	return "unreachable (member " + inst.Location + " " + lower(m.Status) + ")", true
+	return "unreachable (member " + inst.Location + " " + strings.ToLower(m.Status) + ")", true
 }
 
 // lostName says why the name is taken by an instance on a lost member
@@ -133,16 +134,6 @@ func (pl *planner) indexMembers(members []Member) {
 		pl.memberNames = append(pl.memberNames, members[i].Name)
 	}
 	slices.SortFunc(pl.memberNames, cmp.Compare[string])
-}
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // recreateOn is the member a recreated replica is built on: where it is,
