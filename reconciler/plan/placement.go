@@ -99,7 +99,7 @@ func (pl *planner) unreachable(inst *Instance) (string, bool) {
 	if m == nil || m.Status == MemberOnline || inst.Location == "" {
 		return "", false
 	}
-	return "unreachable (member " + inst.Location + " " + strings.ToLower(m.Status) + ")", true
+	return m.unreachable(), true
 }
 
 // lostName says why the name is taken by an instance on a lost member
@@ -115,6 +115,12 @@ func (pl *planner) lostName(name string) (string, bool) {
 		return "", false
 	}
 	return why + "; its keys cannot be read until it is back", true
+}
+
+// unreachable says why a replica on m, which is not online, cannot be
+// reached: "unreachable (member m3 offline)".
+func (m *Member) unreachable() string {
+	return "unreachable (member " + m.Name + " " + strings.ToLower(m.Status) + ")"
 }
 
 // misplaced says why a replica must move: its member is no longer one the

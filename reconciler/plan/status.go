@@ -194,7 +194,7 @@ func (b *statusBuilder) addReplicas(observed Observed, haveDesired bool) {
 		r := replicaView(inst, slot)
 		r.Member = inst.Location
 		if m := b.members[inst.Location]; m != nil && m.Status != MemberOnline {
-			r.Ready, r.Error = false, "unreachable (member "+m.Name+" "+strings.ToLower(m.Status)+")"
+			r.Ready, r.Error = false, m.unreachable()
 		}
 		b.baseImage(&r, inst, app)
 		if r.Ready {
@@ -233,7 +233,7 @@ func (b *statusBuilder) addLost(observed Observed) {
 		}
 		v.Replicas = append(v.Replicas, ReplicaView{
 			Instance: inst.Name, Slot: slot, Status: inst.Status, Member: inst.Location,
-			Error: "unreachable (member " + m.Name + " " + strings.ToLower(m.Status) + ")",
+			Error: m.unreachable(),
 		})
 	}
 }
