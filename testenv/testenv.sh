@@ -53,8 +53,9 @@ dns_port=8053
 berth=$repo/bin/berth
 # gcc and libc6-dev: go test -race needs cgo. dnsmasq-base and iptables:
 # LXD 5.0 needs both to create a bridge (it checks ip6tables even with
-# firewalling off).
-packages="lxd btrfs-progs debootstrap busybox-static docker-registry jq curl git gcc libc6-dev dnsmasq-base iptables"
+# firewalling off); dnsmasq-base also serves the cluster's bridge. openssl:
+# the cluster's client certificate.
+packages="lxd btrfs-progs debootstrap busybox-static docker-registry jq curl git gcc libc6-dev dnsmasq-base iptables openssl"
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { echo "testenv: $*" >&2; }
