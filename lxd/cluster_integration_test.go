@@ -378,6 +378,15 @@ func TestClusterMemberLoss(t *testing.T) {
 	lostIP := clusterAddress(t, c, onLost)
 	clusterAddress(t, c, onSurvivor)
 	toLost := env.client(t, lost)
+	// Should creating on the lost member succeed after all, that instance
+	// is deleted too.
+	t.Cleanup(func() {
+		ctx, cancel := cleanupCtx()
+		defer cancel()
+		if err := c.DeleteInstance(ctx, onLost+"-new"); err != nil && !errors.Is(err, ErrNotFound) {
+			t.Errorf("cleanup: delete %s-new: %v", onLost, err)
+		}
+	})
 
 	// Registered after the instances' cleanups, so it runs before them:
 	// deleting an instance needs its member.
