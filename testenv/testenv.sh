@@ -415,7 +415,12 @@ fault_registry() {
 	esac
 }
 
-alias_target() { lxc query "/1.0/images/aliases/$(echo "$1" | sed 's,/,%2F,g')" 2>/dev/null | jq -r .target; }
+# alias_target ALIAS prints the fingerprint ALIAS points to, and fails
+# when there is no such alias.
+alias_target() {
+	a=$(lxc query "/1.0/images/aliases/$(echo "$1" | sed 's,/,%2F,g')" 2>/dev/null) || return 1
+	echo "$a" | jq -er .target
+}
 
 # image_refresh NAME: a base-image update for tests (and people) to roll
 # out: the image berth/NAME points to, changed (a new
