@@ -53,8 +53,9 @@ dns_port=8053
 berth=$repo/bin/berth
 # gcc and libc6-dev: go test -race needs cgo. dnsmasq-base and iptables:
 # LXD 5.0 needs both to create a bridge (it checks ip6tables even with
-# firewalling off).
-packages="lxd btrfs-progs debootstrap busybox-static docker-registry jq curl git gcc libc6-dev dnsmasq-base iptables chromium"
+# firewalling off); dnsmasq-base also serves the cluster's bridge. openssl:
+# the cluster's client certificate. chromium: the status page's browser tests.
+packages="lxd btrfs-progs debootstrap busybox-static docker-registry jq curl git gcc libc6-dev dnsmasq-base iptables openssl chromium"
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { echo "testenv: $*" >&2; }
@@ -414,7 +415,12 @@ fault_registry() {
 	esac
 }
 
-alias_target() { lxc query "/1.0/images/aliases/$(echo "$1" | sed 's,/,%2F,g')" 2>/dev/null | jq -r .target; }
+# alias_target ALIAS prints the fingerprint ALIAS points to, and fails
+# when there is no such alias.
+alias_target() {
+	a=$(lxc query "/1.0/images/aliases/$(echo "$1" | sed 's,/,%2F,g')" 2>/dev/null) || return 1
+	echo "$a" | jq -er .target
+}
 
 # image_refresh NAME: a base-image update for tests (and people) to roll
 # out: the image berth/NAME points to, changed (a new
