@@ -284,17 +284,7 @@ func TestSystemOnlyReady(t *testing.T) {
 	}
 	observe := func() plan.Instance {
 		t.Helper()
-		obs, err := sys.Observe(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, i := range obs.Instances {
-			if i.Name == name {
-				return i
-			}
-		}
-		t.Fatalf("%s not observed", name)
-		return plan.Instance{}
+		return observeInstance(ctx, t, sys, name)
 	}
 	inst := observe()
 	if addr, err := netip.ParseAddr(inst.Address()); err != nil || !testBridge.Contains(addr) {

@@ -65,17 +65,7 @@ func TestPortsOnTheBridge(t *testing.T) {
 	observe := func(a spec.App) plan.Instance {
 		t.Helper()
 		sys.SetPorts(spec.DeclaredPorts([]spec.App{a}))
-		obs, err := sys.Observe(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, i := range obs.Instances {
-			if i.Name == name {
-				return i
-			}
-		}
-		t.Fatalf("%s not observed", name)
-		return plan.Instance{}
+		return observeInstance(ctx, t, sys, name)
 	}
 	inst := observe(app)
 	addr, err := netip.ParseAddr(inst.Address())
@@ -106,4 +96,20 @@ func TestPortsOnTheBridge(t *testing.T) {
 	if r := st.Apps[0].Replicas[0]; r.Address != addr.String() || r.Ready || r.Error != "port 9999/tcp closed on "+addr.String() {
 		t.Errorf("status: %+v", r)
 	}
+}
+
+// observeInstance observes everything and returns the instance name.
+func observeInstance(ctx context.Context, t *testing.T, sys *System, name string) plan.Instance {
+	t.Helper()
+	obs, err := sys.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range obs.Instances {
+		if i.Name == name {
+			return i
+		}
+	}
+	t.Fatalf("%s not observed", name)
+	return plan.Instance{}
 }
