@@ -9,7 +9,7 @@
 #             so the cluster keeps quorum when one is lost
 #   storage   pool "local", driver dir, on each member's own disk
 #   images    berth/busybox and berth/debian-docker, from testenv's cache
-#   network   host bridge berthcl0 10.213.88.1/24 that this script
+#   network   host bridge berthcl0 10.213.88.1/22 that this script
 #             creates, with its own dnsmasq (DHCP; DNS forwarding
 #             berth.internal to 10.213.88.1:8053, like berthbr0), no NAT,
 #             no uplink: one L2 segment for every member's instances, like
@@ -32,7 +32,10 @@ cl_port=8443
 cl_pool=local
 cl_bridge=berthcl0
 cl_bridge_addr=10.213.88.1
-cl_bridge_cidr=$cl_bridge_addr/24
+# A /22: room for a thousand instances' leases, for scale runs across the
+# cluster (a /24 would run out at 253).
+cl_bridge_cidr=$cl_bridge_addr/22
+cl_dhcp_range=10.213.88.2,10.213.91.254,1h
 # How long a member may take to answer after its daemon is started; a
 # clustered member is ready only once the database has quorum.
 cl_ready_timeout=120
@@ -187,7 +190,11 @@ ensure_cluster_bridge() {
 		log "creating bridge $cl_bridge ($cl_bridge_cidr, no NAT, no uplink)"
 		ip link add "$cl_bridge" type bridge
 	fi
-	ip -4 addr show dev "$cl_bridge" | grep -q " $cl_bridge_cidr " || ip addr add "$cl_bridge_cidr" dev "$cl_bridge"
+	if ! ip -4 addr show dev "$cl_bridge" | grep -q " $cl_bridge_cidr "; then
+		# An address from an older version of this script goes.
+		ip -4 addr flush dev "$cl_bridge"
+		ip addr add "$cl_bridge_cidr" dev "$cl_bridge"
+	fi
 	ip link set "$cl_bridge" up
 }
 
@@ -201,14 +208,21 @@ dnsmasq_pid() {
 # ensure_cluster_dnsmasq: DHCP for the bridge (the instances' init asks
 # for a lease on eth0), and DNS that forwards the zone berth serves. It
 # listens on the bridge's address only: nothing else on the host changes.
+# One started with another range (an older version of this script) is
+# replaced.
 ensure_cluster_dnsmasq() {
-	dnsmasq_pid >/dev/null && return 0
+	if pid=$(dnsmasq_pid); then
+		tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--dhcp-range=$cl_dhcp_range " && return 0
+		log "restarting dnsmasq on $cl_bridge (new DHCP range)"
+		kill "$pid"
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	fi
 	log "starting dnsmasq on $cl_bridge"
 	touch "$cl_state/dnsmasq.leases"
 	setsid dnsmasq --keep-in-foreground --conf-file=/dev/null --strict-order --bind-interfaces \
 		--except-interface=lo --interface="$cl_bridge" --listen-address="$cl_bridge_addr" \
 		--no-resolv --no-hosts --server="/$dns_zone/$cl_bridge_addr#$dns_port" \
-		--dhcp-range="${cl_bridge_addr%.*}.2,${cl_bridge_addr%.*}.254,1h" --dhcp-authoritative \
+		--dhcp-range="$cl_dhcp_range" --dhcp-authoritative \
 		--dhcp-rapid-commit --dhcp-no-override --dhcp-leasefile="$cl_state/dnsmasq.leases" \
 		--pid-file= --user=root --log-facility="$cl_state/dnsmasq.log" \
 		>>"$cl_state/dnsmasq.log" 2>&1 </dev/null &
