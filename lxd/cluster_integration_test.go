@@ -13,93 +13,45 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/internal/testlxd"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
 // clusterEnv is the cluster test environment, from `testenv.sh cluster env`.
-type clusterEnv struct {
-	url, cert, key, serverCert string
-	members                    []string // m1, m2, m3; url is m1's
-	testenv                    string   // testenv.sh, for member faults
-}
-
-// clusterRequired names what makes the cluster tests required, "" when
-// nothing does: CI set, or BERTH_REQUIRE_CLUSTER set to anything but ""
-// or "0".
-func clusterRequired() string {
-	if v := os.Getenv("BERTH_REQUIRE_CLUSTER"); v != "" && v != "0" {
-		return "BERTH_REQUIRE_CLUSTER=" + v
-	}
-	if v := os.Getenv("CI"); v != "" {
-		return "CI=" + v
-	}
-	return ""
-}
-
-var announceCluster sync.Once
-
-// skipOrFailCluster skips tb loudly, or fails it when the cluster is
-// required.
-func skipOrFailCluster(tb testing.TB, why string) {
-	tb.Helper()
-	if req := clusterRequired(); req != "" {
-		tb.Fatalf("the LXD cluster test environment is required (%s) but not usable: %s; start it with `make testenv-cluster` and export `testenv/testenv.sh cluster env`", req, why)
-	}
-	msg := fmt.Sprintf("!!! SKIPPING: the LXD cluster test environment is not usable: %s (`make test-cluster` runs these tests; BERTH_REQUIRE_CLUSTER=1 fails instead)", why)
-	announceCluster.Do(func() { fmt.Fprintf(os.Stderr, "\n%s\n\n", msg) })
-	tb.Skip(msg)
-}
+type clusterEnv struct{ *testlxd.ClusterEnv }
 
 // realCluster returns the cluster test environment with every member
 // Online, or skips or fails the test.
 func realCluster(tb testing.TB) *clusterEnv {
 	tb.Helper()
-	if testing.Short() && clusterRequired() == "" {
-		tb.Skip("!!! SKIPPING: needs the LXD cluster, and -short runs unit tests only")
-	}
-	if v := os.Getenv("BERTH_CLUSTER"); v == "" || v == "0" {
-		skipOrFailCluster(tb, "BERTH_CLUSTER is not set")
-	}
-	e := &clusterEnv{
-		url:        os.Getenv("BERTH_LXD"),
-		cert:       os.Getenv("BERTH_LXD_CERT"),
-		key:        os.Getenv("BERTH_LXD_KEY"),
-		serverCert: os.Getenv("BERTH_LXD_SERVER_CERT"),
-		members:    strings.Split(os.Getenv("BERTH_CLUSTER_MEMBERS"), ","),
-		testenv:    os.Getenv("BERTH_CLUSTER_TESTENV"),
-	}
-	if !strings.HasPrefix(e.url, "https://") || e.cert == "" || e.key == "" || e.serverCert == "" || len(e.members) < 3 || e.testenv == "" {
-		skipOrFailCluster(tb, "BERTH_CLUSTER is set but BERTH_LXD (https), BERTH_LXD_CERT, BERTH_LXD_KEY, BERTH_LXD_SERVER_CERT, BERTH_CLUSTER_MEMBERS (3 members) or BERTH_CLUSTER_TESTENV is missing")
-	}
+	e := &clusterEnv{testlxd.Cluster(tb)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := e.connect(ctx, e.url, "")
+	c, err := e.connect(ctx, e.URL, "")
 	if err != nil {
-		skipOrFailCluster(tb, err.Error())
+		testlxd.SkipOrFailCluster(tb, err.Error())
 	}
 	defer c.Close()
 	if !c.Server().Environment.ServerClustered {
-		skipOrFailCluster(tb, e.url+" is not clustered")
+		testlxd.SkipOrFailCluster(tb, e.URL+" is not clustered")
 	}
 	if _, _, err := c.GetImageAlias(ctx, testImage); err != nil {
-		skipOrFailCluster(tb, fmt.Sprintf("test image alias %q: %v", testImage, err))
+		testlxd.SkipOrFailCluster(tb, fmt.Sprintf("test image alias %q: %v", testImage, err))
 	}
 	members, err := clusterMembers(ctx, c)
 	if err != nil {
-		skipOrFailCluster(tb, err.Error())
+		testlxd.SkipOrFailCluster(tb, err.Error())
 	}
-	for _, name := range e.members {
+	for _, name := range e.Members {
 		if m, ok := members[name]; !ok || m.Status != "Online" {
-			skipOrFailCluster(tb, fmt.Sprintf("member %s is not Online: %+v (testenv.sh cluster start %s)", name, m, name))
+			testlxd.SkipOrFailCluster(tb, fmt.Sprintf("member %s is not Online: %+v (testenv.sh cluster start %s)", name, m, name))
 		}
 	}
 	return e
@@ -108,7 +60,7 @@ func realCluster(tb testing.TB) *clusterEnv {
 // connect opens a client for url (any member) whose new instances go to
 // target ("" lets LXD place them).
 func (e *clusterEnv) connect(ctx context.Context, url, target string) (*Client, error) {
-	return Connect(ctx, Config{URL: url, ClientCert: e.cert, ClientKey: e.key, ServerCert: e.serverCert, Target: target, UserAgent: "berth-test"})
+	return Connect(ctx, Config{URL: url, ClientCert: e.Cert, ClientKey: e.Key, ServerCert: e.ServerCert, Target: target, UserAgent: "berth-test"})
 }
 
 // client is connect for a test: m1's endpoint, new instances on target.
@@ -116,9 +68,9 @@ func (e *clusterEnv) client(tb testing.TB, target string) *Client {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := e.connect(ctx, e.url, target)
+	c, err := e.connect(ctx, e.URL, target)
 	if err != nil {
-		tb.Fatalf("connect to %s: %v", e.url, err)
+		tb.Fatalf("connect to %s: %v", e.URL, err)
 	}
 	tb.Cleanup(c.Close)
 	return c
@@ -128,7 +80,7 @@ func (e *clusterEnv) client(tb testing.TB, target string) *Client {
 func (e *clusterEnv) fault(action, member string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, e.testenv, "cluster", action, member).CombinedOutput()
+	out, err := exec.CommandContext(ctx, e.Testenv, "cluster", action, member).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("testenv.sh cluster %s %s: %w: %s", action, member, err, bytes.TrimSpace(out))
 	}
@@ -254,7 +206,7 @@ func TestClusterPlacement(t *testing.T) {
 	c := env.client(t, "")
 	label := randSuffix()
 	want := map[string]string{} // instance -> member
-	for _, m := range env.members {
+	for _, m := range env.Members {
 		name := "berth-cl-" + label + "-" + m
 		clusterLaunch(t, env.client(t, m), name, label)
 		want[name] = m
@@ -276,19 +228,19 @@ func TestClusterPlacement(t *testing.T) {
 	}
 
 	// m1 is the endpoint; LXD forwards the exec to m3.
-	onM3 := "berth-cl-" + label + "-" + env.members[2]
+	onM3 := "berth-cl-" + label + "-" + env.Members[2]
 	code, out, err := clusterExec(ctx, c, onM3, "hostname")
 	if err != nil || code != 0 || out != onM3 {
-		t.Errorf("exec hostname in %s (on %s) through %s: code %d, output %q, err %v", onM3, env.members[2], env.url, code, out, err)
+		t.Errorf("exec hostname in %s (on %s) through %s: code %d, output %q, err %v", onM3, env.Members[2], env.URL, code, out, err)
 	}
 
 	t.Run("one L2 segment", func(t *testing.T) {
-		onM1 := "berth-cl-" + label + "-" + env.members[0]
+		onM1 := "berth-cl-" + label + "-" + env.Members[0]
 		ip := clusterAddress(t, c, onM3)
 		clusterAddress(t, c, onM1)
 		code, out, err := clusterExec(ctx, c, onM1, "ping", "-c", "1", "-W", "5", ip)
 		if err != nil || code != 0 {
-			t.Errorf("ping %s (%s on %s) from %s: code %d, err %v: %s", ip, onM3, env.members[2], onM1, code, err, out)
+			t.Errorf("ping %s (%s on %s) from %s: code %d, err %v: %s", ip, onM3, env.Members[2], onM1, code, err, out)
 		}
 	})
 
@@ -297,7 +249,7 @@ func TestClusterPlacement(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, name := range env.members {
+		for _, name := range env.Members {
 			mc, err := env.connect(ctx, members[name].URL, "")
 			if err != nil {
 				t.Errorf("connect to %s at %s with the pinned cluster certificate: %v", name, members[name].URL, err)
@@ -369,7 +321,7 @@ func TestClusterMemberLoss(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	c := env.client(t, "")
-	survivor, lost := env.members[1], env.members[2]
+	survivor, lost := env.Members[1], env.Members[2]
 	label := randSuffix()
 	onSurvivor := "berth-cl-" + label + "-" + survivor
 	onLost := "berth-cl-" + label + "-" + lost
@@ -492,7 +444,7 @@ func TestClusterEndpointLoss(t *testing.T) {
 	env := realCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	endpoint, other := env.members[0], env.members[1]
+	endpoint, other := env.Members[0], env.Members[1]
 	c := env.client(t, "")
 	members, err := clusterMembers(ctx, c)
 	if err != nil {
@@ -519,8 +471,8 @@ func TestClusterEndpointLoss(t *testing.T) {
 		_, err := c.ListInstances(ctx, nil)
 		return err
 	})
-	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), strings.TrimPrefix(env.url, "https://")) {
-		t.Errorf("list through the lost endpoint: %v; want ErrUnreachable naming %s", err, env.url)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), strings.TrimPrefix(env.URL, "https://")) {
+		t.Errorf("list through the lost endpoint: %v; want ErrUnreachable naming %s", err, env.URL)
 	}
 
 	// The survivors elect a new database leader; until then a call may
@@ -561,7 +513,7 @@ func TestClusterMemberHung(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	c := env.client(t, "")
-	survivor, hung := env.members[1], env.members[2]
+	survivor, hung := env.Members[1], env.Members[2]
 	label := randSuffix()
 	onSurvivor := "berth-cl-" + label + "-" + survivor
 	onHung := "berth-cl-" + label + "-" + hung
@@ -611,7 +563,7 @@ func TestClusterMemberHung(t *testing.T) {
 func TestClusterEvents(t *testing.T) {
 	env := realCluster(t)
 	c := env.client(t, "")
-	member := env.members[2]
+	member := env.Members[2]
 	name := "berth-cl-" + randSuffix() + "-" + member
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -632,7 +584,7 @@ func TestClusterEvents(t *testing.T) {
 	select {
 	case <-ready:
 	case err := <-streamDone:
-		t.Fatalf("subscribe to events on %s: %v", env.url, err)
+		t.Fatalf("subscribe to events on %s: %v", env.URL, err)
 	}
 	clusterLaunch(t, env.client(t, member), name, "events")
 
@@ -650,7 +602,7 @@ func TestClusterEvents(t *testing.T) {
 		case err := <-streamDone:
 			t.Fatalf("the event stream ended before %s started: %v", name, err)
 		case <-ctx.Done():
-			t.Fatalf("no instance-started event for %s (on %s) through %s", name, member, env.url)
+			t.Fatalf("no instance-started event for %s (on %s) through %s", name, member, env.URL)
 		}
 	}
 }
@@ -663,7 +615,7 @@ func TestClusterDockerTunnel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c := env.client(t, "")
-	member := env.members[2]
+	member := env.Members[2]
 	name := "berth-cl-" + randSuffix() + "-" + member
 	tc := env.client(t, member)
 	t.Cleanup(func() {
@@ -697,11 +649,11 @@ func TestClusterDockerTunnel(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("docker in %s (on %s) through %s: no answer to /_ping after 2 minutes: %v %q", name, member, env.url, err, ping)
+			t.Fatalf("docker in %s (on %s) through %s: no answer to /_ping after 2 minutes: %v %q", name, member, env.URL, err, ping)
 		}
 	}
 	if ping != "OK" {
-		t.Errorf("docker /_ping through %s: %q, want OK", env.url, ping)
+		t.Errorf("docker /_ping through %s: %q, want OK", env.URL, ping)
 	}
 	code, out, err := clusterExec(ctx, c, name, "docker", "pull", "-q", "127.0.0.1:5000/berth/hello:1")
 	if err != nil || code != 0 {

@@ -62,11 +62,18 @@ func Cluster(tb testing.TB) *ClusterEnv {
 	if why == "" {
 		return e
 	}
-	if required != "" {
+	SkipOrFailCluster(tb, why)
+	return nil
+}
+
+// SkipOrFailCluster skips tb loudly because the cluster environment is not
+// usable (why), or fails it when the cluster is required.
+func SkipOrFailCluster(tb testing.TB, why string) {
+	tb.Helper()
+	if required := ClusterRequired(); required != "" {
 		tb.Fatalf("the LXD cluster test environment is required (%s) but not usable: %s; start it with `make testenv-cluster` and export `testenv/testenv.sh cluster env`", required, why)
 	}
 	msg := fmt.Sprintf("!!! SKIPPING: the LXD cluster test environment is not usable: %s (`make test-cluster` runs these tests; BERTH_REQUIRE_CLUSTER=1 fails instead)", why)
 	announceCluster.Do(func() { fmt.Fprintf(os.Stderr, "\n%s\n\n", msg) })
 	tb.Skip(msg)
-	return nil
 }
