@@ -208,12 +208,19 @@ build_busybox() {
 # /sbin/init of berth's test image berth/busybox: lo up and, when the
 # instance has an eth0 (the berth-test profile), an address by DHCP: udhcpc
 # in the background (boot never waits for it) keeps the lease renewed.
+# It stays PID 1 to answer LXD's clean stop (SIGPWR; SIGTERM and SIGINT
+# too): a PID 1 without a handler ignores it, and every stop would wait
+# for its timeout before being forced.
 export PATH=/bin
+trap 'kill -TERM -1 2>/dev/null; exit 0' PWR TERM INT
 ip link set lo up
 if [ -e /sys/class/net/eth0 ]; then
 	udhcpc -f -i eth0 -s /etc/udhcpc/default.script -t 3 -T 2 -A 5 >>/var/log/udhcpc.log 2>&1 </dev/null &
 fi
-exec sleep 2147483647
+while :; do
+	sleep 3600 &
+	wait $!
+done
 INIT
 	chmod 755 "$tmp/rootfs/sbin/init"
 	printf 'architecture: %s\ncreation_date: %s\nproperties:\n  os: busybox\n  description: berth test busybox\n  berth.key: "%s"\n' \
