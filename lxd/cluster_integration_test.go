@@ -32,7 +32,7 @@ type clusterEnv struct{ *testlxd.ClusterEnv }
 func realCluster(tb testing.TB) *clusterEnv {
 	tb.Helper()
 	e := &clusterEnv{testlxd.Cluster(tb)}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c, err := e.connect(ctx, e.URL, "")
 	if err != nil {
@@ -45,16 +45,27 @@ func realCluster(tb testing.TB) *clusterEnv {
 	if _, _, err := c.GetImageAlias(ctx, testImage); err != nil {
 		testlxd.SkipOrFailCluster(tb, fmt.Sprintf("test image alias %q: %v", testImage, err))
 	}
-	members, err := clusterMembers(ctx, c)
-	if err != nil {
-		testlxd.SkipOrFailCluster(tb, err.Error())
-	}
-	for _, name := range e.Members {
-		if m, ok := members[name]; !ok || m.Status != "Online" {
-			testlxd.SkipOrFailCluster(tb, fmt.Sprintf("member %s is not Online: %+v (testenv.sh cluster start %s)", name, m, name))
+	// A member an earlier test lost and brought back may take a heartbeat
+	// or two to be Online in every member's eyes: wait for it, bounded.
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(2 * time.Second) {
+		why := ""
+		members, err := clusterMembers(ctx, c)
+		if err != nil {
+			why = err.Error()
+		}
+		for _, name := range e.Members {
+			if m, ok := members[name]; err == nil && (!ok || m.Status != "Online") {
+				why = fmt.Sprintf("member %s is not Online: %+v (testenv.sh cluster start %s)", name, m, name)
+			}
+		}
+		if why == "" {
+			return e
+		}
+		if time.Now().After(deadline) {
+			testlxd.SkipOrFailCluster(tb, why)
+			return e
 		}
 	}
-	return e
 }
 
 // connect opens a client for url (any member) whose new instances go to
