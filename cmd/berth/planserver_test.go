@@ -105,3 +105,34 @@ func BenchmarkPlanThroughDaemon300(b *testing.B) {
 		}
 	}
 }
+
+// TestApplyAgainstAStaleDaemonView: apply --server plans first against a
+// daemon's view, and still observes afresh before it writes: a view that
+// no longer holds (here: it never saw the replica) is planned again, and
+// nothing is created twice.
+func TestApplyAgainstAStaleDaemonView(t *testing.T) {
+	requireLive(t)
+	project, c := e2eProject(t)
+	r := newRepo(t)
+	r.write("apps/db.yaml", systemOnlySpec("db", 1, ""))
+	r.commit("db")
+	url := serveView(t, plan.Observed{}, "t0ken")
+	tok := filepath.Join(t.TempDir(), "tok")
+	os.WriteFile(tok, []byte("t0ken"), 0o600)
+	apply := func() string {
+		t.Helper()
+		code, out, errOut := berth(t, "--project", project, "--owner", "e2e", "apply", "--yes", "--repo", r.dir, "--dir", "apps", "--server", url, "--server-token-file", tok)
+		if code != 0 || !strings.Contains(errOut, "observing afresh before writing") {
+			t.Fatalf("apply --server: exit %d\n%s%s", code, out, errOut)
+		}
+		return out
+	}
+	apply()
+	if out := apply(); !strings.Contains(out, "planned again") || strings.Contains(out, "create  ") && !strings.Contains(out, "No changes") {
+		t.Errorf("a stale view was not planned again:\n%s", out)
+	}
+	insts, err := c.ListInstances(context.Background(), nil)
+	if err != nil || len(insts) != 1 || insts[0].Name != "db-0" {
+		t.Errorf("instances after two applies from a stale view: %+v %v", insts, err)
+	}
+}
