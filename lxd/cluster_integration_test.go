@@ -87,7 +87,7 @@ func (e *clusterEnv) client(tb testing.TB, target string) *Client {
 	return c
 }
 
-// fault runs `testenv.sh cluster kill|start MEMBER`.
+// fault runs `testenv.sh cluster ACTION MEMBER` (kill, start, freeze, thaw).
 func (e *clusterEnv) fault(action, member string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -98,27 +98,33 @@ func (e *clusterEnv) fault(action, member string) error {
 	return nil
 }
 
+// inject runs fault `do` on member and registers `undo` to run when the
+// test ends. Call it after launching the test's instances: cleanups run in
+// reverse, so the member is back before its instances are deleted.
+func (e *clusterEnv) inject(t *testing.T, do, undo, member string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := e.fault(undo, member); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	if err := e.fault(do, member); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // statusInstanceError is the status code (api.Error) of an instance LXD
 // cannot reach, e.g. on a lost member. The package has no constant for it
 // yet.
 const statusInstanceError = 112
 
-// clusterMember is one entry of GET /1.0/cluster/members?recursion=1.
-// The client has no call for it yet, hence RawQuery here.
-type clusterMember struct {
-	ServerName string   `json:"server_name"`
-	URL        string   `json:"url"`
-	Status     string   `json:"status"` // "Online", "Offline", ...
-	Message    string   `json:"message"`
-	Roles      []string `json:"roles"`
-}
-
-func clusterMembers(ctx context.Context, c *Client) (map[string]clusterMember, error) {
-	var list []clusterMember
-	if err := c.RawQuery(ctx, "GET", "/1.0/cluster/members?recursion=1", nil, "", &list); err != nil {
+// clusterMembers is the cluster's members by name.
+func clusterMembers(ctx context.Context, c *Client) (map[string]ClusterMember, error) {
+	list, err := c.ListClusterMembers(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("cluster members: %w", err)
 	}
-	out := make(map[string]clusterMember, len(list))
+	out := make(map[string]ClusterMember, len(list))
 	for _, m := range list {
 		out[m.ServerName] = m
 	}
@@ -353,14 +359,7 @@ func TestClusterMemberLoss(t *testing.T) {
 
 	// Registered after the instances' cleanups, so it runs before them:
 	// deleting an instance needs its member.
-	t.Cleanup(func() {
-		if err := env.fault("start", lost); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	if err := env.fault("kill", lost); err != nil {
-		t.Fatal(err)
-	}
+	env.inject(t, "kill", "start", lost)
 
 	boundedCall(t, "list the cluster's instances", lxdCallLimit, func(ctx context.Context) error {
 		got := listByLabel(ctx, t, c, label)
@@ -405,7 +404,7 @@ func TestClusterMemberLoss(t *testing.T) {
 
 	// LXD marks the member Offline once it has missed heartbeats for
 	// cluster.offline_threshold (20s by default).
-	var offline clusterMember
+	var offline ClusterMember
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(2 * time.Second) {
 		members, err := clusterMembers(ctx, c)
 		if err == nil && members[lost].Status == "Offline" {
@@ -470,14 +469,7 @@ func TestClusterEndpointLoss(t *testing.T) {
 	onEndpoint := "berth-cl-" + label + "-" + endpoint
 	clusterLaunch(t, env.client(t, endpoint), onEndpoint, label)
 
-	t.Cleanup(func() {
-		if err := env.fault("start", endpoint); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	if err := env.fault("kill", endpoint); err != nil {
-		t.Fatal(err)
-	}
+	env.inject(t, "kill", "start", endpoint)
 	err = boundedCall(t, "list through "+endpoint, lxdCallLimit, func(ctx context.Context) error {
 		_, err := c.ListInstances(ctx, nil)
 		return err
@@ -531,14 +523,7 @@ func TestClusterMemberHung(t *testing.T) {
 	clusterLaunch(t, env.client(t, survivor), onSurvivor, label)
 	clusterLaunch(t, env.client(t, hung), onHung, label)
 
-	t.Cleanup(func() {
-		if err := env.fault("thaw", hung); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	if err := env.fault("freeze", hung); err != nil {
-		t.Fatal(err)
-	}
+	env.inject(t, "freeze", "thaw", hung)
 	boundedCall(t, "list the cluster's instances", lxdCallLimit, func(ctx context.Context) error {
 		got := listByLabel(ctx, t, c, label)
 		if inst := got[onHung]; inst.Location != hung || inst.StatusCode != statusInstanceError {

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -95,7 +97,7 @@ that is answered in DNS as <app>.<zone>.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			body, err := getFromServer(cmd.Context(), srv, "/api/v1/endpoints")
+			body, err := getFromServer(cmd.Context(), serverGet{base: srv, path: "/api/v1/endpoints"})
 			if err != nil {
 				return err
 			}
@@ -115,20 +117,41 @@ that is answered in DNS as <app>.<zone>.`,
 	return cmd
 }
 
-// getFromServer GETs path of a daemon's HTTP server and returns the body
-// of a 200 answer.
-func getFromServer(ctx context.Context, base, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(base, "/")+path, nil)
+// serverGet is one GET of a running daemon's HTTP API.
+type serverGet struct {
+	base, path string
+	// tokenFile holds a bearer token to send ("" sends none).
+	tokenFile string
+	// limit is the largest body accepted (default 16 MiB), timeout the
+	// bound of the whole request (default 10s).
+	limit   int64
+	timeout time.Duration
+}
+
+// getFromServer GETs a path of a daemon's HTTP server and returns the body
+// of a 200 answer; another answer is an error that says what the daemon
+// said.
+func getFromServer(ctx context.Context, g serverGet) ([]byte, error) {
+	limit, timeout := cmp.Or(g.limit, 16<<20), cmp.Or(g.timeout, 10*time.Second)
+	where := safeText(strings.TrimRight(g.base, "/") + g.path)
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(g.base, "/")+g.path, nil)
 	if err != nil {
 		return nil, err
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
+	if g.tokenFile != "" {
+		tok, err := os.ReadFile(g.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	}
+	client := &http.Client{Timeout: timeout}
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, err
 	}
@@ -139,8 +162,13 @@ func getFromServer(ctx context.Context, base, path string) ([]byte, error) {
 		}
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			msg += ": " + safeText(e.Error)
+		} else if text := strings.TrimSpace(string(body)); text != "" && len(text) < 1024 {
+			msg += ": " + safeText(text)
 		}
-		return nil, fmt.Errorf("%s%s: %s", safeText(base), path, msg)
+		return nil, fmt.Errorf("%s: %s", where, msg)
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("%s: the answer is larger than %d MiB", where, limit>>20)
 	}
 	return body, nil
 }

@@ -4,12 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/berth-gitops/berth/spec"
-	"io"
 	"maps"
-	"net/http"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -100,22 +97,9 @@ func statusDesired(cmd *cobra.Command, rf *repoFlags) (*plan.Desired, error) {
 
 // statusFromServer reads /api/v1/status of a running daemon.
 func statusFromServer(cmd *cobra.Command, base, output string) error {
-	req, err := http.NewRequestWithContext(cmd.Context(), "GET", strings.TrimRight(base, "/")+"/api/v1/status", nil)
+	body, err := getFromServer(cmd.Context(), serverGet{base: base, path: "/api/v1/status"})
 	if err != nil {
 		return err
-	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", base, resp.Status)
 	}
 	if output == "json" {
 		_, err = cmd.OutOrStdout().Write(body)
