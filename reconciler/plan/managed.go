@@ -72,6 +72,18 @@ func (pl *planner) baseImageReason(sys *spec.System, inst *Instance) (Reason, bo
 	return Reason{Field: "base image", Old: shortFingerprint(inst.BaseImage), New: shortFingerprint(img.Fingerprint)}, true
 }
 
+// imagesByAlias indexes images by each of their aliases, for planning and
+// status.
+func imagesByAlias(images []Image) map[string]*Image {
+	out := map[string]*Image{}
+	for i := range images {
+		for _, a := range images[i].Aliases {
+			out[a] = &images[i]
+		}
+	}
+	return out
+}
+
 // shortFingerprint is the first 8 hex digits of an image fingerprint, as
 // people compare them.
 func shortFingerprint(fp string) string {

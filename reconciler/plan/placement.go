@@ -134,12 +134,20 @@ func (p *placer) misplaced(inst *Instance) (Reason, bool) {
 }
 
 func (pl *planner) indexMembers(members []Member) {
-	pl.members = make(map[string]*Member, len(members))
-	for i := range members {
-		pl.members[members[i].Name] = &members[i]
-		pl.memberNames = append(pl.memberNames, members[i].Name)
+	pl.members = membersByName(members)
+	for _, m := range members {
+		pl.memberNames = append(pl.memberNames, m.Name)
 	}
 	slices.SortFunc(pl.memberNames, cmp.Compare[string])
+}
+
+// membersByName indexes the cluster's members, for planning and status.
+func membersByName(members []Member) map[string]*Member {
+	out := make(map[string]*Member, len(members))
+	for i := range members {
+		out[members[i].Name] = &members[i]
+	}
+	return out
 }
 
 // recreateOn is the member a recreated replica is built on: where it is,

@@ -116,12 +116,7 @@ func (pl *planner) indexObserved(observed Observed) {
 	pl.at = observed.At
 	pl.memberList, pl.imageList = observed.Members, observed.Images
 	pl.indexMembers(observed.Members)
-	pl.images = map[string]*Image{}
-	for i := range observed.Images {
-		for _, a := range observed.Images[i].Aliases {
-			pl.images[a] = &observed.Images[i]
-		}
-	}
+	pl.images = imagesByAlias(observed.Images)
 	pl.instances = make([]*Instance, len(observed.Instances))
 	for i := range observed.Instances {
 		pl.instances[i] = &observed.Instances[i]

@@ -112,17 +112,10 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 	if owner == "" {
 		owner = DefaultOwner
 	}
-	b := statusBuilder{owner: owner, apps: map[string]*AppStatusView{}, images: map[string]*Image{}, sysImage: map[string]string{}, at: observed.At}
-	b.members = map[string]*Member{}
-	for i := range observed.Members {
-		b.members[observed.Members[i].Name] = &observed.Members[i]
-	}
+	b := statusBuilder{owner: owner, apps: map[string]*AppStatusView{}, sysImage: map[string]string{}, at: observed.At,
+		members: membersByName(observed.Members), aliases: imagesByAlias(observed.Images), images: map[string]*Image{}}
 	for i := range observed.Images {
-		img := &observed.Images[i]
-		b.images[img.Fingerprint] = img
-		for _, a := range img.Aliases {
-			b.images["alias:"+a] = img
-		}
+		b.images[observed.Images[i].Fingerprint] = &observed.Images[i]
 	}
 	st := Status{Owner: owner, Apps: []AppStatusView{}}
 	if desired != nil {
@@ -148,7 +141,8 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 type statusBuilder struct {
 	owner    string
 	apps     map[string]*AppStatusView
-	images   map[string]*Image // by fingerprint, and by "alias:" + alias
+	images   map[string]*Image // by fingerprint
+	aliases  map[string]*Image // by alias
 	sysImage map[string]string // system.image by app
 	at       time.Time
 	members  map[string]*Member
@@ -295,7 +289,7 @@ func (b *statusBuilder) baseImage(r *ReplicaView, inst *Instance, app string) {
 			r.BaseImageAge = spec.ShortDuration(b.at.Sub(img.Created).Truncate(time.Minute))
 		}
 	}
-	if cur := b.images["alias:"+b.sysImage[app]]; cur != nil && cur.Fingerprint != inst.BaseImage {
+	if cur := b.aliases[b.sysImage[app]]; cur != nil && cur.Fingerprint != inst.BaseImage {
 		r.BaseImageOutdated = true
 	}
 }
