@@ -61,8 +61,8 @@ func inInstance(t *testing.T, c *lxd.Client, name string, cmd ...string) string 
 // their content, mode and owner (as ls -ln in the instance shows them),
 // and its script runs after them; running it again with a changed file
 // updates it in place. A failing script, a missing command and a timeout
-// each fail permanently with what happened and the output's tail; an
-// instance of another owner is refused.
+// each fail (retried after the backoff) with what happened and the
+// output's tail; an instance of another owner is refused.
 func TestProvisionBusybox(t *testing.T) {
 	c := realLXD(t)
 	ctx := context.Background()
