@@ -278,11 +278,19 @@ ensure_cluster_images() {
 	done
 }
 
-# sweep_cluster_leftovers deletes the instances a killed test run left.
+# sweep_cluster_leftovers deletes the instances and projects a killed test
+# run left (the berth end-to-end tests run each in a berth-cl-* project).
 sweep_cluster_leftovers() {
 	for i in $(mlxc m1 list --format csv -c n | grep -E '^berth-cl-' || true); do
 		log "deleting leftover instance $i"
 		mlxc m1 delete -f "$i" || true
+	done
+	for p in $(mlxc m1 project list --format csv | cut -d, -f1 | sed 's/ (current)$//' | grep -E '^berth-cl-' || true); do
+		log "deleting leftover project $p"
+		for i in $(mlxc m1 list --project "$p" --format csv -c n || true); do
+			mlxc m1 delete -f --project "$p" "$i" || true
+		done
+		mlxc m1 project delete "$p" || true
 	done
 }
 

@@ -32,12 +32,16 @@ func clusterWeb(image string) string {
 	return strings.Replace(webSpec(3, image), "healthTimeout: 40s", "healthTimeout: 90s", 1)
 }
 
+// clusterRun is one test on the cluster, in an LXD project of its own:
+// instance names are cluster-wide, so a project keeps tests (and what a
+// killed run left) from clashing; `cluster up` sweeps leftover ones.
 type clusterRun struct {
-	t     *testing.T
-	env   *testlxd.ClusterEnv
-	c     *lxd.Client
-	owner string
-	repo  *repo
+	t       *testing.T
+	env     *testlxd.ClusterEnv
+	c       *lxd.Client // in the project
+	project string
+	owner   string
+	repo    *repo
 }
 
 func newClusterRun(t *testing.T) *clusterRun {
@@ -67,8 +71,28 @@ func newClusterRun(t *testing.T) *clusterRun {
 	}
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
-	r := &clusterRun{t: t, env: env, c: c, owner: "cl-" + hex.EncodeToString(b), repo: newRepo(t)}
-	t.Cleanup(r.cleanup)
+	project := "berth-cl-" + hex.EncodeToString(b)
+	err = c.RawQuery(context.Background(), "POST", "/1.0/projects", map[string]any{
+		"name":   project,
+		"config": map[string]string{"features.images": "false", "features.profiles": "false", "features.storage.volumes": "false"},
+	}, "", nil)
+	if err != nil {
+		t.Fatalf("create project %s: %v", project, err)
+	}
+	pc, err := lxd.Connect(context.Background(), lxd.Config{URL: env.URL, ClientCert: env.Cert, ClientKey: env.Key, ServerCert: env.ServerCert, Project: project, UserAgent: "berth-test"})
+	if err != nil {
+		t.Fatalf("connect to project %s: %v", project, err)
+	}
+	r := &clusterRun{t: t, env: env, c: pc, project: project, owner: "cl-" + hex.EncodeToString(b), repo: newRepo(t)}
+	t.Cleanup(func() {
+		r.cleanup()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := c.RawQuery(ctx, "DELETE", "/1.0/projects/"+project, nil, "", nil); err != nil {
+			t.Errorf("cleanup: delete project %s: %v", project, err)
+		}
+		c.Close()
+	})
 	return r
 }
 
@@ -106,7 +130,7 @@ func (r *clusterRun) commit(file, content, msg string) {
 
 func (r *clusterRun) berth(args ...string) (int, string) {
 	r.t.Helper()
-	code, out, errOut := berth(r.t, append([]string{"--owner", r.owner}, args...)...)
+	code, out, errOut := berth(r.t, append([]string{"--project", r.project, "--owner", r.owner}, args...)...)
 	return code, out + errOut
 }
 
