@@ -28,10 +28,36 @@ func (d lxdDialer) DialExec(ctx context.Context, instance string, command []stri
 		if errors.Is(err, lxd.ErrUnreachable) {
 			return nil, &unreachableError{err: err}
 		}
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		// Whatever else failed, it failed in LXD before dial-stdio ran.
+		return nil, &tunnelError{err: err}
 	}
-	return ec, nil
+	return execConn{ec}, nil
 }
+
+// execConn is a tunnel whose stream ends with a *tunnelError when LXD
+// failed the exec before dial-stdio ran: LXD accepted it, then could not
+// attach to the instance, and closed the streams.
+type execConn struct{ *lxd.ExecConn }
+
+func (c execConn) Read(p []byte) (int, error) {
+	n, err := c.ExecConn.Read(p)
+	if err != nil && errors.Is(err, lxd.ErrExecNotStarted) {
+		err = &tunnelError{err: err}
+	}
+	return n, err
+}
+
+// tunnelError matches ErrTunnel and keeps LXD's error.
+type tunnelError struct{ err error }
+
+func (e *tunnelError) Error() string   { return e.err.Error() }
+func (e *tunnelError) Unwrap() []error { return []error{ErrTunnel, e.err} }
+
+// Permanent is false: LXD sets up the next exec.
+func (e *tunnelError) Permanent() bool { return false }
 
 // notRunning recognizes LXD's synchronous 400 "Instance is not running" to
 // an exec POST, and a 404 for an instance that is gone.
@@ -53,12 +79,15 @@ func (e *notRunningError) Error() string {
 
 func (e *notRunningError) Unwrap() []error { return []error{ErrInstanceNotRunning, e.err} }
 
-// unreachableError matches ErrBackendUnreachable and keeps LXD's error,
+// unreachableError matches ErrBackendUnreachable (and ErrTunnel: no tunnel
+// reached Docker) and keeps LXD's error,
 // which names where LXD was looked for.
 type unreachableError struct{ err error }
 
-func (e *unreachableError) Error() string   { return e.err.Error() }
-func (e *unreachableError) Unwrap() []error { return []error{ErrBackendUnreachable, e.err} }
+func (e *unreachableError) Error() string { return e.err.Error() }
+func (e *unreachableError) Unwrap() []error {
+	return []error{ErrBackendUnreachable, ErrTunnel, e.err}
+}
 
 // Permanent is false for an instance that is not running: LXD answers 400,
 // but the instance may be started again; it is not a refused spec.

@@ -38,6 +38,15 @@ var ErrInstanceNotRunning = errors.New("instance is not running")
 // answer at all. Waiting for Docker is pointless then: callers fail fast.
 var ErrBackendUnreachable = errors.New("backend unreachable")
 
+// ErrTunnel is matched by errors caused by a tunnel that LXD could not set
+// up: the exec was refused or failed before dial-stdio ran, its websockets
+// did not connect, or LXD was not reachable at all. Such an error says
+// nothing about Docker in the instance, whose state is then unknown: it is
+// no evidence that Docker is down, and no reason to restart anything.
+// A Docker that does not answer through a tunnel that was set up does
+// not match it.
+var ErrTunnel = errors.New("tunnel not set up")
+
 // Dialer opens a byte stream to a command running in an instance. The
 // connection must outlive ctx (ctx bounds the start only), because the HTTP
 // transport keeps it for reuse. An error caused by the instance not running
@@ -381,8 +390,33 @@ func (m *Manager) tunnel(c *conn) func(ctx context.Context, network, addr string
 		}
 		c.dialErr.Store(nil)
 		m.log.Debug("docker tunnel opened", "instance", c.instance, "execs", n, "took", m.opts.Clock.Since(start))
-		return nc, nil
+		return &watchedConn{Conn: nc, c: c}, nil
 	}
+}
+
+// watchedConn records in its conn a tunnel that LXD failed after the dial
+// returned (the exec's operation failed before dial-stdio ran), so that
+// the error the docker client reports, a bare EOF, is traced to it.
+type watchedConn struct {
+	net.Conn
+	c *conn
+}
+
+func (w *watchedConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if err != nil && errors.Is(err, ErrTunnel) {
+		w.c.dialErr.Store(&err)
+	}
+	return n, err
+}
+
+// CloseWrite half-closes the tunnel when it can (dial-stdio then closes
+// its side of the daemon's socket), as the unwrapped connection would.
+func (w *watchedConn) CloseWrite() error {
+	if cw, ok := w.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // negotiate pings the daemon and pins the client to the daemon's API
@@ -421,14 +455,21 @@ func checkAPIVersion(v string) error {
 // connErr turns a failed call into an error naming the instance and the
 // real cause: the tunnel error if the dial failed, plus what dial-stdio
 // said on stderr.
+//
+// A call that timed out, or broke, while the last tunnel had failed in LXD
+// also matches ErrTunnel: Docker was never reached, so its silence proves
+// nothing.
 func (m *Manager) connErr(c *conn, what string, err error) error {
+	de := c.dialErr.Load()
+	tunnelDown := de != nil && errors.Is(*de, ErrTunnel)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		if tunnelDown {
+			return fmt.Errorf("docker in %s: %s: %w (last tunnel: %w)", c.instance, what, err, *de)
+		}
 		return fmt.Errorf("docker in %s: %s: %w", c.instance, what, err)
 	}
-	if client.IsErrConnectionFailed(err) {
-		if de := c.dialErr.Load(); de != nil {
-			return fmt.Errorf("docker in %s: %s: %w", c.instance, what, *de)
-		}
+	if client.IsErrConnectionFailed(err) && de != nil || tunnelDown && isTransportErr(err) {
+		return fmt.Errorf("docker in %s: %s: %w", c.instance, what, *de)
 	}
 	if tail := c.stderr.String(); tail != "" && isTransportErr(err) {
 		return fmt.Errorf("docker in %s: %s: %w (dial-stdio: %s)", c.instance, what, err, tail)

@@ -226,9 +226,16 @@ func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {
 	}
 	if err != nil {
 		if octx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("docker in %s did not answer within %s", inst.Name, ObserveTimeout)
+			err = fmt.Errorf("docker in %s did not answer within %s: %w", inst.Name, ObserveTimeout, err)
 			// The tunnel is stuck on the wedged daemon: drop it.
 			s.Engine.Forget(inst.Name)
+		}
+		if errors.Is(err, engine.ErrTunnel) {
+			// LXD did not run dial-stdio: nothing is known of Docker,
+			// and nothing may be concluded from its silence.
+			s.Logger.Debug("docker state unknown: LXD did not set up the tunnel", "instance", inst.Name, "err", err)
+			inst.DockerUnknown = err.Error()
+			return
 		}
 		inst.DockerError = err.Error()
 		return
@@ -428,8 +435,14 @@ func (s *System) RestartContainer(ctx context.Context, name string) error {
 }
 
 // WaitDocker waits up to timeout for the instance's Docker to answer.
+// An error that matches engine.ErrTunnel (LXD never ran the tunnel) also
+// matches reconciler.ErrDockerUnreached.
 func (s *System) WaitDocker(ctx context.Context, name string, timeout time.Duration) error {
-	return s.blameLXD(ctx, s.Engine.WaitDocker(ctx, name, timeout))
+	err := s.Engine.WaitDocker(ctx, name, timeout)
+	if errors.Is(err, engine.ErrTunnel) {
+		err = fmt.Errorf("%w: %w", reconciler.ErrDockerUnreached, err)
+	}
+	return s.blameLXD(ctx, err)
 }
 
 // UpdateInstance patches config keys live with the ETag of a fresh read,

@@ -79,6 +79,9 @@ type Client struct {
 
 	mu     sync.Mutex
 	counts map[string]uint64
+
+	// execStarts holds a token per exec being set up (maxExecStarts).
+	execStarts chan struct{}
 }
 
 // systemSockets are where LXD installs put their socket: the Debian
@@ -140,11 +143,12 @@ func dialDefaultSocket(dialer *net.Dialer) func(ctx context.Context, network, ad
 // ErrUntrusted.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{
-		project:   cfg.Project,
-		target:    cfg.Target,
-		userAgent: cfg.UserAgent,
-		waitSlice: 30,
-		counts:    map[string]uint64{},
+		project:    cfg.Project,
+		target:     cfg.Target,
+		userAgent:  cfg.UserAgent,
+		waitSlice:  30,
+		counts:     map[string]uint64{},
+		execStarts: make(chan struct{}, maxExecStarts),
 	}
 	if c.userAgent == "" {
 		c.userAgent = "berth"

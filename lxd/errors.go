@@ -132,3 +132,55 @@ func (e *OperationError) Is(target error) bool {
 	}
 	return false
 }
+
+// ErrExecNotStarted is matched by an *ExecStartError: an exec whose
+// command LXD never started.
+var ErrExecNotStarted = errors.New("lxd: exec not started")
+
+// ExecStartError is an exec that failed before its command ran: its
+// websockets could not be connected, or LXD failed the operation with
+// one of the errors it reports for an instance that is still starting or
+// too busy to attach ("Failed to retrieve PID of executing child
+// process", "Timed out waiting for websockets to connect"). It says
+// nothing about the instance's own programs, and trying again is safe:
+// the command did not run.
+type ExecStartError struct {
+	Instance string
+	Err      error
+}
+
+func (e *ExecStartError) Error() string {
+	return fmt.Sprintf("lxd: exec in %s: %v", e.Instance, e.Err)
+}
+
+func (e *ExecStartError) Unwrap() error { return e.Err }
+
+// Is matches ErrExecNotStarted.
+func (e *ExecStartError) Is(target error) bool { return target == ErrExecNotStarted }
+
+// Permanent is false: the same exec usually works a moment later.
+func (e *ExecStartError) Permanent() bool { return false }
+
+// execNotStartedMessages are the operation errors of LXD 5.0's exec that
+// it returns before the command runs (lxd/instance_exec.go and the
+// driver's Exec): the forkexec helper could not attach to an instance
+// that has only just started, or the websockets came too late.
+var execNotStartedMessages = []string{
+	"Failed to retrieve PID of executing child process",
+	"Timed out waiting for websockets to connect",
+}
+
+// execNeverRan reports whether a failed exec operation is one whose
+// command never ran.
+func execNeverRan(err error) bool {
+	var oe *OperationError
+	if !errors.As(err, &oe) || oe.StatusCode != StatusFailure {
+		return false
+	}
+	for _, m := range execNotStartedMessages {
+		if strings.Contains(oe.Err, m) {
+			return true
+		}
+	}
+	return false
+}

@@ -60,17 +60,41 @@ func (s *execSockets) closeAll() {
 	}
 }
 
+// maxExecStarts bounds how many execs one client sets up at once (the POST
+// and the websocket handshakes, not the commands' lifetimes). A cold
+// observe used to open a tunnel into every instance together: eight exec
+// POSTs and 32 handshakes at once, each exec also forking an `lxd
+// forkexec`, left a loaded 2-core LXD answering handshakes after berth's
+// deadline, and every tunnel of the run failed together. Setting up a few
+// at a time costs little (a setup takes milliseconds when LXD is idle).
+const maxExecStarts = 4
+
+// wsDialTimeout bounds connecting one exec's websockets. LXD gives up on
+// an exec whose stdin/stdout/stderr are not all connected 5 s after it
+// starts the operation; a handshake that is slow but succeeds is still
+// worth having, since LXD's failure then says so ("Timed out waiting for
+// websockets to connect") and the exec is retried as never started.
+const wsDialTimeout = 10 * time.Second
+
 // startExec POSTs the exec (non-interactive, wait-for-websocket, so LXD
 // gives us separate binary-safe stdin/stdout/stderr sockets instead of a
-// PTY) and connects all four websockets. LXD fails the operation if 0, 1 and
-// 2 are not connected within 5 seconds, so they are dialled in parallel
-// right away.
+// PTY) and connects all four websockets. The control socket is connected
+// first, alone: LXD runs the command only once 0, 1 and 2 are all
+// connected, so with control already up, any failure here means the
+// command never ran, and closing control kills it if it ever starts. Such
+// a failure is an *ExecStartError: safe to try again.
 func (c *Client) startExec(ctx context.Context, name string, req ExecRequest) (*Operation, *execSockets, error) {
 	if name == "" {
 		return nil, nil, errEmptyName
 	}
 	if len(req.Command) == 0 {
 		return nil, nil, fmt.Errorf("lxd: exec in %s: empty command", name)
+	}
+	select {
+	case c.execStarts <- struct{}{}:
+		defer func() { <-c.execStarts }()
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("lxd: exec in %s: %w", name, ctx.Err())
 	}
 	env := req.Env
 	if env == nil {
@@ -106,10 +130,26 @@ func (c *Client) startExec(ctx context.Context, name string, req ExecRequest) (*
 			return nil, nil, fmt.Errorf("lxd: exec in %s: operation %s has no websocket %q", name, op.ID, k)
 		}
 	}
+	s, err := c.connectExec(ctx, op.ID, meta.FDs)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("lxd: exec in %s: connecting websockets: %w", name, ctx.Err())
+		}
+		return nil, nil, &ExecStartError{Instance: name, Err: fmt.Errorf("connecting websockets: %w", err)}
+	}
+	return op, s, nil
+}
 
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// connectExec connects control, then stdin, stdout and stderr together
+// (see startExec for why in that order).
+func (c *Client) connectExec(ctx context.Context, opID string, fds map[string]string) (*execSockets, error) {
+	dctx, cancel := context.WithTimeout(ctx, wsDialTimeout)
 	defer cancel()
-	keys := []string{"control", "0", "1", "2"}
+	control, err := c.dialOperationWebsocket(dctx, opID, fds["control"])
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	keys := []string{"0", "1", "2"}
 	conns := make([]*websocket.Conn, len(keys))
 	errs := make([]error, len(keys))
 	var wg sync.WaitGroup
@@ -117,16 +157,19 @@ func (c *Client) startExec(ctx context.Context, name string, req ExecRequest) (*
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conns[i], errs[i] = c.dialOperationWebsocket(dctx, op.ID, meta.FDs[k])
+			conns[i], errs[i] = c.dialOperationWebsocket(dctx, opID, fds[k])
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("fd %s: %w", k, errs[i])
+			}
 		}()
 	}
 	wg.Wait()
-	s := &execSockets{control: conns[0], stdin: conns[1], stdout: conns[2], stderr: conns[3]}
+	s := &execSockets{control: control, stdin: conns[0], stdout: conns[1], stderr: conns[2]}
 	if err := errors.Join(errs...); err != nil {
 		s.closeAll()
-		return nil, nil, fmt.Errorf("lxd: exec in %s: connecting websockets: %w", name, err)
+		return nil, err
 	}
-	return op, s, nil
+	return s, nil
 }
 
 // dialOperationWebsocket connects to /1.0/operations/<id>/websocket
@@ -226,12 +269,67 @@ func exitCode(op *Operation) (int, error) {
 	return *meta.Return, nil
 }
 
+// execAttempts bounds the tries of an exec whose command LXD never
+// started (an *ExecStartError), and execRetryBase is the first pause
+// between them, doubled each time: about 8 s in all, enough for an
+// instance that has only just started to become ready for exec. (A
+// variable only so that unit tests need not wait.)
+const execAttempts = 6
+
+var execRetryBase = 250 * time.Millisecond
+
 // Exec runs a command in a running instance, non-interactively (separate,
 // binary-safe stdin/stdout/stderr), and returns its exit code once the
 // command has finished and its output has been written. A command that
-// cannot be started fails the operation (*OperationError). When ctx ends,
-// the control socket is closed, which makes LXD kill the command.
+// cannot be started fails the operation (*OperationError). An exec that
+// LXD failed before the command ran (*ExecStartError: right after the
+// instance started, or under load) is tried again with backoff, at most
+// execAttempts times in all, when req.Stdin is nil or can seek back to
+// its start. When ctx ends, the control socket is closed, which makes LXD
+// kill the command.
 func (c *Client) Exec(ctx context.Context, name string, req ExecRequest) (int, error) {
+	code, _, err := c.execRetrying(ctx, name, req)
+	return code, err
+}
+
+// execRetrying is Exec that also says how many tries it took.
+func (c *Client) execRetrying(ctx context.Context, name string, req ExecRequest) (code, attempts int, err error) {
+	pause := execRetryBase
+	for attempts = 1; ; attempts++ {
+		code, err = c.execOnce(ctx, name, req)
+		if err == nil || !errors.Is(err, ErrExecNotStarted) || ctx.Err() != nil {
+			return code, attempts, err
+		}
+		if attempts >= execAttempts || !rewind(req.Stdin) {
+			return code, attempts, fmt.Errorf("%w (tried %d times)", err, attempts)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return code, attempts, fmt.Errorf("%w (tried %d times, then %w)", err, attempts, ctx.Err())
+		}
+		pause *= 2
+	}
+}
+
+// rewind makes r readable from its start again for another try: nil
+// needs nothing, a seekable reader seeks back, any other cannot.
+func rewind(r io.Reader) bool {
+	if r == nil {
+		return true
+	}
+	sk, ok := r.(io.Seeker)
+	if !ok {
+		return false
+	}
+	_, err := sk.Seek(0, io.SeekStart)
+	return err == nil
+}
+
+// execOnce is one try of Exec.
+func (c *Client) execOnce(ctx context.Context, name string, req ExecRequest) (int, error) {
 	op, s, err := c.startExec(ctx, name, req)
 	if err != nil {
 		return -1, err
@@ -297,6 +395,9 @@ func (c *Client) Exec(ctx context.Context, name string, req ExecRequest) (int, e
 		res = <-opDone
 	}
 	if res.err != nil {
+		if execNeverRan(res.err) {
+			return -1, &ExecStartError{Instance: name, Err: res.err}
+		}
 		return -1, res.err
 	}
 	code, err := exitCode(res.op)

@@ -23,20 +23,47 @@ import (
 // text frame on fd 0 ends the command (empty text frames on 1 and 2), and
 // closing control kills it (exit 137). The operation finishes afterwards
 // with metadata.return.
-func fakeExec(t *testing.T, f *fakeLXD) {
+func fakeExec(t *testing.T, f *fakeLXD) { fakeExecWith(t, f, &execFaults{}) }
+
+// execFaults makes the fake's execs fail as LXD's do before the command
+// runs, and records what the client did.
+type execFaults struct {
+	mu sync.Mutex
+	// failFirst execs fail with failMsg once their websockets are
+	// connected: LXD closes the streams and fails the operation.
+	failFirst int
+	failMsg   string
+	// posts counts exec POSTs; firstFDs are the fds of the first exec in
+	// the order their websockets connected.
+	posts    int
+	firstFDs []string
+}
+
+func (x *execFaults) counts() (posts int, firstFDs []string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.posts, append([]string(nil), x.firstFDs...)
+}
+
+func fakeExecWith(t *testing.T, f *fakeLXD, x *execFaults) {
 	var mu sync.Mutex
 	type execOp struct {
 		conns map[string]*websocket.Conn
 		done  chan int
+		fail  bool
 	}
 	ops := map[string]*execOp{}
 	n := 0
 	up := websocket.Upgrader{}
 	f.mux.HandleFunc("POST /1.0/instances/{name}/exec", func(w http.ResponseWriter, r *http.Request) {
+		x.mu.Lock()
+		x.posts++
+		fail := x.posts <= x.failFirst
+		x.mu.Unlock()
 		mu.Lock()
 		n++
 		id := fmt.Sprintf("exec%d", n)
-		ops[id] = &execOp{conns: map[string]*websocket.Conn{}, done: make(chan int, 1)}
+		ops[id] = &execOp{conns: map[string]*websocket.Conn{}, done: make(chan int, 1), fail: fail}
 		mu.Unlock()
 		fds := map[string]string{"0": id + "-0", "1": id + "-1", "2": id + "-2", "control": id + "-control"}
 		async202(w, opJSON(id, 103, "", false, map[string]any{"fds": fds}))
@@ -56,7 +83,18 @@ func fakeExec(t *testing.T, f *fakeLXD) {
 		op.conns[fd] = conn
 		ready := len(op.conns) == 4
 		mu.Unlock()
-		if ready {
+		x.mu.Lock()
+		if id == "exec1" {
+			x.firstFDs = append(x.firstFDs, fd)
+		}
+		x.mu.Unlock()
+		switch {
+		case ready && op.fail:
+			for _, c := range op.conns {
+				_ = c.Close()
+			}
+			op.done <- -1
+		case ready:
 			go runCat(op.conns, op.done)
 		}
 	})
@@ -67,6 +105,10 @@ func fakeExec(t *testing.T, f *fakeLXD) {
 		select {
 		case code := <-op.done:
 			op.done <- code
+			if op.fail {
+				sync200(w, opJSON(r.PathValue("id"), 400, x.failMsg, false, nil))
+				return
+			}
 			sync200(w, opJSON(r.PathValue("id"), 200, "", false, map[string]any{"return": code}))
 		case <-time.After(200 * time.Millisecond):
 			sync200(w, opJSON(r.PathValue("id"), 103, "", false, nil))
@@ -138,6 +180,81 @@ func TestExecFake(t *testing.T) {
 	code, err := c.Exec(context.Background(), "x", ExecRequest{Command: []string{"cat"}, Stdin: strings.NewReader("hello"), Stdout: &out, Stderr: &errb})
 	if err != nil || code != 0 || out.String() != "hello" || errb.String() != "bye\n" {
 		t.Fatalf("code %d err %v out %q err %q", code, err, out.String(), errb.String())
+	}
+}
+
+// An exec that LXD fails before the command runs ("Failed to retrieve PID
+// of executing child process", as for an instance that has just started)
+// is tried again, and the command then runs once. The control socket is
+// connected before the others, so a failure never leaves a command
+// running without it.
+func TestExecRetriesWhatLXDNeverStarted(t *testing.T) {
+	f := newFake(t)
+	x := &execFaults{failFirst: 2, failMsg: "Failed to retrieve PID of executing child process"}
+	fakeExecWith(t, f, x)
+	c := f.connect(t, Config{})
+	res, err := c.ExecOutput(context.Background(), "x", ExecRequest{Command: []string{"cat"}}, 1024)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("exec: %+v %v", res, err)
+	}
+	posts, fds := x.counts()
+	if posts != 3 || res.Attempts != 3 {
+		t.Errorf("exec POSTs %d, attempts %d; want 3 and 3", posts, res.Attempts)
+	}
+	if len(fds) != 4 || fds[0] != "control" {
+		t.Errorf("websockets connected in the order %v; want control first", fds)
+	}
+}
+
+// An exec that never starts gives up after execAttempts tries, says how
+// many, and matches ErrExecNotStarted; a failure of a command that ran is
+// not retried, and neither is an exec whose stdin cannot be replayed.
+func TestExecRetryBounds(t *testing.T) {
+	defer func(d time.Duration) { execRetryBase = d }(execRetryBase)
+	execRetryBase = time.Millisecond
+	f := newFake(t)
+	x := &execFaults{failFirst: 100, failMsg: "Failed to retrieve PID of executing child process"}
+	fakeExecWith(t, f, x)
+	c := f.connect(t, Config{})
+	_, err := c.Exec(context.Background(), "x", ExecRequest{Command: []string{"cat"}})
+	if !errors.Is(err, ErrExecNotStarted) || !strings.Contains(err.Error(), "tried 6 times") {
+		t.Fatalf("err = %v; want ErrExecNotStarted after 6 tries", err)
+	}
+	if posts, _ := x.counts(); posts != execAttempts {
+		t.Errorf("exec POSTs %d; want %d", posts, execAttempts)
+	}
+	_, err = c.Exec(context.Background(), "x", ExecRequest{Command: []string{"cat"}, Stdin: io.MultiReader(strings.NewReader("x"))})
+	if !errors.Is(err, ErrExecNotStarted) || !strings.Contains(err.Error(), "tried 1 times") {
+		t.Fatalf("err = %v; want no retry with a stdin that cannot rewind", err)
+	}
+
+	f2 := newFake(t)
+	x2 := &execFaults{failFirst: 1, failMsg: "Some other failure"}
+	fakeExecWith(t, f2, x2)
+	c2 := f2.connect(t, Config{})
+	_, err = c2.Exec(context.Background(), "x", ExecRequest{Command: []string{"cat"}})
+	if err == nil || errors.Is(err, ErrExecNotStarted) {
+		t.Fatalf("err = %v; want a plain failure", err)
+	}
+	if posts, _ := x2.counts(); posts != 1 {
+		t.Errorf("exec POSTs %d; want 1 (not retried)", posts)
+	}
+}
+
+// A tunnel whose exec LXD fails after the websockets connected ends its
+// stream with an *ExecStartError, not a bare EOF: the command never ran.
+func TestExecConnReportsExecNeverStarted(t *testing.T) {
+	f := newFake(t)
+	fakeExecWith(t, f, &execFaults{failFirst: 1, failMsg: "Failed to retrieve PID of executing child process"})
+	c := f.connect(t, Config{})
+	ec, err := c.DialExec(context.Background(), "x", []string{"cat"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ec.Close()
+	_, err = ec.Read(make([]byte, 10))
+	if !errors.Is(err, ErrExecNotStarted) {
+		t.Fatalf("read: %v; want ErrExecNotStarted", err)
 	}
 }
 

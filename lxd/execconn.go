@@ -111,6 +111,9 @@ func (ec *ExecConn) pump() {
 		}
 		if err != nil {
 			ec.readErr = ec.mapReadErr(err)
+			if se := ec.startFailure(); se != nil {
+				ec.readErr = se
+			}
 			close(ec.frames)
 			return
 		}
@@ -132,6 +135,26 @@ func (ec *ExecConn) pump() {
 			return
 		}
 	}
+}
+
+// startFailure waits briefly for the exec's operation once its stream
+// broke, and returns an *ExecStartError when LXD failed it before the
+// command ran: LXD closes the streams without a word then, and only the
+// operation says why.
+func (ec *ExecConn) startFailure() error {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-ec.waitDone:
+	case <-ec.closed:
+		return nil
+	case <-t.C:
+		return nil
+	}
+	if execNeverRan(ec.exitErr) {
+		return &ExecStartError{Instance: ec.name, Err: ec.exitErr}
+	}
+	return nil
 }
 
 func (ec *ExecConn) mapReadErr(err error) error {

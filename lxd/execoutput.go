@@ -16,6 +16,9 @@ type ExecResult struct {
 	Output []byte
 	// Truncated says that earlier output was dropped.
 	Truncated bool
+	// Attempts is how many times the exec was started: more than 1 when
+	// LXD failed to start the command at first (see Exec).
+	Attempts int
 }
 
 // ExecOutput runs a command like Exec and keeps the last limit bytes of
@@ -30,9 +33,9 @@ type ExecResult struct {
 func (c *Client) ExecOutput(ctx context.Context, name string, req ExecRequest, limit int) (ExecResult, error) {
 	tail := &tailBuffer{limit: max(limit, 0)}
 	req.Stdout, req.Stderr = tail, tail
-	code, err := c.Exec(ctx, name, req)
+	code, attempts, err := c.execRetrying(ctx, name, req)
 	out, truncated := tail.snapshot()
-	return ExecResult{ExitCode: code, Output: out, Truncated: truncated}, err
+	return ExecResult{ExitCode: code, Output: out, Truncated: truncated, Attempts: attempts}, err
 }
 
 // tailBuffer keeps the last limit bytes written to it. stdout and stderr

@@ -84,6 +84,13 @@ const RepairWait = 30 * time.Second
 // creating or recreating the instance, starting Docker, pulling the image.
 const StepOverhead = 20 * time.Minute
 
+// ErrDockerUnreached is matched by a driver's WaitDocker error when Docker
+// was never reached: LXD did not set up the way in (its exec failed
+// before the command ran). That is no evidence that Docker is down, so a
+// Restart step restarts nothing on it; the step fails as transient and a
+// later run looks again.
+var ErrDockerUnreached = errors.New("docker not reached through LXD")
+
 // ErrStalePlan is returned when the live state changed since a plan was
 // computed: applying it could undo someone else's change.
 var ErrStalePlan = errors.New("plan is stale")
@@ -627,7 +634,7 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if silent == nil {
 			return converge()
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(silent, ErrDockerUnreached) {
 			return silent
 		}
 		if app.Spec.System.Ephemeral {

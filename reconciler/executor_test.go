@@ -295,6 +295,25 @@ func TestApplyRestartRepairsSilentDocker(t *testing.T) {
 	}
 }
 
+// A Restart step whose wait finds that LXD could not even run the tunnel
+// (ErrDockerUnreached) restarts nothing: Docker's silence was never
+// observed. The step fails as transient, for a later run to look again.
+func TestApplyRestartLeavesUnreachedDockerAlone(t *testing.T) {
+	a := plantest.App("web", 2, 1, "reg/web:1")
+	obs := plantest.Converged(a)
+	obs.Instances[1].Container = nil
+	obs.Instances[1].DockerError = "exec docker system dial-stdio: exit status 1"
+	f := newFakeDriver()
+	f.fail["wait-docker web-1"] = fmt.Errorf("%w: lxd: exec in web-1: connecting websockets: i/o timeout", ErrDockerUnreached)
+	pl, res, _ := apply(t, f, plan.Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
+	if len(pl.Steps) != 1 || pl.Steps[0].Action != plan.Restart || res.OK() {
+		t.Fatalf("plan:\n%s\nresult %+v", pl.Text(), res)
+	}
+	if want := []string{"wait-docker web-1"}; !slices.Equal(f.calls, want) {
+		t.Errorf("calls = %q, want %q (no stop, no start)", f.calls, want)
+	}
+}
+
 // A leftover "<app>-next" container is removed by converging the replica's
 // container (EnsureContainer removes leftovers first).
 func TestApplyRemovesLeftovers(t *testing.T) {

@@ -124,6 +124,9 @@ type LoopMetrics interface {
 	// SetOutdatedBaseImages gives, per app, how many replicas run on
 	// another base image than their alias points to now.
 	SetOutdatedBaseImages(counts map[string]int)
+	// SetUnobservedReplicas gives, per app, how many running replicas'
+	// Docker could not be looked at (LXD did not set up the tunnel).
+	SetUnobservedReplicas(counts map[string]int)
 	Triggered(source string)
 	Succeeded(t time.Time)
 }
@@ -912,7 +915,8 @@ func (l *Loop) publish(r *run, observed plan.Observed, pl plan.Plan) {
 		l.Metrics.SetApps(statuses)
 		l.Metrics.SetAppRevisions(lastGood)
 		l.Metrics.SetSpecErrors(len(r.diags))
-		l.Metrics.SetOutdatedBaseImages(outdatedBaseImages(st))
+		l.Metrics.SetOutdatedBaseImages(countReplicas(st, func(r plan.ReplicaView) bool { return r.BaseImageOutdated }))
+		l.Metrics.SetUnobservedReplicas(countReplicas(st, func(r plan.ReplicaView) bool { return r.Unobserved }))
 		if r.result == RunOK || r.result == RunNoop {
 			// Only a revision every app converged to is "applied".
 			l.Metrics.SetRevision(r.rev.SHA)
@@ -956,14 +960,15 @@ func (l *Loop) report(r *run, end time.Time, apps map[string]string, errText str
 		Result: r.result, Error: errText, Apps: apps, Status: st})
 }
 
-// outdatedBaseImages counts, per app, the replicas whose base image alias
-// has moved on.
-func outdatedBaseImages(st plan.Status) map[string]int {
+// countReplicas counts, per app, the replicas that match (e.g. those whose
+// base image alias has moved on); every app has an entry, so a gauge
+// falls back to 0.
+func countReplicas(st plan.Status, match func(plan.ReplicaView) bool) map[string]int {
 	out := make(map[string]int, len(st.Apps))
 	for _, a := range st.Apps {
 		n := 0
 		for _, r := range a.Replicas {
-			if r.BaseImageOutdated {
+			if match(r) {
 				n++
 			}
 		}

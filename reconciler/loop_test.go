@@ -429,6 +429,7 @@ func (m *fakeMetrics) SetRevision(sha string) {
 }
 
 func (m *fakeMetrics) SetOutdatedBaseImages(map[string]int) {}
+func (m *fakeMetrics) SetUnobservedReplicas(map[string]int) {}
 
 func (m *fakeMetrics) SetApps(s map[string]string) {
 	m.mu.Lock()

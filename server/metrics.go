@@ -45,6 +45,7 @@ type Metrics struct {
 	appRevision   *prometheus.GaugeVec
 	specErrors    prometheus.Gauge
 	outdatedBase  *prometheus.GaugeVec
+	unobserved    *prometheus.GaugeVec
 	lxdRequests   *prometheus.CounterVec
 	webhooks      *prometheus.CounterVec
 	triggers      *prometheus.CounterVec
@@ -112,6 +113,10 @@ func NewMetrics() *Metrics {
 			Name: "berth_replicas_outdated_base_image",
 			Help: "Per app, replicas built from another image than the one their system.image alias points to now (a base OS update not rolled out yet).",
 		}, []string{"app"}),
+		unobserved: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "berth_replicas_unobserved",
+			Help: "Per app, running replicas whose Docker could not be looked at in the last run because LXD did not set up the exec tunnel: their state is unknown, and steps on their containers wait.",
+		}, []string{"app"}),
 		lxdRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_lxd_requests_total",
 			Help: "Requests made to the LXD API by HTTP method.",
@@ -134,7 +139,7 @@ func NewMetrics() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.runs, m.duration, m.runErrors,
 		m.gitPolls, m.gitFetches, m.gitErrors,
-		m.revision, m.apps, m.appStatus, m.appRevision, m.specErrors, m.outdatedBase, m.lxdRequests,
+		m.revision, m.apps, m.appStatus, m.appRevision, m.specErrors, m.outdatedBase, m.unobserved, m.lxdRequests,
 		m.webhooks, m.triggers, m.lastSuccessTS,
 	)
 	// Counters with a closed label set start at zero, so rate() and
@@ -239,14 +244,26 @@ func (m *Metrics) SetApps(statuses map[string]string) {
 // the replicas on an outdated base image. Apps missing from counts are
 // removed.
 func (m *Metrics) SetOutdatedBaseImages(counts map[string]int) {
+	m.setPerApp(m.outdatedBase, counts)
+}
+
+// SetUnobservedReplicas sets berth_replicas_unobserved: per app, the
+// running replicas whose Docker could not be looked at. Apps missing from
+// counts are removed.
+func (m *Metrics) SetUnobservedReplicas(counts map[string]int) {
+	m.setPerApp(m.unobserved, counts)
+}
+
+// setPerApp replaces every series of a per-app gauge with counts.
+func (m *Metrics) setPerApp(g *prometheus.GaugeVec, counts map[string]int) {
 	if m == nil {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.outdatedBase.Reset()
+	g.Reset()
 	for app, n := range counts {
-		m.outdatedBase.WithLabelValues(app).Set(float64(n))
+		g.WithLabelValues(app).Set(float64(n))
 	}
 }
 

@@ -150,6 +150,9 @@ func (e *canonEncoder) instance(inst *Instance) {
 	}
 	e.buf = append(e.buf, `,"dockerError":`...)
 	e.buf = strconv.AppendBool(e.buf, inst.DockerError != "")
+	if inst.DockerUnknown != "" {
+		e.buf = append(e.buf, `,"dockerUnknown":true`...)
+	}
 	// Written only when set, so that fingerprints of what has none stay
 	// as they were before placement and base images were planned.
 	if inst.Location != "" {

@@ -246,6 +246,11 @@ type Plan struct {
 	// Unready are replicas with their desired spec that are not ready and
 	// that no step fixes.
 	Unready []Unready `json:"unready,omitempty"`
+	// Unobserved are running replicas whose Docker could not be looked at
+	// this run because LXD did not set up the tunnel (Instance.DockerUnknown):
+	// their containers' steps wait for a later look, and they are counted
+	// as serving.
+	Unobserved []Unready `json:"unobserved,omitempty"`
 	// PruneBlocked says why pruning was skipped, if it was.
 	PruneBlocked string `json:"pruneBlocked,omitempty"`
 	// Warnings are things people should know that change no step: foreign
@@ -296,6 +301,10 @@ func (p Plan) Blockers() []Blocker {
 	if n := len(p.Held); n > 0 {
 		out = append(out, Blocker{fmt.Sprintf("%d app(s) held", n),
 			fmt.Sprintf("%d app%s held for an invalid spec (%s)", n, plural(n), strings.Join(p.Held, ", "))})
+	}
+	if n := len(p.Unobserved); n > 0 {
+		out = append(out, Blocker{fmt.Sprintf("%d unobserved", n),
+			fmt.Sprintf("%d replica%s not observed, waiting for another look (%s)", n, plural(n), list(n, func(i int) string { return p.Unobserved[i].Instance + ": " + p.Unobserved[i].Why }, "; "))})
 	}
 	if n := len(p.Unready); n > 0 {
 		out = append(out, Blocker{fmt.Sprintf("%d not ready", n),

@@ -425,6 +425,11 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 	case !a.app.Spec.HasContainer():
 		// A plain managed system: no Docker to look at.
 		provision()
+	case inst.DockerUnknown != "":
+		// LXD did not run the tunnel: Docker may be fine. Restarting on
+		// that would restart the fleet on an LXD hiccup; plan nothing
+		// that depends on the container, and say that the plan waits.
+		pl.plan.Unobserved = append(pl.plan.Unobserved, Unready{App: a.name, Instance: inst.Name, Why: NotReadyReason(inst)})
 	case inst.DockerError != "":
 		// The fleet cannot be checked while Docker is silent, and "no
 		// changes" would be a lie: the executor waits a bounded time for
@@ -449,7 +454,7 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 			step(StartContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning})
 		}
 	}
-	if len(inst.StaleContainers) > 0 && len(recreate) == 0 && running && inst.DockerError == "" && a.app.Spec.HasContainer() {
+	if len(inst.StaleContainers) > 0 && len(recreate) == 0 && running && inst.DockerError == "" && inst.DockerUnknown == "" && a.app.Spec.HasContainer() {
 		// A leftover (a "<app>-next" of a killed rollout) is drift. Every
 		// container step removes leftovers first; without one, a step
 		// of its own does.

@@ -408,6 +408,38 @@ func TestPlanRuntime(t *testing.T) {
 			},
 		},
 		{
+			// LXD failing to run the tunnel says nothing about Docker:
+			// no restart, nothing for the container, and the plan says
+			// it waits for another look (issue 18: a hiccup restarted
+			// the fleet).
+			name: "docker state unknown: no restart, the plan waits",
+			apps: []spec.App{newCtr},
+			observed: edit(fleet(web), "web-1", func(i *Instance) {
+				i.Container = nil
+				i.DockerUnknown = "lxd: exec in web-1: connecting websockets: i/o timeout"
+			}),
+			want: []string{"1 web-0 " + replace, "2 web-2 " + replace},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Unobserved) != 1 || p.Unobserved[0].Instance != "web-1" || !strings.Contains(p.Unobserved[0].Why, "docker state unknown") {
+					t.Errorf("Unobserved = %+v", p.Unobserved)
+				}
+				if b := p.Blockers(); p.Converged() || len(b) != 1 || b[0].Short != "1 unobserved" {
+					t.Errorf("converged %v, blockers %+v; want 1 unobserved", p.Converged(), b)
+				}
+			},
+		},
+		{
+			name:     "every replica's docker unknown: no step at all",
+			apps:     []spec.App{web},
+			observed: unknownDocker(fleet(web)),
+			want:     []string{},
+			check: func(t *testing.T, p Plan) {
+				if len(p.Unobserved) != 3 || p.Summary() != "Nothing to do now: 3 unobserved." {
+					t.Errorf("Unobserved = %+v, summary %q", p.Unobserved, p.Summary())
+				}
+			},
+		},
+		{
 			name:     "docker unreachable with nothing else to do is still a step",
 			apps:     []spec.App{web},
 			observed: edit(fleet(web), "web-2", func(i *Instance) { i.Container = nil; i.DockerError = "exit status 1" }),
@@ -862,6 +894,16 @@ func TestPlanRecreateOfReplicaWithoutContainer(t *testing.T) {
 			"3 web-2 recreate (system.image: debian-docker → debian-docker-13)",
 		},
 	}})
+}
+
+// unknownDocker marks every instance's Docker as unknown (LXD did not run
+// the tunnel), as a cold observe under an LXD hiccup does.
+func unknownDocker(insts []Instance) []Instance {
+	for i := range insts {
+		insts[i].Container = nil
+		insts[i].DockerUnknown = "lxd: exec in " + insts[i].Name + ": connecting websockets: i/o timeout"
+	}
+	return insts
 }
 
 func TestText(t *testing.T) {

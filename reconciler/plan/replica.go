@@ -31,8 +31,8 @@ const (
 	// Ready: the instance runs, its app container runs and is healthy
 	// (or has no healthcheck), and no declared TCP port was found closed.
 	Ready
-	// Unknown: the instance runs but its Docker did not answer, so the
-	// container could not be seen.
+	// Unknown: the instance runs but its Docker did not answer, or could
+	// not be asked, so the container could not be seen.
 	Unknown
 )
 
@@ -66,7 +66,7 @@ func ReplicaAvailability(inst *Instance) Availability {
 		}
 		return Ready
 	}
-	if inst.DockerError != "" {
+	if inst.DockerError != "" || inst.DockerUnknown != "" {
 		return Unknown
 	}
 	c := inst.Container
@@ -99,6 +99,8 @@ func NotReadyReason(inst *Instance) string {
 		return portsWord(inst.ClosedPorts) + " closed"
 	case systemOnly(inst):
 		return av.String()
+	case inst.DockerUnknown != "":
+		return dockerUnknownWord + inst.DockerUnknown
 	case av == Unknown || inst.DockerError != "":
 		return "docker not answering: " + inst.DockerError
 	case c == nil:
@@ -112,6 +114,10 @@ func NotReadyReason(inst *Instance) string {
 	}
 	return av.String()
 }
+
+// dockerUnknownWord starts the reason of a replica whose Docker could not
+// be looked at because LXD did not set up the tunnel.
+const dockerUnknownWord = "docker state unknown (LXD did not run the tunnel): "
 
 // portsWord is "port 80/tcp" or "ports 80/tcp, 443/tcp".
 func portsWord(ports []string) string {

@@ -97,6 +97,10 @@ type ReplicaView struct {
 	// BaseImageOutdated is set when the app's system.image alias now
 	// points to another build than the replica's.
 	BaseImageOutdated bool `json:"baseImageOutdated,omitempty"`
+	// Unobserved is set when the replica's Docker could not be looked at
+	// because LXD did not set up the tunnel (Error says why): its state
+	// is unknown, not failed.
+	Unobserved bool `json:"unobserved,omitempty"`
 	// Privileged is the instance's effective security.privileged: a
 	// privileged container is root on the host, and status flags it.
 	Privileged bool `json:"privileged,omitempty"`
@@ -311,6 +315,8 @@ func replicaView(inst *Instance, slot int) ReplicaView {
 	case provisionPending(inst):
 		r.Error = provisionNotDone
 	case systemOnly(inst):
+	case inst.DockerUnknown != "":
+		r.Error, r.Unobserved = dockerUnknownWord+inst.DockerUnknown, true
 	case inst.DockerError != "":
 		r.Error = "docker not answering: " + inst.DockerError
 	case inst.Container == nil:
