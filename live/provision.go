@@ -90,6 +90,18 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 	// the provision's fault.
 	timedOut := func() bool { return ctx.Err() == nil && pctx.Err() != nil }
 
+	if inst.Config[ownership.KeyProvisionedAt] == "" {
+		if err := s.waitFirstBoot(pctx, name); err != nil {
+			if timedOut() {
+				return &ProvisionError{Instance: name, Reason: fmt.Sprintf("timed out after %s waiting for the instance's first boot (cloud-init)", timeout)}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return s.blameLXD(ctx, firstBootError(name, err))
+		}
+	}
+
 	for _, f := range p.Files {
 		opts, err := fileOptions(f)
 		if err != nil {
@@ -134,7 +146,7 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 	case res.ExitCode != 0:
 		return &ProvisionError{Instance: name, Reason: fmt.Sprintf("%s exited with code %d", cmd, res.ExitCode), Output: tail}
 	}
-	s.Logger.Info("provisioned", "instance", name, "files", len(p.Files), "command", cmd, "took", clk.Since(start).Round(time.Millisecond))
+	s.Logger.Info("provisioned", "instance", name, "files", len(p.Files), "command", cmd, "took", clk.Since(start).Round(time.Millisecond), "exec attempts", res.Attempts)
 	return nil
 }
 
