@@ -37,6 +37,10 @@ const (
 // and retried after the rollout backoff, or at once on a new commit.
 type ProvisionError struct {
 	Instance string
+	// Location is the cluster member the instance is on, "" when not
+	// known or not clustered: a frozen or overloaded member is often why
+	// a provision timed out.
+	Location string
 	// Reason says what failed: "[/srv/setup.sh] exited with code 2",
 	// "timed out after 10m0s running [...]".
 	Reason string
@@ -47,11 +51,20 @@ type ProvisionError struct {
 }
 
 func (e *ProvisionError) Error() string {
-	msg := "provision of " + e.Instance + ": " + e.Reason
+	msg := "provision of " + e.Instance + onMember(e.Location) + ": " + e.Reason
 	if e.Output != "" {
 		msg += "; last output:\n" + e.Output
 	}
 	return msg
+}
+
+// onMember is " on member NAME" for an instance LXD places on a cluster
+// member, "" on a single host (where LXD says "none").
+func onMember(location string) string {
+	if location == "" || location == "none" {
+		return ""
+	}
+	return " on member " + spec.EscapeText(location)
 }
 
 // Permanent is false: see ProvisionError.
@@ -75,8 +88,9 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 	if inst.Config[ownership.KeyOwner] != s.Owner {
 		return fmt.Errorf("%s is not owned by %q any more; not provisioning it", name, s.Owner)
 	}
+	where := name + onMember(inst.Location)
 	if !inst.Running() {
-		return fmt.Errorf("provision of %s: the instance is %s, not running", name, inst.Status)
+		return fmt.Errorf("provision of %s: the instance is %s, not running", where, inst.Status)
 	}
 	clk := clock.Or(s.Clock)
 	timeout := p.Timeout.D()
@@ -93,16 +107,16 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 	for _, f := range p.Files {
 		opts, err := fileOptions(f)
 		if err != nil {
-			return &ProvisionError{Instance: name, Reason: fmt.Sprintf("file %s: %v", spec.EscapeText(f.Path), err)}
+			return &ProvisionError{Instance: name, Location: inst.Location, Reason: fmt.Sprintf("file %s: %v", spec.EscapeText(f.Path), err)}
 		}
 		if err := s.LXD.PushFile(pctx, name, f.Path, f.Content, opts); err != nil {
 			if timedOut() {
-				return &ProvisionError{Instance: name, Reason: fmt.Sprintf("timed out after %s copying %s", timeout, spec.EscapeText(f.Path))}
+				return &ProvisionError{Instance: name, Location: inst.Location, Reason: fmt.Sprintf("timed out after %s copying %s", timeout, spec.EscapeText(f.Path))}
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return s.blameLXD(ctx, fmt.Errorf("provision of %s: copy %s to %s: %w", name, spec.EscapeText(f.Source), spec.EscapeText(f.Path), err))
+			return s.blameLXD(ctx, fmt.Errorf("provision of %s: copy %s to %s: %w", where, spec.EscapeText(f.Source), spec.EscapeText(f.Path), err))
 		}
 	}
 	if len(p.Run) == 0 {
@@ -120,7 +134,7 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 	var oe *lxd.OperationError
 	switch {
 	case timedOut():
-		return &ProvisionError{Instance: name, Reason: fmt.Sprintf("timed out after %s running %s", timeout, cmd), Output: tail}
+		return &ProvisionError{Instance: name, Location: inst.Location, Reason: fmt.Sprintf("timed out after %s running %s", timeout, cmd), Output: tail}
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case errors.As(err, &oe):
@@ -128,11 +142,11 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 		// and 127 ("Command not executable", "Command not found"),
 		// whether the shell or the command itself exited so; the output
 		// says which.
-		return &ProvisionError{Instance: name, Reason: fmt.Sprintf("%s failed: %s", cmd, spec.EscapeText(oe.Err)), Output: tail}
+		return &ProvisionError{Instance: name, Location: inst.Location, Reason: fmt.Sprintf("%s failed: %s", cmd, spec.EscapeText(oe.Err)), Output: tail}
 	case err != nil:
-		return s.blameLXD(ctx, fmt.Errorf("provision of %s: running %s: %w", name, cmd, err))
+		return s.blameLXD(ctx, fmt.Errorf("provision of %s: running %s: %w", where, cmd, err))
 	case res.ExitCode != 0:
-		return &ProvisionError{Instance: name, Reason: fmt.Sprintf("%s exited with code %d", cmd, res.ExitCode), Output: tail}
+		return &ProvisionError{Instance: name, Location: inst.Location, Reason: fmt.Sprintf("%s exited with code %d", cmd, res.ExitCode), Output: tail}
 	}
 	s.Logger.Info("provisioned", "instance", name, "files", len(p.Files), "command", cmd, "took", clk.Since(start).Round(time.Millisecond))
 	return nil

@@ -102,7 +102,8 @@ func TestFileOptions(t *testing.T) {
 
 // TestProvisionErrorRetries: a failed provision holds the app and is
 // retried after the backoff (config management fails for a while, e.g.
-// with a mirror down); its message carries the reason and the output.
+// with a mirror down); its message carries the reason, the member and the
+// output.
 func TestProvisionErrorRetries(t *testing.T) {
 	err := fmt.Errorf("step: %w", &ProvisionError{Instance: "web-0", Reason: "[/srv/setup.sh] exited with code 2", Output: "E: no such package\nfailed"})
 	if r := reconciler.RetryOf(err); r != reconciler.Retrying {
@@ -111,6 +112,15 @@ func TestProvisionErrorRetries(t *testing.T) {
 	want := "step: provision of web-0: [/srv/setup.sh] exited with code 2; last output:\nE: no such package\nfailed"
 	if err.Error() != want {
 		t.Errorf("message:\n%s\nwant\n%s", err, want)
+	}
+	// On a cluster the member is named: a frozen one is often why a
+	// provision timed out. A single host's "none" is no member.
+	onM2 := &ProvisionError{Instance: "web-0", Location: "m2", Reason: "timed out after 5s running [/srv/setup.sh] (it and the processes it started were stopped)"}
+	if want := "provision of web-0 on member m2: timed out after 5s running [/srv/setup.sh] (it and the processes it started were stopped)"; onM2.Error() != want {
+		t.Errorf("message:\n%s\nwant\n%s", onM2, want)
+	}
+	if e := (&ProvisionError{Instance: "web-0", Location: "none", Reason: "x"}); e.Error() != "provision of web-0: x" {
+		t.Errorf("single host: %s", e)
 	}
 	if got := commandText([]string{"sh", "-c", "echo \x1b[2J"}); got != `[sh -c echo \x1b[2J]` {
 		t.Errorf("commandText = %q", got)
