@@ -315,3 +315,96 @@ func TestSystemOnlyReady(t *testing.T) {
 		t.Errorf("stopped: %v", err)
 	}
 }
+
+// TestProvisionLeavesNoProcessBehind: a provision runs in a session of its
+// own, and whatever of it does not end by itself is stopped, as ps in the
+// instance shows: a timed-out command and the processes it started; an
+// earlier attempt whose client went away (berth killed: LXD kills only
+// the exec's own process); and a process left in the background holding
+// the output of a command that exited 0, which is reported as such, not
+// as a timeout. A daemon started with its output redirected is left
+// alone, by that provision and by the next.
+func TestProvisionLeavesNoProcessBehind(t *testing.T) {
+	c := realLXD(t)
+	ctx := context.Background()
+	const owner = "berth-it-provkill"
+	sys := New(c, owner, engine.Options{})
+	sys.StopTimeout = time.Second
+	defer sys.Close()
+	name := createReplica(t, sys, systemOnlyApp("berth-it-provkill"))
+	// running lists the processes whose command line is cmd (ps in the
+	// instance, not berth's word for it).
+	running := func(cmd string) []string {
+		t.Helper()
+		var found []string
+		for _, l := range strings.Split(inInstance(t, c, name, "ps", "-o", "pid,pgid,stat,args"), "\n") {
+			if strings.HasSuffix(strings.TrimSpace(l), cmd) && !strings.Contains(l, " Z ") {
+				found = append(found, strings.TrimSpace(l))
+			}
+		}
+		return found
+	}
+	provision := func(run []string, timeout time.Duration) (*ProvisionError, error) {
+		t.Helper()
+		err := sys.Provision(ctx, name, &spec.Provision{Run: run, Timeout: spec.Duration(timeout)})
+		var pe *ProvisionError
+		errors.As(err, &pe)
+		return pe, err
+	}
+
+	// A timeout stops the command and what it started.
+	pe, err := provision([]string{"/bin/sh", "-c", "echo begun; sleep 1000; echo never"}, 3*time.Second)
+	if pe == nil || !strings.Contains(pe.Reason, "timed out after 3s running [/bin/sh -c echo begun; sleep 1000; echo never] (it and the processes it started were stopped)") || pe.Output != "begun" {
+		t.Fatalf("a provision past its timeout: %v", err)
+	}
+	if left := running("sleep 1000"); len(left) != 0 {
+		t.Errorf("left behind by a timed-out provision: %q", left)
+	}
+
+	// An attempt whose client went away, as when berth is killed: the
+	// exec's own process dies, its session does not. The next attempt
+	// stops it before it runs.
+	ectx, cancel := context.WithCancel(ctx)
+	killed := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ectx, name, lxd.ExecRequest{Command: []string{"/bin/sh", "-c", provisionScript, "berth-provision", provisionFuncs, "sh", "-c", "sleep 1000"}})
+		killed <- err
+	}()
+	for len(running("sleep 1000")) == 0 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	<-killed
+	if len(running("sleep 1000")) == 0 {
+		t.Fatal("LXD stopped the whole session of an exec whose client went away: this test no longer shows anything")
+	}
+	if _, err := provision([]string{"true"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if left := running("sleep 1000"); len(left) != 0 {
+		t.Errorf("an earlier attempt still runs after the next one: %q", left)
+	}
+
+	// Exited 0, but a background process holds the output: said so, and
+	// the process is stopped.
+	pe, err = provision([]string{"sh", "-c", "sleep 1000 & echo started"}, time.Minute)
+	if pe == nil || !strings.Contains(pe.Reason, "[sh -c sleep 1000 & echo started] exited with code 0, but a process it left in the background kept its output open") ||
+		!strings.Contains(pe.Reason, ">/var/log/") || strings.Contains(pe.Reason, "timed out") || pe.Output != "started" {
+		t.Fatalf("a provision whose background process holds its output: %v", err)
+	}
+	if left := running("sleep 1000"); len(left) != 0 {
+		t.Errorf("the background process of a provision reported as holding its output: %q", left)
+	}
+
+	// A daemon started as the README says stays, also through the next
+	// provision.
+	if _, err := provision([]string{"sh", "-c", "sleep 1001 </dev/null >/dev/null 2>&1 &"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := provision([]string{"true"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if daemons := running("sleep 1001"); len(daemons) != 1 {
+		t.Errorf("a daemon started with its output redirected: %q, want it running", daemons)
+	}
+}

@@ -127,6 +127,41 @@ func TestProvisionErrorRetries(t *testing.T) {
 	}
 }
 
+// TestExitMarker: the line provisionScript writes on its stderr once the
+// command exited is found however LXD splits the stream, and only a whole
+// line counts.
+func TestExitMarker(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes []string
+		code   int
+		ok     bool
+	}{
+		{"one write", []string{"berth-provision-exit 0\n"}, 0, true},
+		{"split", []string{"berth-prov", "ision-exit 1", "7\n"}, 17, true},
+		{"after noise", []string{strings.Repeat("x", 1000), "berth-provision-exit 3\n"}, 3, true},
+		{"not yet a whole line", []string{"berth-provision-exit 1"}, 0, false},
+		{"garbled", []string{"berth-provision-exit x\n"}, 0, false},
+	} {
+		m := &exitMarker{seen: make(chan struct{})}
+		for _, w := range tc.writes {
+			if n, err := m.Write([]byte(w)); n != len(w) || err != nil {
+				t.Fatalf("%s: Write = %d, %v", tc.name, n, err)
+			}
+		}
+		code, ok := m.code()
+		closed := false
+		select {
+		case <-m.seen:
+			closed = true
+		default:
+		}
+		if code != tc.code || ok != tc.ok || closed != tc.ok {
+			t.Errorf("%s: code %d %v (seen %v), want %d %v", tc.name, code, ok, closed, tc.code, tc.ok)
+		}
+	}
+}
+
 // observeLXD answers the three requests of an observe: the owned
 // instances, all instance names, and the images (or a 500 when
 // imagesFail). Any other request is a 404 and is recorded.
