@@ -116,6 +116,21 @@ func TestProvisionBusybox(t *testing.T) {
 	if ls := inInstance(t, c, name, "ls", "-ln", "/etc/berth-it/app.env"); !strings.HasPrefix(ls, "-rw-------    1 1000     1001 ") {
 		t.Errorf("after a mode change: %s", ls)
 	}
+	// Each file was pushed next to its destination and renamed into
+	// place: nothing of that is left.
+	for _, dir := range []string{"/etc/berth-it", "/usr/local/sbin"} {
+		if ls := inInstance(t, c, name, "ls", "-A", dir); strings.Contains(ls, ".berth-new-") {
+			t.Errorf("temporary files left in %s: %s", dir, ls)
+		}
+	}
+	// A destination that is a directory is refused, not written into.
+	err := sys.Provision(ctx, name, &spec.Provision{Files: []spec.ProvisionFile{{Source: "x", Path: "/etc/berth-it", Content: []byte("x")}}})
+	if pe := (*ProvisionError)(nil); !errors.As(err, &pe) || pe.Reason != "file /etc/berth-it: could not move it into place: is a directory" {
+		t.Errorf("a file over a directory: %v", err)
+	}
+	if ls := inInstance(t, c, name, "ls", "-A", "/etc"); strings.Contains(ls, ".berth-new-") {
+		t.Errorf("temporary file left after a failed rename: %s", ls)
+	}
 
 	failing := func(run []string, timeout time.Duration, wantReason, wantOutput string) {
 		t.Helper()
@@ -332,13 +347,14 @@ func TestProvisionLeavesNoProcessBehind(t *testing.T) {
 	sys.StopTimeout = time.Second
 	defer sys.Close()
 	name := createReplica(t, sys, systemOnlyApp("berth-it-provkill"))
-	// running lists the processes whose command line is cmd (ps in the
-	// instance, not berth's word for it).
+	// running lists the processes whose command line ends in cmd (ps in
+	// the instance, not berth's word for it), but for provisionScript's
+	// own, whose arguments end in the command.
 	running := func(cmd string) []string {
 		t.Helper()
 		var found []string
 		for _, l := range strings.Split(inInstance(t, c, name, "ps", "-o", "pid,pgid,stat,args"), "\n") {
-			if strings.HasSuffix(strings.TrimSpace(l), cmd) && !strings.Contains(l, " Z ") {
+			if strings.HasSuffix(strings.TrimSpace(l), cmd) && !strings.Contains(l, " Z ") && !strings.Contains(l, "berth-provision") {
 				found = append(found, strings.TrimSpace(l))
 			}
 		}

@@ -3,9 +3,12 @@ package live
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,20 +108,16 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 	fail := func(reason, output string) error {
 		return &ProvisionError{Instance: name, Location: inst.Location, Reason: reason, Output: output}
 	}
-	for _, f := range p.Files {
-		opts, err := fileOptions(f)
-		if err != nil {
-			return fail(fmt.Sprintf("file %s: %v", spec.EscapeText(f.Path), err), "")
+	if fe := s.pushFiles(ctx, pctx, name, p.Files); fe != nil {
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case pctx.Err() != nil:
+			return fail(fmt.Sprintf("timed out after %s copying %s", timeout, spec.EscapeText(fe.file.Path)), "")
+		case fe.inInstance:
+			return fail(fmt.Sprintf("file %s: %v", spec.EscapeText(fe.file.Path), fe.err), fe.output)
 		}
-		if err := s.LXD.PushFile(pctx, name, f.Path, f.Content, opts); err != nil {
-			if ctx.Err() == nil && pctx.Err() != nil {
-				return fail(fmt.Sprintf("timed out after %s copying %s", timeout, spec.EscapeText(f.Path)), "")
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return s.blameLXD(ctx, fmt.Errorf("provision of %s: copy %s to %s: %w", where, spec.EscapeText(f.Source), spec.EscapeText(f.Path), err))
-		}
+		return s.blameLXD(ctx, fmt.Errorf("provision of %s: copy %s to %s: %w", where, spec.EscapeText(fe.file.Source), spec.EscapeText(fe.file.Path), fe.err))
 	}
 	if len(p.Run) == 0 {
 		s.Logger.Info("provisioned", "instance", name, "files", len(p.Files), "took", clk.Since(start).Round(time.Millisecond))
@@ -360,6 +359,104 @@ func (m *exitMarker) code() (int, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.exit, m.ok
+}
+
+// fileError is a provision file that could not be written.
+type fileError struct {
+	file spec.ProvisionFile
+	err  error
+	// inInstance: the instance refused it (a bad mode, the path a
+	// directory, the rename failing), rather than LXD failing.
+	inInstance bool
+	output     string
+}
+
+func (e *fileError) Error() string { return e.file.Path + ": " + e.err.Error() }
+
+// pushFiles writes the provision's files, each whole or not at all: LXD's
+// file API writes in place, so a push that fails half way (a full pool)
+// would leave a file that is neither the old one nor the new. Each is
+// pushed to a temporary name in its directory, with its owner and mode,
+// then all are renamed into place by one exec (LXD's file API has no
+// rename), which is atomic within a directory. When a push fails, the
+// temporary files are deleted and no destination was touched.
+func (s *System) pushFiles(ctx, pctx context.Context, name string, files []spec.ProvisionFile) *fileError {
+	if len(files) == 0 {
+		return nil
+	}
+	var pushed []string
+	cleanup := func() {
+		dctx, cancel := clock.WithTimeout(context.WithoutCancel(ctx), clock.Or(s.Clock), provisionStopTimeout)
+		defer cancel()
+		for _, tmp := range pushed {
+			_ = s.LXD.DeleteFile(dctx, name, tmp)
+		}
+	}
+	// Argument pairs for provisionRename: temporary name, destination.
+	args := []string{"/bin/sh", "-c", provisionRename, "berth-provision-files"}
+	for _, f := range files {
+		opts, err := fileOptions(f)
+		if err != nil {
+			cleanup()
+			return &fileError{file: f, err: err, inInstance: true}
+		}
+		tmp := tempPath(f.Path)
+		if err := s.LXD.PushFile(pctx, name, tmp, f.Content, opts); err != nil {
+			pushed = append(pushed, tmp) // a partial one may be there
+			cleanup()
+			return &fileError{file: f, err: err}
+		}
+		pushed = append(pushed, tmp)
+		args = append(args, tmp, f.Path)
+	}
+	res, err := s.LXD.ExecOutput(pctx, name, lxd.ExecRequest{Command: args}, 4<<10)
+	if err == nil && res.ExitCode == 0 {
+		return nil
+	}
+	cleanup()
+	fe := &fileError{file: files[0], err: err}
+	var oe *lxd.OperationError
+	switch {
+	case errors.As(err, &oe):
+		fe.err, fe.inInstance = fmt.Errorf("could not move it into place: %s", spec.EscapeText(oe.Err)), true
+		fe.output = outputTail(res.Output, res.Truncated)
+	case err == nil:
+		// The script names the destination it failed on, and why.
+		line, _, _ := bytes.Cut(res.Output, []byte("\n"))
+		dst, why, _ := bytes.Cut(line, []byte("\t"))
+		fe.err, fe.inInstance = fmt.Errorf("could not move it into place: %s", spec.EscapeText(string(why))), true
+		for _, f := range files {
+			if f.Path == string(dst) {
+				fe.file = f
+			}
+		}
+	}
+	return fe
+}
+
+// provisionRename renames each pair of arguments, temporary name then
+// destination, refusing a destination that is a directory (mv would move
+// the file into it). A failure prints "DESTINATION<tab>why".
+const provisionRename = `while [ "$#" -ge 2 ]; do
+	if [ -d "$2" ] && [ ! -L "$2" ]; then
+		printf '%s\tis a directory\n' "$2"
+		exit 1
+	fi
+	if ! out=$(mv -f "$1" "$2" 2>&1); then
+		printf '%s\t%s\n' "$2" "$out"
+		exit 1
+	fi
+	shift 2
+done
+`
+
+// tempPath is where a provision file is pushed before it is renamed to p:
+// in the same directory (a rename within it is atomic), hidden, short
+// whatever p's name, and the same for every attempt, so a leftover of an
+// attempt that died is overwritten rather than piled up.
+func tempPath(p string) string {
+	sum := sha256.Sum256([]byte(p))
+	return path.Join(path.Dir(p), ".berth-new-"+hex.EncodeToString(sum[:6]))
 }
 
 // fileOptions reads a provision file's mode ("0644", the default) and

@@ -211,12 +211,17 @@ func (f *observeLXD) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func newObserveLXD(t *testing.T, f *observeLXD) *lxd.Client {
+	return newFakeLXD(t, f.serve)
+}
+
+// newFakeLXD is a client of an LXD that h plays.
+func newFakeLXD(t *testing.T, h http.HandlerFunc) *lxd.Client {
 	sock := filepath.Join(t.TempDir(), "unix.socket")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	srv := httptest.NewUnstartedServer(h)
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Start()
@@ -336,5 +341,66 @@ func TestEnsureContainerRefusesSystemOnly(t *testing.T) {
 	}
 	if got := sys.Requests(); got.Total != 0 {
 		t.Errorf("requests: %+v", got)
+	}
+}
+
+// TestProvisionFileWriteIsWholeOrNothing: a provision file is pushed to a
+// temporary name next to it and renamed into place, so a push that fails
+// half way (LXD answering "no space left on device" once it has written
+// part of it) leaves the old file as it was: the destination is never
+// written nor deleted, the temporary file is deleted, and the error says
+// which file failed and why.
+func TestProvisionFileWriteIsWholeOrNothing(t *testing.T) {
+	var mu sync.Mutex
+	var calls []string
+	c := newFakeLXD(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		reply := func(code int, meta any) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			typ, msg := "sync", ""
+			if code >= 300 {
+				typ, msg = "error", "Failed to write file: write /etc/app.conf: no space left on device"
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"type": typ, "status_code": code, "error_code": code, "error": msg, "metadata": meta})
+		}
+		switch {
+		case r.Method == "GET" && r.URL.Path == "/1.0":
+			reply(200, map[string]any{"api_version": "1.0", "auth": "trusted", "environment": map[string]any{"server_version": "5.0.2"}})
+		case r.Method == "GET" && r.URL.Path == "/1.0/instances/web-0":
+			reply(200, map[string]any{"name": "web-0", "status": "Running", "status_code": 103, "location": "none",
+				"config": map[string]string{ownership.KeyOwner: "o"}})
+		case strings.HasSuffix(r.URL.Path, "/files"):
+			calls = append(calls, r.Method+" "+r.URL.Query().Get("path"))
+			switch r.Method {
+			case "HEAD":
+				reply(404, nil) // LXD 5.0: stat before a push; no leftover
+			case "POST":
+				reply(500, nil) // the pool filled up during the write
+			default:
+				reply(200, nil)
+			}
+		default:
+			calls = append(calls, r.Method+" "+r.URL.Path)
+			reply(404, nil)
+		}
+	})
+	sys := New(c, "o", engine.Options{})
+	defer sys.Close()
+	p := &spec.Provision{Files: []spec.ProvisionFile{{Source: "app.conf", Path: "/etc/app.conf", Content: []byte(strings.Repeat("x", 4<<20))}}}
+	err := sys.Provision(context.Background(), "web-0", p)
+	if err == nil || !strings.Contains(err.Error(), "provision of web-0: copy app.conf to /etc/app.conf: ") || !strings.Contains(err.Error(), "no space left on device") {
+		t.Errorf("a push that failed: %v", err)
+	}
+	tmp := tempPath("/etc/app.conf")
+	if !strings.HasPrefix(tmp, "/etc/.berth-new-") {
+		t.Errorf("temporary name %s is not hidden in the destination's directory", tmp)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"HEAD " + tmp, "POST " + tmp, "DELETE " + tmp}
+	if !slices.Equal(calls, want) {
+		t.Errorf("requests %q, want %q: only the temporary file is written, then deleted", calls, want)
 	}
 }
