@@ -95,10 +95,25 @@ func parseLease(v string) (holder string, expiry time.Time) {
 // its expiry (Held false, no error). ErrLeaseContended means every attempt
 // met a concurrent change of the server config: try again soon.
 func (l *Lease) Acquire(ctx context.Context) (reconciler.LeaseState, error) {
+	return l.write(ctx, false)
+}
+
+// Renew extends the lease this holder holds, and never takes one: when
+// the key holds another's value, or is gone (deleted by hand, or
+// garbled), the lease was lost, and Held is false with the holder found
+// ("" when there is none). Taking it back here would let a writer that
+// took the free lease in the meantime and this holder both write. The
+// holder re-acquires through Acquire, after it stopped its work.
+func (l *Lease) Renew(ctx context.Context) (reconciler.LeaseState, error) {
+	return l.write(ctx, true)
+}
+
+// write is Acquire, or Renew when renew is set.
+func (l *Lease) write(ctx context.Context, renew bool) (reconciler.LeaseState, error) {
 	// The ETag covers the whole server config, so another owner renewing
 	// its own lease makes ours fail with 412: read again and retry.
 	for try := 1; ; try++ {
-		st, err := l.acquire(ctx)
+		st, err := l.acquire(ctx, renew)
 		if !errors.Is(err, lxd.ErrPreconditionFailed) {
 			return st, err
 		}
@@ -112,13 +127,16 @@ func (l *Lease) Acquire(ctx context.Context) (reconciler.LeaseState, error) {
 	}
 }
 
-func (l *Lease) acquire(ctx context.Context) (reconciler.LeaseState, error) {
+func (l *Lease) acquire(ctx context.Context, renew bool) (reconciler.LeaseState, error) {
 	srv, etag, err := l.LXD.GetServer(ctx)
 	if err != nil {
 		return reconciler.LeaseState{}, fmt.Errorf("read lease: %w", err)
 	}
 	cur, _ := srv.Config[l.key()].(string)
 	holder, expiry := parseLease(cur)
+	if renew && holder != l.Holder {
+		return reconciler.LeaseState{Holder: holder, Expiry: expiry}, nil
+	}
 	now := l.now()
 	if holder != "" && holder != l.Holder && now.Before(expiry) {
 		return reconciler.LeaseState{Holder: holder, Expiry: expiry}, nil
@@ -294,7 +312,7 @@ func (h *Held) renew(ctx context.Context) {
 			return
 		}
 		next = every
-		st, err := h.lease.Acquire(ctx)
+		st, err := h.lease.Renew(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -304,7 +322,7 @@ func (h *Held) renew(ctx context.Context) {
 			h.expiry = st.Expiry
 			h.mu.Unlock()
 		case err == nil:
-			h.lose(fmt.Errorf("%w: now held by %s", ErrLeaseLost, st))
+			h.lose(reconciler.LeaseLostError(st))
 			return
 		case !h.lease.now().Before(h.Expiry().Add(-every)):
 			h.lose(fmt.Errorf("%w: could not renew it before it expires: %v", ErrLeaseLost, err))

@@ -489,3 +489,88 @@ func TestLeaseRacingTakes(t *testing.T) {
 		}
 	}
 }
+
+// TestRenewNeverTakes: a renewal that finds the lease key deleted (by
+// hand: `lxc config unset`), garbled or another's has lost the lease and
+// writes nothing, where Acquire would take the free lease; a Hold's work
+// context ends with ErrLeaseLost saying so, and the lease stays free for
+// the writer that may have taken it meanwhile.
+func TestRenewNeverTakes(t *testing.T) {
+	key := ownership.LeaseKey("o", "")
+	for _, tc := range []struct {
+		name, value, holder string
+	}{
+		{"deleted", "", ""},
+		{"garbled", "nonsense", ""},
+		{"another's", fmt.Sprintf("thief %d", leaseT0.Add(time.Hour).Unix()), "thief"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, c := newLeaseLXD(t)
+			fc := clock.NewFake(leaseT0)
+			me := &Lease{LXD: c, Owner: "o", Holder: "me", TTL: 3 * time.Second, Settle: time.Millisecond, Clock: fc}
+			if st, err := acquireOn(t, fc, me); err != nil || !st.Held {
+				t.Fatal(st, err)
+			}
+			if st, err := me.Renew(context.Background()); err != nil || !st.Held {
+				t.Fatalf("Renew of a held lease = %+v, %v", st, err)
+			}
+			set := func(v string) {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if v == "" {
+					delete(f.config, key)
+				} else {
+					f.config[key] = v
+				}
+				f.version++
+			}
+			set(tc.value)
+			f.mu.Lock()
+			patches := f.patches
+			f.mu.Unlock()
+			st, err := me.Renew(context.Background())
+			if err != nil || st.Held || st.Holder != tc.holder {
+				t.Errorf("Renew after the key was %s = %+v, %v; want not held, holder %q", tc.name, st, err, tc.holder)
+			}
+			f.mu.Lock()
+			if f.patches != patches || f.config[key] != nil && f.config[key] != tc.value {
+				t.Errorf("Renew wrote the lease: %d patches, value %v", f.patches-patches, f.config[key])
+			}
+			f.mu.Unlock()
+
+			// A Hold loses it at its next renewal, and says why.
+			set("")
+			done := make(chan *Held, 1)
+			go func() {
+				h, err := me.Hold(context.Background(), 0, nil)
+				if err != nil {
+					t.Error(err)
+				}
+				done <- h
+			}()
+			armed(t, fc, 1) // the take's read-back
+			fc.Advance(me.Settle)
+			h := within(t, done, "Hold")
+			if h == nil {
+				return
+			}
+			set(tc.value)
+			armed(t, fc, 1)
+			fc.Advance(time.Second) // TTL/3: the renewal
+			within(t, h.Context().Done(), "the work context after the lease was "+tc.name)
+			want := "it was removed (its key deleted or garbled) while held"
+			if tc.holder != "" {
+				want = "now held by thief"
+			}
+			if err := h.Lost(); !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), want) {
+				t.Errorf("Lost = %v, want ErrLeaseLost saying %q", err, want)
+			}
+			_ = h.Release(context.Background())
+			f.mu.Lock()
+			if v, _ := f.config[key].(string); v != tc.value {
+				t.Errorf("the lease after the holder lost it: %q, want %q", v, tc.value)
+			}
+			f.mu.Unlock()
+		})
+	}
+}

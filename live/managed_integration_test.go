@@ -116,6 +116,21 @@ func TestProvisionBusybox(t *testing.T) {
 	if ls := inInstance(t, c, name, "ls", "-ln", "/etc/berth-it/app.env"); !strings.HasPrefix(ls, "-rw-------    1 1000     1001 ") {
 		t.Errorf("after a mode change: %s", ls)
 	}
+	// Each file was pushed next to its destination and renamed into
+	// place: nothing of that is left.
+	for _, dir := range []string{"/etc/berth-it", "/usr/local/sbin"} {
+		if ls := inInstance(t, c, name, "ls", "-A", dir); strings.Contains(ls, ".berth-new-") {
+			t.Errorf("temporary files left in %s: %s", dir, ls)
+		}
+	}
+	// A destination that is a directory is refused, not written into.
+	err := sys.Provision(ctx, name, &spec.Provision{Files: []spec.ProvisionFile{{Source: "x", Path: "/etc/berth-it", Content: []byte("x")}}})
+	if pe := (*ProvisionError)(nil); !errors.As(err, &pe) || pe.Reason != "file /etc/berth-it: could not move it into place: is a directory" {
+		t.Errorf("a file over a directory: %v", err)
+	}
+	if ls := inInstance(t, c, name, "ls", "-A", "/etc"); strings.Contains(ls, ".berth-new-") {
+		t.Errorf("temporary file left after a failed rename: %s", ls)
+	}
 
 	failing := func(run []string, timeout time.Duration, wantReason, wantOutput string) {
 		t.Helper()
@@ -313,5 +328,99 @@ func TestSystemOnlyReady(t *testing.T) {
 	}
 	if err := sys.WaitReady(ctx, name, app); !errors.As(err, &nr) || !strings.Contains(err.Error(), "instance is Stopped") {
 		t.Errorf("stopped: %v", err)
+	}
+}
+
+// TestProvisionLeavesNoProcessBehind: a provision runs in a session of its
+// own, and whatever of it does not end by itself is stopped, as ps in the
+// instance shows: a timed-out command and the processes it started; an
+// earlier attempt whose client went away (berth killed: LXD kills only
+// the exec's own process); and a process left in the background holding
+// the output of a command that exited 0, which is reported as such, not
+// as a timeout. A daemon started with its output redirected is left
+// alone, by that provision and by the next.
+func TestProvisionLeavesNoProcessBehind(t *testing.T) {
+	c := realLXD(t)
+	ctx := context.Background()
+	const owner = "berth-it-provkill"
+	sys := New(c, owner, engine.Options{})
+	sys.StopTimeout = time.Second
+	defer sys.Close()
+	name := createReplica(t, sys, systemOnlyApp("berth-it-provkill"))
+	// running lists the processes whose command line ends in cmd (ps in
+	// the instance, not berth's word for it), but for provisionScript's
+	// own, whose arguments end in the command.
+	running := func(cmd string) []string {
+		t.Helper()
+		var found []string
+		for _, l := range strings.Split(inInstance(t, c, name, "ps", "-o", "pid,pgid,stat,args"), "\n") {
+			if strings.HasSuffix(strings.TrimSpace(l), cmd) && !strings.Contains(l, " Z ") && !strings.Contains(l, "berth-provision") {
+				found = append(found, strings.TrimSpace(l))
+			}
+		}
+		return found
+	}
+	provision := func(run []string, timeout time.Duration) (*ProvisionError, error) {
+		t.Helper()
+		err := sys.Provision(ctx, name, &spec.Provision{Run: run, Timeout: spec.Duration(timeout)})
+		var pe *ProvisionError
+		errors.As(err, &pe)
+		return pe, err
+	}
+
+	// A timeout stops the command and what it started.
+	pe, err := provision([]string{"/bin/sh", "-c", "echo begun; sleep 1000; echo never"}, 3*time.Second)
+	if pe == nil || !strings.Contains(pe.Reason, "timed out after 3s running [/bin/sh -c echo begun; sleep 1000; echo never] (it and the processes it started were stopped)") || pe.Output != "begun" {
+		t.Fatalf("a provision past its timeout: %v", err)
+	}
+	if left := running("sleep 1000"); len(left) != 0 {
+		t.Errorf("left behind by a timed-out provision: %q", left)
+	}
+
+	// An attempt whose client went away, as when berth is killed: the
+	// exec's own process dies, its session does not. The next attempt
+	// stops it before it runs.
+	ectx, cancel := context.WithCancel(ctx)
+	killed := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ectx, name, lxd.ExecRequest{Command: []string{"/bin/sh", "-c", provisionScript, "berth-provision", provisionFuncs, "sh", "-c", "sleep 1000"}})
+		killed <- err
+	}()
+	for len(running("sleep 1000")) == 0 {
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	<-killed
+	if len(running("sleep 1000")) == 0 {
+		t.Fatal("LXD stopped the whole session of an exec whose client went away: this test no longer shows anything")
+	}
+	if _, err := provision([]string{"true"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if left := running("sleep 1000"); len(left) != 0 {
+		t.Errorf("an earlier attempt still runs after the next one: %q", left)
+	}
+
+	// Exited 0, but a background process holds the output: said so, and
+	// the process is stopped.
+	pe, err = provision([]string{"sh", "-c", "sleep 1000 & echo started"}, time.Minute)
+	if pe == nil || !strings.Contains(pe.Reason, "[sh -c sleep 1000 & echo started] exited with code 0, but a process it left in the background kept its output open") ||
+		!strings.Contains(pe.Reason, ">/var/log/") || strings.Contains(pe.Reason, "timed out") || pe.Output != "started" {
+		t.Fatalf("a provision whose background process holds its output: %v", err)
+	}
+	if left := running("sleep 1000"); len(left) != 0 {
+		t.Errorf("the background process of a provision reported as holding its output: %q", left)
+	}
+
+	// A daemon started as the README says stays, also through the next
+	// provision.
+	if _, err := provision([]string{"sh", "-c", "sleep 1001 </dev/null >/dev/null 2>&1 &"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := provision([]string{"true"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if daemons := running("sleep 1001"); len(daemons) != 1 {
+		t.Errorf("a daemon started with its output redirected: %q, want it running", daemons)
 	}
 }

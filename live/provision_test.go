@@ -102,7 +102,8 @@ func TestFileOptions(t *testing.T) {
 
 // TestProvisionErrorRetries: a failed provision holds the app and is
 // retried after the backoff (config management fails for a while, e.g.
-// with a mirror down); its message carries the reason and the output.
+// with a mirror down); its message carries the reason, the member and the
+// output.
 func TestProvisionErrorRetries(t *testing.T) {
 	err := fmt.Errorf("step: %w", &ProvisionError{Instance: "web-0", Reason: "[/srv/setup.sh] exited with code 2", Output: "E: no such package\nfailed"})
 	if r := reconciler.RetryOf(err); r != reconciler.Retrying {
@@ -112,8 +113,52 @@ func TestProvisionErrorRetries(t *testing.T) {
 	if err.Error() != want {
 		t.Errorf("message:\n%s\nwant\n%s", err, want)
 	}
+	// On a cluster the member is named: a frozen one is often why a
+	// provision timed out. A single host's "none" is no member.
+	onM2 := &ProvisionError{Instance: "web-0", Location: "m2", Reason: "timed out after 5s running [/srv/setup.sh] (it and the processes it started were stopped)"}
+	if want := "provision of web-0 on member m2: timed out after 5s running [/srv/setup.sh] (it and the processes it started were stopped)"; onM2.Error() != want {
+		t.Errorf("message:\n%s\nwant\n%s", onM2, want)
+	}
+	if e := (&ProvisionError{Instance: "web-0", Location: "none", Reason: "x"}); e.Error() != "provision of web-0: x" {
+		t.Errorf("single host: %s", e)
+	}
 	if got := commandText([]string{"sh", "-c", "echo \x1b[2J"}); got != `[sh -c echo \x1b[2J]` {
 		t.Errorf("commandText = %q", got)
+	}
+}
+
+// TestExitMarker: the line provisionScript writes on its stderr once the
+// command exited is found however LXD splits the stream, and only a whole
+// line counts.
+func TestExitMarker(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes []string
+		code   int
+		ok     bool
+	}{
+		{"one write", []string{"berth-provision-exit 0\n"}, 0, true},
+		{"split", []string{"berth-prov", "ision-exit 1", "7\n"}, 17, true},
+		{"after noise", []string{strings.Repeat("x", 1000), "berth-provision-exit 3\n"}, 3, true},
+		{"not yet a whole line", []string{"berth-provision-exit 1"}, 0, false},
+		{"garbled", []string{"berth-provision-exit x\n"}, 0, false},
+	} {
+		m := &exitMarker{seen: make(chan struct{})}
+		for _, w := range tc.writes {
+			if n, err := m.Write([]byte(w)); n != len(w) || err != nil {
+				t.Fatalf("%s: Write = %d, %v", tc.name, n, err)
+			}
+		}
+		code, ok := m.code()
+		closed := false
+		select {
+		case <-m.seen:
+			closed = true
+		default:
+		}
+		if code != tc.code || ok != tc.ok || closed != tc.ok {
+			t.Errorf("%s: code %d %v (seen %v), want %d %v", tc.name, code, ok, closed, tc.code, tc.ok)
+		}
 	}
 }
 
@@ -166,12 +211,17 @@ func (f *observeLXD) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func newObserveLXD(t *testing.T, f *observeLXD) *lxd.Client {
+	return newFakeLXD(t, f.serve)
+}
+
+// newFakeLXD is a client of an LXD that h plays.
+func newFakeLXD(t *testing.T, h http.HandlerFunc) *lxd.Client {
 	sock := filepath.Join(t.TempDir(), "unix.socket")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	srv := httptest.NewUnstartedServer(h)
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Start()
@@ -291,5 +341,66 @@ func TestEnsureContainerRefusesSystemOnly(t *testing.T) {
 	}
 	if got := sys.Requests(); got.Total != 0 {
 		t.Errorf("requests: %+v", got)
+	}
+}
+
+// TestProvisionFileWriteIsWholeOrNothing: a provision file is pushed to a
+// temporary name next to it and renamed into place, so a push that fails
+// half way (LXD answering "no space left on device" once it has written
+// part of it) leaves the old file as it was: the destination is never
+// written nor deleted, the temporary file is deleted, and the error says
+// which file failed and why.
+func TestProvisionFileWriteIsWholeOrNothing(t *testing.T) {
+	var mu sync.Mutex
+	var calls []string
+	c := newFakeLXD(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		reply := func(code int, meta any) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			typ, msg := "sync", ""
+			if code >= 300 {
+				typ, msg = "error", "Failed to write file: write /etc/app.conf: no space left on device"
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"type": typ, "status_code": code, "error_code": code, "error": msg, "metadata": meta})
+		}
+		switch {
+		case r.Method == "GET" && r.URL.Path == "/1.0":
+			reply(200, map[string]any{"api_version": "1.0", "auth": "trusted", "environment": map[string]any{"server_version": "5.0.2"}})
+		case r.Method == "GET" && r.URL.Path == "/1.0/instances/web-0":
+			reply(200, map[string]any{"name": "web-0", "status": "Running", "status_code": 103, "location": "none",
+				"config": map[string]string{ownership.KeyOwner: "o"}})
+		case strings.HasSuffix(r.URL.Path, "/files"):
+			calls = append(calls, r.Method+" "+r.URL.Query().Get("path"))
+			switch r.Method {
+			case "HEAD":
+				reply(404, nil) // LXD 5.0: stat before a push; no leftover
+			case "POST":
+				reply(500, nil) // the pool filled up during the write
+			default:
+				reply(200, nil)
+			}
+		default:
+			calls = append(calls, r.Method+" "+r.URL.Path)
+			reply(404, nil)
+		}
+	})
+	sys := New(c, "o", engine.Options{})
+	defer sys.Close()
+	p := &spec.Provision{Files: []spec.ProvisionFile{{Source: "app.conf", Path: "/etc/app.conf", Content: []byte(strings.Repeat("x", 4<<20))}}}
+	err := sys.Provision(context.Background(), "web-0", p)
+	if err == nil || !strings.Contains(err.Error(), "provision of web-0: copy app.conf to /etc/app.conf: ") || !strings.Contains(err.Error(), "no space left on device") {
+		t.Errorf("a push that failed: %v", err)
+	}
+	tmp := tempPath("/etc/app.conf")
+	if !strings.HasPrefix(tmp, "/etc/.berth-new-") {
+		t.Errorf("temporary name %s is not hidden in the destination's directory", tmp)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"HEAD " + tmp, "POST " + tmp, "DELETE " + tmp}
+	if !slices.Equal(calls, want) {
+		t.Errorf("requests %q, want %q: only the temporary file is written, then deleted", calls, want)
 	}
 }

@@ -22,7 +22,8 @@ type ExecResult struct {
 }
 
 // ExecOutput runs a command like Exec and keeps the last limit bytes of
-// its combined stdout and stderr (req.Stdout and req.Stderr are ignored).
+// its combined stdout and stderr (req.Stdout is ignored; req.Stderr, when
+// set, gets stderr instead, for a command that uses it as a side channel).
 // LXD sends the two on separate streams, so how they interleave is only
 // roughly the order they were written in; a caller that needs the exact
 // order merges them in the instance (sh -c 'exec "$@" 2>&1').
@@ -32,7 +33,10 @@ type ExecResult struct {
 // Exec) and the error wraps ctx's.
 func (c *Client) ExecOutput(ctx context.Context, name string, req ExecRequest, limit int) (ExecResult, error) {
 	tail := &tailBuffer{limit: max(limit, 0)}
-	req.Stdout, req.Stderr = tail, tail
+	req.Stdout = tail
+	if req.Stderr == nil {
+		req.Stderr = tail
+	}
 	code, attempts, err := c.execRetrying(ctx, name, req)
 	out, truncated := tail.snapshot()
 	return ExecResult{ExitCode: code, Output: out, Truncated: truncated, Attempts: attempts}, err

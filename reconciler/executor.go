@@ -499,10 +499,11 @@ func (e *Executor) afterBatch(ctx context.Context, batch []int, steps []plan.Ste
 }
 
 // provision runs the app's provision in the instance, if it has one, and
-// records its hash and time once it succeeded. A re-run (again) first
-// marks it pending: from then until it succeeds the replica is not ready,
-// since what it configures may be half done.
-func (e *Executor) provision(ctx context.Context, name string, app *spec.App, again bool) error {
+// records its hash and time once it succeeded, with the revision it came
+// from: the instance now has that revision's system, and status shows it.
+// A re-run (again) first marks it pending: from then until it succeeds
+// the replica is not ready, since what it configures may be half done.
+func (e *Executor) provision(ctx context.Context, name string, app *spec.App, revision string, again bool) error {
 	p := app.Spec.System.Provision
 	if p == nil {
 		return nil
@@ -519,6 +520,9 @@ func (e *Executor) provision(ctx context.Context, name string, app *spec.App, ag
 	done := map[string]string{
 		ownership.KeyProvisionHash: p.Hash(),
 		ownership.KeyProvisionedAt: clock.Or(e.Clock).Now().UTC().Format(time.RFC3339),
+	}
+	if revision != "" {
+		done[ownership.KeyRevision] = revision
 	}
 	return d.UpdateInstance(ctx, name, done, nil)
 }
@@ -577,7 +581,7 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if err := d.CreateInstance(ctx, s.Instance, *app, cfg, s.Target); err != nil {
 			return err
 		}
-		if err := e.provision(ctx, s.Instance, app, false); err != nil {
+		if err := e.provision(ctx, s.Instance, app, revision, false); err != nil {
 			return err
 		}
 		return converge()
@@ -594,7 +598,7 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		}
 		return create()
 	case plan.Provision:
-		if err := e.provision(ctx, s.Instance, app, true); err != nil {
+		if err := e.provision(ctx, s.Instance, app, revision, true); err != nil {
 			return err
 		}
 		if app.Spec.System.Provision.RestartContainer && app.Spec.HasContainer() {
@@ -608,7 +612,7 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 			return err
 		}
 		if s.ProvisionNeeded() {
-			if err := e.provision(ctx, s.Instance, app, true); err != nil {
+			if err := e.provision(ctx, s.Instance, app, revision, true); err != nil {
 				return err
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/reconciler/plan/plantest"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +27,8 @@ type fakeDriver struct {
 	busy    map[string]int   // app -> replicas currently disrupted
 	maxBusy map[string]int
 	delay   time.Duration
+	// config is what UpdateInstance set on each instance, all calls merged.
+	config map[string]map[string]string
 }
 
 func newFakeDriver() *fakeDriver {
@@ -72,6 +75,15 @@ func (f *fakeDriver) StopInstance(_ context.Context, name string) error {
 	return f.record("stop", name)
 }
 func (f *fakeDriver) UpdateInstance(_ context.Context, name string, set map[string]string, remove []string) error {
+	f.mu.Lock()
+	if f.config == nil {
+		f.config = map[string]map[string]string{}
+	}
+	if f.config[name] == nil {
+		f.config[name] = map[string]string{}
+	}
+	maps.Copy(f.config[name], set)
+	f.mu.Unlock()
 	return f.record(fmt.Sprintf("update(%d,-%v)", len(set), remove), name)
 }
 func (f *fakeDriver) DeleteInstance(_ context.Context, name string, backup bool) error {

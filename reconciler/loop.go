@@ -54,6 +54,11 @@ type Lease interface {
 	// ErrLeaseContended means the attempt could not complete because
 	// others kept writing at the same time: try again soon.
 	Acquire(ctx context.Context) (LeaseState, error)
+	// Renew extends the lease this reconciler holds, and never takes it:
+	// when it is gone (its key deleted) or another's, it returns Held
+	// false with the holder found ("" when none), and the reconciler has
+	// lost it. Errors are as Acquire's.
+	Renew(ctx context.Context) (LeaseState, error)
 	// Release gives it up (on shutdown), so another can take over at once.
 	Release(ctx context.Context) error
 }
@@ -87,6 +92,15 @@ var (
 	// expired.
 	ErrLeaseLost = errors.New("lost the lease")
 )
+
+// LeaseLostError is why a holder whose renewal found st lost the lease:
+// another holds it, or nobody does because its key was removed.
+func LeaseLostError(st LeaseState) error {
+	if st.Holder == "" {
+		return fmt.Errorf("%w: it was removed (its key deleted or garbled) while held", ErrLeaseLost)
+	}
+	return fmt.Errorf("%w: now held by %s", ErrLeaseLost, st)
+}
 
 // Run results, as in LoopStatus.LastResult and the run metrics.
 const (
@@ -494,7 +508,7 @@ func (l *Loop) renewLease(ctx context.Context) {
 		if !holding {
 			continue
 		}
-		st, err := l.Lease.Acquire(ctx)
+		st, err := l.Lease.Renew(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -506,8 +520,13 @@ func (l *Loop) renewLease(ctx context.Context) {
 			}
 			l.mu.Unlock()
 		case err == nil:
-			l.Logger.Warn("lost the lease; stopping the current run", "holder", st.Holder, "expires", st.Expiry)
-			l.leaseLost(st, fmt.Errorf("%w: now held by %s", ErrLeaseLost, st))
+			cause := LeaseLostError(st)
+			l.Logger.Warn("lost the lease; stopping the current run and taking it again when free", "why", cause, "holder", st.Holder, "expires", st.Expiry)
+			if !l.leaseLost(st, cause) {
+				// No run to cancel: one now takes the lease through
+				// Acquire, or waits for the new holder.
+				l.Trigger("lease")
+			}
 		case !l.Clock.Now().Before(expiry.Add(-l.LeaseRenew)):
 			l.Logger.Error("could not renew the lease before it expires; stopping the current run", "err", err, "expires", expiry)
 			l.leaseLost(LeaseState{}, fmt.Errorf("%w: could not renew it before it expires: %v", ErrLeaseLost, err))
@@ -523,8 +542,8 @@ func (l *Loop) renewLease(ctx context.Context) {
 }
 
 // leaseLost notes that this daemon no longer holds the lease and cancels
-// the run in progress with cause.
-func (l *Loop) leaseLost(st LeaseState, cause error) {
+// the run in progress with cause; it reports whether there was one.
+func (l *Loop) leaseLost(st LeaseState, cause error) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.leaseHeld = false
@@ -532,7 +551,9 @@ func (l *Loop) leaseLost(st LeaseState, cause error) {
 	l.status.LeaseHolder, l.status.LeaseExpiry = st.String(), st.Expiry
 	if l.cancelRun != nil {
 		l.cancelRun(cause)
+		return true
 	}
+	return false
 }
 
 func (l *Loop) setStatus(f func(*LoopStatus)) {
@@ -647,7 +668,8 @@ func (l *Loop) acquire(ctx context.Context, log *slog.Logger) (wait time.Duratio
 		return 0, true, nil
 	}
 	l.mu.Lock()
-	fresh := l.leaseHeld && l.Clock.Now().Before(l.leaseExpiry.Add(-2*l.LeaseRenew))
+	held := l.leaseHeld
+	fresh := held && l.Clock.Now().Before(l.leaseExpiry.Add(-2*l.LeaseRenew))
 	l.mu.Unlock()
 	if fresh {
 		// Held, and far from expiring: the renewal goroutine keeps it (and
@@ -655,7 +677,7 @@ func (l *Loop) acquire(ctx context.Context, log *slog.Logger) (wait time.Duratio
 		// would write LXD's server config each time.
 		return 0, true, nil
 	}
-	st, err := l.Lease.Acquire(ctx)
+	st, err := l.renewOrAcquire(ctx, log, held)
 	switch {
 	case ctx.Err() != nil:
 		return l.interrupted(ctx, log), false, nil
@@ -682,6 +704,24 @@ func (l *Loop) acquire(ctx context.Context, log *slog.Logger) (wait time.Duratio
 	l.status.LeaseHolder, l.status.LeaseExpiry = "", time.Time{}
 	l.mu.Unlock()
 	return 0, true, nil
+}
+
+// renewOrAcquire renews the lease this daemon believes it holds, or
+// takes it. A renewal that finds the lease gone or another's means it was
+// lost since the last renewal: that is logged, and the lease taken
+// through Acquire like any free one (no steps were started yet).
+func (l *Loop) renewOrAcquire(ctx context.Context, log *slog.Logger, held bool) (LeaseState, error) {
+	if held {
+		st, err := l.Lease.Renew(ctx)
+		if err != nil || st.Held {
+			return st, err
+		}
+		log.Warn("lost the lease; taking it again when free", "why", LeaseLostError(st), "holder", st.Holder, "expires", st.Expiry)
+		l.mu.Lock()
+		l.leaseHeld = false
+		l.mu.Unlock()
+	}
+	return l.Lease.Acquire(ctx)
 }
 
 // revisionHeld reports whether a run of this revision crashed before: it

@@ -111,13 +111,28 @@ type fakeSystem struct {
 
 func (f *fakeSystem) Observe(context.Context) (plan.Observed, error) { return f.obs, nil }
 
-// fakeLease answers what the test sets.
+// fakeLease answers what the test sets. Renew answers as Acquire does,
+// unless renewed is set: then with that (a lease lost while Acquire would
+// take it, as when its key was deleted).
 type fakeLease struct {
 	mu       sync.Mutex
 	state    LeaseState
 	err      error
+	renewed  *LeaseState
 	acquires int
+	renews   int
 	released bool
+}
+
+func (l *fakeLease) Renew(ctx context.Context) (LeaseState, error) {
+	l.mu.Lock()
+	l.renews++
+	if r := l.renewed; r != nil {
+		defer l.mu.Unlock()
+		return *r, nil
+	}
+	l.mu.Unlock()
+	return l.Acquire(ctx)
 }
 
 func (l *fakeLease) Acquire(context.Context) (LeaseState, error) {
@@ -906,5 +921,90 @@ func TestObservedViewHidesOtherOwners(t *testing.T) {
 	}
 	if l.lastView.Observed.Instances[1].Config["environment.TOKEN"] != "x" {
 		t.Error("the daemon's own view was changed")
+	}
+}
+
+// stepBlockingSystem's EnsureContainer waits until the test releases it
+// (or the step's context ends), after announcing it started, with how
+// many times the lease had been acquired by then.
+type stepBlockingSystem struct {
+	*fakeSystem
+	lease   *fakeLease
+	started chan stepStart
+	release chan struct{}
+}
+
+type stepStart struct {
+	instance string
+	acquires int
+}
+
+func (b *stepBlockingSystem) EnsureContainer(ctx context.Context, name string, app spec.App, slot int, rev string) error {
+	b.started <- stepStart{name, b.lease.acquiresSeen()}
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.fakeSystem.EnsureContainer(ctx, name, app, slot, rev)
+}
+
+// TestLoopLeaseKeyDeletedStopsSteps: a renewal that finds the lease key
+// gone (deleted by hand, so that another writer could take the free
+// lease) is a lost lease, not a free one to take back silently: the run
+// stops starting steps, it is logged at warn, and the next run takes the
+// lease again through Acquire before doing anything.
+func TestLoopLeaseKeyDeletedStopsSteps(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(t0)
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(strings.Replace(loopSpec, "IMAGE", "2", 1), "replicas: 1", "replicas: 2", 1))
+	lease := &fakeLease{state: LeaseState{Held: true, Expiry: t0.Add(60 * time.Second)}}
+	// Two replicas at image 1, one at a time: two batches of one step.
+	sys := &stepBlockingSystem{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver(), obs: plantest.Converged(plantest.App("web", 2, 1, "reg/web:1"))},
+		lease: lease, started: make(chan stepStart, 8), release: make(chan struct{})}
+	logs := &logBuffer{}
+	l := &Loop{Source: src, System: sys, Clock: clk, Lease: lease, Logger: logs.logger(), LeaseRenew: 20 * time.Second, Interval: time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	first := <-sys.started // batch 1 of the first run
+	lease.mu.Lock()
+	lease.renewed = &LeaseState{} // the key was deleted: nobody holds it
+	lease.mu.Unlock()
+	eventually(t, "the lost lease logged", func() bool {
+		clk.Advance(time.Second) // to the renewal
+		return strings.Contains(logs.String(), "lost the lease")
+	})
+	lease.mu.Lock()
+	lease.renewed = nil // the next run finds the lease free and takes it
+	lease.mu.Unlock()
+	close(sys.release)
+	// The first run started no more steps: the next step is the new run's
+	// first, after it took the lease again.
+	next := within(t, sys.started, "the next run's first step")
+	if first.instance != "web-0" || next.instance != "web-0" || next.acquires <= first.acquires {
+		t.Errorf("steps started: %+v, then %+v; want web-0, then web-0 again by a run that took the lease again", first, next)
+	}
+	log := logs.String()
+	if !strings.Contains(log, "level=WARN") || !strings.Contains(log, "it was removed (its key deleted or garbled) while held") {
+		t.Errorf("the loss is not logged at warn with its reason:\n%s", log)
+	}
+	if strings.Contains(log, "level=ERROR") {
+		t.Errorf("a lost lease logged as an error:\n%s", log)
+	}
+}
+
+// within receives from c, failing after 10s of real time (a hang).
+func within[T any](t *testing.T, c <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: none came", what)
+		panic("unreachable")
 	}
 }

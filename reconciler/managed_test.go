@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/reconciler/plan/plantest"
 	"github.com/berth-gitops/berth/spec"
@@ -27,7 +28,7 @@ func TestApplyProvisionsBeforeTheContainer(t *testing.T) {
 	f := newFakeDriver()
 	app := provisionedApp(1, "aa", false)
 	_, res, _ := apply(t, f, plan.Desired{Revision: "r1", Apps: []spec.App{app}}, plan.Observed{})
-	want := []string{"preflight web", "create web-0", "provision web-0", "update(2,-[]) web-0", "ensure web-0", "ready web-0"}
+	want := []string{"preflight web", "create web-0", "provision web-0", "update(3,-[]) web-0", "ensure web-0", "ready web-0"}
 	if !res.OK() || !slices.Equal(withoutPreflight(f.calls), withoutPreflight(want)) {
 		t.Fatalf("calls %q, want %q; result %+v", f.calls, want, res)
 	}
@@ -47,13 +48,17 @@ func TestApplyReprovisionInPlace(t *testing.T) {
 		}
 		// Marked pending, run, recorded, then checked ready: no create,
 		// no delete.
-		want := []string{"update(1,-[]) web-0", "provision web-0", "update(2,-[]) web-0"}
+		want := []string{"update(1,-[]) web-0", "provision web-0", "update(3,-[]) web-0"}
 		if restart {
 			want = append(want, "restart-container web-0")
 		}
 		want = append(want, "ready web-0")
 		if got := f.calls[:len(want)]; !slices.Equal(got, want) {
 			t.Errorf("restart=%v: calls %q, want %q", restart, f.calls, want)
+		}
+		// Status shows the revision whose provision the replica has.
+		if got := f.config["web-0"][ownership.KeyRevision]; got != "r2" {
+			t.Errorf("restart=%v: %s after the provision = %q, want r2", restart, ownership.KeyRevision, got)
 		}
 	}
 }
@@ -104,7 +109,7 @@ func TestApplyStartProvisionsBeforeTheContainer(t *testing.T) {
 	obs := plantest.Converged(old)
 	obs.Instances[0].Status, obs.Instances[0].Container = "Stopped", nil
 	pl, res, _ := apply(t, f, plan.Desired{Revision: "r2", Apps: []spec.App{app}}, obs)
-	want := []string{"start web-0", "update(1,-[]) web-0", "provision web-0", "update(2,-[]) web-0", "ensure web-0", "ready web-0"}
+	want := []string{"start web-0", "update(1,-[]) web-0", "provision web-0", "update(3,-[]) web-0", "ensure web-0", "ready web-0"}
 	if !res.OK() || len(pl.Steps) != 1 || !slices.Equal(f.calls, want) {
 		t.Errorf("plan %s\ncalls %q, want %q", pl.Text(), f.calls, want)
 	}
