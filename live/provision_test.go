@@ -369,8 +369,9 @@ func TestProvisionFileWriteIsWholeOrNothing(t *testing.T) {
 		case r.Method == "GET" && r.URL.Path == "/1.0":
 			reply(200, map[string]any{"api_version": "1.0", "auth": "trusted", "environment": map[string]any{"server_version": "5.0.2"}})
 		case r.Method == "GET" && r.URL.Path == "/1.0/instances/web-0":
+			// Provisioned before: no first-boot wait, only the files.
 			reply(200, map[string]any{"name": "web-0", "status": "Running", "status_code": 103, "location": "none",
-				"config": map[string]string{ownership.KeyOwner: "o"}})
+				"config": map[string]string{ownership.KeyOwner: "o", ownership.KeyProvisionedAt: "2026-01-01T00:00:00Z"}})
 		case strings.HasSuffix(r.URL.Path, "/files"):
 			calls = append(calls, r.Method+" "+r.URL.Query().Get("path"))
 			switch r.Method {
