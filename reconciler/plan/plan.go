@@ -319,6 +319,7 @@ var summaryParts = map[Action][2]string{
 	Create:           {"%d to create", "%d to create"},
 	Start:            {"%d to start", "%d to start"},
 	UpdateInPlace:    {"%d to update in place", "%d to update in place"},
+	Provision:        {"%d to provision", "%d to provision"},
 	Recreate:         {"%d to recreate", "%d to recreate"},
 	ReplaceContainer: {"%d container replacement", "%d container replacements"},
 	CreateContainer:  {"%d container to create", "%d containers to create"},

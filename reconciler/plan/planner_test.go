@@ -7,6 +7,7 @@ import (
 	"github.com/berth-gitops/berth/ownership"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -810,6 +811,24 @@ func TestSummary(t *testing.T) {
 	want := "Plan: 2 to create, 1 to start, 1 to update in place, 1 to recreate, 3 container replacements, 1 container to create, 2 containers to start, 1 to delete."
 	if got := p.Summary(); got != want {
 		t.Errorf("Summary =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// Every action has its words in the summary: a missing one printed
+// "Plan: %!(EXTRA int=1)." for a provision step (issue 18).
+func TestSummaryCoversEveryAction(t *testing.T) {
+	for _, a := range Actions {
+		for _, n := range []int{1, 2} {
+			p := Plan{Steps: slices.Repeat([]Step{{Action: a}}, n)}
+			got := p.Summary()
+			if strings.Contains(got, "%!") || !strings.Contains(got, strconv.Itoa(n)) {
+				t.Errorf("%v ×%d: Summary = %q", a, n, got)
+			}
+		}
+	}
+	p := Plan{Steps: []Step{{Action: Provision}}}
+	if got, want := p.Summary(), "Plan: 1 to provision."; got != want {
+		t.Errorf("Summary = %q, want %q", got, want)
 	}
 }
 
