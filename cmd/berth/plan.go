@@ -105,7 +105,8 @@ afresh before it writes anything.
 
 Exit status: 0 nothing to do, 2 changes, 3 blocked (the live state cannot
 converge to the revision: a name taken by an instance berth does not own,
-steps waiting for unready replicas, an app held for an invalid spec, or
+steps waiting for unready replicas, an app held for an invalid spec,
+replicas no online cluster member the placement allows can take, or
 pruning skipped; with or without steps to take), 1 error.`,
 		Example: `  berth plan --repo .
   berth plan --repo https://git.example.org/ops/apps.git --rev main

@@ -220,6 +220,21 @@ type Unready struct {
 	Why string `json:"why"`
 }
 
+// Unplaceable is a replica that the app's placement allows on no online
+// cluster member: it is not created (or, on a member the placement no
+// longer allows, not moved) this run. A typo in placement.members or a
+// cluster whose allowed members are all offline leaves the app short of
+// replicas, which is not "no changes".
+type Unplaceable struct {
+	App      string `json:"app"`
+	Instance string `json:"instance"`
+	// Action is the step that cannot be planned: create or recreate.
+	Action Action `json:"action"`
+	// Why says why no member can take it: "placement.members: m9 is not a
+	// cluster member", "m1 offline, m2 evacuated".
+	Why string `json:"why"`
+}
+
 // Plan is the result of planning: what would change, in which order, and
 // why. It is a value; the executor consumes it.
 type Plan struct {
@@ -246,6 +261,9 @@ type Plan struct {
 	// Unready are replicas with their desired spec that are not ready and
 	// that no step fixes.
 	Unready []Unready `json:"unready,omitempty"`
+	// Unplaceable are replicas no cluster member can take (see
+	// Unplaceable).
+	Unplaceable []Unplaceable `json:"unplaceable,omitempty"`
 	// PruneBlocked says why pruning was skipped, if it was.
 	PruneBlocked string `json:"pruneBlocked,omitempty"`
 	// Warnings are things people should know that change no step: foreign
@@ -273,8 +291,8 @@ type Blocker struct {
 
 // Blockers lists what keeps the plan from converging: steps waiting for
 // unready replicas, names taken by instances berth does not own, apps held
-// at an older state, replicas not ready that no step fixes, a skipped
-// prune. Converged, Summary and the CLI's exit codes all read this one
+// at an older state, replicas not ready that no step fixes, replicas no
+// cluster member can take, a skipped prune. Converged, Summary and the CLI's exit codes all read this one
 // list, so a new kind of blocker is added here once.
 func (p Plan) Blockers() []Blocker {
 	var out []Blocker
@@ -301,10 +319,34 @@ func (p Plan) Blockers() []Blocker {
 		out = append(out, Blocker{fmt.Sprintf("%d not ready", n),
 			fmt.Sprintf("%d replica%s not ready (%s)", n, plural(n), list(n, func(i int) string { return p.Unready[i].Instance + ": " + p.Unready[i].Why }, "; "))})
 	}
+	if n := len(p.Unplaceable); n > 0 {
+		out = append(out, Blocker{fmt.Sprintf("%d cannot be placed", n),
+			fmt.Sprintf("%d replica%s cannot be placed (%s)", n, plural(n), unplaceableList(p.Unplaceable))})
+	}
 	if p.PruneBlocked != "" {
 		out = append(out, Blocker{"pruning skipped", "pruning skipped"})
 	}
 	return out
+}
+
+// unplaceableList names the replicas, each run of them with the same
+// reason once: "web-0, web-1: placement.members: m9 is not a cluster
+// member".
+func unplaceableList(us []Unplaceable) string {
+	var parts []string
+	for i := 0; i < len(us); {
+		j := i + 1
+		for j < len(us) && us[j].Why == us[i].Why {
+			j++
+		}
+		names := make([]string, 0, j-i)
+		for _, u := range us[i:j] {
+			names = append(names, u.Instance)
+		}
+		parts = append(parts, strings.Join(names, ", ")+": "+us[i].Why)
+		i = j
+	}
+	return strings.Join(parts, "; ")
 }
 
 func plural(n int) string {
@@ -428,6 +470,12 @@ func (p Plan) Text() string {
 		b.WriteString("\nNot ready, and no step would fix it (the desired spec runs):\n")
 		for _, u := range p.Unready {
 			fmt.Fprintf(&b, "  ? %s: %s\n", u.Instance, u.Why)
+		}
+	}
+	if len(p.Unplaceable) > 0 {
+		b.WriteString("\nCannot be placed (no online cluster member the placement allows):\n")
+		for _, u := range p.Unplaceable {
+			fmt.Fprintf(&b, "  ! %s (%s): %s\n", u.Instance, u.Action, u.Why)
 		}
 	}
 	if len(p.Conflicts) > 0 {

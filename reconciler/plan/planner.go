@@ -249,7 +249,7 @@ func (pl *planner) planApp(app *spec.App) {
 			target := ""
 			if a.placer != nil {
 				if target = a.placer.pick(); target == "" {
-					pl.warnf("app %s: no online cluster member its placement allows: %s is not created", a.name, name)
+					pl.unplaceable(a, name, Create)
 					continue
 				}
 			}
@@ -394,7 +394,7 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		if a.placer != nil {
 			target := a.placer.recreateOn(inst)
 			if target == "" {
-				pl.warnf("app %s: no online cluster member its placement allows: %s is not recreated", a.name, inst.Name)
+				pl.unplaceable(a, inst.Name, Recreate)
 				return slotSteps{slot: slot}
 			}
 			ss.steps[0].Target = target

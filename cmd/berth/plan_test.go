@@ -1,0 +1,51 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// writeTemp writes content to a new file in a temporary directory.
+func writeTemp(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Replicas that no cluster member can take are blocked, not "No
+// changes.": exit 3 with the reason, in text and JSON (issue 18 #5).
+func TestPlanUnplaceableExits3(t *testing.T) {
+	r := newRepo(t)
+	r.write("apps/api.yaml", appYAML("api", 1, "reg/api:1"))
+	r.write("apps/web.yaml", strings.Replace(appYAML("web", 2, "reg/web:1"), "  container:", "    placement: {members: [m9]}\n  container:", 1))
+	r.commit("web on m9, a typo")
+	online := writeTemp(t, "online.json", `{"instances":[],"members":[{"name":"m1","status":"Online"},{"name":"m2","status":"Online"}]}`)
+	offline := writeTemp(t, "offline.json", `{"instances":[],"members":[{"name":"m1","status":"Offline"},{"name":"m2","status":"Offline"}]}`)
+
+	code, out, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", online)
+	want := "Blocked: the live state cannot converge to this revision: 2 replicas cannot be placed (web-0, web-1: placement.members: m9 is not a cluster member)."
+	if code != exitBlocked || !strings.Contains(out, "Plan: 1 to create.") || !strings.Contains(out, want) ||
+		!strings.Contains(out, "! web-0 (create): placement.members: m9 is not a cluster member") {
+		t.Errorf("members [m9]: code %d, want %d\n%s%s", code, exitBlocked, out, errOut)
+	}
+	code, out, _ = berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", online, "-o", "json")
+	var pl struct {
+		Unplaceable []struct{ Instance, Action, Why string }
+	}
+	if err := json.Unmarshal([]byte(out), &pl); err != nil || code != exitBlocked || len(pl.Unplaceable) != 2 ||
+		pl.Unplaceable[1].Instance != "web-1" || pl.Unplaceable[1].Action != "create" || !strings.Contains(pl.Unplaceable[1].Why, "m9 is not a cluster member") {
+		t.Errorf("-o json: code %d, %v, %+v\n%s", code, err, pl, out)
+	}
+
+	code, out, errOut = berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", offline)
+	if code != exitBlocked || strings.Contains(out, "No changes.") || !strings.Contains(out, "Nothing to do now: 3 cannot be placed.") ||
+		!strings.Contains(out, "api-0: allowed members not online: m1 offline, m2 offline") {
+		t.Errorf("every member offline: code %d, want %d\n%s%s", code, exitBlocked, out, errOut)
+	}
+}
