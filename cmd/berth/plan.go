@@ -60,9 +60,9 @@ type pruneFlags struct {
 
 func (f *pruneFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.allowMassPrune, "allow-mass-prune", false,
-		"allow a revision with no apps, or one deleting more than --max-prune of the fleet, to prune")
+		"allow a revision with no apps, or one deleting more than --max-prune of the fleet (removed apps and scale-downs), to delete")
 	cmd.Flags().Var(newFractionFlag(&f.maxPrune, 0.5, 0, 1), "max-prune",
-		"largest share of owned instances one run may prune without --allow-mass-prune, in (0, 1]")
+		"largest share of owned instances one run may delete, pruning removed apps and scaling down, without --allow-mass-prune, in (0, 1]")
 }
 
 // check refuses a --max-prune the planner would read as "default" (the

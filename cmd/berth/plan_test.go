@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/berth-gitops/berth/spec"
 )
 
 // writeTemp writes content to a new file in a temporary directory.
@@ -47,5 +49,39 @@ func TestPlanUnplaceableExits3(t *testing.T) {
 	if code != exitBlocked || strings.Contains(out, "No changes.") || !strings.Contains(out, "Nothing to do now: 3 cannot be placed.") ||
 		!strings.Contains(out, "api-0: allowed members not online: m1 offline, m2 offline") {
 		t.Errorf("every member offline: code %d, want %d\n%s%s", code, exitBlocked, out, errOut)
+	}
+}
+
+// Every app scaled to zero deletes the fleet as removing the apps does:
+// the mass-prune guard holds (exit 3) until --allow-mass-prune (issue 18).
+func TestPlanScaleToZeroIsGuarded(t *testing.T) {
+	r := newRepo(t)
+	r.write("apps/web.yaml", appYAML("web", 2, "reg/web:1"))
+	r.write("apps/api.yaml", appYAML("api", 1, "reg/api:1"))
+	sha := r.commit("web, api")
+	res, err := spec.LoadDir(t.Context(), filepath.Join(r.dir, "apps"), spec.Options{})
+	if err != nil || len(res.Diagnostics) > 0 {
+		t.Fatal(err, res.Diagnostics)
+	}
+	b, _ := json.Marshal(normalizeObserved(converged(res.Apps, sha)))
+	obs := writeTemp(t, "observed.json", string(b))
+	r.write("apps/web.yaml", appYAML("web", 0, "reg/web:1"))
+	r.write("apps/api.yaml", appYAML("api", 0, "reg/api:1"))
+	r.commit("all to zero")
+
+	code, out, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", obs)
+	if code != exitBlocked || strings.Contains(out, "Plan:") ||
+		!strings.Contains(out, "Pruning skipped: pruning and scaling down would delete 3 of 3 owned instances (3 by scaling down), more than the 50% allowed") {
+		t.Errorf("scale to zero: code %d, want %d\n%s%s", code, exitBlocked, out, errOut)
+	}
+	code, out, errOut = berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", obs, "--allow-mass-prune")
+	if code != exitChanges || !strings.Contains(out, "Plan: 3 to delete.") {
+		t.Errorf("scale to zero, --allow-mass-prune: code %d, want %d\n%s%s", code, exitChanges, out, errOut)
+	}
+	// One app of two to zero: 1 of 3 is within the share.
+	r.write("apps/web.yaml", appYAML("web", 2, "reg/web:1"))
+	r.commit("web back")
+	if code, out, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", obs); code != exitChanges || !strings.Contains(out, "Plan: 1 to delete.") {
+		t.Errorf("api to zero: code %d, want %d\n%s%s", code, exitChanges, out, errOut)
 	}
 }

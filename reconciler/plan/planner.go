@@ -596,36 +596,62 @@ func formatDevice(d map[string]string) string {
 }
 
 // planPrune deletes the replicas of apps that are gone from Git, unless a
-// guard says this revision cannot be trusted to mean it.
+// guard says this revision cannot be trusted to mean it. The share guard
+// counts the replicas that scale-downs delete too: "replicas: 0" on every
+// app deletes the fleet as surely as removing the apps does, so past the
+// share neither runs.
 func (pl *planner) planPrune() {
 	var gone []string
-	count := 0
+	pruned := 0
 	for app, slots := range pl.owned {
 		if _, ok := pl.apps[app]; ok || pl.held[app] {
 			continue
 		}
 		gone = append(gone, app)
-		count += len(slots)
+		pruned += len(slots)
 	}
 	slices.Sort(gone)
-	switch {
-	case pl.desired.PruneBlocked != "":
+	if pl.desired.PruneBlocked != "" {
 		pl.plan.PruneBlocked = pl.desired.PruneBlocked
-		return
-	case count == 0:
-		return
-	case pl.policy.AllowMassPrune:
-	case len(pl.desired.Apps) == 0 && len(pl.desired.HeldApps) == 0:
-		pl.plan.PruneBlocked = fmt.Sprintf("revision has no apps: refusing to delete all %d owned instances (allow mass prune to do it)", count)
-		return
-	case float64(count) > pl.policy.MaxPruneFraction*float64(pl.nOwned):
-		pl.plan.PruneBlocked = fmt.Sprintf("pruning would delete %d of %d owned instances, more than the %g%% allowed (allow mass prune to do it)",
-			count, pl.nOwned, pl.policy.MaxPruneFraction*100)
+		gone, pruned = nil, 0
+	}
+	// Every delete planned so far is a scale-down: apps are planned first.
+	scaled := 0
+	for _, s := range pl.plan.Steps {
+		if s.Action == Delete {
+			scaled++
+		}
+	}
+	if why := pl.massDelete(pruned, scaled); why != "" {
+		if pl.plan.PruneBlocked != "" {
+			why = pl.plan.PruneBlocked + "; " + why
+		}
+		pl.plan.PruneBlocked = why
+		pl.plan.Steps = slices.DeleteFunc(pl.plan.Steps, func(s Step) bool { return s.Action == Delete })
 		return
 	}
 	for _, app := range gone {
 		pl.deleteAll(slices.Clone(pl.owned[app]), 1, Reason{Field: "app", Old: "present", New: "absent"})
 	}
+}
+
+// massDelete says why deleting pruned replicas of removed apps and scaled
+// replicas of scale-downs in one plan is refused, or "" when it may go on.
+func (pl *planner) massDelete(pruned, scaled int) string {
+	total := pruned + scaled
+	switch {
+	case total == 0, pl.policy.AllowMassPrune:
+		return ""
+	case pruned > 0 && len(pl.desired.Apps) == 0 && len(pl.desired.HeldApps) == 0:
+		return fmt.Sprintf("revision has no apps: refusing to delete all %d owned instances (allow mass prune to do it)", pruned)
+	case float64(total) <= pl.policy.MaxPruneFraction*float64(pl.nOwned):
+		return ""
+	case scaled == 0:
+		return fmt.Sprintf("pruning would delete %d of %d owned instances, more than the %g%% allowed (allow mass prune to do it)",
+			total, pl.nOwned, pl.policy.MaxPruneFraction*100)
+	}
+	return fmt.Sprintf("pruning and scaling down would delete %d of %d owned instances (%d by scaling down), more than the %g%% allowed (allow mass prune to do it)",
+		total, pl.nOwned, scaled, pl.policy.MaxPruneFraction*100)
 }
 
 func (pl *planner) finish() {

@@ -115,6 +115,7 @@ func TestPlanReplicas(t *testing.T) {
 			name:     "scale down deletes highest slots first",
 			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 2 })},
 			observed: fleet(with(web, func(a *spec.App) { a.Spec.Replicas = 5 })),
+			policy:   Policy{AllowMassPrune: true}, // 3 of 5 is over the share
 			want: []string{
 				"1 web-4 delete (replicas: 5 → 2)",
 				"1 web-3 delete (replicas: 5 → 2)",
@@ -140,9 +141,24 @@ func TestPlanReplicas(t *testing.T) {
 			},
 		},
 		{
-			name:     "scale to zero",
+			// Every app at replicas: 0 deletes the fleet as surely as
+			// removing the apps: the same guard holds (issue 18).
+			name:     "scale to zero of the whole fleet is guarded",
+			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 0 }), with(api, func(a *spec.App) { a.Spec.Replicas = 0 })},
+			observed: fleet(web, api),
+			want:     []string{},
+			check: func(t *testing.T, p Plan) {
+				want := "pruning and scaling down would delete 4 of 4 owned instances (4 by scaling down), more than the 50% allowed (allow mass prune to do it)"
+				if p.PruneBlocked != want || p.Converged() || p.Summary() != "Nothing to do now: pruning skipped." {
+					t.Errorf("PruneBlocked = %q, summary %q", p.PruneBlocked, p.Summary())
+				}
+			},
+		},
+		{
+			name:     "scale to zero with mass prune allowed",
 			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 0 })},
 			observed: fleet(web),
+			policy:   Policy{AllowMassPrune: true},
 			want: []string{
 				"1 web-2 delete (replicas: 3 → 0)",
 				"1 web-1 delete (replicas: 3 → 0)",
@@ -150,7 +166,44 @@ func TestPlanReplicas(t *testing.T) {
 			},
 			check: func(t *testing.T, p Plan) {
 				if p.PruneBlocked != "" {
-					t.Errorf("scale to zero is not a prune, got PruneBlocked %q", p.PruneBlocked)
+					t.Errorf("PruneBlocked %q", p.PruneBlocked)
+				}
+			},
+		},
+		{
+			name:     "a guarded scale-down keeps the other steps",
+			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 0 }), with(api, func(a *spec.App) { a.Spec.Container.Image = "registry.example/api:2" })},
+			observed: fleet(web, api),
+			want:     []string{"1 api-0 replace-container (container.image: registry.example/api:1 → registry.example/api:2)"},
+			check: func(t *testing.T, p Plan) {
+				if !strings.Contains(p.PruneBlocked, "3 of 4 owned instances (3 by scaling down)") {
+					t.Errorf("PruneBlocked %q", p.PruneBlocked)
+				}
+			},
+		},
+		{
+			name:     "scaling one app down among many is within the share",
+			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 0 }), api, testApp("db", 2)},
+			observed: fleet(web, api, testApp("db", 2)),
+			want: []string{
+				"1 web-2 delete (replicas: 3 → 0)",
+				"1 web-1 delete (replicas: 3 → 0)",
+				"1 web-0 delete (replicas: 3 → 0)",
+			},
+			check: func(t *testing.T, p Plan) {
+				if p.PruneBlocked != "" {
+					t.Errorf("PruneBlocked %q", p.PruneBlocked)
+				}
+			},
+		},
+		{
+			name:     "a scale-down and a prune count together",
+			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 1 })},
+			observed: fleet(web, api),
+			want:     []string{},
+			check: func(t *testing.T, p Plan) {
+				if !strings.Contains(p.PruneBlocked, "3 of 4 owned instances (2 by scaling down)") {
+					t.Errorf("PruneBlocked %q", p.PruneBlocked)
 				}
 			},
 		},
