@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/spec"
 )
 
@@ -83,5 +84,33 @@ func TestPlanScaleToZeroIsGuarded(t *testing.T) {
 	r.commit("web back")
 	if code, out, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", obs); code != exitChanges || !strings.Contains(out, "Plan: 1 to delete.") {
 		t.Errorf("api to zero: code %d, want %d\n%s%s", code, exitChanges, out, errOut)
+	}
+}
+
+// An instance of berth's with hand-edited keys stays a conflict (exit 3)
+// after a scale-down takes its slot out of the app's range (issue 18).
+func TestPlanGarbledReplicaAfterScaleDownExits3(t *testing.T) {
+	r := newRepo(t)
+	r.write("apps/web.yaml", appYAML("web", 2, "reg/web:1"))
+	sha := r.commit("web: 2")
+	res, err := spec.LoadDir(t.Context(), filepath.Join(r.dir, "apps"), spec.Options{})
+	if err != nil || len(res.Diagnostics) > 0 {
+		t.Fatal(err, res.Diagnostics)
+	}
+	obs := converged(res.Apps, sha)
+	obs.Instances[1].Config[ownership.KeySlot] = "5"
+	b, _ := json.Marshal(normalizeObserved(obs))
+	p := writeTemp(t, "observed.json", string(b))
+	for _, replicas := range []int{2, 1} {
+		if replicas != 2 {
+			r.write("apps/web.yaml", appYAML("web", replicas, "reg/web:1"))
+			r.commit("web: scaled down")
+		}
+		code, out, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--observed", p)
+		if code != exitBlocked || strings.Contains(out, "No changes.") ||
+			!strings.Contains(out, `! web-1 (wanted by web): instance is owned by berth but its keys say app "web" slot "5"`) ||
+			!strings.Contains(out, "Blocked: the live state cannot converge to this revision: 1 replica blocked by a conflict (web-1).") {
+			t.Errorf("replicas %d: code %d, want %d\n%s%s", replicas, code, exitBlocked, out, errOut)
+		}
 	}
 }

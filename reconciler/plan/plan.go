@@ -189,11 +189,15 @@ func (s Step) ProvisionNeeded() bool {
 
 // Conflict is an instance whose name an app wants but that is not berth's
 // (unowned, or owned by another owner, or berth's but labelled for
-// another replica). Berth never touches it; the slot stays unserved.
+// another replica). Berth never touches it; the slot stays unserved. An
+// instance of berth's whose keys name no replica is a conflict too, in or
+// out of its app's slot range: it needs a person.
 type Conflict struct {
 	// Instance is the clashing instance's name.
 	Instance string `json:"instance"`
-	// App is the app that wants the name.
+	// App is the app that wants the name; for one of berth's instances
+	// with garbled keys, the app its name or its keys point to ("" when
+	// neither does).
 	App string `json:"app"`
 	// Owner is the instance's user.berth.owner ("" when unowned).
 	Owner string `json:"owner"`
@@ -481,6 +485,10 @@ func (p Plan) Text() string {
 	if len(p.Conflicts) > 0 {
 		b.WriteString("\nConflicts (left untouched):\n")
 		for _, c := range p.Conflicts {
+			if c.App == "" {
+				fmt.Fprintf(&b, "  ! %s: %s\n", c.Instance, c.Message)
+				continue
+			}
 			fmt.Fprintf(&b, "  ! %s (wanted by %s): %s\n", c.Instance, c.App, c.Message)
 		}
 	}

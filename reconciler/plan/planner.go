@@ -50,6 +50,7 @@ func MakePlan(desired Desired, observed Observed, policy Policy) Plan {
 	for _, name := range pl.appNames {
 		pl.planApp(pl.apps[name])
 	}
+	pl.garbledConflicts()
 	pl.planPrune()
 	pl.finish()
 	return pl.plan
@@ -69,6 +70,7 @@ type planner struct {
 	dupName     map[string]bool      // names observed more than once: never touched
 	owned       map[string][]replica // berth's well-labelled instances by app, in name order
 	nOwned      int                  // every instance with our owner, garbled ones included
+	garbled     []*Instance          // instances with our owner whose keys name no replica, by name
 	images      map[string]*Image    // observed images by alias
 	members     map[string]*Member   // cluster members by name; empty on a single host
 	memberNames []string             // sorted
@@ -139,6 +141,7 @@ func (pl *planner) indexObserved(observed Observed) {
 		app, slot, err := identity(inst)
 		if err != nil {
 			pl.warnf("%v (owned by %s); left alone", err, pl.policy.Owner)
+			pl.garbled = append(pl.garbled, inst)
 			continue
 		}
 		pl.owned[app] = append(pl.owned[app], replica{slot, inst})
@@ -366,6 +369,39 @@ func (pl *planner) conflict(app, name string) bool {
 	}
 	pl.plan.Conflicts = append(pl.plan.Conflicts, c)
 	return true
+}
+
+// garbledConflicts reports the owned instances whose keys name no replica
+// (edited by hand: another slot, another app) that no app's slot range
+// reached: after a scale-down they are still berth's, untouched, and need
+// a person, so they stay conflicts, not "No changes.".
+func (pl *planner) garbledConflicts() {
+	reported := make(map[string]bool, len(pl.plan.Conflicts))
+	for _, c := range pl.plan.Conflicts {
+		reported[c.Instance] = true
+	}
+	for _, inst := range pl.garbled {
+		if reported[inst.Name] {
+			continue
+		}
+		pl.plan.Conflicts = append(pl.plan.Conflicts, Conflict{
+			Instance: inst.Name, App: pl.appOfName(inst), Owner: pl.policy.Owner,
+			Message: fmt.Sprintf("instance is owned by %s but its keys say app %q slot %q", pl.policy.Owner, inst.Config[ownership.KeyApp], inst.Config[ownership.KeySlot]),
+		})
+	}
+}
+
+// appOfName is the app an instance's name makes it a replica of
+// ("<app>-<slot>" for an app of this revision), else the app its keys say.
+func (pl *planner) appOfName(inst *Instance) string {
+	if i := strings.LastIndexByte(inst.Name, '-'); i > 0 {
+		if _, err := strconv.Atoi(inst.Name[i+1:]); err == nil {
+			if _, ok := pl.apps[inst.Name[:i]]; ok {
+				return inst.Name[:i]
+			}
+		}
+	}
+	return inst.Config[ownership.KeyApp]
 }
 
 // replicaSteps diffs one existing replica against its app's spec.

@@ -563,6 +563,33 @@ func TestPlanOwnership(t *testing.T) {
 				if len(p.Warnings) != 3 {
 					t.Errorf("Warnings = %q", p.Warnings)
 				}
+				// Left alone, but not "No changes.": they need a person.
+				want := []Conflict{
+					{Instance: "mislabelled", App: "old", Owner: "berth", Message: `instance is owned by berth but its keys say app "old" slot "1"`},
+					{Instance: "old-x", App: "old", Owner: "berth", Message: `instance is owned by berth but its keys say app "old" slot "x"`},
+					{Instance: "web-9", App: "web", Owner: "berth", Message: `instance is owned by berth but its keys say app "web" slot ""`},
+				}
+				if !reflect.DeepEqual(p.Conflicts, want) || p.Converged() {
+					t.Errorf("Conflicts = %+v", p.Conflicts)
+				}
+			},
+		},
+		{
+			// After a scale-down the garbled replica's slot is out of the
+			// app's range: still a conflict, once (issue 18).
+			name: "a garbled replica stays a conflict after a scale-down",
+			apps: []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 1 })},
+			observed: edit(edit(fleet(with(web, func(a *spec.App) { a.Spec.Replicas = 2 })), "web-1", func(i *Instance) { i.Config[ownership.KeySlot] = "5" }),
+				"web-0", func(i *Instance) { i.Config[ownership.KeyApp] = "api" }),
+			want: []string{},
+			check: func(t *testing.T, p Plan) {
+				var names []string
+				for _, c := range p.Conflicts {
+					names = append(names, c.Instance+" "+c.App)
+				}
+				if !slices.Equal(names, []string{"web-0 web", "web-1 web"}) || p.Converged() || p.Summary() != "Nothing to do now: 2 blocked by a conflict." {
+					t.Errorf("Conflicts = %+v, summary %q", p.Conflicts, p.Summary())
+				}
 			},
 		},
 		{
