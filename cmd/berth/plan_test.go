@@ -114,3 +114,20 @@ func TestPlanGarbledReplicaAfterScaleDownExits3(t *testing.T) {
 		}
 	}
 }
+
+// --repo naming a path that does not exist is an error naming it, never
+// the repository around it (issue 18).
+func TestPlanMissingRepoPath(t *testing.T) {
+	r := newRepo(t)
+	r.write("apps/web.yaml", appYAML("web", 1, "reg/web:1"))
+	r.commit("web")
+	obs := writeTemp(t, "observed.json", `{"instances":[]}`)
+	missing := filepath.Join(r.dir, "typo", "deeper")
+	code, out, errOut := berth(t, "plan", "--repo", missing, "--dir", "apps", "--observed", obs)
+	if code != exitError || out != "" || errOut != "berth: "+missing+" is not a Git repository: the path does not exist\n" {
+		t.Errorf("exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := berth(t, "plan", "--repo", filepath.Join(r.dir, "apps"), "--dir", "apps", "--observed", obs); code != exitChanges {
+		t.Errorf("a folder inside the repository: exit %d\n%s", code, errOut)
+	}
+}
