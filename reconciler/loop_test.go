@@ -346,7 +346,9 @@ func TestLoopConvergesAfterReobserving(t *testing.T) {
 	if len(w.calls) != writes {
 		t.Errorf("a converged fleet got writes: %v", w.calls[writes:])
 	}
-	// Scaling to zero deletes, and the status follows.
+	// Scaling to zero deletes, and the status follows. It deletes the
+	// whole fleet: past the mass-prune guard only when allowed.
+	l.Policy.AllowMassPrune = true
 	src.set("r2", strings.Replace(strings.Replace(loopSpec, "IMAGE", "1", 1), "replicas: 1", "replicas: 0", 1))
 	l.runOnce(context.Background(), "poll")
 	if got, _ := w.Observe(context.Background()); len(got.Instances) != 0 {

@@ -168,6 +168,13 @@ func Open(ctx context.Context, location string) (*Repo, error) {
 // go-git's DetectDotGit looks for a .git folder only, up to the root, and
 // so never finds a bare repository.
 func openPath(p string) (*git.Repository, error) {
+	// DetectDotGit walks up from a path that does not exist as from one
+	// that does: a typo would silently read the enclosing repository.
+	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s is not a Git repository: the path does not exist", p)
+	} else if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
 	r, err := git.PlainOpen(p)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
 		r, err = git.PlainOpenWithOptions(p, &git.PlainOpenOptions{DetectDotGit: true})

@@ -164,6 +164,25 @@ func TestOpenNotARepo(t *testing.T) {
 	}
 }
 
+// A path that does not exist inside a repository is an error naming it,
+// not the enclosing repository (issue 18).
+func TestOpenMissingPathInsideARepo(t *testing.T) {
+	g := newGitRepo(t)
+	g.write("apps/web.yaml", "x\n")
+	g.commit("web")
+	dir := g.dir
+	missing := filepath.Join(dir, "typo", "deeper")
+	_, err := Open(context.Background(), missing)
+	if err == nil || err.Error() != missing+" is not a Git repository: the path does not exist" {
+		t.Fatalf("err = %v", err)
+	}
+	for _, ok := range []string{dir, filepath.Join(dir, "apps")} {
+		if _, err := Open(context.Background(), ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}
+
 func TestIsRemote(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)

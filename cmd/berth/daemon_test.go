@@ -258,7 +258,8 @@ func TestDaemonLocalRepo(t *testing.T) {
 	if err := os.WriteFile(token, []byte("pr-check\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, "--project", project, "--owner", "d2", "run", "--repo", r.dir, "--dir", "apps", "--interval", "1h", "--sync-token-file", token)
+	// Scaling the fleet to zero below is a mass delete: allowed.
+	d := startDaemon(t, "--project", project, "--owner", "d2", "run", "--repo", r.dir, "--dir", "apps", "--interval", "1h", "--sync-token-file", token, "--allow-mass-prune")
 	d.waitFor("first sync", 2*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 1, first) })
 	// A pull-request check plans against the daemon's last observe.
 	if code, out, errOut := berth(t, "--project", project, "--owner", "d2", "plan", "--repo", r.dir, "--dir", "apps", "--server", d.url, "--server-token-file", token); code != 0 || !strings.Contains(out, "No changes") {

@@ -4,10 +4,13 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -139,13 +142,13 @@ func getFromServer(ctx context.Context, g serverGet) ([]byte, error) {
 		return nil, err
 	}
 	if g.tokenFile != "" {
-		tok, err := os.ReadFile(g.tokenFile)
+		tok, err := readServerToken(g.tokenFile)
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	client := &http.Client{Timeout: timeout}
+	client := &http.Client{Timeout: timeout, CheckRedirect: sameServer}
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
@@ -171,6 +174,60 @@ func getFromServer(ctx context.Context, g serverGet) ([]byte, error) {
 		return nil, fmt.Errorf("%s: the answer is larger than %d MiB", where, limit>>20)
 	}
 	return body, nil
+}
+
+// maxTokenSize bounds a token file: a token is one short line, and a
+// file such as /dev/zero must not be read for ever.
+const maxTokenSize = 64 << 10
+
+// readServerToken reads the daemon's sync token from --server-token-file.
+func readServerToken(path string) (string, error) {
+	where := "--server-token-file " + safeText(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("--server-token-file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenSize+1))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", where, err)
+	}
+	if len(b) > maxTokenSize {
+		return "", fmt.Errorf("%s: larger than %d KiB; it must hold only the daemon's sync token", where, maxTokenSize>>10)
+	}
+	tok := strings.TrimSpace(string(b))
+	switch {
+	case tok == "":
+		return "", fmt.Errorf("%s is empty; it must hold the daemon's sync token", where)
+	case strings.ContainsFunc(tok, func(r rune) bool { return r < ' ' || r == 0x7f }):
+		return "", fmt.Errorf("%s holds control characters or several lines; it must hold only the daemon's sync token", where)
+	}
+	return tok, nil
+}
+
+// sameServer is the CheckRedirect of requests to a daemon. Go's client
+// forwards the Authorization header on a redirect to the same host name
+// whatever the port, so whoever listens on another port of the daemon's
+// host would receive the token: a redirect that changes scheme, host or
+// port is refused instead of followed.
+func sameServer(req *http.Request, via []*http.Request) error {
+	from, to := origin(via[0].URL), origin(req.URL)
+	if !strings.EqualFold(from, to) {
+		return fmt.Errorf("refused a redirect from %s to %s: the daemon's token goes only to the daemon (give --server the URL it redirects to, if that is the daemon)", safeText(from), safeText(to))
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
+}
+
+// origin is scheme://host:port of u, the port filled in from the scheme.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return u.Scheme + "://" + net.JoinHostPort(u.Hostname(), port)
 }
 
 // writeEndpoints prints the endpoints as a table, one replica a line. e

@@ -104,6 +104,65 @@ func (f choiceFlag) Set(s string) error {
 	return fmt.Errorf("%q: want %s", s, orList(f.choices))
 }
 
+// checkedString is a string flag whose value is checked when it is set:
+// a bad value is then refused before any work, and named as the flag or
+// as its environment variable, whichever gave it (applyEnv sets both the
+// same way). A check after parsing could name only one of them.
+type checkedString struct {
+	p     *string
+	check func(string) error
+}
+
+func newCheckedString(p *string, def string, check func(string) error) checkedString {
+	*p = def
+	return checkedString{p: p, check: check}
+}
+
+func (f checkedString) String() string { return *f.p }
+func (f checkedString) Type() string   { return "string" }
+
+func (f checkedString) Set(s string) error {
+	if err := f.check(s); err != nil {
+		return err
+	}
+	*f.p = s
+	return nil
+}
+
+// checkedList is a repeatable string flag (like StringArray: no comma
+// splitting on the command line) whose every item is checked when it is
+// set, as checkedString's value is.
+type checkedList struct {
+	p     *[]string
+	check func(string) error
+}
+
+func (f checkedList) String() string { return "[" + strings.Join(*f.p, ",") + "]" }
+func (f checkedList) Type() string   { return "stringArray" }
+func (f checkedList) Set(s string) error {
+	return f.Append(s)
+}
+
+func (f checkedList) Append(s string) error {
+	if err := f.check(s); err != nil {
+		return err
+	}
+	*f.p = append(*f.p, s)
+	return nil
+}
+
+func (f checkedList) Replace(items []string) error {
+	for _, s := range items {
+		if err := f.check(s); err != nil {
+			return err
+		}
+	}
+	*f.p = append([]string(nil), items...)
+	return nil
+}
+
+func (f checkedList) GetSlice() []string { return append([]string(nil), *f.p...) }
+
 func orList(words []string) string {
 	if len(words) < 2 {
 		return strings.Join(words, "")

@@ -183,14 +183,25 @@ func TestGlobalFlagsReadTheEnvironment(t *testing.T) {
 	if _, out, _ := show(); !strings.Contains(out, "owner=berth\n") {
 		t.Errorf("empty $BERTH_OWNER:\n%s", out)
 	}
-	// Bad values name the variable.
-	for name, v := range map[string]string{"log-level": "loud", "log-format": "xml", "pull": "sometimes"} {
+	// Bad values name the variable, not the flag, and are refused before
+	// the command runs (issue 18: $BERTH_OWNER was reported as --owner,
+	// and $BERTH_IMAGE_REMOTE was checked only when connecting to LXD).
+	for name, v := range map[string]string{"log-level": "loud", "log-format": "xml", "pull": "sometimes",
+		"owner": "Bad Owner", "image-remote": "c", "image-remote ": "a=https://a.example,c"} {
+		name = strings.TrimSpace(name)
 		t.Setenv(envName(name), v)
-		code, _, errOut := show()
-		if code != exitError || !strings.Contains(errOut, "$"+envName(name)) || !strings.Contains(errOut, v) {
-			t.Errorf("$%s=%s: code %d, stderr %q", envName(name), v, code, errOut)
+		code, out, errOut := show()
+		if code != exitError || !strings.HasPrefix(errOut, "berth: $"+envName(name)+": ") || strings.Contains(errOut, "--"+name) || out != "" {
+			t.Errorf("$%s=%s: code %d, stdout %q, stderr %q", envName(name), v, code, out, errOut)
 		}
 		t.Setenv(envName(name), values[name])
+	}
+	// The same values on the command line name the flag.
+	for name, v := range map[string]string{"owner": "Bad Owner", "image-remote": "c"} {
+		code, out, errOut := show("--"+name, v)
+		if code != exitError || !strings.Contains(errOut, `"--`+name+`"`) || strings.Contains(errOut, "$BERTH") || out != "" {
+			t.Errorf("--%s %s: code %d, stdout %q, stderr %q", name, v, code, out, errOut)
+		}
 	}
 }
 

@@ -38,8 +38,23 @@ func (o *lxdOptions) register(cmd *cobra.Command) {
 	o.pull = "if-not-present"
 	f.Var(choiceFlag{&o.pull, []string{"if-not-present", "always"}}, "pull",
 		"when to pull app images: if-not-present, or always (re-check tags on every create)")
-	f.StringArrayVar(&o.remotes, "image-remote", nil,
+	f.Var(checkedList{p: &o.remotes, check: checkRemote}, "image-remote",
 		"NAME=URL of a simplestreams image server for system.image \"NAME:alias\" (repeatable)")
+}
+
+// checkRemote checks one --image-remote value when it is set, so that a
+// bad $BERTH_IMAGE_REMOTE is refused at start, not when LXD is reached.
+func checkRemote(r string) error {
+	_, _, err := parseRemote(r)
+	return err
+}
+
+func parseRemote(r string) (name, url string, err error) {
+	name, url, ok := strings.Cut(r, "=")
+	if !ok || name == "" || url == "" {
+		return "", "", fmt.Errorf("%q: want NAME=URL", r)
+	}
+	return name, url, nil
 }
 
 // connect opens the live system: the LXD client and the Docker engine
@@ -47,9 +62,9 @@ func (o *lxdOptions) register(cmd *cobra.Command) {
 func (o *lxdOptions) connect(ctx context.Context, owner string, logger *slog.Logger, clk clock.Clock) (*live.System, error) {
 	remotes := map[string]string{}
 	for _, r := range o.remotes {
-		name, url, ok := strings.Cut(r, "=")
-		if !ok || name == "" || url == "" {
-			return nil, fmt.Errorf("--image-remote %q: want NAME=URL", r)
+		name, url, err := parseRemote(r) // checked when set
+		if err != nil {
+			return nil, fmt.Errorf("--image-remote %w", err)
 		}
 		remotes[name] = url
 	}

@@ -139,7 +139,7 @@ container on the instance's network. Rolling back is "git revert".`,
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.PersistentFlags().StringVar(&g.owner, "owner", "berth",
+	root.PersistentFlags().Var(newCheckedString(&g.owner, "berth", ownership.CheckOwner), "owner",
 		"owner id written to user.berth.owner; instances of other owners are never touched")
 	g.logLevel = "warn"
 	root.PersistentFlags().Var(logLevelFlag{&g.logLevel}, "log-level",
@@ -148,11 +148,10 @@ container on the instance's network. Rolling back is "git revert".`,
 	root.PersistentFlags().Var(choiceFlag{&g.logFormat, []string{"auto", "text", "json"}}, "log-format",
 		"log format: text, json, or auto (text on a terminal, JSON otherwise)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		// Flags check their values when set (checkedString): a bad
+		// $BERTH_* value is refused here, before any work, naming it.
 		if err := applyEnv(cmd); err != nil {
 			return err
-		}
-		if err := ownership.CheckOwner(g.owner); err != nil {
-			return fmt.Errorf("--owner: %w", err)
 		}
 		// A command may log more by default: a daemon that prints nothing
 		// in normal operation cannot be watched.

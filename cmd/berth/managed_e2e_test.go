@@ -209,11 +209,12 @@ func TestManagedSystemOnlyAppConvergesAndScales(t *testing.T) {
 	requireTestNetwork(t)
 	project, c := e2eProject(t)
 	r := newRepo(t)
-	apply := func(replicas int) {
+	apply := func(replicas int, flags ...string) {
 		t.Helper()
 		r.write("apps/db.yaml", systemOnlySpec("db", replicas, ""))
 		r.commit(fmt.Sprintf("db: %d", replicas))
-		if code, out, errOut := berth(t, "--project", project, "--owner", "e2e", "apply", "--yes", "--repo", r.dir, "--dir", "apps"); code != 0 {
+		args := append([]string{"--project", project, "--owner", "e2e", "apply", "--yes", "--repo", r.dir, "--dir", "apps"}, flags...)
+		if code, out, errOut := berth(t, args...); code != 0 {
 			t.Fatalf("apply %d: exit %d\n%s%s", replicas, code, out, errOut)
 		}
 	}
@@ -237,7 +238,8 @@ func TestManagedSystemOnlyAppConvergesAndScales(t *testing.T) {
 	serves(1)
 	apply(3)
 	serves(3)
-	apply(1)
+	// 2 of the fleet's 3 instances deleted: over the mass-prune share.
+	apply(1, "--allow-mass-prune")
 	serves(1)
 }
 

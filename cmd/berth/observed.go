@@ -21,7 +21,8 @@ const maxObservedSize = 64 << 20
 // JSON object and nothing after it, keys spelled exactly as documented
 // (encoding/json alone would take "Instances" for "instances"), no unknown
 // or repeated keys, no null where an object, a list, a string or a number
-// belongs, an "instances" list, and every instance named once.
+// belongs, an "instances" list, and every instance, member, image and
+// image alias named once.
 func readObserved(path string) (plan.Observed, error) {
 	var obs plan.Observed
 	f, err := os.Open(path)
@@ -69,15 +70,44 @@ func decodeObserved(b []byte, obs *plan.Observed) error {
 	if err := dec.Decode(obs); err != nil {
 		return err
 	}
-	seen := make(map[string]int, len(obs.Instances))
-	for i, in := range obs.Instances {
-		if in.Name == "" {
-			return fmt.Errorf("instances[%d]: no name", i)
+	return checkUnique(obs)
+}
+
+// checkUnique refuses a snapshot that names an instance, a member, an
+// image or an image alias twice: LXD never does, and the planner indexes
+// them by name, so the last one would silently win.
+func checkUnique(obs *plan.Observed) error {
+	unique := func(list string, n int, key func(int) string, what string) error {
+		seen := make(map[string]int, n)
+		for i := range n {
+			k := key(i)
+			if k == "" {
+				return fmt.Errorf("%s[%d]: no %s", list, i, what)
+			}
+			if j, dup := seen[k]; dup {
+				return fmt.Errorf("%s[%d]: %q is also %s[%d]", list, i, k, list, j)
+			}
+			seen[k] = i
 		}
-		if j, dup := seen[in.Name]; dup {
-			return fmt.Errorf("instances[%d]: %q is also instances[%d]", i, in.Name, j)
+		return nil
+	}
+	if err := unique("instances", len(obs.Instances), func(i int) string { return obs.Instances[i].Name }, "name"); err != nil {
+		return err
+	}
+	if err := unique("members", len(obs.Members), func(i int) string { return obs.Members[i].Name }, "name"); err != nil {
+		return err
+	}
+	if err := unique("images", len(obs.Images), func(i int) string { return obs.Images[i].Fingerprint }, "fingerprint"); err != nil {
+		return err
+	}
+	seen := map[string]int{}
+	for i, img := range obs.Images {
+		for _, a := range img.Aliases {
+			if j, dup := seen[a]; dup && j != i {
+				return fmt.Errorf("images[%d]: alias %q is also an alias of images[%d]", i, a, j)
+			}
+			seen[a] = i
 		}
-		seen[in.Name] = i
 	}
 	return nil
 }

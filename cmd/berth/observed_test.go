@@ -45,6 +45,11 @@ func TestReadObservedIsStrict(t *testing.T) {
 		"fractional count":        {`{"instances":[{"name":"a","container":{"restartCount":1.5}}]}`, "cannot unmarshal"},
 		"unnamed instance":        {`{"instances":[{"status":"Running"}]}`, "instances[0]: no name"},
 		"duplicate instance":      {`{"instances":[{"name":"a"},{"name":"a"}]}`, `instances[1]: "a" is also instances[0]`},
+		"duplicate member":        {`{"instances":[],"members":[{"name":"m1","status":"Online"},{"name":"m2"},{"name":"m1","status":"Offline"}]}`, `members[2]: "m1" is also members[0]`},
+		"unnamed member":          {`{"instances":[],"members":[{"status":"Online"}]}`, "members[0]: no name"},
+		"duplicate image":         {`{"instances":[],"images":[{"fingerprint":"ab"},{"fingerprint":"ab"}]}`, `images[1]: "ab" is also images[0]`},
+		"image without a print":   {`{"instances":[],"images":[{"aliases":["x"]}]}`, "images[0]: no fingerprint"},
+		"duplicate image alias":   {`{"instances":[],"images":[{"fingerprint":"ab","aliases":["x"]},{"fingerprint":"cd","aliases":["y","x"]}]}`, `images[1]: alias "x" is also an alias of images[0]`},
 		"upper-case in container": {`{"instances":[{"name":"a","container":{"Labels":{}}}]}`, `unknown key "Labels"`},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -55,7 +60,8 @@ func TestReadObservedIsStrict(t *testing.T) {
 			}
 		})
 	}
-	for _, in := range []string{good, `{"instances":[]}`, " {\"instances\": []}\n\n"} {
+	cluster := `{"instances":[],"members":[{"name":"m1","status":"Online"},{"name":"m2","status":"Offline"}],"images":[{"fingerprint":"ab","aliases":["x","x2"]},{"fingerprint":"cd"}]}`
+	for _, in := range []string{good, `{"instances":[]}`, " {\"instances\": []}\n\n", cluster} {
 		var obs plan.Observed
 		if err := decodeObserved([]byte(in), &obs); err != nil {
 			t.Errorf("decodeObserved(%q): %v", in, err)
@@ -79,6 +85,12 @@ func TestReadObservedIsStrict(t *testing.T) {
 	os.WriteFile(p, []byte(`{"Instances":[]}`), 0o644)
 	if code, _, errOut := berth(t, "plan", "--repo", r.dir, "--observed", p); code != exitError || !strings.Contains(errOut, "not an observed-state snapshot") || !strings.Contains(errOut, "case-sensitive") {
 		t.Errorf("plan --observed with an upper-case key: code %d %s", code, errOut)
+	}
+	// A member named twice: refused, not the last one winning (issue 18).
+	os.WriteFile(p, []byte(`{"instances":[],"members":[{"name":"m1","status":"Offline"},{"name":"m1","status":"Online"}]}`), 0o644)
+	if code, out, errOut := berth(t, "plan", "--repo", r.dir, "--observed", p); code != exitError || out != "" ||
+		errOut != "berth: "+p+": not an observed-state snapshot: members[1]: \"m1\" is also members[0]\n" {
+		t.Errorf("plan --observed with a member named twice: code %d %s%s", code, out, errOut)
 	}
 }
 

@@ -60,9 +60,9 @@ type pruneFlags struct {
 
 func (f *pruneFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.allowMassPrune, "allow-mass-prune", false,
-		"allow a revision with no apps, or one deleting more than --max-prune of the fleet, to prune")
+		"allow a revision with no apps, or one deleting more than --max-prune of the fleet (removed apps and scale-downs), to delete")
 	cmd.Flags().Var(newFractionFlag(&f.maxPrune, 0.5, 0, 1), "max-prune",
-		"largest share of owned instances one run may prune without --allow-mass-prune, in (0, 1]")
+		"largest share of owned instances one run may delete, pruning removed apps and scaling down, without --allow-mass-prune, in (0, 1]")
 }
 
 // check refuses a --max-prune the planner would read as "default" (the
@@ -105,7 +105,8 @@ afresh before it writes anything.
 
 Exit status: 0 nothing to do, 2 changes, 3 blocked (the live state cannot
 converge to the revision: a name taken by an instance berth does not own,
-steps waiting for unready replicas, an app held for an invalid spec, or
+steps waiting for unready replicas, an app held for an invalid spec,
+replicas no online cluster member the placement allows can take, or
 pruning skipped; with or without steps to take), 1 error.`,
 		Example: `  berth plan --repo .
   berth plan --repo https://git.example.org/ops/apps.git --rev main

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,6 +84,82 @@ func TestPlanAgainstADaemonsView(t *testing.T) {
 
 	if code, _, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--server", url); code != 1 || !strings.Contains(errOut, "401") {
 		t.Errorf("no token: exit %d %s", code, errOut)
+	}
+}
+
+// --server-token-file is read with a bound, and the token never follows
+// a redirect to another scheme, host or port (issue 18).
+func TestPlanServerTokenHandling(t *testing.T) {
+	r := newRepo(t)
+	r.write("apps/web.yaml", appYAML("web", 1, "reg/web:1"))
+	r.commit("web")
+	url := serveView(t, plan.Observed{}, "s3cret")
+	planWith := func(tokenFile string) (int, string) {
+		t.Helper()
+		code, _, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--server", url, "--server-token-file", tokenFile)
+		return code, errOut
+	}
+	big := writeTemp(t, "big", strings.Repeat("x", 64<<10+1))
+	for _, c := range []struct{ file, want string }{
+		{"/dev/zero", "--server-token-file /dev/zero: larger than 64 KiB"},
+		{big, "--server-token-file " + big + ": larger than 64 KiB"},
+		{writeTemp(t, "empty", "\n"), "is empty"},
+		{writeTemp(t, "lines", "s3cret\nX-Other: 1\n"), "several lines"},
+		{filepath.Join(t.TempDir(), "missing"), "--server-token-file: open "},
+	} {
+		if code, errOut := planWith(c.file); code != exitError || !strings.Contains(errOut, c.want) {
+			t.Errorf("%s: exit %d, want 1 and %q\n%s", c.file, code, c.want, errOut)
+		}
+	}
+
+	// A redirect to another port of the same host: refused, the token
+	// stays home.
+	var leaked atomic.Value
+	thief := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		leaked.Store(req.Header.Get("Authorization"))
+		w.Write([]byte(`{"at":"2026-01-01T00:00:00Z","observed":{"instances":[]}}`))
+	}))
+	defer thief.Close()
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/api/v1/observed" {
+			http.Redirect(w, req, thief.URL+req.URL.Path, http.StatusTemporaryRedirect)
+			return
+		}
+		http.NotFound(w, req)
+	}))
+	defer redirect.Close()
+	tok := writeTemp(t, "tok", "s3cret\n")
+	code, _, errOut := berth(t, "plan", "--repo", r.dir, "--dir", "apps", "--server", redirect.URL, "--server-token-file", tok)
+	if code != exitError || !strings.Contains(errOut, "refused a redirect from "+redirect.URL+" to "+thief.URL) || leaked.Load() != nil {
+		t.Errorf("redirect to another port: exit %d, token sent: %v\n%s", code, leaked.Load(), errOut)
+	}
+}
+
+func TestSameServerRedirects(t *testing.T) {
+	req := func(raw string) *http.Request {
+		r, err := http.NewRequest("GET", raw, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	from := []*http.Request{req("http://127.0.0.1:9090/api/v1/observed")}
+	for to, ok := range map[string]bool{
+		"http://127.0.0.1:9090/other":     true,
+		"http://127.0.0.1:9091/":          false,
+		"https://127.0.0.1:9090/":         false,
+		"http://localhost:9090/":          false,
+		"http://127.0.0.1/":               false,
+		"http://evil.example:9090/":       false,
+		"http://127.0.0.1:9090/a?b=c#d":   true,
+		"HTTP://127.0.0.1:9090/uppercase": true,
+	} {
+		if err := sameServer(req(to), from); (err == nil) != ok {
+			t.Errorf("redirect to %s: %v, want allowed %v", to, err, ok)
+		}
+	}
+	if err := sameServer(req("http://h/x"), []*http.Request{req("http://h:80/")}); err != nil {
+		t.Errorf("the default port is the same port: %v", err)
 	}
 }
 

@@ -85,6 +85,50 @@ func (p *placer) pick() string {
 	return best
 }
 
+// unplaceable records a replica of a that no member can take.
+func (pl *planner) unplaceable(a *appPlan, instance string, action Action) {
+	pl.plan.Unplaceable = append(pl.plan.Unplaceable, Unplaceable{
+		App: a.name, Instance: instance, Action: action, Why: pl.nowhere(a.placer),
+	})
+}
+
+// nowhere says why p has no member to pick, naming what keeps each member
+// out, so that a typo in placement.members reads as one.
+func (pl *planner) nowhere(p *placer) string {
+	var why []string
+	pm := p.placement
+	if pm != nil {
+		for _, m := range pm.Members {
+			if p.members[m] == nil {
+				why = append(why, "placement.members: "+m+" is not a cluster member")
+			}
+		}
+	}
+	var down []string
+	inGroup := false
+	for _, name := range pl.memberNames {
+		m := p.members[name]
+		if pm != nil && len(pm.Members) > 0 && !slices.Contains(pm.Members, name) {
+			continue
+		}
+		if pm != nil && pm.Group != "" && !slices.Contains(m.Groups, pm.Group) {
+			continue
+		}
+		inGroup = true
+		down = append(down, name+" "+strings.ToLower(m.Status))
+	}
+	if pm != nil && pm.Group != "" && !inGroup {
+		why = append(why, "placement.group: no allowed member is in group "+pm.Group)
+	}
+	if len(down) > 0 {
+		why = append(why, "allowed members not online: "+strings.Join(down, ", "))
+	}
+	if len(why) == 0 {
+		why = append(why, "the cluster lists no member")
+	}
+	return strings.Join(why, "; ")
+}
+
 // move takes a replica off its member, for a recreate elsewhere.
 func (p *placer) move(from string) string {
 	p.count[from]--

@@ -95,8 +95,59 @@ func TestPlacementMembersRestrictAndMove(t *testing.T) {
 
 	grp := with(app, func(a *spec.App) { a.Spec.System.Placement = &spec.Placement{Group: "gpu"} })
 	pl = MakePlan(Desired{Revision: testRev, Apps: []spec.App{grp}}, Observed{Members: cluster("Online")}, Policy{})
-	if len(pl.Steps) != 0 || len(pl.Warnings) == 0 {
-		t.Errorf("no member in group gpu: steps %q warnings %q", stepLines(pl), pl.Warnings)
+	if len(pl.Steps) != 0 || len(pl.Unplaceable) != 2 || pl.Converged() {
+		t.Errorf("no member in group gpu: steps %q unplaceable %+v", stepLines(pl), pl.Unplaceable)
+	}
+}
+
+// Replicas no member can take block the plan, with the reason: never
+// "No changes." (issue 18 #5).
+func TestPlacementNowhereBlocks(t *testing.T) {
+	app := testApp("web", 2)
+	onlyM9 := with(app, func(a *spec.App) { a.Spec.System.Placement = &spec.Placement{Members: []string{"m9"}} })
+	gpu := with(app, func(a *spec.App) { a.Spec.System.Placement = &spec.Placement{Group: "gpu"} })
+	placed := fleet(app)
+	placed[0].Location, placed[1].Location = "m1", "m2"
+	for _, c := range []struct {
+		name    string
+		app     spec.App
+		members []Member
+		insts   []Instance
+		action  Action
+		why     string
+	}{
+		{"a typo in members", onlyM9, cluster("Online", "Online"), nil, Create, "placement.members: m9 is not a cluster member"},
+		{"every member offline", app, cluster("Offline", "Evacuated"), nil, Create, "allowed members not online: m1 offline, m2 evacuated"},
+		{"no member in the group", gpu, cluster("Online"), nil, Create, "placement.group: no allowed member is in group gpu"},
+		{"a move nowhere", onlyM9, cluster("Online", "Online"), placed, Recreate, "placement.members: m9 is not a cluster member"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{c.app}}, Observed{Instances: c.insts, Members: c.members}, Policy{})
+			if len(pl.Steps) != 0 || len(pl.Unplaceable) != 2 {
+				t.Fatalf("steps %q, unplaceable %+v", stepLines(pl), pl.Unplaceable)
+			}
+			for i, u := range pl.Unplaceable {
+				want := Unplaceable{App: "web", Instance: "web-" + string(rune('0'+i)), Action: c.action, Why: c.why}
+				if u != want {
+					t.Errorf("unplaceable[%d] = %+v, want %+v", i, u, want)
+				}
+			}
+			if pl.Converged() || pl.Summary() != "Nothing to do now: 2 cannot be placed." {
+				t.Errorf("Summary = %q", pl.Summary())
+			}
+			text := pl.Text()
+			if !strings.Contains(text, "Cannot be placed") || !strings.Contains(text, "! web-1 ("+c.action.String()+"): "+c.why) {
+				t.Errorf("text does not say why:\n%s", text)
+			}
+			b := pl.Blockers()
+			if len(b) != 1 || b[0].Long != "2 replicas cannot be placed (web-0, web-1: "+c.why+")" {
+				t.Errorf("blockers %+v", b)
+			}
+			st := BuildStatus(DefaultOwner, &Desired{Revision: testRev, Apps: []spec.App{c.app}}, Observed{Instances: c.insts, Members: c.members}, &pl)
+			if st.Apps[0].Sync != SyncOutOfSync || !strings.Contains(strings.Join(st.Apps[0].Drift, "\n"), "web-0 "+c.action.String()+" cannot be placed: "+c.why) {
+				t.Errorf("status: %s %q", st.Apps[0].Sync, st.Apps[0].Drift)
+			}
+		})
 	}
 }
 

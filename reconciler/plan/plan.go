@@ -189,11 +189,15 @@ func (s Step) ProvisionNeeded() bool {
 
 // Conflict is an instance whose name an app wants but that is not berth's
 // (unowned, or owned by another owner, or berth's but labelled for
-// another replica). Berth never touches it; the slot stays unserved.
+// another replica). Berth never touches it; the slot stays unserved. An
+// instance of berth's whose keys name no replica is a conflict too, in or
+// out of its app's slot range: it needs a person.
 type Conflict struct {
 	// Instance is the clashing instance's name.
 	Instance string `json:"instance"`
-	// App is the app that wants the name.
+	// App is the app that wants the name; for one of berth's instances
+	// with garbled keys, the app its name or its keys point to ("" when
+	// neither does).
 	App string `json:"app"`
 	// Owner is the instance's user.berth.owner ("" when unowned).
 	Owner string `json:"owner"`
@@ -217,6 +221,21 @@ type Unready struct {
 	App      string `json:"app"`
 	Instance string `json:"instance"`
 	// Why is what is wrong: "container unhealthy", "closed ports 9999/tcp".
+	Why string `json:"why"`
+}
+
+// Unplaceable is a replica that the app's placement allows on no online
+// cluster member: it is not created (or, on a member the placement no
+// longer allows, not moved) this run. A typo in placement.members or a
+// cluster whose allowed members are all offline leaves the app short of
+// replicas, which is not "no changes".
+type Unplaceable struct {
+	App      string `json:"app"`
+	Instance string `json:"instance"`
+	// Action is the step that cannot be planned: create or recreate.
+	Action Action `json:"action"`
+	// Why says why no member can take it: "placement.members: m9 is not a
+	// cluster member", "m1 offline, m2 evacuated".
 	Why string `json:"why"`
 }
 
@@ -251,6 +270,9 @@ type Plan struct {
 	// their containers' steps wait for a later look, and they are counted
 	// as serving.
 	Unobserved []Unready `json:"unobserved,omitempty"`
+	// Unplaceable are replicas no cluster member can take (see
+	// Unplaceable).
+	Unplaceable []Unplaceable `json:"unplaceable,omitempty"`
 	// PruneBlocked says why pruning was skipped, if it was.
 	PruneBlocked string `json:"pruneBlocked,omitempty"`
 	// Warnings are things people should know that change no step: foreign
@@ -278,8 +300,8 @@ type Blocker struct {
 
 // Blockers lists what keeps the plan from converging: steps waiting for
 // unready replicas, names taken by instances berth does not own, apps held
-// at an older state, replicas not ready that no step fixes, a skipped
-// prune. Converged, Summary and the CLI's exit codes all read this one
+// at an older state, replicas not ready that no step fixes, replicas no
+// cluster member can take, a skipped prune. Converged, Summary and the CLI's exit codes all read this one
 // list, so a new kind of blocker is added here once.
 func (p Plan) Blockers() []Blocker {
 	var out []Blocker
@@ -310,10 +332,34 @@ func (p Plan) Blockers() []Blocker {
 		out = append(out, Blocker{fmt.Sprintf("%d not ready", n),
 			fmt.Sprintf("%d replica%s not ready (%s)", n, plural(n), list(n, func(i int) string { return p.Unready[i].Instance + ": " + p.Unready[i].Why }, "; "))})
 	}
+	if n := len(p.Unplaceable); n > 0 {
+		out = append(out, Blocker{fmt.Sprintf("%d cannot be placed", n),
+			fmt.Sprintf("%d replica%s cannot be placed (%s)", n, plural(n), unplaceableList(p.Unplaceable))})
+	}
 	if p.PruneBlocked != "" {
 		out = append(out, Blocker{"pruning skipped", "pruning skipped"})
 	}
 	return out
+}
+
+// unplaceableList names the replicas, each run of them with the same
+// reason once: "web-0, web-1: placement.members: m9 is not a cluster
+// member".
+func unplaceableList(us []Unplaceable) string {
+	var parts []string
+	for i := 0; i < len(us); {
+		j := i + 1
+		for j < len(us) && us[j].Why == us[i].Why {
+			j++
+		}
+		names := make([]string, 0, j-i)
+		for _, u := range us[i:j] {
+			names = append(names, u.Instance)
+		}
+		parts = append(parts, strings.Join(names, ", ")+": "+us[i].Why)
+		i = j
+	}
+	return strings.Join(parts, "; ")
 }
 
 func plural(n int) string {
@@ -328,6 +374,7 @@ var summaryParts = map[Action][2]string{
 	Create:           {"%d to create", "%d to create"},
 	Start:            {"%d to start", "%d to start"},
 	UpdateInPlace:    {"%d to update in place", "%d to update in place"},
+	Provision:        {"%d to provision", "%d to provision"},
 	Recreate:         {"%d to recreate", "%d to recreate"},
 	ReplaceContainer: {"%d container replacement", "%d container replacements"},
 	CreateContainer:  {"%d container to create", "%d containers to create"},
@@ -438,9 +485,19 @@ func (p Plan) Text() string {
 			fmt.Fprintf(&b, "  ? %s: %s\n", u.Instance, u.Why)
 		}
 	}
+	if len(p.Unplaceable) > 0 {
+		b.WriteString("\nCannot be placed (no online cluster member the placement allows):\n")
+		for _, u := range p.Unplaceable {
+			fmt.Fprintf(&b, "  ! %s (%s): %s\n", u.Instance, u.Action, u.Why)
+		}
+	}
 	if len(p.Conflicts) > 0 {
 		b.WriteString("\nConflicts (left untouched):\n")
 		for _, c := range p.Conflicts {
+			if c.App == "" {
+				fmt.Fprintf(&b, "  ! %s: %s\n", c.Instance, c.Message)
+				continue
+			}
 			fmt.Fprintf(&b, "  ! %s (wanted by %s): %s\n", c.Instance, c.App, c.Message)
 		}
 	}

@@ -50,6 +50,7 @@ func MakePlan(desired Desired, observed Observed, policy Policy) Plan {
 	for _, name := range pl.appNames {
 		pl.planApp(pl.apps[name])
 	}
+	pl.garbledConflicts()
 	pl.planPrune()
 	pl.finish()
 	return pl.plan
@@ -69,6 +70,7 @@ type planner struct {
 	dupName     map[string]bool      // names observed more than once: never touched
 	owned       map[string][]replica // berth's well-labelled instances by app, in name order
 	nOwned      int                  // every instance with our owner, garbled ones included
+	garbled     []*Instance          // instances with our owner whose keys name no replica, by name
 	images      map[string]*Image    // observed images by alias
 	members     map[string]*Member   // cluster members by name; empty on a single host
 	memberNames []string             // sorted
@@ -139,6 +141,7 @@ func (pl *planner) indexObserved(observed Observed) {
 		app, slot, err := identity(inst)
 		if err != nil {
 			pl.warnf("%v (owned by %s); left alone", err, pl.policy.Owner)
+			pl.garbled = append(pl.garbled, inst)
 			continue
 		}
 		pl.owned[app] = append(pl.owned[app], replica{slot, inst})
@@ -249,7 +252,7 @@ func (pl *planner) planApp(app *spec.App) {
 			target := ""
 			if a.placer != nil {
 				if target = a.placer.pick(); target == "" {
-					pl.warnf("app %s: no online cluster member its placement allows: %s is not created", a.name, name)
+					pl.unplaceable(a, name, Create)
 					continue
 				}
 			}
@@ -368,6 +371,39 @@ func (pl *planner) conflict(app, name string) bool {
 	return true
 }
 
+// garbledConflicts reports the owned instances whose keys name no replica
+// (edited by hand: another slot, another app) that no app's slot range
+// reached: after a scale-down they are still berth's, untouched, and need
+// a person, so they stay conflicts, not "No changes.".
+func (pl *planner) garbledConflicts() {
+	reported := make(map[string]bool, len(pl.plan.Conflicts))
+	for _, c := range pl.plan.Conflicts {
+		reported[c.Instance] = true
+	}
+	for _, inst := range pl.garbled {
+		if reported[inst.Name] {
+			continue
+		}
+		pl.plan.Conflicts = append(pl.plan.Conflicts, Conflict{
+			Instance: inst.Name, App: pl.appOfName(inst), Owner: pl.policy.Owner,
+			Message: fmt.Sprintf("instance is owned by %s but its keys say app %q slot %q", pl.policy.Owner, inst.Config[ownership.KeyApp], inst.Config[ownership.KeySlot]),
+		})
+	}
+}
+
+// appOfName is the app an instance's name makes it a replica of
+// ("<app>-<slot>" for an app of this revision), else the app its keys say.
+func (pl *planner) appOfName(inst *Instance) string {
+	if i := strings.LastIndexByte(inst.Name, '-'); i > 0 {
+		if _, err := strconv.Atoi(inst.Name[i+1:]); err == nil {
+			if _, ok := pl.apps[inst.Name[:i]]; ok {
+				return inst.Name[:i]
+			}
+		}
+	}
+	return inst.Config[ownership.KeyApp]
+}
+
 // replicaSteps diffs one existing replica against its app's spec.
 func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps {
 	ss := slotSteps{slot: slot}
@@ -394,7 +430,7 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		if a.placer != nil {
 			target := a.placer.recreateOn(inst)
 			if target == "" {
-				pl.warnf("app %s: no online cluster member its placement allows: %s is not recreated", a.name, inst.Name)
+				pl.unplaceable(a, inst.Name, Recreate)
 				return slotSteps{slot: slot}
 			}
 			ss.steps[0].Target = target
@@ -601,36 +637,62 @@ func formatDevice(d map[string]string) string {
 }
 
 // planPrune deletes the replicas of apps that are gone from Git, unless a
-// guard says this revision cannot be trusted to mean it.
+// guard says this revision cannot be trusted to mean it. The share guard
+// counts the replicas that scale-downs delete too: "replicas: 0" on every
+// app deletes the fleet as surely as removing the apps does, so past the
+// share neither runs.
 func (pl *planner) planPrune() {
 	var gone []string
-	count := 0
+	pruned := 0
 	for app, slots := range pl.owned {
 		if _, ok := pl.apps[app]; ok || pl.held[app] {
 			continue
 		}
 		gone = append(gone, app)
-		count += len(slots)
+		pruned += len(slots)
 	}
 	slices.Sort(gone)
-	switch {
-	case pl.desired.PruneBlocked != "":
+	if pl.desired.PruneBlocked != "" {
 		pl.plan.PruneBlocked = pl.desired.PruneBlocked
-		return
-	case count == 0:
-		return
-	case pl.policy.AllowMassPrune:
-	case len(pl.desired.Apps) == 0 && len(pl.desired.HeldApps) == 0:
-		pl.plan.PruneBlocked = fmt.Sprintf("revision has no apps: refusing to delete all %d owned instances (allow mass prune to do it)", count)
-		return
-	case float64(count) > pl.policy.MaxPruneFraction*float64(pl.nOwned):
-		pl.plan.PruneBlocked = fmt.Sprintf("pruning would delete %d of %d owned instances, more than the %g%% allowed (allow mass prune to do it)",
-			count, pl.nOwned, pl.policy.MaxPruneFraction*100)
+		gone, pruned = nil, 0
+	}
+	// Every delete planned so far is a scale-down: apps are planned first.
+	scaled := 0
+	for _, s := range pl.plan.Steps {
+		if s.Action == Delete {
+			scaled++
+		}
+	}
+	if why := pl.massDelete(pruned, scaled); why != "" {
+		if pl.plan.PruneBlocked != "" {
+			why = pl.plan.PruneBlocked + "; " + why
+		}
+		pl.plan.PruneBlocked = why
+		pl.plan.Steps = slices.DeleteFunc(pl.plan.Steps, func(s Step) bool { return s.Action == Delete })
 		return
 	}
 	for _, app := range gone {
 		pl.deleteAll(slices.Clone(pl.owned[app]), 1, Reason{Field: "app", Old: "present", New: "absent"})
 	}
+}
+
+// massDelete says why deleting pruned replicas of removed apps and scaled
+// replicas of scale-downs in one plan is refused, or "" when it may go on.
+func (pl *planner) massDelete(pruned, scaled int) string {
+	total := pruned + scaled
+	switch {
+	case total == 0, pl.policy.AllowMassPrune:
+		return ""
+	case pruned > 0 && len(pl.desired.Apps) == 0 && len(pl.desired.HeldApps) == 0:
+		return fmt.Sprintf("revision has no apps: refusing to delete all %d owned instances (allow mass prune to do it)", pruned)
+	case float64(total) <= pl.policy.MaxPruneFraction*float64(pl.nOwned):
+		return ""
+	case scaled == 0:
+		return fmt.Sprintf("pruning would delete %d of %d owned instances, more than the %g%% allowed (allow mass prune to do it)",
+			total, pl.nOwned, pl.policy.MaxPruneFraction*100)
+	}
+	return fmt.Sprintf("pruning and scaling down would delete %d of %d owned instances (%d by scaling down), more than the %g%% allowed (allow mass prune to do it)",
+		total, pl.nOwned, scaled, pl.policy.MaxPruneFraction*100)
 }
 
 func (pl *planner) finish() {

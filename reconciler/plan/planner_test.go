@@ -7,6 +7,7 @@ import (
 	"github.com/berth-gitops/berth/ownership"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -114,6 +115,7 @@ func TestPlanReplicas(t *testing.T) {
 			name:     "scale down deletes highest slots first",
 			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 2 })},
 			observed: fleet(with(web, func(a *spec.App) { a.Spec.Replicas = 5 })),
+			policy:   Policy{AllowMassPrune: true}, // 3 of 5 is over the share
 			want: []string{
 				"1 web-4 delete (replicas: 5 → 2)",
 				"1 web-3 delete (replicas: 5 → 2)",
@@ -139,9 +141,24 @@ func TestPlanReplicas(t *testing.T) {
 			},
 		},
 		{
-			name:     "scale to zero",
+			// Every app at replicas: 0 deletes the fleet as surely as
+			// removing the apps: the same guard holds (issue 18).
+			name:     "scale to zero of the whole fleet is guarded",
+			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 0 }), with(api, func(a *spec.App) { a.Spec.Replicas = 0 })},
+			observed: fleet(web, api),
+			want:     []string{},
+			check: func(t *testing.T, p Plan) {
+				want := "pruning and scaling down would delete 4 of 4 owned instances (4 by scaling down), more than the 50% allowed (allow mass prune to do it)"
+				if p.PruneBlocked != want || p.Converged() || p.Summary() != "Nothing to do now: pruning skipped." {
+					t.Errorf("PruneBlocked = %q, summary %q", p.PruneBlocked, p.Summary())
+				}
+			},
+		},
+		{
+			name:     "scale to zero with mass prune allowed",
 			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 0 })},
 			observed: fleet(web),
+			policy:   Policy{AllowMassPrune: true},
 			want: []string{
 				"1 web-2 delete (replicas: 3 → 0)",
 				"1 web-1 delete (replicas: 3 → 0)",
@@ -149,7 +166,44 @@ func TestPlanReplicas(t *testing.T) {
 			},
 			check: func(t *testing.T, p Plan) {
 				if p.PruneBlocked != "" {
-					t.Errorf("scale to zero is not a prune, got PruneBlocked %q", p.PruneBlocked)
+					t.Errorf("PruneBlocked %q", p.PruneBlocked)
+				}
+			},
+		},
+		{
+			name:     "a guarded scale-down keeps the other steps",
+			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 0 }), with(api, func(a *spec.App) { a.Spec.Container.Image = "registry.example/api:2" })},
+			observed: fleet(web, api),
+			want:     []string{"1 api-0 replace-container (container.image: registry.example/api:1 → registry.example/api:2)"},
+			check: func(t *testing.T, p Plan) {
+				if !strings.Contains(p.PruneBlocked, "3 of 4 owned instances (3 by scaling down)") {
+					t.Errorf("PruneBlocked %q", p.PruneBlocked)
+				}
+			},
+		},
+		{
+			name:     "scaling one app down among many is within the share",
+			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 0 }), api, testApp("db", 2)},
+			observed: fleet(web, api, testApp("db", 2)),
+			want: []string{
+				"1 web-2 delete (replicas: 3 → 0)",
+				"1 web-1 delete (replicas: 3 → 0)",
+				"1 web-0 delete (replicas: 3 → 0)",
+			},
+			check: func(t *testing.T, p Plan) {
+				if p.PruneBlocked != "" {
+					t.Errorf("PruneBlocked %q", p.PruneBlocked)
+				}
+			},
+		},
+		{
+			name:     "a scale-down and a prune count together",
+			apps:     []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 1 })},
+			observed: fleet(web, api),
+			want:     []string{},
+			check: func(t *testing.T, p Plan) {
+				if !strings.Contains(p.PruneBlocked, "3 of 4 owned instances (2 by scaling down)") {
+					t.Errorf("PruneBlocked %q", p.PruneBlocked)
 				}
 			},
 		},
@@ -541,6 +595,33 @@ func TestPlanOwnership(t *testing.T) {
 				if len(p.Warnings) != 3 {
 					t.Errorf("Warnings = %q", p.Warnings)
 				}
+				// Left alone, but not "No changes.": they need a person.
+				want := []Conflict{
+					{Instance: "mislabelled", App: "old", Owner: "berth", Message: `instance is owned by berth but its keys say app "old" slot "1"`},
+					{Instance: "old-x", App: "old", Owner: "berth", Message: `instance is owned by berth but its keys say app "old" slot "x"`},
+					{Instance: "web-9", App: "web", Owner: "berth", Message: `instance is owned by berth but its keys say app "web" slot ""`},
+				}
+				if !reflect.DeepEqual(p.Conflicts, want) || p.Converged() {
+					t.Errorf("Conflicts = %+v", p.Conflicts)
+				}
+			},
+		},
+		{
+			// After a scale-down the garbled replica's slot is out of the
+			// app's range: still a conflict, once (issue 18).
+			name: "a garbled replica stays a conflict after a scale-down",
+			apps: []spec.App{with(web, func(a *spec.App) { a.Spec.Replicas = 1 })},
+			observed: edit(edit(fleet(with(web, func(a *spec.App) { a.Spec.Replicas = 2 })), "web-1", func(i *Instance) { i.Config[ownership.KeySlot] = "5" }),
+				"web-0", func(i *Instance) { i.Config[ownership.KeyApp] = "api" }),
+			want: []string{},
+			check: func(t *testing.T, p Plan) {
+				var names []string
+				for _, c := range p.Conflicts {
+					names = append(names, c.Instance+" "+c.App)
+				}
+				if !slices.Equal(names, []string{"web-0 web", "web-1 web"}) || p.Converged() || p.Summary() != "Nothing to do now: 2 blocked by a conflict." {
+					t.Errorf("Conflicts = %+v, summary %q", p.Conflicts, p.Summary())
+				}
 			},
 		},
 		{
@@ -842,6 +923,24 @@ func TestSummary(t *testing.T) {
 	want := "Plan: 2 to create, 1 to start, 1 to update in place, 1 to recreate, 3 container replacements, 1 container to create, 2 containers to start, 1 to delete."
 	if got := p.Summary(); got != want {
 		t.Errorf("Summary =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// Every action has its words in the summary: a missing one printed
+// "Plan: %!(EXTRA int=1)." for a provision step (issue 18).
+func TestSummaryCoversEveryAction(t *testing.T) {
+	for _, a := range Actions {
+		for _, n := range []int{1, 2} {
+			p := Plan{Steps: slices.Repeat([]Step{{Action: a}}, n)}
+			got := p.Summary()
+			if strings.Contains(got, "%!") || !strings.Contains(got, strconv.Itoa(n)) {
+				t.Errorf("%v ×%d: Summary = %q", a, n, got)
+			}
+		}
+	}
+	p := Plan{Steps: []Step{{Action: Provision}}}
+	if got, want := p.Summary(), "Plan: 1 to provision."; got != want {
+		t.Errorf("Summary = %q, want %q", got, want)
 	}
 }
 

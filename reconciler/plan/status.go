@@ -236,8 +236,8 @@ func (b *statusBuilder) addLost(observed Observed) {
 	}
 }
 
-// addDrift lists the plan's steps, waiting ones included, per app: an
-// app with any is OutOfSync.
+// addDrift lists the plan's steps, waiting ones and those no member can
+// take included, per app: an app with any is OutOfSync.
 func (b *statusBuilder) addDrift(p *Plan) {
 	add := func(app, line string) {
 		v := b.get(app)
@@ -251,6 +251,9 @@ func (b *statusBuilder) addDrift(p *Plan) {
 	}
 	for _, w := range p.Waiting {
 		add(w.App, stepDrift(w.Step)+" waiting: "+w.Why)
+	}
+	for _, u := range p.Unplaceable {
+		add(u.App, u.Instance+" "+u.Action.String()+" cannot be placed: "+u.Why)
 	}
 }
 
