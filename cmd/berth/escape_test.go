@@ -66,6 +66,30 @@ func TestOneEscaperForCLIAndDiagnostics(t *testing.T) {
 	}
 }
 
+// A value that differs only by an invisible character (zero-width, BOM,
+// Unicode tags) shows the difference in text and Markdown (issue 18).
+func TestDiffShowsInvisibleCharacters(t *testing.T) {
+	for _, tt := range []struct{ value, shown string }{
+		{"safe\u200b", `safe\u200b`},
+		{"safe\u2060\ufeff", `safe\u2060\ufeff`},
+		{"safe\U000e0041", `safe\U000e0041`},
+	} {
+		old := loadApps(t, map[string]string{"web.yaml": specWithNote("web", "safe")})
+		new := loadApps(t, map[string]string{"web.yaml": specWithNote("web", tt.value)})
+		d := diffSpecs(fromCommit, toCommit, old, new)
+		var out strings.Builder
+		d.writeText(&out)
+		if !strings.Contains(out.String(), "container.env.NOTE: safe → "+tt.shown+"\n") {
+			t.Errorf("diff of %q:\n%s", tt.value, out.String())
+		}
+		md := d.markdown(1, 1)
+		if !strings.Contains(md, "`safe` → `"+tt.shown+"`") {
+			t.Errorf("diff -o markdown of %q:\n%s", tt.value, md)
+		}
+		checkMarkdown(t, md, nil)
+	}
+}
+
 // assertSafe fails when text output could drive a terminal: a raw control
 // character other than newline and tab, C1, a bidi control, or a line
 // that the hostile value forged.
@@ -100,6 +124,8 @@ func yamlQuote(s string) string {
 		case r == '"' || r == '\\':
 			b.WriteByte('\\')
 			b.WriteRune(r)
+		case textesc.MustEscape(r) && r > 0xffff:
+			fmt.Fprintf(&b, `\U%08x`, r)
 		case textesc.MustEscape(r):
 			fmt.Fprintf(&b, `\u%04x`, r)
 		default:

@@ -18,8 +18,9 @@ import (
 // Line returns s for (part of) one line of output: C0 controls (tab
 // included, so that a tab inside a value shows as \t rather than as
 // blank space of unknown width), DEL, C1 controls, the Unicode line and
-// paragraph separators, bidi controls and bytes that are not UTF-8 are
-// written as Go escapes (\t, \n, \x1b, \u202e, \xff). Everything else,
+// paragraph separators, bidi controls, invisible characters (zero-width
+// ones, the byte order mark, Unicode tags) and bytes that are not UTF-8
+// are written as Go escapes (\t, \n, \x1b, \u202e, \u200b, \xff). Everything else,
 // backslashes included, is left as it is.
 func Line(s string) string { return escape(s, false) }
 
@@ -71,6 +72,13 @@ func MustEscape(r rune) bool {
 	case r == 0x2028, r == 0x2029: // line and paragraph separators
 		return true
 	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f, r == 0x061c: // bidi
+		return true
+	// Invisible characters: a value that differs only by them would read
+	// the same as another ("safe" and "safe\u200b"), and tag characters
+	// can carry hidden text. Zero-width space, non-joiner and joiner; word
+	// joiner and the invisible operators; the byte order mark (zero-width
+	// no-break space); the tag block.
+	case r >= 0x200b && r <= 0x200d, r >= 0x2060 && r <= 0x2064, r == 0xfeff, r >= 0xe0000 && r <= 0xe007f:
 		return true
 	}
 	return false
