@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/berth-gitops/berth/internal/textesc"
@@ -45,6 +46,20 @@ func (d Diagnostic) String() string {
 	}
 	b.WriteString(EscapeText(d.Message))
 	return b.String()
+}
+
+// AppendPathKey appends a map key to a field path the way Diagnostic.Path
+// writes it: .key for a plain key, ["key"] (Go-quoted) for any other, so
+// that a key holding a dot (security.privileged) never reads as two nested
+// fields, and two different paths never print alike.
+func AppendPathKey(path, key string) string {
+	switch {
+	case !plainKey.MatchString(key):
+		return path + "[" + strconv.Quote(key) + "]"
+	case path == "":
+		return key
+	}
+	return path + "." + key
 }
 
 // EscapeText makes s safe to print as (part of) one line of terminal text.

@@ -43,6 +43,9 @@ type fieldChange struct {
 	Path string `json:"path"`
 	Old  string `json:"old,omitempty"`
 	New  string `json:"new,omitempty"`
+	// oldSet and newSet tell an empty value (env NOTE: "") from none:
+	// they differ, and must not print alike.
+	oldSet, newSet bool
 }
 
 func newDiffCmd() *cobra.Command {
@@ -168,17 +171,19 @@ func instanceNames(app string, from, to int) []string {
 }
 
 // fieldChanges flattens both specs to path -> value and lists the paths
-// that differ. Maps are walked key by key (so one config key shows as one
-// line); lists compare as a whole, since an element's position is its
-// identity only by accident.
+// that differ, a value set to "" differing from none. Maps are walked key
+// by key (so one config key shows as one line); lists compare as a whole,
+// since an element's position is its identity only by accident.
 func fieldChanges(a, b spec.AppSpec) []fieldChange {
 	fa, fb := flatten(a), flatten(b)
 	var out []fieldChange
 	for _, p := range unionKeys(fa, fb) {
-		if p == "spec.replicas" || fa[p] == fb[p] {
+		old, oldSet := fa[p]
+		new, newSet := fb[p]
+		if p == "spec.replicas" || oldSet == newSet && old == new {
 			continue
 		}
-		out = append(out, fieldChange{Path: p, Old: fa[p], New: fb[p]})
+		out = append(out, fieldChange{Path: p, Old: old, New: new, oldSet: oldSet, newSet: newSet})
 	}
 	return out
 }
@@ -204,8 +209,11 @@ func flatten(s spec.AppSpec) map[string]string {
 	walk = func(prefix string, v any) {
 		switch t := v.(type) {
 		case map[string]any:
+			// Keys are written as validate writes them, a dotted key
+			// quoted: device data's key x.type and device data.x's key
+			// type are different fields, and must not flatten alike.
 			for k, c := range t {
-				walk(prefix+"."+k, c)
+				walk(spec.AppendPathKey(prefix, k), c)
 			}
 		case string:
 			out[prefix] = t
@@ -248,7 +256,7 @@ func (d specDiff) writeText(w io.Writer) {
 					signed("+", a.InstancesAdded)+signed("-", a.InstancesRemoved))
 			}
 			for _, f := range a.Fields {
-				fmt.Fprintf(w, "    %s: %s → %s\n", strings.TrimPrefix(f.Path, "spec."), shown(f.Old), shown(f.New))
+				fmt.Fprintf(w, "    %s: %s → %s\n", strings.TrimPrefix(f.Path, "spec."), shownSet(f.Old, f.oldSet), shownSet(f.New, f.newSet))
 			}
 		}
 	}
@@ -261,6 +269,15 @@ func signed(sign string, names []string) string {
 		parts[i] = sign + n
 	}
 	return strings.Join(parts, ", ")
+}
+
+// shownSet is shown for a value that may be set to "": that reads "",
+// none reads (unset).
+func shownSet(v string, set bool) string {
+	if set && v == "" {
+		return `""`
+	}
+	return shown(v)
 }
 
 // shown quotes a value for one line of output; multi-line values such as

@@ -224,7 +224,7 @@ func planMarkdown(pl plan.Plan) string {
 func recreateField(path string) bool {
 	p := strings.TrimPrefix(path, "spec.")
 	return slices.Contains([]string{"system.image", "system.profiles", "system.cloudInit", "system.ephemeral"}, p) ||
-		strings.HasPrefix(p, "system.devices.") || movesReplicas(p)
+		strings.HasPrefix(p, "system.devices.") || strings.HasPrefix(p, "system.devices[") || movesReplicas(p)
 }
 
 func movesReplicas(path string) bool {
@@ -288,7 +288,7 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 		for _, f := range a.Fields {
 			path := strings.TrimPrefix(f.Path, "spec.")
 			if what, ok := imageFields[path]; ok {
-				images = append(images, fmt.Sprintf("- %s %s: %s → %s", mdCode(a.Name), what, mdValue(f.Old), mdValue(f.New)))
+				images = append(images, fmt.Sprintf("- %s %s: %s → %s", mdCode(a.Name), what, mdValue(f.Old, f.oldSet), mdValue(f.New, f.newSet)))
 				switch {
 				case path == "system.image":
 					recreate = append(recreate, mdCode(path))
@@ -310,7 +310,7 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 			case reprovisionField(f):
 				reprovision = append(reprovision, mdCode(path))
 			}
-			others = append(others, fmt.Sprintf("- %s %s: %s → %s", mdCode(a.Name), mdCode(path), mdValue(f.Old), mdValue(f.New)))
+			others = append(others, fmt.Sprintf("- %s %s: %s → %s", mdCode(a.Name), mdCode(path), mdValue(f.Old, f.oldSet), mdValue(f.New, f.newSet)))
 		}
 		if len(recreate) > 0 {
 			recreates = append(recreates, fmt.Sprintf("- %s, every replica: %s", mdCode(a.Name), strings.Join(recreate, ", ")))
@@ -360,10 +360,13 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 }
 
 // mdValue is a diff value for Markdown: multi-line values (cloud-init)
-// are counted, not shown, as in the text diff.
-func mdValue(v string) string {
-	if strings.Contains(v, "\n") {
+// are counted, not shown, as in the text diff; a value set to "" reads "".
+func mdValue(v string, set bool) string {
+	switch {
+	case strings.Contains(v, "\n"):
 		return shown(v)
+	case set && v == "":
+		return "`\"\"`"
 	}
 	return mdCode(v)
 }
