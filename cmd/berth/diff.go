@@ -1,16 +1,19 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/source"
 	"github.com/berth-gitops/berth/spec"
 )
@@ -227,8 +230,8 @@ func flatten(s spec.AppSpec) map[string]string {
 	return out
 }
 
-// writeText prints the diff for people; every name and value is escaped
-// (multi-line values are only counted).
+// writeText prints the diff for people; every name and value is escaped,
+// long values are cut and multi-line values summarised (see shownPair).
 func (d specDiff) writeText(w io.Writer) {
 	d = sanitized(d)
 	fmt.Fprintf(w, "berth diff %s..%s\n", d.From.Short(), d.To.Short())
@@ -256,7 +259,8 @@ func (d specDiff) writeText(w io.Writer) {
 					signed("+", a.InstancesAdded)+signed("-", a.InstancesRemoved))
 			}
 			for _, f := range a.Fields {
-				fmt.Fprintf(w, "    %s: %s → %s\n", strings.TrimPrefix(f.Path, "spec."), shownSet(f.Old, f.oldSet), shownSet(f.New, f.newSet))
+				old, new := f.shown(textWidth)
+				fmt.Fprintf(w, "    %s: %s → %s\n", strings.TrimPrefix(f.Path, "spec."), old, new)
 			}
 		}
 	}
@@ -271,25 +275,78 @@ func signed(sign string, names []string) string {
 	return strings.Join(parts, ", ")
 }
 
-// shownSet is shown for a value that may be set to "": that reads "",
-// none reads (unset).
-func shownSet(v string, set bool) string {
-	if set && v == "" {
-		return `""`
-	}
-	return shown(v)
+// textWidth is how much of a long value a text diff shows, in bytes.
+const textWidth = 80
+
+// shown is both sides of a changed field for one line each, at most
+// width bytes of a value.
+func (f fieldChange) shown(width int) (old, new string) {
+	return shownPair(f.Old, f.New, f.oldSet, f.newSet, width)
 }
 
-// shown quotes a value for one line of output; multi-line values such as
-// cloud-init are summarised rather than dumped.
-func shown(v string) string {
-	switch {
-	case v == "":
-		return "(unset)"
-	case strings.Contains(v, "\n"):
-		return fmt.Sprintf("(%d lines)", strings.Count(strings.TrimRight(v, "\n"), "\n")+1)
-	case len(v) > 80:
-		return strconv.Quote(v[:77] + "...")
+// shownPair shows the two sides of a change, each escaped for one line:
+// a value as it is, or a cut of it when longer than width; "" for an
+// empty value and (unset) for none; a multi-line value (cloud-init) by
+// size and hash, as plan shows it. A change must never print as no
+// change: a long value is cut around where the two first differ (the
+// common start elided), and two sides that still read alike (an escape
+// that reads like a literal backslash sequence, say) get the short hash
+// of each.
+func shownPair(old, new string, oldSet, newSet bool, width int) (string, string) {
+	from := 0 // where the cuts start: before the first difference, if late
+	if p := commonPrefix(old, new); p > width-width/4 {
+		from = p - width/4
 	}
-	return safeText(v)
+	o, n := shownValue(old, oldSet, from, width), shownValue(new, newSet, from, width)
+	if o == n {
+		o, n = withHash(o, old, oldSet), withHash(n, new, newSet)
+	}
+	return o, n
+}
+
+func shownValue(v string, set bool, from, width int) string {
+	switch {
+	case v == "" && !set:
+		return "(unset)"
+	case v == "":
+		return `""`
+	case strings.ContainsAny(v, "\n\r"):
+		return plan.LinesSummary(v)
+	case len(v) <= width:
+		return safeText(v)
+	}
+	for from > 0 && !utf8.RuneStart(v[from]) {
+		from--
+	}
+	end := min(len(v), from+width)
+	for end < len(v) && !utf8.RuneStart(v[end]) {
+		end--
+	}
+	text := safeText(v[from:end])
+	if from > 0 {
+		text = "…" + text
+	}
+	if end < len(v) {
+		text += "…"
+	}
+	return text
+}
+
+func withHash(shown, v string, set bool) string {
+	if v == "" && !set {
+		return shown
+	}
+	sum := sha256.Sum256([]byte(v))
+	return shown + " (sha256:" + hex.EncodeToString(sum[:])[:12] + ")"
+}
+
+// commonPrefix is the length in bytes of the longest common start of a and b.
+func commonPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
 }

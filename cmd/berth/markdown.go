@@ -176,7 +176,7 @@ func planMarkdown(pl plan.Plan) string {
 	if len(imageOrder) > 0 {
 		b.WriteString("\n**Image changes**\n\n")
 		for _, k := range imageOrder {
-			fmt.Fprintf(&b, "- %s %s: %s → %s (%s)\n", mdCode(k.app), k.what, mdCode(k.old), mdCode(k.new), mdCodes(images[k]))
+			fmt.Fprintf(&b, "- %s %s: %s (%s)\n", mdCode(k.app), k.what, mdPair(k.old, k.new, false, false), mdCodes(images[k]))
 		}
 	}
 	if len(recreateOrder) > 0 {
@@ -288,7 +288,7 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 		for _, f := range a.Fields {
 			path := strings.TrimPrefix(f.Path, "spec.")
 			if what, ok := imageFields[path]; ok {
-				images = append(images, fmt.Sprintf("- %s %s: %s → %s", mdCode(a.Name), what, mdValue(f.Old, f.oldSet), mdValue(f.New, f.newSet)))
+				images = append(images, fmt.Sprintf("- %s %s: %s", mdCode(a.Name), what, mdPair(f.Old, f.New, f.oldSet, f.newSet)))
 				switch {
 				case path == "system.image":
 					recreate = append(recreate, mdCode(path))
@@ -310,7 +310,7 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 			case reprovisionField(f):
 				reprovision = append(reprovision, mdCode(path))
 			}
-			others = append(others, fmt.Sprintf("- %s %s: %s → %s", mdCode(a.Name), mdCode(path), mdValue(f.Old, f.oldSet), mdValue(f.New, f.newSet)))
+			others = append(others, fmt.Sprintf("- %s %s: %s", mdCode(a.Name), mdCode(path), mdPair(f.Old, f.New, f.oldSet, f.newSet)))
 		}
 		if len(recreate) > 0 {
 			recreates = append(recreates, fmt.Sprintf("- %s, every replica: %s", mdCode(a.Name), strings.Join(recreate, ", ")))
@@ -359,14 +359,20 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 	return b.String()
 }
 
-// mdValue is a diff value for Markdown: multi-line values (cloud-init)
-// are counted, not shown, as in the text diff; a value set to "" reads "".
-func mdValue(v string, set bool) string {
-	switch {
-	case strings.Contains(v, "\n"):
-		return shown(v)
-	case set && v == "":
-		return "`\"\"`"
+// mdWidth is how much of a long value a comment shows, in bytes: a
+// registry image with its digest fits.
+const mdWidth = 160
+
+// mdPair is both sides of a change for Markdown, shown as in the text diff
+// (shownPair) and each in a code span; none reads (unset), outside one.
+func mdPair(old, new string, oldSet, newSet bool) string {
+	o, n := shownPair(old, new, oldSet, newSet, mdWidth)
+	return mdShown(o) + " → " + mdShown(n)
+}
+
+func mdShown(s string) string {
+	if s == "(unset)" {
+		return s
 	}
-	return mdCode(v)
+	return mdCode(s) // s is escaped already, and escaping it again keeps it
 }
