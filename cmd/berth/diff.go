@@ -35,6 +35,10 @@ type appDiff struct {
 	Fields           []fieldChange `json:"fields,omitempty"`
 	InstancesAdded   []string      `json:"instancesAdded,omitempty"`
 	InstancesRemoved []string      `json:"instancesRemoved,omitempty"`
+	// Reprovision says the provision hash changes (and a provision is
+	// left): the planner runs it again on each live replica. A change of
+	// what the hash leaves out, a file's source in the repo say, does not.
+	Reprovision bool `json:"reprovision,omitempty"`
 }
 
 type replicaDiff struct {
@@ -157,6 +161,8 @@ func diffSpecs(from, to source.Commit, old, new []spec.App) specDiff {
 				slices.Reverse(ad.InstancesRemoved) // highest slots go first
 			}
 			ad.Fields = fieldChanges(a.Spec, b.Spec)
+			newProv := b.Spec.System.Provision.Hash()
+			ad.Reprovision = newProv != "" && newProv != a.Spec.System.Provision.Hash()
 			if ad.Replicas != nil || len(ad.Fields) > 0 {
 				d.Apps = append(d.Apps, ad)
 			}

@@ -136,3 +136,40 @@ func TestShownPair(t *testing.T) {
 		}
 	}
 }
+
+// Markdown warns of a re-provision only when the provision hash changes:
+// renaming a provision file's source in the repo changes nothing in the
+// instance (issue 18, a false re-provision warning).
+func TestDiffWarnsOfReprovisionOnlyWhenItsHashChanges(t *testing.T) {
+	app := func(source string) string {
+		return sysApp("web", "    provision:\n      files: [{source: "+source+", path: /usr/local/sbin/setup, mode: \"0755\"}]\n      run: [/usr/local/sbin/setup]\n")
+	}
+	r := newRepo(t)
+	r.write("apps/web.yaml", app("files/setup.sh"))
+	r.write("files/setup.sh", "#!/bin/sh\necho one\n")
+	r.commit("one")
+	r.git("mv", "files/setup.sh", "files/setup-web.sh")
+	r.write("apps/web.yaml", app("files/setup-web.sh"))
+	r.commit("rename the source")
+	r.write("files/setup-web.sh", "#!/bin/sh\necho two\n")
+	r.commit("change the content")
+	for _, tt := range []struct {
+		from, to    string
+		reprovision bool
+	}{
+		{"HEAD~2", "HEAD~1", false}, // renamed: same content, same hash
+		{"HEAD~1", "HEAD", true},    // content changed
+		{"HEAD~2", "HEAD", true},
+	} {
+		code, md, errOut := berth(t, "diff", "--repo", r.dir, "-o", "markdown", tt.from, tt.to)
+		if code != exitChanges {
+			t.Fatalf("diff %s %s: exit %d\n%s%s", tt.from, tt.to, code, md, errOut)
+		}
+		if got := strings.Contains(md, "Re-provisioned in place"); got != tt.reprovision {
+			t.Errorf("diff %s %s: re-provision warned %v, want %v:\n%s", tt.from, tt.to, got, tt.reprovision, md)
+		}
+		if !strings.Contains(md, "`system.provision.files`:") {
+			t.Errorf("diff %s %s: the files change is not listed:\n%s", tt.from, tt.to, md)
+		}
+	}
+}

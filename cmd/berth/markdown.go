@@ -231,12 +231,12 @@ func movesReplicas(path string) bool {
 	return strings.HasPrefix(strings.TrimPrefix(path, "spec."), "system.placement.")
 }
 
-// reprovisionField reports whether a change of the field at path re-runs the
-// provision on each live replica (what the provision puts in the
-// instance: its files and its command), without recreating it.
-func reprovisionField(f fieldChange) bool {
-	p := strings.TrimPrefix(f.Path, "spec.")
-	return (p == "system.provision.files" || p == "system.provision.run") && f.New != ""
+// provisionField reports whether the field at path holds what the
+// provision puts in the instance: its files and its command. Whether a
+// change of them re-runs the provision is the provision hash's to say.
+func provisionField(path string) bool {
+	p := strings.TrimPrefix(path, "spec.")
+	return p == "system.provision.files" || p == "system.provision.run"
 }
 
 // defaultMaxPrune is --max-prune's default: a diff warns of a prune the
@@ -307,7 +307,7 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 				moves = append(moves, mdCode(path))
 			case recreateField(f.Path):
 				recreate = append(recreate, mdCode(path))
-			case reprovisionField(f):
+			case a.Reprovision && provisionField(f.Path):
 				reprovision = append(reprovision, mdCode(path))
 			}
 			others = append(others, fmt.Sprintf("- %s %s: %s", mdCode(a.Name), mdCode(path), mdPair(f.Old, f.New, f.oldSet, f.newSet)))
@@ -317,6 +317,9 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 		}
 		if len(moves) > 0 {
 			recreates = append(recreates, fmt.Sprintf("- %s, each replica on a member the placement no longer allows (moves replicas): %s", mdCode(a.Name), strings.Join(moves, ", ")))
+		}
+		if a.Reprovision && len(reprovision) == 0 {
+			reprovision = append(reprovision, mdCode("system.provision"))
 		}
 		if len(reprovision) > 0 {
 			reprovisions = append(reprovisions, fmt.Sprintf("- %s, every replica: %s", mdCode(a.Name), strings.Join(reprovision, ", ")))
