@@ -318,8 +318,15 @@ func shownValue(v string, set bool, from, width int) string {
 		return `""`
 	case strings.ContainsAny(v, "\n\r"):
 		return plan.LinesSummary(v)
-	case len(v) <= width:
-		return safeText(v)
+	}
+	return safeText(cutValue(v, from, width))
+}
+
+// cutValue is v when it fits in width bytes, else width bytes of it from
+// about from, with … where it was cut.
+func cutValue(v string, from, width int) string {
+	if len(v) <= width {
+		return v
 	}
 	for from > 0 && !utf8.RuneStart(v[from]) {
 		from--
@@ -328,7 +335,7 @@ func shownValue(v string, set bool, from, width int) string {
 	for end < len(v) && !utf8.RuneStart(v[end]) {
 		end--
 	}
-	text := safeText(v[from:end])
+	text := v[from:end]
 	if from > 0 {
 		text = "…" + text
 	}
