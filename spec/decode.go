@@ -121,22 +121,15 @@ func newDecoder(ctx context.Context, file string, opts Options, fileBudget, tree
 var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 func (d *decoder) pathString() string {
-	var b strings.Builder
+	p := ""
 	for _, s := range d.path {
-		switch {
-		case s.isIndex:
-			fmt.Fprintf(&b, "[%d]", s.index)
-		case plainKey.MatchString(s.name):
-			if b.Len() > 0 {
-				b.WriteByte('.')
-			}
-			b.WriteString(s.name)
-		default:
-			// Keys like security.privileged would read as nested fields.
-			fmt.Fprintf(&b, "[%s]", strconv.Quote(s.name))
+		if s.isIndex {
+			p += fmt.Sprintf("[%d]", s.index)
+		} else {
+			p = AppendPathKey(p, s.name)
 		}
 	}
-	return b.String()
+	return p
 }
 
 func (d *decoder) push(name string, key *yaml.Node) {

@@ -6,7 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/berth-gitops/berth/internal/textesc"
 )
 
 // Diagnostic is one problem found in the spec tree. Every problem carries
@@ -47,46 +48,24 @@ func (d Diagnostic) String() string {
 	return b.String()
 }
 
-// EscapeText makes s safe to print as (part of) one line of terminal text:
-// C0 control characters (tab included), DEL, C1 controls, the Unicode line
-// and paragraph separators, bidi controls and bytes that are not UTF-8 are
-// written as Go escapes (\n, \x1b, \u202e, \xff). Everything else is left
-// as it is.
-func EscapeText(s string) string {
-	i := strings.IndexFunc(s, func(r rune) bool { return r == utf8.RuneError || mustEscape(r) })
-	if i < 0 {
-		return s
+// AppendPathKey appends a map key to a field path the way Diagnostic.Path
+// writes it: .key for a plain key, ["key"] (Go-quoted) for any other, so
+// that a key holding a dot (security.privileged) never reads as two nested
+// fields, and two different paths never print alike.
+func AppendPathKey(path, key string) string {
+	switch {
+	case !plainKey.MatchString(key):
+		return path + "[" + strconv.Quote(key) + "]"
+	case path == "":
+		return key
 	}
-	var b strings.Builder
-	b.WriteString(s[:i])
-	rest := s[i:]
-	for len(rest) > 0 {
-		r, size := utf8.DecodeRuneInString(rest)
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, rest[0])
-		case mustEscape(r):
-			q := strconv.QuoteRuneToASCII(r) // '\n', '\x1b', '\u202e'
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteString(rest[:size])
-		}
-		rest = rest[size:]
-	}
-	return b.String()
+	return path + "." + key
 }
 
-func mustEscape(r rune) bool {
-	switch {
-	case r < 0x20, r >= 0x7f && r < 0xa0: // C0, DEL, C1
-		return true
-	case r == 0x2028, r == 0x2029: // line and paragraph separators
-		return true
-	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f, r == 0x061c: // bidi
-		return true
-	}
-	return false
-}
+// EscapeText makes s safe to print as (part of) one line of terminal text.
+// It is textesc.Line, berth's one escaper (tab included, as \t), named
+// here for the packages that print spec values.
+func EscapeText(s string) string { return textesc.Line(s) }
 
 // Diagnostics is every problem of a load, sorted by file and position. It is
 // an error so callers can return it as one.

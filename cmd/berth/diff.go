@@ -1,16 +1,19 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/source"
 	"github.com/berth-gitops/berth/spec"
 )
@@ -32,6 +35,10 @@ type appDiff struct {
 	Fields           []fieldChange `json:"fields,omitempty"`
 	InstancesAdded   []string      `json:"instancesAdded,omitempty"`
 	InstancesRemoved []string      `json:"instancesRemoved,omitempty"`
+	// Reprovision says the provision hash changes (and a provision is
+	// left): the planner runs it again on each live replica. A change of
+	// what the hash leaves out, a file's source in the repo say, does not.
+	Reprovision bool `json:"reprovision,omitempty"`
 }
 
 type replicaDiff struct {
@@ -43,6 +50,9 @@ type fieldChange struct {
 	Path string `json:"path"`
 	Old  string `json:"old,omitempty"`
 	New  string `json:"new,omitempty"`
+	// oldSet and newSet tell an empty value (env NOTE: "") from none:
+	// they differ, and must not print alike.
+	oldSet, newSet bool
 }
 
 func newDiffCmd() *cobra.Command {
@@ -151,6 +161,8 @@ func diffSpecs(from, to source.Commit, old, new []spec.App) specDiff {
 				slices.Reverse(ad.InstancesRemoved) // highest slots go first
 			}
 			ad.Fields = fieldChanges(a.Spec, b.Spec)
+			newProv := b.Spec.System.Provision.Hash()
+			ad.Reprovision = newProv != "" && newProv != a.Spec.System.Provision.Hash()
 			if ad.Replicas != nil || len(ad.Fields) > 0 {
 				d.Apps = append(d.Apps, ad)
 			}
@@ -168,17 +180,19 @@ func instanceNames(app string, from, to int) []string {
 }
 
 // fieldChanges flattens both specs to path -> value and lists the paths
-// that differ. Maps are walked key by key (so one config key shows as one
-// line); lists compare as a whole, since an element's position is its
-// identity only by accident.
+// that differ, a value set to "" differing from none. Maps are walked key
+// by key (so one config key shows as one line); lists compare as a whole,
+// since an element's position is its identity only by accident.
 func fieldChanges(a, b spec.AppSpec) []fieldChange {
 	fa, fb := flatten(a), flatten(b)
 	var out []fieldChange
 	for _, p := range unionKeys(fa, fb) {
-		if p == "spec.replicas" || fa[p] == fb[p] {
+		old, oldSet := fa[p]
+		new, newSet := fb[p]
+		if p == "spec.replicas" || oldSet == newSet && old == new {
 			continue
 		}
-		out = append(out, fieldChange{Path: p, Old: fa[p], New: fb[p]})
+		out = append(out, fieldChange{Path: p, Old: old, New: new, oldSet: oldSet, newSet: newSet})
 	}
 	return out
 }
@@ -204,8 +218,11 @@ func flatten(s spec.AppSpec) map[string]string {
 	walk = func(prefix string, v any) {
 		switch t := v.(type) {
 		case map[string]any:
+			// Keys are written as validate writes them, a dotted key
+			// quoted: device data's key x.type and device data.x's key
+			// type are different fields, and must not flatten alike.
 			for k, c := range t {
-				walk(prefix+"."+k, c)
+				walk(spec.AppendPathKey(prefix, k), c)
 			}
 		case string:
 			out[prefix] = t
@@ -219,8 +236,8 @@ func flatten(s spec.AppSpec) map[string]string {
 	return out
 }
 
-// writeText prints the diff for people; every name and value is escaped
-// (multi-line values are only counted).
+// writeText prints the diff for people; every name and value is escaped,
+// long values are cut and multi-line values summarised (see shownPair).
 func (d specDiff) writeText(w io.Writer) {
 	d = sanitized(d)
 	fmt.Fprintf(w, "berth diff %s..%s\n", d.From.Short(), d.To.Short())
@@ -248,7 +265,8 @@ func (d specDiff) writeText(w io.Writer) {
 					signed("+", a.InstancesAdded)+signed("-", a.InstancesRemoved))
 			}
 			for _, f := range a.Fields {
-				fmt.Fprintf(w, "    %s: %s → %s\n", strings.TrimPrefix(f.Path, "spec."), shown(f.Old), shown(f.New))
+				old, new := f.shown(textWidth)
+				fmt.Fprintf(w, "    %s: %s → %s\n", strings.TrimPrefix(f.Path, "spec."), old, new)
 			}
 		}
 	}
@@ -263,16 +281,85 @@ func signed(sign string, names []string) string {
 	return strings.Join(parts, ", ")
 }
 
-// shown quotes a value for one line of output; multi-line values such as
-// cloud-init are summarised rather than dumped.
-func shown(v string) string {
-	switch {
-	case v == "":
-		return "(unset)"
-	case strings.Contains(v, "\n"):
-		return fmt.Sprintf("(%d lines)", strings.Count(strings.TrimRight(v, "\n"), "\n")+1)
-	case len(v) > 80:
-		return strconv.Quote(v[:77] + "...")
+// textWidth is how much of a long value a text diff shows, in bytes.
+const textWidth = 80
+
+// shown is both sides of a changed field for one line each, at most
+// width bytes of a value.
+func (f fieldChange) shown(width int) (old, new string) {
+	return shownPair(f.Old, f.New, f.oldSet, f.newSet, width)
+}
+
+// shownPair shows the two sides of a change, each escaped for one line:
+// a value as it is, or a cut of it when longer than width; "" for an
+// empty value and (unset) for none; a multi-line value (cloud-init) by
+// size and hash, as plan shows it. A change must never print as no
+// change: a long value is cut around where the two first differ (the
+// common start elided), and two sides that still read alike (an escape
+// that reads like a literal backslash sequence, say) get the short hash
+// of each.
+func shownPair(old, new string, oldSet, newSet bool, width int) (string, string) {
+	from := 0 // where the cuts start: before the first difference, if late
+	if p := commonPrefix(old, new); p > width-width/4 {
+		from = p - width/4
 	}
-	return safeText(v)
+	o, n := shownValue(old, oldSet, from, width), shownValue(new, newSet, from, width)
+	if o == n {
+		o, n = withHash(o, old, oldSet), withHash(n, new, newSet)
+	}
+	return o, n
+}
+
+func shownValue(v string, set bool, from, width int) string {
+	switch {
+	case v == "" && !set:
+		return "(unset)"
+	case v == "":
+		return `""`
+	case strings.ContainsAny(v, "\n\r"):
+		return plan.LinesSummary(v)
+	}
+	return safeText(cutValue(v, from, width))
+}
+
+// cutValue is v when it fits in width bytes, else width bytes of it from
+// about from, with … where it was cut.
+func cutValue(v string, from, width int) string {
+	if len(v) <= width {
+		return v
+	}
+	for from > 0 && !utf8.RuneStart(v[from]) {
+		from--
+	}
+	end := min(len(v), from+width)
+	for end < len(v) && !utf8.RuneStart(v[end]) {
+		end--
+	}
+	text := v[from:end]
+	if from > 0 {
+		text = "…" + text
+	}
+	if end < len(v) {
+		text += "…"
+	}
+	return text
+}
+
+func withHash(shown, v string, set bool) string {
+	if v == "" && !set {
+		return shown
+	}
+	sum := sha256.Sum256([]byte(v))
+	return shown + " (sha256:" + hex.EncodeToString(sum[:])[:12] + ")"
+}
+
+// commonPrefix is the length in bytes of the longest common start of a and b.
+func commonPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
 }

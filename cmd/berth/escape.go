@@ -1,92 +1,31 @@
 package main
 
 import (
-	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
+	"github.com/berth-gitops/berth/internal/textesc"
 	"github.com/berth-gitops/berth/reconciler/plan"
 )
 
-// Text output must not let a value drive the terminal. A spec value, a file
-// name, an LXD config key or a Docker error may hold ESC sequences (which
-// can erase or rewrite the lines above), a newline or carriage return (which
-// forge output lines), C1 controls, or Unicode bidi overrides (which reorder
-// what a reviewer reads). Every text printer passes what it did not write
-// itself through safeText, or a whole rendering through safeLines. JSON
-// output is left exact.
+// Text output must not let a value drive the terminal: every text printer
+// passes what it did not write itself through safeText, or a whole
+// rendering through safeLines. Both are berth's one escaper, textesc, which
+// spec's diagnostics and live's provision output use too. JSON output is
+// left exact.
 
-// safeText returns s for one line of output: C0 controls but tab, DEL, C1
-// controls, Unicode line and paragraph separators, bidi controls and
-// invalid UTF-8 bytes are written as Go escapes (\n, \x1b, \u202e, \xff).
-// Everything else, backslashes included, is left as it is.
-func safeText(s string) string {
-	if !needsEscape(s) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case escapeRune(r) && r < 0x80:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case escapeRune(r):
-			fmt.Fprintf(&b, `\u%04x`, r)
-		default:
-			b.WriteString(s[i : i+size])
-		}
-		i += size
-	}
-	return b.String()
-}
+// safeText returns s for one line of output (textesc.Line): control,
+// bidi and invisible characters, tab included, and invalid UTF-8 bytes are
+// written as Go escapes (\t, \n, \x1b, \u202e, \xff).
+func safeText(s string) string { return textesc.Line(s) }
 
 // safeLines is safeText for a rendering of several lines: each line is
-// made safe and the newlines between them stay.
-func safeLines(s string) string {
-	if !needsEscape(strings.ReplaceAll(s, "\n", "")) {
-		return s
-	}
-	lines := strings.Split(s, "\n")
-	for i, l := range lines {
-		lines[i] = safeText(l)
-	}
-	return strings.Join(lines, "\n")
-}
+// made safe and the newlines and the layout's tabs between them stay.
+func safeLines(s string) string { return textesc.Lines(s) }
 
-func needsEscape(s string) bool {
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 || escapeRune(r) {
-			return true
-		}
-		i += size
-	}
-	return false
-}
-
-// escapeRune reports whether r must not reach a terminal as it is.
-func escapeRune(r rune) bool {
-	switch {
-	case r == '\t':
-		return false
-	case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f:
-		return true
-	case r == 0x061c, r == 0x200e, r == 0x200f, // ALM, LRM, RLM
-		r >= 0x202a && r <= 0x202e, // LRE, RLE, PDF, LRO, RLO
-		r >= 0x2066 && r <= 0x2069, // LRI, RLI, FSI, PDI
-		r == 0x2028, r == 0x2029:   // line and paragraph separators
-		return true
-	}
-	return false
-}
+// needsEscape reports whether s holds anything safeText would escape.
+func needsEscape(s string) bool { return textesc.NeedsEscape(s) }
 
 // sanitized returns a deep copy of v with every exported string in it
 // (struct fields, slice elements, map keys and values) passed through

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-gitops/berth/internal/textesc"
 	"github.com/berth-gitops/berth/reconciler"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/spec"
@@ -21,11 +22,11 @@ func TestSafeText(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain: web-0 → reg/web:2 ✓ é": "plain: web-0 → reg/web:2 ✓ é",
 		`C:\path\x1b`:                  `C:\path\x1b`, // backslashes are left alone
-		"tab\tkept":                    "tab\tkept",
+		"tab\tshown":                   `tab\tshown`,  // a tab in a value is visible
 		"\x1b[1A\x1b[2K":               `\x1b[1A\x1b[2K`,
 		"line\nforged":                 `line\nforged`,
 		"cr\roverwrite":                `cr\roverwrite`,
-		"bell\a del\x7f nul\x00":       `bell\x07 del\x7f nul\x00`,
+		"bell\a del\x7f nul\x00":       `bell\a del\x7f nul\x00`,
 		"c1 \u009b2J nel\u0085":        `c1 \u009b2J nel\u0085`,
 		"bidi \u202eevil\u202c \u2066": `bidi \u202eevil\u202c \u2066`,
 		"lrm\u200e ls\u2028 ps\u2029":  `lrm\u200e ls\u2028 ps\u2029`,
@@ -36,8 +37,56 @@ func TestSafeText(t *testing.T) {
 			t.Errorf("safeText(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if got := safeLines("a\x1b[2K\nb\u202e\n"); got != "a\\x1b[2K\nb\\u202e\n" {
+	// A rendering keeps its layout: newlines and the tabs of a Go stack
+	// trace (crash.go prints one).
+	if got := safeLines("a\x1b[2K\nb\u202e\n\tmain.go:1\n"); got != "a\\x1b[2K\nb\\u202e\n\tmain.go:1\n" {
 		t.Errorf("safeLines = %q", got)
+	}
+}
+
+// The CLI and spec's diagnostics escape with one escaper: the same value
+// reads the same in `validate` (a diagnostic) and in `diff` (issue 18).
+func TestOneEscaperForCLIAndDiagnostics(t *testing.T) {
+	for _, in := range []string{"tab\there", "bell\a\x1b[2J", "nel\u0085 bidi\u202e", "bad\xff", "plain ✓"} {
+		d := spec.Diagnostic{File: "web.yaml", Message: in}
+		if got, want := d.String(), "web.yaml: "+safeText(in); got != want {
+			t.Errorf("diagnostic %q, CLI %q: the two escape differently", got, want)
+		}
+	}
+	if got := spec.EscapeText("a\tb"); got != `a\tb` {
+		t.Errorf("spec.EscapeText(tab) = %q, want a visible \\t", got)
+	}
+	// diff shows a tab in a value, which would read as spaces.
+	old := loadApps(t, map[string]string{"web.yaml": specWithNote("web", "a b")})
+	new := loadApps(t, map[string]string{"web.yaml": specWithNote("web", "a\tb")})
+	var out strings.Builder
+	diffSpecs(fromCommit, toCommit, old, new).writeText(&out)
+	if !strings.Contains(out.String(), `container.env.NOTE: a b → a\tb`) {
+		t.Errorf("diff does not show the tab:\n%s", out.String())
+	}
+}
+
+// A value that differs only by an invisible character (zero-width, BOM,
+// Unicode tags) shows the difference in text and Markdown (issue 18).
+func TestDiffShowsInvisibleCharacters(t *testing.T) {
+	for _, tt := range []struct{ value, shown string }{
+		{"safe\u200b", `safe\u200b`},
+		{"safe\u2060\ufeff", `safe\u2060\ufeff`},
+		{"safe\U000e0041", `safe\U000e0041`},
+	} {
+		old := loadApps(t, map[string]string{"web.yaml": specWithNote("web", "safe")})
+		new := loadApps(t, map[string]string{"web.yaml": specWithNote("web", tt.value)})
+		d := diffSpecs(fromCommit, toCommit, old, new)
+		var out strings.Builder
+		d.writeText(&out)
+		if !strings.Contains(out.String(), "container.env.NOTE: safe → "+tt.shown+"\n") {
+			t.Errorf("diff of %q:\n%s", tt.value, out.String())
+		}
+		md := d.markdown(1, 1)
+		if !strings.Contains(md, "`safe` → `"+tt.shown+"`") {
+			t.Errorf("diff -o markdown of %q:\n%s", tt.value, md)
+		}
+		checkMarkdown(t, md, nil)
 	}
 }
 
@@ -75,7 +124,9 @@ func yamlQuote(s string) string {
 		case r == '"' || r == '\\':
 			b.WriteByte('\\')
 			b.WriteRune(r)
-		case escapeRune(r) || r == '\t':
+		case textesc.MustEscape(r) && r > 0xffff:
+			fmt.Fprintf(&b, `\U%08x`, r)
+		case textesc.MustEscape(r):
 			fmt.Fprintf(&b, `\u%04x`, r)
 		default:
 			b.WriteRune(r)

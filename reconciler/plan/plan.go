@@ -550,10 +550,16 @@ func displayValue(v string) string {
 		return "(unset)"
 	}
 	if strings.ContainsAny(v, "\n\r") {
-		sum := sha256.Sum256([]byte(v))
-		return fmt.Sprintf("<%d lines, sha256:%s>", strings.Count(strings.TrimRight(v, "\n"), "\n")+1, hex.EncodeToString(sum[:])[:12])
+		return LinesSummary(v)
 	}
 	return v
+}
+
+// LinesSummary is a multi-line value (cloud-init) on one line, by size
+// and hash: "<2 lines, sha256:0123456789ab>". berth diff shows it alike.
+func LinesSummary(v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return fmt.Sprintf("<%d lines, sha256:%s>", strings.Count(strings.TrimRight(v, "\n"), "\n")+1, hex.EncodeToString(sum[:])[:12])
 }
 
 // ShortSHA abbreviates a Git SHA to the 12 digits people read in output.
