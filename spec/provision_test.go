@@ -442,6 +442,15 @@ func TestIsolationBreakingKeys(t *testing.T) {
 			`app.yaml:8:39: spec.system.devices.r.source: source "/root" shares the host's "/root" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
 		{`    devices: {b: {type: disk, source: /boot, path: /b}}` + "\n",
 			`app.yaml:8:39: spec.system.devices.b.source: source "/boot" shares the host's "/boot" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		// A folder above a system folder shares it too.
+		{`    devices: {v: {type: disk, source: /var, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/var" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {v: {type: disk, source: /var/lib, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/var/lib" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {v: {type: disk, source: /var/snap/, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/var/snap/" holds the host's "/var/snap/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {v: {type: disk, source: /srv/../var/lib, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/srv/../var/lib" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
 	}
 	for _, tt := range tests {
 		src := sys(tt.lines)
@@ -472,6 +481,9 @@ func TestIsolationBreakingKeys(t *testing.T) {
 		// Clean path checks: a name that only starts like a system folder
 		// is not under it.
 		`    devices: {a: {type: disk, source: /etcetera, path: /a}, b: {type: disk, source: /srv/etc, path: /b}, c: {type: disk, source: /devices, path: /c}, d: {type: disk, source: /var/lib/lxd-backup, path: /d}}` + "\n",
+		// Nor is a sibling of one, or a folder above only a name that
+		// starts like one.
+		`    devices: {a: {type: disk, source: /var/lib/docker-data, path: /a}, b: {type: disk, source: /var/li, path: /b}, c: {type: disk, source: /srv, path: /c}, d: {type: disk, source: /var/snap/other, path: /d}}` + "\n",
 		`    devices: {data: {type: disk, source: /srv, path: /srv, shift: "false"}, root: {type: disk, pool: default, path: /}}` + "\n",
 		`    devices: {eth0: {type: nic, nictype: bridged, parent: berthbr0}, eth1: {type: nic, network: br0}, eth2: {type: nic, nictype: macvlan, parent: eth0}}` + "\n",
 		// A registry on the host's loopback, as the test profile has.

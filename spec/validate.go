@@ -271,8 +271,9 @@ var hostNICTypes = map[string]bool{"physical": true, "sriov": true}
 
 // hostSystemPaths are the host folders a disk device may not share: the
 // host's own configuration, state, kernel interfaces and LXD's data. A
-// disk of one of them, or of anything under one, is refused; so is "/".
-// /var/run is listed as well as /run because it is the usual alias of it.
+// disk of one of them, of anything under one, or of a folder above one
+// (/var holds /var/lib/lxd) is refused; so is "/". /var/run is listed as
+// well as /run because it is the usual alias of it.
 var hostSystemPaths = []string{
 	"/var/lib/lxd", "/var/snap/lxd", "/proc", "/sys", "/dev", "/run", "/var/run", "/etc", "/root", "/boot",
 }
@@ -316,6 +317,8 @@ func isolationBreakingDevice(dev map[string]string) []deviceProblem {
 		if src := dev["source"]; path.IsAbs(src) {
 			if dir := hostSystemPath(src); dir != "" {
 				add("source", "source %q shares the host's %s with the instance, which breaks its isolation", src, dir)
+			} else if dir := hostSystemChild(src); dir != "" {
+				add("source", "source %q holds the host's %q, which it shares with the instance and so breaks its isolation", src, dir)
 			}
 		}
 	}
@@ -333,6 +336,19 @@ func hostSystemPath(p string) string {
 	for _, dir := range hostSystemPaths {
 		if p == dir || strings.HasPrefix(p, dir+"/") {
 			return fmt.Sprintf("%q", dir)
+		}
+	}
+	return ""
+}
+
+// hostSystemChild returns the first host system folder under the absolute
+// path p (cleaned first, so "/srv/../var" is "/var"), or "" if none: a
+// disk of /var/lib exposes /var/lib/lxd as surely as one of /var/lib/lxd.
+func hostSystemChild(p string) string {
+	p = path.Clean(p)
+	for _, dir := range hostSystemPaths {
+		if strings.HasPrefix(dir, p+"/") {
+			return dir
 		}
 	}
 	return ""
