@@ -322,7 +322,8 @@ func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 		// The length check needs replicas, so it runs after spec.
 		d.push("metadata", nil)
 		d.push("name", nil)
-		if msg := checkName(app.Metadata.Name, max(app.Spec.Replicas, 1)-1); msg != "" {
+		hi := app.Spec.HighestSlot()
+		if msg := checkName(app.Metadata.Name, hi, hi >= max(app.Spec.Replicas, 1)); msg != "" {
 			d.errorf(nameNode, "%s", msg)
 		}
 		d.pop()

@@ -64,14 +64,21 @@ func isZeroDuration(s string) bool {
 }
 
 // checkName checks metadata.name. highestSlot is the largest slot number
-// the app will use, since LXD must accept "<name>-<slot>" as a hostname.
-func checkName(name string, highestSlot int) string {
+// the app will use (AppSpec.HighestSlot), since LXD must accept
+// "<name>-<slot>" as a hostname; standIn says that slot is a stand-in's,
+// so the message can say where a number larger than the replicas comes
+// from.
+func checkName(name string, highestSlot int, standIn bool) string {
 	if !nameRE.MatchString(name) {
 		return fmt.Sprintf("%q is not a valid app name: use lowercase letters, digits and '-', start with a letter and end with a letter or digit", name)
 	}
 	inst := name + "-" + strconv.Itoa(highestSlot)
 	if len(inst) > maxInstanceName {
-		return fmt.Sprintf("name is too long: instance name %q has %d characters, LXD allows %d", inst, len(inst), maxInstanceName)
+		msg := fmt.Sprintf("name is too long: instance name %q has %d characters, LXD allows %d", inst, len(inst), maxInstanceName)
+		if standIn {
+			msg += fmt.Sprintf(" (with placement.replaceUnreachable, a stand-in for a lost replica takes a slot after the replicas, up to %d)", highestSlot)
+		}
+		return msg
 	}
 	return ""
 }
