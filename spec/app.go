@@ -53,8 +53,8 @@ var (
 		{name: "image", required: true, decode: func(d *decoder, v *yaml.Node, s *System) {
 			if img, ok := d.str(v, ""); ok {
 				s.Image = img
-				if strings.TrimSpace(img) == "" || strings.ContainsAny(img, " \t\n") {
-					d.errorf(d.resolve(v), "must be an LXD image alias or fingerprint (or remote:alias) without spaces, got %q", img)
+				if msg := checkSystemImage(img); msg != "" {
+					d.errorf(d.resolve(v), "%s", msg)
 				}
 			}
 		}},

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/distribution/reference"
 )
@@ -79,6 +80,27 @@ func checkName(name string, highestSlot int, standIn bool) string {
 			msg += fmt.Sprintf(" (with placement.replaceUnreachable, a stand-in for a lost replica takes a slot after the replicas, up to %d)", highestSlot)
 		}
 		return msg
+	}
+	return ""
+}
+
+// checkSystemImage checks system.image: "[remote:]name", as the live
+// side splits it at the first ':'. Either part empty, or a second ':',
+// would reach LXD as an empty remote or alias, or an alias with a ':' that
+// no LXD alias has, and fail only when an instance is created.
+func checkSystemImage(s string) string {
+	if s == "" || strings.IndexFunc(s, unicode.IsSpace) >= 0 {
+		return fmt.Sprintf("must be an LXD image alias or fingerprint (or remote:alias) without spaces, got %q", s)
+	}
+	remote, alias, hasRemote := strings.Cut(s, ":")
+	switch {
+	case !hasRemote:
+	case strings.Contains(alias, ":"):
+		return fmt.Sprintf("%q has more than one ':': write remote:alias, with one ':' between the --image-remote name and the alias", s)
+	case remote == "":
+		return fmt.Sprintf("%q has no remote name before ':': write remote:alias (an --image-remote name), or the alias alone for an image on the LXD server", s)
+	case alias == "":
+		return fmt.Sprintf("%q has no image alias after ':': write remote:alias, like images:debian/12", s)
 	}
 	return ""
 }
