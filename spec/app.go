@@ -380,6 +380,10 @@ func (d *decoder) numberOrString(n *yaml.Node) (string, bool) {
 	// A plain decimal number, even one too large for 64 bits (which YAML
 	// tags as a float or a string), is checked as the text it is, so that
 	// the limit says "too large" rather than "not a string".
+	if msg := leadingZero(r); msg != "" {
+		d.errorf(r, "%s", msg)
+		return "", false
+	}
 	if r.Kind == yaml.ScalarNode && r.Style == 0 && decimalRE.MatchString(r.Value) {
 		return r.Value, true
 	}

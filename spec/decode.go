@@ -288,6 +288,36 @@ func (d *decoder) str(n *yaml.Node, why string) (string, bool) {
 // too large for 64 bits as a float (or, when very long, as a string).
 var intLiteralRE = regexp.MustCompile(`^[-+]?([0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+)$`)
 
+// leadingZeroRE matches a plain decimal integer written with a leading
+// zero, like 0443 or 010.
+var leadingZeroRE = regexp.MustCompile(`^[-+]?0[0-9_]*[0-9]$`)
+
+// leadingZero says why a plain number with a leading zero is refused, or
+// "" if n is not one. YAML 1.1, and yaml.v3 with it, reads 0443 as octal
+// (291) and 0080 as the float 80, while YAML 1.2 editors show 443 and 80:
+// whichever berth took, someone reading the file would see another number.
+func leadingZero(n *yaml.Node) string {
+	if n.Kind != yaml.ScalarNode || n.Style&^yaml.TaggedStyle != 0 || !leadingZeroRE.MatchString(n.Value) {
+		return ""
+	}
+	digits := strings.ReplaceAll(strings.TrimLeft(n.Value, "+-"), "_", "")
+	decimal := strings.TrimLeft(digits, "0")
+	if decimal == "" {
+		decimal = "0"
+	} else if strings.HasPrefix(n.Value, "-") {
+		decimal = "-" + decimal
+	}
+	octal := ""
+	if v, err := strconv.ParseInt(digits, 8, 64); err == nil {
+		if strings.HasPrefix(n.Value, "-") {
+			v = -v
+		}
+		octal = fmt.Sprintf(" (%d)", v)
+	}
+	return fmt.Sprintf("%s has a leading zero, which YAML 1.1 reads as octal%s and YAML 1.2 editors show as decimal (%s); write %s",
+		n.Value, octal, decimal, decimal)
+}
+
 // integer reads an integer between lo and hi.
 func (d *decoder) integer(n *yaml.Node, lo, hi int) (int, bool) {
 	if n = d.resolve(n); n == nil {
@@ -299,6 +329,10 @@ func (d *decoder) integer(n *yaml.Node, lo, hi int) (int, bool) {
 	}
 	if n.Kind != yaml.ScalarNode {
 		d.typeError(n, "an integer")
+		return 0, false
+	}
+	if msg := leadingZero(n); msg != "" {
+		d.errorf(n, "%s", msg)
 		return 0, false
 	}
 	switch n.ShortTag() {

@@ -523,3 +523,45 @@ func TestDiagnosticString(t *testing.T) {
 		}
 	}
 }
+
+// YAML 1.1 (and yaml.v3) reads 0443 as octal 291 and 0080 as the float
+// 80, while YAML 1.2 editors show 443 and 80: an integer with a leading
+// zero is refused in every integer field, and in limits written as plain
+// numbers, saying why and what to write.
+func TestLeadingZeroIntegers(t *testing.T) {
+	tests := []struct{ name, src, want string }{
+		{"port read as octal", ports("[{name: https, port: 0443}]"),
+			`app.yaml:10:33: spec.container.ports[0].port: 0443 has a leading zero, which YAML 1.1 reads as octal (291) and YAML 1.2 editors show as decimal (443); write 443`},
+		{"port not octal", ports("[{name: http, port: 0080}]"),
+			`app.yaml:10:32: spec.container.ports[0].port: 0080 has a leading zero, which YAML 1.1 reads as octal and YAML 1.2 editors show as decimal (80); write 80`},
+		{"replicas", minimal + "  replicas: 010\n",
+			`app.yaml:10:13: spec.replicas: 010 has a leading zero, which YAML 1.1 reads as octal (8) and YAML 1.2 editors show as decimal (10); write 10`},
+		{"zero written twice", minimal + "  replicas: 00\n",
+			`app.yaml:10:13: spec.replicas: 00 has a leading zero, which YAML 1.1 reads as octal (0) and YAML 1.2 editors show as decimal (0); write 0`},
+		{"negative, underscored", minimal + "  replicas: -0_10\n",
+			`app.yaml:10:13: spec.replicas: -0_10 has a leading zero, which YAML 1.1 reads as octal (-8) and YAML 1.2 editors show as decimal (-10); write -10`},
+		{"tagged", minimal + "  update: {maxUnavailable: !!int 02}\n",
+			`app.yaml:10:28: spec.update.maxUnavailable: 02 has a leading zero, which YAML 1.1 reads as octal (2) and YAML 1.2 editors show as decimal (2); write 2`},
+		{"healthcheck retries", minimal + "    healthcheck: {test: [NONE], retries: 03}\n",
+			`app.yaml:10:42: spec.container.healthcheck.retries: 03 has a leading zero, which YAML 1.1 reads as octal (3) and YAML 1.2 editors show as decimal (3); write 3`},
+		{"cpu count", sys("    limits: {cpu: 010}\n"),
+			`app.yaml:8:19: spec.system.limits.cpu: 010 has a leading zero, which YAML 1.1 reads as octal (8) and YAML 1.2 editors show as decimal (10); write 10`},
+		{"memory bytes", sys("    limits: {memory: 01024}\n"),
+			`app.yaml:8:22: spec.system.limits.memory: 01024 has a leading zero, which YAML 1.1 reads as octal (532) and YAML 1.2 editors show as decimal (1024); write 1024`},
+	}
+	for _, tt := range tests {
+		r := mustLoadBytes(t, tt.src, Options{})
+		sameLines(t, tt.name, diagStrings(r.Diagnostics), []string{tt.want})
+	}
+	// A zero alone, a quoted string, 0o and 0x forms are what they say.
+	for _, src := range []string{
+		minimal + "  replicas: 0\n",
+		ports("[{name: https, port: 0x1bb}, {name: http, port: 0o120}]"),
+		sys("    limits: {cpu: \"010\", memory: \"0512MiB\"}\n"),
+		sys("    limits: {cpu: 0-3}\n"),
+	} {
+		if r := mustLoadBytes(t, src, Options{}); len(r.Diagnostics) != 0 {
+			t.Errorf("%q: %v", src, r.Diagnostics)
+		}
+	}
+}
