@@ -267,6 +267,10 @@ func (d *decoder) str(n *yaml.Node, why string) (string, bool) {
 			d.errorf(n, "is %d bytes long; a string may have at most %d (256 KiB)", len(n.Value), MaxStringLen)
 			return "", false
 		}
+		if msg := checkNUL(n.Value); msg != "" {
+			d.errorf(n, "%s", msg)
+			return "", false
+		}
 		return n.Value, true
 	}
 	if n.Kind == yaml.ScalarNode {
@@ -282,6 +286,18 @@ func (d *decoder) str(n *yaml.Node, why string) (string, bool) {
 	}
 	d.typeError(n, "a string")
 	return "", false
+}
+
+// checkNUL refuses a string with a NUL byte. Every string of a spec ends
+// up in a C string somewhere (an LXD config value, an environment
+// variable, an argument of execve, a path), which would cut it there or
+// fail only when a replica is created; a YAML "\0" escape is the only way
+// to write one.
+func checkNUL(s string) string {
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return fmt.Sprintf("contains a NUL byte (\\0, at byte %d), which no LXD value, environment variable, command argument or path can hold; remove it", i)
+	}
+	return ""
 }
 
 // intLiteralRE matches what is written as an integer. yaml.v3 tags one
@@ -458,6 +474,13 @@ func (d *decoder) mappingDepth(n *yaml.Node, depth int) ([]entry, bool) {
 		}
 		if len(rk.Value) > MaxStringLen {
 			d.errorf(k, "key is %d bytes long; at most %d are allowed", len(rk.Value), MaxStringLen)
+			ok = false
+			continue
+		}
+		if msg := checkNUL(rk.Value); msg != "" {
+			d.push(rk.Value, k)
+			d.errorf(k, "key %s", msg)
+			d.pop()
 			ok = false
 			continue
 		}

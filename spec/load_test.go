@@ -565,3 +565,35 @@ func TestLeadingZeroIntegers(t *testing.T) {
 		}
 	}
 }
+
+// A NUL byte (a YAML "\0" escape) fits no C string: LXD config, the
+// environment, execve's arguments, paths. It is refused where it is
+// written, not when a replica is created.
+func TestNULBytesRefused(t *testing.T) {
+	const msg = `contains a NUL byte (\0, at byte 1), which no LXD value, environment variable, command argument or path can hold; remove it`
+	tests := []struct{ name, src, want string }{
+		{"provision.run", sys("    provision: {run: [/bin/sh, \"-\\0c\"]}\n"),
+			`app.yaml:8:32: spec.system.provision.run[1]: ` + msg},
+		{"env", minimal + "    env: {A: \"x\\0y\"}\n",
+			`app.yaml:10:14: spec.container.env.A: ` + msg},
+		{"command", minimal + "    command: [sh, \"a\\0\"]\n",
+			`app.yaml:10:19: spec.container.command[1]: ` + msg},
+		{"config", sys("    config: {user.note: \"a\\0\"}\n"),
+			`app.yaml:8:25: spec.system.config["user.note"]: ` + msg},
+		{"config key", sys("    config: {\"u\\0ser.note\": a}\n"),
+			`app.yaml:8:14: spec.system.config["u\x00ser.note"]: key ` + msg},
+		{"cloudInit", sys("    cloudInit: \"#\\0cloud-config\"\n"),
+			`app.yaml:8:16: spec.system.cloudInit: ` + msg},
+		{"volumes", minimal + "    volumes: [{source: \"/\\0a\", target: /b}]\n",
+			`app.yaml:10:24: spec.container.volumes[0].source: ` + msg},
+		{"device", sys("    devices: {d: {type: disk, source: \"/\\0\", path: /d}}\n"),
+			`app.yaml:8:39: spec.system.devices.d.source: ` + msg},
+	}
+	for _, tt := range tests {
+		r := mustLoadBytes(t, tt.src, Options{})
+		sameLines(t, tt.name, diagStrings(r.Diagnostics), []string{tt.want})
+		if len(r.Apps) != 0 {
+			t.Errorf("%s: the app loads", tt.name)
+		}
+	}
+}
