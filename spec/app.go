@@ -177,8 +177,8 @@ var (
 		{name: "user", decode: func(d *decoder, v *yaml.Node, c *Container) {
 			if u, ok := d.str(v, ""); ok {
 				c.User = u
-				if u == "" || strings.ContainsAny(u, " \t\n") || strings.Count(u, ":") > 1 {
-					d.errorf(d.resolve(v), `user must be "uid", "uid:gid", "name" or "name:group", got %q`, u)
+				if msg := checkUser(u); msg != "" {
+					d.errorf(d.resolve(v), "%s", msg)
 				}
 			}
 		}},

@@ -105,6 +105,17 @@ func checkSystemImage(s string) string {
 	return ""
 }
 
+// checkUser checks container.user: "uid", "uid:gid", "name" or
+// "name:group", the form Docker takes; a part left empty ("root:",
+// ":1000") is refused as the schema's pattern refuses it.
+func checkUser(s string) string {
+	user, group, hasGroup := strings.Cut(s, ":")
+	if user == "" || (hasGroup && (group == "" || strings.Contains(group, ":"))) || strings.IndexFunc(s, unicode.IsSpace) >= 0 {
+		return fmt.Sprintf(`user must be "uid", "uid:gid", "name" or "name:group", with no part empty and no spaces, got %q`, s)
+	}
+	return ""
+}
+
 // memoryUnits are the byte multipliers of LXD's size suffixes.
 var memoryUnits = map[string]uint64{
 	"": 1, "B": 1,
@@ -178,6 +189,10 @@ var durationRE = regexp.MustCompile(`^(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μ
 // parseDuration reads a Go duration between lo and hi. It must be positive
 // whatever lo is: a zero interval or timeout is a typo, never a wish.
 func parseDuration(s string, lo, hi time.Duration) (Duration, string) {
+	if rest, plus := strings.CutPrefix(s, "+"); plus {
+		// Go takes "+5s"; the schema's pattern, and so editors, do not.
+		return 0, fmt.Sprintf("duration %q has a '+' sign; write it without one, like %q", s, rest)
+	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		if durationRE.MatchString(strings.TrimLeft(s, "+-")) {
