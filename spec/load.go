@@ -55,7 +55,8 @@ type Result struct {
 	InvalidApps []string
 	// Unparsable are the files (relative, slash-separated) whose apps
 	// cannot be known: not YAML at all, over a limit (MaxFileSize and the
-	// others), unreadable, or not a regular file (a symlink, a FIFO). The
+	// others), unreadable, not a regular file (a symlink, a FIFO), or a
+	// folder that is a Git submodule. The
 	// reconciler must not prune anything in that run.
 	Unparsable []string
 	// Unidentified are the files holding an invalid document whose app
@@ -75,7 +76,9 @@ type Result struct {
 // on that entry and is never followed, so what is read from disk is what
 // Git holds: a Git fs.FS reports a committed link with fs.ModeSymlink. A
 // named pipe, socket or device with a YAML name is an error and is never
-// opened. Such entries, files over a limit (see MaxFileSize) and files that
+// opened. A folder with a .git of its own (a Git submodule, which a
+// commit holds as a bare pointer) is an error on that folder and is not
+// read. Such entries, files over a limit (see MaxFileSize) and files that
 // cannot be read are in Result.Unparsable: their apps cannot be known.
 func Load(ctx context.Context, fsys fs.FS, opts Options) (*Result, error) {
 	l := newLoader(opts)
@@ -98,6 +101,10 @@ func Load(ctx context.Context, fsys fs.FS, opts Options) (*Result, error) {
 			return nil
 		}
 		if de.IsDir() {
+			if name != "." && isOtherRepository(fsys, name) {
+				l.fileProblem(name, submoduleProblem)
+				return fs.SkipDir
+			}
 			return nil
 		}
 		return l.entry(ctx, fsys, name, de)
@@ -106,6 +113,22 @@ func Load(ctx context.Context, fsys fs.FS, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("spec: reading spec tree: %w", err)
 	}
 	return l.result(), nil
+}
+
+// submoduleProblem is the problem of a folder that is another repository.
+// A commit holds a submodule as a bare pointer (a gitlink), not its
+// files: reading them from disk, or skipping them in Git, would make the
+// work tree and the commit hold different apps, and a skipped folder's
+// apps look removed, so pruned. It is refused as a symlink is, which
+// stops pruning.
+const submoduleProblem = "is a Git submodule (another repository, with a .git of its own): a commit holds no files of it, so berth never reads specs from it; commit the files to this repository instead"
+
+// isOtherRepository reports whether the folder name holds a .git: a
+// submodule or an embedded repository on disk, or a submodule in a Git
+// spec FS, which lists one as a folder holding only a .git entry.
+func isOtherRepository(fsys fs.FS, name string) bool {
+	_, err := fs.Stat(fsys, path.Join(name, ".git"))
+	return err == nil
 }
 
 // LoadDir loads the spec tree rooted at dir. Diagnostics name files
