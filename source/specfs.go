@@ -373,7 +373,10 @@ func treeSpecFS(tree *object.Tree, br *blobReader) (*specFS, error) {
 			continue
 		}
 		if !fs.ValidPath(name) {
-			return nil, fmt.Errorf("the tree holds an invalid path %q", name)
+			// On disk such a name is one entry's problem, but a spec FS
+			// cannot hold a path it cannot name: refusing the revision
+			// loses no app and prunes nothing.
+			return nil, fmt.Errorf("the tree holds a spec file whose path %q is not valid UTF-8 (or has an empty, \".\" or \"..\" part), and berth reads files by UTF-8 names only; rename it", name)
 		}
 		size, err := objectSize(br.repo.Storer, e.Hash)
 		if err != nil {

@@ -100,6 +100,13 @@ func Load(ctx context.Context, fsys fs.FS, opts Options) (*Result, error) {
 			}
 			return nil
 		}
+		if name != "." && !utf8.ValidString(de.Name()) && (de.IsDir() || isYAMLFile(name)) {
+			l.fileProblem(name, badName(de.Name()))
+			if de.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
 		if de.IsDir() {
 			if name != "." && isOtherRepository(fsys, name) {
 				l.fileProblem(name, submoduleProblem)
@@ -113,6 +120,13 @@ func Load(ctx context.Context, fsys fs.FS, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("spec: reading spec tree: %w", err)
 	}
 	return l.result(), nil
+}
+
+// badName says why an entry whose name is not UTF-8 cannot be read: an
+// fs.FS (io/fs.ValidPath) cannot name it, so opening it fails with a bare
+// "invalid argument". The name is escaped, as it is no text.
+func badName(name string) string {
+	return fmt.Sprintf(`cannot be read: its name "%s" is not valid UTF-8, and berth reads files by UTF-8 names only; rename it`, EscapeText(name))
 }
 
 // submoduleProblem is the problem of a folder that is another repository.
