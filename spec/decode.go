@@ -41,11 +41,12 @@ func (b *budget) spent() bool { return b.left < 0 }
 
 type decoder struct {
 	// ctx is the load's: reading provision files honours it.
-	ctx   context.Context
-	file  string
-	opts  Options
-	path  []segment
-	diags Diagnostics
+	ctx      context.Context
+	file     string
+	opts     Options
+	path     []segment
+	diags    Diagnostics
+	warnings Diagnostics
 	// budgets are the document's, the file's and the tree's; every node
 	// visited is taken from all three.
 	budgets []*budget
@@ -167,6 +168,15 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 	}
 	d.reported[diag] = true
 	d.diags = append(d.diags, diag)
+}
+
+// warnf records, once, a warning at n for the current path: a problem that
+// leaves the spec valid.
+func (d *decoder) warnf(n *yaml.Node, format string, args ...any) {
+	w := Diagnostic{File: d.file, Line: n.Line, Col: n.Column, Path: d.pathString(), Message: fmt.Sprintf(format, args...)}
+	if !slices.Contains(d.warnings, w) {
+		d.warnings = append(d.warnings, w)
+	}
 }
 
 // spend takes n from the budgets and reports, once, when one runs out.

@@ -40,6 +40,12 @@ type Options struct {
 	// nil means there is no repository (LoadBytes): a provision with files
 	// is then an error.
 	Files fs.FS
+	// NotInGit, when set, is asked about each provision file read from
+	// Files, by its source path; a non-empty answer says why a commit
+	// would not hold it (source.Tracked.NotInGit) and is a warning at
+	// that source. Set it when Files is a Git work tree on disk, which
+	// holds files that the commits plan and the daemon read do not.
+	NotInGit func(source string) string
 }
 
 // Result is everything one load found.
@@ -64,6 +70,10 @@ type Result struct {
 	// neither applied nor held, so, as for Unparsable, nothing may be
 	// pruned: its instances would look like those of a removed app.
 	Unidentified []string
+	// Warnings are problems that leave the specs valid, with the same
+	// positions as Diagnostics: a provision file that is on disk but not
+	// in Git (Options.NotInGit).
+	Warnings Diagnostics
 }
 
 // Load reads every *.yaml and *.yml file under fsys, skipping hidden files
@@ -314,6 +324,7 @@ type loader struct {
 	opts       Options
 	docs       []*loadedDoc
 	diags      Diagnostics
+	warnings   Diagnostics
 	unparsable []string
 	files      int   // spec files read or refused for size
 	bytes      int64 // bytes of the files read
@@ -558,6 +569,7 @@ func (l *loader) document(ctx context.Context, file string, doc *yaml.Node, file
 	app, name := d.app(root)
 	app.Origin = Origin{File: file, Line: root.Line}
 	l.diags = append(l.diags, d.diags...)
+	l.warnings = append(l.warnings, d.warnings...)
 	l.docs = append(l.docs, &loadedDoc{app: app, name: name, valid: len(d.diags) == 0})
 }
 
@@ -597,7 +609,7 @@ func (l *loader) result() *Result {
 		first.valid, d.valid = false, false
 	}
 
-	r := &Result{Diagnostics: l.diags, Unparsable: l.unparsable}
+	r := &Result{Diagnostics: l.diags, Unparsable: l.unparsable, Warnings: l.warnings}
 	for _, d := range l.docs {
 		switch {
 		case d.valid:
@@ -616,5 +628,6 @@ func (l *loader) result() *Result {
 	slices.Sort(r.Unparsable)
 	r.Unparsable = slices.Compact(r.Unparsable)
 	r.Diagnostics.sort()
+	r.Warnings.sort()
 	return r
 }
