@@ -219,19 +219,6 @@ func TestLoadBytesRules(t *testing.T) {
 		{"null counts as absent", minimal + "  replicas: ~\n  update:\n", Options{}, nil},
 		{"empty system image", strings.Replace(minimal, "image: debian", `image: ""`, 1), Options{},
 			[]string{`app.yaml:7:12: spec.system.image: must be an LXD image alias or fingerprint (or remote:alias) without spaces, got ""`}},
-		{"system image with an empty remote", strings.Replace(minimal, "image: debian", `image: ":x"`, 1), Options{},
-			[]string{`app.yaml:7:12: spec.system.image: ":x" has no remote name before ':': write remote:alias (an --image-remote name), or the alias alone for an image on the LXD server`}},
-		{"system image with an empty alias", strings.Replace(minimal, "image: debian", `image: "x:"`, 1), Options{},
-			[]string{`app.yaml:7:12: spec.system.image: "x:" has no image alias after ':': write remote:alias, like images:debian/12`}},
-		{"system image with two remotes", strings.Replace(minimal, "image: debian", `image: a:b:c`, 1), Options{},
-			[]string{`app.yaml:7:12: spec.system.image: "a:b:c" has more than one ':': write remote:alias, with one ':' between the --image-remote name and the alias`}},
-		{"system image with a tab", strings.Replace(minimal, "image: debian", `image: "deb\tian"`, 1), Options{},
-			[]string{`app.yaml:7:12: spec.system.image: must be an LXD image alias or fingerprint (or remote:alias) without spaces, got "deb\tian"`}},
-		{"system image from a remote", strings.Replace(minimal, "image: debian", `image: images:debian/12/cloud`, 1), Options{}, nil},
-		{"duration with a plus", minimal + "  update: {healthTimeout: +5s}\n", Options{},
-			[]string{`app.yaml:10:27: spec.update.healthTimeout: duration "+5s" has a '+' sign; write it without one, like "5s"`}},
-		{"user with an empty group", minimal + "    user: \"root:\"\n", Options{},
-			[]string{`app.yaml:10:11: spec.container.user: user must be "uid", "uid:gid", "name" or "name:group", with no part empty and no spaces, got "root:"`}},
 		{"missing container image", strings.Replace(minimal, "    image: nginx\n", "    user: app\n", 1), Options{},
 			[]string{`app.yaml:8:3: spec.container.image: required field is missing`}},
 		{"name with trailing dash", strings.Replace(minimal, "name: web", "name: web-", 1), Options{},
@@ -599,5 +586,34 @@ func TestNULBytesRefused(t *testing.T) {
 		if len(r.Apps) != 0 {
 			t.Errorf("%s: the app loads", tt.name)
 		}
+	}
+}
+
+// system.image is [remote:]alias, container.user has no empty part, and a
+// duration has no '+': as the schema says (see schema_corpus_test.go).
+func TestImageUserAndDurationForms(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		opts Options
+		want []string
+	}{
+		{"system image with an empty remote", strings.Replace(minimal, "image: debian", `image: ":x"`, 1), Options{},
+			[]string{`app.yaml:7:12: spec.system.image: ":x" has no remote name before ':': write remote:alias (an --image-remote name), or the alias alone for an image on the LXD server`}},
+		{"system image with an empty alias", strings.Replace(minimal, "image: debian", `image: "x:"`, 1), Options{},
+			[]string{`app.yaml:7:12: spec.system.image: "x:" has no image alias after ':': write remote:alias, like images:debian/12`}},
+		{"system image with two remotes", strings.Replace(minimal, "image: debian", `image: a:b:c`, 1), Options{},
+			[]string{`app.yaml:7:12: spec.system.image: "a:b:c" has more than one ':': write remote:alias, with one ':' between the --image-remote name and the alias`}},
+		{"system image with a tab", strings.Replace(minimal, "image: debian", `image: "deb\tian"`, 1), Options{},
+			[]string{`app.yaml:7:12: spec.system.image: must be an LXD image alias or fingerprint (or remote:alias) without spaces, got "deb\tian"`}},
+		{"system image from a remote", strings.Replace(minimal, "image: debian", `image: images:debian/12/cloud`, 1), Options{}, nil},
+		{"duration with a plus", minimal + "  update: {healthTimeout: +5s}\n", Options{},
+			[]string{`app.yaml:10:27: spec.update.healthTimeout: duration "+5s" has a '+' sign; write it without one, like "5s"`}},
+		{"user with an empty group", minimal + "    user: \"root:\"\n", Options{},
+			[]string{`app.yaml:10:11: spec.container.user: user must be "uid", "uid:gid", "name" or "name:group", with no part empty and no spaces, got "root:"`}},
+	}
+	for _, tt := range tests {
+		r := mustLoadBytes(t, tt.src, tt.opts)
+		sameLines(t, tt.name, diagStrings(r.Diagnostics), tt.want)
 	}
 }

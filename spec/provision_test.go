@@ -442,15 +442,6 @@ func TestIsolationBreakingKeys(t *testing.T) {
 			`app.yaml:8:39: spec.system.devices.r.source: source "/root" shares the host's "/root" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
 		{`    devices: {b: {type: disk, source: /boot, path: /b}}` + "\n",
 			`app.yaml:8:39: spec.system.devices.b.source: source "/boot" shares the host's "/boot" with the instance, which breaks its isolation; not allowed (berth --allow-privileged permits it)`},
-		// A folder above a system folder shares it too.
-		{`    devices: {v: {type: disk, source: /var, path: /v}}` + "\n",
-			`app.yaml:8:39: spec.system.devices.v.source: source "/var" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
-		{`    devices: {v: {type: disk, source: /var/lib, path: /v}}` + "\n",
-			`app.yaml:8:39: spec.system.devices.v.source: source "/var/lib" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
-		{`    devices: {v: {type: disk, source: /var/snap/, path: /v}}` + "\n",
-			`app.yaml:8:39: spec.system.devices.v.source: source "/var/snap/" holds the host's "/var/snap/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
-		{`    devices: {v: {type: disk, source: /srv/../var/lib, path: /v}}` + "\n",
-			`app.yaml:8:39: spec.system.devices.v.source: source "/srv/../var/lib" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
 	}
 	for _, tt := range tests {
 		src := sys(tt.lines)
@@ -481,9 +472,6 @@ func TestIsolationBreakingKeys(t *testing.T) {
 		// Clean path checks: a name that only starts like a system folder
 		// is not under it.
 		`    devices: {a: {type: disk, source: /etcetera, path: /a}, b: {type: disk, source: /srv/etc, path: /b}, c: {type: disk, source: /devices, path: /c}, d: {type: disk, source: /var/lib/lxd-backup, path: /d}}` + "\n",
-		// Nor is a sibling of one, or a folder above only a name that
-		// starts like one.
-		`    devices: {a: {type: disk, source: /var/lib/docker-data, path: /a}, b: {type: disk, source: /var/li, path: /b}, c: {type: disk, source: /srv, path: /c}, d: {type: disk, source: /var/snap/other, path: /d}}` + "\n",
 		`    devices: {data: {type: disk, source: /srv, path: /srv, shift: "false"}, root: {type: disk, pool: default, path: /}}` + "\n",
 		`    devices: {eth0: {type: nic, nictype: bridged, parent: berthbr0}, eth1: {type: nic, network: br0}, eth2: {type: nic, nictype: macvlan, parent: eth0}}` + "\n",
 		// A registry on the host's loopback, as the test profile has.
@@ -730,5 +718,30 @@ func TestProvisionSchemaAgrees(t *testing.T) {
 				t.Errorf("%s %q: schema %v, loader %v", c.what, v, got, want)
 			}
 		}
+	}
+}
+
+// A disk of a folder above a system folder shares that folder too: /var
+// holds /var/lib/lxd. Siblings and names that only start alike are fine.
+func TestDiskSourceAboveSystemFolder(t *testing.T) {
+	tests := []struct{ lines, want string }{
+		{`    devices: {v: {type: disk, source: /var, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/var" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {v: {type: disk, source: /var/lib, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/var/lib" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {v: {type: disk, source: /var/snap/, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/var/snap/" holds the host's "/var/snap/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {v: {type: disk, source: /srv/../var/lib, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/srv/../var/lib" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+	}
+	for _, tt := range tests {
+		src := sys(tt.lines)
+		sameLines(t, tt.lines, diagStrings(mustLoadBytes(t, src, Options{}).Diagnostics), []string{tt.want})
+		if r := mustLoadBytes(t, src, Options{AllowPrivileged: true}); len(r.Diagnostics) != 0 {
+			t.Errorf("%s with AllowPrivileged: %v", tt.lines, r.Diagnostics)
+		}
+	}
+	if r := mustLoadBytes(t, sys(`    devices: {a: {type: disk, source: /var/lib/docker-data, path: /a}, b: {type: disk, source: /var/li, path: /b}, c: {type: disk, source: /srv, path: /c}, d: {type: disk, source: /var/snap/other, path: /d}}`+"\n"), Options{}); len(r.Diagnostics) != 0 {
+		t.Errorf("siblings: %v", r.Diagnostics)
 	}
 }
