@@ -332,11 +332,22 @@ func readBlob(repo *git.Repository, h plumbing.Hash, limit int64, tooLarge error
 	return data, nil
 }
 
+// SubmoduleMarker is the entry a spec FS lists inside a folder that is
+// another repository: a Git submodule (a gitlink, mode 160000) or, on
+// disk, a folder with a .git of its own. It stands for that .git, as an
+// fs.ModeIrregular file that cannot be opened, so that a loader sees the
+// same thing in a commit and in a work tree and can refuse the folder
+// (whose files a commit does not hold) rather than read or skip it.
+const SubmoduleMarker = ".git"
+
+// submoduleNode is the node of a SubmoduleMarker.
+func submoduleNode() *specNode { return &specNode{mode: fs.ModeIrregular | 0o444} }
+
 // treeSpecFS lists the YAML-named entries of tree into a specFS whose
 // regular files are read from the repository when opened. A symlink
 // (mode 120000) is listed as fs.ModeSymlink, with the length of its
-// target as its size and no content; a submodule is not a file and is
-// left out, as spec folders never hold one.
+// target as its size and no content; a submodule is listed as a folder
+// holding only a SubmoduleMarker.
 func treeSpecFS(tree *object.Tree, br *blobReader) (*specFS, error) {
 	out := newSpecFS()
 	w := object.NewTreeWalker(tree, true, nil)
@@ -354,11 +365,18 @@ func treeSpecFS(tree *object.Tree, br *blobReader) (*specFS, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read tree: %w", err)
 		}
+		if e.Mode == filemode.Submodule && fs.ValidPath(name) {
+			out.add(name+"/"+SubmoduleMarker, submoduleNode())
+			continue
+		}
 		if e.Mode == filemode.Dir || e.Mode == filemode.Submodule || !isSpecFile(name) {
 			continue
 		}
 		if !fs.ValidPath(name) {
-			return nil, fmt.Errorf("the tree holds an invalid path %q", name)
+			// On disk such a name is one entry's problem, but a spec FS
+			// cannot hold a path it cannot name: refusing the revision
+			// loses no app and prunes nothing.
+			return nil, fmt.Errorf("the tree holds a spec file whose path %q is not valid UTF-8 (or has an empty, \".\" or \"..\" part), and berth reads files by UTF-8 names only; rename it", name)
 		}
 		size, err := objectSize(br.repo.Storer, e.Hash)
 		if err != nil {

@@ -276,3 +276,22 @@ func TestSpecFSControlCharacterName(t *testing.T) {
 		t.Errorf("read: %q, %v", b, err)
 	}
 }
+
+// A committed spec file whose name is not UTF-8 cannot be in an fs.FS: the
+// revision is refused with the name escaped and the reason, not a bare
+// "invalid path".
+func TestSpecFSNonUTF8Name(t *testing.T) {
+	g := newGitRepo(t)
+	g.write("apps/ok.yaml", "x: 1\n")
+	g.write("apps/caf\xe9.yaml", "x: 1\n")
+	sha := g.commit("names")
+	r, err := Open(context.Background(), g.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.SpecFS(sha, "apps")
+	want := `the tree holds a spec file whose path "caf\xe9.yaml" is not valid UTF-8 (or has an empty, "." or ".." part), and berth reads files by UTF-8 names only; rename it`
+	if err == nil || !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("SpecFS: %v\nwant it to end with %s", err, want)
+	}
+}

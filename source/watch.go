@@ -466,10 +466,22 @@ func WorktreeSnapshotContext(ctx context.Context, path, dir string) (Snapshot, e
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if d.IsDir() {
-			if d.Name() == ".git" && p != root {
-				return filepath.SkipDir
+		if d.Name() == ".git" && p != root {
+			if filepath.Dir(p) != root {
+				// A folder with a .git of its own (a submodule's file or
+				// an embedded repository's folder) is another
+				// repository: listed as Git lists a submodule, never read.
+				rel, err := filepath.Rel(root, p)
+				if err != nil {
+					return err
+				}
+				files.add(filepath.ToSlash(rel), submoduleNode())
+				names = append(names, filepath.ToSlash(rel))
 			}
+			// From a file, SkipDir skips the rest of its folder.
+			return filepath.SkipDir
+		}
+		if d.IsDir() {
 			return nil
 		}
 		if !isSpecFile(d.Name()) {

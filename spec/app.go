@@ -53,8 +53,8 @@ var (
 		{name: "image", required: true, decode: func(d *decoder, v *yaml.Node, s *System) {
 			if img, ok := d.str(v, ""); ok {
 				s.Image = img
-				if strings.TrimSpace(img) == "" || strings.ContainsAny(img, " \t\n") {
-					d.errorf(d.resolve(v), "must be an LXD image alias or fingerprint (or remote:alias) without spaces, got %q", img)
+				if msg := checkSystemImage(img); msg != "" {
+					d.errorf(d.resolve(v), "%s", msg)
 				}
 			}
 		}},
@@ -177,8 +177,8 @@ var (
 		{name: "user", decode: func(d *decoder, v *yaml.Node, c *Container) {
 			if u, ok := d.str(v, ""); ok {
 				c.User = u
-				if u == "" || strings.ContainsAny(u, " \t\n") || strings.Count(u, ":") > 1 {
-					d.errorf(d.resolve(v), `user must be "uid", "uid:gid", "name" or "name:group", got %q`, u)
+				if msg := checkUser(u); msg != "" {
+					d.errorf(d.resolve(v), "%s", msg)
 				}
 			}
 		}},
@@ -322,7 +322,8 @@ func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 		// The length check needs replicas, so it runs after spec.
 		d.push("metadata", nil)
 		d.push("name", nil)
-		if msg := checkName(app.Metadata.Name, max(app.Spec.Replicas, 1)-1); msg != "" {
+		hi := app.Spec.HighestSlot()
+		if msg := checkName(app.Metadata.Name, hi, hi >= max(app.Spec.Replicas, 1)); msg != "" {
 			d.errorf(nameNode, "%s", msg)
 		}
 		d.pop()
@@ -379,6 +380,10 @@ func (d *decoder) numberOrString(n *yaml.Node) (string, bool) {
 	// A plain decimal number, even one too large for 64 bits (which YAML
 	// tags as a float or a string), is checked as the text it is, so that
 	// the limit says "too large" rather than "not a string".
+	if msg := leadingZero(r); msg != "" {
+		d.errorf(r, "%s", msg)
+		return "", false
+	}
 	if r.Kind == yaml.ScalarNode && r.Style == 0 && decimalRE.MatchString(r.Value) {
 		return r.Value, true
 	}

@@ -41,11 +41,12 @@ func (b *budget) spent() bool { return b.left < 0 }
 
 type decoder struct {
 	// ctx is the load's: reading provision files honours it.
-	ctx   context.Context
-	file  string
-	opts  Options
-	path  []segment
-	diags Diagnostics
+	ctx      context.Context
+	file     string
+	opts     Options
+	path     []segment
+	diags    Diagnostics
+	warnings Diagnostics
 	// budgets are the document's, the file's and the tree's; every node
 	// visited is taken from all three.
 	budgets []*budget
@@ -162,6 +163,15 @@ func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
 	d.diags = append(d.diags, diag)
 }
 
+// warnf records, once, a warning at n for the current path: a problem that
+// leaves the spec valid.
+func (d *decoder) warnf(n *yaml.Node, format string, args ...any) {
+	w := Diagnostic{File: d.file, Line: n.Line, Col: n.Column, Path: d.pathString(), Message: fmt.Sprintf(format, args...)}
+	if !slices.Contains(d.warnings, w) {
+		d.warnings = append(d.warnings, w)
+	}
+}
+
 // spend takes n from the budgets and reports, once, when one runs out.
 func (d *decoder) spend(n int, at *yaml.Node) bool {
 	if d.overBudget {
@@ -260,6 +270,10 @@ func (d *decoder) str(n *yaml.Node, why string) (string, bool) {
 			d.errorf(n, "is %d bytes long; a string may have at most %d (256 KiB)", len(n.Value), MaxStringLen)
 			return "", false
 		}
+		if msg := checkNUL(n.Value); msg != "" {
+			d.errorf(n, "%s", msg)
+			return "", false
+		}
 		return n.Value, true
 	}
 	if n.Kind == yaml.ScalarNode {
@@ -277,9 +291,51 @@ func (d *decoder) str(n *yaml.Node, why string) (string, bool) {
 	return "", false
 }
 
+// checkNUL refuses a string with a NUL byte. Every string of a spec ends
+// up in a C string somewhere (an LXD config value, an environment
+// variable, an argument of execve, a path), which would cut it there or
+// fail only when a replica is created; a YAML "\0" escape is the only way
+// to write one.
+func checkNUL(s string) string {
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return fmt.Sprintf("contains a NUL byte (\\0, at byte %d), which no LXD value, environment variable, command argument or path can hold; remove it", i)
+	}
+	return ""
+}
+
 // intLiteralRE matches what is written as an integer. yaml.v3 tags one
 // too large for 64 bits as a float (or, when very long, as a string).
 var intLiteralRE = regexp.MustCompile(`^[-+]?([0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+)$`)
+
+// leadingZeroRE matches a plain decimal integer written with a leading
+// zero, like 0443 or 010.
+var leadingZeroRE = regexp.MustCompile(`^[-+]?0[0-9_]*[0-9]$`)
+
+// leadingZero says why a plain number with a leading zero is refused, or
+// "" if n is not one. YAML 1.1, and yaml.v3 with it, reads 0443 as octal
+// (291) and 0080 as the float 80, while YAML 1.2 editors show 443 and 80:
+// whichever berth took, someone reading the file would see another number.
+func leadingZero(n *yaml.Node) string {
+	if n.Kind != yaml.ScalarNode || n.Style&^yaml.TaggedStyle != 0 || !leadingZeroRE.MatchString(n.Value) {
+		return ""
+	}
+	digits := strings.ReplaceAll(strings.TrimLeft(n.Value, "+-"), "_", "")
+	decimal := strings.TrimLeft(digits, "0")
+	if decimal == "" {
+		decimal = "0"
+	} else if strings.HasPrefix(n.Value, "-") {
+		decimal = "-" + decimal
+	}
+	octal := ""
+	if v, err := strconv.ParseInt(digits, 8, 64); err == nil {
+		if strings.HasPrefix(n.Value, "-") {
+			v = -v
+		}
+		octal = fmt.Sprintf(" (%d)", v)
+	}
+	return fmt.Sprintf("%s has a leading zero, which YAML 1.1 reads as octal%s and YAML 1.2 editors show as decimal (%s); write %s",
+		n.Value, octal, decimal, decimal)
+}
 
 // integer reads an integer between lo and hi.
 func (d *decoder) integer(n *yaml.Node, lo, hi int) (int, bool) {
@@ -292,6 +348,10 @@ func (d *decoder) integer(n *yaml.Node, lo, hi int) (int, bool) {
 	}
 	if n.Kind != yaml.ScalarNode {
 		d.typeError(n, "an integer")
+		return 0, false
+	}
+	if msg := leadingZero(n); msg != "" {
+		d.errorf(n, "%s", msg)
 		return 0, false
 	}
 	switch n.ShortTag() {
@@ -417,6 +477,13 @@ func (d *decoder) mappingDepth(n *yaml.Node, depth int) ([]entry, bool) {
 		}
 		if len(rk.Value) > MaxStringLen {
 			d.errorf(k, "key is %d bytes long; at most %d are allowed", len(rk.Value), MaxStringLen)
+			ok = false
+			continue
+		}
+		if msg := checkNUL(rk.Value); msg != "" {
+			d.push(rk.Value, k)
+			d.errorf(k, "key %s", msg)
+			d.pop()
 			ok = false
 			continue
 		}

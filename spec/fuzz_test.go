@@ -55,7 +55,7 @@ func FuzzLoadBytes(f *testing.F) {
 			t.Fatal("unparsable file without a diagnostic")
 		}
 		for _, a := range r.Apps {
-			if msg := checkName(a.Metadata.Name, max(a.Spec.Replicas, 1)-1); msg != "" {
+			if msg := checkName(a.Metadata.Name, a.Spec.HighestSlot(), false); msg != "" {
 				t.Fatalf("valid app with a bad name: %s", msg)
 			}
 			u, hc := a.Spec.Update, a.Spec.Container.Healthcheck

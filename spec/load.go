@@ -40,6 +40,12 @@ type Options struct {
 	// nil means there is no repository (LoadBytes): a provision with files
 	// is then an error.
 	Files fs.FS
+	// NotInGit, when set, is asked about each provision file read from
+	// Files, by its source path; a non-empty answer says why a commit
+	// would not hold it (source.Tracked.NotInGit) and is a warning at
+	// that source. Set it when Files is a Git work tree on disk, which
+	// holds files that the commits plan and the daemon read do not.
+	NotInGit func(source string) string
 }
 
 // Result is everything one load found.
@@ -55,7 +61,8 @@ type Result struct {
 	InvalidApps []string
 	// Unparsable are the files (relative, slash-separated) whose apps
 	// cannot be known: not YAML at all, over a limit (MaxFileSize and the
-	// others), unreadable, or not a regular file (a symlink, a FIFO). The
+	// others), unreadable, not a regular file (a symlink, a FIFO), or a
+	// folder that is a Git submodule. The
 	// reconciler must not prune anything in that run.
 	Unparsable []string
 	// Unidentified are the files holding an invalid document whose app
@@ -63,6 +70,10 @@ type Result struct {
 	// neither applied nor held, so, as for Unparsable, nothing may be
 	// pruned: its instances would look like those of a removed app.
 	Unidentified []string
+	// Warnings are problems that leave the specs valid, with the same
+	// positions as Diagnostics: a provision file that is on disk but not
+	// in Git (Options.NotInGit).
+	Warnings Diagnostics
 }
 
 // Load reads every *.yaml and *.yml file under fsys, skipping hidden files
@@ -75,7 +86,9 @@ type Result struct {
 // on that entry and is never followed, so what is read from disk is what
 // Git holds: a Git fs.FS reports a committed link with fs.ModeSymlink. A
 // named pipe, socket or device with a YAML name is an error and is never
-// opened. Such entries, files over a limit (see MaxFileSize) and files that
+// opened. A folder with a .git of its own (a Git submodule, which a
+// commit holds as a bare pointer) is an error on that folder and is not
+// read. Such entries, files over a limit (see MaxFileSize) and files that
 // cannot be read are in Result.Unparsable: their apps cannot be known.
 func Load(ctx context.Context, fsys fs.FS, opts Options) (*Result, error) {
 	l := newLoader(opts)
@@ -97,7 +110,18 @@ func Load(ctx context.Context, fsys fs.FS, opts Options) (*Result, error) {
 			}
 			return nil
 		}
+		if name != "." && !utf8.ValidString(de.Name()) && (de.IsDir() || isYAMLFile(name)) {
+			l.fileProblem(name, badName(de.Name()))
+			if de.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
 		if de.IsDir() {
+			if name != "." && isOtherRepository(fsys, name) {
+				l.fileProblem(name, submoduleProblem)
+				return fs.SkipDir
+			}
 			return nil
 		}
 		return l.entry(ctx, fsys, name, de)
@@ -106,6 +130,29 @@ func Load(ctx context.Context, fsys fs.FS, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("spec: reading spec tree: %w", err)
 	}
 	return l.result(), nil
+}
+
+// badName says why an entry whose name is not UTF-8 cannot be read: an
+// fs.FS (io/fs.ValidPath) cannot name it, so opening it fails with a bare
+// "invalid argument". The name is escaped, as it is no text.
+func badName(name string) string {
+	return fmt.Sprintf(`cannot be read: its name "%s" is not valid UTF-8, and berth reads files by UTF-8 names only; rename it`, EscapeText(name))
+}
+
+// submoduleProblem is the problem of a folder that is another repository.
+// A commit holds a submodule as a bare pointer (a gitlink), not its
+// files: reading them from disk, or skipping them in Git, would make the
+// work tree and the commit hold different apps, and a skipped folder's
+// apps look removed, so pruned. It is refused as a symlink is, which
+// stops pruning.
+const submoduleProblem = "is a Git submodule (another repository, with a .git of its own): a commit holds no files of it, so berth never reads specs from it; commit the files to this repository instead"
+
+// isOtherRepository reports whether the folder name holds a .git: a
+// submodule or an embedded repository on disk, or a submodule in a Git
+// spec FS, which lists one as a folder holding only a .git entry.
+func isOtherRepository(fsys fs.FS, name string) bool {
+	_, err := fs.Stat(fsys, path.Join(name, ".git"))
+	return err == nil
 }
 
 // LoadDir loads the spec tree rooted at dir. Diagnostics name files
@@ -277,6 +324,7 @@ type loader struct {
 	opts       Options
 	docs       []*loadedDoc
 	diags      Diagnostics
+	warnings   Diagnostics
 	unparsable []string
 	files      int   // spec files read or refused for size
 	bytes      int64 // bytes of the files read
@@ -521,6 +569,7 @@ func (l *loader) document(ctx context.Context, file string, doc *yaml.Node, file
 	app, name := d.app(root)
 	app.Origin = Origin{File: file, Line: root.Line}
 	l.diags = append(l.diags, d.diags...)
+	l.warnings = append(l.warnings, d.warnings...)
 	l.docs = append(l.docs, &loadedDoc{app: app, name: name, valid: len(d.diags) == 0})
 }
 
@@ -560,7 +609,7 @@ func (l *loader) result() *Result {
 		first.valid, d.valid = false, false
 	}
 
-	r := &Result{Diagnostics: l.diags, Unparsable: l.unparsable}
+	r := &Result{Diagnostics: l.diags, Unparsable: l.unparsable, Warnings: l.warnings}
 	for _, d := range l.docs {
 		switch {
 		case d.valid:
@@ -579,5 +628,6 @@ func (l *loader) result() *Result {
 	slices.Sort(r.Unparsable)
 	r.Unparsable = slices.Compact(r.Unparsable)
 	r.Diagnostics.sort()
+	r.Warnings.sort()
 	return r
 }

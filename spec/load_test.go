@@ -514,3 +514,106 @@ func TestDiagnosticString(t *testing.T) {
 		}
 	}
 }
+
+// YAML 1.1 (and yaml.v3) reads 0443 as octal 291 and 0080 as the float
+// 80, while YAML 1.2 editors show 443 and 80: an integer with a leading
+// zero is refused in every integer field, and in limits written as plain
+// numbers, saying why and what to write.
+func TestLeadingZeroIntegers(t *testing.T) {
+	tests := []struct{ name, src, want string }{
+		{"port read as octal", ports("[{name: https, port: 0443}]"),
+			`app.yaml:10:33: spec.container.ports[0].port: 0443 has a leading zero, which YAML 1.1 reads as octal (291) and YAML 1.2 editors show as decimal (443); write 443`},
+		{"port not octal", ports("[{name: http, port: 0080}]"),
+			`app.yaml:10:32: spec.container.ports[0].port: 0080 has a leading zero, which YAML 1.1 reads as octal and YAML 1.2 editors show as decimal (80); write 80`},
+		{"replicas", minimal + "  replicas: 010\n",
+			`app.yaml:10:13: spec.replicas: 010 has a leading zero, which YAML 1.1 reads as octal (8) and YAML 1.2 editors show as decimal (10); write 10`},
+		{"zero written twice", minimal + "  replicas: 00\n",
+			`app.yaml:10:13: spec.replicas: 00 has a leading zero, which YAML 1.1 reads as octal (0) and YAML 1.2 editors show as decimal (0); write 0`},
+		{"negative, underscored", minimal + "  replicas: -0_10\n",
+			`app.yaml:10:13: spec.replicas: -0_10 has a leading zero, which YAML 1.1 reads as octal (-8) and YAML 1.2 editors show as decimal (-10); write -10`},
+		{"tagged", minimal + "  update: {maxUnavailable: !!int 02}\n",
+			`app.yaml:10:28: spec.update.maxUnavailable: 02 has a leading zero, which YAML 1.1 reads as octal (2) and YAML 1.2 editors show as decimal (2); write 2`},
+		{"healthcheck retries", minimal + "    healthcheck: {test: [NONE], retries: 03}\n",
+			`app.yaml:10:42: spec.container.healthcheck.retries: 03 has a leading zero, which YAML 1.1 reads as octal (3) and YAML 1.2 editors show as decimal (3); write 3`},
+		{"cpu count", sys("    limits: {cpu: 010}\n"),
+			`app.yaml:8:19: spec.system.limits.cpu: 010 has a leading zero, which YAML 1.1 reads as octal (8) and YAML 1.2 editors show as decimal (10); write 10`},
+		{"memory bytes", sys("    limits: {memory: 01024}\n"),
+			`app.yaml:8:22: spec.system.limits.memory: 01024 has a leading zero, which YAML 1.1 reads as octal (532) and YAML 1.2 editors show as decimal (1024); write 1024`},
+	}
+	for _, tt := range tests {
+		r := mustLoadBytes(t, tt.src, Options{})
+		sameLines(t, tt.name, diagStrings(r.Diagnostics), []string{tt.want})
+	}
+	// A zero alone, a quoted string, 0o and 0x forms are what they say.
+	for _, src := range []string{
+		minimal + "  replicas: 0\n",
+		ports("[{name: https, port: 0x1bb}, {name: http, port: 0o120}]"),
+		sys("    limits: {cpu: \"010\", memory: \"0512MiB\"}\n"),
+		sys("    limits: {cpu: 0-3}\n"),
+	} {
+		if r := mustLoadBytes(t, src, Options{}); len(r.Diagnostics) != 0 {
+			t.Errorf("%q: %v", src, r.Diagnostics)
+		}
+	}
+}
+
+// A NUL byte (a YAML "\0" escape) fits no C string: LXD config, the
+// environment, execve's arguments, paths. It is refused where it is
+// written, not when a replica is created.
+func TestNULBytesRefused(t *testing.T) {
+	const msg = `contains a NUL byte (\0, at byte 1), which no LXD value, environment variable, command argument or path can hold; remove it`
+	tests := []struct{ name, src, want string }{
+		{"provision.run", sys("    provision: {run: [/bin/sh, \"-\\0c\"]}\n"),
+			`app.yaml:8:32: spec.system.provision.run[1]: ` + msg},
+		{"env", minimal + "    env: {A: \"x\\0y\"}\n",
+			`app.yaml:10:14: spec.container.env.A: ` + msg},
+		{"command", minimal + "    command: [sh, \"a\\0\"]\n",
+			`app.yaml:10:19: spec.container.command[1]: ` + msg},
+		{"config", sys("    config: {user.note: \"a\\0\"}\n"),
+			`app.yaml:8:25: spec.system.config["user.note"]: ` + msg},
+		{"config key", sys("    config: {\"u\\0ser.note\": a}\n"),
+			`app.yaml:8:14: spec.system.config["u\x00ser.note"]: key ` + msg},
+		{"cloudInit", sys("    cloudInit: \"#\\0cloud-config\"\n"),
+			`app.yaml:8:16: spec.system.cloudInit: ` + msg},
+		{"volumes", minimal + "    volumes: [{source: \"/\\0a\", target: /b}]\n",
+			`app.yaml:10:24: spec.container.volumes[0].source: ` + msg},
+		{"device", sys("    devices: {d: {type: disk, source: \"/\\0\", path: /d}}\n"),
+			`app.yaml:8:39: spec.system.devices.d.source: ` + msg},
+	}
+	for _, tt := range tests {
+		r := mustLoadBytes(t, tt.src, Options{})
+		sameLines(t, tt.name, diagStrings(r.Diagnostics), []string{tt.want})
+		if len(r.Apps) != 0 {
+			t.Errorf("%s: the app loads", tt.name)
+		}
+	}
+}
+
+// system.image is [remote:]alias, container.user has no empty part, and a
+// duration has no '+': as the schema says (see schema_corpus_test.go).
+func TestImageUserAndDurationForms(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		opts Options
+		want []string
+	}{
+		{"system image with an empty remote", strings.Replace(minimal, "image: debian", `image: ":x"`, 1), Options{},
+			[]string{`app.yaml:7:12: spec.system.image: ":x" has no remote name before ':': write remote:alias (an --image-remote name), or the alias alone for an image on the LXD server`}},
+		{"system image with an empty alias", strings.Replace(minimal, "image: debian", `image: "x:"`, 1), Options{},
+			[]string{`app.yaml:7:12: spec.system.image: "x:" has no image alias after ':': write remote:alias, like images:debian/12`}},
+		{"system image with two remotes", strings.Replace(minimal, "image: debian", `image: a:b:c`, 1), Options{},
+			[]string{`app.yaml:7:12: spec.system.image: "a:b:c" has more than one ':': write remote:alias, with one ':' between the --image-remote name and the alias`}},
+		{"system image with a tab", strings.Replace(minimal, "image: debian", `image: "deb\tian"`, 1), Options{},
+			[]string{`app.yaml:7:12: spec.system.image: must be an LXD image alias or fingerprint (or remote:alias) without spaces, got "deb\tian"`}},
+		{"system image from a remote", strings.Replace(minimal, "image: debian", `image: images:debian/12/cloud`, 1), Options{}, nil},
+		{"duration with a plus", minimal + "  update: {healthTimeout: +5s}\n", Options{},
+			[]string{`app.yaml:10:27: spec.update.healthTimeout: duration "+5s" has a '+' sign; write it without one, like "5s"`}},
+		{"user with an empty group", minimal + "    user: \"root:\"\n", Options{},
+			[]string{`app.yaml:10:11: spec.container.user: user must be "uid", "uid:gid", "name" or "name:group", with no part empty and no spaces, got "root:"`}},
+	}
+	for _, tt := range tests {
+		r := mustLoadBytes(t, tt.src, tt.opts)
+		sameLines(t, tt.name, diagStrings(r.Diagnostics), tt.want)
+	}
+}

@@ -12,6 +12,20 @@ import (
 // member that misses a few heartbeats must not have its replicas rebuilt.
 const MinReplaceUnreachable = time.Minute
 
+// HighestSlot is the largest slot the app's instances may take, so the
+// largest "<name>-<slot>" LXD must accept: replicas-1, and with
+// placement.replaceUnreachable up to twice the replicas less one, since
+// the planner (reconciler/plan) builds a stand-in for each lost replica in
+// the next free slot after the spec's, at most one per replica. An app
+// scaled to zero still has its name checked as slot 0.
+func (s *AppSpec) HighestSlot() int {
+	n := max(s.Replicas, 1)
+	if p := s.System.Placement; p != nil && p.ReplaceUnreachable > 0 {
+		n *= 2
+	}
+	return n - 1
+}
+
 // memberNames reads placement.members: cluster member names, each once.
 func (d *decoder) memberNames(n *yaml.Node) []string {
 	list, ok := d.stringList(n)

@@ -219,6 +219,11 @@ func (d *decoder) provisionSource(v *yaml.Node, f *ProvisionFile) {
 	f.Content = data
 	sum := sha256.Sum256(data)
 	f.Digest = hex.EncodeToString(sum[:])
+	if d.opts.NotInGit != nil {
+		if why := d.opts.NotInGit(f.Source); why != "" {
+			d.warnf(at, "provision file %q %s", f.Source, why)
+		}
+	}
 }
 
 // provisionReader reads the provision files of one load from the

@@ -720,3 +720,28 @@ func TestProvisionSchemaAgrees(t *testing.T) {
 		}
 	}
 }
+
+// A disk of a folder above a system folder shares that folder too: /var
+// holds /var/lib/lxd. Siblings and names that only start alike are fine.
+func TestDiskSourceAboveSystemFolder(t *testing.T) {
+	tests := []struct{ lines, want string }{
+		{`    devices: {v: {type: disk, source: /var, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/var" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {v: {type: disk, source: /var/lib, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/var/lib" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {v: {type: disk, source: /var/snap/, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/var/snap/" holds the host's "/var/snap/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+		{`    devices: {v: {type: disk, source: /srv/../var/lib, path: /v}}` + "\n",
+			`app.yaml:8:39: spec.system.devices.v.source: source "/srv/../var/lib" holds the host's "/var/lib/lxd", which it shares with the instance and so breaks its isolation; not allowed (berth --allow-privileged permits it)`},
+	}
+	for _, tt := range tests {
+		src := sys(tt.lines)
+		sameLines(t, tt.lines, diagStrings(mustLoadBytes(t, src, Options{}).Diagnostics), []string{tt.want})
+		if r := mustLoadBytes(t, src, Options{AllowPrivileged: true}); len(r.Diagnostics) != 0 {
+			t.Errorf("%s with AllowPrivileged: %v", tt.lines, r.Diagnostics)
+		}
+	}
+	if r := mustLoadBytes(t, sys(`    devices: {a: {type: disk, source: /var/lib/docker-data, path: /a}, b: {type: disk, source: /var/li, path: /b}, c: {type: disk, source: /srv, path: /c}, d: {type: disk, source: /var/snap/other, path: /d}}`+"\n"), Options{}); len(r.Diagnostics) != 0 {
+		t.Errorf("siblings: %v", r.Diagnostics)
+	}
+}

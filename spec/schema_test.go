@@ -425,7 +425,7 @@ func TestSchemaPatternsAgreeWithLoader(t *testing.T) {
 	drainDelay := schemaPattern(t, root, props("spec", "update", "drainDelay")...)
 
 	for _, s := range []string{"web", "a", "web-2", "a1-b2", "Web", "1web", "web-", "-web", "we_b", ""} {
-		if got, want := name.MatchString(s), checkName(s, 0) == ""; got != want {
+		if got, want := name.MatchString(s), checkName(s, 0, false) == ""; got != want {
 			t.Errorf("name %q: schema %v, loader %v", s, got, want)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/distribution/reference"
 )
@@ -64,14 +65,53 @@ func isZeroDuration(s string) bool {
 }
 
 // checkName checks metadata.name. highestSlot is the largest slot number
-// the app will use, since LXD must accept "<name>-<slot>" as a hostname.
-func checkName(name string, highestSlot int) string {
+// the app will use (AppSpec.HighestSlot), since LXD must accept
+// "<name>-<slot>" as a hostname; standIn says that slot is a stand-in's,
+// so the message can say where a number larger than the replicas comes
+// from.
+func checkName(name string, highestSlot int, standIn bool) string {
 	if !nameRE.MatchString(name) {
 		return fmt.Sprintf("%q is not a valid app name: use lowercase letters, digits and '-', start with a letter and end with a letter or digit", name)
 	}
 	inst := name + "-" + strconv.Itoa(highestSlot)
 	if len(inst) > maxInstanceName {
-		return fmt.Sprintf("name is too long: instance name %q has %d characters, LXD allows %d", inst, len(inst), maxInstanceName)
+		msg := fmt.Sprintf("name is too long: instance name %q has %d characters, LXD allows %d", inst, len(inst), maxInstanceName)
+		if standIn {
+			msg += fmt.Sprintf(" (with placement.replaceUnreachable, a stand-in for a lost replica takes a slot after the replicas, up to %d)", highestSlot)
+		}
+		return msg
+	}
+	return ""
+}
+
+// checkSystemImage checks system.image: "[remote:]name", as the live
+// side splits it at the first ':'. Either part empty, or a second ':',
+// would reach LXD as an empty remote or alias, or an alias with a ':' that
+// no LXD alias has, and fail only when an instance is created.
+func checkSystemImage(s string) string {
+	if s == "" || strings.IndexFunc(s, unicode.IsSpace) >= 0 {
+		return fmt.Sprintf("must be an LXD image alias or fingerprint (or remote:alias) without spaces, got %q", s)
+	}
+	remote, alias, hasRemote := strings.Cut(s, ":")
+	switch {
+	case !hasRemote:
+	case strings.Contains(alias, ":"):
+		return fmt.Sprintf("%q has more than one ':': write remote:alias, with one ':' between the --image-remote name and the alias", s)
+	case remote == "":
+		return fmt.Sprintf("%q has no remote name before ':': write remote:alias (an --image-remote name), or the alias alone for an image on the LXD server", s)
+	case alias == "":
+		return fmt.Sprintf("%q has no image alias after ':': write remote:alias, like images:debian/12", s)
+	}
+	return ""
+}
+
+// checkUser checks container.user: "uid", "uid:gid", "name" or
+// "name:group", the form Docker takes; a part left empty ("root:",
+// ":1000") is refused as the schema's pattern refuses it.
+func checkUser(s string) string {
+	user, group, hasGroup := strings.Cut(s, ":")
+	if user == "" || (hasGroup && (group == "" || strings.Contains(group, ":"))) || strings.IndexFunc(s, unicode.IsSpace) >= 0 {
+		return fmt.Sprintf(`user must be "uid", "uid:gid", "name" or "name:group", with no part empty and no spaces, got %q`, s)
 	}
 	return ""
 }
@@ -149,6 +189,10 @@ var durationRE = regexp.MustCompile(`^(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μ
 // parseDuration reads a Go duration between lo and hi. It must be positive
 // whatever lo is: a zero interval or timeout is a typo, never a wish.
 func parseDuration(s string, lo, hi time.Duration) (Duration, string) {
+	if rest, plus := strings.CutPrefix(s, "+"); plus {
+		// Go takes "+5s"; the schema's pattern, and so editors, do not.
+		return 0, fmt.Sprintf("duration %q has a '+' sign; write it without one, like %q", s, rest)
+	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		if durationRE.MatchString(strings.TrimLeft(s, "+-")) {
@@ -271,8 +315,9 @@ var hostNICTypes = map[string]bool{"physical": true, "sriov": true}
 
 // hostSystemPaths are the host folders a disk device may not share: the
 // host's own configuration, state, kernel interfaces and LXD's data. A
-// disk of one of them, or of anything under one, is refused; so is "/".
-// /var/run is listed as well as /run because it is the usual alias of it.
+// disk of one of them, of anything under one, or of a folder above one
+// (/var holds /var/lib/lxd) is refused; so is "/". /var/run is listed as
+// well as /run because it is the usual alias of it.
 var hostSystemPaths = []string{
 	"/var/lib/lxd", "/var/snap/lxd", "/proc", "/sys", "/dev", "/run", "/var/run", "/etc", "/root", "/boot",
 }
@@ -316,6 +361,8 @@ func isolationBreakingDevice(dev map[string]string) []deviceProblem {
 		if src := dev["source"]; path.IsAbs(src) {
 			if dir := hostSystemPath(src); dir != "" {
 				add("source", "source %q shares the host's %s with the instance, which breaks its isolation", src, dir)
+			} else if dir := hostSystemChild(src); dir != "" {
+				add("source", "source %q holds the host's %q, which it shares with the instance and so breaks its isolation", src, dir)
 			}
 		}
 	}
@@ -333,6 +380,19 @@ func hostSystemPath(p string) string {
 	for _, dir := range hostSystemPaths {
 		if p == dir || strings.HasPrefix(p, dir+"/") {
 			return fmt.Sprintf("%q", dir)
+		}
+	}
+	return ""
+}
+
+// hostSystemChild returns the first host system folder under the absolute
+// path p (cleaned first, so "/srv/../var" is "/var"), or "" if none: a
+// disk of /var/lib exposes /var/lib/lxd as surely as one of /var/lib/lxd.
+func hostSystemChild(p string) string {
+	p = path.Clean(p)
+	for _, dir := range hostSystemPaths {
+		if strings.HasPrefix(dir, p+"/") {
+			return dir
 		}
 	}
 	return ""

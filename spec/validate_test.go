@@ -56,10 +56,10 @@ func TestCheckValues(t *testing.T) {
 func TestCheckNameLength(t *testing.T) {
 	// 61 letters + "-9" is 63, LXD's limit; slot 10 no longer fits.
 	name := strings.Repeat("a", 61)
-	if msg := checkName(name, 9); msg != "" {
+	if msg := checkName(name, 9, false); msg != "" {
 		t.Errorf("slot 9: %s", msg)
 	}
-	if msg := checkName(name, 10); msg == "" {
+	if msg := checkName(name, 10, false); msg == "" {
 		t.Error("slot 10: accepted a 64-character instance name")
 	}
 }

@@ -80,7 +80,17 @@ that Git revision instead. Exit status: 0 valid, 1 invalid.`,
 // edits included), or from a Git revision with --rev or for a URL.
 func loadForValidate(cmd *cobra.Command, location, rev string, sf specFlags) (*loadedSpecs, error) {
 	if rev == "" && !source.IsRemote(location) {
-		return loadFromDisk(cmd.Context(), location, sf.dir, sf.options())
+		opts := sf.options()
+		// The work tree may hold provision files no commit has: they
+		// pass here and fail in plan and the daemon, so say so.
+		tracked, err := source.ReadTracked(repoRoot(location))
+		switch {
+		case err != nil:
+			fmt.Fprintf(cmd.ErrOrStderr(), "warning: cannot tell which provision files Git tracks, so none is checked: %s\n", safeText(err.Error()))
+		case tracked != nil:
+			opts.NotInGit = tracked.NotInGit
+		}
+		return loadFromDisk(cmd.Context(), location, sf.dir, opts)
 	}
 	repo, err := source.Open(cmd.Context(), location)
 	if err != nil {
@@ -100,6 +110,7 @@ func writeValidationJSON(out io.Writer, l *loadedSpecs) error {
 		"revision":    l.Revision(),
 		"apps":        appNames(l),
 		"diagnostics": diagnosticsJSON(diags),
+		"warnings":    diagnosticsJSON(l.warnings()),
 	}); err != nil {
 		return err
 	}
@@ -110,9 +121,13 @@ func writeValidationJSON(out io.Writer, l *loadedSpecs) error {
 }
 
 // writeValidationText reports each problem on a line of stdout and their
-// count on stderr (exit 1), or the valid apps.
+// count on stderr (exit 1), or the valid apps. Warnings, which leave the
+// specs valid, go to stderr, so stdout stays one line per problem.
 func writeValidationText(cmd *cobra.Command, l *loadedSpecs) error {
 	out := cmd.OutOrStdout()
+	for _, w := range l.warnings() {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+safeText(w.String()))
+	}
 	if diags := l.Diagnostics(); len(diags) > 0 {
 		for _, d := range diags {
 			fmt.Fprintln(out, safeText(d.String()))
@@ -127,6 +142,13 @@ func writeValidationText(cmd *cobra.Command, l *loadedSpecs) error {
 	}
 	fmt.Fprintln(out)
 	return nil
+}
+
+// warnings are the loader's warnings with user-facing file paths, made
+// as Diagnostics makes the problems'.
+func (l *loadedSpecs) warnings() spec.Diagnostics {
+	w := loadedSpecs{Result: &spec.Result{Diagnostics: l.Result.Warnings}, prefix: l.prefix}
+	return w.Diagnostics()
 }
 
 func appNames(l *loadedSpecs) []string {
