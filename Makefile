@@ -59,6 +59,7 @@ lint: tools
 	@files=$$(git ls-files '*.go'); fmt=$$([ -z "$$files" ] || gofmt -l $$files); if [ -n "$$fmt" ]; then echo "gofmt needed:"; echo "$$fmt"; exit 1; fi
 	$(GO) vet ./...
 	staticcheck ./...
+	$(GO) mod tidy -diff
 
 tools:
 	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

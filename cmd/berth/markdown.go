@@ -324,8 +324,14 @@ func planWarnings(pl plan.Plan) []string {
 	for _, w := range pl.Waiting {
 		warnings = append(warnings, fmt.Sprintf("Waiting: %s %s, %s", mdCode(w.Instance), w.Action, mdCode(w.Why)))
 	}
+	for _, u := range pl.Unplaceable {
+		warnings = append(warnings, fmt.Sprintf("Cannot be placed: %s (%s): %s", mdCode(u.Instance), u.Action, mdCode(u.Why)))
+	}
 	for _, u := range pl.Unready {
 		warnings = append(warnings, fmt.Sprintf("Not ready: %s: %s", mdCode(u.Instance), mdCode(u.Why)))
+	}
+	for _, u := range pl.Unobserved {
+		warnings = append(warnings, fmt.Sprintf("Not observed, waiting for another look: %s: %s", mdCode(u.Instance), mdCode(u.Why)))
 	}
 	for _, w := range pl.Warnings {
 		warnings = append(warnings, mdCode(w))
@@ -357,10 +363,6 @@ func provisionField(path string) bool {
 	p := strings.TrimPrefix(path, "spec.")
 	return p == "system.provision.files" || p == "system.provision.run"
 }
-
-// defaultMaxPrune is --max-prune's default: a diff warns of a prune the
-// daemon would refuse without --allow-mass-prune.
-const defaultMaxPrune = 0.5
 
 // markdown renders the diff for a pull request comment. fleet is the
 // number of replicas at From and appsLeft the number of apps at To: with
@@ -416,7 +418,7 @@ func (d specDiff) markdown(fleet, appsLeft int) string {
 // diffSections are the lines of a diff's sections in Markdown, app by app.
 type diffSections struct {
 	rows, images, recreates, reprovisions, others, warnings []string
-	pruned                                                  int // replicas of the apps removed
+	pruned                                                  int // replicas deleted: of the apps removed, and by scaling down
 }
 
 func (d specDiff) sections() diffSections {
@@ -428,6 +430,10 @@ func (d specDiff) sections() diffSections {
 		}
 		s.rows = append(s.rows, fmt.Sprintf("| %s | %s | %s | %s |", mdCell(mdCode(a.Name)), a.Change, replicas, mdCell(mdInstances(a.InstancesAdded, a.InstancesRemoved))))
 		s.appFields(a)
+		if a.Replicas != nil && a.Change != "removed" && a.Replicas.New < a.Replicas.Old {
+			// The guard counts what scaling down deletes too.
+			s.pruned += a.Replicas.Old - a.Replicas.New
+		}
 		if a.Change == "removed" {
 			s.pruned += a.Replicas.Old
 			s.warnings = append(s.warnings, fmt.Sprintf("- ⚠️ Removes app %s: berth deletes its %d instance%s.", mdCode(a.Name), a.Replicas.Old, plural(a.Replicas.Old)))
@@ -515,9 +521,9 @@ func pruneWarnings(pruned, fleet, appsLeft int) []string {
 	switch {
 	case appsLeft == 0 && fleet > 0:
 		return []string{"- ⚠️ Mass prune: this revision has no apps at all; berth prunes nothing then unless `--allow-mass-prune`."}
-	case float64(pruned) > defaultMaxPrune*float64(fleet):
-		return []string{fmt.Sprintf("- ⚠️ Mass prune: removing these apps deletes %d of the %d replicas; berth prunes no more than `--max-prune` (default %g%%) of its instances in one run unless `--allow-mass-prune`.",
-			pruned, fleet, defaultMaxPrune*100)}
+	case float64(pruned) > plan.DefaultMaxPruneFraction*float64(fleet):
+		return []string{fmt.Sprintf("- ⚠️ Mass prune: removing apps and scaling down deletes %d of the %d replicas; berth deletes no more than `--max-prune` (default %g%%) of its instances in one run unless `--allow-mass-prune`.",
+			pruned, fleet, plan.DefaultMaxPruneFraction*100)}
 	}
 	return nil
 }

@@ -118,8 +118,16 @@ func TestDiffMarkdownGolden(t *testing.T) {
 	if strings.Contains(md, "Mass prune") {
 		t.Errorf("pruning 4 of 8 replicas warns of a mass prune:\n%s", md)
 	}
-	if md := d.markdown(7, 2); !strings.Contains(md, "Mass prune: removing these apps deletes 4 of the 7 replicas") {
+	if md := d.markdown(7, 2); !strings.Contains(md, "Mass prune: removing apps and scaling down deletes 4 of the 7 replicas") {
 		t.Errorf("pruning 4 of 7 replicas does not warn:\n%s", md)
+	}
+	// Scaling down counts as the planner's guard counts it: api 4 → 1
+	// deletes 3 of 5.
+	scaled := diffSpecs(fromCommit, toCommit,
+		loadApps(t, map[string]string{"api.yaml": appYAML("api", 4, "127.0.0.1:5000/berth/api:1"), "db.yaml": appYAML("db", 1, "127.0.0.1:5000/berth/api:1")}),
+		loadApps(t, map[string]string{"api.yaml": appYAML("api", 1, "127.0.0.1:5000/berth/api:1"), "db.yaml": appYAML("db", 1, "127.0.0.1:5000/berth/api:1")}))
+	if md := scaled.markdown(5, 2); !strings.Contains(md, "deletes 3 of the 5 replicas") {
+		t.Errorf("scaling 4 → 1 of 5 replicas does not warn:\n%s", md)
 	}
 	if md := diffSpecs(fromCommit, toCommit, old, nil).markdown(8, 0); !strings.Contains(md, "Mass prune: this revision has no apps at all") {
 		t.Errorf("a revision without apps does not warn:\n%s", md)
@@ -276,5 +284,20 @@ func TestMarkdownOutputOfTheCommands(t *testing.T) {
 	}
 	if code, _, errOut := berth(t, "plan", "--repo", r.dir, "-o", "html"); code != exitError || !strings.Contains(errOut, "want text, json or markdown") {
 		t.Errorf("plan -o html: exit %d %s", code, errOut)
+	}
+}
+
+// A plan's markdown names replicas that cannot be placed and replicas
+// whose Docker was not observed, with why: both keep the plan blocked.
+func TestPlanWarningsNameUnplaceableAndUnobserved(t *testing.T) {
+	pl := plan.Plan{
+		Unplaceable: []plan.Unplaceable{{App: "web", Instance: "web-3", Action: plan.Create, Why: "placement.members: m9 is not a cluster member"}},
+		Unobserved:  []plan.Unready{{App: "web", Instance: "web-1", Why: "docker state unknown (LXD did not run the tunnel): i/o timeout"}},
+	}
+	got := strings.Join(planWarnings(pl), "\n")
+	for _, want := range []string{"Cannot be placed: `web-3` (create): `placement.members: m9 is not a cluster member`", "Not observed, waiting for another look: `web-1`"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("warnings lack %q:\n%s", want, got)
+		}
 	}
 }
