@@ -181,8 +181,7 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 		return plan.Observed{}, err
 	}
 
-	sem := make(chan struct{}, observeParallel)
-	var wg sync.WaitGroup
+	var withDocker []*plan.Instance
 	for i := range obs.Instances {
 		inst := &obs.Instances[i]
 		if inst.Config[ownership.KeyOwner] != s.Owner {
@@ -192,9 +191,26 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 			s.Engine.Forget(inst.Name)
 			continue
 		}
-		if isSystemOnly(inst.Config) {
-			continue
+		if !isSystemOnly(inst.Config) {
+			withDocker = append(withDocker, inst)
 		}
+	}
+	s.observeContainers(ctx, withDocker)
+	s.lookAgain(ctx, withDocker)
+	s.checkPorts(ctx, obs.Instances)
+	if err := ctx.Err(); err != nil {
+		return plan.Observed{}, err
+	}
+	s.watchContainers(obs)
+	return obs, nil
+}
+
+// observeContainers looks at the Docker of each instance,
+// observeParallel at a time.
+func (s *System) observeContainers(ctx context.Context, insts []*plan.Instance) {
+	sem := make(chan struct{}, observeParallel)
+	var wg sync.WaitGroup
+	for _, inst := range insts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -204,12 +220,45 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 		}()
 	}
 	wg.Wait()
-	s.checkPorts(ctx, obs.Instances)
-	if err := ctx.Err(); err != nil {
-		return plan.Observed{}, err
+}
+
+// unknownPauses are the waits before each new look at replicas whose
+// Docker is unknown because LXD did not set up the tunnel: an LXD that
+// stalls for a few seconds under load (its exec websockets answered late
+// for several instances at once) usually answers the next look, and a
+// plan from that look is one that knows.
+var unknownPauses = []time.Duration{time.Second, 3 * time.Second}
+
+// lookAgain observes again, after a pause, the instances whose Docker is
+// unknown, as many times as unknownPauses says; those still unknown then
+// stay so, and the plan waits for them.
+func (s *System) lookAgain(ctx context.Context, insts []*plan.Instance) {
+	for _, pause := range unknownPauses {
+		var again []*plan.Instance
+		var names []string
+		for _, inst := range insts {
+			if inst.DockerUnknown != "" {
+				again = append(again, inst)
+				names = append(names, inst.Name)
+			}
+		}
+		if len(again) == 0 || ctx.Err() != nil {
+			return
+		}
+		s.Logger.Info("LXD did not set up the Docker tunnel of some replicas; looking again", "replicas", names, "after", pause)
+		t := clock.Or(s.Clock).NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+		for _, inst := range again {
+			inst.DockerUnknown = ""
+			s.Engine.Forget(inst.Name)
+		}
+		s.observeContainers(ctx, again)
 	}
-	s.watchContainers(obs)
-	return obs, nil
 }
 
 func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {

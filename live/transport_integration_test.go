@@ -36,7 +36,10 @@ type socketProxy struct {
 	path    string
 	mode    atomic.Int32
 	faulted atomic.Int32
-	done    chan struct{}
+	// healAfter, when positive, passes websockets again once that many
+	// have been broken: a transient stall.
+	healAfter atomic.Int32
+	done      chan struct{}
 }
 
 func newSocketProxy(t *testing.T, target string) *socketProxy {
@@ -71,6 +74,9 @@ func (p *socketProxy) serve(c net.Conn, target string) {
 		return
 	}
 	if strings.Contains(line, "/websocket?") {
+		if h := p.healAfter.Load(); h > 0 && p.faulted.Load() >= h {
+			p.mode.Store(passWebsockets)
+		}
 		switch p.mode.Load() {
 		case stallWebsockets:
 			p.faulted.Add(1)
@@ -131,6 +137,9 @@ func TestLXDTransportFaultsLeaveDockerUnknown(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// One more look, soon: the fault outlasts it unless it heals.
+	defer func(p []time.Duration) { unknownPauses = p }(unknownPauses)
+	unknownPauses = []time.Duration{100 * time.Millisecond}
 	proxy := newSocketProxy(t, lxd.DefaultSocketPath())
 	pc, err := lxd.Connect(ctx, lxd.Config{URL: "unix://" + proxy.path})
 	if err != nil {
@@ -179,10 +188,26 @@ func TestLXDTransportFaultsLeaveDockerUnknown(t *testing.T) {
 		t.Fatal("the proxy broke no websocket: the fault was not exercised")
 	}
 
+	// A stall that ends while berth looks again: the observe that
+	// looked again knows both replicas, and the plan is empty.
+	proxy.faulted.Store(0)
+	proxy.healAfter.Store(2)
+	proxy.mode.Store(resetWebsockets)
+	again := New(pc, owner, engine.Options{})
+	obs, err := again.Observe(ctx)
+	again.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl := plan.MakePlan(desired, obs, plan.Policy{Owner: owner}); !pl.Converged() || proxy.faulted.Load() < 2 {
+		t.Errorf("a stall that heals (%d websockets broken): %s\n%s", proxy.faulted.Load(), pl.Summary(), pl.Text())
+	}
+
+	proxy.healAfter.Store(0)
 	proxy.mode.Store(passWebsockets)
 	healed := New(pc, owner, engine.Options{})
 	defer healed.Close()
-	obs, err := healed.Observe(ctx)
+	obs, err = healed.Observe(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
