@@ -183,6 +183,16 @@ type appPlan struct {
 	placer     *placer // nil on a single host
 }
 
+// maxUnavailText is the budget as the spec gives it, with what a
+// percentage comes to: "2", or "25% (2 of 8)".
+func (a *appPlan) maxUnavailText() string {
+	v := a.app.Spec.Update.MaxUnavailable
+	if v.Percent == 0 {
+		return strconv.Itoa(a.maxUnavail)
+	}
+	return fmt.Sprintf("%s (%d of %d)", v, a.maxUnavail, max(a.app.Spec.Replicas, 0))
+}
+
 // slotSteps are the steps of one replica; they stay together in one batch.
 type slotSteps struct {
 	slot       int
@@ -192,16 +202,17 @@ type slotSteps struct {
 
 func (pl *planner) planApp(app *spec.App) {
 	a := &appPlan{
-		app:        app,
-		name:       app.Metadata.Name,
-		replicas:   max(app.Spec.Replicas, 0),
-		sysHash:    app.Spec.System.Hash(),
-		ctrHash:    app.Spec.Container.Hash(),
-		provHash:   app.Spec.System.Provision.Hash(),
-		lxdConfig:  app.Spec.System.LXDConfig(),
-		nObserved:  len(pl.owned[app.Metadata.Name]),
-		maxUnavail: max(app.Spec.Update.MaxUnavailable, 1),
+		app:       app,
+		name:      app.Metadata.Name,
+		replicas:  max(app.Spec.Replicas, 0),
+		sysHash:   app.Spec.System.Hash(),
+		ctrHash:   app.Spec.Container.Hash(),
+		provHash:  app.Spec.System.Provision.Hash(),
+		lxdConfig: app.Spec.System.LXDConfig(),
+		nObserved: len(pl.owned[app.Metadata.Name]),
 	}
+	// A percentage is of the spec's replicas: stand-ins do not widen it.
+	a.maxUnavail = app.Spec.Update.MaxUnavailable.Of(a.replicas)
 	// The slot key differs per replica and is compared on its own.
 	a.managed, a.configKeys = managedPairs(app, a.lxdConfig, a.sysHash, pl.policy.Owner, "", -1)
 	replicasReason := Reason{Field: "replicas", Old: strconv.Itoa(a.nObserved), New: strconv.Itoa(a.replicas)}
@@ -303,7 +314,7 @@ func (pl *planner) planApp(app *spec.App) {
 	if budget <= 0 && len(disruptive) > 0 {
 		// Held back, not dropped: the plan must show that these replicas
 		// still differ, and why they wait.
-		why := fmt.Sprintf("%s unavailable and maxUnavailable is %d", strings.Join(down, ", "), a.maxUnavail)
+		why := fmt.Sprintf("%s unavailable and maxUnavailable is %s", strings.Join(down, ", "), a.maxUnavailText())
 		for _, ss := range disruptive {
 			for _, st := range ss.steps {
 				pl.plan.Waiting = append(pl.plan.Waiting, Waiting{Step: st, Why: why})
