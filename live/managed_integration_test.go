@@ -22,7 +22,7 @@ func systemOnlyApp(name string, profiles ...string) spec.App {
 	return spec.App{Metadata: spec.Metadata{Name: name}, Spec: spec.AppSpec{
 		Replicas: 1,
 		System:   spec.System{Image: "berth/busybox", Profiles: append([]string{"default"}, profiles...)},
-		Update:   spec.Update{MaxUnavailable: 1, HealthTimeout: spec.Duration(time.Minute)},
+		Update:   spec.Update{MaxUnavailable: spec.Count(1), HealthTimeout: spec.Duration(time.Minute)},
 	}}
 }
 

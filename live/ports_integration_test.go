@@ -42,7 +42,7 @@ func TestPortsOnTheBridge(t *testing.T) {
 			Env:   map[string]string{"PORT": "8080"},
 			Ports: []spec.Port{{Name: "http", Port: 8080, Protocol: "tcp"}},
 		},
-		Update: spec.Update{MaxUnavailable: 1, HealthTimeout: spec.Duration(2 * time.Minute)},
+		Update: spec.Update{MaxUnavailable: spec.Count(1), HealthTimeout: spec.Duration(2 * time.Minute)},
 	}}
 	name := ownership.InstanceName(app.Metadata.Name, 0)
 	_ = c.DeleteInstance(ctx, name) // a leftover of a killed run

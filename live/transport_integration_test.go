@@ -112,7 +112,7 @@ func TestLXDTransportFaultsLeaveDockerUnknown(t *testing.T) {
 		Replicas:  2,
 		System:    spec.System{Image: "berth/debian-docker", Profiles: []string{"default", "berth-test"}},
 		Container: spec.Container{Image: "127.0.0.1:5000/berth/hello:1", Env: map[string]string{"PORT": "8080"}},
-		Update:    spec.Update{MaxUnavailable: 2, HealthTimeout: spec.Duration(2 * time.Minute)},
+		Update:    spec.Update{MaxUnavailable: spec.Count(2), HealthTimeout: spec.Duration(2 * time.Minute)},
 	}}
 	sys := New(c, owner, engine.Options{})
 	defer sys.Close()

@@ -228,7 +228,7 @@ var (
 		intField("retries", 0, MaxHealthcheckRetries, func(h *Healthcheck) *int { return &h.Retries }),
 	}
 	updateFields = fields[Update]{
-		intField("maxUnavailable", 1, MaxReplicas, func(u *Update) *int { return &u.MaxUnavailable }),
+		intOrPercentField("maxUnavailable", 1, MaxReplicas, func(u *Update) *IntOrPercent { return &u.MaxUnavailable }),
 		{name: "healthTimeout", decode: func(d *decoder, v *yaml.Node, u *Update) {
 			if t := d.duration(v, MinHealthTimeout); t > 0 {
 				u.HealthTimeout = t
@@ -302,7 +302,7 @@ func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 	app := App{Spec: AppSpec{
 		Replicas: DefaultReplicas,
 		System:   System{Profiles: []string{DefaultProfile}, ImageUpdate: ImageUpdateRolling},
-		Update:   Update{MaxUnavailable: DefaultMaxUnavailable, HealthTimeout: DefaultHealthTimeout},
+		Update:   Update{MaxUnavailable: Count(DefaultMaxUnavailable), HealthTimeout: DefaultHealthTimeout},
 	}}
 	if r := d.resolve(root); r != nil && r.Kind != yaml.MappingNode {
 		d.errorf(r, "a document must be a mapping (an App), got %s", describe(r))

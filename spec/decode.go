@@ -589,6 +589,50 @@ func intField[T any](name string, lo, hi int, dst func(*T) *int) field[T] {
 	}}
 }
 
+// intOrPercentField is a field that takes a number from lo to hi or a
+// percentage from 1% to 100% ("25%"). The bounds are those of the number:
+// JSON Schema applies minimum and maximum to numbers only, and a pattern
+// to strings only.
+func intOrPercentField[T any](name string, lo, hi int, dst func(*T) *IntOrPercent) field[T] {
+	return field[T]{name: name, isInt: true, min: lo, max: hi, decode: func(d *decoder, v *yaml.Node, t *T) {
+		n := d.resolve(v)
+		if n == nil {
+			return
+		}
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" || intLiteralRE.MatchString(n.Value) && n.Style == 0 {
+			// Numbers keep the integer's checks and messages.
+			if i, ok := d.integer(n, lo, hi); ok {
+				*dst(t) = IntOrPercent{N: i}
+			}
+			return
+		}
+		p, msg := parsePercent(n.Value)
+		if msg != "" {
+			d.errorf(n, "%s", msg)
+			return
+		}
+		*dst(t) = IntOrPercent{Percent: p}
+	}}
+}
+
+// parsePercent reads "25%": 1% to 100%, digits only, no leading zero, no
+// space. msg says what is wrong otherwise.
+func parsePercent(s string) (int, string) {
+	const want = "must be a number of replicas or a percentage of them from 1%% to 100%% (like \"25%%\"), got %q"
+	if !percentRE.MatchString(s) {
+		return 0, fmt.Sprintf(want, s)
+	}
+	digits := strings.TrimSuffix(s, "%")
+	if len(digits) > 1 && digits[0] == '0' {
+		return 0, fmt.Sprintf("%s has a leading zero; write %s%%", s, strings.TrimLeft(digits, "0"))
+	}
+	p, err := strconv.Atoi(digits)
+	if err != nil || p < 1 || p > 100 {
+		return 0, fmt.Sprintf("a percentage must be between 1%% and 100%%, got %s", s)
+	}
+	return p, ""
+}
+
 // enumField is a string field with a fixed set of values.
 func enumField[T any](name string, values []string, dst func(*T) *string) field[T] {
 	return field[T]{name: name, enum: values, decode: func(d *decoder, v *yaml.Node, t *T) {

@@ -28,6 +28,7 @@ func FuzzLoadBytes(f *testing.F) {
 		"? [a, b]\n: c\n",
 		"metadata: {name: !!binary aGVsbG8=}\n",
 		"spec: {replicas: 0o17, update: {maxUnavailable: 0x10}}\n",
+		"spec: {replicas: 8, update: {maxUnavailable: 25%}}\n",
 		"\xef\xbb\xbfapiVersion: berth/v1\n",
 		"%YAML 1.1\n---\nkind: App\n",
 		"- - - -\n",
@@ -59,7 +60,7 @@ func FuzzLoadBytes(f *testing.F) {
 				t.Fatalf("valid app with a bad name: %s", msg)
 			}
 			u, hc := a.Spec.Update, a.Spec.Container.Healthcheck
-			if a.Spec.Replicas < 0 || a.Spec.Replicas > MaxReplicas || u.MaxUnavailable < 1 || u.MaxUnavailable > MaxReplicas ||
+			if a.Spec.Replicas < 0 || a.Spec.Replicas > MaxReplicas || !maxUnavailableInBounds(u.MaxUnavailable) ||
 				u.HealthTimeout.D() < MinHealthTimeout || u.HealthTimeout.D() > MaxDuration ||
 				hc != nil && (hc.Retries < 0 || hc.Retries > MaxHealthcheckRetries || hc.Interval.D() > MaxDuration ||
 					hc.Timeout.D() > MaxDuration || hc.StartPeriod.D() > MaxDuration) {
@@ -83,4 +84,13 @@ func FuzzLoadBytes(f *testing.F) {
 			_ = a.Spec.System.Provision.Hash()
 		}
 	})
+}
+
+// maxUnavailableInBounds: a number from 1 to MaxReplicas or a percentage
+// from 1% to 100%, never both.
+func maxUnavailableInBounds(v IntOrPercent) bool {
+	if v.Percent != 0 {
+		return v.N == 0 && v.Percent >= 1 && v.Percent <= 100
+	}
+	return v.N >= 1 && v.N <= MaxReplicas
 }

@@ -95,7 +95,7 @@ func TestLoadGoodTree(t *testing.T) {
 					Retries:     3,
 				},
 			},
-			Update: Update{MaxUnavailable: 2, HealthTimeout: Duration(5 * time.Minute), Snapshot: true},
+			Update: Update{MaxUnavailable: Count(2), HealthTimeout: Duration(5 * time.Minute), Snapshot: true},
 		},
 		Origin: Origin{File: "apps/web.yaml", Line: 2},
 	}
@@ -351,7 +351,7 @@ func TestDefaults(t *testing.T) {
 	}
 	s := r.Apps[0].Spec
 	if s.Replicas != 1 || !slices.Equal(s.System.Profiles, []string{"default"}) ||
-		s.Update.MaxUnavailable != 1 || s.Update.HealthTimeout.D() != 2*time.Minute {
+		s.Update.MaxUnavailable != Count(1) || s.Update.HealthTimeout.D() != 2*time.Minute {
 		t.Errorf("defaults not applied: %+v", s)
 	}
 	r = mustLoadBytes(t, sys("    profiles: []\n"), Options{})

@@ -136,6 +136,14 @@ func TestSpecFieldsAgree(t *testing.T) {
 			}
 			node = def
 		}
+		if typ == reflect.TypeFor[IntOrPercent]() {
+			// Bounded as an integer (checkBounds); a string must be a
+			// percentage.
+			if !typeIs(node, "integer") || !typeIs(node, "string") || node["pattern"] == nil {
+				t.Errorf("%s: a number or percentage must be an integer or a string with a pattern", path)
+			}
+			return
+		}
 		if typ == reflect.TypeFor[Duration]() {
 			if node["type"] != "string" || node["pattern"] == nil {
 				t.Errorf("%s: a duration must be a string with a pattern", path)
@@ -423,7 +431,14 @@ func TestSchemaPatternsAgreeWithLoader(t *testing.T) {
 	duration := schemaPattern(t, root, "$defs", "duration")
 	portName := schemaPattern(t, root, append(props("spec", "container", "ports"), "items", "properties", "name")...)
 	drainDelay := schemaPattern(t, root, props("spec", "update", "drainDelay")...)
+	percent := schemaPattern(t, root, props("spec", "update", "maxUnavailable")...)
 
+	for _, s := range []string{"1%", "25%", "99%", "100%", "0%", "101%", "025%", "25", "25 %", " 25%", "25%x", "x25%", "%25", "2.5%", "-5%", "+5%", "%", ""} {
+		_, msg := parsePercent(s)
+		if got, want := percent.MatchString(s), msg == ""; got != want {
+			t.Errorf("maxUnavailable %q: schema %v, loader %v", s, got, want)
+		}
+	}
 	for _, s := range []string{"web", "a", "web-2", "a1-b2", "Web", "1web", "web-", "-web", "we_b", ""} {
 		if got, want := name.MatchString(s), checkName(s, 0, false) == ""; got != want {
 			t.Errorf("name %q: schema %v, loader %v", s, got, want)

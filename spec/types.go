@@ -10,7 +10,9 @@ package spec
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -244,8 +246,9 @@ type Healthcheck struct {
 
 // Update is the rollout policy.
 type Update struct {
-	// MaxUnavailable is how many replicas may be disrupted at once (default 1).
-	MaxUnavailable int `json:"maxUnavailable"`
+	// MaxUnavailable is how many replicas may be disrupted at once
+	// (default 1): a number, or a percentage of the spec's replicas.
+	MaxUnavailable IntOrPercent `json:"maxUnavailable"`
 	// HealthTimeout bounds how long a replica may take to become ready
 	// (default 2m).
 	HealthTimeout Duration `json:"healthTimeout"`
@@ -258,6 +261,61 @@ type Update struct {
 	// written) means the daemon's default, its DNS TTL plus 1s; 0 means
 	// no wait. At most MaxDrainDelay. It is not part of any hash.
 	DrainDelay *Duration `json:"drainDelay,omitempty"`
+}
+
+// IntOrPercent is a number of replicas (2) or a percentage of them
+// ("25%"), as Kubernetes' maxUnavailable. Exactly one of N and Percent is
+// set in a loaded spec.
+type IntOrPercent struct {
+	N       int
+	Percent int
+}
+
+// Count returns n replicas.
+func Count(n int) IntOrPercent { return IntOrPercent{N: n} }
+
+// Of is how many of replicas it allows: a percentage rounds down, as in
+// Kubernetes, but never below 1, so that a rollout always progresses (25%
+// of 3 replicas is 1, not 0). The result is at least 1.
+func (v IntOrPercent) Of(replicas int) int {
+	if v.Percent > 0 {
+		return max(replicas*v.Percent/100, 1)
+	}
+	return max(v.N, 1)
+}
+
+func (v IntOrPercent) String() string {
+	if v.Percent > 0 {
+		return strconv.Itoa(v.Percent) + "%"
+	}
+	return strconv.Itoa(v.N)
+}
+
+// MarshalJSON writes 2 or "25%", as the spec does.
+func (v IntOrPercent) MarshalJSON() ([]byte, error) {
+	if v.Percent > 0 {
+		return json.Marshal(v.String())
+	}
+	return json.Marshal(v.N)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (v *IntOrPercent) UnmarshalJSON(b []byte) error {
+	var n int
+	if err := json.Unmarshal(b, &n); err == nil {
+		*v = IntOrPercent{N: n}
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a number or a percentage like \"25%%\", got %s", b)
+	}
+	p, msg := parsePercent(s)
+	if msg != "" {
+		return errors.New(msg)
+	}
+	*v = IntOrPercent{Percent: p}
+	return nil
 }
 
 // Duration is a time.Duration written as "5s" / "2m" in YAML and JSON.

@@ -31,7 +31,7 @@ func testApp(name string, replicas int) spec.App {
 				Image: "registry.example/" + name + ":1",
 				Env:   map[string]string{"PORT": "8080"},
 			},
-			Update: spec.Update{MaxUnavailable: 1, HealthTimeout: spec.Duration(2 * time.Minute)},
+			Update: spec.Update{MaxUnavailable: spec.Count(1), HealthTimeout: spec.Duration(2 * time.Minute)},
 		},
 	}
 }

@@ -222,6 +222,11 @@ func managedPairs(app *spec.App, lxdConfig map[string]string, sysHash, owner, re
 	}
 	sortPairs(pairs)
 	var b strings.Builder
+	n := len(pairs)
+	for _, kv := range pairs {
+		n += len(kv[0])
+	}
+	b.Grow(n)
 	for i, kv := range pairs {
 		if i > 0 {
 			b.WriteByte(',')

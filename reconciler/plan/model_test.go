@@ -36,7 +36,7 @@ func TestRolloutBudgetCountsReplicasAlreadyDown(t *testing.T) {
 	if len(p.Steps) != 2 || batches[1] != 1 || batches[2] != 1 {
 		t.Errorf("with one replica down and maxUnavailable 2, want one replacement per batch:\n%s", p.Text())
 	}
-	now.Spec.Update.MaxUnavailable = 1
+	now.Spec.Update.MaxUnavailable = spec.Count(1)
 	p = plan.MakePlan(plan.Desired{Revision: "r2", Apps: []spec.App{now}}, obs, plan.Policy{})
 	if len(p.Steps) != 0 || len(p.Waiting) != 2 || p.Waiting[0].Why != "web-0 unavailable and maxUnavailable is 1" || p.Converged() {
 		t.Errorf("with the budget used up the rollout must wait:\n%s", p.Text())

@@ -38,7 +38,7 @@ func MakePlan(desired Desired, observed Observed, policy Policy) Plan {
 		held:    make(map[string]bool, len(desired.HeldApps)),
 		apps:    make(map[string]*spec.App, len(desired.Apps)),
 		dupName: map[string]bool{},
-		owned:   map[string][]replica{},
+		owned:   make(map[string][]replica, len(desired.Apps)),
 		plan: Plan{
 			Revision: desired.Revision,
 			Owner:    policy.Owner,
@@ -80,6 +80,10 @@ type planner struct {
 
 	warnings []string
 	plan     Plan
+
+	// Scratch space reused by every app.
+	slotBuf []*Instance
+	keptBuf []*Instance
 }
 
 func (pl *planner) warnf(format string, args ...any) {
@@ -123,7 +127,11 @@ func (pl *planner) indexObserved(observed Observed) {
 	for i := range observed.Instances {
 		pl.instances[i] = &observed.Instances[i]
 	}
-	slices.SortStableFunc(pl.instances, func(a, b *Instance) int { return cmp.Compare(a.Name, b.Name) })
+	byName := func(a, b *Instance) int { return strings.Compare(a.Name, b.Name) }
+	// LXD lists instances by name: checking first spares the sort.
+	if !slices.IsSortedFunc(pl.instances, byName) {
+		slices.SortStableFunc(pl.instances, byName)
+	}
 	for i := 1; i < len(pl.instances); i++ {
 		if name := pl.instances[i].Name; name == pl.instances[i-1].Name && !pl.dupName[name] {
 			pl.warnf("instance %s is observed more than once; left alone", name)
@@ -144,7 +152,17 @@ func (pl *planner) indexObserved(observed Observed) {
 			pl.garbled = append(pl.garbled, inst)
 			continue
 		}
-		pl.owned[app] = append(pl.owned[app], replica{slot, inst})
+		rs := pl.owned[app]
+		if rs == nil {
+			// Sized for the app's replicas: growing a slice per app
+			// was a good part of the plan's allocations.
+			n := 1
+			if a := pl.apps[app]; a != nil {
+				n = max(a.Spec.Replicas, 1)
+			}
+			rs = make([]replica, 0, n)
+		}
+		pl.owned[app] = append(rs, replica{slot, inst})
 	}
 }
 
@@ -183,6 +201,16 @@ type appPlan struct {
 	placer     *placer // nil on a single host
 }
 
+// maxUnavailText is the budget as the spec gives it, with what a
+// percentage comes to: "2", or "25% (2 of 8)".
+func (a *appPlan) maxUnavailText() string {
+	v := a.app.Spec.Update.MaxUnavailable
+	if v.Percent == 0 {
+		return strconv.Itoa(a.maxUnavail)
+	}
+	return fmt.Sprintf("%s (%d of %d)", v, a.maxUnavail, max(a.app.Spec.Replicas, 0))
+}
+
 // slotSteps are the steps of one replica; they stay together in one batch.
 type slotSteps struct {
 	slot       int
@@ -192,16 +220,17 @@ type slotSteps struct {
 
 func (pl *planner) planApp(app *spec.App) {
 	a := &appPlan{
-		app:        app,
-		name:       app.Metadata.Name,
-		replicas:   max(app.Spec.Replicas, 0),
-		sysHash:    app.Spec.System.Hash(),
-		ctrHash:    app.Spec.Container.Hash(),
-		provHash:   app.Spec.System.Provision.Hash(),
-		lxdConfig:  app.Spec.System.LXDConfig(),
-		nObserved:  len(pl.owned[app.Metadata.Name]),
-		maxUnavail: max(app.Spec.Update.MaxUnavailable, 1),
+		app:       app,
+		name:      app.Metadata.Name,
+		replicas:  max(app.Spec.Replicas, 0),
+		sysHash:   app.Spec.System.Hash(),
+		ctrHash:   app.Spec.Container.Hash(),
+		provHash:  app.Spec.System.Provision.Hash(),
+		lxdConfig: app.Spec.System.LXDConfig(),
+		nObserved: len(pl.owned[app.Metadata.Name]),
 	}
+	// A percentage is of the spec's replicas: stand-ins do not widen it.
+	a.maxUnavail = app.Spec.Update.MaxUnavailable.Of(a.replicas)
 	// The slot key differs per replica and is compared on its own.
 	a.managed, a.configKeys = managedPairs(app, a.lxdConfig, a.sysHash, pl.policy.Owner, "", -1)
 	replicasReason := Reason{Field: "replicas", Old: strconv.Itoa(a.nObserved), New: strconv.Itoa(a.replicas)}
@@ -212,22 +241,7 @@ func (pl *planner) planApp(app *spec.App) {
 	specReplicas := a.replicas
 	a.replicas += max(len(standIns), keep)
 
-	bySlot := make([]*Instance, a.replicas)
-	var extra []replica
-	for _, r := range pl.owned[a.name] {
-		if r.slot < a.replicas {
-			bySlot[r.slot] = r.inst
-		} else {
-			extra = append(extra, r)
-		}
-	}
-	var kept []*Instance
-	for _, inst := range bySlot {
-		if inst != nil {
-			kept = append(kept, inst)
-		}
-	}
-	a.placer = pl.newPlacer(app, kept)
+	bySlot, extra := pl.bySlot(a)
 	var quiet, disruptive []slotSteps
 	var down []string // replicas unavailable that no step will fix
 	for slot, inst := range bySlot {
@@ -289,6 +303,13 @@ func (pl *planner) planApp(app *spec.App) {
 		}
 	}
 
+	pl.addBatches(a, quiet, disruptive, down, extra, replicasReason)
+}
+
+// addBatches orders an app's steps: the quiet ones together first, then
+// the disruptive ones at most maxUnavailable at a time, then the
+// scale-down.
+func (pl *planner) addBatches(a *appPlan, quiet, disruptive []slotSteps, down []string, extra []replica, replicasReason Reason) {
 	batch := 0
 	if len(quiet) > 0 {
 		batch++
@@ -303,7 +324,7 @@ func (pl *planner) planApp(app *spec.App) {
 	if budget <= 0 && len(disruptive) > 0 {
 		// Held back, not dropped: the plan must show that these replicas
 		// still differ, and why they wait.
-		why := fmt.Sprintf("%s unavailable and maxUnavailable is %d", strings.Join(down, ", "), a.maxUnavail)
+		why := fmt.Sprintf("%s unavailable and maxUnavailable is %s", strings.Join(down, ", "), a.maxUnavailText())
 		for _, ss := range disruptive {
 			for _, st := range ss.steps {
 				pl.plan.Waiting = append(pl.plan.Waiting, Waiting{Step: st, Why: why})
@@ -324,6 +345,33 @@ func (pl *planner) planApp(app *spec.App) {
 		batch++
 		pl.deleteAll(extra, batch, replicasReason)
 	}
+}
+
+// bySlot places an app's replicas in their slots; those past the last
+// slot are extra, for the scale-down. It sets the app's placer, from the
+// replicas that stay. The slice is the planner's, reused app after app.
+func (pl *planner) bySlot(a *appPlan) (bySlot []*Instance, extra []replica) {
+	pl.slotBuf = slices.Grow(pl.slotBuf[:0], a.replicas)[:a.replicas]
+	clear(pl.slotBuf)
+	bySlot = pl.slotBuf
+	for _, r := range pl.owned[a.name] {
+		if r.slot < a.replicas {
+			bySlot[r.slot] = r.inst
+		} else {
+			extra = append(extra, r)
+		}
+	}
+	if len(pl.members) > 0 {
+		kept := pl.keptBuf[:0]
+		for _, inst := range bySlot {
+			if inst != nil {
+				kept = append(kept, inst)
+			}
+		}
+		pl.keptBuf = kept
+		a.placer = pl.newPlacer(a.app, kept)
+	}
+	return bySlot, extra
 }
 
 // deleteAll deletes replicas in one batch, highest slot first, so that

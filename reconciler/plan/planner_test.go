@@ -246,7 +246,7 @@ func TestPlanSystem(t *testing.T) {
 		},
 		{
 			name:     "image change with maxUnavailable 2",
-			apps:     []spec.App{with(newImage, func(a *spec.App) { a.Spec.Update.MaxUnavailable = 2 })},
+			apps:     []spec.App{with(newImage, func(a *spec.App) { a.Spec.Update.MaxUnavailable = spec.Count(2) })},
 			observed: fleet(web),
 			want: []string{
 				"1 web-0 recreate (system.image: debian-docker → debian-docker-13)",
@@ -382,13 +382,13 @@ func TestPlanRuntime(t *testing.T) {
 		},
 		{
 			name:     "container image change, maxUnavailable 2",
-			apps:     []spec.App{with(newCtr, func(a *spec.App) { a.Spec.Update.MaxUnavailable = 2 })},
+			apps:     []spec.App{with(newCtr, func(a *spec.App) { a.Spec.Update.MaxUnavailable = spec.Count(2) })},
 			observed: fleet(web),
 			want:     []string{"1 web-0 " + replace, "1 web-1 " + replace, "2 web-2 " + replace},
 		},
 		{
 			name:     "maxUnavailable 0 still makes progress",
-			apps:     []spec.App{with(newCtr, func(a *spec.App) { a.Spec.Update.MaxUnavailable = 0; a.Spec.Replicas = 2 })},
+			apps:     []spec.App{with(newCtr, func(a *spec.App) { a.Spec.Update.MaxUnavailable = spec.Count(0); a.Spec.Replicas = 2 })},
 			observed: fleet(with(web, func(a *spec.App) { a.Spec.Replicas = 2 })),
 			want:     []string{"1 web-0 " + replace, "2 web-1 " + replace},
 		},

@@ -20,7 +20,7 @@ func App(name string, replicas, maxUnavailable int, image string) spec.App {
 			Replicas:  replicas,
 			System:    spec.System{Image: "berth/debian-docker", Profiles: []string{"default"}},
 			Container: spec.Container{Image: image},
-			Update:    spec.Update{MaxUnavailable: maxUnavailable, HealthTimeout: spec.Duration(time.Minute)},
+			Update:    spec.Update{MaxUnavailable: spec.Count(maxUnavailable), HealthTimeout: spec.Duration(time.Minute)},
 		},
 	}
 }
