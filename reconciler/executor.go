@@ -459,14 +459,26 @@ func (e *Executor) applyApp(ctx context.Context, app string, idx []int, steps []
 	}
 	if len(failed) > 0 {
 		slices.Sort(failed)
-		res.Status, res.Reason, res.Retry = AppDegraded, strings.Join(failed, "; "), Retrying
-		for _, i := range idx {
-			if results[i].Retry == Stalled {
-				res.Retry = Stalled // one permanent failure stalls the app
-			}
-		}
+		res.Status, res.Reason, res.Retry = AppDegraded, strings.Join(failed, "; "), appRetry(idx, results)
 	}
 	return res
+}
+
+// appRetry classifies a halted app by its failed steps: one permanent
+// failure stalls it; it is InTransition only when every failure was an
+// instance changing state under the step (planning again is the fix);
+// otherwise it backs off.
+func appRetry(idx []int, results []StepResult) Retry {
+	retry := InTransition
+	for _, i := range idx {
+		switch r := results[i].Retry; {
+		case r == Stalled:
+			return Stalled
+		case results[i].Status == StepFailed && r != InTransition:
+			retry = Retrying
+		}
+	}
+	return retry
 }
 
 func (e *Executor) repairWait() time.Duration {
@@ -638,7 +650,10 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if silent == nil {
 			return converge()
 		}
-		if ctx.Err() != nil || errors.Is(silent, ErrDockerUnreached) {
+		if ctx.Err() != nil || errors.Is(silent, ErrDockerUnreached) || IsInTransition(silent) {
+			// Nothing proves Docker dead: it was not reached, or the
+			// instance stopped under the wait (someone stopped it by
+			// hand). A fresh plan starts a stopped instance instead.
 			return silent
 		}
 		if app.Spec.System.Ephemeral {

@@ -326,6 +326,57 @@ func TestApplyRestartLeavesUnreachedDockerAlone(t *testing.T) {
 	}
 }
 
+// A Restart step whose wait finds the instance stopped under it (someone
+// ran `lxc stop` after the plan) neither stops nor starts it: the step
+// fails InTransition, and the app with it, for a fresh plan to start it.
+func TestApplyRestartLeavesStoppedInstanceToTheNextPlan(t *testing.T) {
+	a := plantest.App("web", 2, 1, "reg/web:1")
+	obs := plantest.Converged(a)
+	obs.Instances[1].Container = nil
+	obs.Instances[1].DockerError = "exec docker system dial-stdio: exit status 1"
+	f := newFakeDriver()
+	f.fail["wait-docker web-1"] = &TransitionError{Err: errors.New("waiting for docker in web-1: instance is not running")}
+	pl, res, _ := apply(t, f, plan.Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
+	if len(pl.Steps) != 1 || pl.Steps[0].Action != plan.Restart || res.OK() {
+		t.Fatalf("plan:\n%s\nresult %+v", pl.Text(), res)
+	}
+	if want := []string{"wait-docker web-1"}; !slices.Equal(f.calls, want) {
+		t.Errorf("calls = %q, want %q (no stop, no start)", f.calls, want)
+	}
+	if res.Steps[0].Retry != InTransition || res.Apps[0].Retry != InTransition {
+		t.Errorf("retry: step %q, app %q; want InTransition for both", res.Steps[0].Retry, res.Apps[0].Retry)
+	}
+}
+
+// An app is InTransition only when every failure of its run was; one
+// permanent failure stalls it, one other failure backs it off.
+func TestAppRetry(t *testing.T) {
+	moved := &TransitionError{Err: errors.New("instance is not running")}
+	for _, tc := range []struct {
+		errs []error
+		want Retry
+	}{
+		{[]error{moved}, InTransition},
+		{[]error{moved, moved}, InTransition},
+		{[]error{moved, errors.New("timeout")}, Retrying},
+		{[]error{moved, errors.New("timeout"), permanentErr{}}, Stalled},
+		{[]error{fmt.Errorf("ensure: %w", moved), nil}, InTransition},
+	} {
+		var results []StepResult
+		var idx []int
+		for i, err := range tc.errs {
+			r := StepResult{Status: StepDone}
+			if err != nil {
+				r = StepResult{Status: StepFailed, Error: err.Error(), Retry: RetryOf(err)}
+			}
+			results, idx = append(results, r), append(idx, i)
+		}
+		if got := appRetry(idx, results); got != tc.want {
+			t.Errorf("appRetry(%v) = %q, want %q", tc.errs, got, tc.want)
+		}
+	}
+}
+
 // A leftover "<app>-next" container is removed by converging the replica's
 // container (EnsureContainer removes leftovers first).
 func TestApplyRemovesLeftovers(t *testing.T) {

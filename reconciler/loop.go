@@ -168,6 +168,25 @@ func (b Backoff) Delay(n int) time.Duration {
 type failureMemory struct {
 	backoff Backoff
 	apps    map[string]AppFailure
+	// transitions counts, per app, the runs in a row whose rollout failed
+	// only because instances changed state under it: planned again soon,
+	// up to maxTransitions, then held like any failure (an instance that
+	// keeps stopping must not make a hot loop).
+	transitions map[string]int
+}
+
+// maxTransitions is how many runs in a row may fail InTransition before
+// the app is held for the rollout backoff.
+const maxTransitions = 3
+
+// inTransition counts a rollout of app that failed InTransition and
+// reports whether it is planned again soon rather than held.
+func (m *failureMemory) inTransition(app string) bool {
+	if m.transitions == nil {
+		m.transitions = map[string]int{}
+	}
+	m.transitions[app]++
+	return m.transitions[app] <= maxTransitions
 }
 
 // AppFailure is an app whose rollout of Revision failed Count times in a
@@ -209,7 +228,10 @@ func (m *failureMemory) failed(app, revision, reason string, retry Retry, now ti
 }
 
 // succeeded forgets app's failure.
-func (m *failureMemory) succeeded(app string) { delete(m.apps, app) }
+func (m *failureMemory) succeeded(app string) {
+	delete(m.apps, app)
+	delete(m.transitions, app)
+}
 
 // revisionKey is the failure memory's key for a whole revision (a run
 // that panicked): no app name can be empty.
@@ -267,6 +289,10 @@ type Loop struct {
 	// ErrorBackoff spaces runs after Git or LXD errors; RolloutBackoff
 	// holds an app's failed revision (and a revision whose run crashed).
 	ErrorBackoff, RolloutBackoff Backoff
+	// TransitionRetry is how soon a run follows one whose rollout failed
+	// only because instances changed state under it (InTransition: a
+	// replica stopped by hand while a step acted on it); default 2s.
+	TransitionRetry time.Duration
 	// Drain is how long steps in flight may go on after shutdown begins.
 	Drain time.Duration
 	// Clock is the time everything in the loop decides by (polls, backoff,
@@ -357,6 +383,9 @@ func (l *Loop) init() {
 	}
 	if l.Drain <= 0 {
 		l.Drain = 2 * time.Minute
+	}
+	if l.TransitionRetry <= 0 {
+		l.TransitionRetry = 2 * time.Second
 	}
 	if l.LeaseRenew <= 0 {
 		l.LeaseRenew = 20 * time.Second
@@ -589,6 +618,9 @@ type run struct {
 	held        []string         // apps held after a failed rollout of this revision
 	rolloutHeld map[string]Retry // and why
 	result      string
+	// replanSoon: a rollout failed only because instances changed state
+	// under it; the next run comes after TransitionRetry, not the poll.
+	replanSoon bool
 }
 
 // runOnce does one reconcile and returns how long to wait for the next:
@@ -658,6 +690,9 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		return fail("lxd", err)
 	}
 	l.publish(r, observed, pl)
+	if r.replanSoon {
+		return l.TransitionRetry
+	}
 	return l.jitter(l.Interval)
 }
 
@@ -887,10 +922,20 @@ func (l *Loop) remember(r *run, res Result) {
 	for _, a := range res.Apps {
 		switch a.Status {
 		case AppDegraded:
+			r.result = RunError
+			l.mu.Lock()
+			soon := a.Retry == InTransition && l.fails.inTransition(a.App)
+			l.mu.Unlock()
+			if soon {
+				// Planned from a view that no longer holds (a replica
+				// stopped under the step): a fresh look decides again.
+				r.replanSoon = true
+				r.log.Warn("rollout halted: instances changed state under it; planning again soon", "app", a.App, "reason", a.Reason, "retry_in", l.TransitionRetry)
+				continue
+			}
 			l.mu.Lock()
 			f := l.fails.failed(a.App, r.rev.SHA, a.Reason, a.Retry, l.Clock.Now())
 			l.mu.Unlock()
-			r.result = RunError
 			r.rolloutHeld[a.App] = f.Retry
 			if f.Retry == Stalled {
 				r.log.Error("rollout stalled: held until a newer commit", "app", a.App, "reason", a.Reason)
