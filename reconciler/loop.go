@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,6 +200,9 @@ type AppFailure struct {
 	Retry      Retry     `json:"retry"`
 	RetryAfter time.Time `json:"retryAfter,omitzero"`
 	Reason     string    `json:"reason"`
+	// Instances are the replicas whose steps failed: a change of their
+	// run state (an event) ends the backoff.
+	Instances []string `json:"instances,omitempty"`
 }
 
 // held tells whether app must be held at revision at now.
@@ -225,6 +229,22 @@ func (m *failureMemory) failed(app, revision, reason string, retry Retry, now ti
 	}
 	m.apps[app] = f
 	return f
+}
+
+// lift ends the backoff of a Retrying failure that failed on instance
+// when the instance changed run state at now, after the failure: the
+// world changed under the failed step, so a plan from a fresh look is
+// due, not the backoff. Its count stays, so a failure again backs off
+// longer. It reports the app lifted.
+func (m *failureMemory) lift(instance string, now time.Time) (string, bool) {
+	for app, f := range m.apps {
+		if f.Retry == Retrying && now.Before(f.RetryAfter) && slices.Contains(f.Instances, instance) {
+			f.RetryAfter = now
+			m.apps[app] = f
+			return app, true
+		}
+	}
+	return "", false
 }
 
 // succeeded forgets app's failure.
@@ -350,6 +370,8 @@ type Loop struct {
 	lastObservedRev                  string
 	lastFullObserve                  time.Time
 	lastView                         *View
+	// moved is, per instance, its last run-state change (an event).
+	moved map[string]Change
 	// lastConverged: the last run's final plan was converged.
 	lastConverged bool
 	// lastApplied is the revision this daemon last applied in full
@@ -395,6 +417,9 @@ func (l *Loop) init() {
 	}
 	if l.Resync <= 0 {
 		l.Resync = 5 * time.Minute
+	}
+	if l.moved == nil {
+		l.moved = map[string]Change{}
 	}
 	if l.fails.apps == nil {
 		l.fails = failureMemory{backoff: l.RolloutBackoff, apps: map[string]AppFailure{}}
@@ -935,6 +960,8 @@ func (l *Loop) remember(r *run, res Result) {
 			}
 			l.mu.Lock()
 			f := l.fails.failed(a.App, r.rev.SHA, a.Reason, a.Retry, l.Clock.Now())
+			f.Instances = failedInstances(res, a.App)
+			l.fails.apps[a.App] = f
 			l.mu.Unlock()
 			r.rolloutHeld[a.App] = f.Retry
 			if f.Retry == Stalled {
@@ -951,6 +978,17 @@ func (l *Loop) remember(r *run, res Result) {
 			l.mu.Unlock()
 		}
 	}
+}
+
+// failedInstances are the instances of app's failed steps in res.
+func failedInstances(res Result, app string) []string {
+	var out []string
+	for _, s := range res.Steps {
+		if s.Step.App == app && s.Status == StepFailed && s.Step.Instance != "" && !slices.Contains(out, s.Step.Instance) {
+			out = append(out, s.Step.Instance)
+		}
+	}
+	return out
 }
 
 // publish derives the status once, at the end of the run, and reports it
