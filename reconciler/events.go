@@ -145,3 +145,15 @@ func (l *Loop) cheapPoll(reason, revision string, now time.Time) bool {
 	return l.lastConverged && len(l.fails.apps) == 0 &&
 		revision == l.lastObservedRev && !l.lastFullObserve.IsZero() && now.Sub(l.lastFullObserve) < l.Resync
 }
+
+// movedSince returns, for the executor, the run-state change an instance
+// went through after since (the start of the observe a plan was made
+// from), or ok false.
+func (l *Loop) movedSince(since time.Time) func(instance string) (Change, bool) {
+	return func(instance string) (Change, bool) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		c, ok := l.moved[instance]
+		return c, ok && c.At.After(since)
+	}
+}

@@ -255,3 +255,55 @@ func TestEventLiftsAHeldRollout(t *testing.T) {
 		t.Error("an event lifted a Stalled failure")
 	}
 }
+
+// eventAfterObserve is a fakeSystem whose first observe is followed by an
+// event (delivered before the plan runs), as when Docker's die events
+// come before LXD's shutdown of the same instance.
+type eventAfterObserve struct {
+	*fakeSystem
+	after func()
+}
+
+func (e *eventAfterObserve) Observe(ctx context.Context) (plan.Observed, error) {
+	obs, err := e.fakeSystem.Observe(ctx)
+	if f := e.after; f != nil {
+		e.after = nil
+		f()
+	}
+	return obs, err
+}
+
+// TestLoopReplansWhenAnEventContradictsThePlan: a replica whose container
+// died is planned a start-container; LXD then reports the instance shut
+// down before the step runs. The step is not run, nothing is held, and the
+// run asks for the next one soon; that one plans from what is there now.
+func TestLoopReplansWhenAnEventContradictsThePlan(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	app := plantest.App("web", 1, 1, "reg/web:1")
+	sys := &eventAfterObserve{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver(), obs: plantest.Converged(app)}}
+	sys.obs.Instances[0].Container.State = "exited"
+	l := &Loop{Source: src, System: sys, Clock: clk, RolloutBackoff: Backoff{Base: time.Minute, Max: time.Hour}}
+	l.init()
+	sys.after = func() {
+		clk.Advance(time.Second)
+		l.change(Change{Instance: "web-0", Action: "instance-shutdown"})
+	}
+	wait := l.runOnce(context.Background(), "event")
+	if n := len(sys.calls); n != 0 {
+		t.Errorf("acted on a plan an event contradicted: %v", sys.calls)
+	}
+	if st := l.Status().(LoopStatus); len(st.Failures) != 0 {
+		t.Errorf("failures = %+v; nothing failed", st.Failures)
+	}
+	if wait != l.TransitionRetry {
+		t.Errorf("next run in %s, want TransitionRetry", wait)
+	}
+	// The next run sees the instance stopped and starts it.
+	sys.obs.Instances[0].Status, sys.obs.Instances[0].Container = "Stopped", nil
+	l.runOnce(context.Background(), "event")
+	if n := countCalls(sys.fakeDriver, "start web-0"); n != 1 {
+		t.Errorf("calls = %v, want web-0 started", sys.calls)
+	}
+}

@@ -544,3 +544,46 @@ func TestApplyReobservesAfterRecreating(t *testing.T) {
 		t.Errorf("container replacements reobserved: %q", seen)
 	}
 }
+
+// A step whose instance changed run state after the plan's observe (its
+// container died because someone is stopping it) is not run: skipped with
+// the reason, the app's later batches with it, and the app is not failed
+// but planned again. Instances that did not change run their steps.
+func TestApplySkipsStepsAContradictingEventOutdated(t *testing.T) {
+	a := plantest.App("web", 3, 1, "reg/web:1")
+	obs := plantest.Converged(a)
+	for i := range obs.Instances {
+		obs.Instances[i].Container.State = "exited"
+	}
+	desired := plan.Desired{Revision: "r1", Apps: []spec.App{a}}
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
+	if len(pl.Steps) != 3 || pl.Steps[0].Action != plan.StartContainer {
+		t.Fatalf("plan:\n%s", pl.Text())
+	}
+	moved := pl.Steps[1].Instance
+	f := newFakeDriver()
+	ex := &Executor{Driver: f, Moved: func(instance string) (Change, bool) {
+		return Change{Instance: instance, Action: "instance-shutdown"}, instance == moved
+	}}
+	res := ex.Apply(context.Background(), pl, desired, obs)
+	for _, c := range f.calls {
+		if strings.HasSuffix(c, " "+moved) {
+			t.Errorf("acted on %s, which changed since the plan: %v", moved, f.calls)
+		}
+	}
+	app := res.Apps[0]
+	if app.Status != AppReady || !app.Replan || app.Retry != "" {
+		t.Errorf("app = %+v, want not failed, planned again", app)
+	}
+	want := "not run: " + moved + " changed since the plan was made (instance-shutdown); planning again"
+	for _, s := range res.Steps {
+		switch {
+		case s.Step.Instance == moved && (s.Status != StepSkipped || s.Error != want):
+			t.Errorf("%s: %s %q, want skipped: %q", moved, s.Status, s.Error, want)
+		case s.Step.Batch < pl.Steps[1].Batch && s.Status != StepDone:
+			t.Errorf("%s of an earlier batch: %s %s", s.Step.Instance, s.Status, s.Error)
+		case s.Step.Batch > pl.Steps[1].Batch && (s.Status != StepSkipped || !strings.Contains(s.Error, "planning again")):
+			t.Errorf("%s of a later batch: %s %q, want skipped", s.Step.Instance, s.Status, s.Error)
+		}
+	}
+}

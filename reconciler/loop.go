@@ -859,7 +859,8 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	}
 	r.result = RunOK
 	r.log.Info("applying", "summary", pl.Summary())
-	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock, Drainer: l.Drainer, DrainDelay: l.DrainDelay}
+	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock, Drainer: l.Drainer, DrainDelay: l.DrainDelay,
+		Moved: l.movedSince(started)}
 	if l.OnView != nil {
 		ex.Reobserve = func(ctx context.Context) {
 			started := l.Clock.Now()
@@ -973,6 +974,13 @@ func (l *Loop) remember(r *run, res Result) {
 				l.Metrics.RunError("rollout")
 			}
 		case AppReady, AppRemoved:
+			if a.Replan {
+				// Not converged, not failed: the event that contradicted
+				// the plan has triggered the next run already.
+				r.replanSoon = true
+				r.log.Info("steps not run: their instances changed since the plan was made; planning again", "app", a.App)
+				continue
+			}
 			l.mu.Lock()
 			l.fails.succeeded(a.App)
 			l.mu.Unlock()
