@@ -237,6 +237,15 @@ func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {
 			inst.DockerUnknown = err.Error()
 			return
 		}
+		if s.shuttingDown(ctx, inst.Name) {
+			// `lxc stop` shuts the instance down cleanly: its Docker
+			// stops first, while LXD still says Running. That silence is
+			// no reason to restart it; the shutdown's event brings the
+			// next look.
+			s.Logger.Debug("docker state unknown: the instance is shutting down", "instance", inst.Name, "err", err)
+			inst.DockerUnknown = fmt.Sprintf("%s is shutting down: %v", inst.Name, err)
+			return
+		}
 		inst.DockerError = err.Error()
 		return
 	}
@@ -402,9 +411,21 @@ func (s *System) StartInstance(ctx context.Context, name string) error {
 		return nil
 	}
 	if err := s.LXD.StartInstance(ctx, name); err != nil {
-		return fmt.Errorf("start: %w", err)
+		err = fmt.Errorf("start: %w", err)
+		if busyStopping(err) {
+			// Seen stopped while its `lxc stop` is still cleaning up:
+			// the shutdown's event brings the next plan within seconds.
+			return &reconciler.TransitionError{Err: err}
+		}
+		return err
 	}
 	return nil
+}
+
+// busyStopping recognizes LXD refusing a start because the instance's stop
+// has not finished ("Instance is busy running a "stop" operation").
+func busyStopping(err error) bool {
+	return strings.Contains(err.Error(), `busy running a "stop" operation`)
 }
 
 // StopInstance stops an owned instance cleanly, then by force.

@@ -89,3 +89,12 @@ func TestTransitionMarksStoppedInstances(t *testing.T) {
 		t.Error("no error became one")
 	}
 }
+
+// LXD refusing a start while the instance's stop is still cleaning up is a
+// state in transition; another refusal is not.
+func TestBusyStopping(t *testing.T) {
+	busy := errors.New(`start: lxd: operation "Starting instance" failed: Failed to create instance start operation: Instance is busy running a "stop" operation`)
+	if !busyStopping(busy) || busyStopping(errors.New("start: lxd: Failed to start device \"eth0\"")) {
+		t.Error("busyStopping misreads LXD's refusals")
+	}
+}
