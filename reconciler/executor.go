@@ -700,10 +700,7 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 			return converge()
 		}
 		if ctx.Err() != nil || errors.Is(silent, ErrDockerUnreached) || IsInTransition(silent) {
-			// Nothing proves Docker dead: it was not reached, or the
-			// instance stopped under the wait (someone stopped it by
-			// hand). A fresh plan starts a stopped instance instead.
-			return silent
+			return silent // not reached, or stopped under the wait: nothing proves Docker dead
 		}
 		if app.Spec.System.Ephemeral {
 			// Stopping an ephemeral instance deletes it: build it anew.
