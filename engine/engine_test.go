@@ -605,3 +605,27 @@ func TestClassifyPermanentFailures(t *testing.T) {
 		t.Error("NotReadyError: the container failing is permanent, a silent tunnel is not")
 	}
 }
+
+// An instance stopped by hand while a Restart step waits for its Docker
+// must not cost the step the whole wait: the first "not running" ends it,
+// marked as a state in transition (the reconciler plans again).
+func TestWaitDockerEndsWhenTheInstanceIsNotRunning(t *testing.T) {
+	f := newFakeDaemon(t, "1.41")
+	f.dialErr = &notRunningError{err: errors.New("lxd: POST /1.0/instances/web-0/exec: 400 Instance is not running")}
+	m := New(f.dialer(), fastOpts())
+	defer m.Close()
+	err := m.WaitDocker(context.Background(), "web-0", time.Hour)
+	if !errors.Is(err, ErrInstanceNotRunning) || !strings.Contains(err.Error(), "waiting for docker in web-0") {
+		t.Fatalf("WaitDocker: err = %v", err)
+	}
+	var tr interface{ InTransition() bool }
+	if !errors.As(err, &tr) || !tr.InTransition() {
+		t.Errorf("WaitDocker: err = %v, want one marked in transition", err)
+	}
+	if n := f.dials.Load(); n != 1 {
+		t.Errorf("WaitDocker dialled %d times; want 1 (a stopped instance does not start by itself)", n)
+	}
+	if err := m.WaitReady(context.Background(), "web-0", "web", time.Hour); !errors.Is(err, ErrInstanceNotRunning) {
+		t.Fatalf("WaitReady: err = %v", err)
+	}
+}

@@ -93,5 +93,10 @@ func (e *unreachableError) Unwrap() []error {
 // but the instance may be started again; it is not a refused spec.
 func (e *notRunningError) Permanent() bool { return false }
 
+// InTransition is true: the instance stopped (or went) under the caller,
+// whose step was planned while it ran. The reconciler plans again soon
+// instead of holding the app for its rollout backoff.
+func (e *notRunningError) InTransition() bool { return true }
+
 // Permanent is false: LXD coming back fixes it.
 func (e *unreachableError) Permanent() bool { return false }

@@ -507,7 +507,10 @@ func (m *Manager) WaitDocker(ctx context.Context, instance string, timeout time.
 		if err == nil {
 			return nil
 		}
-		if errors.Is(err, ErrBackendUnreachable) || c != nil && c.backendDown() {
+		// A stopped instance does not start its Docker by itself: waiting
+		// for it would only spend the timeout (a Restart step's 30 s on an
+		// instance someone stopped by hand).
+		if errors.Is(err, ErrBackendUnreachable) || c != nil && c.backendDown() || errors.Is(err, ErrInstanceNotRunning) {
 			return fmt.Errorf("waiting for docker in %s: %w", instance, err)
 		}
 		if tctx.Err() == nil || last == nil {

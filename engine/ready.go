@@ -160,8 +160,10 @@ func (m *Manager) WaitReady(ctx context.Context, instance, app string, timeout t
 			return notReady("no container")
 		case errors.Is(err, errNotBerths):
 			return notReady(err.Error())
-		case errors.Is(err, ErrBackendUnreachable):
-			return err // no use waiting out the timeout
+		case errors.Is(err, ErrBackendUnreachable), errors.Is(err, ErrInstanceNotRunning):
+			// No use waiting out the timeout: LXD is gone, or the
+			// instance stopped and will not start by itself.
+			return err
 		case tctx.Err() == nil:
 			reason = "docker: " + err.Error() // the tunnel may come back
 			tunnelDown = true

@@ -286,6 +286,15 @@ func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {
 			inst.DockerUnknown = err.Error()
 			return
 		}
+		if s.shuttingDown(ctx, inst.Name) {
+			// `lxc stop` shuts the instance down cleanly: its Docker
+			// stops first, while LXD still says Running. That silence is
+			// no reason to restart it; the shutdown's event brings the
+			// next look.
+			s.Logger.Debug("docker state unknown: the instance is shutting down", "instance", inst.Name, "err", err)
+			inst.DockerUnknown = fmt.Sprintf("%s is shutting down: %v", inst.Name, err)
+			return
+		}
 		inst.DockerError = err.Error()
 		return
 	}
@@ -451,9 +460,21 @@ func (s *System) StartInstance(ctx context.Context, name string) error {
 		return nil
 	}
 	if err := s.LXD.StartInstance(ctx, name); err != nil {
-		return fmt.Errorf("start: %w", err)
+		err = fmt.Errorf("start: %w", err)
+		if busyStopping(err) {
+			// Seen stopped while its `lxc stop` is still cleaning up:
+			// the shutdown's event brings the next plan within seconds.
+			return &reconciler.TransitionError{Err: err}
+		}
+		return err
 	}
 	return nil
+}
+
+// busyStopping recognizes LXD refusing a start because the instance's stop
+// has not finished ("Instance is busy running a "stop" operation").
+func busyStopping(err error) bool {
+	return strings.Contains(err.Error(), `busy running a "stop" operation`)
 }
 
 // StopInstance stops an owned instance cleanly, then by force.
@@ -480,7 +501,7 @@ func (s *System) RestartContainer(ctx context.Context, name string) error {
 	if inst.Config[ownership.KeyOwner] != s.Owner {
 		return fmt.Errorf("%s is not owned by %q any more; not restarting its container", name, s.Owner)
 	}
-	return s.blameLXD(ctx, s.Engine.Restart(ctx, name, inst.Config[ownership.KeyApp]))
+	return s.transition(ctx, name, s.blameLXD(ctx, s.Engine.Restart(ctx, name, inst.Config[ownership.KeyApp])))
 }
 
 // WaitDocker waits up to timeout for the instance's Docker to answer.
@@ -491,7 +512,7 @@ func (s *System) WaitDocker(ctx context.Context, name string, timeout time.Durat
 	if errors.Is(err, engine.ErrTunnel) {
 		err = fmt.Errorf("%w: %w", reconciler.ErrDockerUnreached, err)
 	}
-	return s.blameLXD(ctx, err)
+	return s.transition(ctx, name, s.blameLXD(ctx, err))
 }
 
 // UpdateInstance patches config keys live with the ETag of a fresh read,
@@ -608,11 +629,11 @@ func (s *System) EnsureContainer(ctx context.Context, name string, app spec.App,
 	}
 	ctx = engine.WithLogger(ctx, s.Logger.With("revision", plan.ShortSHA(revision)))
 	if err := s.Engine.WaitDocker(ctx, name, DockerTimeout); err != nil {
-		return s.blameLXD(ctx, err)
+		return s.transition(ctx, name, s.blameLXD(ctx, err))
 	}
-	return s.blameLXD(ctx, s.Engine.Ensure(ctx, name, engine.Desired{
+	return s.transition(ctx, name, s.blameLXD(ctx, s.Engine.Ensure(ctx, name, engine.Desired{
 		App: app.Metadata.Name, Slot: slot, Revision: revision, Spec: app.Spec.Container,
-	}, s.OnEngineEvent))
+	}, s.OnEngineEvent)))
 }
 
 // blameLXD turns a failed Docker call into "LXD not reachable" when LXD
@@ -626,6 +647,45 @@ func (s *System) blameLXD(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (while: %v)", lerr, err)
 	}
 	return err
+}
+
+// transition marks a failed Docker call on name as InTransition when the
+// instance was changing state under it: LXD has it stopped, frozen or gone,
+// or its init is shutting it down (`lxc stop` runs a clean shutdown, and
+// LXD reports Running until it ends; meanwhile Docker refuses to start
+// containers and its socket goes away). The step was planned from a view
+// that no longer holds, and the reconciler plans again soon instead of
+// holding the app for its rollout backoff. Other errors pass unchanged.
+func (s *System) transition(ctx context.Context, name string, err error) error {
+	if err == nil || ctx.Err() != nil || reconciler.RetryOf(err) != reconciler.Retrying {
+		return err
+	}
+	st, serr := s.LXD.GetInstanceState(ctx, name)
+	switch {
+	case errors.Is(serr, lxd.ErrNotFound):
+		return &reconciler.TransitionError{Err: fmt.Errorf("%w (%s is gone)", err, name)}
+	case serr != nil:
+		return err
+	case st.StatusCode != lxd.StatusRunning:
+		return &reconciler.TransitionError{Err: fmt.Errorf("%w (%s is %s)", err, name, st.Status)}
+	}
+	if s.shuttingDown(ctx, name) {
+		return &reconciler.TransitionError{Err: fmt.Errorf("%w (%s is shutting down)", err, name)}
+	}
+	return err
+}
+
+// shuttingDown reports whether the instance's systemd says it is stopping
+// (or the instance stopped while we asked). An image without systemd
+// answers nothing useful, and then it is not.
+func (s *System) shuttingDown(ctx context.Context, name string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	res, err := s.LXD.ExecOutput(ctx, name, lxd.ExecRequest{Command: []string{"systemctl", "is-system-running"}}, 256)
+	if err != nil {
+		return errors.Is(err, lxd.ErrNotFound) || strings.Contains(strings.ToLower(err.Error()), "not running")
+	}
+	return strings.TrimSpace(string(res.Output)) == "stopping"
 }
 
 // WaitReady waits until the app container is ready and the app's
@@ -645,9 +705,9 @@ func (s *System) WaitReady(ctx context.Context, name string, app spec.App) error
 		return s.blameLXD(ctx, s.waitPorts(ctx, name, app, timeout))
 	}
 	if err := s.blameLXD(ctx, s.Engine.WaitReady(ctx, name, app.Metadata.Name, timeout)); err != nil {
-		return err
+		return s.transition(ctx, name, err)
 	}
-	return s.blameLXD(ctx, s.waitPorts(ctx, name, app, timeout-clk.Since(start)))
+	return s.transition(ctx, name, s.blameLXD(ctx, s.waitPorts(ctx, name, app, timeout-clk.Since(start))))
 }
 
 // checkRunning fails with a *engine.NotReadyError when the instance is not

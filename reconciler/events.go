@@ -35,6 +35,19 @@ func (c Change) Down() bool {
 	return false
 }
 
+// Moved reports whether the change is to the instance's run state (it
+// stopped, started, went away...): a step planned before it may act on a
+// replica that is not what the plan saw, and a failure of such a step may
+// have been caused by it.
+func (c Change) Moved() bool {
+	switch c.Action {
+	case "instance-stopped", "instance-shutdown", "instance-deleted", "instance-paused",
+		"instance-renamed", "instance-started", "instance-restarted", "instance-resumed":
+		return c.Instance != ""
+	}
+	return false
+}
+
 // relevant reports whether a change can make the live state differ from
 // what the last run saw. Exec and file operations (every Docker tunnel is
 // one) are not: reacting to them would loop.
@@ -101,6 +114,18 @@ func (l *Loop) change(c Change) {
 	if c.Down() && l.OnChange != nil {
 		l.OnChange(c)
 	}
+	if c.Moved() {
+		l.mu.Lock()
+		l.moved[c.Instance] = c
+		app, lifted := l.fails.lift(c.Instance, c.At)
+		l.mu.Unlock()
+		if lifted {
+			// The failed step may have been refused because of this
+			// (Docker shutting down with the instance): what the next
+			// plan finds is another situation, not the same retry.
+			l.Logger.Info("rollout hold lifted: a replica it failed on changed state since", "app", app, "instance", c.Instance, "action", c.Action)
+		}
+	}
 	l.needFull.Store(true)
 	l.Trigger("event")
 }
@@ -119,4 +144,16 @@ func (l *Loop) cheapPoll(reason, revision string, now time.Time) bool {
 	// poll to look again.
 	return l.lastConverged && len(l.fails.apps) == 0 &&
 		revision == l.lastObservedRev && !l.lastFullObserve.IsZero() && now.Sub(l.lastFullObserve) < l.Resync
+}
+
+// movedSince returns, for the executor, the run-state change an instance
+// went through after since (the start of the observe a plan was made
+// from), or ok false.
+func (l *Loop) movedSince(since time.Time) func(instance string) (Change, bool) {
+	return func(instance string) (Change, bool) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		c, ok := l.moved[instance]
+		return c, ok && c.At.After(since)
+	}
 }

@@ -205,3 +205,105 @@ func TestCheapPollNeedsAConvergedFleet(t *testing.T) {
 		}
 	}
 }
+
+// TestEventLiftsAHeldRollout: a rollout held for its backoff after a step
+// failed on web-0 is planned again as soon as web-0 changes run state
+// (the failure may have been Docker refusing while the instance shut
+// down); an event for another replica, or one that does not change the
+// run state, lifts nothing, and a Stalled failure stays held.
+func TestEventLiftsAHeldRollout(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	sys := &fakeSystem{fakeDriver: newFakeDriver()}
+	sys.fail["ready web-0"] = errors.New("docker in web-0: start container web: Error response from daemon")
+	l := &Loop{Source: src, System: sys, Clock: clk, RolloutBackoff: Backoff{Base: time.Minute, Max: time.Hour}}
+	l.init()
+	ctx := context.Background()
+	l.runOnce(ctx, "start")
+	if f := l.Status().(LoopStatus).Failures["web"]; f.Retry != Retrying || len(f.Instances) != 1 || f.Instances[0] != "web-0" {
+		t.Fatalf("failure = %+v", f)
+	}
+	delete(sys.fail, "ready web-0")
+	clk.Advance(time.Second)
+	for _, c := range []Change{
+		{Instance: "web-1", Action: "instance-stopped"},
+		{Instance: "web-0", Action: "instance-updated"},
+		{Instance: "web-0", Action: "container-die"},
+	} {
+		l.change(c)
+		l.runOnce(ctx, "event")
+		if n := countCalls(sys.fakeDriver, "create web-0"); n != 1 {
+			t.Fatalf("after %s of %s: %d creates; the hold was lifted", c.Action, c.Instance, n)
+		}
+	}
+	l.change(Change{Instance: "web-0", Action: "instance-shutdown"})
+	if f := l.Status().(LoopStatus).Failures["web"]; f.Count != 1 || f.RetryAfter.After(clk.Now()) {
+		t.Errorf("after web-0 shut down: failure = %+v, want its backoff ended", f)
+	}
+	l.runOnce(ctx, "event")
+	if n := countCalls(sys.fakeDriver, "create web-0"); n != 2 {
+		t.Errorf("%d creates; not planned again after web-0 changed state", n)
+	}
+
+	// A stalled revision waits for a commit, events or not.
+	m := failureMemory{backoff: l.RolloutBackoff, apps: map[string]AppFailure{}}
+	f := m.failed("api", "r1", "manifest unknown", Stalled, clk.Now())
+	f.Instances = []string{"api-0"}
+	m.apps["api"] = f
+	if _, lifted := m.lift("api-0", clk.Now()); lifted {
+		t.Error("an event lifted a Stalled failure")
+	}
+}
+
+// eventAfterObserve is a fakeSystem whose first observe is followed by an
+// event (delivered before the plan runs), as when Docker's die events
+// come before LXD's shutdown of the same instance.
+type eventAfterObserve struct {
+	*fakeSystem
+	after func()
+}
+
+func (e *eventAfterObserve) Observe(ctx context.Context) (plan.Observed, error) {
+	obs, err := e.fakeSystem.Observe(ctx)
+	if f := e.after; f != nil {
+		e.after = nil
+		f()
+	}
+	return obs, err
+}
+
+// TestLoopReplansWhenAnEventContradictsThePlan: a replica whose container
+// died is planned a start-container; LXD then reports the instance shut
+// down before the step runs. The step is not run, nothing is held, and the
+// run asks for the next one soon; that one plans from what is there now.
+func TestLoopReplansWhenAnEventContradictsThePlan(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	app := plantest.App("web", 1, 1, "reg/web:1")
+	sys := &eventAfterObserve{fakeSystem: &fakeSystem{fakeDriver: newFakeDriver(), obs: plantest.Converged(app)}}
+	sys.obs.Instances[0].Container.State = "exited"
+	l := &Loop{Source: src, System: sys, Clock: clk, RolloutBackoff: Backoff{Base: time.Minute, Max: time.Hour}}
+	l.init()
+	sys.after = func() {
+		clk.Advance(time.Second)
+		l.change(Change{Instance: "web-0", Action: "instance-shutdown"})
+	}
+	wait := l.runOnce(context.Background(), "event")
+	if n := len(sys.calls); n != 0 {
+		t.Errorf("acted on a plan an event contradicted: %v", sys.calls)
+	}
+	if st := l.Status().(LoopStatus); len(st.Failures) != 0 {
+		t.Errorf("failures = %+v; nothing failed", st.Failures)
+	}
+	if wait != l.TransitionRetry {
+		t.Errorf("next run in %s, want TransitionRetry", wait)
+	}
+	// The next run sees the instance stopped and starts it.
+	sys.obs.Instances[0].Status, sys.obs.Instances[0].Container = "Stopped", nil
+	l.runOnce(context.Background(), "event")
+	if n := countCalls(sys.fakeDriver, "start web-0"); n != 1 {
+		t.Errorf("calls = %v, want web-0 started", sys.calls)
+	}
+}

@@ -153,6 +153,9 @@ type AppResult struct {
 	Retry Retry `json:"retry,omitempty"`
 	// Changed counts the steps done for the app.
 	Changed int `json:"changed"`
+	// Replan: steps were not run because their instance changed since the
+	// plan was made; the app is planned again from a fresh look.
+	Replan bool `json:"replan,omitempty"`
 }
 
 // Result is what Apply did: every step's outcome, in plan order, and each
@@ -216,6 +219,13 @@ type Executor struct {
 	Reobserve func(ctx context.Context)
 	// RepairWait overrides the package's RepairWait (tests).
 	RepairWait time.Duration
+	// Moved, if set, tells whether an instance changed run state (an
+	// event) after the observe the plan was made from. Its first step in
+	// the run is then not started: the plan saw another replica (a
+	// container that died because someone is stopping the instance is
+	// not one to start again). The step is skipped, the app's later
+	// batches too, and the loop plans again from a fresh look.
+	Moved func(instance string) (Change, bool)
 	// Drain, when > 0, lets steps already running go on for up to this long
 	// after ctx is cancelled (a shutdown): a half-done step is worse than a
 	// finished one. No new batch starts once ctx is done.
@@ -229,7 +239,7 @@ type Executor struct {
 // observed is the state the plan was made from (for keys to delete).
 func (e *Executor) Apply(ctx context.Context, pl plan.Plan, desired plan.Desired, observed plan.Observed) Result {
 	x := &execution{e: e, ctx: ctx, pl: pl, clk: clock.Or(e.Clock),
-		apps: map[string]*spec.App{}, insts: map[string]*plan.Instance{},
+		apps: map[string]*spec.App{}, insts: map[string]*plan.Instance{}, touched: map[string]bool{},
 		results: make([]StepResult, len(pl.Steps))}
 	parallel := e.Parallel
 	if parallel <= 0 {
@@ -279,6 +289,28 @@ type execution struct {
 	insts        map[string]*plan.Instance
 	results      []StepResult
 	sem          chan struct{} // bounds the steps running at once
+	mu           sync.Mutex
+	touched      map[string]bool // instances a step of this run acted on
+}
+
+// errReplan ends an instance's steps when the plan is contradicted.
+var errReplan = errors.New("planning again")
+
+// contradicted says why step s must not run: its instance changed run
+// state since the observe the plan came from, and not by this run's hand
+// (a step of the run on it went first), whose own events say nothing.
+func (x *execution) contradicted(s plan.Step) string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	first := !x.touched[s.Instance]
+	x.touched[s.Instance] = true
+	if x.e.Moved == nil || s.Instance == "" || !first {
+		return ""
+	}
+	if c, ok := x.e.Moved(s.Instance); ok {
+		return fmt.Sprintf("not run: %s changed since the plan was made (%s); planning again", s.Instance, c.Action)
+	}
+	return ""
 }
 
 // drainContext is what steps run under: ctx itself, or with Drain a
@@ -310,6 +342,10 @@ func (x *execution) runStep(i int) error {
 		// not failed, so the report says nothing was touched.
 		x.results[i].Status, x.results[i].Error = StepSkipped, "not run: "+context.Cause(x.ctx).Error()
 		return err
+	}
+	if why := x.contradicted(s); why != "" {
+		x.results[i].Status, x.results[i].Error = StepSkipped, why
+		return errReplan
 	}
 	start := x.clk.Now()
 	x.e.emit(Event{Step: s, Phase: PhaseStart})
@@ -404,10 +440,16 @@ func (e *Executor) applyApp(ctx context.Context, app string, idx []int, steps []
 	}
 	slices.Sort(order)
 	var failed []string
-	skip := ""
+	skip, replan := "", ""
 	for _, b := range order {
 		if skip == "" && len(failed) > 0 {
 			skip = "not run: an earlier batch of " + app + " failed"
+		}
+		if skip == "" && replan != "" {
+			// The batches were sized for the replicas the plan saw:
+			// with one changed under it, the next could disrupt more
+			// than maxUnavailable.
+			skip = replan
 		}
 		if skip == "" && ctx.Err() != nil {
 			skip = "not run: " + context.Cause(ctx).Error()
@@ -438,11 +480,17 @@ func (e *Executor) applyApp(ctx context.Context, app string, idx []int, steps []
 				defer wg.Done()
 				for k, i := range perInstance[n] {
 					if err := run(i); err != nil {
+						why := "not run: an earlier step on " + n + " failed"
 						mu.Lock()
-						failed = append(failed, fmt.Sprintf("%s: %s: %v", n, steps[i].Action, err))
+						if errors.Is(err, errReplan) {
+							why = results[i].Error
+							replan = "not run: " + n + " changed since the plan was made; planning again"
+						} else {
+							failed = append(failed, fmt.Sprintf("%s: %s: %v", n, steps[i].Action, err))
+						}
 						mu.Unlock()
 						for _, j := range perInstance[n][k+1:] {
-							results[j].Status, results[j].Error = StepSkipped, "not run: an earlier step on "+n+" failed"
+							results[j].Status, results[j].Error = StepSkipped, why
 						}
 						return
 					}
@@ -459,14 +507,27 @@ func (e *Executor) applyApp(ctx context.Context, app string, idx []int, steps []
 	}
 	if len(failed) > 0 {
 		slices.Sort(failed)
-		res.Status, res.Reason, res.Retry = AppDegraded, strings.Join(failed, "; "), Retrying
-		for _, i := range idx {
-			if results[i].Retry == Stalled {
-				res.Retry = Stalled // one permanent failure stalls the app
-			}
+		res.Status, res.Reason, res.Retry = AppDegraded, strings.Join(failed, "; "), appRetry(idx, results)
+	}
+	res.Replan = replan != ""
+	return res
+}
+
+// appRetry classifies a halted app by its failed steps: one permanent
+// failure stalls it; it is InTransition only when every failure was an
+// instance changing state under the step (planning again is the fix);
+// otherwise it backs off.
+func appRetry(idx []int, results []StepResult) Retry {
+	retry := InTransition
+	for _, i := range idx {
+		switch r := results[i].Retry; {
+		case r == Stalled:
+			return Stalled
+		case results[i].Status == StepFailed && r != InTransition:
+			retry = Retrying
 		}
 	}
-	return res
+	return retry
 }
 
 func (e *Executor) repairWait() time.Duration {
@@ -638,8 +699,8 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if silent == nil {
 			return converge()
 		}
-		if ctx.Err() != nil || errors.Is(silent, ErrDockerUnreached) {
-			return silent
+		if ctx.Err() != nil || errors.Is(silent, ErrDockerUnreached) || IsInTransition(silent) {
+			return silent // not reached, or stopped under the wait: nothing proves Docker dead
 		}
 		if app.Spec.System.Ephemeral {
 			// Stopping an ephemeral instance deletes it: build it anew.

@@ -326,6 +326,57 @@ func TestApplyRestartLeavesUnreachedDockerAlone(t *testing.T) {
 	}
 }
 
+// A Restart step whose wait finds the instance stopped under it (someone
+// ran `lxc stop` after the plan) neither stops nor starts it: the step
+// fails InTransition, and the app with it, for a fresh plan to start it.
+func TestApplyRestartLeavesStoppedInstanceToTheNextPlan(t *testing.T) {
+	a := plantest.App("web", 2, 1, "reg/web:1")
+	obs := plantest.Converged(a)
+	obs.Instances[1].Container = nil
+	obs.Instances[1].DockerError = "exec docker system dial-stdio: exit status 1"
+	f := newFakeDriver()
+	f.fail["wait-docker web-1"] = &TransitionError{Err: errors.New("waiting for docker in web-1: instance is not running")}
+	pl, res, _ := apply(t, f, plan.Desired{Revision: "r1", Apps: []spec.App{a}}, obs)
+	if len(pl.Steps) != 1 || pl.Steps[0].Action != plan.Restart || res.OK() {
+		t.Fatalf("plan:\n%s\nresult %+v", pl.Text(), res)
+	}
+	if want := []string{"wait-docker web-1"}; !slices.Equal(f.calls, want) {
+		t.Errorf("calls = %q, want %q (no stop, no start)", f.calls, want)
+	}
+	if res.Steps[0].Retry != InTransition || res.Apps[0].Retry != InTransition {
+		t.Errorf("retry: step %q, app %q; want InTransition for both", res.Steps[0].Retry, res.Apps[0].Retry)
+	}
+}
+
+// An app is InTransition only when every failure of its run was; one
+// permanent failure stalls it, one other failure backs it off.
+func TestAppRetry(t *testing.T) {
+	moved := &TransitionError{Err: errors.New("instance is not running")}
+	for _, tc := range []struct {
+		errs []error
+		want Retry
+	}{
+		{[]error{moved}, InTransition},
+		{[]error{moved, moved}, InTransition},
+		{[]error{moved, errors.New("timeout")}, Retrying},
+		{[]error{moved, errors.New("timeout"), permanentErr{}}, Stalled},
+		{[]error{fmt.Errorf("ensure: %w", moved), nil}, InTransition},
+	} {
+		var results []StepResult
+		var idx []int
+		for i, err := range tc.errs {
+			r := StepResult{Status: StepDone}
+			if err != nil {
+				r = StepResult{Status: StepFailed, Error: err.Error(), Retry: RetryOf(err)}
+			}
+			results, idx = append(results, r), append(idx, i)
+		}
+		if got := appRetry(idx, results); got != tc.want {
+			t.Errorf("appRetry(%v) = %q, want %q", tc.errs, got, tc.want)
+		}
+	}
+}
+
 // A leftover "<app>-next" container is removed by converging the replica's
 // container (EnsureContainer removes leftovers first).
 func TestApplyRemovesLeftovers(t *testing.T) {
@@ -491,5 +542,48 @@ func TestApplyReobservesAfterRecreating(t *testing.T) {
 	ex.Apply(context.Background(), p, plan.Desired{Revision: "r3", Apps: []spec.App{now2}}, obs)
 	if len(seen) != 0 {
 		t.Errorf("container replacements reobserved: %q", seen)
+	}
+}
+
+// A step whose instance changed run state after the plan's observe (its
+// container died because someone is stopping it) is not run: skipped with
+// the reason, the app's later batches with it, and the app is not failed
+// but planned again. Instances that did not change run their steps.
+func TestApplySkipsStepsAContradictingEventOutdated(t *testing.T) {
+	a := plantest.App("web", 3, 1, "reg/web:1")
+	obs := plantest.Converged(a)
+	for i := range obs.Instances {
+		obs.Instances[i].Container.State = "exited"
+	}
+	desired := plan.Desired{Revision: "r1", Apps: []spec.App{a}}
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
+	if len(pl.Steps) != 3 || pl.Steps[0].Action != plan.StartContainer {
+		t.Fatalf("plan:\n%s", pl.Text())
+	}
+	moved := pl.Steps[1].Instance
+	f := newFakeDriver()
+	ex := &Executor{Driver: f, Moved: func(instance string) (Change, bool) {
+		return Change{Instance: instance, Action: "instance-shutdown"}, instance == moved
+	}}
+	res := ex.Apply(context.Background(), pl, desired, obs)
+	for _, c := range f.calls {
+		if strings.HasSuffix(c, " "+moved) {
+			t.Errorf("acted on %s, which changed since the plan: %v", moved, f.calls)
+		}
+	}
+	app := res.Apps[0]
+	if app.Status != AppReady || !app.Replan || app.Retry != "" {
+		t.Errorf("app = %+v, want not failed, planned again", app)
+	}
+	want := "not run: " + moved + " changed since the plan was made (instance-shutdown); planning again"
+	for _, s := range res.Steps {
+		switch {
+		case s.Step.Instance == moved && (s.Status != StepSkipped || s.Error != want):
+			t.Errorf("%s: %s %q, want skipped: %q", moved, s.Status, s.Error, want)
+		case s.Step.Batch < pl.Steps[1].Batch && s.Status != StepDone:
+			t.Errorf("%s of an earlier batch: %s %s", s.Step.Instance, s.Status, s.Error)
+		case s.Step.Batch > pl.Steps[1].Batch && (s.Status != StepSkipped || !strings.Contains(s.Error, "planning again")):
+			t.Errorf("%s of a later batch: %s %q, want skipped", s.Step.Instance, s.Status, s.Error)
+		}
 	}
 }

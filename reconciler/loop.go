@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,6 +169,25 @@ func (b Backoff) Delay(n int) time.Duration {
 type failureMemory struct {
 	backoff Backoff
 	apps    map[string]AppFailure
+	// transitions counts, per app, the runs in a row whose rollout failed
+	// only because instances changed state under it: planned again soon,
+	// up to maxTransitions, then held like any failure (an instance that
+	// keeps stopping must not make a hot loop).
+	transitions map[string]int
+}
+
+// maxTransitions is how many runs in a row may fail InTransition before
+// the app is held for the rollout backoff.
+const maxTransitions = 3
+
+// inTransition counts a rollout of app that failed InTransition and
+// reports whether it is planned again soon rather than held.
+func (m *failureMemory) inTransition(app string) bool {
+	if m.transitions == nil {
+		m.transitions = map[string]int{}
+	}
+	m.transitions[app]++
+	return m.transitions[app] <= maxTransitions
 }
 
 // AppFailure is an app whose rollout of Revision failed Count times in a
@@ -180,6 +200,9 @@ type AppFailure struct {
 	Retry      Retry     `json:"retry"`
 	RetryAfter time.Time `json:"retryAfter,omitzero"`
 	Reason     string    `json:"reason"`
+	// Instances are the replicas whose steps failed: a change of their
+	// run state (an event) ends the backoff.
+	Instances []string `json:"instances,omitempty"`
 }
 
 // held tells whether app must be held at revision at now.
@@ -208,8 +231,27 @@ func (m *failureMemory) failed(app, revision, reason string, retry Retry, now ti
 	return f
 }
 
+// lift ends the backoff of a Retrying failure that failed on instance
+// when the instance changed run state at now, after the failure: the
+// world changed under the failed step, so a plan from a fresh look is
+// due, not the backoff. Its count stays, so a failure again backs off
+// longer. It reports the app lifted.
+func (m *failureMemory) lift(instance string, now time.Time) (string, bool) {
+	for app, f := range m.apps {
+		if f.Retry == Retrying && now.Before(f.RetryAfter) && slices.Contains(f.Instances, instance) {
+			f.RetryAfter = now
+			m.apps[app] = f
+			return app, true
+		}
+	}
+	return "", false
+}
+
 // succeeded forgets app's failure.
-func (m *failureMemory) succeeded(app string) { delete(m.apps, app) }
+func (m *failureMemory) succeeded(app string) {
+	delete(m.apps, app)
+	delete(m.transitions, app)
+}
 
 // revisionKey is the failure memory's key for a whole revision (a run
 // that panicked): no app name can be empty.
@@ -267,6 +309,10 @@ type Loop struct {
 	// ErrorBackoff spaces runs after Git or LXD errors; RolloutBackoff
 	// holds an app's failed revision (and a revision whose run crashed).
 	ErrorBackoff, RolloutBackoff Backoff
+	// TransitionRetry is how soon a run follows one whose rollout failed
+	// only because instances changed state under it (InTransition: a
+	// replica stopped by hand while a step acted on it); default 2s.
+	TransitionRetry time.Duration
 	// Drain is how long steps in flight may go on after shutdown begins.
 	Drain time.Duration
 	// Clock is the time everything in the loop decides by (polls, backoff,
@@ -324,6 +370,8 @@ type Loop struct {
 	lastObservedRev                  string
 	lastFullObserve                  time.Time
 	lastView                         *View
+	// moved is, per instance, its last run-state change (an event).
+	moved map[string]Change
 	// lastConverged: the last run's final plan was converged.
 	lastConverged bool
 	// lastApplied is the revision this daemon last applied in full
@@ -358,6 +406,9 @@ func (l *Loop) init() {
 	if l.Drain <= 0 {
 		l.Drain = 2 * time.Minute
 	}
+	if l.TransitionRetry <= 0 {
+		l.TransitionRetry = 2 * time.Second
+	}
 	if l.LeaseRenew <= 0 {
 		l.LeaseRenew = 20 * time.Second
 	}
@@ -366,6 +417,9 @@ func (l *Loop) init() {
 	}
 	if l.Resync <= 0 {
 		l.Resync = 5 * time.Minute
+	}
+	if l.moved == nil {
+		l.moved = map[string]Change{}
 	}
 	if l.fails.apps == nil {
 		l.fails = failureMemory{backoff: l.RolloutBackoff, apps: map[string]AppFailure{}}
@@ -589,6 +643,9 @@ type run struct {
 	held        []string         // apps held after a failed rollout of this revision
 	rolloutHeld map[string]Retry // and why
 	result      string
+	// replanSoon: a rollout failed only because instances changed state
+	// under it; the next run comes after TransitionRetry, not the poll.
+	replanSoon bool
 }
 
 // runOnce does one reconcile and returns how long to wait for the next:
@@ -658,6 +715,9 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		return fail("lxd", err)
 	}
 	l.publish(r, observed, pl)
+	if r.replanSoon {
+		return l.TransitionRetry
+	}
 	return l.jitter(l.Interval)
 }
 
@@ -799,7 +859,8 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	}
 	r.result = RunOK
 	r.log.Info("applying", "summary", pl.Summary())
-	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock, Drainer: l.Drainer, DrainDelay: l.DrainDelay}
+	ex := &Executor{Driver: l.System, OnEvent: l.logEvent(r.log), Drain: l.Drain, Clock: l.Clock, Drainer: l.Drainer, DrainDelay: l.DrainDelay,
+		Moved: l.movedSince(started)}
 	if l.OnView != nil {
 		ex.Reobserve = func(ctx context.Context) {
 			started := l.Clock.Now()
@@ -887,10 +948,22 @@ func (l *Loop) remember(r *run, res Result) {
 	for _, a := range res.Apps {
 		switch a.Status {
 		case AppDegraded:
+			r.result = RunError
+			l.mu.Lock()
+			soon := a.Retry == InTransition && l.fails.inTransition(a.App)
+			l.mu.Unlock()
+			if soon {
+				// Planned from a view that no longer holds (a replica
+				// stopped under the step): a fresh look decides again.
+				r.replanSoon = true
+				r.log.Warn("rollout halted: instances changed state under it; planning again soon", "app", a.App, "reason", a.Reason, "retry_in", l.TransitionRetry)
+				continue
+			}
 			l.mu.Lock()
 			f := l.fails.failed(a.App, r.rev.SHA, a.Reason, a.Retry, l.Clock.Now())
+			f.Instances = failedInstances(res, a.App)
+			l.fails.apps[a.App] = f
 			l.mu.Unlock()
-			r.result = RunError
 			r.rolloutHeld[a.App] = f.Retry
 			if f.Retry == Stalled {
 				r.log.Error("rollout stalled: held until a newer commit", "app", a.App, "reason", a.Reason)
@@ -901,11 +974,29 @@ func (l *Loop) remember(r *run, res Result) {
 				l.Metrics.RunError("rollout")
 			}
 		case AppReady, AppRemoved:
+			if a.Replan {
+				// Not converged, not failed: the event that contradicted
+				// the plan has triggered the next run already.
+				r.replanSoon = true
+				r.log.Info("steps not run: their instances changed since the plan was made; planning again", "app", a.App)
+				continue
+			}
 			l.mu.Lock()
 			l.fails.succeeded(a.App)
 			l.mu.Unlock()
 		}
 	}
+}
+
+// failedInstances are the instances of app's failed steps in res.
+func failedInstances(res Result, app string) []string {
+	var out []string
+	for _, s := range res.Steps {
+		if s.Step.App == app && s.Status == StepFailed && s.Step.Instance != "" && !slices.Contains(out, s.Step.Instance) {
+			out = append(out, s.Step.Instance)
+		}
+	}
+	return out
 }
 
 // publish derives the status once, at the end of the run, and reports it

@@ -1010,3 +1010,45 @@ func within[T any](t *testing.T, c <-chan T, what string) T {
 		panic("unreachable")
 	}
 }
+
+// TestLoopReplansSoonAfterAStateInTransition: a rollout that failed only
+// because its instance stopped under the step (someone ran `lxc stop`) is
+// not held for the rollout backoff: the app shows no failure and no Held,
+// and the next run comes after TransitionRetry. An instance that keeps
+// doing it is held like any failure after maxTransitions runs in a row.
+func TestLoopReplansSoonAfterAStateInTransition(t *testing.T) {
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	sys := &fakeSystem{fakeDriver: newFakeDriver()}
+	sys.fail["ready web-0"] = &TransitionError{Err: errors.New("web-0: instance is not running")}
+	m := &fakeMetrics{}
+	l := &Loop{Source: src, System: sys, Clock: clock.NewFake(time.Now()), Metrics: m,
+		RolloutBackoff: Backoff{Base: time.Minute, Max: time.Hour}, TransitionRetry: 3 * time.Second}
+	l.init()
+	ctx := context.Background()
+	for run := 1; run <= maxTransitions; run++ {
+		if wait := l.runOnce(ctx, "event"); wait != 3*time.Second {
+			t.Errorf("run %d: next run in %s, want TransitionRetry (3s)", run, wait)
+		}
+		if n := countCalls(sys.fakeDriver, "create web-0"); n != run {
+			t.Fatalf("run %d: %d creates; the step was not planned again", run, n)
+		}
+		if st := l.Status().(LoopStatus); len(st.Failures) != 0 {
+			t.Errorf("run %d: failures %+v; a state in transition holds nothing", run, st.Failures)
+		}
+		if m.apps["web"] == AppStatusHeld {
+			t.Errorf("run %d: web shows as Held", run)
+		}
+	}
+	// Once more: no longer "in transition" but a failing rollout, held.
+	if wait := l.runOnce(ctx, "event"); wait == 3*time.Second {
+		t.Error("still planned again soon after maxTransitions runs")
+	}
+	if f := l.Status().(LoopStatus).Failures["web"]; f.Retry != Retrying || f.Count != 1 {
+		t.Errorf("failure after maxTransitions = %+v, want held Retrying", f)
+	}
+	l.runOnce(ctx, "poll")
+	if n := countCalls(sys.fakeDriver, "create web-0"); n != maxTransitions+1 {
+		t.Errorf("%d creates; held within the backoff, want %d", n, maxTransitions+1)
+	}
+}

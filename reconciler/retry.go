@@ -23,6 +23,12 @@ const (
 	// spec, the new version never gets healthy. The daemon holds the
 	// revision until a newer commit comes.
 	Stalled Retry = "Stalled"
+	// InTransition: the instance changed state under the step — it was
+	// stopping, stopped or gone by the time the step acted (someone ran
+	// `lxc stop`, it shut itself down). The step was planned from a view
+	// that no longer holds: the daemon plans again soon, from a fresh
+	// look, instead of holding the app for the rollout backoff.
+	InTransition Retry = "InTransition"
 )
 
 // permanent is implemented by errors that retrying the same revision
@@ -30,8 +36,21 @@ const (
 // reconciler imports neither.
 type permanent interface{ Permanent() bool }
 
+// transition is implemented by errors caused by an instance changing
+// state under a step (see InTransition); the adapters mark theirs with it.
+type transition interface{ InTransition() bool }
+
+// TransitionError marks err as caused by an instance changing state
+// under the step that failed with it.
+type TransitionError struct{ Err error }
+
+func (e *TransitionError) Error() string      { return e.Err.Error() }
+func (e *TransitionError) Unwrap() error      { return e.Err }
+func (e *TransitionError) InTransition() bool { return true }
+
 // RetryOf classifies a step error: Stalled when something in its chain
-// says it is permanent, Retrying otherwise (when in doubt, try again).
+// says it is permanent, InTransition when something says the instance
+// changed state under it, Retrying otherwise (when in doubt, try again).
 func RetryOf(err error) Retry {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return ""
@@ -40,5 +59,15 @@ func RetryOf(err error) Retry {
 	if errors.As(err, &p) && p.Permanent() {
 		return Stalled
 	}
+	if IsInTransition(err) {
+		return InTransition
+	}
 	return Retrying
+}
+
+// IsInTransition reports whether something in err's chain says the
+// instance changed state under the step that failed with it.
+func IsInTransition(err error) bool {
+	var t transition
+	return errors.As(err, &t) && t.InTransition()
 }

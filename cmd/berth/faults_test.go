@@ -19,6 +19,7 @@ import (
 
 	"github.com/berth-gitops/berth/internal/testlxd"
 	"github.com/berth-gitops/berth/lxd"
+	"github.com/berth-gitops/berth/reconciler"
 )
 
 // The fault tests inject one fault each into the real test environment —
@@ -370,4 +371,69 @@ func TestFaultDockerdWedged(t *testing.T) {
 		t.Fatalf("apply must repair the wedged replica: exit %d\n%s%s", code, out, errOut)
 	}
 	checkFleet(t, c, "web", "hello:1", 2)
+}
+
+// TestFaultHandStoppedReplicaComesBack: with the daemon following events,
+// a replica stopped through LXD's API (as `lxc stop` does: a clean
+// shutdown) serves again, and on the way the daemon never holds the app
+// for its rollout backoff (Docker's die events come before LXD's
+// shutdown, and a step planned in between must be planned again, not held)
+// and never restarts the instance (its Docker was not dead: it was
+// stopped with the instance).
+func TestFaultHandStoppedReplicaComesBack(t *testing.T) {
+	requireLive(t)
+	requireTestNetwork(t)
+	project, c := e2eProject(t)
+	const app = "handstop"
+	r := newRepo(t)
+	r.write("apps/"+app+".yaml", strings.Replace(webWithPorts(2, "hello:1"), "name: web", "name: "+app, 1))
+	rev := r.commit(app + ": 2 replicas of hello:1")
+	d := startDaemon(t, "--project", project, "--owner", "hs", "run", "--repo", r.dir, "--dir", "apps", "--interval", "1h")
+	d.waitFor("first sync", 3*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, app, 2, rev) })
+
+	victim := app + "-1"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	// `lxc stop`: a clean shutdown, no force, waiting for it to end. An
+	// init still booting may not take the shutdown signal yet (LXD:
+	// "shutting down the container failed"): ask again, as a user would.
+	for try := 1; ; try++ {
+		err := c.SetInstanceState(ctx, victim, lxd.InstanceStatePut{Action: "stop", Timeout: -1})
+		if err == nil {
+			break
+		}
+		if try == 10 || !strings.Contains(err.Error(), "shutting down the container failed") {
+			t.Fatalf("stop %s: %v", victim, err)
+		}
+		t.Logf("stop %s: %v; trying again", victim, err)
+		time.Sleep(2 * time.Second)
+	}
+	stopped := time.Now()
+	t.Logf("%s stopped through LXD after %s", victim, stopped.Sub(start).Round(time.Millisecond))
+
+	// Poll the status through the recovery: never Held, never a backoff.
+	var heldSeen []string
+	d.waitFor(victim+" to serve again", 3*time.Minute, func(st reconciler.LoopStatus) bool {
+		if f, ok := st.Failures[app]; ok {
+			heldSeen = append(heldSeen, fmt.Sprintf("held: %s (retry %s)", f.Reason, f.Retry))
+		}
+		if st.Phase == "Backoff" {
+			heldSeen = append(heldSeen, "phase Backoff: "+st.LastError)
+		}
+		// A run that ended after the stop: the status before it is stale.
+		return st.LastRun.After(stopped) && appReady(st, app, 2, rev)
+	})
+	body := netHTTPGet(t, "http://"+netWaitAddr(t, c, victim, time.Minute)+":8080/", time.Minute)
+	t.Logf("%s serves again %s after the stop began: %q", victim, time.Since(start).Round(time.Millisecond), strings.TrimSpace(body))
+	if len(heldSeen) > 0 {
+		t.Errorf("the app was held or backed off during the recovery:\n%s\nlog:\n%s", strings.Join(heldSeen, "\n"), tail(d.log(), 60))
+	}
+	restart := regexp.MustCompile(`"msg":"step started"[^\n]*"action":"restart"`)
+	if m := restart.FindString(d.log()); m != "" {
+		t.Errorf("a restart step ran on a replica stopped by hand: %s\nlog:\n%s", m, tail(d.log(), 60))
+	}
+	if code := d.stop(); code != 0 {
+		t.Errorf("daemon exited %d", code)
+	}
 }
