@@ -74,6 +74,13 @@ func fakeExecWith(t *testing.T, f *fakeLXD, x *execFaults) {
 		if r.URL.Query().Has("project") {
 			t.Errorf("websocket URL with project: %s", r.URL)
 		}
+		// Recorded as the request arrives: a client that waits for
+		// one handshake before the next makes them arrive in order.
+		x.mu.Lock()
+		if id == "exec1" {
+			x.firstFDs = append(x.firstFDs, fd)
+		}
+		x.mu.Unlock()
 		conn, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return
@@ -83,11 +90,6 @@ func fakeExecWith(t *testing.T, f *fakeLXD, x *execFaults) {
 		op.conns[fd] = conn
 		ready := len(op.conns) == 4
 		mu.Unlock()
-		x.mu.Lock()
-		if id == "exec1" {
-			x.firstFDs = append(x.firstFDs, fd)
-		}
-		x.mu.Unlock()
 		switch {
 		case ready && op.fail:
 			for _, c := range op.conns {
