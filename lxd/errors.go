@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 )
 
 // Sentinel errors, matched with errors.Is against *StatusError and
@@ -117,7 +118,30 @@ func (e *OperationError) Error() string {
 	if e.Err == "" {
 		return fmt.Sprintf("lxd: operation %q (%s) %s", e.Description, e.ID, status)
 	}
-	return fmt.Sprintf("lxd: operation %q %s: %s", e.Description, status, e.Err)
+	return fmt.Sprintf("lxd: operation %q %s: %s", e.Description, status, elideMiddle(e.Err, maxOperationErr))
+}
+
+// maxOperationErr bounds an operation's error in its message. LXD passes
+// on a failed tool's whole output: an image unpacked onto a full pool
+// failed with one tar line per file, 295 KB, which then filled apply's
+// summary, the status and the log.
+const maxOperationErr = 2 << 10
+
+// elideMiddle keeps the start of s (what failed) and its end (the tool's
+// last words), at most limit bytes with the cut said in between.
+func elideMiddle(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	head, tail := limit*3/4, limit/4
+	for head > 0 && !utf8.RuneStart(s[head]) {
+		head--
+	}
+	from := len(s) - tail
+	for from < len(s) && !utf8.RuneStart(s[from]) {
+		from++
+	}
+	return fmt.Sprintf("%s [... %d bytes cut ...] %s", s[:head], from-head, s[from:])
 }
 
 // Is reports ErrConflict for operations failing with "already exists" (the
