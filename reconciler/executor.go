@@ -609,6 +609,51 @@ func (e *Executor) safeStep(ctx context.Context, s plan.Step, app *spec.App, ins
 
 // step performs one step, readiness included: a replica counts as done
 // only when it serves again.
+// updateInPlace is what an UpdateInPlace step sets and removes: berth's
+// keys and the spec's config as they should be, and the keys the spec
+// dropped.
+func updateInPlace(app spec.App, observedConfig map[string]string, owner, revision string, slot int) (map[string]string, []string) {
+	set := plan.ManagedConfig(app, owner, revision, slot)
+	remove := append(plan.RemovedConfigKeys(observedConfig, app), ownership.Stale(observedConfig, set)...)
+	if app.Spec.System.Provision == nil {
+		// A provision dropped from the spec leaves no record behind.
+		for _, k := range []string{ownership.KeyProvisionHash, ownership.KeyProvisionedAt} {
+			if _, ok := observedConfig[k]; ok {
+				remove = append(remove, k)
+			}
+		}
+	}
+	return set, remove
+}
+
+// repair is a Restart step: wait a bounded time for a silent Docker, and
+// restart the instance (rebuild an ephemeral one) only if it stays silent
+// through a tunnel LXD set up, in an instance that still runs.
+func (e *Executor) repair(ctx context.Context, name string, ephemeral bool, converge, create func() error) error {
+	d := e.Driver
+	silent := d.WaitDocker(ctx, name, e.repairWait())
+	if silent == nil {
+		return converge()
+	}
+	if ctx.Err() != nil || errors.Is(silent, ErrDockerUnreached) || IsInTransition(silent) {
+		return silent // not reached, or stopped under the wait: nothing proves Docker dead
+	}
+	if ephemeral {
+		// Stopping an ephemeral instance deletes it: build it anew.
+		if err := d.DeleteInstance(ctx, name, false); err != nil {
+			return fmt.Errorf("docker does not answer (%v); rebuilding the ephemeral instance: %w", silent, err)
+		}
+		return create()
+	}
+	if err := d.StopInstance(ctx, name); err != nil {
+		return fmt.Errorf("docker does not answer (%v); restarting the instance: stop: %w", silent, err)
+	}
+	if err := d.StartInstance(ctx, name); err != nil {
+		return fmt.Errorf("restarting the instance: start: %w", err)
+	}
+	return converge()
+}
+
 func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *plan.Instance, revision, owner string) error {
 	d := e.Driver
 	if s.Action != plan.Delete {
@@ -683,39 +728,10 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if inst != nil {
 			observedConfig = inst.Config
 		}
-		set := plan.ManagedConfig(*app, owner, revision, s.Slot)
-		remove := append(plan.RemovedConfigKeys(observedConfig, *app), ownership.Stale(observedConfig, set)...)
-		if app.Spec.System.Provision == nil {
-			// A provision dropped from the spec leaves no record behind.
-			for _, k := range []string{ownership.KeyProvisionHash, ownership.KeyProvisionedAt} {
-				if _, ok := observedConfig[k]; ok {
-					remove = append(remove, k)
-				}
-			}
-		}
+		set, remove := updateInPlace(*app, observedConfig, owner, revision, s.Slot)
 		return d.UpdateInstance(ctx, s.Instance, set, remove)
 	case plan.Restart:
-		silent := d.WaitDocker(ctx, s.Instance, e.repairWait())
-		if silent == nil {
-			return converge()
-		}
-		if ctx.Err() != nil || errors.Is(silent, ErrDockerUnreached) || IsInTransition(silent) {
-			return silent // not reached, or stopped under the wait: nothing proves Docker dead
-		}
-		if app.Spec.System.Ephemeral {
-			// Stopping an ephemeral instance deletes it: build it anew.
-			if err := d.DeleteInstance(ctx, s.Instance, false); err != nil {
-				return fmt.Errorf("docker does not answer (%v); rebuilding the ephemeral instance: %w", silent, err)
-			}
-			return create()
-		}
-		if err := d.StopInstance(ctx, s.Instance); err != nil {
-			return fmt.Errorf("docker does not answer (%v); restarting the instance: stop: %w", silent, err)
-		}
-		if err := d.StartInstance(ctx, s.Instance); err != nil {
-			return fmt.Errorf("restarting the instance: start: %w", err)
-		}
-		return converge()
+		return e.repair(ctx, s.Instance, app.Spec.System.Ephemeral, converge, create)
 	case plan.ReplaceContainer, plan.CreateContainer, plan.StartContainer, plan.RemoveLeftovers:
 		return converge()
 	case plan.Delete:

@@ -522,20 +522,8 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		provision()
 	default:
 		provision()
-		c := inst.Container
-		switch {
-		case c == nil:
-			step(CreateContainer, Reason{Field: "container", Old: "absent", New: "present"})
-		case c.Labels[ownership.LabelContainerHash] != a.ctrHash:
-			if c.Image != a.app.Spec.Container.Image {
-				step(ReplaceContainer, Reason{Field: "container.image", Old: c.Image, New: a.app.Spec.Container.Image})
-			} else {
-				step(ReplaceContainer, Reason{Field: "container-hash", Old: c.Labels[ownership.LabelContainerHash], New: a.ctrHash})
-			}
-		case c.State == stateDead:
-			step(ReplaceContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning})
-		case c.State != stateRunning && c.State != stateRestarting:
-			step(StartContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning})
+		if action, r, ok := containerStep(a, inst.Container); ok {
+			step(action, r)
 		}
 	}
 	if len(inst.StaleContainers) > 0 && len(recreate) == 0 && running && inst.DockerError == "" && inst.DockerUnknown == "" && a.app.Spec.HasContainer() {
@@ -562,6 +550,25 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		}
 	}
 	return ss
+}
+
+// containerStep is what converges the app container c (nil when there is
+// none) of a running instance whose Docker answered, if anything does.
+func containerStep(a *appPlan, c *Container) (Action, Reason, bool) {
+	switch {
+	case c == nil:
+		return CreateContainer, Reason{Field: "container", Old: "absent", New: "present"}, true
+	case c.Labels[ownership.LabelContainerHash] != a.ctrHash:
+		if c.Image != a.app.Spec.Container.Image {
+			return ReplaceContainer, Reason{Field: "container.image", Old: c.Image, New: a.app.Spec.Container.Image}, true
+		}
+		return ReplaceContainer, Reason{Field: "container-hash", Old: c.Labels[ownership.LabelContainerHash], New: a.ctrHash}, true
+	case c.State == stateDead:
+		return ReplaceContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning}, true
+	case c.State != stateRunning && c.State != stateRestarting:
+		return StartContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning}, true
+	}
+	return 0, Reason{}, false
 }
 
 // systemReasons compares the instance with the system spec. Differences
