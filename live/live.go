@@ -283,7 +283,7 @@ func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {
 			// LXD did not run dial-stdio: nothing is known of Docker,
 			// and nothing may be concluded from its silence.
 			s.Logger.Debug("docker state unknown: LXD did not set up the tunnel", "instance", inst.Name, "err", err)
-			inst.DockerUnknown = err.Error()
+			inst.DockerUnknown = "LXD did not run the tunnel: " + err.Error()
 			return
 		}
 		if s.shuttingDown(ctx, inst.Name) {
@@ -292,7 +292,7 @@ func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {
 			// no reason to restart it; the shutdown's event brings the
 			// next look.
 			s.Logger.Debug("docker state unknown: the instance is shutting down", "instance", inst.Name, "err", err)
-			inst.DockerUnknown = fmt.Sprintf("%s is shutting down: %v", inst.Name, err)
+			inst.DockerUnknown = fmt.Sprintf("the instance is shutting down: %v", err)
 			return
 		}
 		inst.DockerError = err.Error()
@@ -682,10 +682,15 @@ func (s *System) shuttingDown(ctx context.Context, name string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	res, err := s.LXD.ExecOutput(ctx, name, lxd.ExecRequest{Command: []string{"systemctl", "is-system-running"}}, 256)
-	if err != nil {
-		return errors.Is(err, lxd.ErrNotFound) || strings.Contains(strings.ToLower(err.Error()), "not running")
+	if err == nil {
+		return strings.TrimSpace(string(res.Output)) == "stopping"
 	}
-	return strings.TrimSpace(string(res.Output)) == "stopping"
+	// The exec failed: an image without systemctl (LXD fails the
+	// operation with "Command not found", which is no news about the
+	// instance), or the instance stopped while we asked, which only its
+	// state says.
+	st, serr := s.LXD.GetInstanceState(ctx, name)
+	return serr == nil && st.StatusCode != lxd.StatusRunning
 }
 
 // WaitReady waits until the app container is ready and the app's

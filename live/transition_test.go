@@ -44,6 +44,12 @@ func transitionLXD(t *testing.T) *lxd.Client {
 			reply(w, 200, map[string]any{"status": "Stopped", "status_code": 102}, "")
 		case "/1.0/instances/web-0/exec":
 			reply(w, 500, nil, "Failed to retrieve PID of executing child process")
+		case "/1.0/instances/web-2/state":
+			reply(w, 200, map[string]any{"status": "Running", "status_code": 103}, "")
+		case "/1.0/instances/web-2/exec":
+			// An image without systemctl: LXD's "not found" is about
+			// the command, not the instance.
+			reply(w, 404, nil, "Command not found")
 		default:
 			reply(w, 404, nil, "Instance not found")
 		}
@@ -87,6 +93,22 @@ func TestTransitionMarksStoppedInstances(t *testing.T) {
 	}
 	if sys.transition(ctx, "web-1", nil) != nil {
 		t.Error("no error became one")
+	}
+}
+
+// An instance is shutting down only when its systemd says so or LXD no
+// longer runs it: a failed exec of systemctl in an image without it (a
+// "not found" from LXD) says nothing (a wedged dockerd there was taken for
+// a shutdown).
+func TestShuttingDownReadsTheInstanceNotTheError(t *testing.T) {
+	sys := New(transitionLXD(t), "o", engine.Options{})
+	defer sys.Close()
+	ctx := context.Background()
+	if sys.shuttingDown(ctx, "web-2") {
+		t.Error("a running instance without systemctl is taken for one shutting down")
+	}
+	if !sys.shuttingDown(ctx, "web-1") {
+		t.Error("a stopped instance is not taken for one shutting down")
 	}
 }
 

@@ -110,11 +110,11 @@ type Instance struct {
 	// DockerError is set when Docker could not be reached in a running
 	// instance; the container is then unknown, not missing.
 	DockerError string `json:"dockerError,omitempty"`
-	// DockerUnknown is set when LXD could not run the command that
-	// reaches Docker in a running instance (the exec failed to start, or
-	// LXD did not answer): Docker's state is unknown, which is no
-	// evidence against it. The planner plans nothing that depends on the
-	// container and waits for a later look.
+	// DockerUnknown says why Docker's state in a running instance is
+	// unknown, which is no evidence against it: LXD could not run the
+	// command that reaches Docker (the exec failed to start, or LXD did
+	// not answer), or the instance is shutting down. The planner plans
+	// nothing that depends on the container and waits for a later look.
 	DockerUnknown string `json:"dockerUnknown,omitempty"`
 	// Addresses are the instance's IPv4 addresses of global scope, eth0's
 	// first: the replica's address is Addresses[0]. Empty when the

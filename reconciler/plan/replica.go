@@ -116,8 +116,8 @@ func NotReadyReason(inst *Instance) string {
 }
 
 // dockerUnknownWord starts the reason of a replica whose Docker could not
-// be looked at because LXD did not set up the tunnel.
-const dockerUnknownWord = "docker state unknown (LXD did not run the tunnel): "
+// be looked at (Instance.DockerUnknown says why).
+const dockerUnknownWord = "docker state unknown: "
 
 // portsWord is "port 80/tcp" or "ports 80/tcp, 443/tcp".
 func portsWord(ports []string) string {
