@@ -190,6 +190,16 @@ func (c *Client) dialOperationWebsocket(ctx context.Context, opID, secret string
 		}
 		return nil, err
 	}
+	conn.SetPingHandler(func(data string) error {
+		// LXD pings every socket every 10 s. A ping that arrives as LXD
+		// closes the socket after the command's last output makes the
+		// pong fail (broken pipe); gorilla's own handler would then fail
+		// the read, and the output and end-of-stream marker still
+		// buffered would be lost. A failed pong only means the peer is
+		// going: the next read says so, after the data.
+		_ = conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(5*time.Second))
+		return nil
+	})
 	return conn, nil
 }
 

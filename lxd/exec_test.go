@@ -352,3 +352,37 @@ func TestDeadlineHelper(t *testing.T) {
 	}
 	d.stop()
 }
+
+// A ping that LXD sends as it closes a stream after the command's last
+// output makes the pong fail (broken pipe); the output and the
+// end-of-stream marker behind it are still read (a provision's rename was
+// reported as "writing output: ... broken pipe").
+func TestStreamOutlivesAFailedPong(t *testing.T) {
+	f := newFake(t)
+	closed := make(chan struct{})
+	up := websocket.Upgrader{}
+	f.mux.HandleFunc("GET /1.0/operations/{id}/websocket", func(w http.ResponseWriter, r *http.Request) {
+		conn, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		_ = conn.WriteMessage(websocket.BinaryMessage, []byte("hello "))
+		_ = conn.WriteControl(websocket.PingMessage, []byte("keepalive"), time.Now().Add(time.Second))
+		_ = conn.WriteMessage(websocket.BinaryMessage, []byte("world"))
+		_ = conn.WriteMessage(websocket.TextMessage, nil)
+		_ = conn.UnderlyingConn().Close()
+		close(closed)
+	})
+	c := f.connect(t, Config{})
+	conn, err := c.dialOperationWebsocket(context.Background(), "op1", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	<-closed
+	time.Sleep(50 * time.Millisecond) // let the close reach the socket
+	var out bytes.Buffer
+	if err := recvStream(conn, &out); err != nil || out.String() != "hello world" {
+		t.Fatalf("recvStream: %v, output %q", err, out.String())
+	}
+}
