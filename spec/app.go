@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/berth-gitops/berth/ownership"
 )
 
 // The fields of each type, in the order the schema and the docs list them:
@@ -403,7 +405,7 @@ func (d *decoder) config(n *yaml.Node) map[string]string {
 	for _, e := range entries {
 		d.push(e.key, e.k)
 		switch {
-		case strings.HasPrefix(e.key, "user.berth."):
+		case strings.HasPrefix(e.key, ownership.KeyPrefix):
 			d.errorf(e.k, "keys under user.berth. are reserved for berth's own bookkeeping")
 		case derivedKeys[e.key] != "":
 			d.errorf(e.k, "set this through %s, not through config", derivedKeys[e.key])

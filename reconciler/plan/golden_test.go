@@ -83,9 +83,9 @@ func compareGolden(t *testing.T, path string, got []byte) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run go test ./reconciler/ -update to create it)", err)
+		t.Fatalf("%v (run go test ./reconciler/plan/ -update to create it)", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (run go test ./reconciler/ -update and review the diff):\n--- got\n%s\n--- want\n%s", path, got, want)
+		t.Errorf("%s differs (run go test ./reconciler/plan/ -update and review the diff):\n--- got\n%s\n--- want\n%s", path, got, want)
 	}
 }
