@@ -118,139 +118,228 @@ func (p *Page) mainHTML() (string, <-chan struct{}, error) {
 // data builds the view of the page from the status and what the hooks
 // gathered.
 func (p *Page) data() pageDataWake {
-	snap := p.snapshot()
-	st := p.cfg.Status()
-	rev := func(sha string) revisionView {
-		c := snap.commits[sha]
-		if c.subject == "" && sha == st.Revision {
-			c.subject = st.Subject
-		}
-		return revisionView{SHA: sha, Subject: c.subject, Author: c.author}
-	}
+	b := p.newPageBuilder()
+	st := b.st
 	d := pageData{Started: p.started, Owner: st.Owner, Conflicts: st.Conflicts, Problems: st.Diagnostics,
 		History: p.cfg.History}
-	d.Daemon = daemonView{Phase: st.Phase, LeaseHolder: st.LeaseHolder, LeaseExpiry: st.LeaseExpiry,
-		LastRun: st.LastRun, LastResult: st.LastResult, LastError: st.LastError, NextRun: st.NextRun,
-		SourceWarning: st.SourceWarning, HeldRevision: st.HeldRevision, Errors: snap.errors}
-	if st.Revision != "" {
-		d.Daemon.Revision = rev(st.Revision)
-	}
-
-	var eps discovery.Endpoints
-	haveEps := false
-	if p.cfg.Endpoints != nil {
-		eps, haveEps = p.cfg.Endpoints()
-	}
-	instances := map[string]*plan.Instance{}
-	images := map[string]plan.Image{}
-	var observedAt time.Time
-	if v := snap.view; v != nil {
-		for i := range v.Observed.Instances {
-			instances[v.Observed.Instances[i].Name] = &v.Observed.Instances[i]
-		}
-		for _, img := range v.Observed.Images {
-			images[img.Fingerprint] = img
-		}
-		observedAt = v.Observed.At
-		if observedAt.IsZero() {
-			observedAt = v.At
-		}
-	}
-
+	d.Daemon = b.daemonView()
 	counts := map[string]int{}
 	for _, a := range st.Apps {
-		av := appView{Name: a.App, Ready: a.Ready, Desired: a.Desired, Sync: a.Sync, History: snap.history[a.App]}
-		av.Health, av.Tone, av.Reason = appHealth(a, st.Failures[a.App])
+		av := b.appView(a)
 		counts[av.Health]++
-		// What the app runs is the last revision it rolled out fully;
-		// while it rolls out, is held or failed, Git wants another.
-		runs := st.LastGood[a.App]
-		if runs != "" {
-			av.Revision = rev(runs)
-		}
-		if st.Revision != "" && runs != st.Revision {
-			t := rev(st.Revision)
-			av.Target = &t
-		}
-		if f, ok := st.Failures[a.App]; ok {
-			av.Held = &heldView{Revision: rev(f.Revision), Reason: f.Reason, Stalled: f.Retry == reconciler.Stalled,
-				RetryAfter: f.RetryAfter, Count: f.Count}
-		}
-		byInstance := map[string][]string{}
-		for _, line := range a.Drift {
-			inst, _, _ := strings.Cut(line, " ")
-			byInstance[inst] = append(byInstance[inst], line)
-		}
-		av.Pending = a.Drift
-		var epApp *discovery.App
-		if haveEps {
-			for i := range eps.Apps {
-				if eps.Apps[i].Name == a.App {
-					epApp = &eps.Apps[i]
-				}
-			}
-		}
-		if p.cfg.DNSZone != "" {
-			av.DNSName = a.App + "." + strings.TrimSuffix(p.cfg.DNSZone, ".")
-		}
-		for _, r := range a.Replicas {
-			rv := replicaView{Instance: r.Instance, Address: r.Address, Image: r.Image, Ready: r.Ready,
-				Revision: r.Revision, Drift: byInstance[r.Instance]}
-			rv.Health, rv.Tone, rv.Why = replicaHealth(r)
-			if inst := instances[r.Instance]; inst != nil {
-				rv.Member = inst.Location
-				if inst.BaseImage != "" {
-					rv.BaseImage = inst.BaseImage
-					if img, ok := images[inst.BaseImage]; ok && !img.Created.IsZero() && !observedAt.IsZero() {
-						rv.BaseImageAge = humanDuration(observedAt.Sub(img.Created))
-					}
-				}
-			}
-			if epApp != nil {
-				for _, er := range epApp.Replicas {
-					if er.Instance != r.Instance {
-						continue
-					}
-					if rv.Member == "" {
-						rv.Member = er.Member
-					}
-					for _, port := range er.Ports {
-						if er.Address != "" {
-							rv.Endpoints = append(rv.Endpoints, fmt.Sprintf("%s:%d/%s", er.Address, port.Port, port.Protocol))
-						}
-					}
-				}
-			}
-			if rv.Member == "none" {
-				rv.Member = ""
-			}
-			av.Replicas = append(av.Replicas, rv)
-		}
-		if epApp != nil && len(epApp.Replicas) > 0 {
-			for _, port := range epApp.Replicas[0].Ports {
-				name := fmt.Sprintf("%d/%s", port.Port, port.Protocol)
-				if port.Name != "" {
-					name = port.Name + " " + name
-					if av.DNSName != "" {
-						name += fmt.Sprintf(" (SRV _%s._%s.%s)", port.Name, port.Protocol, av.DNSName)
-					}
-				}
-				av.Ports = append(av.Ports, name)
-			}
-		}
 		d.Apps = append(d.Apps, av)
 	}
-	if run := snap.current; run != nil {
-		rv := &runView{Revision: rev(run.Revision), Started: run.Started, Steps: run.Steps}
-		for _, s := range run.Steps {
-			if s.State == StepDone || s.State == StepFailed {
-				rv.Done++
-			}
-		}
-		d.Run = rv
+	if run := b.snap.current; run != nil {
+		d.Run = b.runView(run)
 	}
 	d.Summary, d.Title = summary(d.Apps, counts, d.Run != nil)
-	return pageDataWake{pageData: d, wake: snap.wake}
+	return pageDataWake{pageData: d, wake: b.snap.wake}
+}
+
+// pageBuilder is what one build of the page reads: a single status and a
+// single snapshot, taken once, so every part of the page agrees with the
+// others.
+type pageBuilder struct {
+	snap    snapshot
+	st      reconciler.LoopStatus
+	dnsZone string
+	// endpointApps is discovery's view of the apps; nil when discovery
+	// has none to give (its hook is unset or it has not looked yet).
+	endpointApps []discovery.App
+	observed     observedIndex
+}
+
+func (p *Page) newPageBuilder() *pageBuilder {
+	b := &pageBuilder{snap: p.snapshot(), st: p.cfg.Status(), dnsZone: p.cfg.DNSZone}
+	if p.cfg.Endpoints != nil {
+		if eps, ok := p.cfg.Endpoints(); ok {
+			b.endpointApps = eps.Apps
+		}
+	}
+	b.observed = indexObserved(b.snap.view)
+	return b
+}
+
+// rev is a revision with its commit's subject and author when the hooks
+// gathered them; the status's own subject stands in for its revision's.
+func (b *pageBuilder) rev(sha string) revisionView {
+	c := b.snap.commits[sha]
+	if c.subject == "" && sha == b.st.Revision {
+		c.subject = b.st.Subject
+	}
+	return revisionView{SHA: sha, Subject: c.subject, Author: c.author}
+}
+
+func (b *pageBuilder) daemonView() daemonView {
+	st := b.st
+	dv := daemonView{Phase: st.Phase, LeaseHolder: st.LeaseHolder, LeaseExpiry: st.LeaseExpiry,
+		LastRun: st.LastRun, LastResult: st.LastResult, LastError: st.LastError, NextRun: st.NextRun,
+		SourceWarning: st.SourceWarning, HeldRevision: st.HeldRevision, Errors: b.snap.errors}
+	if st.Revision != "" {
+		dv.Revision = b.rev(st.Revision)
+	}
+	return dv
+}
+
+// observedIndex is the latest observe's instances and images by name and
+// fingerprint, and when it looked.
+type observedIndex struct {
+	instances map[string]*plan.Instance
+	images    map[string]plan.Image
+	at        time.Time
+}
+
+// indexObserved indexes the latest view; a nil view (no observe yet)
+// gives empty maps and a zero time.
+func indexObserved(v *reconciler.View) observedIndex {
+	o := observedIndex{instances: map[string]*plan.Instance{}, images: map[string]plan.Image{}}
+	if v == nil {
+		return o
+	}
+	for i := range v.Observed.Instances {
+		o.instances[v.Observed.Instances[i].Name] = &v.Observed.Instances[i]
+	}
+	for _, img := range v.Observed.Images {
+		o.images[img.Fingerprint] = img
+	}
+	o.at = v.Observed.At
+	if o.at.IsZero() {
+		o.at = v.At
+	}
+	return o
+}
+
+// appView is one app's card: its health, the revision it runs and the
+// one Git wants, and its replicas and ports.
+func (b *pageBuilder) appView(a plan.AppStatusView) appView {
+	st := b.st
+	av := appView{Name: a.App, Ready: a.Ready, Desired: a.Desired, Sync: a.Sync, History: b.snap.history[a.App]}
+	av.Health, av.Tone, av.Reason = appHealth(a, st.Failures[a.App])
+	// What the app runs is the last revision it rolled out fully;
+	// while it rolls out, is held or failed, Git wants another.
+	runs := st.LastGood[a.App]
+	if runs != "" {
+		av.Revision = b.rev(runs)
+	}
+	if st.Revision != "" && runs != st.Revision {
+		t := b.rev(st.Revision)
+		av.Target = &t
+	}
+	if f, ok := st.Failures[a.App]; ok {
+		av.Held = &heldView{Revision: b.rev(f.Revision), Reason: f.Reason, Stalled: f.Retry == reconciler.Stalled,
+			RetryAfter: f.RetryAfter, Count: f.Count}
+	}
+	av.Pending = a.Drift
+	epApp := findEndpointApp(b.endpointApps, a.App)
+	if b.dnsZone != "" {
+		av.DNSName = a.App + "." + strings.TrimSuffix(b.dnsZone, ".")
+	}
+	byInstance := driftByInstance(a.Drift)
+	for _, r := range a.Replicas {
+		av.Replicas = append(av.Replicas, b.replicaView(r, byInstance[r.Instance], epApp))
+	}
+	av.Ports = appPorts(epApp, av.DNSName)
+	return av
+}
+
+// driftByInstance groups the app's pending changes by the instance each
+// line starts with, for the replica rows.
+func driftByInstance(drift []string) map[string][]string {
+	byInstance := map[string][]string{}
+	for _, line := range drift {
+		inst, _, _ := strings.Cut(line, " ")
+		byInstance[inst] = append(byInstance[inst], line)
+	}
+	return byInstance
+}
+
+// findEndpointApp is discovery's entry for the app, nil when it has none.
+// The last entry of that name wins.
+func findEndpointApp(apps []discovery.App, name string) *discovery.App {
+	var found *discovery.App
+	for i := range apps {
+		if apps[i].Name == name {
+			found = &apps[i]
+		}
+	}
+	return found
+}
+
+// replicaView is one replica's row: its health, where it runs, its base
+// image and its age, and the endpoints discovery gives it.
+func (b *pageBuilder) replicaView(r plan.ReplicaView, drift []string, epApp *discovery.App) replicaView {
+	rv := replicaView{Instance: r.Instance, Address: r.Address, Image: r.Image, Ready: r.Ready,
+		Revision: r.Revision, Drift: drift}
+	rv.Health, rv.Tone, rv.Why = replicaHealth(r)
+	if inst := b.observed.instances[r.Instance]; inst != nil {
+		rv.Member = inst.Location
+		if inst.BaseImage != "" {
+			rv.BaseImage = inst.BaseImage
+			if img, ok := b.observed.images[inst.BaseImage]; ok && !img.Created.IsZero() && !b.observed.at.IsZero() {
+				rv.BaseImageAge = humanDuration(b.observed.at.Sub(img.Created))
+			}
+		}
+	}
+	if epApp != nil {
+		addReplicaEndpoints(&rv, epApp.Replicas)
+	}
+	// LXD gives "none" as the location on a single host: there is no
+	// member to show.
+	if rv.Member == "none" {
+		rv.Member = ""
+	}
+	return rv
+}
+
+// addReplicaEndpoints fills the replica's endpoints, address:port/protocol,
+// from discovery's rows for its instance, and its member when the observe
+// did not give one.
+func addReplicaEndpoints(rv *replicaView, replicas []discovery.Replica) {
+	for _, er := range replicas {
+		if er.Instance != rv.Instance {
+			continue
+		}
+		if rv.Member == "" {
+			rv.Member = er.Member
+		}
+		for _, port := range er.Ports {
+			if er.Address != "" {
+				rv.Endpoints = append(rv.Endpoints, fmt.Sprintf("%s:%d/%s", er.Address, port.Port, port.Protocol))
+			}
+		}
+	}
+}
+
+// appPorts lists the app's ports, port/protocol, with the port's name and
+// its SRV record when it has one. Every replica declares the same ports,
+// so the first one's stand for the app.
+func appPorts(epApp *discovery.App, dnsName string) []string {
+	if epApp == nil || len(epApp.Replicas) == 0 {
+		return nil
+	}
+	var ports []string
+	for _, port := range epApp.Replicas[0].Ports {
+		name := fmt.Sprintf("%d/%s", port.Port, port.Protocol)
+		if port.Name != "" {
+			name = port.Name + " " + name
+			if dnsName != "" {
+				name += fmt.Sprintf(" (SRV _%s._%s.%s)", port.Name, port.Protocol, dnsName)
+			}
+		}
+		ports = append(ports, name)
+	}
+	return ports
+}
+
+// runView is the run in progress and how many of its steps have ended.
+func (b *pageBuilder) runView(run *Run) *runView {
+	rv := &runView{Revision: b.rev(run.Revision), Started: run.Started, Steps: run.Steps}
+	for _, s := range run.Steps {
+		if s.State == StepDone || s.State == StepFailed {
+			rv.Done++
+		}
+	}
+	return rv
 }
 
 type pageDataWake struct {

@@ -79,19 +79,7 @@ func Revert(ctx context.Context, repoPath string, opts RevertOptions) (newHead C
 	if err != nil {
 		return Commit{}, nil, err
 	}
-	headRef, err := repo.Reference(plumbing.HEAD, false)
-	if err != nil {
-		return Commit{}, nil, fmt.Errorf("%s: %w", repoPath, err)
-	}
-	if headRef.Type() != plumbing.SymbolicReference || !headRef.Target().IsBranch() {
-		return Commit{}, nil, fmt.Errorf("%s: HEAD is detached; check out the branch to roll back", repoPath)
-	}
-	branch := headRef.Target()
-	ref, err := repo.Reference(branch, true)
-	if err != nil {
-		return Commit{}, nil, fmt.Errorf("%s: branch %q has no commits: %w", repoPath, branch.Short(), err)
-	}
-	head, err := repo.CommitObject(ref.Hash())
+	branch, ref, head, err := checkedOutBranch(repo, repoPath)
 	if err != nil {
 		return Commit{}, nil, err
 	}
@@ -99,26 +87,11 @@ func Revert(ctx context.Context, repoPath string, opts RevertOptions) (newHead C
 	if err != nil {
 		return Commit{}, nil, err
 	}
-
-	wt, err := repo.Worktree()
-	if errors.Is(err, git.ErrIsBareRepository) {
-		wt = nil
-	} else if err != nil {
+	wt, untracked, err := cleanWorktree(repo)
+	if err != nil {
 		return Commit{}, nil, err
 	}
-	var untracked map[string]bool
-	if wt != nil {
-		if untracked, err = checkClean(wt); err != nil {
-			return Commit{}, nil, err
-		}
-	}
-
-	var plan []plannedCommit
-	if opts.To != "" {
-		plan, reverted, err = planRollbackTo(repo, head, opts.To)
-	} else {
-		plan, reverted, err = planReverts(repo, head, opts.Commits)
-	}
+	plan, reverted, err := planRevert(repo, head, opts)
 	if err != nil {
 		return Commit{}, nil, err
 	}
@@ -130,44 +103,18 @@ func Revert(ctx context.Context, repoPath string, opts RevertOptions) (newHead C
 	if err != nil {
 		return Commit{}, nil, err
 	}
-	newFiles := plan[len(plan)-1].files
-	if newFiles == nil {
-		if newFiles, err = flattenTree(repo, plan[len(plan)-1].tree); err != nil {
-			return Commit{}, nil, err
-		}
+	newFiles, err := plannedResult(repo, plan)
+	if err != nil {
+		return Commit{}, nil, err
 	}
 	if wt != nil {
 		if err := checkWorktree(wt.Filesystem.Root(), headFiles, newFiles, untracked); err != nil {
 			return Commit{}, nil, fmt.Errorf("%w; nothing was changed", err)
 		}
 	}
-	parent := head.Hash
-	var last *object.Commit
-	for _, p := range plan {
-		tree := p.tree
-		if p.files != nil {
-			if tree, err = writeTree(repo.Storer, p.files); err != nil {
-				return Commit{}, nil, fmt.Errorf("write tree: %w", err)
-			}
-		}
-		sig := object.Signature{Name: author.Name, Email: author.Email, When: author.When}
-		c := &object.Commit{
-			Author:       sig,
-			Committer:    sig,
-			Message:      p.message,
-			TreeHash:     tree,
-			ParentHashes: []plumbing.Hash{parent},
-		}
-		obj := repo.Storer.NewEncodedObject()
-		if err := c.Encode(obj); err != nil {
-			return Commit{}, nil, err
-		}
-		if parent, err = repo.Storer.SetEncodedObject(obj); err != nil {
-			return Commit{}, nil, fmt.Errorf("write commit: %w", err)
-		}
-		if last, err = repo.CommitObject(parent); err != nil {
-			return Commit{}, nil, err
-		}
+	last, err := writeCommits(repo, head.Hash, plan, author)
+	if err != nil {
+		return Commit{}, nil, err
 	}
 	// Compare-and-swap: a commit made meanwhile (by a person, or by git
 	// running beside us) is not silently dropped.
@@ -193,6 +140,101 @@ func Revert(ctx context.Context, repoPath string, opts RevertOptions) (newHead C
 		}
 	}
 	return newHead, reverted, nil
+}
+
+// checkedOutBranch is the branch HEAD points to, its reference as read
+// now (the compare-and-swap at the end compares against it) and its
+// commit. A detached HEAD is refused: there is no branch to add the
+// commits to.
+func checkedOutBranch(repo *git.Repository, repoPath string) (plumbing.ReferenceName, *plumbing.Reference, *object.Commit, error) {
+	headRef, err := repo.Reference(plumbing.HEAD, false)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("%s: %w", repoPath, err)
+	}
+	if headRef.Type() != plumbing.SymbolicReference || !headRef.Target().IsBranch() {
+		return "", nil, nil, fmt.Errorf("%s: HEAD is detached; check out the branch to roll back", repoPath)
+	}
+	branch := headRef.Target()
+	ref, err := repo.Reference(branch, true)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("%s: branch %q has no commits: %w", repoPath, branch.Short(), err)
+	}
+	head, err := repo.CommitObject(ref.Hash())
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return branch, ref, head, nil
+}
+
+// cleanWorktree is the repository's work tree, refused when it has
+// changes to tracked files, and its untracked paths. A bare repository
+// has none: nil, and the revert writes the commits only.
+func cleanWorktree(repo *git.Repository) (*git.Worktree, map[string]bool, error) {
+	wt, err := repo.Worktree()
+	if errors.Is(err, git.ErrIsBareRepository) {
+		return nil, nil, nil
+	} else if err != nil {
+		return nil, nil, err
+	}
+	untracked, err := checkClean(wt)
+	if err != nil {
+		return nil, nil, err
+	}
+	return wt, untracked, nil
+}
+
+// planRevert plans the commits opts asks for: one rollback commit with
+// To, else one revert per commit.
+func planRevert(repo *git.Repository, head *object.Commit, opts RevertOptions) ([]plannedCommit, []Commit, error) {
+	if opts.To != "" {
+		return planRollbackTo(repo, head, opts.To)
+	}
+	return planReverts(repo, head, opts.Commits)
+}
+
+// plannedResult is the files of the last planned commit: what the branch
+// holds once every commit is made.
+func plannedResult(repo *git.Repository, plan []plannedCommit) (map[string]entry, error) {
+	last := plan[len(plan)-1]
+	if last.files != nil {
+		return last.files, nil
+	}
+	return flattenTree(repo, last.tree)
+}
+
+// writeCommits writes the planned commits as a chain on parent and
+// returns the last. Only objects are written: no reference moves, so a
+// failure here leaves the branch as it was.
+func writeCommits(repo *git.Repository, parent plumbing.Hash, plan []plannedCommit, author object.Signature) (*object.Commit, error) {
+	var last *object.Commit
+	for _, p := range plan {
+		var err error
+		tree := p.tree
+		if p.files != nil {
+			if tree, err = writeTree(repo.Storer, p.files); err != nil {
+				return nil, fmt.Errorf("write tree: %w", err)
+			}
+		}
+		sig := object.Signature{Name: author.Name, Email: author.Email, When: author.When}
+		c := &object.Commit{
+			Author:       sig,
+			Committer:    sig,
+			Message:      p.message,
+			TreeHash:     tree,
+			ParentHashes: []plumbing.Hash{parent},
+		}
+		obj := repo.Storer.NewEncodedObject()
+		if err = c.Encode(obj); err != nil {
+			return nil, err
+		}
+		if parent, err = repo.Storer.SetEncodedObject(obj); err != nil {
+			return nil, fmt.Errorf("write commit: %w", err)
+		}
+		if last, err = repo.CommitObject(parent); err != nil {
+			return nil, err
+		}
+	}
+	return last, nil
 }
 
 // revertAuthor picks the author: options, then Git config (local, global,
@@ -309,38 +351,10 @@ func planRollbackTo(repo *git.Repository, head *object.Commit, rev string) ([]pl
 // planReverts plans one revert commit per commit, newest first, each
 // applied on the result of the one before.
 func planReverts(repo *git.Repository, head *object.Commit, revs []string) ([]plannedCommit, []Commit, error) {
-	// Position in the history from HEAD: newest first, and only commits
-	// of this branch (reverting a commit from elsewhere is not a rollback).
-	pos := map[plumbing.Hash]int{}
-	n := 0
-	err := object.NewCommitPreorderIter(head, nil, nil).ForEach(func(c *object.Commit) error {
-		pos[c.Hash] = n
-		n++
-		return nil
-	})
-	if err != nil && !errors.Is(err, plumbing.ErrObjectNotFound) {
+	commits, err := revertsNewestFirst(repo, head, revs)
+	if err != nil {
 		return nil, nil, err
 	}
-	var commits []*object.Commit
-	seen := map[plumbing.Hash]bool{}
-	for _, rev := range revs {
-		c, err := resolveCommit(repo, rev, "", "this repository")
-		if err != nil {
-			return nil, nil, err
-		}
-		if _, ok := pos[c.Hash]; !ok {
-			return nil, nil, fmt.Errorf("%q (%s) is not a commit of this branch", rev, shortSHA(c.Hash.String()))
-		}
-		if c.NumParents() > 1 {
-			return nil, nil, fmt.Errorf("%q (%s) is a merge commit: revert it by hand, or roll back to a revision with --to", rev, shortSHA(c.Hash.String()))
-		}
-		if !seen[c.Hash] {
-			seen[c.Hash] = true
-			commits = append(commits, c)
-		}
-	}
-	sort.Slice(commits, func(i, j int) bool { return pos[commits[i].Hash] < pos[commits[j].Hash] })
-
 	cur, err := flatten(head)
 	if err != nil {
 		return nil, nil, err
@@ -348,59 +362,11 @@ func planReverts(repo *git.Repository, head *object.Commit, revs []string) ([]pl
 	var plan []plannedCommit
 	var reverted []Commit
 	for _, c := range commits {
-		after, err := flatten(c)
+		next, err := planRevertOf(c, cur)
 		if err != nil {
 			return nil, nil, err
 		}
-		before := map[string]entry{}
-		if c.NumParents() == 1 {
-			p, err := c.Parent(0)
-			if err != nil {
-				return nil, nil, fmt.Errorf("parent of %s: %w", shortSHA(c.Hash.String()), err)
-			}
-			if before, err = flatten(p); err != nil {
-				return nil, nil, err
-			}
-		}
-		next := make(map[string]entry, len(cur))
-		for k, v := range cur {
-			next[k] = v
-		}
-		changed := 0
-		var conflicts []string
-		for p := range changedPaths(before, after) {
-			now, hasNow := cur[p]
-			was, hadWas := after[p]    // as the commit left it
-			orig, hadOrig := before[p] // as it was before the commit
-			switch {
-			case hasNow == hadWas && now == was:
-				// Untouched since: undo.
-				if hadOrig {
-					next[p] = orig
-				} else {
-					delete(next, p)
-				}
-				changed++
-			case hasNow == hadOrig && now == orig:
-				// Already as before the commit: nothing to undo here.
-			default:
-				conflicts = append(conflicts, p)
-			}
-		}
 		cc := commitOf(c)
-		if len(conflicts) > 0 {
-			sort.Strings(conflicts)
-			return nil, nil, fmt.Errorf("revert of %s (%q) does not apply cleanly: changed since: %s; nothing was written",
-				cc.Short(), cc.Subject, quoteList(conflicts))
-		}
-		if changed == 0 {
-			return nil, nil, fmt.Errorf("%s (%q) changes nothing that is still there: already reverted?", cc.Short(), cc.Subject)
-		}
-		// A dir/file clash (a file where the result needs a folder) would
-		// make a tree git cannot check out: refuse it like a conflict.
-		if p := pathClash(next); p != "" {
-			return nil, nil, fmt.Errorf("revert of %s (%q) does not apply cleanly: %q is both a file and a folder", cc.Short(), cc.Subject, p)
-		}
 		plan = append(plan, plannedCommit{
 			files:   next,
 			message: fmt.Sprintf("Revert %q\n\nThis reverts commit %s.\n", cc.Subject, cc.SHA),
@@ -409,6 +375,119 @@ func planReverts(repo *git.Repository, head *object.Commit, revs []string) ([]pl
 		cur = next
 	}
 	return plan, reverted, nil
+}
+
+// revertsNewestFirst resolves the commits to revert, once each, newest
+// first: each revert then applies on a tree where the later commits are
+// already undone, as `git revert` of a range does. Only commits of this
+// branch (reverting a commit from elsewhere is not a rollback) and no
+// merges.
+func revertsNewestFirst(repo *git.Repository, head *object.Commit, revs []string) ([]*object.Commit, error) {
+	// Position in the history from HEAD: newest first.
+	pos := map[plumbing.Hash]int{}
+	n := 0
+	err := object.NewCommitPreorderIter(head, nil, nil).ForEach(func(c *object.Commit) error {
+		pos[c.Hash] = n
+		n++
+		return nil
+	})
+	if err != nil && !errors.Is(err, plumbing.ErrObjectNotFound) {
+		return nil, err
+	}
+	var commits []*object.Commit
+	seen := map[plumbing.Hash]bool{}
+	for _, rev := range revs {
+		c, err := resolveCommit(repo, rev, "", "this repository")
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := pos[c.Hash]; !ok {
+			return nil, fmt.Errorf("%q (%s) is not a commit of this branch", rev, shortSHA(c.Hash.String()))
+		}
+		if c.NumParents() > 1 {
+			return nil, fmt.Errorf("%q (%s) is a merge commit: revert it by hand, or roll back to a revision with --to", rev, shortSHA(c.Hash.String()))
+		}
+		if !seen[c.Hash] {
+			seen[c.Hash] = true
+			commits = append(commits, c)
+		}
+	}
+	sort.Slice(commits, func(i, j int) bool { return pos[commits[i].Hash] < pos[commits[j].Hash] })
+	return commits, nil
+}
+
+// planRevertOf is the files once c is undone on cur. It fails, naming
+// the paths, when a file c changed has changed again since, when c has
+// nothing left to undo, or when the result would not check out.
+func planRevertOf(c *object.Commit, cur map[string]entry) (map[string]entry, error) {
+	after, err := flatten(c)
+	if err != nil {
+		return nil, err
+	}
+	before, err := parentFiles(c)
+	if err != nil {
+		return nil, err
+	}
+	next, changed, conflicts := undoChanges(cur, before, after)
+	cc := commitOf(c)
+	if len(conflicts) > 0 {
+		sort.Strings(conflicts)
+		return nil, fmt.Errorf("revert of %s (%q) does not apply cleanly: changed since: %s; nothing was written",
+			cc.Short(), cc.Subject, quoteList(conflicts))
+	}
+	if changed == 0 {
+		return nil, fmt.Errorf("%s (%q) changes nothing that is still there: already reverted?", cc.Short(), cc.Subject)
+	}
+	// A dir/file clash (a file where the result needs a folder) would
+	// make a tree git cannot check out: refuse it like a conflict.
+	if p := pathClash(next); p != "" {
+		return nil, fmt.Errorf("revert of %s (%q) does not apply cleanly: %q is both a file and a folder", cc.Short(), cc.Subject, p)
+	}
+	return next, nil
+}
+
+// parentFiles is the files before c: its parent's, none for a root
+// commit (merges are refused before this).
+func parentFiles(c *object.Commit) (map[string]entry, error) {
+	if c.NumParents() != 1 {
+		return map[string]entry{}, nil
+	}
+	p, err := c.Parent(0)
+	if err != nil {
+		return nil, fmt.Errorf("parent of %s: %w", shortSHA(c.Hash.String()), err)
+	}
+	return flatten(p)
+}
+
+// undoChanges applies the inverse of a commit's diff (before -> after) to
+// cur, path by path. A path still as the commit left it goes back to
+// before; one already as before is left; any other is a conflict.
+// changed counts the paths undone; cur itself is not modified.
+func undoChanges(cur, before, after map[string]entry) (next map[string]entry, changed int, conflicts []string) {
+	next = make(map[string]entry, len(cur))
+	for k, v := range cur {
+		next[k] = v
+	}
+	for p := range changedPaths(before, after) {
+		now, hasNow := cur[p]
+		was, hadWas := after[p]    // as the commit left it
+		orig, hadOrig := before[p] // as it was before the commit
+		switch {
+		case hasNow == hadWas && now == was:
+			// Untouched since: undo.
+			if hadOrig {
+				next[p] = orig
+			} else {
+				delete(next, p)
+			}
+			changed++
+		case hasNow == hadOrig && now == orig:
+			// Already as before the commit: nothing to undo here.
+		default:
+			conflicts = append(conflicts, p)
+		}
+	}
+	return next, changed, conflicts
 }
 
 // flatten lists every non-tree entry (files, symlinks, submodules) of a
