@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -73,6 +76,9 @@ func TestDaemonDNSAnswersAgainAfterSIGCONT(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// A signal is delivered asynchronously: wait until the kernel shows
+	// the process stopped, before a query it could still answer.
+	waitStopped(t, cmd.Process.Pid)
 	// A stopped process cannot answer: this shows the stop took hold.
 	if got, err := ask(time.Second); err == nil {
 		t.Fatalf("a stopped daemon answered %v", got)
@@ -96,4 +102,23 @@ func TestDaemonDNSAnswersAgainAfterSIGCONT(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("the daemon exited with %v after SIGTERM\n%s", err, tail(out.String(), 20))
 	}
+}
+
+// waitStopped waits, bounded, until /proc says the process is stopped
+// (state T).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state follows the command's name in parentheses.
+		if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && strings.HasPrefix(string(stat[i+1:]), " T") {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("process %d did not stop within 10s of SIGSTOP", pid)
 }
