@@ -4,10 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -20,11 +17,6 @@ import (
 // LXD), web-1 Stopped, anything else 404.
 func transitionLXD(t *testing.T) *lxd.Client {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "unix.socket")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	reply := func(w http.ResponseWriter, code int, meta any, msg string) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
@@ -34,7 +26,7 @@ func transitionLXD(t *testing.T) *lxd.Client {
 		}
 		_ = json.NewEncoder(w).Encode(body)
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return newFakeLXD(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/1.0":
 			reply(w, 200, map[string]any{"api_extensions": []string{"instance_get_full"}, "api_version": "1.0", "auth": "trusted"}, "")
@@ -53,17 +45,7 @@ func transitionLXD(t *testing.T) *lxd.Client {
 		default:
 			reply(w, 404, nil, "Instance not found")
 		}
-	}))
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Start()
-	t.Cleanup(srv.Close)
-	c, err := lxd.Connect(context.Background(), lxd.Config{URL: "unix://" + sock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	})
 }
 
 // A Docker failure on an instance that LXD has stopped, or that is gone,
