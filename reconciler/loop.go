@@ -313,6 +313,11 @@ type Loop struct {
 	// only because instances changed state under it (InTransition: a
 	// replica stopped by hand while a step acted on it); default 2s.
 	TransitionRetry time.Duration
+	// UnobservedRetry is how soon a run follows one whose plan waited on
+	// replicas whose Docker LXD could not reach (plan.Unobserved): their
+	// state is unknown, and nothing about them is decided until a look
+	// succeeds; default 10s, not the poll interval.
+	UnobservedRetry time.Duration
 	// Drain is how long steps in flight may go on after shutdown begins.
 	Drain time.Duration
 	// Clock is the time everything in the loop decides by (polls, backoff,
@@ -408,6 +413,9 @@ func (l *Loop) init() {
 	}
 	if l.TransitionRetry <= 0 {
 		l.TransitionRetry = 2 * time.Second
+	}
+	if l.UnobservedRetry <= 0 {
+		l.UnobservedRetry = 10 * time.Second
 	}
 	if l.LeaseRenew <= 0 {
 		l.LeaseRenew = 20 * time.Second
@@ -715,8 +723,12 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 		return fail("lxd", err)
 	}
 	l.publish(r, observed, pl)
-	if r.replanSoon {
+	switch {
+	case r.replanSoon:
 		return l.TransitionRetry
+	case len(pl.Unobserved) > 0:
+		r.log.Info("some replicas could not be observed; looking again soon", "replicas", len(pl.Unobserved), "retry_in", l.UnobservedRetry)
+		return min(l.UnobservedRetry, l.jitter(l.Interval))
 	}
 	return l.jitter(l.Interval)
 }

@@ -1052,3 +1052,28 @@ func TestLoopReplansSoonAfterAStateInTransition(t *testing.T) {
 		t.Errorf("%d creates; held within the backoff, want %d", n, maxTransitions+1)
 	}
 }
+
+// A run whose plan waits on replicas whose Docker LXD did not reach is
+// followed after UnobservedRetry, not the poll interval, and changes
+// nothing on them; once they are observed the poll interval is back.
+func TestLoopLooksAgainSoonAtUnobservedReplicas(t *testing.T) {
+	src := &fakeSource{}
+	src.set("r1", strings.Replace(loopSpec, "IMAGE", "1", 1))
+	sys := &fakeSystem{fakeDriver: newFakeDriver()}
+	sys.obs = plantest.Converged(plantest.App("web", 1, 1, "reg/web:1"))
+	sys.obs.Instances[0].Container = nil
+	sys.obs.Instances[0].DockerUnknown = "LXD did not run the tunnel: connecting websockets: i/o timeout"
+	l := &Loop{Source: src, System: sys, Clock: clock.NewFake(time.Now()), Interval: time.Hour, UnobservedRetry: 7 * time.Second}
+	l.init()
+	ctx := context.Background()
+	if wait := l.runOnce(ctx, "poll"); wait != 7*time.Second {
+		t.Errorf("next run in %s, want UnobservedRetry (7s)", wait)
+	}
+	if len(sys.fakeDriver.calls) != 0 {
+		t.Errorf("calls %q on an unobserved replica", sys.fakeDriver.calls)
+	}
+	sys.obs = plantest.Converged(plantest.App("web", 1, 1, "reg/web:1"))
+	if wait := l.runOnce(ctx, "poll"); wait < 7*time.Second*2 {
+		t.Errorf("next run in %s once observed, want the poll interval", wait)
+	}
+}
