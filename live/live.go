@@ -675,12 +675,21 @@ func (s *System) transition(ctx context.Context, name string, err error) error {
 	return err
 }
 
-// shuttingDown reports whether the instance's systemd says it is stopping
-// (or the instance stopped while we asked). An image without systemd
-// answers nothing useful, and then it is not.
+// shuttingDown reports whether the instance is on its way down: LXD runs a
+// stop or restart of it (an `lxc stop` sends the init its shutdown
+// signal and waits; the init stops dockerd first, while LXD still says
+// Running), its systemd says it is stopping, or it stopped while we
+// asked.
 func (s *System) shuttingDown(ctx context.Context, name string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
+	if ops, err := s.LXD.InstanceOperations(ctx, name); err == nil {
+		for _, op := range ops {
+			if op.Description == "Stopping instance" || op.Description == "Restarting instance" {
+				return true
+			}
+		}
+	}
 	res, err := s.LXD.ExecOutput(ctx, name, lxd.ExecRequest{Command: []string{"systemctl", "is-system-running"}}, 256)
 	if err == nil {
 		return strings.TrimSpace(string(res.Output)) == "stopping"

@@ -38,7 +38,17 @@ func transitionLXD(t *testing.T) *lxd.Client {
 			reply(w, 500, nil, "Failed to retrieve PID of executing child process")
 		case "/1.0/instances/web-2/state":
 			reply(w, 200, map[string]any{"status": "Running", "status_code": 103}, "")
-		case "/1.0/instances/web-2/exec":
+		case "/1.0/operations":
+			// `lxc stop web-3` in progress: LXD still says Running.
+			reply(w, 200, map[string]any{"running": []map[string]any{
+				{"id": "op1", "class": "task", "description": "Stopping instance", "status": "Running", "status_code": 103,
+					"resources": map[string][]string{"instances": {"/1.0/instances/web-3"}}},
+				{"id": "op2", "class": "websocket", "description": "Executing command", "status": "Running", "status_code": 103,
+					"resources": map[string][]string{"instances": {"/1.0/instances/web-2"}}},
+			}}, "")
+		case "/1.0/instances/web-3/state":
+			reply(w, 200, map[string]any{"status": "Running", "status_code": 103}, "")
+		case "/1.0/instances/web-2/exec", "/1.0/instances/web-3/exec":
 			// An image without systemctl: LXD's "not found" is about
 			// the command, not the instance.
 			reply(w, 404, nil, "Command not found")
@@ -78,8 +88,8 @@ func TestTransitionMarksStoppedInstances(t *testing.T) {
 	}
 }
 
-// An instance is shutting down only when its systemd says so or LXD no
-// longer runs it: a failed exec of systemctl in an image without it (a
+// An instance is shutting down only when LXD runs a stop of it, its
+// systemd says so, or LXD no longer runs it: a failed exec of systemctl in an image without it (a
 // "not found" from LXD) says nothing (a wedged dockerd there was taken for
 // a shutdown).
 func TestShuttingDownReadsTheInstanceNotTheError(t *testing.T) {
@@ -91,6 +101,10 @@ func TestShuttingDownReadsTheInstanceNotTheError(t *testing.T) {
 	}
 	if !sys.shuttingDown(ctx, "web-1") {
 		t.Error("a stopped instance is not taken for one shutting down")
+	}
+	// LXD running a stop of it: shutting down, whatever its init.
+	if !sys.shuttingDown(ctx, "web-3") {
+		t.Error("an instance LXD is stopping is not taken for one shutting down")
 	}
 }
 

@@ -141,3 +141,24 @@ func (c *Client) cancelOperation(ctx context.Context, op *Operation) {
 	defer cancel()
 	_, _ = c.do(cctx, request{method: "DELETE", path: "/1.0/operations/" + pathEscape(op.ID)})
 }
+
+// InstanceOperations lists the running operations of the client's
+// project that act on the instance (their resources name it), such as
+// the "Stopping instance" of an `lxc stop` that is shutting it down.
+func (c *Client) InstanceOperations(ctx context.Context, name string) ([]Operation, error) {
+	var byStatus map[string][]Operation
+	if _, err := c.query(ctx, request{method: "GET", path: "/1.0/operations", query: url.Values{"recursion": {"1"}}, project: true}, &byStatus); err != nil {
+		return nil, err
+	}
+	var out []Operation
+	for _, op := range byStatus["running"] {
+		for _, r := range op.Resources["instances"] {
+			u, err := url.Parse(r)
+			if err == nil && (u.Path == "/1.0/instances/"+name || u.Path == name) {
+				out = append(out, op)
+				break
+			}
+		}
+	}
+	return out, nil
+}
