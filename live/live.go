@@ -683,12 +683,8 @@ func (s *System) transition(ctx context.Context, name string, err error) error {
 func (s *System) shuttingDown(ctx context.Context, name string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	if ops, err := s.LXD.InstanceOperations(ctx, name); err == nil {
-		for _, op := range ops {
-			if op.Description == "Stopping instance" || op.Description == "Restarting instance" {
-				return true
-			}
-		}
+	if stopping, err := s.LXD.InstanceStopping(ctx, name); err == nil && stopping {
+		return true
 	}
 	res, err := s.LXD.ExecOutput(ctx, name, lxd.ExecRequest{Command: []string{"systemctl", "is-system-running"}}, 256)
 	if err == nil {

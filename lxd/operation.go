@@ -162,3 +162,20 @@ func (c *Client) InstanceOperations(ctx context.Context, name string) ([]Operati
 	}
 	return out, nil
 }
+
+// InstanceStopping reports whether LXD is stopping or restarting the
+// instance right now: an operation of that kind on it is running (an `lxc
+// stop` waits while the instance's init shuts it down, and LXD reports it
+// Running until then). LXD 5.0 names the kind only in the description.
+func (c *Client) InstanceStopping(ctx context.Context, name string) (bool, error) {
+	ops, err := c.InstanceOperations(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	for _, op := range ops {
+		if op.Description == "Stopping instance" || op.Description == "Restarting instance" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
