@@ -158,10 +158,20 @@ func (s *System) Provision(ctx context.Context, name string, p *spec.Provision) 
 	case run.err != nil:
 		return s.blameLXD(ctx, fmt.Errorf("provision of %s: running %s: %w", where, cmd, run.err))
 	case run.res.ExitCode != 0:
-		return fail(fmt.Sprintf("%s exited with code %d", cmd, run.res.ExitCode), tail)
+		return fail(fmt.Sprintf("%s exited with code %d%s", cmd, run.res.ExitCode, triesNote(run.res.Attempts)), tail)
 	}
 	s.Logger.Info("provisioned", "instance", name, "files", len(p.Files), "command", cmd, "took", clk.Since(start).Round(time.Millisecond), "exec attempts", run.res.Attempts)
 	return nil
+}
+
+// triesNote says, for a failed command, that LXD started it only on a
+// later try: the earlier ones it confirmed it never ran, which is worth
+// knowing when the command fails as if it had run before.
+func triesNote(attempts int) string {
+	if attempts <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(" (on try %d: LXD did not start the earlier ones)", attempts)
 }
 
 // provisionFuncs are the shell functions of provisionScript and

@@ -171,6 +171,10 @@ var ErrExecNotStarted = errors.New("lxd: exec not started")
 type ExecStartError struct {
 	Instance string
 	Err      error
+	// unconfirmed is the operation of an exec whose websockets failed on
+	// berth's side: until LXD says the command never ran (see
+	// Client.confirmNotStarted), it may have.
+	unconfirmed *Operation
 }
 
 func (e *ExecStartError) Error() string {
@@ -184,6 +188,26 @@ func (e *ExecStartError) Is(target error) bool { return target == ErrExecNotStar
 
 // Permanent is false: the same exec usually works a moment later.
 func (e *ExecStartError) Permanent() bool { return false }
+
+// ExecLostError is an exec whose websockets failed on berth's side after
+// LXD may have started its command: LXD completes a websocket before the
+// client reads its answer. It is not tried again, since the command may
+// have run (once is what a provision promises); Outcome says what LXD
+// reported.
+type ExecLostError struct {
+	Instance string
+	Err      error
+	Outcome  string
+}
+
+func (e *ExecLostError) Error() string {
+	return fmt.Sprintf("lxd: exec in %s: %v; not tried again, as the command may have run (%s)", e.Instance, e.Err, e.Outcome)
+}
+
+func (e *ExecLostError) Unwrap() error { return e.Err }
+
+// Permanent is false: a later run may try again once it has looked.
+func (e *ExecLostError) Permanent() bool { return false }
 
 // execNotStartedMessages are the operation errors of LXD 5.0's exec that
 // it returns before the command runs (lxd/instance_exec.go and the

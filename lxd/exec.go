@@ -80,9 +80,10 @@ const wsDialTimeout = 10 * time.Second
 // gives us separate binary-safe stdin/stdout/stderr sockets instead of a
 // PTY) and connects all four websockets. The control socket is connected
 // first, alone: LXD runs the command only once 0, 1 and 2 are all
-// connected, so with control already up, any failure here means the
-// command never ran, and closing control kills it if it ever starts. Such
-// a failure is an *ExecStartError: safe to try again.
+// connected, and closing control kills the command's own process if it
+// ever starts. A failure here is an *ExecStartError that is not yet
+// confirmed: LXD may have seen all the websockets connected (see
+// confirmNotStarted), so Exec asks the operation before it tries again.
 func (c *Client) startExec(ctx context.Context, name string, req ExecRequest) (*Operation, *execSockets, error) {
 	if name == "" {
 		return nil, nil, errEmptyName
@@ -135,9 +136,49 @@ func (c *Client) startExec(ctx context.Context, name string, req ExecRequest) (*
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("lxd: exec in %s: connecting websockets: %w", name, ctx.Err())
 		}
-		return nil, nil, &ExecStartError{Instance: name, Err: fmt.Errorf("connecting websockets: %w", err)}
+		return nil, nil, &ExecStartError{Instance: name, Err: fmt.Errorf("connecting websockets: %w", err), unconfirmed: op}
 	}
 	return op, s, nil
+}
+
+// execSettleTimeout bounds the wait for LXD's word on an exec whose
+// websockets failed: LXD itself gives up on missing websockets after 5 s.
+const execSettleTimeout = 15 * time.Second
+
+// confirmNotStarted asks LXD whether the exec behind e, whose websockets
+// failed on berth's side, ran its command. LXD upgrades a websocket before
+// the client has read its answer, so a connection berth saw fail may have
+// been complete on LXD's side: with 0, 1 and 2 all up there, LXD ran the
+// command, and closing control killed only the command's own process, not
+// what it started in a session of its own (a provision's daemon). Running
+// it again would then run it twice. Only the operation tells: LXD fails it
+// with "Timed out waiting for websockets to connect" when the command
+// never ran. Anything else, or no answer, is an *ExecLostError.
+func (c *Client) confirmNotStarted(ctx context.Context, e *ExecStartError) error {
+	op := e.unconfirmed
+	if op == nil {
+		return e
+	}
+	wctx, cancel := context.WithTimeout(ctx, execSettleTimeout)
+	defer cancel()
+	final, err := c.waitOperation(wctx, op)
+	if err != nil && execNeverRan(err) {
+		return &ExecStartError{Instance: e.Instance, Err: e.Err}
+	}
+	lost := &ExecLostError{Instance: e.Instance, Err: e.Err}
+	switch {
+	case err != nil && errors.As(err, new(*OperationError)):
+		lost.Outcome = "LXD failed it: " + err.Error()
+	case err != nil:
+		lost.Outcome = "LXD did not say whether the command ran: " + err.Error()
+	default:
+		if code, cerr := exitCode(final); cerr == nil {
+			lost.Outcome = fmt.Sprintf("LXD ran the command, which ended with code %d once the websockets closed", code)
+		} else {
+			lost.Outcome = "LXD ran the command"
+		}
+	}
+	return lost
 }
 
 // connectExec connects control, then stdin, stdout and stderr together
@@ -307,6 +348,9 @@ func (c *Client) execRetrying(ctx context.Context, name string, req ExecRequest)
 	pause := execRetryBase
 	for attempts = 1; ; attempts++ {
 		code, err = c.execOnce(ctx, name, req)
+		if se := (*ExecStartError)(nil); errors.As(err, &se) && se.unconfirmed != nil && ctx.Err() == nil {
+			err = c.confirmNotStarted(ctx, se)
+		}
 		if err == nil || !errors.Is(err, ErrExecNotStarted) || ctx.Err() != nil {
 			return code, attempts, err
 		}

@@ -33,10 +33,23 @@ type execFaults struct {
 	// connected: LXD closes the streams and fails the operation.
 	failFirst int
 	failMsg   string
+	// breakFirst execs have berth's handshake of fd 2 fail. With
+	// breakRan, LXD had already counted it connected (it upgrades before
+	// the client reads the answer): the command ran, and closing control
+	// killed it. Without, LXD times out waiting for it, command not run.
+	breakFirst int
+	breakRan   bool
 	// posts counts exec POSTs; firstFDs are the fds of the first exec in
-	// the order their websockets connected.
+	// the order their websockets connected; ran counts commands started.
 	posts    int
 	firstFDs []string
+	ran      int
+}
+
+func (x *execFaults) runs() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.ran
 }
 
 func (x *execFaults) counts() (posts int, firstFDs []string) {
@@ -45,13 +58,17 @@ func (x *execFaults) counts() (posts int, firstFDs []string) {
 	return x.posts, append([]string(nil), x.firstFDs...)
 }
 
+// execOp is one exec of the fake.
+type execOp struct {
+	conns   map[string]*websocket.Conn
+	done    chan int
+	fail    bool
+	failMsg string
+	broken  bool
+}
+
 func fakeExecWith(t *testing.T, f *fakeLXD, x *execFaults) {
 	var mu sync.Mutex
-	type execOp struct {
-		conns map[string]*websocket.Conn
-		done  chan int
-		fail  bool
-	}
 	ops := map[string]*execOp{}
 	n := 0
 	up := websocket.Upgrader{}
@@ -59,11 +76,12 @@ func fakeExecWith(t *testing.T, f *fakeLXD, x *execFaults) {
 		x.mu.Lock()
 		x.posts++
 		fail := x.posts <= x.failFirst
+		broken := x.posts <= x.breakFirst
 		x.mu.Unlock()
 		mu.Lock()
 		n++
 		id := fmt.Sprintf("exec%d", n)
-		ops[id] = &execOp{conns: map[string]*websocket.Conn{}, done: make(chan int, 1), fail: fail}
+		ops[id] = &execOp{conns: map[string]*websocket.Conn{}, done: make(chan int, 1), fail: fail, failMsg: x.failMsg, broken: broken}
 		mu.Unlock()
 		fds := map[string]string{"0": id + "-0", "1": id + "-1", "2": id + "-2", "control": id + "-control"}
 		async202(w, opJSON(id, 103, "", false, map[string]any{"fds": fds}))
@@ -81,12 +99,19 @@ func fakeExecWith(t *testing.T, f *fakeLXD, x *execFaults) {
 			x.firstFDs = append(x.firstFDs, fd)
 		}
 		x.mu.Unlock()
+		mu.Lock()
+		op := ops[id]
+		control := op.conns["control"]
+		mu.Unlock()
+		if op.broken && fd == "2" {
+			breakHandshake(w, control, x, op)
+			return
+		}
 		conn, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			return
 		}
 		mu.Lock()
-		op := ops[id]
 		op.conns[fd] = conn
 		ready := len(op.conns) == 4
 		mu.Unlock()
@@ -97,6 +122,9 @@ func fakeExecWith(t *testing.T, f *fakeLXD, x *execFaults) {
 			}
 			op.done <- -1
 		case ready:
+			x.mu.Lock()
+			x.ran++
+			x.mu.Unlock()
 			go runCat(op.conns, op.done)
 		}
 	})
@@ -108,7 +136,7 @@ func fakeExecWith(t *testing.T, f *fakeLXD, x *execFaults) {
 		case code := <-op.done:
 			op.done <- code
 			if op.fail {
-				sync200(w, opJSON(r.PathValue("id"), 400, x.failMsg, false, nil))
+				sync200(w, opJSON(r.PathValue("id"), 400, op.failMsg, false, nil))
 				return
 			}
 			sync200(w, opJSON(r.PathValue("id"), 200, "", false, map[string]any{"return": code}))
@@ -117,6 +145,32 @@ func fakeExecWith(t *testing.T, f *fakeLXD, x *execFaults) {
 		case <-r.Context().Done():
 		}
 	})
+}
+
+// breakHandshake fails berth's handshake of an exec's fd 2, as LXD does
+// when the answer to an upgrade it completed never reaches berth, or as
+// when it never saw the request: see execFaults.breakRan.
+func breakHandshake(w http.ResponseWriter, control *websocket.Conn, x *execFaults, op *execOp) {
+	x.mu.Lock()
+	ran := x.breakRan
+	if ran {
+		x.ran++
+	}
+	x.mu.Unlock()
+	if !ran {
+		op.fail, op.failMsg = true, "Timed out waiting for websockets to connect"
+		op.done <- -1
+	} else {
+		go func() { // the command runs until control closes
+			for {
+				if _, _, err := control.NextReader(); err != nil {
+					op.done <- 137
+					return
+				}
+			}
+		}()
+	}
+	http.Error(w, "upgrade lost", http.StatusBadGateway)
 }
 
 func runCat(conns map[string]*websocket.Conn, done chan int) {
@@ -384,5 +438,31 @@ func TestStreamOutlivesAFailedPong(t *testing.T) {
 	var out bytes.Buffer
 	if err := recvStream(conn, &out); err != nil || out.String() != "hello world" {
 		t.Fatalf("recvStream: %v, output %q", err, out.String())
+	}
+}
+
+// An exec whose websockets failed on berth's side is tried again only once
+// LXD says the command never ran. When LXD had counted them connected, the
+// command ran (and was killed when control closed): running it again would
+// run a provision twice, so berth stops with an *ExecLostError that says so.
+func TestExecRetriesAFailedConnectOnlyWhenLXDSaysItNeverRan(t *testing.T) {
+	defer func(d time.Duration) { execRetryBase = d }(execRetryBase)
+	execRetryBase = time.Millisecond
+	for _, ran := range []bool{false, true} {
+		f := newFake(t)
+		x := &execFaults{breakFirst: 1, breakRan: ran}
+		fakeExecWith(t, f, x)
+		c := f.connect(t, Config{})
+		res, err := c.ExecOutput(context.Background(), "x", ExecRequest{Command: []string{"cat"}}, 1024)
+		posts, _ := x.counts()
+		var lost *ExecLostError
+		switch {
+		case !ran && (err != nil || posts != 2 || x.runs() != 1 || res.Attempts != 2):
+			t.Errorf("never ran: err %v, POSTs %d, commands run %d, attempts %d; want a second try that runs it once", err, posts, x.runs(), res.Attempts)
+		case ran && (!errors.As(err, &lost) || errors.Is(err, ErrExecNotStarted) || posts != 1 || x.runs() != 1):
+			t.Errorf("ran: err %v, POSTs %d, commands run %d; want an *ExecLostError and no second try", err, posts, x.runs())
+		case ran && !strings.Contains(err.Error(), "may have run") || ran && !strings.Contains(err.Error(), "code 137"):
+			t.Errorf("ran: %v; want it to say the command may have run, and how it ended", err)
+		}
 	}
 }
