@@ -286,13 +286,20 @@ func (s *System) observeContainer(ctx context.Context, inst *plan.Instance) {
 			inst.DockerUnknown = "LXD did not run the tunnel: " + err.Error()
 			return
 		}
-		if s.shuttingDown(ctx, inst.Name) {
+		switch why := s.askInstance(ctx, inst.Name); {
+		case why.down:
 			// `lxc stop` shuts the instance down cleanly: its Docker
 			// stops first, while LXD still says Running. That silence is
 			// no reason to restart it; the shutdown's event brings the
 			// next look.
 			s.Logger.Debug("docker state unknown: the instance is shutting down", "instance", inst.Name, "err", err)
 			inst.DockerUnknown = fmt.Sprintf("the instance is shutting down: %v", err)
+			return
+		case why.noExec != nil:
+			// LXD set up the tunnel, then stalled: it does not run even
+			// a trivial command now, so Docker's silence may be LXD's.
+			s.Logger.Debug("docker state unknown: LXD does not run commands in the instance", "instance", inst.Name, "err", err, "probe", why.noExec)
+			inst.DockerUnknown = fmt.Sprintf("LXD did not run a command in the instance either (%v): %v", why.noExec, err)
 			return
 		}
 		inst.DockerError = err.Error()
@@ -675,27 +682,62 @@ func (s *System) transition(ctx context.Context, name string, err error) error {
 	return err
 }
 
-// shuttingDown reports whether the instance is on its way down: LXD runs a
-// stop or restart of it (an `lxc stop` sends the init its shutdown
-// signal and waits; the init stops dockerd first, while LXD still says
-// Running), its systemd says it is stopping, or it stopped while we
-// asked.
+// shuttingDown reports whether the instance is on its way down (see
+// askInstance).
 func (s *System) shuttingDown(ctx context.Context, name string) bool {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	return s.askInstance(ctx, name).down
+}
+
+// instanceWord is what an instance says when its Docker did not answer.
+type instanceWord struct {
+	// down: LXD runs a stop or restart of it (an `lxc stop` sends the
+	// init its shutdown signal and waits; the init stops dockerd first,
+	// while LXD still says Running), its systemd says it is stopping, or
+	// it stopped while we asked.
+	down bool
+	// noExec is set when LXD did not run a trivial command in it within
+	// askTimeout: LXD itself stalls, and Docker's silence says nothing.
+	noExec error
+}
+
+// askTimeout bounds askInstance: a healthy LXD runs systemctl in well
+// under a second, even on a busy host.
+const askTimeout = 5 * time.Second
+
+// askInstance asks LXD and the instance's init whether a Docker that did
+// not answer has a reason other than itself.
+func (s *System) askInstance(ctx context.Context, name string) instanceWord {
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
 	if stopping, err := s.LXD.InstanceStopping(ctx, name); err == nil && stopping {
-		return true
+		return instanceWord{down: true}
 	}
 	res, err := s.LXD.ExecOutput(ctx, name, lxd.ExecRequest{Command: []string{"systemctl", "is-system-running"}}, 256)
 	if err == nil {
-		return strings.TrimSpace(string(res.Output)) == "stopping"
+		return instanceWord{down: strings.TrimSpace(string(res.Output)) == "stopping"}
 	}
-	// The exec failed: an image without systemctl (LXD fails the
-	// operation with "Command not found", which is no news about the
-	// instance), or the instance stopped while we asked, which only its
-	// state says.
+	// The exec failed. LXD failing the operation ("Command not found" in
+	// an image without systemctl) shows it runs commands; a transport
+	// failure or no answer in time shows it does not, unless the
+	// instance stopped while we asked, which only its state says.
 	st, serr := s.LXD.GetInstanceState(ctx, name)
-	return serr == nil && st.StatusCode != lxd.StatusRunning
+	if serr == nil && st.StatusCode != lxd.StatusRunning {
+		return instanceWord{down: true}
+	}
+	if lxdRefused(err) {
+		return instanceWord{}
+	}
+	return instanceWord{noExec: err}
+}
+
+// lxdRefused reports an exec that LXD answered with a refusal of the
+// command ("Command not found"), which shows that it runs commands in the
+// instance. One it never started (*lxd.ExecStartError) does not.
+func lxdRefused(err error) bool {
+	if errors.Is(err, lxd.ErrExecNotStarted) {
+		return false
+	}
+	return errors.As(err, new(*lxd.OperationError)) || errors.As(err, new(*lxd.StatusError))
 }
 
 // WaitReady waits until the app container is ready and the app's

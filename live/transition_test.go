@@ -48,6 +48,13 @@ func transitionLXD(t *testing.T) *lxd.Client {
 			}}, "")
 		case "/1.0/instances/web-3/state":
 			reply(w, 200, map[string]any{"status": "Running", "status_code": 103}, "")
+		case "/1.0/instances/web-4/state":
+			reply(w, 200, map[string]any{"status": "Running", "status_code": 103}, "")
+		case "/1.0/instances/web-4/exec":
+			// LXD stalls: the connection drops without an answer.
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				_ = conn.Close()
+			}
 		case "/1.0/instances/web-2/exec", "/1.0/instances/web-3/exec":
 			// An image without systemctl: LXD's "not found" is about
 			// the command, not the instance.
@@ -114,5 +121,21 @@ func TestBusyStopping(t *testing.T) {
 	busy := errors.New(`start: lxd: operation "Starting instance" failed: Failed to create instance start operation: Instance is busy running a "stop" operation`)
 	if !busyStopping(busy) || busyStopping(errors.New("start: lxd: Failed to start device \"eth0\"")) {
 		t.Error("busyStopping misreads LXD's refusals")
+	}
+}
+
+// Docker's silence is excused when LXD does not run even a trivial command
+// in the instance (LXD stalls: its silence, not Docker's), and not when
+// LXD refuses the command ("Command not found"): LXD works, and a Docker
+// that did not answer did not.
+func TestAskInstanceTellsAStalledLXDFromASilentDocker(t *testing.T) {
+	sys := New(transitionLXD(t), "o", engine.Options{})
+	defer sys.Close()
+	ctx := context.Background()
+	if w := sys.askInstance(ctx, "web-4"); w.down || w.noExec == nil {
+		t.Errorf("an LXD that drops the exec: %+v; want noExec", w)
+	}
+	if w := sys.askInstance(ctx, "web-2"); w.down || w.noExec != nil {
+		t.Errorf("an LXD that refuses systemctl: %+v; want no excuse", w)
 	}
 }
