@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -62,10 +63,10 @@ type Client struct {
 	// before the client is shared between goroutines.
 	OnRequest func(method, path string)
 
-	base      string // "http://lxd" or "https://host:port"
-	wsBase    string // "ws://lxd" or "wss://host:port"
-	http      *http.Client
-	ws        *websocket.Dialer
+	// eps are the server's endpoints: one, or the members of a cluster
+	// given as a list; cur is the one in use (see tryEndpoints).
+	eps       []*endpoint
+	cur       atomic.Int32
 	project   string
 	target    string
 	userAgent string
@@ -154,63 +155,34 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		c.userAgent = "berth"
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-
-	remote := strings.HasPrefix(cfg.URL, "https://")
+	urls, err := splitURLs(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	remote := strings.HasPrefix(urls[0], "https://")
 	switch {
 	case remote:
-		u, err := url.Parse(cfg.URL)
-		if err != nil {
-			return nil, fmt.Errorf("lxd: bad URL %q: %w", cfg.URL, err)
-		}
-		host := u.Host
-		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), "8443")
-		}
 		tlsCfg, err := tlsConfig(cfg)
 		if err != nil {
 			return nil, err
 		}
-		c.base = "https://" + host
-		c.wsBase = "wss://" + host
-		c.http = &http.Client{Transport: &http.Transport{
-			ResponseHeaderTimeout: responseTimeout,
-			DialContext:           unreachable(host, dialer.DialContext),
-			TLSClientConfig:       tlsCfg,
-			TLSHandshakeTimeout:   10 * time.Second,
-			MaxIdleConnsPerHost:   8,
-			IdleConnTimeout:       60 * time.Second,
-			ForceAttemptHTTP2:     false,
-		}}
-		c.ws = &websocket.Dialer{
-			NetDialContext:   unreachable(host, dialer.DialContext),
-			TLSClientConfig:  tlsCfg,
-			HandshakeTimeout: 10 * time.Second,
+		for _, u := range urls {
+			ep, err := remoteEndpoint(u, dialer, tlsCfg)
+			if err != nil {
+				return nil, err
+			}
+			c.eps = append(c.eps, ep)
 		}
 	case cfg.URL == "" || strings.HasPrefix(cfg.URL, "unix://") || !strings.Contains(cfg.URL, "://"):
-		path := strings.TrimPrefix(cfg.URL, "unix://")
-		dial := dialDefaultSocket(dialer)
-		if path != "" {
-			dial = unreachable(path, func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return dialer.DialContext(ctx, "unix", path)
-			})
-		}
-		// Over the socket LXD speaks plain HTTP/1.1; the host name is
-		// irrelevant.
-		c.base = "http://lxd"
-		c.wsBase = "ws://lxd"
-		c.http = &http.Client{Transport: &http.Transport{
-			ResponseHeaderTimeout: responseTimeout,
-			DialContext:           dial,
-			MaxIdleConnsPerHost:   8,
-			IdleConnTimeout:       60 * time.Second,
-		}}
-		c.ws = &websocket.Dialer{NetDialContext: dial, HandshakeTimeout: 10 * time.Second}
+		c.eps = []*endpoint{socketEndpoint(cfg.URL, dialer)}
 	default:
 		return nil, fmt.Errorf("lxd: unsupported URL %q (want https://, unix:// or a socket path)", cfg.URL)
 	}
-	// LXD never redirects API calls; a redirect would re-send bodies we
-	// stream, so refuse them.
-	c.http.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for _, ep := range c.eps {
+		// LXD never redirects API calls; a redirect would re-send bodies
+		// we stream, so refuse them.
+		ep.http.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
 
 	srv, etag, err := c.GetServer(ctx)
 	if err != nil {
@@ -227,6 +199,32 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.server, c.serverTag = *srv, etag
 	return c, nil
+}
+
+// socketEndpoint is the endpoint of a local socket: path, or "" for the
+// default one.
+func socketEndpoint(raw string, dialer *net.Dialer) *endpoint {
+	path := strings.TrimPrefix(raw, "unix://")
+	dial := dialDefaultSocket(dialer)
+	if path != "" {
+		dial = unreachable(path, func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", path)
+		})
+	}
+	// Over the socket LXD speaks plain HTTP/1.1; the host name is
+	// irrelevant.
+	return &endpoint{
+		url:    "unix://" + path,
+		base:   "http://lxd",
+		wsBase: "ws://lxd",
+		http: &http.Client{Transport: &http.Transport{
+			ResponseHeaderTimeout: responseTimeout,
+			DialContext:           dial,
+			MaxIdleConnsPerHost:   8,
+			IdleConnTimeout:       60 * time.Second,
+		}},
+		ws: &websocket.Dialer{NetDialContext: dial, HandshakeTimeout: 10 * time.Second},
+	}
 }
 
 func tlsConfig(cfg Config) (*tls.Config, error) {
@@ -268,7 +266,9 @@ func tlsConfig(cfg Config) (*tls.Config, error) {
 
 // Close releases idle connections.
 func (c *Client) Close() {
-	c.http.CloseIdleConnections()
+	for _, ep := range c.eps {
+		ep.http.CloseIdleConnections()
+	}
 }
 
 // Server returns the server information read by Connect.
@@ -361,20 +361,37 @@ func (c *Client) url(base, path string, query url.Values, project bool) string {
 // do performs one request and returns the envelope. Non-2xx answers and
 // "error" envelopes become *StatusError.
 func (c *Client) do(ctx context.Context, r request) (*response, error) {
-	var body io.Reader
-	ctype := ""
-	switch b := r.body.(type) {
-	case nil:
-	case io.Reader:
-		body, ctype = b, r.ctype
-	default:
-		data, err := json.Marshal(b)
-		if err != nil {
-			return nil, fmt.Errorf("lxd: encoding %s %s: %w", r.method, r.path, err)
+	var data []byte
+	if r.body != nil {
+		if _, ok := r.body.(io.Reader); !ok {
+			var err error
+			if data, err = json.Marshal(r.body); err != nil {
+				return nil, fmt.Errorf("lxd: encoding %s %s: %w", r.method, r.path, err)
+			}
 		}
-		body, ctype = bytes.NewReader(data), "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, r.method, c.url(c.base, r.path, r.query, r.project), body)
+	first := true
+	return tryEndpoints(ctx, c, r.method, func(ep *endpoint) (*response, error) {
+		var body io.Reader
+		ctype := ""
+		switch b := r.body.(type) {
+		case nil:
+		case io.Reader:
+			if !first {
+				rewindBody(b)
+			}
+			body, ctype = b, r.ctype
+		default:
+			body, ctype = bytes.NewReader(data), "application/json"
+		}
+		first = false
+		return c.doAt(ctx, ep, r, body, ctype)
+	})
+}
+
+// doAt sends r to one endpoint.
+func (c *Client) doAt(ctx context.Context, ep *endpoint, r request, body io.Reader, ctype string) (*response, error) {
+	req, err := http.NewRequestWithContext(ctx, r.method, c.url(ep.base, r.path, r.query, r.project), body)
 	if err != nil {
 		return nil, fmt.Errorf("lxd: %s %s: %w", r.method, r.path, err)
 	}
@@ -389,7 +406,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	}
 	req.Header.Set("User-Agent", c.userAgent)
 	c.count(r.method, r.path)
-	resp, err := c.http.Do(req)
+	resp, err := ep.http.Do(req)
 	if err != nil {
 		// Drop net/http's "Get http://lxd/...": the address that was
 		// tried is what helps.

@@ -3,8 +3,8 @@ package lxd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -92,15 +92,10 @@ func (c *Client) Events(ctx context.Context, types []string, ready func(), handl
 	if len(types) > 0 {
 		q.Set("type", strings.Join(types, ","))
 	}
-	u := c.url(c.wsBase, path, q, true)
-	c.count("GET", path)
-	conn, resp, err := c.ws.DialContext(ctx, u, http.Header{"User-Agent": {c.userAgent}})
-	if resp != nil && resp.Body != nil {
-		_ = resp.Body.Close()
-	}
+	conn, err := c.dialWebsocket(ctx, path, q, true)
 	if err != nil {
-		if resp != nil {
-			return &StatusError{Code: resp.StatusCode, Message: err.Error(), Method: "GET", Path: path}
+		if errors.As(err, new(*StatusError)) {
+			return err
 		}
 		return fmt.Errorf("lxd: events: %w", err)
 	}

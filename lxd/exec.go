@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -218,17 +217,8 @@ func (c *Client) connectExec(ctx context.Context, opID string, fds map[string]st
 // config). Operation URLs never take ?project=.
 func (c *Client) dialOperationWebsocket(ctx context.Context, opID, secret string) (*websocket.Conn, error) {
 	path := "/1.0/operations/" + pathEscape(opID) + "/websocket"
-	u := c.url(c.wsBase, path, url.Values{"secret": {secret}}, false)
-	c.count("GET", path)
-	h := http.Header{"User-Agent": {c.userAgent}}
-	conn, resp, err := c.ws.DialContext(ctx, u, h)
-	if resp != nil && resp.Body != nil {
-		_ = resp.Body.Close()
-	}
+	conn, err := c.dialWebsocket(ctx, path, url.Values{"secret": {secret}}, false)
 	if err != nil {
-		if resp != nil {
-			return nil, &StatusError{Code: resp.StatusCode, Message: err.Error(), Method: "GET", Path: path}
-		}
 		return nil, err
 	}
 	conn.SetPingHandler(func(data string) error {

@@ -70,18 +70,9 @@ func (c *Client) StatFile(ctx context.Context, instance, p string) (FileInfo, er
 		return FileInfo{}, err
 	}
 	fp, q := filePath(instance, p)
-	req, err := http.NewRequestWithContext(ctx, "HEAD", c.url(c.base, fp, q, true), nil)
+	resp, err := c.fileRequest(ctx, "HEAD", fp, q)
 	if err != nil {
-		return FileInfo{}, fmt.Errorf("lxd: HEAD %s: %w", fp, err)
-	}
-	req.Header.Set("User-Agent", c.userAgent)
-	c.count("HEAD", fp)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if ue := (*UnreachableError)(nil); errors.As(err, &ue) {
-			err = ue
-		}
-		return FileInfo{}, fmt.Errorf("lxd: HEAD %s: %w", fp, err)
+		return FileInfo{}, err
 	}
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -190,18 +181,9 @@ func (c *Client) PullFile(ctx context.Context, instance, p string, limit int64) 
 		return nil, err
 	}
 	fp, q := filePath(instance, p)
-	req, err := http.NewRequestWithContext(ctx, "GET", c.url(c.base, fp, q, true), nil)
+	resp, err := c.fileRequest(ctx, "GET", fp, q)
 	if err != nil {
-		return nil, fmt.Errorf("lxd: GET %s: %w", fp, err)
-	}
-	req.Header.Set("User-Agent", c.userAgent)
-	c.count("GET", fp)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if ue := (*UnreachableError)(nil); errors.As(err, &ue) {
-			err = ue
-		}
-		return nil, fmt.Errorf("lxd: GET %s: %w", fp, err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var buf bytes.Buffer
@@ -224,4 +206,25 @@ func (c *Client) PullFile(ctx context.Context, instance, p string, limit int64) 
 		return nil, fmt.Errorf("lxd: GET %s (%s): larger than %d bytes", fp, p, limit)
 	}
 	return buf.Bytes(), nil
+}
+
+// fileRequest sends a bodiless request of the file API, whose answer is
+// the file itself rather than an envelope, to the endpoints in turn.
+func (c *Client) fileRequest(ctx context.Context, method, fp string, q url.Values) (*http.Response, error) {
+	return tryEndpoints(ctx, c, method, func(ep *endpoint) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, method, c.url(ep.base, fp, q, true), nil)
+		if err != nil {
+			return nil, fmt.Errorf("lxd: %s %s: %w", method, fp, err)
+		}
+		req.Header.Set("User-Agent", c.userAgent)
+		c.count(method, fp)
+		resp, err := ep.http.Do(req)
+		if err != nil {
+			if ue := (*UnreachableError)(nil); errors.As(err, &ue) {
+				err = ue
+			}
+			return nil, fmt.Errorf("lxd: %s %s: %w", method, fp, err)
+		}
+		return resp, nil
+	})
 }

@@ -287,6 +287,9 @@ type LoopStatus struct {
 	Diagnostics []string `json:"diagnostics,omitempty"`
 	// SourceWarning says why the newest revision is not the one applied.
 	SourceWarning string `json:"sourceWarning,omitempty"`
+	// LXDEndpoint is the LXD endpoint in use: with several members
+	// given, the one that answered last.
+	LXDEndpoint string `json:"lxdEndpoint,omitempty"`
 }
 
 // Loop is berth's daemon: level-triggered, every trigger only asks for a
@@ -295,6 +298,8 @@ type Loop struct {
 	Source Source
 	System System
 	Lease  Lease // nil: no lease
+	// Endpoint, if set, says which LXD endpoint is in use, for status.
+	Endpoint func() string
 	// LeaseRenew is how often the lease is renewed between runs (a long
 	// poll interval must not let it expire); default 20s. A lease that
 	// could not be renewed by LeaseRenew before it expires counts as lost.
@@ -459,6 +464,9 @@ func (l *Loop) Status() any {
 	defer l.mu.Unlock()
 	s := l.status
 	s.LastGood = cloneMap(s.LastGood)
+	if l.Endpoint != nil {
+		s.LXDEndpoint = l.Endpoint()
+	}
 	s.Failures = map[string]AppFailure{}
 	for k, v := range l.fails.apps {
 		if k == revisionKey {

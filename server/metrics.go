@@ -292,6 +292,28 @@ func (m *Metrics) SetSpecErrors(n int) {
 	m.specErrors.Set(float64(n))
 }
 
+// LXDEndpoint exposes berth_lxd_endpoint_info{url}: 1 for the LXD
+// endpoint in use, read from endpoint at each scrape (it changes when a
+// cluster member stops answering).
+func (m *Metrics) LXDEndpoint(endpoint func() string) {
+	if m == nil || endpoint == nil {
+		return
+	}
+	m.reg.MustRegister(endpointCollector{endpoint})
+}
+
+var endpointDesc = prometheus.NewDesc("berth_lxd_endpoint_info",
+	"1 for the LXD endpoint in use: with several cluster members given (--lxd a,b,c), the one that answered last.",
+	[]string{"url"}, nil)
+
+type endpointCollector struct{ endpoint func() string }
+
+func (c endpointCollector) Describe(ch chan<- *prometheus.Desc) { ch <- endpointDesc }
+
+func (c endpointCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(endpointDesc, prometheus.GaugeValue, 1, c.endpoint())
+}
+
 // LXDRequest counts one request to the LXD API; the daemon calls it from
 // the LXD client's request hook with the HTTP method.
 func (m *Metrics) LXDRequest(method string) {

@@ -95,6 +95,7 @@ type runView struct {
 
 type daemonView struct {
 	Phase, LeaseHolder, LastResult, LastError, SourceWarning string
+	LXDEndpoint                                              string
 	LeaseExpiry, LastRun, NextRun                            time.Time
 	Revision                                                 revisionView
 	HeldRevision                                             *reconciler.AppFailure
@@ -174,7 +175,7 @@ func (b *pageBuilder) daemonView() daemonView {
 	st := b.st
 	dv := daemonView{Phase: st.Phase, LeaseHolder: st.LeaseHolder, LeaseExpiry: st.LeaseExpiry,
 		LastRun: st.LastRun, LastResult: st.LastResult, LastError: st.LastError, NextRun: st.NextRun,
-		SourceWarning: st.SourceWarning, HeldRevision: st.HeldRevision, Errors: b.snap.errors}
+		SourceWarning: st.SourceWarning, HeldRevision: st.HeldRevision, Errors: b.snap.errors, LXDEndpoint: st.LXDEndpoint}
 	if st.Revision != "" {
 		dv.Revision = b.rev(st.Revision)
 	}

@@ -351,6 +351,9 @@ cluster_env() {
 	echo "export BERTH_LXD_SERVER_CERT=$cl_state/cluster.crt"
 	echo "export BERTH_CLUSTER=1"
 	echo "export BERTH_CLUSTER_MEMBERS=$(echo $cl_members | tr ' ' ,)"
+	urls=""
+	for m in $cl_members; do urls="$urls${urls:+,}https://$(member_addr "$m"):$cl_port"; done
+	echo "export BERTH_CLUSTER_URLS=$urls"
 	echo "export BERTH_CLUSTER_TESTENV=$here/testenv.sh"
 }
 

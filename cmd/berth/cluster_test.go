@@ -312,3 +312,40 @@ func TestClusterLostMember(t *testing.T) {
 		t.Errorf("plan after m3 came back: exit %d\n%s", code, out)
 	}
 }
+
+// With the members' URLs given as a list (--lxd a,b,c), berth works on
+// when the member it talks to is lost: status and apply answer through
+// another member, while berth given that member alone cannot reach LXD.
+func TestClusterEndpointsOutliveTheMemberInUse(t *testing.T) {
+	r := newClusterRun(t)
+	list := strings.Join(r.env.URLs, ",")
+	r.commit("svc.yaml", clusterSvc(3, ""), "svc: 3")
+	r.apply()
+	before := r.placement("svc")
+	// Registered after the instances' cleanup, so it runs before it.
+	t.Cleanup(func() { r.fault("start", "m1") })
+	r.fault("kill", "m1")
+
+	if code, out := r.berth("--lxd", r.env.URLs[0], "status", "--repo", r.repo.dir, "--dir", "apps"); code == 0 || !strings.Contains(out, "not reachable") {
+		t.Errorf("status through the lost member alone: exit %d\n%s", code, out)
+	}
+	var status string
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(3 * time.Second) {
+		_, status = r.berth("--lxd", list, "status", "--repo", r.repo.dir, "--dir", "apps")
+		if strings.Contains(status, "unreachable (member m1 offline)") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status through the list never saw m1 offline:\n%s", status)
+		}
+	}
+	for name, m := range before {
+		if m != "m1" && !strings.Contains(status, name) {
+			t.Errorf("status through the list does not show %s:\n%s", name, status)
+		}
+	}
+	code, out := r.berth("--lxd", list, "apply", "--yes", "--repo", r.repo.dir, "--dir", "apps")
+	if strings.Contains(out, "create") || strings.Contains(out, "not reachable") {
+		t.Errorf("apply through the list with m1 lost (exit %d):\n%s", code, out)
+	}
+}

@@ -26,7 +26,7 @@ type lxdOptions struct {
 func (o *lxdOptions) register(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
 	f.StringVar(&o.url, "lxd", "",
-		"LXD to talk to: a unix socket path, or https://host:port (default: the local socket)")
+		"LXD to talk to: a unix socket path, https://host:port, or the https URLs of a cluster's members, comma-separated (the first that answers is used; default: the local socket)")
 	f.StringVar(&o.cert, "lxd-cert", "", "TLS client certificate (PEM) for an https LXD")
 	f.StringVar(&o.key, "lxd-key", "", "TLS client key (PEM) for an https LXD")
 	f.StringVar(&o.serverCert, "lxd-server-cert", "",

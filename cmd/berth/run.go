@@ -228,8 +228,9 @@ func (f *runFlags) loop(g *globalOptions, sf specFlags, pf pruneFlags, src recon
 		Source: src, System: sys, Policy: pf.policy(g.owner), SpecOptions: sf.options(),
 		Interval: f.interval, Drain: f.drain, Metrics: metrics, Logger: log, LeaseRenew: f.leaseTTL / 3,
 		Lease: &live.Lease{LXD: sys.LXD, Owner: g.owner, Holder: live.HolderID("run", host, os.Getpid()), TTL: f.leaseTTL, Clock: g.clock},
-		Clock: g.clock, ReportOnly: !f.selfHeal, Resync: f.resync,
+		Clock: g.clock, ReportOnly: !f.selfHeal, Resync: f.resync, Endpoint: sys.LXD.Endpoint,
 	}
+	metrics.LXDEndpoint(sys.LXD.Endpoint)
 	if f.events {
 		loop.Watcher = sys
 	}

@@ -15,8 +15,10 @@ type ClusterEnv struct {
 	// ServerCert are the trusted client's certificate and key and the
 	// cluster's certificate.
 	URL, Cert, Key, ServerCert string
-	// Members are the member names, m1 first.
+	// Members are the member names, m1 first, and URLs their APIs in
+	// the same order.
 	Members []string
+	URLs    []string
 	// Testenv is the path of testenv.sh (for `cluster kill|start`).
 	Testenv string
 }
@@ -52,12 +54,15 @@ func Cluster(tb testing.TB) *ClusterEnv {
 	if m := os.Getenv("BERTH_CLUSTER_MEMBERS"); m != "" {
 		e.Members = strings.Split(m, ",")
 	}
+	if u := os.Getenv("BERTH_CLUSTER_URLS"); u != "" {
+		e.URLs = strings.Split(u, ",")
+	}
 	why := ""
 	switch {
 	case os.Getenv("BERTH_CLUSTER") == "" || os.Getenv("BERTH_CLUSTER") == "0":
 		why = "BERTH_CLUSTER is not set"
-	case !strings.HasPrefix(e.URL, "https://") || e.Cert == "" || e.Key == "" || e.ServerCert == "" || len(e.Members) < 3 || e.Testenv == "":
-		why = "BERTH_CLUSTER is set but BERTH_LXD (https), BERTH_LXD_CERT, BERTH_LXD_KEY, BERTH_LXD_SERVER_CERT, BERTH_CLUSTER_MEMBERS (3 members) or BERTH_CLUSTER_TESTENV is missing"
+	case !strings.HasPrefix(e.URL, "https://") || e.Cert == "" || e.Key == "" || e.ServerCert == "" || len(e.Members) < 3 || len(e.URLs) != len(e.Members) || e.Testenv == "":
+		why = "BERTH_CLUSTER is set but BERTH_LXD (https), BERTH_LXD_CERT, BERTH_LXD_KEY, BERTH_LXD_SERVER_CERT, BERTH_CLUSTER_MEMBERS (3 members), BERTH_CLUSTER_URLS (one per member) or BERTH_CLUSTER_TESTENV is missing"
 	}
 	if why == "" {
 		return e
