@@ -83,6 +83,10 @@ type System struct {
 
 	// members is what Observe knows of the cluster (members.go).
 	members memberState
+	// RecordMembers makes Observe keep in LXD since when each cluster
+	// member has been lost (see memberState). Set by the commands that
+	// act (apply, run), not by those that only look.
+	RecordMembers bool
 }
 
 // Requests counts the LXD requests made through the system.

@@ -89,6 +89,19 @@ func LeaseKey(owner, project string) string {
 	return k
 }
 
+// MembersKey is the LXD server config key, next to owner's lease, that
+// records since when each cluster member has been lost (not Online), so
+// that placement.replaceUnreachable counts from the first time any of
+// owner's processes saw it, across restarts. The value is
+// "<member>=<unix seconds>" pairs separated by spaces.
+func MembersKey(owner, project string) string {
+	k := KeyPrefix + "members." + owner
+	if project != "" && project != "default" {
+		k += "@" + project
+	}
+	return k
+}
+
 // ProvisionPending is KeyProvisionHash's value from the moment a provision
 // starts until it succeeds.
 const ProvisionPending = "pending"

@@ -93,6 +93,7 @@ func (a *applyCmd) run(cmd *cobra.Command) error {
 		return err
 	}
 	defer a.g.done(cmd, sys)
+	sys.RecordMembers = true
 	// Two writers (applies, a daemon) would fight over the same instances:
 	// hold the owner's lease for the whole apply. The work runs under its
 	// context, which ends if the lease is lost.

@@ -142,6 +142,7 @@ func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, p
 		return err
 	}
 	defer sys.Close()
+	sys.RecordMembers = true
 	sys.OnLXDRequest = func(method, _ string) { metrics.LXDRequest(method) }
 	loop := f.loop(g, sf, pf, src, sys, metrics, log)
 	disc, err := f.dns.discovery(g.owner, loop)
