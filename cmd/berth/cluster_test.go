@@ -349,3 +349,43 @@ func TestClusterEndpointsOutliveTheMemberInUse(t *testing.T) {
 		t.Errorf("apply through the list with m1 lost (exit %d):\n%s", code, out)
 	}
 }
+
+// placement.replaceUnreachable counts from the first time an apply saw the
+// member lost, also in a later process: a plan run after D by a new
+// process plans the stand-in, which it could not if the time were memory.
+func TestClusterStandInScheduleOutlivesTheProcess(t *testing.T) {
+	r := newClusterRun(t)
+	const d = time.Minute
+	r.commit("svc.yaml", clusterSvc(3, "    placement:\n      replaceUnreachable: 1m\n"), "svc: 3, stand-ins after 1m")
+	r.apply()
+	// Registered after the instances' cleanup, so it runs before it.
+	t.Cleanup(func() { r.fault("start", "m3") })
+	r.fault("kill", "m3")
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(3 * time.Second) {
+		_, status := r.berth("status", "--repo", r.repo.dir, "--dir", "apps")
+		if strings.Contains(status, "unreachable (member m3 offline)") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never said m3 is offline:\n%s", status)
+		}
+	}
+	seen := time.Now()
+	if _, out := r.berth("apply", "--yes", "--repo", r.repo.dir, "--dir", "apps"); strings.Contains(out, "create") {
+		t.Fatalf("apply right after m3 was lost built a stand-in:\n%s", out)
+	}
+	srv, _, err := r.c.GetServer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := ownership.MembersKey(r.owner, r.project)
+	if v, _ := srv.Config[key].(string); !strings.HasPrefix(v, "m3=") {
+		t.Fatalf("LXD's %s = %q; want since when m3 is lost", key, v)
+	}
+	time.Sleep(time.Until(seen.Add(d + 5*time.Second)))
+	code, out := r.berth("plan", "--repo", r.repo.dir, "--dir", "apps")
+	// Exit 3, not 2: the lost replica itself still blocks convergence.
+	if code == 0 || !strings.Contains(out, "create") || !strings.Contains(out, "replaceUnreachable") {
+		t.Errorf("a new process %s after m3 was lost does not plan its stand-in (exit %d):\n%s", d, code, out)
+	}
+}
