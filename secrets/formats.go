@@ -329,7 +329,7 @@ func emit(format string, doc *yaml.Node, meta *yaml.Node) ([]byte, error) {
 }
 
 func emitJSON(buf *bytes.Buffer, n *yaml.Node, indent string) {
-	in := indent + "    "
+	in := indent + "\t"
 	switch n.Kind {
 	case yaml.MappingNode, yaml.SequenceNode:
 		open, shut := "[", "]"

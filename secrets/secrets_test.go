@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"filippo.io/age"
+	"gopkg.in/yaml.v3"
 )
 
 // keyFile writes a fresh age identity (post-quantum when pq) to a file in
@@ -178,4 +179,15 @@ func TestSealKeepsUnchangedCiphertext(t *testing.T) {
 	if _, err := Open(name, fresh, loadKeys(t, kf)); !errors.Is(err, ErrNoKey) {
 		t.Errorf("a removed key still opens a fresh-key file: %v", err)
 	}
+}
+
+// canonicalYAML renders a YAML (or JSON) document the same way whatever
+// its layout.
+func canonicalYAML(b []byte) string {
+	var v any
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		return "invalid: " + err.Error()
+	}
+	out, _ := yaml.Marshal(v)
+	return string(out)
 }
