@@ -58,8 +58,11 @@ func (m *Metadata) HasKey(path string) bool {
 }
 
 // Document is a decrypted SOPS file. It does not format either: %v of a
-// Document prints its name.
-type Document struct {
+// Document prints its name. Its state sits behind a pointer, out of reach
+// of fmt's reflection (see Value).
+type Document struct{ *docState }
+
+type docState struct {
 	name, format string
 	doc          *yaml.Node // decrypted, without the metadata
 	meta         *sopsMeta
@@ -131,7 +134,7 @@ func Open(name string, data []byte, keys *Keys) (*Document, error) {
 		return nil, fmt.Errorf("%s: %w: it is encrypted to %s; the keys from %s are for %s", name, ErrNoKey,
 			strings.Join(meta.recipients(), ", "), strings.Join(keys.files, ", "), strings.Join(keys.recipients, ", "))
 	}
-	d := &Document{name: name, format: format, doc: doc, meta: meta, dataKey: dk, ivs: map[string][]byte{}}
+	d := &Document{&docState{name: name, format: format, doc: doc, meta: meta, dataKey: dk, ivs: map[string][]byte{}}}
 	sum, err := d.decrypt()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -147,7 +150,7 @@ func Open(name string, data []byte, keys *Keys) (*Document, error) {
 	return d, nil
 }
 
-func (d *Document) newMAC() hash.Hash {
+func (d *docState) newMAC() hash.Hash {
 	h := sha512.New()
 	if d.meta.MACOnlyEncrypted {
 		h.Write(macOnlyInit)
@@ -159,7 +162,7 @@ func ivKey(ad, typ string, plain []byte) string { return ad + "\x00" + typ + "\x
 
 // decrypt decrypts d.doc in place and returns its MAC (upper-case hex of
 // the SHA-512 over the values, as SOPS computes it).
-func (d *Document) decrypt() (string, error) {
+func (d *docState) decrypt() (string, error) {
 	h := d.newMAC()
 	v := &visitor{
 		leaf: func(path []string, n *yaml.Node) error {
@@ -282,9 +285,9 @@ func (d *Document) Replace(plain []byte) (*Document, error) {
 	if len(plain) > MaxFileSize {
 		return nil, fmt.Errorf("%s: the edited text: %w", d.name, ErrTooLarge)
 	}
-	nd := *d
+	nd := *d.docState
 	nd.doc = doc
-	return &nd, nil
+	return &Document{&nd}, nil
 }
 
 // Seal encrypts the document for recipients and returns the file's new
@@ -335,7 +338,7 @@ func (d *Document) Seal(recipients []string, freshKey bool) ([]byte, error) {
 
 // wrapFor wraps dk for each recipient, keeping the wrapped key of a
 // recipient that had one when the data key stays.
-func (d *Document) wrapFor(recipients []string, dk []byte, fresh bool) ([]ageKey, error) {
+func (d *docState) wrapFor(recipients []string, dk []byte, fresh bool) ([]ageKey, error) {
 	old := map[string]string{}
 	if !fresh {
 		for _, k := range d.meta.ageKeys() {
@@ -364,7 +367,7 @@ func (d *Document) wrapFor(recipients []string, dk []byte, fresh bool) ([]ageKey
 }
 
 // encrypt encrypts doc in place under dk by meta's rules and returns its MAC.
-func (d *Document) encrypt(doc *yaml.Node, meta *sopsMeta, dk []byte, ivs map[string][]byte) (string, error) {
+func (d *docState) encrypt(doc *yaml.Node, meta *sopsMeta, dk []byte, ivs map[string][]byte) (string, error) {
 	h := sha512.New()
 	if meta.MACOnlyEncrypted {
 		h.Write(macOnlyInit)
@@ -409,7 +412,7 @@ func Encrypt(name string, plain []byte, recipients []string) ([]byte, error) {
 	if len(plain) > MaxFileSize {
 		return nil, fmt.Errorf("%s: %w", name, ErrTooLarge)
 	}
-	d := &Document{name: name, format: FormatOf(name), meta: &sopsMeta{UnencryptedSuffix: "_unencrypted"}}
+	d := &Document{&docState{name: name, format: FormatOf(name), meta: &sopsMeta{UnencryptedSuffix: "_unencrypted"}}}
 	nd, err := d.Replace(plain)
 	if err != nil {
 		return nil, err

@@ -3,56 +3,81 @@ package secrets
 import (
 	"fmt"
 	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
 )
 
 // redacted is what every formatting of a Value prints.
 const redacted = "[redacted]"
 
 // Value is decrypted bytes. It never formats: fmt (every verb), JSON,
-// YAML, text marshalling and slog all give "[redacted]". The bytes sit
-// behind a pointer to an unexported type so that even reflection-based
-// printing of a struct that holds a Value in an unexported field (fmt
-// cannot call methods there) prints an address, never the bytes.
-type Value struct{ p *secretBytes }
+// YAML, text marshalling and slog all give "[redacted]". A Value holds
+// only a handle to bytes kept in a package registry: fmt prints a struct
+// field it cannot call methods on (an unexported one) by reflection, and
+// with a bad verb even dereferences pointers, so no bytes may be
+// reachable from the Value itself.
+type Value struct{ h *handle }
 
-type secretBytes struct{ b []byte }
+type handle struct{ id uint64 }
 
-func newValue(b []byte) Value { return Value{p: &secretBytes{b: b}} }
+var (
+	registry sync.Map // id -> []byte
+	lastID   atomic.Uint64
+)
+
+func newValue(b []byte) Value {
+	h := &handle{id: lastID.Add(1)}
+	registry.Store(h.id, b)
+	// The bytes go (zeroed) with the last copy of the Value.
+	runtime.AddCleanup(h, func(id uint64) {
+		if b, ok := registry.LoadAndDelete(id); ok {
+			clear(b.([]byte))
+		}
+	}, h.id)
+	return Value{h: h}
+}
 
 // Reveal returns a copy of the bytes: the only way to them, so that every
 // place that handles plaintext can be found by searching for it.
 func (v Value) Reveal() []byte {
-	if v.p == nil {
-		return nil
-	}
-	return append([]byte(nil), v.p.b...)
+	out := append([]byte(nil), v.bytes()...)
+	runtime.KeepAlive(v.h)
+	return out
 }
 
 // Len is the number of bytes (not secret: a file's size shows it).
 func (v Value) Len() int {
-	if v.p == nil {
-		return 0
-	}
-	return len(v.p.b)
+	n := len(v.bytes())
+	runtime.KeepAlive(v.h)
+	return n
 }
 
 // Equal tells whether two values hold the same bytes, without revealing
 // either (a changed secret is told by this, never by printing).
-func (v Value) Equal(o Value) bool { return string(v.bytes()) == string(o.bytes()) }
+func (v Value) Equal(o Value) bool {
+	eq := string(v.bytes()) == string(o.bytes())
+	runtime.KeepAlive(v.h)
+	runtime.KeepAlive(o.h)
+	return eq
+}
 
+// bytes are the registry's bytes; the caller keeps v.h alive while it
+// uses them.
 func (v Value) bytes() []byte {
-	if v.p == nil {
+	if v.h == nil {
 		return nil
 	}
-	return v.p.b
+	b, _ := registry.Load(v.h.id)
+	s, _ := b.([]byte)
+	return s
 }
 
 // Wipe zeroes the bytes in place: the Value and its copies read as zeros
 // afterwards. Copies made by Reveal are the caller's to wipe.
 func (v Value) Wipe() {
-	if v.p != nil {
-		clear(v.p.b)
-	}
+	clear(v.bytes())
+	runtime.KeepAlive(v.h)
 }
 
 func (Value) String() string                 { return redacted }
