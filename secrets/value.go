@@ -38,6 +38,10 @@ func newValue(b []byte) Value {
 	return Value{h: h}
 }
 
+// NewValue holds a copy of b as a Value (for bytes that are secret but
+// did not come from Open: an edited file, a generated password).
+func NewValue(b []byte) Value { return newValue(append([]byte(nil), b...)) }
+
 // Reveal returns a copy of the bytes: the only way to them, so that every
 // place that handles plaintext can be found by searching for it.
 func (v Value) Reveal() []byte {

@@ -171,7 +171,7 @@ container on the instance's network. Rolling back is "git revert".`,
 		&cobra.Group{ID: "specs", Title: "Working with specs (no LXD needed):"},
 		&cobra.Group{ID: "live", Title: "Planning and converging:"},
 	)
-	for _, c := range []*cobra.Command{newValidateCmd(), newDiffCmd(), newSchemaCmd()} {
+	for _, c := range []*cobra.Command{newValidateCmd(), newDiffCmd(), newSchemaCmd(), newSecretsCmd(g)} {
 		c.GroupID = "specs"
 		root.AddCommand(c)
 	}
