@@ -18,6 +18,9 @@
 #   testenv.sh cluster up|down|purge|status|env|kill M|start M|freeze M|thaw M
 #                      a 3-member LXD cluster on this machine, beside the
 #                      single-host LXD: see cluster.sh
+#   testenv.sh sops-path
+#                      print the path of the sops CLI that up builds (the
+#                      secrets tests encrypt with it); exit 1 when absent
 #
 # Contract used by the tests (see README "Test environment"):
 #   LXD image alias  berth/debian-docker   Debian 12 + docker.io, own /sbin/init
@@ -34,7 +37,10 @@
 #                                          --dns-listen 10.213.87.1:8053)
 #   registry         127.0.0.1:5000        berth/hello:1, berth/hello:2,
 #                                          berth/broken:1
-# Needs root on Debian 12. Uses no network but Debian's package mirror; the
+#   sops CLI         $cache/sops-v3.13.3/sops   built from the Go module berth's
+#                                          secrets package is tested against
+# Needs root on Debian 12. Uses no network but Debian's package mirror and
+# the Go module proxy (for the sops CLI); the
 # bridge has no uplink: instance traffic never leaves the machine.
 set -eu
 
@@ -51,6 +57,10 @@ bridge_cidr=$bridge_addr/24
 dns_zone=berth.internal
 dns_port=8053
 berth=$repo/bin/berth
+# The sops release whose files berth's secrets package reads and writes:
+# its tests encrypt with this CLI and decrypt berth's output with it.
+sops_version=v3.13.3
+sops_bin=$cache/sops-$sops_version/sops
 # gcc and libc6-dev: go test -race needs cgo. dnsmasq-base and iptables:
 # LXD 5.0 needs both to create a bridge (it checks ip6tables even with
 # firewalling off); dnsmasq-base also serves the cluster's bridge. openssl:
@@ -135,6 +145,17 @@ prune_cache() {
 	for d in "$cache/$1"-*; do
 		[ "$d" = "$2" ] || [ ! -d "$d" ] || rm -rf "$d"
 	done
+}
+
+# ensure_sops builds the sops CLI into the cache once (go install from the
+# module proxy; a few minutes the first time, nothing after).
+ensure_sops() {
+	[ -x "$sops_bin" ] && return 0
+	log "building sops $sops_version (go install; a few minutes the first time, cached in ${sops_bin%/*})"
+	mkdir -p "${sops_bin%/*}"
+	GOBIN="${sops_bin%/*}.tmp" GOFLAGS=-buildvcs=false go install "github.com/getsops/sops/v3/cmd/sops@$sops_version"
+	mv "${sops_bin%/*}.tmp/sops" "$sops_bin"
+	rmdir "${sops_bin%/*}.tmp"
 }
 
 # build_berth: the importer above is berth itself.
@@ -353,6 +374,7 @@ cmd_up() {
 	ensure_network
 	ensure_profile
 	build_berth
+	ensure_sops
 	ensure_busybox
 	ensure_debian_docker
 	start_registry
@@ -369,6 +391,7 @@ cmd_status() {
 		echo "network $bridge: missing"
 	fi
 	registry_answers && echo "registry $registry_addr: up" || echo "registry $registry_addr: down"
+	[ -x "$sops_bin" ] && echo "sops: $sops_bin" || echo "sops: missing"
 }
 
 cmd_down() {
@@ -481,7 +504,8 @@ registry) fault_registry "${2:-}" ;;
 image) shift && cmd_image "$@" ;;
 cluster) shift && cmd_cluster "$@" ;;
 status) cmd_status ;;
+sops-path) [ -x "$sops_bin" ] && echo "$sops_bin" || die "no sops CLI at $sops_bin: run testenv.sh up" ;;
 down) cmd_down ;;
 purge) cmd_purge ;;
-*) die "usage: testenv.sh [up|status|down|purge|lxd kill|start|registry stop|start|image refresh [IMAGE]|cluster ...]" ;;
+*) die "usage: testenv.sh [up|status|sops-path|down|purge|lxd kill|start|registry stop|start|image refresh [IMAGE]|cluster ...]" ;;
 esac

@@ -236,3 +236,46 @@ func flagOrEnvSet(cmd *cobra.Command, name string) bool {
 	}
 	return os.Getenv(envName(name)) != ""
 }
+
+// pathListFlag is a repeatable path flag: --age-key-file. Its environment
+// variable takes a list separated by commas (as every repeatable global
+// flag's) or colons (as $PATH and $SOPS_AGE_KEY_FILE are).
+type pathListFlag struct{ p *[]string }
+
+func (f pathListFlag) String() string { return "[" + strings.Join(*f.p, ",") + "]" }
+func (f pathListFlag) Type() string   { return "path" }
+func (f pathListFlag) Set(s string) error {
+	return f.Append(s)
+}
+
+func (f pathListFlag) Append(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return fmt.Errorf("empty path")
+	}
+	*f.p = append(*f.p, s)
+	return nil
+}
+
+// Replace is how applyEnv sets the list (already split on commas).
+func (f pathListFlag) Replace(items []string) error {
+	var out []string
+	for _, item := range items {
+		for _, p := range strings.Split(item, ":") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	*f.p = out
+	return nil
+}
+
+func (f pathListFlag) GetSlice() []string { return append([]string(nil), *f.p...) }
+
+// registerAgeKeyFile adds the global --age-key-file: the age identities
+// that open SOPS-encrypted secrets. The key comes from a file, never
+// from a flag's value, which `ps` and shell history would show.
+func registerAgeKeyFile(root *cobra.Command, files *[]string) {
+	root.PersistentFlags().Var(pathListFlag{files}, "age-key-file",
+		"age identity file (age-keygen's format) that opens SOPS-encrypted secrets; repeatable, so old and new keys overlap during a rotation")
+}

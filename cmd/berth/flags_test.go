@@ -131,8 +131,11 @@ func TestGlobalFlagsReadTheEnvironment(t *testing.T) {
 		"lxd-cert": "/c.pem", "lxd-key": "/k.pem", "lxd-server-cert": "/s.pem", "project": "p1",
 		"target": "node2", "registry-auth": "/auth.json", "pull": "always",
 		"image-remote": "a=https://a.example, b=https://b.example",
+		"age-key-file": "/old.txt:/new.txt,/third.txt",
 	}
-	want := map[string]string{"image-remote": "[a=https://a.example,b=https://b.example]"}
+	want := map[string]string{"image-remote": "[a=https://a.example,b=https://b.example]",
+		// colons separate like $SOPS_AGE_KEY_FILE's, commas like every list's
+		"age-key-file": "[/old.txt,/new.txt,/third.txt]"}
 	root := newRootCmd()
 	flags := envFlags(root)
 	for _, f := range flags {

@@ -104,6 +104,8 @@ type globalOptions struct {
 	logLevel      string
 	logFormat     string
 	lxd           lxdOptions
+	// ageKeyFiles open SOPS-encrypted secrets (--age-key-file).
+	ageKeyFiles []string
 	// clock is the one clock of the command: the engine, the loop, the
 	// executor, the lease and the watch all decide by it.
 	clock clock.Clock
@@ -161,6 +163,7 @@ container on the instance's network. Rolling back is "git revert".`,
 		return nil
 	}
 	g.lxd.register(root)
+	registerAgeKeyFile(root, &g.ageKeyFiles)
 	documentEnv(root)
 	root.PersistentFlags().BoolVar(&g.countRequests, "count-requests", false, "print LXD request counts (total, writes, execs) to stderr at the end")
 	_ = root.PersistentFlags().MarkHidden("count-requests")
@@ -168,7 +171,7 @@ container on the instance's network. Rolling back is "git revert".`,
 		&cobra.Group{ID: "specs", Title: "Working with specs (no LXD needed):"},
 		&cobra.Group{ID: "live", Title: "Planning and converging:"},
 	)
-	for _, c := range []*cobra.Command{newValidateCmd(), newDiffCmd(), newSchemaCmd()} {
+	for _, c := range []*cobra.Command{newValidateCmd(), newDiffCmd(), newSchemaCmd(), newSecretsCmd(g)} {
 		c.GroupID = "specs"
 		root.AddCommand(c)
 	}
