@@ -39,7 +39,13 @@ func (p *Provision) Hash() string {
 	}
 	files := make([]file, len(p.Files))
 	for i, f := range p.Files {
-		files[i] = file{f.Path, f.Mode, f.Owner, f.Digest}
+		digest := f.Digest
+		if f.Secret {
+			// The ciphertext changes at every re-encryption; the value's
+			// HMAC changes only with the value.
+			digest = "secret:" + string(f.MAC)
+		}
+		files[i] = file{f.Path, f.Mode, f.Owner, digest}
 	}
 	return canonicalHash(struct {
 		Files []file
@@ -54,9 +60,22 @@ func (p *Provision) Hash() string {
 // uses the instance's network and publishes nothing), so declaring,
 // renaming or dropping a port replaces no container, and a spec without
 // ports hashes as it did before ports existed (TestHashesPinned).
+//
+// Secret files enter it with their MAC, never their value: a changed
+// secret replaces the container like any other change.
 func (c Container) Hash() string {
 	c.Ports = nil
-	return canonicalHash(c)
+	if len(c.SecretFiles) == 0 {
+		return canonicalHash(c)
+	}
+	macs := make([]string, len(c.SecretFiles))
+	for i, s := range c.SecretFiles {
+		macs[i] = string(s.MAC)
+	}
+	return canonicalHash(struct {
+		Container  Container
+		SecretMACs []string
+	}{c, macs})
 }
 
 func canonicalHash(v any) string {
