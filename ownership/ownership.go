@@ -89,6 +89,19 @@ func LeaseKey(owner, project string) string {
 	return k
 }
 
+// SaltKey is the LXD server config key of owner's secret salt in project
+// ("" or "default": the default project): 64 hex digits, the key of the
+// HMAC through which secret values enter hashes and labels. Written once,
+// when a secret is first used, and never changed by berth: a new salt
+// rolls every replica with a secret once.
+func SaltKey(owner, project string) string {
+	k := KeyPrefix + "secret-salt." + owner
+	if project != "" && project != "default" {
+		k += "@" + project
+	}
+	return k
+}
+
 // ProvisionPending is KeyProvisionHash's value from the moment a provision
 // starts until it succeeds.
 const ProvisionPending = "pending"

@@ -59,10 +59,11 @@ type Options struct {
 type SecretKeys struct {
 	// Keys are the age identities (--age-key-file).
 	Keys *secrets.Keys
-	// Salt keys the HMAC of each value: the owner's salt, kept in LXD
-	// (live.SecretSalt), so that hashes and labels say when a secret
-	// changed and nothing about what it is.
-	Salt []byte
+	// Salt returns the key of the HMAC of each value: the owner's salt,
+	// kept in LXD (live.SecretSalt), so that hashes and labels say when a
+	// secret changed and nothing about what it is. It is called once per
+	// load, and only when a spec references a secret.
+	Salt func() ([]byte, error)
 }
 
 // Result is everything one load found.

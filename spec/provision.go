@@ -240,11 +240,15 @@ func (d *decoder) provisionSource(v *yaml.Node, f *ProvisionFile) {
 // repository: each distinct file once (an app may be read many times
 // through anchors, and apps may share files), within one budget.
 type provisionReader struct {
-	docs  map[string]openedSecret // secret files decrypted, by name
-	fsys  fs.FS
-	bytes int64 // read so far, against MaxProvisionTreeSize
-	files map[string]provisionRead
-	dirs  map[string]map[string]fs.DirEntry // ReadDir results by folder
+	docs map[string]openedSecret // secret files decrypted, by name
+	// The owner's secret salt, asked for once.
+	saltDone  bool
+	saltValue []byte
+	saltMsg   string
+	fsys      fs.FS
+	bytes     int64 // read so far, against MaxProvisionTreeSize
+	files     map[string]provisionRead
+	dirs      map[string]map[string]fs.DirEntry // ReadDir results by folder
 }
 
 type provisionRead struct {

@@ -199,6 +199,11 @@ func (d *decoder) openSecret(item *yaml.Node, field, name string, data []byte, k
 		d.errorf(at, "%s", msg)
 		return secrets.Value{}, ""
 	}
+	salt, msg := d.repo.salt(d.opts.Secrets.Salt)
+	if msg != "" {
+		d.errorf(at, "%q not opened: %s", name, msg)
+		return secrets.Value{}, ""
+	}
 	v := doc.Whole()
 	if key != "" {
 		if v, err = doc.Lookup(key); err != nil {
@@ -206,7 +211,7 @@ func (d *decoder) openSecret(item *yaml.Node, field, name string, data []byte, k
 			return secrets.Value{}, ""
 		}
 	}
-	mac := hmac.New(sha256.New, d.opts.Secrets.Salt)
+	mac := hmac.New(sha256.New, salt)
 	mac.Write(v.Reveal())
 	return v, MAC(hex.EncodeToString(mac.Sum(nil)))
 }
@@ -233,15 +238,15 @@ func (p *provisionReader) open(name string, data []byte, keys *secrets.Keys, met
 	if r, ok := p.docs[name]; ok {
 		return r.doc, r.msg
 	}
+	if keys == nil {
+		return nil, fmt.Sprintf("cannot decrypt %q: no age key was given (--age-key-file or $BERTH_AGE_KEY_FILE); it is encrypted to %s", name, recipientList(meta))
+	}
 	doc, err := secrets.Open(name, data, keys)
 	msg := ""
 	if err != nil {
 		msg = fmt.Sprintf("cannot decrypt %q with the age keys given (--age-key-file): %s", name, EscapeText(err.Error()))
-		if who := strings.Join(meta.Recipients, ", "); !strings.Contains(msg, who) || who == "" {
-			if who == "" {
-				who = "no age recipient"
-			}
-			msg += "; it is encrypted to " + who
+		if who := strings.Join(meta.Recipients, ", "); who == "" || !strings.Contains(msg, who) {
+			msg += "; it is encrypted to " + recipientList(meta)
 		}
 	}
 	if p.docs == nil {
@@ -249,6 +254,31 @@ func (p *provisionReader) open(name string, data []byte, keys *secrets.Keys, met
 	}
 	p.docs[name] = openedSecret{doc, msg}
 	return doc, msg
+}
+
+func recipientList(meta *secrets.Metadata) string {
+	if len(meta.Recipients) == 0 {
+		return "no age recipient"
+	}
+	return strings.Join(meta.Recipients, ", ")
+}
+
+// salt asks for the owner's salt once per load.
+func (p *provisionReader) salt(get func() ([]byte, error)) ([]byte, string) {
+	if p.saltDone {
+		return p.saltValue, p.saltMsg
+	}
+	p.saltDone = true
+	if get == nil {
+		p.saltMsg = "no secret salt was given"
+		return nil, p.saltMsg
+	}
+	v, err := get()
+	if err != nil {
+		p.saltMsg = "cannot read the owner's secret salt: " + EscapeText(err.Error())
+	}
+	p.saltValue = v
+	return v, p.saltMsg
 }
 
 type openedSecret struct {

@@ -122,7 +122,7 @@ func TestSecretFileDefaults(t *testing.T) {
 func TestSecretFileOpened(t *testing.T) {
 	src := secretsSpec + "      - {file: secrets/web.enc.yaml, key: db.password, target: /run/secrets/db_password}\n"
 	salt := []byte("0123456789abcdef0123456789abcdef")
-	opts := Options{Secrets: &SecretKeys{Keys: testKeys(t, "age1old"), Salt: salt}}
+	opts := Options{Secrets: &SecretKeys{Keys: testKeys(t, "age1old"), Salt: func() ([]byte, error) { return salt, nil }}}
 	r := loadWithFiles(t, src, secretRepo(), opts)
 	if len(r.Diagnostics) > 0 {
 		t.Fatal(r.Diagnostics)
@@ -158,7 +158,7 @@ func TestSecretFileOpened(t *testing.T) {
 	if got := loadWithFiles(t, src, files, opts).Apps[0].Spec.Container.Hash(); got == h {
 		t.Error("a new secret value left the container hash unchanged: the replicas would keep the old one")
 	}
-	other := Options{Secrets: &SecretKeys{Keys: opts.Secrets.Keys, Salt: []byte("another salt")}}
+	other := Options{Secrets: &SecretKeys{Keys: opts.Secrets.Keys, Salt: func() ([]byte, error) { return []byte("another salt"), nil }}}
 	if got := loadWithFiles(t, src, secretRepo(), other).Apps[0].Spec.Container.Hash(); got == h {
 		t.Error("the hash does not depend on the salt: it would be a plain hash of the value")
 	}
@@ -169,7 +169,7 @@ func TestSecretFileOpened(t *testing.T) {
 func TestSecretFileNoKeyOpens(t *testing.T) {
 	src := secretsSpec + "      - {file: secrets/web.enc.yaml, key: db.password, target: /run/secrets/db_password}\n" +
 		"---\napiVersion: berth/v1\nkind: App\nmetadata:\n  name: other\nspec:\n  system:\n    image: debian\n"
-	opts := Options{Secrets: &SecretKeys{Keys: testKeys(t, "age1new"), Salt: []byte("salt")}}
+	opts := Options{Secrets: &SecretKeys{Keys: testKeys(t, "age1new"), Salt: func() ([]byte, error) { return []byte("salt"), nil }}}
 	r := loadWithFiles(t, src, secretRepo(), opts)
 	want := []string{`app.yaml:11:16: spec.container.secretFiles[0].file: cannot decrypt "secrets/web.enc.yaml" with the age keys given (--age-key-file): secrets/web.enc.yaml: no age key opens it; it is encrypted to age1old`}
 	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), want)
@@ -195,7 +195,7 @@ func TestSecretProvisionFile(t *testing.T) {
 	})
 
 	salt := []byte("salt")
-	opts := Options{Secrets: &SecretKeys{Keys: testKeys(t, "age1old"), Salt: salt}}
+	opts := Options{Secrets: &SecretKeys{Keys: testKeys(t, "age1old"), Salt: func() ([]byte, error) { return salt, nil }}}
 	p := loadWithFiles(t, src, files, opts).Apps[0].Spec.System.Provision
 	if !strings.Contains(string(p.Files[0].Value.Reveal()), dbPassword) {
 		t.Errorf("the secret provision file was not decrypted: %d bytes", p.Files[0].Value.Len())
@@ -208,5 +208,30 @@ func TestSecretProvisionFile(t *testing.T) {
 	files["secrets/web.enc.yaml"] = &fstest.MapFile{Data: []byte(strings.Replace(secretsFile, dbPassword, "rotated", 1))}
 	if got := loadWithFiles(t, src, files, opts).Apps[0].Spec.System.Provision.Hash(); got == h {
 		t.Error("a new secret left the provision hash unchanged")
+	}
+}
+
+// Without a key, or without the owner's salt, a live load holds the app
+// rather than apply a secret it could not open.
+func TestSecretFileNotOpenable(t *testing.T) {
+	src := secretsSpec + "      - {file: secrets/web.enc.yaml, key: db.password, target: /run/secrets/db_password}\n"
+	tests := []struct {
+		name string
+		keys *SecretKeys
+		want string
+	}{
+		{"no key given", &SecretKeys{Salt: func() ([]byte, error) { return []byte("salt"), nil }},
+			`app.yaml:11:16: spec.container.secretFiles[0].file: cannot decrypt "secrets/web.enc.yaml": no age key was given (--age-key-file or $BERTH_AGE_KEY_FILE); it is encrypted to age1old`},
+		{"salt unreadable", &SecretKeys{Keys: testKeys(t, "age1old"), Salt: func() ([]byte, error) { return nil, fmt.Errorf("connect to LXD: refused") }},
+			`app.yaml:11:16: spec.container.secretFiles[0].file: "secrets/web.enc.yaml" not opened: cannot read the owner's secret salt: connect to LXD: refused`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := loadWithFiles(t, src, secretRepo(), Options{Secrets: tt.keys})
+			sameLines(t, "diagnostics", diagStrings(r.Diagnostics), []string{tt.want})
+			if !slices.Equal(r.InvalidApps, []string{"web"}) {
+				t.Errorf("InvalidApps = %v, want [web]", r.InvalidApps)
+			}
+		})
 	}
 }
