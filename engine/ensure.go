@@ -664,7 +664,7 @@ func buildConfig(d Desired, image string) (*container.Config, *container.HostCon
 	cfg := &container.Config{
 		Image:  image,
 		User:   s.User,
-		Labels: ownership.Container{App: d.App, Slot: d.Slot, Hash: s.Hash(), Revision: d.Revision}.Labels(),
+		Labels: ownership.Container{App: d.App, Slot: d.Slot, Hash: s.Hash(), Revision: d.Revision, Secrets: s.SecretTags()}.Labels(),
 	}
 	if len(s.Command) > 0 {
 		// Cmd, not Entrypoint: the image's entrypoint (if any) still

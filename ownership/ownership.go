@@ -7,6 +7,7 @@
 package ownership
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -60,6 +61,11 @@ const (
 	LabelSlot          = "berth.slot"
 	LabelContainerHash = "berth.container-hash"
 	LabelRevision      = "berth.revision"
+	// LabelSecrets is, as a JSON object, a short tag of each secret file's
+	// value by target (spec.Container.SecretTags): the plan can then say
+	// which secret changed, and the label says nothing about any value.
+	// Absent when the container has no secret files.
+	LabelSecrets = "berth.secrets"
 )
 
 // CheckOwner refuses an owner id that is not a DNS label (lower-case
@@ -222,16 +228,32 @@ type Container struct {
 	Slot     int
 	Hash     string
 	Revision string
+	// Secrets are the tags of the secret files by target (LabelSecrets).
+	Secrets map[string]string
 }
 
 // Labels returns the container's labels.
 func (c Container) Labels() map[string]string {
-	return map[string]string{
+	l := map[string]string{
 		LabelApp:           c.App,
 		LabelSlot:          strconv.Itoa(c.Slot),
 		LabelContainerHash: c.Hash,
 		LabelRevision:      c.Revision,
 	}
+	if len(c.Secrets) > 0 {
+		b, _ := json.Marshal(c.Secrets) // a map of strings, sorted by key
+		l[LabelSecrets] = string(b)
+	}
+	return l
+}
+
+// SecretTags reads LabelSecrets: nil when absent or garbled.
+func SecretTags(labels map[string]string) map[string]string {
+	var tags map[string]string
+	if v := labels[LabelSecrets]; v != "" && json.Unmarshal([]byte(v), &tags) != nil {
+		return nil
+	}
+	return tags
 }
 
 // ParseContainer reads berth's labels; ok is false for a foreign container
@@ -245,5 +267,5 @@ func ParseContainer(labels map[string]string) (c Container, ok bool) {
 	if err != nil {
 		slot = -1
 	}
-	return Container{App: app, Slot: slot, Hash: labels[LabelContainerHash], Revision: labels[LabelRevision]}, true
+	return Container{App: app, Slot: slot, Hash: labels[LabelContainerHash], Revision: labels[LabelRevision], Secrets: SecretTags(labels)}, true
 }

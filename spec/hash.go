@@ -78,6 +78,22 @@ func (c Container) Hash() string {
 	}{c, macs})
 }
 
+// SecretTags are a short tag of each secret file's value, by target: what
+// the container's ownership.LabelSecrets records, so that a plan can say
+// which secret changed. A tag is a hash of the value's MAC, so it changes
+// with the value and tells nothing about it. nil without secret files.
+func (c Container) SecretTags() map[string]string {
+	if len(c.SecretFiles) == 0 {
+		return nil
+	}
+	tags := make(map[string]string, len(c.SecretFiles))
+	for _, f := range c.SecretFiles {
+		sum := sha256.Sum256([]byte("berth secret tag\x00" + string(f.MAC)))
+		tags[f.Target] = hex.EncodeToString(sum[:])[:HashLen]
+	}
+	return tags
+}
+
 func canonicalHash(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
