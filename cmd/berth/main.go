@@ -104,6 +104,9 @@ type globalOptions struct {
 	logLevel      string
 	logFormat     string
 	lxd           lxdOptions
+	// ageKeyFiles are the age identity files secrets are opened with
+	// (--age-key-file, repeatable).
+	ageKeyFiles []string
 	// clock is the one clock of the command: the engine, the loop, the
 	// executor, the lease and the watch all decide by it.
 	clock clock.Clock
@@ -161,6 +164,8 @@ container on the instance's network. Rolling back is "git revert".`,
 		return nil
 	}
 	g.lxd.register(root)
+	root.PersistentFlags().Var(checkedList{&g.ageKeyFiles, checkKeyFile}, "age-key-file",
+		"age identity file that opens the SOPS-encrypted secrets the specs use; repeat it to overlap old and new keys during a rotation")
 	documentEnv(root)
 	root.PersistentFlags().BoolVar(&g.countRequests, "count-requests", false, "print LXD request counts (total, writes, execs) to stderr at the end")
 	_ = root.PersistentFlags().MarkHidden("count-requests")
