@@ -574,6 +574,11 @@ func (l *loader) document(ctx context.Context, file string, doc *yaml.Node, file
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return // empty documents, e.g. a trailing "---"
 	}
+	if isSOPSDocument(doc.Content[0]) {
+		// A SOPS-encrypted file (a secret the specs reference) is not an
+		// App: it may sit beside them, as it does in Flux repositories.
+		return
+	}
 	root := doc.Content[0]
 	if countNodes(root, MaxDocumentNodes+1) > MaxDocumentNodes {
 		// Not decoded at all: its name cannot be trusted, and the problems

@@ -296,3 +296,23 @@ func (d *decoder) secretMounts() {
 		}
 	}
 }
+
+// isSOPSDocument reports whether root is a document SOPS wrote: a mapping
+// with a top-level sops mapping and no kind. Its values are encrypted, its
+// keys are not, and none of it is an App.
+func isSOPSDocument(root *yaml.Node) bool {
+	if root.Kind != yaml.MappingNode {
+		return false
+	}
+	sops := false
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		switch k := root.Content[i]; {
+		case k.Kind != yaml.ScalarNode:
+		case k.Value == "kind" || k.Value == "apiVersion":
+			return false
+		case k.Value == "sops" && root.Content[i+1].Kind == yaml.MappingNode:
+			sops = true
+		}
+	}
+	return sops
+}

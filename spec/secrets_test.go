@@ -235,3 +235,22 @@ func TestSecretFileNotOpenable(t *testing.T) {
 		})
 	}
 }
+
+// A SOPS file beside the specs, as Flux repositories keep them, is not an
+// App; a document with a kind is one, whatever else it holds.
+func TestSOPSFilesAreNotSpecs(t *testing.T) {
+	files := secretRepo()
+	files["specs/web.enc.yaml"] = &fstest.MapFile{Data: []byte(secretsFile)}
+	files["specs/odd.yaml"] = &fstest.MapFile{Data: []byte("kind: App\nsops: {}\n")}
+	r := loadWithFiles(t, secretsSpec+"      - {file: specs/web.enc.yaml, target: /run/secrets/all}\n", files, Options{})
+	want := []string{
+		"odd.yaml:1:1: apiVersion: required field is missing",
+		"odd.yaml:1:1: metadata: required field is missing",
+		"odd.yaml:1:1: spec: required field is missing",
+		`odd.yaml:2:1: sops: unknown field "sops"; allowed: apiVersion, kind, metadata, spec`,
+	}
+	sameLines(t, "diagnostics", diagStrings(r.Diagnostics), want)
+	if len(r.Apps) != 1 || len(r.Unidentified) != 1 || r.Unidentified[0] != "odd.yaml" {
+		t.Errorf("apps %d, unidentified %v: want web, and odd.yaml unidentified", len(r.Apps), r.Unidentified)
+	}
+}

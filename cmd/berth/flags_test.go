@@ -131,8 +131,9 @@ func TestGlobalFlagsReadTheEnvironment(t *testing.T) {
 		"lxd-cert": "/c.pem", "lxd-key": "/k.pem", "lxd-server-cert": "/s.pem", "project": "p1",
 		"target": "node2", "registry-auth": "/auth.json", "pull": "always",
 		"image-remote": "a=https://a.example, b=https://b.example",
+		"age-key-file": "/keys/old.txt,/keys/new.txt",
 	}
-	want := map[string]string{"image-remote": "[a=https://a.example,b=https://b.example]"}
+	want := map[string]string{"image-remote": "[a=https://a.example,b=https://b.example]", "age-key-file": "[/keys/old.txt,/keys/new.txt]"}
 	root := newRootCmd()
 	flags := envFlags(root)
 	for _, f := range flags {
