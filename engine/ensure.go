@@ -16,6 +16,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 
 	"github.com/berth-gitops/berth/spec"
@@ -664,7 +665,7 @@ func buildConfig(d Desired, image string) (*container.Config, *container.HostCon
 	cfg := &container.Config{
 		Image:  image,
 		User:   s.User,
-		Labels: ownership.Container{App: d.App, Slot: d.Slot, Hash: s.Hash(), Revision: d.Revision}.Labels(),
+		Labels: ownership.Container{App: d.App, Slot: d.Slot, Hash: s.Hash(), Revision: d.Revision, Secrets: s.SecretTags()}.Labels(),
 	}
 	if len(s.Command) > 0 {
 		// Cmd, not Entrypoint: the image's entrypoint (if any) still
@@ -701,6 +702,15 @@ func buildConfig(d Desired, image string) (*container.Config, *container.HostCon
 		// an app that is PID 1 itself often ignores SIGTERM, and every
 		// replacement and delete would then wait out the stop timeout.
 		Init: &initProcess,
+	}
+	hash := s.Hash()
+	for _, f := range s.SecretFiles {
+		// A mount, not a bind: a missing source (the instance rebooted and
+		// its tmpfs is empty) fails the start instead of becoming an empty
+		// directory; berth then writes the secrets again and starts it.
+		host.Mounts = append(host.Mounts, mount.Mount{
+			Type: mount.TypeBind, Source: SecretSource(d.App, hash, f.Target), Target: f.Target, ReadOnly: true,
+		})
 	}
 	for _, v := range s.Volumes {
 		if !strings.HasPrefix(v.Source, "/") || !strings.HasPrefix(v.Target, "/") {

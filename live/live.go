@@ -642,9 +642,16 @@ func (s *System) EnsureContainer(ctx context.Context, name string, app spec.App,
 	if err := s.Engine.WaitDocker(ctx, name, DockerTimeout); err != nil {
 		return s.transition(ctx, name, s.blameLXD(ctx, err))
 	}
-	return s.transition(ctx, name, s.blameLXD(ctx, s.Engine.Ensure(ctx, name, engine.Desired{
+	if err := s.deliverSecrets(ctx, name, app); err != nil {
+		return s.transition(ctx, name, s.blameLXD(ctx, err))
+	}
+	err := s.Engine.Ensure(ctx, name, engine.Desired{
 		App: app.Metadata.Name, Slot: slot, Revision: revision, Spec: app.Spec.Container,
-	}, s.OnEngineEvent)))
+	}, s.OnEngineEvent)
+	if err == nil {
+		s.removeOldSecrets(ctx, name, app)
+	}
+	return s.transition(ctx, name, s.blameLXD(ctx, err))
 }
 
 // blameLXD turns a failed Docker call into "LXD not reachable" when LXD

@@ -416,6 +416,16 @@ func (s *System) pushFiles(ctx, pctx context.Context, name string, files []spec.
 	// Argument pairs for provisionRename: temporary name, destination.
 	args := []string{"/bin/sh", "-c", provisionRename, "berth-provision-files"}
 	for _, f := range files {
+		if f.Secret {
+			// Written whole, straight onto its tmpfs: never pushed to a
+			// temporary name on a disk.
+			if err := s.pushSecretFile(pctx, name, f); err != nil {
+				cleanup()
+				var we *SecretWriteError
+				return &fileError{file: f, err: err, inInstance: errors.As(err, &we)}
+			}
+			continue
+		}
 		opts, err := fileOptions(f)
 		if err != nil {
 			cleanup()

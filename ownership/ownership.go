@@ -7,6 +7,7 @@
 package ownership
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -60,6 +61,11 @@ const (
 	LabelSlot          = "berth.slot"
 	LabelContainerHash = "berth.container-hash"
 	LabelRevision      = "berth.revision"
+	// LabelSecrets is, as a JSON object, a short tag of each secret file's
+	// value by target (spec.Container.SecretTags): the plan can then say
+	// which secret changed, and the label says nothing about any value.
+	// Absent when the container has no secret files.
+	LabelSecrets = "berth.secrets"
 )
 
 // CheckOwner refuses an owner id that is not a DNS label (lower-case
@@ -81,21 +87,26 @@ func CheckOwner(owner string) error {
 // LeaseKey is the LXD server config key of owner's lease in project (""
 // or "default": the default project). The value is "<holder> <expiry unix
 // seconds>". Owners of the same name in two projects are two leases.
-func LeaseKey(owner, project string) string {
-	k := KeyPrefix + "lease." + owner
-	if project != "" && project != "default" {
-		k += "@" + project
-	}
-	return k
-}
+func LeaseKey(owner, project string) string { return serverKey("lease.", owner, project) }
 
 // MembersKey is the LXD server config key, next to owner's lease, that
 // records since when each cluster member has been lost (not Online), so
 // that placement.replaceUnreachable counts from the first time any of
 // owner's processes saw it, across restarts. The value is
 // "<member>=<unix seconds>" pairs separated by spaces.
-func MembersKey(owner, project string) string {
-	k := KeyPrefix + "members." + owner
+func MembersKey(owner, project string) string { return serverKey("members.", owner, project) }
+
+// SaltKey is the LXD server config key of owner's secret salt in project
+// ("" or "default": the default project): 64 hex digits, the key of the
+// HMAC through which secret values enter hashes and labels. Written once,
+// when a secret is first used, and never changed by berth: a new salt
+// rolls every replica with a secret once.
+func SaltKey(owner, project string) string { return serverKey("secret-salt.", owner, project) }
+
+// serverKey is the server config key of kind for owner in project: the
+// server config is global, so the project is part of the name.
+func serverKey(kind, owner, project string) string {
+	k := KeyPrefix + kind + owner
 	if project != "" && project != "default" {
 		k += "@" + project
 	}
@@ -222,16 +233,32 @@ type Container struct {
 	Slot     int
 	Hash     string
 	Revision string
+	// Secrets are the tags of the secret files by target (LabelSecrets).
+	Secrets map[string]string
 }
 
 // Labels returns the container's labels.
 func (c Container) Labels() map[string]string {
-	return map[string]string{
+	l := map[string]string{
 		LabelApp:           c.App,
 		LabelSlot:          strconv.Itoa(c.Slot),
 		LabelContainerHash: c.Hash,
 		LabelRevision:      c.Revision,
 	}
+	if len(c.Secrets) > 0 {
+		b, _ := json.Marshal(c.Secrets) // a map of strings, sorted by key
+		l[LabelSecrets] = string(b)
+	}
+	return l
+}
+
+// SecretTags reads LabelSecrets: nil when absent or garbled.
+func SecretTags(labels map[string]string) map[string]string {
+	var tags map[string]string
+	if v := labels[LabelSecrets]; v != "" && json.Unmarshal([]byte(v), &tags) != nil {
+		return nil
+	}
+	return tags
 }
 
 // ParseContainer reads berth's labels; ok is false for a foreign container
@@ -245,5 +272,5 @@ func ParseContainer(labels map[string]string) (c Container, ok bool) {
 	if err != nil {
 		slot = -1
 	}
-	return Container{App: app, Slot: slot, Hash: labels[LabelContainerHash], Revision: labels[LabelRevision]}, true
+	return Container{App: app, Slot: slot, Hash: labels[LabelContainerHash], Revision: labels[LabelRevision], Secrets: SecretTags(labels)}, true
 }

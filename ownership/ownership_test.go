@@ -2,6 +2,7 @@ package ownership
 
 import (
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -49,10 +50,20 @@ func TestParseInstanceRefusesWhatIsNotAReplica(t *testing.T) {
 }
 
 func TestContainerRoundTrip(t *testing.T) {
-	want := Container{App: "web", Slot: 3, Hash: "h", Revision: "r"}
-	got, ok := ParseContainer(want.Labels())
-	if !ok || got != want {
-		t.Errorf("ParseContainer(Labels()) = %+v, %v", got, ok)
+	for _, want := range []Container{
+		{App: "web", Slot: 3, Hash: "h", Revision: "r"},
+		{App: "web", Slot: 3, Hash: "h", Revision: "r", Secrets: map[string]string{"/run/secrets/a b": "t1", "/run/secrets/c": "t2"}},
+	} {
+		got, ok := ParseContainer(want.Labels())
+		if !ok || !reflect.DeepEqual(got, want) {
+			t.Errorf("ParseContainer(Labels()) = %+v, %v, want %+v", got, ok, want)
+		}
+	}
+	if l := (Container{App: "web"}).Labels(); l[LabelSecrets] != "" {
+		t.Errorf("a container without secrets has label %s=%q", LabelSecrets, l[LabelSecrets])
+	}
+	if got := SecretTags(map[string]string{LabelSecrets: "{garbled"}); got != nil {
+		t.Errorf("SecretTags of a garbled label = %v, want nil", got)
 	}
 	if _, ok := ParseContainer(map[string]string{"other": "x"}); ok {
 		t.Error("a container without berth.app is foreign")

@@ -12,25 +12,8 @@ import (
 	"github.com/berth-gitops/berth/internal/testlxd"
 )
 
-// sopsCLI is the path of the sops CLI the test environment builds
-// (testenv.sh up; $BERTH_SOPS overrides). Without it the test is skipped,
-// loudly, or fails where the test environment is required (CI,
-// BERTH_REQUIRE_LXD).
-func sopsCLI(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("BERTH_SOPS")
-	if p == "" {
-		cache := os.Getenv("BERTH_TESTENV_CACHE")
-		if cache == "" {
-			cache = "/var/cache/berth-testenv"
-		}
-		p = filepath.Join(cache, "sops-v3.13.3", "sops")
-	}
-	if _, err := os.Stat(p); err != nil {
-		testlxd.SkipUnlessUsable(t, errors.New("no sops CLI at "+p+" (testenv.sh up builds it)"))
-	}
-	return p
-}
+// sopsCLI is the test environment's sops CLI (see testlxd.SOPS).
+func sopsCLI(t *testing.T) string { return testlxd.SOPS(t) }
 
 // sops runs the CLI with the age key files in keys; stdin is in.
 func sops(t *testing.T, bin string, keys []string, in []byte, args ...string) ([]byte, error) {

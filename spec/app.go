@@ -156,6 +156,8 @@ var (
 				}
 			}
 		}},
+		// Read once the whole file is: source may come after it.
+		{name: "secret", decode: func(d *decoder, v *yaml.Node, f *ProvisionFile) { f.Secret, _ = d.boolean(v) }},
 	}
 	limitsFields = fields[Limits]{
 		{name: "cpu", decode: func(d *decoder, v *yaml.Node, l *Limits) { d.limit(v, checkCPU, &l.CPU) }},
@@ -187,6 +189,7 @@ var (
 		{name: "volumes", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Volumes = d.volumes(v) }},
 		{name: "healthcheck", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Healthcheck = d.healthcheck(v) }},
 		{name: "ports", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Ports = d.ports(v) }},
+		{name: "secretFiles", decode: func(d *decoder, v *yaml.Node, c *Container) { c.SecretFiles = d.secretFiles(v) }},
 	}
 	portFields = fields[Port]{
 		{name: "name", required: true, decode: func(d *decoder, v *yaml.Node, p *Port) {
@@ -314,6 +317,7 @@ func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 		return app, nil
 	}
 	d.containerless()
+	d.secretMounts()
 	if app.Spec.System.Ephemeral && d.snapshot != nil {
 		// The snapshot is a stop and a rename of the replica, and LXD
 		// deletes an ephemeral instance as it stops.

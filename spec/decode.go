@@ -68,6 +68,9 @@ type decoder struct {
 	// the one being read.
 	mounts map[string]int
 	volume int
+	// secretTargets are where container.secretFiles[].target were
+	// written, checked against the volumes once the app is read.
+	secretTargets []*place
 
 	// hasContainer is set when spec.container is written; systemPorts and
 	// restartContainer are where spec.system.ports and a true

@@ -39,7 +39,13 @@ func (p *Provision) Hash() string {
 	}
 	files := make([]file, len(p.Files))
 	for i, f := range p.Files {
-		files[i] = file{f.Path, f.Mode, f.Owner, f.Digest}
+		digest := f.Digest
+		if f.Secret {
+			// The ciphertext changes at every re-encryption; the value's
+			// HMAC changes only with the value.
+			digest = "secret:" + string(f.MAC)
+		}
+		files[i] = file{f.Path, f.Mode, f.Owner, digest}
 	}
 	return canonicalHash(struct {
 		Files []file
@@ -54,9 +60,38 @@ func (p *Provision) Hash() string {
 // uses the instance's network and publishes nothing), so declaring,
 // renaming or dropping a port replaces no container, and a spec without
 // ports hashes as it did before ports existed (TestHashesPinned).
+//
+// Secret files enter it with their MAC, never their value: a changed
+// secret replaces the container like any other change.
 func (c Container) Hash() string {
 	c.Ports = nil
-	return canonicalHash(c)
+	if len(c.SecretFiles) == 0 {
+		return canonicalHash(c)
+	}
+	macs := make([]string, len(c.SecretFiles))
+	for i, s := range c.SecretFiles {
+		macs[i] = string(s.MAC)
+	}
+	return canonicalHash(struct {
+		Container  Container
+		SecretMACs []string
+	}{c, macs})
+}
+
+// SecretTags are a short tag of each secret file's value, by target: what
+// the container's ownership.LabelSecrets records, so that a plan can say
+// which secret changed. A tag is a hash of the value's MAC, so it changes
+// with the value and tells nothing about it. nil without secret files.
+func (c Container) SecretTags() map[string]string {
+	if len(c.SecretFiles) == 0 {
+		return nil
+	}
+	tags := make(map[string]string, len(c.SecretFiles))
+	for _, f := range c.SecretFiles {
+		sum := sha256.Sum256([]byte("berth secret tag\x00" + string(f.MAC)))
+		tags[f.Target] = hex.EncodeToString(sum[:])[:HashLen]
+	}
+	return tags
 }
 
 func canonicalHash(v any) string {

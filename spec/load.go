@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-gitops/berth/secrets"
 	"io"
 	"io/fs"
 	"os"
@@ -46,6 +47,23 @@ type Options struct {
 	// that source. Set it when Files is a Git work tree on disk, which
 	// holds files that the commits plan and the daemon read do not.
 	NotInGit func(source string) string
+	// Secrets, when set, opens the secrets the specs reference: each is
+	// decrypted in memory and its MAC computed (SecretFile.Value, MAC),
+	// and an app whose secret no key opens is invalid, so held. nil (as
+	// validate and diff load) only inspects them: each must exist, be
+	// SOPS-encrypted and hold its key, and nothing is decrypted.
+	Secrets *SecretKeys
+}
+
+// SecretKeys are what a load opens secrets with.
+type SecretKeys struct {
+	// Keys are the age identities (--age-key-file).
+	Keys *secrets.Keys
+	// Salt returns the key of the HMAC of each value: the owner's salt,
+	// kept in LXD (live.SecretSalt), so that hashes and labels say when a
+	// secret changed and nothing about what it is. It is called once per
+	// load, and only when a spec references a secret.
+	Salt func() ([]byte, error)
 }
 
 // Result is everything one load found.
@@ -555,6 +573,11 @@ func lineCount(data []byte) int {
 func (l *loader) document(ctx context.Context, file string, doc *yaml.Node, fileBudget *budget) {
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return // empty documents, e.g. a trailing "---"
+	}
+	if isSOPSDocument(doc.Content[0]) {
+		// A SOPS-encrypted file (a secret the specs reference) is not an
+		// App: it may sit beside them, as it does in Flux repositories.
+		return
 	}
 	root := doc.Content[0]
 	if countNodes(root, MaxDocumentNodes+1) > MaxDocumentNodes {

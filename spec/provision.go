@@ -45,8 +45,18 @@ func (d *decoder) provisionFiles(n *yaml.Node) []ProvisionFile {
 	var out []ProvisionFile
 	for i, item := range items {
 		d.pushIndex(i, item)
-		f := ProvisionFile{Mode: DefaultFileMode, Owner: DefaultFileOwner}
-		if object(d, item, provisionFileFields, &f) && f.Path != "" && checkInstancePath(f.Path) == "" {
+		f := ProvisionFile{Owner: DefaultFileOwner}
+		ok := object(d, item, provisionFileFields, &f)
+		if f.Mode == "" {
+			f.Mode = DefaultFileMode
+			if f.Secret {
+				f.Mode = DefaultSecretMode
+			}
+		}
+		if ok && f.Secret {
+			d.secretProvisionFile(item, &f)
+		}
+		if ok && f.Path != "" && checkInstancePath(f.Path) == "" {
 			if first, dup := d.provisionPaths[f.Path]; dup {
 				d.push("path", nil)
 				d.errorf(d.member(item, "path"), "path %q is already written by files[%d]", f.Path, first)
@@ -230,10 +240,15 @@ func (d *decoder) provisionSource(v *yaml.Node, f *ProvisionFile) {
 // repository: each distinct file once (an app may be read many times
 // through anchors, and apps may share files), within one budget.
 type provisionReader struct {
-	fsys  fs.FS
-	bytes int64 // read so far, against MaxProvisionTreeSize
-	files map[string]provisionRead
-	dirs  map[string]map[string]fs.DirEntry // ReadDir results by folder
+	docs map[string]openedSecret // secret files decrypted, by name
+	// The owner's secret salt, asked for once.
+	saltDone  bool
+	saltValue []byte
+	saltMsg   string
+	fsys      fs.FS
+	bytes     int64 // read so far, against MaxProvisionTreeSize
+	files     map[string]provisionRead
+	dirs      map[string]map[string]fs.DirEntry // ReadDir results by folder
 }
 
 type provisionRead struct {

@@ -210,7 +210,7 @@ func TestProvisionRules(t *testing.T) {
 				`app.yaml:9:15: spec.system.provision.files[0].path: required field is missing`,
 			}},
 		{"digest is not an input", file("{source: etc/motd, path: /etc/motd, digest: abc}"),
-			[]string{`app.yaml:9:51: spec.system.provision.files[0].digest: unknown field "digest"; allowed: source, path, mode, owner`}},
+			[]string{`app.yaml:9:51: spec.system.provision.files[0].digest: unknown field "digest"; allowed: source, path, mode, owner, secret`}},
 		{"mode unquoted", file("{source: etc/motd, path: /etc/motd, mode: 0644}"),
 			[]string{`app.yaml:9:57: spec.system.provision.files[0].mode: expected a string, got integer 0644; quote it: "0644" (write the mode as a quoted octal string)`}},
 		{"mode not octal", file("{source: etc/motd, path: /etc/motd, mode: \"0648\"}"),

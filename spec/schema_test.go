@@ -85,6 +85,7 @@ var decoderTables = []decoderTable{
 	tableOf("provisionFields", provisionFields),
 	tableOf("provisionFileFields", provisionFileFields),
 	tableOf("placementFields", placementFields),
+	tableOf("secretFileFields", secretFileFields),
 }
 
 // outputFields are JSON fields berth computes while loading: they are in

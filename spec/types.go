@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/berth-gitops/berth/secrets"
 )
 
 // APIVersion and Kind are the only values accepted in a document header.
@@ -138,8 +140,18 @@ type ProvisionFile struct {
 	// Digest is the SHA-256 (hex) of Content: it is what the provision
 	// hash covers, so the hash changes when the file's content does.
 	Digest string `json:"digest"`
-	// Content is the file's bytes at the revision the spec was read from.
+	// Content is the file's bytes at the revision the spec was read from;
+	// for a secret file, the encrypted bytes, never pushed as they are.
 	Content []byte `json:"-"`
+	// Secret marks a SOPS-encrypted source: the whole decrypted document
+	// is written into the instance, onto a tmpfs only (see SecretFile).
+	Secret bool `json:"secret,omitempty"`
+	// Value and MAC are the decrypted document and its HMAC under the
+	// owner's salt, set only when the load had keys (Options.Secrets).
+	// Provision.Hash covers MAC instead of Digest, so a re-encryption
+	// changes nothing and a new value re-runs the provision.
+	Value secrets.Value `json:"-"`
+	MAC   MAC           `json:"-"`
 }
 
 // HasContainer reports whether the app runs a Docker app container; an app
@@ -181,6 +193,38 @@ type Container struct {
 	// the container hash (see Container.Hash): changing them replaces
 	// nothing.
 	Ports []Port `json:"ports,omitempty"`
+	// SecretFiles are put on a tmpfs in the app container, read-only:
+	// secrets are files, never env, which docker inspect and /proc show.
+	SecretFiles []SecretFile `json:"secretFiles,omitempty"`
+}
+
+// SecretFile is one value of a SOPS-encrypted file of the repository (or
+// the whole decrypted document when Key is empty), delivered as a file
+// at Target in the app container. berth decrypts it in memory, writes it
+// onto a tmpfs in the instance and bind-mounts that file, read-only, at
+// Target: the bytes never touch a disk, whatever Target is.
+type SecretFile struct {
+	// File is the encrypted file's slash-separated path relative to the
+	// root of the repository, as a provision file's Source.
+	File string `json:"file"`
+	// Key is a dotted key path in the file (db.password); empty for the
+	// whole document.
+	Key string `json:"key,omitempty"`
+	// Target is the absolute, clean path in the app container, unique in
+	// the app (default rule: under /run/secrets, the convention of the
+	// official images' _FILE variables).
+	Target string `json:"target"`
+	// Mode is the file's octal permission bits (default "0400").
+	Mode string `json:"mode"`
+	// Owner is the numeric "uid:gid" of the file (default "0:0").
+	Owner string `json:"owner"`
+	// Value is the decrypted secret and MAC its HMAC-SHA256 (hex) under
+	// the owner's salt, set only when the load had keys
+	// (Options.Secrets). Neither is in the JSON: MAC enters
+	// Container.Hash, so a changed secret replaces the container, and a
+	// re-encryption of the same value does not.
+	Value secrets.Value `json:"-"`
+	MAC   MAC           `json:"-"`
 }
 
 // Port is one port the app container listens on.

@@ -78,6 +78,10 @@ func (a *applyCmd) run(cmd *cobra.Command) error {
 	if err := checkOutput(a.output); err != nil {
 		return err
 	}
+	var err error
+	if a.rf.secrets, err = a.g.secretKeys(cmd.Context(), a.g.lxd.client); err != nil {
+		return err
+	}
 	desired, _, err := a.rf.desired(cmd)
 	if err != nil {
 		return err

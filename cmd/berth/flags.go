@@ -252,6 +252,11 @@ func (f pathListFlag) Append(s string) error {
 	if strings.TrimSpace(s) == "" {
 		return fmt.Errorf("empty path")
 	}
+	if strings.HasPrefix(s, "AGE-SECRET-KEY-") {
+		// The key itself never comes from a flag: every user of the
+		// machine sees a command line (ps).
+		return fmt.Errorf("want the path of an age identity file, not a key")
+	}
 	*f.p = append(*f.p, s)
 	return nil
 }
@@ -266,7 +271,12 @@ func (f pathListFlag) Replace(items []string) error {
 			}
 		}
 	}
-	*f.p = out
+	*f.p = nil
+	for _, p := range out {
+		if err := f.Append(p); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

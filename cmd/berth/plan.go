@@ -19,6 +19,8 @@ type repoFlags struct {
 	repo string
 	rev  string
 	specFlags
+	// secrets open the specs' secrets (plan and apply); see secretKeys.
+	secrets *spec.SecretKeys
 }
 
 func (f *repoFlags) register(cmd *cobra.Command) {
@@ -41,7 +43,9 @@ func (f *repoFlags) desired(cmd *cobra.Command) (plan.Desired, *loadedSpecs, err
 
 // desiredIn is desired from a repository already open.
 func (f *repoFlags) desiredIn(cmd *cobra.Command, repo *source.Repo) (plan.Desired, *loadedSpecs, error) {
-	l, err := loadFromGit(cmd.Context(), repo, f.rev, f.dir, f.options())
+	opts := f.options()
+	opts.Secrets = f.secrets
+	l, err := loadFromGit(cmd.Context(), repo, f.rev, f.dir, opts)
 	if err != nil {
 		return plan.Desired{}, nil, err
 	}
@@ -121,6 +125,11 @@ pruning skipped; with or without steps to take), 1 error.`,
 			if err := pf.check(); err != nil {
 				return err
 			}
+			keys, err := g.secretKeys(cmd.Context(), g.lxd.client)
+			if err != nil {
+				return err
+			}
+			rf.secrets = keys
 			desired, _, err := rf.desired(cmd)
 			if err != nil {
 				return err

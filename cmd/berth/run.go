@@ -13,6 +13,7 @@ import (
 
 	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/live"
+	"github.com/berth-gitops/berth/lxd"
 	"github.com/berth-gitops/berth/reconciler"
 	"github.com/berth-gitops/berth/server"
 	"github.com/berth-gitops/berth/source"
@@ -144,7 +145,12 @@ func runDaemon(cmd *cobra.Command, g *globalOptions, f runFlags, sf specFlags, p
 	defer sys.Close()
 	sys.RecordMembers = true
 	sys.OnLXDRequest = func(method, _ string) { metrics.LXDRequest(method) }
+	keys, err := g.secretKeys(ctx, func(context.Context) (*lxd.Client, error) { return sys.LXD, nil })
+	if err != nil {
+		return err
+	}
 	loop := f.loop(g, sf, pf, src, sys, metrics, log)
+	loop.SpecOptions.Secrets = keys
 	disc, err := f.dns.discovery(g.owner, loop)
 	if err != nil {
 		return err

@@ -133,7 +133,8 @@ func (a Action) containerStep() bool {
 type Reason struct {
 	// Field names what differs in spec terms: "replicas", "system.image",
 	// "system.limits.memory", "system.config.<key>", "system.devices.<name>",
-	// "container.image", "container-hash", "status", or a user.berth.* key
+	// "container.image", "container.secretFiles[<target>]" (see
+	// SecretField), "container-hash", "status", or a user.berth.* key
 	// when only berth's bookkeeping differs.
 	Field string `json:"field"`
 	// Old is the observed value ("" when absent).
@@ -141,6 +142,23 @@ type Reason struct {
 	// New is the desired value ("" when the key is to be removed).
 	New string `json:"new"`
 }
+
+// What a secret file's reason says (its New; Old is empty): that its
+// value changed, or that the container gains or loses it. Nothing else
+// about a secret is ever in a plan.
+const (
+	SecretChanged = "changed"
+	SecretAdded   = "added"
+	SecretRemoved = "removed"
+)
+
+// SecretField is the Field of a reason about the secret file at target:
+// container.secretFiles[/run/secrets/db_password].
+func SecretField(target string) string { return "container.secretFiles[" + target + "]" }
+
+// secret reports whether r is about a secret file, and so reads
+// "field: changed" rather than "field: old → new".
+func (r Reason) secret() bool { return strings.HasPrefix(r.Field, "container.secretFiles[") }
 
 // Step is one action on one replica.
 type Step struct {
@@ -526,6 +544,10 @@ func formatStep(s Step, wName, wAction int) string {
 	if len(s.Reasons) > 0 {
 		rs := make([]string, len(s.Reasons))
 		for j, r := range s.Reasons {
+			if r.secret() {
+				rs[j] = r.Field + ": " + r.New
+				continue
+			}
 			rs[j] = fmt.Sprintf("%s: %s → %s", r.Field, displayValue(r.Old), displayValue(r.New))
 		}
 		line += "  (" + strings.Join(rs, "; ") + ")"

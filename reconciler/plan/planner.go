@@ -522,8 +522,8 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		provision()
 	default:
 		provision()
-		if action, r, ok := containerStep(a, inst.Container); ok {
-			step(action, r)
+		if action, rs, ok := containerStep(a, inst.Container); ok {
+			step(action, rs...)
 		}
 	}
 	if len(inst.StaleContainers) > 0 && len(recreate) == 0 && running && inst.DockerError == "" && inst.DockerUnknown == "" && a.app.Spec.HasContainer() {
@@ -554,21 +554,55 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 
 // containerStep is what converges the app container c (nil when there is
 // none) of a running instance whose Docker answered, if anything does.
-func containerStep(a *appPlan, c *Container) (Action, Reason, bool) {
+func containerStep(a *appPlan, c *Container) (Action, []Reason, bool) {
 	switch {
 	case c == nil:
-		return CreateContainer, Reason{Field: "container", Old: "absent", New: "present"}, true
+		return CreateContainer, []Reason{{Field: "container", Old: "absent", New: "present"}}, true
 	case c.Labels[ownership.LabelContainerHash] != a.ctrHash:
+		var rs []Reason
 		if c.Image != a.app.Spec.Container.Image {
-			return ReplaceContainer, Reason{Field: "container.image", Old: c.Image, New: a.app.Spec.Container.Image}, true
+			rs = append(rs, Reason{Field: "container.image", Old: c.Image, New: a.app.Spec.Container.Image})
 		}
-		return ReplaceContainer, Reason{Field: "container-hash", Old: c.Labels[ownership.LabelContainerHash], New: a.ctrHash}, true
+		rs = append(rs, secretReasons(ownership.SecretTags(c.Labels), a.app.Spec.Container.SecretTags())...)
+		if len(rs) == 0 {
+			rs = append(rs, Reason{Field: "container-hash", Old: c.Labels[ownership.LabelContainerHash], New: a.ctrHash})
+		}
+		return ReplaceContainer, rs, true
 	case c.State == stateDead:
-		return ReplaceContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning}, true
+		return ReplaceContainer, []Reason{{Field: "container.state", Old: c.State, New: stateRunning}}, true
 	case c.State != stateRunning && c.State != stateRestarting:
-		return StartContainer, Reason{Field: "container.state", Old: c.State, New: stateRunning}, true
+		return StartContainer, []Reason{{Field: "container.state", Old: c.State, New: stateRunning}}, true
 	}
-	return 0, Reason{}, false
+	return 0, nil, false
+}
+
+// secretReasons name the secret files whose value changed, came or went,
+// by target, from the tags of the container's label and of the spec. A
+// reason says only that: never a value, its MAC or its tag.
+func secretReasons(observed, desired map[string]string) []Reason {
+	var rs []Reason
+	targets := slices.Collect(maps.Keys(observed))
+	for t := range desired {
+		if _, ok := observed[t]; !ok {
+			targets = append(targets, t)
+		}
+	}
+	slices.Sort(targets)
+	for _, target := range targets {
+		old, had := observed[target]
+		tag, has := desired[target]
+		what := SecretChanged
+		switch {
+		case !had:
+			what = SecretAdded
+		case !has:
+			what = SecretRemoved
+		case old == tag:
+			continue
+		}
+		rs = append(rs, Reason{Field: SecretField(target), New: what})
+	}
+	return rs
 }
 
 // systemReasons compares the instance with the system spec. Differences
