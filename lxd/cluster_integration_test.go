@@ -554,6 +554,47 @@ func TestClusterMemberHung(t *testing.T) {
 	}
 }
 
+// TestClusterEndpointListOutlivesAFrozenMember freezes the member first in
+// a list of endpoints: it accepts connections and never answers. A client
+// of the list connects and lists through the next member, each call
+// bounded (the frozen member's TLS handshake gives up after 10 s), and
+// says which member it uses; a client of the frozen member alone fails
+// within its own bounds.
+func TestClusterEndpointListOutlivesAFrozenMember(t *testing.T) {
+	env := realCluster(t)
+	label := randSuffix()
+	onM2 := "berth-cl-" + label + "-" + env.Members[1]
+	clusterLaunch(t, env.client(t, env.Members[1]), onM2, label)
+	env.inject(t, "freeze", "thaw", env.Members[0])
+
+	list := strings.Join(env.URLs, ",")
+	var c *Client
+	boundedCall(t, "connect through the list", lxdCallLimit, func(ctx context.Context) error {
+		var err error
+		c, err = Connect(ctx, Config{URL: list, ClientCert: env.Cert, ClientKey: env.Key, ServerCert: env.ServerCert, UserAgent: "berth-test"})
+		return err
+	})
+	if c == nil {
+		t.Fatal("no client")
+	}
+	defer c.Close()
+	if c.Endpoint() == env.URLs[0] {
+		t.Errorf("the client uses the frozen member %s", c.Endpoint())
+	}
+	boundedCall(t, "list through the list", lxdCallLimit, func(ctx context.Context) error {
+		if inst := listByLabel(ctx, t, c, label)[onM2]; !inst.Running() {
+			t.Errorf("%s through %s: status %q, want Running", onM2, c.Endpoint(), inst.Status)
+		}
+		return nil
+	})
+	if err := boundedCall(t, "connect to the frozen member alone", lxdCallLimit, func(ctx context.Context) error {
+		_, err := env.connect(ctx, env.URLs[0], "")
+		return err
+	}); !errors.Is(err, ErrUnreachable) {
+		t.Errorf("connect to the frozen member alone: %v; want ErrUnreachable", err)
+	}
+}
+
 // TestClusterEvents: one event stream, from m1, carries the lifecycle
 // events of an instance on m3, with m3 as their location.
 func TestClusterEvents(t *testing.T) {

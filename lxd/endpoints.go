@@ -102,6 +102,11 @@ func unreachableTLS(host string, dialer *net.Dialer, cfg *tls.Config) func(ctx c
 			if ctx.Err() != nil || errors.As(err, &cv) {
 				return nil, err
 			}
+			if hctx.Err() != nil {
+				// Not the caller's deadline: say what happened instead of
+				// wrapping one that reads as the caller's.
+				err = fmt.Errorf("no answer within %s", tlsHandshakeTimeout)
+			}
 			return nil, &UnreachableError{Where: host, Err: fmt.Errorf("TLS handshake: %w", err)}
 		}
 		return conn, nil
