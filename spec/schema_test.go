@@ -85,6 +85,8 @@ var decoderTables = []decoderTable{
 	tableOf("provisionFields", provisionFields),
 	tableOf("provisionFileFields", provisionFileFields),
 	tableOf("placementFields", placementFields),
+	tableOf("systemVolumeFields", systemVolumeFields),
+	tableOf("volumeSnapshotFields", volumeSnapshotFields),
 }
 
 // outputFields are JSON fields berth computes while loading: they are in
