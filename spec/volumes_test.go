@@ -97,7 +97,7 @@ func TestVolumesRules(t *testing.T) {
 		`[{name: data, path: /srv, size: 0}]`:                                                           `volume size must be more than 0`,
 		`[{name: data, path: /srv, size: 2PiB}]`:                                                        `too large: at most 1PiB`,
 		`[{name: data, path: /srv, size: 50%}]`:                                                         `volume size must be a size like`,
-		`[{name: data, path: /srv, size: -1}]`:                                                          `volume size must be a size like`,
+		`[{name: data, path: /srv, size: -1}]`:                                                          `expected a string, got integer -1`,
 		`[{name: data, path: /srv, size: 1 GiB}]`:                                                       `volume size must be a size like`,
 		`[{name: data, path: /srv}]`:                                                                    `spec.system.volumes[0].size: required field is missing`,
 		`[{name: data, path: /srv, size: 1GiB, pool: "a/b"}]`:                                           `is not a valid storage pool name`,
