@@ -290,3 +290,19 @@ func RootPool(devices map[string]map[string]string) string {
 	}
 	return ""
 }
+
+// ListStoragePools returns the names of the server's storage pools.
+func (c *Client) ListStoragePools(ctx context.Context) ([]string, error) {
+	var urls []string
+	if _, err := c.query(ctx, request{method: "GET", path: "/1.0/storage-pools"}, &urls); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(urls))
+	for _, u := range urls {
+		p, _, _ := strings.Cut(u, "?")
+		if name, err := url.PathUnescape(p[strings.LastIndexByte(p, '/')+1:]); err == nil && name != "" {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}

@@ -634,7 +634,7 @@ func (pl *planner) systemReasons(a *appPlan, inst *Instance) (recreate, update [
 	if !slices.Equal(inst.Profiles, sys.Profiles) {
 		recreate = append(recreate, Reason{Field: "system.profiles", Old: strings.Join(inst.Profiles, ","), New: strings.Join(sys.Profiles, ",")})
 	}
-	if devices := wantDevices(sys, a.slotVols); !devicesEqual(inst.Devices, devices) {
+	if devices := WantDevices(sys, a.slotVols); !devicesEqual(inst.Devices, devices) {
 		names := slices.Sorted(maps.Keys(inst.Devices))
 		for n := range devices {
 			if _, ok := inst.Devices[n]; !ok {

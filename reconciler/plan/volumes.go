@@ -181,9 +181,10 @@ func volumeUpdates(field string, v *Volume, sv spec.SystemVolume) (update []Reas
 	return update, ""
 }
 
-// wantDevices are the local devices the replica should have: the spec's
-// and a disk for each of its volumes.
-func wantDevices(sys *spec.System, vols []StepVolume) map[string]map[string]string {
+// WantDevices are the local devices the replica should have: the spec's
+// and a disk for each of its volumes. The executor creates instances with
+// them.
+func WantDevices(sys *spec.System, vols []StepVolume) map[string]map[string]string {
 	if len(vols) == 0 {
 		return sys.Devices
 	}
