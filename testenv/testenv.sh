@@ -33,7 +33,8 @@
 #                                          10.213.87.1:8053 (berth run
 #                                          --dns-listen 10.213.87.1:8053)
 #   registry         127.0.0.1:5000        berth/hello:1, berth/hello:2,
-#                                          berth/broken:1
+#                                          berth/broken:1, berth/kv:1 (a
+#                                          key-value store on /data)
 # Needs root on Debian 12. Uses no network but Debian's package mirror; the
 # bridge has no uplink: instance traffic never leaves the machine.
 set -eu
