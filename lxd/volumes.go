@@ -104,8 +104,9 @@ func (c *Client) ListVolumes(ctx context.Context, pool string) ([]StorageVolume,
 	}
 	out := all[:0]
 	for _, v := range all {
-		// Older servers ignore the type in the path and list every volume.
-		if v.Type == "" || v.Type == "custom" {
+		// Older servers ignore the type in the path and list every
+		// volume, and LXD 5.0 lists snapshots too, as "volume/snapshot".
+		if (v.Type == "" || v.Type == "custom") && !strings.Contains(v.Name, "/") {
 			v.Pool = pool
 			out = append(out, v)
 		}

@@ -146,6 +146,17 @@ func TestIntegrationVolumes(t *testing.T) {
 		if err != nil || len(snaps) != 1 || snaps[0].Name != "s1" || !snaps[0].ExpiresAt.Equal(expires) {
 			t.Fatalf("snapshots: %v %+v (want expiry %v)", err, snaps, expires)
 		}
+		// LXD 5.0 lists a volume's snapshots with the volumes; the list
+		// keeps the volumes only.
+		all, err := c.ListVolumes(ctx, testPool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range all {
+			if strings.Contains(v.Name, "/") {
+				t.Errorf("snapshot listed as a volume: %s", v.Name)
+			}
+		}
 		write("two")
 		// LXD restores only while nothing that uses the volume runs.
 		if err := c.StopInstance(ctx, name, 5*time.Second); err != nil {
