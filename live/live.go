@@ -184,6 +184,9 @@ func (s *System) Observe(ctx context.Context) (plan.Observed, error) {
 	if obs.Members, err = s.observeMembers(ctx, at); err != nil {
 		return plan.Observed{}, err
 	}
+	if obs.Volumes, obs.Pools, err = s.observeVolumes(ctx); err != nil {
+		return plan.Observed{}, err
+	}
 
 	var withDocker []*plan.Instance
 	for i := range obs.Instances {
@@ -581,6 +584,9 @@ func (s *System) DeleteInstance(ctx context.Context, name string, keepBackup boo
 			return fmt.Errorf("delete: %w", err)
 		}
 		return nil
+	}
+	if err := s.detachVolumes(ctx, name); err != nil {
+		return fmt.Errorf("detach volumes before keeping a backup: %w", err)
 	}
 	backup := backupName(name, clock.Or(s.Clock).Now())
 	// Rename first: if disowning then fails, the slot's name is free and

@@ -170,6 +170,7 @@ type observeLXD struct {
 	instances  []map[string]any
 	images     []map[string]any
 	imagesFail bool
+	volumes    []map[string]any
 	other      []string
 }
 
@@ -198,6 +199,10 @@ func (f *observeLXD) serve(w http.ResponseWriter, r *http.Request) {
 		reply(200, urls)
 	case r.Method == "GET" && r.URL.Path == "/1.0/cluster":
 		reply(200, map[string]any{"enabled": false})
+	case r.Method == "GET" && r.URL.Path == "/1.0/storage-pools":
+		reply(200, []string{"/1.0/storage-pools/default"})
+	case r.Method == "GET" && r.URL.Path == "/1.0/storage-pools/default/volumes/custom":
+		reply(200, f.volumes)
 	case r.Method == "GET" && r.URL.Path == "/1.0/images" && r.URL.Query().Get("recursion") == "1":
 		if f.imagesFail {
 			reply(500, nil)

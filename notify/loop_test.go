@@ -92,6 +92,11 @@ func (*world) Provision(context.Context, string, *spec.Provision) error { return
 func (*world) RestartContainer(context.Context, string) error           { return nil }
 func (*world) WaitDocker(context.Context, string, time.Duration) error  { return nil }
 func (*world) Preflight(context.Context, spec.App) error                { return nil }
+func (*world) EnsureVolumes(_ context.Context, _ string, _ spec.App, _ int, v []plan.StepVolume) ([]plan.StepVolume, error) {
+	return v, nil
+}
+func (*world) SnapshotVolumes(context.Context, []plan.StepVolume, string) error { return nil }
+func (*world) DeleteVolumes(context.Context, []plan.StepVolume) error           { return nil }
 
 // source serves the revision the test last set.
 type source struct {

@@ -274,3 +274,57 @@ func ParseContainer(labels map[string]string) (c Container, ok bool) {
 	}
 	return Container{App: app, Slot: slot, Hash: labels[LabelContainerHash], Revision: labels[LabelRevision], Secrets: SecretTags(labels)}, true
 }
+
+// Keys berth sets on the LXD custom storage volumes it owns
+// (spec.system.volumes), besides KeyOwner, KeyApp and KeySlot, which mean
+// what they mean on an instance.
+const (
+	// KeyVolume is the volume's name in the spec.
+	KeyVolume = KeyPrefix + "volume"
+	// KeyOnAppDelete is the volume's onAppDelete: it is read when the app
+	// is gone from Git, and with it its spec.
+	KeyOnAppDelete = KeyPrefix + "on-app-delete"
+)
+
+// VolumeName is the LXD name of a replica slot's volume:
+// <app>-<volume>-<slot>.
+func VolumeName(app, volume string, slot int) string {
+	return app + "-" + volume + "-" + strconv.Itoa(slot)
+}
+
+// Volume is what berth records on a volume it owns.
+type Volume struct {
+	Owner, App, Name string
+	Slot             int
+	OnAppDelete      string
+}
+
+// Config returns the volume's keys as a config map.
+func (v Volume) Config() map[string]string {
+	out := map[string]string{KeyOwner: v.Owner, KeyApp: v.App, KeyVolume: v.Name, KeySlot: strconv.Itoa(v.Slot)}
+	if v.OnAppDelete != "" {
+		out[KeyOnAppDelete] = v.OnAppDelete
+	}
+	return out
+}
+
+// ParseVolume reads what berth recorded on the volume called name. It
+// fails when the keys are missing, the slot is not canonical, or name is
+// not VolumeName of them: such a volume is not a slot's, and berth
+// attaches and deletes it never.
+func ParseVolume(name string, config map[string]string) (Volume, error) {
+	v := Volume{Owner: config[KeyOwner], App: config[KeyApp], Name: config[KeyVolume], Slot: -1, OnAppDelete: config[KeyOnAppDelete]}
+	s := config[KeySlot]
+	if v.App == "" || v.Name == "" || s == "" {
+		return v, fmt.Errorf("volume %s: its %s/%s/%s keys (%q, %q, %q) do not name a replica's volume", name, KeyApp, KeyVolume, KeySlot, v.App, v.Name, s)
+	}
+	slot, err := strconv.Atoi(s)
+	if err != nil || slot < 0 || strconv.Itoa(slot) != s {
+		return v, fmt.Errorf("volume %s: %s %q is not a slot number", name, KeySlot, s)
+	}
+	v.Slot = slot
+	if want := VolumeName(v.App, v.Name, slot); name != want {
+		return v, fmt.Errorf("volume %s is labelled as %s", name, want)
+	}
+	return v, nil
+}

@@ -55,6 +55,19 @@ type Driver interface {
 	// and profiles exist) without creating anything: a recreate must not
 	// delete a replica it cannot build again.
 	Preflight(ctx context.Context, app spec.App) error
+	// EnsureVolumes makes a replica's volumes (spec.system.volumes) ready
+	// for instance: it creates, with berth's keys, those the plan did not
+	// see, and fails on one the plan saw that is gone (never an empty one
+	// where data was expected), one that is not berth's, or one attached
+	// to another instance; it grows sizes and sets the snapshot keys. It
+	// returns the volumes with their pools.
+	EnsureVolumes(ctx context.Context, instance string, app spec.App, slot int, vols []plan.StepVolume) ([]plan.StepVolume, error)
+	// SnapshotVolumes snapshots the existing volumes as snapshot, with an
+	// expiry; a snapshot of that name already there is kept.
+	SnapshotVolumes(ctx context.Context, vols []plan.StepVolume, snapshot string) error
+	// DeleteVolumes deletes the volumes marked Delete, each only when it
+	// is berth's and attached to no instance.
+	DeleteVolumes(ctx context.Context, vols []plan.StepVolume) error
 }
 
 // Observer reads the live state. Each call observes everything anew:
@@ -626,6 +639,40 @@ func updateInPlace(app spec.App, observedConfig map[string]string, owner, revisi
 	return set, remove
 }
 
+// moveVolumesOut is the part of a stateful recreate before the old
+// instance goes: stop it, so nothing writes, then snapshot its volumes as
+// berth-<revision>. The delete that follows detaches them; the create
+// attaches them to the new instance, so a volume is never on two
+// instances. Killed anywhere, the next run finds the volumes intact,
+// on the old instance or on none, and carries on.
+func (e *Executor) moveVolumesOut(ctx context.Context, s plan.Step, revision string) error {
+	var existing []plan.StepVolume
+	for _, v := range s.Volumes {
+		if v.Exists {
+			existing = append(existing, v)
+		}
+	}
+	if len(existing) == 0 {
+		return nil
+	}
+	if err := e.Driver.StopInstance(ctx, s.Instance); err != nil {
+		return fmt.Errorf("stopping the old instance before moving its volumes: %w", err)
+	}
+	if err := e.Driver.SnapshotVolumes(ctx, existing, VolumeSnapshotName(revision)); err != nil {
+		return fmt.Errorf("snapshot before the recreate (the old instance is stopped, not deleted): %w", err)
+	}
+	return nil
+}
+
+// VolumeSnapshotName is the snapshot a recreate takes of each volume
+// before it moves: berth-<revision, short>.
+func VolumeSnapshotName(revision string) string {
+	if revision == "" {
+		return "berth-norev"
+	}
+	return "berth-" + plan.ShortSHA(revision)
+}
+
 // repair is a Restart step: wait a bounded time for a silent Docker, and
 // restart the instance (rebuild an ephemeral one) only if it stays silent
 // through a tunnel LXD set up, in an instance that still runs.
@@ -684,7 +731,17 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 			// dies half way.
 			cfg[ownership.KeyProvisionHash] = ownership.ProvisionPending
 		}
-		if err := d.CreateInstance(ctx, s.Instance, *app, cfg, s.Target); err != nil {
+		built := *app
+		if len(s.Volumes) > 0 {
+			vols, err := d.EnsureVolumes(ctx, s.Instance, *app, s.Slot, s.Volumes)
+			if err != nil {
+				return fmt.Errorf("volumes: %w", err)
+			}
+			// The instance is created with its volumes attached: it never
+			// runs without them.
+			built.Spec.System.Devices = plan.WantDevices(&app.Spec.System, vols)
+		}
+		if err := d.CreateInstance(ctx, s.Instance, built, cfg, s.Target); err != nil {
 			return err
 		}
 		if err := e.provision(ctx, s.Instance, app, revision, false); err != nil {
@@ -698,6 +755,9 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 	case plan.Recreate:
 		if err := d.Preflight(ctx, *app); err != nil {
 			return fmt.Errorf("not deleting the old instance: %w", err)
+		}
+		if err := e.moveVolumesOut(ctx, s, revision); err != nil {
+			return err
 		}
 		if err := d.DeleteInstance(ctx, s.Instance, app.Spec.Update.Snapshot); err != nil {
 			return err
@@ -728,6 +788,11 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if inst != nil {
 			observedConfig = inst.Config
 		}
+		if len(s.Volumes) > 0 {
+			if _, err := d.EnsureVolumes(ctx, s.Instance, *app, s.Slot, s.Volumes); err != nil {
+				return fmt.Errorf("volumes: %w", err)
+			}
+		}
 		set, remove := updateInPlace(*app, observedConfig, owner, revision, s.Slot)
 		return d.UpdateInstance(ctx, s.Instance, set, remove)
 	case plan.Restart:
@@ -739,7 +804,10 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if app != nil {
 			snapshot = app.Spec.Update.Snapshot
 		}
-		return d.DeleteInstance(ctx, s.Instance, snapshot)
+		if err := d.DeleteInstance(ctx, s.Instance, snapshot); err != nil {
+			return err
+		}
+		return d.DeleteVolumes(ctx, s.Volumes)
 	}
 	return fmt.Errorf("unknown action %v", s.Action)
 }

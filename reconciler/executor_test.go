@@ -65,6 +65,28 @@ func (f *fakeDriver) CreateInstance(_ context.Context, name string, _ spec.App, 
 	}
 	return f.record("create", name)
 }
+func (f *fakeDriver) EnsureVolumes(_ context.Context, name string, _ spec.App, _ int, vols []plan.StepVolume) ([]plan.StepVolume, error) {
+	out := slices.Clone(vols)
+	for i := range out {
+		if out[i].Pool == "" {
+			out[i].Pool = "default"
+		}
+	}
+	return out, f.record("ensure-volumes", name)
+}
+func (f *fakeDriver) SnapshotVolumes(_ context.Context, vols []plan.StepVolume, snap string) error {
+	return f.record("snapshot-volumes", vols[0].Name+"@"+snap)
+}
+func (f *fakeDriver) DeleteVolumes(_ context.Context, vols []plan.StepVolume) error {
+	for _, v := range vols {
+		if v.Delete {
+			if err := f.record("delete-volume", v.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 func (f *fakeDriver) Preflight(_ context.Context, app spec.App) error {
 	return f.record("preflight", app.Metadata.Name)
 }

@@ -87,6 +87,7 @@ var (
 				s.Placement = &p
 			}
 		}},
+		{name: "volumes", decode: func(d *decoder, v *yaml.Node, s *System) { s.Volumes = d.systemVolumes(v) }},
 	}
 	placementFields = fields[Placement]{
 		enumField("spread", []string{SpreadMembers}, func(p *Placement) *string { return &p.Spread }),
@@ -318,6 +319,7 @@ func (d *decoder) app(root *yaml.Node) (App, *yaml.Node) {
 	}
 	d.containerless()
 	d.secretMounts()
+	d.checkVolumes(&app)
 	if app.Spec.System.Ephemeral && d.snapshot != nil {
 		// The snapshot is a stop and a rename of the replica, and LXD
 		// deletes an ephemeral instance as it stops.

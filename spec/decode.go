@@ -82,6 +82,9 @@ type decoder struct {
 	// snapshot is where a true update.snapshot was written, refused with
 	// system.ephemeral, which may come before or after it.
 	snapshot *place
+	// volumesAt is where a non-empty spec.system.volumes was written, for
+	// the checks that need the whole app (checkVolumes).
+	volumesAt *place
 	// repo reads provision files for the whole load; provisionPaths are the destinations of the provision
 	// being read, by path, with the index of the file.
 	repo           *provisionReader

@@ -20,8 +20,18 @@ const HashLen = 16
 // re-run in place (it has its own hash, Provision.Hash), the image update
 // policy and the declared ports change nothing in the instance, and a spec
 // without them hashes as it did before they existed (TestHashesPinned).
+//
+// Of Volumes only the name, path and pool count: they make the instance's
+// disk devices. A size or a snapshot schedule changes the volume in place.
 func (s System) Hash() string {
 	s.Provision, s.ImageUpdate, s.Ports, s.Placement = nil, "", nil, nil
+	if len(s.Volumes) > 0 {
+		vols := make([]SystemVolume, len(s.Volumes))
+		for i, v := range s.Volumes {
+			vols[i] = SystemVolume{Name: v.Name, Path: v.Path, Pool: v.Pool}
+		}
+		s.Volumes = vols
+	}
 	return canonicalHash(s)
 }
 

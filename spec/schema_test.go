@@ -86,6 +86,8 @@ var decoderTables = []decoderTable{
 	tableOf("provisionFileFields", provisionFileFields),
 	tableOf("placementFields", placementFields),
 	tableOf("secretFileFields", secretFileFields),
+	tableOf("systemVolumeFields", systemVolumeFields),
+	tableOf("volumeSnapshotFields", volumeSnapshotFields),
 }
 
 // outputFields are JSON fields berth computes while loading: they are in

@@ -12,7 +12,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/berth-gitops/berth/secrets"
@@ -99,6 +101,63 @@ type System struct {
 	// part of System.Hash: a placement change moves replicas through the
 	// planner's placement rules, not through a hash.
 	Placement *Placement `json:"placement,omitempty"`
+	// Volumes are the replica's LXD custom storage volumes, one per slot
+	// each, attached at their paths: data that outlives every recreate.
+	// Only their names, paths and pools are part of System.Hash (they are
+	// the instance's devices); size, snapshots and retention change the
+	// volume, never the instance.
+	Volumes []SystemVolume `json:"volumes,omitempty"`
+}
+
+// SystemVolume is one volume of each replica: an LXD custom storage volume
+// named <app>-<name>-<slot>, owned by berth's keys, attached to the system
+// container at Path.
+type SystemVolume struct {
+	// Name is a DNS label, unique in the app.
+	Name string `json:"name"`
+	// Path is where the volume is mounted in the system container: an
+	// absolute, clean path that is no system folder.
+	Path string `json:"path"`
+	// Size is the volume's quota, in the units of limits.memory. A larger
+	// size grows the volume in place; a smaller one is refused.
+	Size string `json:"size"`
+	// Pool is the LXD storage pool; "" means the pool of the instance's
+	// root disk.
+	Pool string `json:"pool,omitempty"`
+	// Snapshots are LXD's own scheduled snapshots of the volume.
+	Snapshots *VolumeSnapshots `json:"snapshots,omitempty"`
+	// OnScaleDown and OnAppDelete say what becomes of the volume when its
+	// slot is scaled away or its app is removed from Git: VolumeRetain
+	// (the default) or VolumeDelete.
+	OnScaleDown string `json:"onScaleDown"`
+	OnAppDelete string `json:"onAppDelete"`
+}
+
+// VolumeSnapshots are a volume's snapshots.schedule and snapshots.expiry,
+// which LXD itself runs.
+type VolumeSnapshots struct {
+	// Schedule is a cron expression or @hourly, @daily, @weekly, ...
+	Schedule string `json:"schedule,omitempty"`
+	// Expiry is how long LXD keeps a snapshot: "7d", "1w 2d", "12H".
+	Expiry string `json:"expiry,omitempty"`
+}
+
+// Values of SystemVolume.OnScaleDown and OnAppDelete.
+const (
+	VolumeRetain = "retain"
+	VolumeDelete = "delete"
+)
+
+// VolumeFor returns the declared volume whose path is p or a parent of p
+// (p is cleaned), and whether there is one: data written at p lives on it.
+func (s System) VolumeFor(p string) (SystemVolume, bool) {
+	p = path.Clean(p)
+	for _, v := range s.Volumes {
+		if p == v.Path || strings.HasPrefix(p, strings.TrimSuffix(v.Path, "/")+"/") {
+			return v, true
+		}
+	}
+	return SystemVolume{}, false
 }
 
 // Values of System.ImageUpdate.

@@ -36,7 +36,8 @@
 #                                          10.213.87.1:8053 (berth run
 #                                          --dns-listen 10.213.87.1:8053)
 #   registry         127.0.0.1:5000        berth/hello:1, berth/hello:2,
-#                                          berth/broken:1
+#                                          berth/broken:1, berth/kv:1 (a
+#                                          key-value store on /data)
 #   sops CLI         $cache/sops-v3.13.3/sops   built from the Go module berth's
 #                                          secrets package is tested against
 # Needs root on Debian 12. Uses no network but Debian's package mirror and

@@ -55,6 +55,13 @@ type Observed struct {
 	// Members are the LXD cluster's members; nil on a single host (then
 	// placement plays no part).
 	Members []Member `json:"members,omitempty"`
+	// Volumes are the LXD custom storage volumes berth owns, and those
+	// named like a replica's volume whoever owns them (a clash is a
+	// conflict). Order does not matter.
+	Volumes []Volume `json:"volumes,omitempty"`
+	// Pools are the names of the LXD storage pools; nil when they were
+	// not observed (then a volume's pool is not checked before apply).
+	Pools []string `json:"pools,omitempty"`
 }
 
 // Member is one member of an LXD cluster.

@@ -189,6 +189,10 @@ type Step struct {
 	// Target is the cluster member a create or recreate builds the
 	// instance on ("" on a single host).
 	Target string `json:"target,omitempty"`
+	// Volumes are the replica's volumes (spec.system.volumes): those a
+	// create or recreate attaches, those an update grows, and, on a
+	// Delete, those it keeps or deletes.
+	Volumes []StepVolume `json:"volumes,omitempty"`
 }
 
 // ProvisionNeeded reports whether the step must run the app's provision:

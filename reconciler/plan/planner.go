@@ -77,6 +77,7 @@ type planner struct {
 	at          time.Time            // Observed.At
 	memberList  []Member             // Observed.Members, for the fingerprint
 	imageList   []Image              // Observed.Images, for the fingerprint
+	vols        volumeIndex          // Observed.Volumes and Pools
 
 	warnings []string
 	plan     Plan
@@ -123,6 +124,7 @@ func (pl *planner) indexObserved(observed Observed) {
 	pl.memberList, pl.imageList = observed.Members, observed.Images
 	pl.indexMembers(observed.Members)
 	pl.images = imagesByAlias(observed.Images)
+	pl.indexVolumes(observed)
 	pl.instances = make([]*Instance, len(observed.Instances))
 	for i := range observed.Instances {
 		pl.instances[i] = &observed.Instances[i]
@@ -199,6 +201,10 @@ type appPlan struct {
 	nObserved  int
 	maxUnavail int
 	placer     *placer // nil on a single host
+	// slotVols and volUpdate are the volumes of the slot being planned
+	// and the in-place changes they need (slotVolumes).
+	slotVols  []StepVolume
+	volUpdate []Reason
 }
 
 // maxUnavailText is the budget as the spec gives it, with what a
@@ -257,6 +263,9 @@ func (pl *planner) planApp(app *spec.App) {
 			if pl.conflict(a.name, name) {
 				continue
 			}
+			if !pl.volumesFor(a, slot, nil) {
+				continue
+			}
 			why := replicasReason
 			if k := slot - specReplicas; k >= len(standIns) {
 				continue // a stand-in kept, not one to build
@@ -274,6 +283,7 @@ func (pl *planner) planApp(app *spec.App) {
 				App: a.name, Slot: slot, Instance: name, Action: Create,
 				Reasons:    []Reason{why},
 				SystemHash: a.sysHash, ContainerHash: a.ctrHash, ProvisionHash: a.provHash, Target: target,
+				Volumes: a.slotVols,
 			}}})
 			continue
 		}
@@ -282,6 +292,9 @@ func (pl *planner) planApp(app *spec.App) {
 			// name is taken until the member returns.
 			down = append(down, inst.Name)
 			pl.plan.Unready = append(pl.plan.Unready, Unready{App: a.name, Instance: inst.Name, Why: why})
+			continue
+		}
+		if !pl.volumesFor(a, slot, inst) {
 			continue
 		}
 		ss := pl.replicaSteps(a, slot, inst)
@@ -341,9 +354,11 @@ func (pl *planner) addBatches(a *appPlan, quiet, disruptive []slotSteps, down []
 
 	// Scale down last: the replicas that stay are converged first, and the
 	// highest slots go first so the survivors are always 0..replicas-1.
-	if len(extra) > 0 {
+	orphans := pl.orphanDeletes(a.name, a.replicas, a.app.Spec.System.Volumes, false, replicasReason)
+	if len(extra) > 0 || len(orphans) > 0 {
 		batch++
 		pl.deleteAll(extra, batch, replicasReason)
+		pl.addSteps(orphans, batch)
 	}
 }
 
@@ -379,9 +394,15 @@ func (pl *planner) bySlot(a *appPlan) (bySlot []*Instance, extra []replica) {
 func (pl *planner) deleteAll(rs []replica, batch int, why Reason) {
 	slices.SortFunc(rs, func(x, y replica) int { return cmp.Compare(y.slot, x.slot) })
 	for _, r := range rs {
+		app := r.inst.Config[ownership.KeyApp]
+		var specVols []spec.SystemVolume
+		if a := pl.apps[app]; a != nil {
+			specVols = a.Spec.System.Volumes
+		}
 		pl.plan.Steps = append(pl.plan.Steps, Step{
-			App: r.inst.Config[ownership.KeyApp], Slot: r.slot, Instance: r.inst.Name,
+			App: app, Slot: r.slot, Instance: r.inst.Name,
 			Action: Delete, Batch: batch, Reasons: []Reason{why},
+			Volumes: pl.deletedVolumes(app, r.slot, specVols, pl.apps[app] == nil),
 		})
 	}
 }
@@ -459,6 +480,7 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		ss.steps = append(ss.steps, Step{
 			App: a.name, Slot: slot, Instance: inst.Name, Action: action,
 			Reasons: reasons, SystemHash: a.sysHash, ContainerHash: a.ctrHash, ProvisionHash: a.provHash,
+			Volumes: a.slotVols,
 		})
 	}
 	// The provision runs in a running instance, before its container is
@@ -475,6 +497,9 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 	}
 	if len(recreate) > 0 {
 		step(Recreate, append(recreate, update...)...)
+		if w := unvolumedWarning(a.app, inst.Name); w != "" {
+			pl.warnf("%s", w)
+		}
 		if a.placer != nil {
 			target := a.placer.recreateOn(inst)
 			if target == "" {
@@ -643,17 +668,17 @@ func (pl *planner) systemReasons(a *appPlan, inst *Instance) (recreate, update [
 	if !slices.Equal(inst.Profiles, sys.Profiles) {
 		recreate = append(recreate, Reason{Field: "system.profiles", Old: strings.Join(inst.Profiles, ","), New: strings.Join(sys.Profiles, ",")})
 	}
-	if !devicesEqual(inst.Devices, sys.Devices) {
+	if devices := WantDevices(sys, a.slotVols); !devicesEqual(inst.Devices, devices) {
 		names := slices.Sorted(maps.Keys(inst.Devices))
-		for n := range sys.Devices {
+		for n := range devices {
 			if _, ok := inst.Devices[n]; !ok {
 				names = append(names, n)
 			}
 		}
 		slices.Sort(names)
 		for _, n := range names {
-			if !maps.Equal(inst.Devices[n], sys.Devices[n]) {
-				recreate = append(recreate, Reason{Field: "system.devices." + n, Old: formatDevice(inst.Devices[n]), New: formatDevice(sys.Devices[n])})
+			if !maps.Equal(inst.Devices[n], devices[n]) {
+				recreate = append(recreate, Reason{Field: "system.devices." + n, Old: formatDevice(inst.Devices[n]), New: formatDevice(devices[n])})
 			}
 		}
 	}
@@ -686,6 +711,7 @@ func (pl *planner) systemReasons(a *appPlan, inst *Instance) (recreate, update [
 		// pending one would keep the replica unready for ever).
 		labels = append(labels, Reason{Field: ownership.KeyProvisionHash, Old: cfg[ownership.KeyProvisionHash], New: ""})
 	}
+	update = append(update, a.volUpdate...)
 	slices.SortStableFunc(update, func(x, y Reason) int { return cmp.Compare(x.Field, y.Field) })
 	if len(recreate) == 0 && len(update) == 0 {
 		update = labels
@@ -741,14 +767,31 @@ func (pl *planner) planPrune() {
 		pruned += len(slots)
 	}
 	slices.Sort(gone)
+	why := Reason{Field: "app", Old: "present", New: "absent"}
+	// The volumes of removed apps that policy deletes: those of their
+	// replicas' slots, and those left without an instance.
+	var prunes []Step
+	for _, app := range pl.goneVolumeApps() {
+		prunes = append(prunes, pl.orphanDeletes(app, 0, nil, true, why)...)
+	}
+	for _, app := range gone {
+		for _, r := range pl.owned[app] {
+			for _, v := range pl.deletedVolumes(app, r.slot, nil, true) {
+				if v.Delete {
+					pruned++
+				}
+			}
+		}
+	}
+	pruned += deletedVolumeCount(prunes)
 	if pl.desired.PruneBlocked != "" {
 		pl.plan.PruneBlocked = pl.desired.PruneBlocked
-		gone, pruned = nil, 0
+		gone, pruned, prunes = nil, 0, nil
 	}
 	// Every delete planned so far is a scale-down: apps are planned first.
-	scaled := 0
+	scaled := deletedVolumeCount(pl.plan.Steps)
 	for _, s := range pl.plan.Steps {
-		if s.Action == Delete {
+		if s.Action == Delete && pl.lookup(s.Instance) != nil {
 			scaled++
 		}
 	}
@@ -761,8 +804,24 @@ func (pl *planner) planPrune() {
 		return
 	}
 	for _, app := range gone {
-		pl.deleteAll(slices.Clone(pl.owned[app]), 1, Reason{Field: "app", Old: "present", New: "absent"})
+		pl.deleteAll(slices.Clone(pl.owned[app]), 1, why)
 	}
+	pl.addSteps(prunes, 1)
+}
+
+// goneVolumeApps are the apps, sorted, that own volumes but are neither
+// in this revision nor held.
+func (pl *planner) goneVolumeApps() []string {
+	var out []string
+	for _, v := range pl.vols.owned {
+		app := v.Config[ownership.KeyApp]
+		if _, ok := pl.apps[app]; ok || pl.held[app] || app == "" {
+			continue
+		}
+		out = append(out, app)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // massDelete says why deleting pruned replicas of removed apps and scaled
@@ -774,14 +833,19 @@ func (pl *planner) massDelete(pruned, scaled int) string {
 		return ""
 	case pruned > 0 && len(pl.desired.Apps) == 0 && len(pl.desired.HeldApps) == 0:
 		return fmt.Sprintf("revision has no apps: refusing to delete all %d owned instances (allow mass prune to do it)", pruned)
-	case float64(total) <= pl.policy.MaxPruneFraction*float64(pl.nOwned):
+	case float64(total) <= pl.policy.MaxPruneFraction*float64(pl.nOwned+len(pl.vols.owned)):
 		return ""
-	case scaled == 0:
-		return fmt.Sprintf("pruning would delete %d of %d owned instances, more than the %g%% allowed (allow mass prune to do it)",
-			total, pl.nOwned, pl.policy.MaxPruneFraction*100)
 	}
-	return fmt.Sprintf("pruning and scaling down would delete %d of %d owned instances (%d by scaling down), more than the %g%% allowed (allow mass prune to do it)",
-		total, pl.nOwned, scaled, pl.policy.MaxPruneFraction*100)
+	owned, what := pl.nOwned, "owned instances"
+	if len(pl.vols.owned) > 0 {
+		owned, what = pl.nOwned+len(pl.vols.owned), "owned instances and volumes"
+	}
+	if scaled == 0 {
+		return fmt.Sprintf("pruning would delete %d of %d %s, more than the %g%% allowed (allow mass prune to do it)",
+			total, owned, what, pl.policy.MaxPruneFraction*100)
+	}
+	return fmt.Sprintf("pruning and scaling down would delete %d of %d %s (%d by scaling down), more than the %g%% allowed (allow mass prune to do it)",
+		total, owned, what, scaled, pl.policy.MaxPruneFraction*100)
 }
 
 func (pl *planner) finish() {

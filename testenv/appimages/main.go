@@ -9,11 +9,15 @@
 //	berth/hello:1, berth/hello:2  busybox httpd on $PORT (8080); its page
 //	                              says the version; healthcheck passes
 //	berth/broken:1                runs, but its healthcheck always fails
+//	berth/kv:1                    a key-value store keeping its keys under
+//	                              /data (PUT/GET /kv/KEY, see testdata/kv),
+//	                              built here with CGO off: a static binary
 package main
 
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
@@ -26,6 +30,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -46,9 +52,11 @@ type appImage struct {
 	cmd       []string
 	health    []string
 	env       []string
+	bins      map[string][]byte // path -> executable, added like files
+	user      string            // "" runs as nobody
 }
 
-func images() []appImage {
+func images(kv []byte) []appImage {
 	hello := func(v string) appImage {
 		return appImage{
 			repo: "berth/hello", tag: v,
@@ -74,7 +82,36 @@ func images() []appImage {
 			health: []string{"CMD", "/bin/false"},
 			env:    []string{"PATH=/bin"},
 		},
+		{
+			repo: "berth/kv", tag: "1",
+			bins:   map[string][]byte{"bin/kv": kv},
+			cmd:    []string{"/bin/kv"},
+			health: []string{"CMD-SHELL", "/bin/wget -qO- \"http://127.0.0.1:${PORT:-8080}/healthz\""},
+			env:    []string{"PATH=/bin", "DATA=/data"},
+			// Root in the app container: /data is a folder of the system
+			// container's volume, owned by its root.
+			user: "0:0",
+		},
 	}
+}
+
+// buildKV builds testdata/kv (testdata: a program for the image, not
+// a package of berth) as a static linux/amd64 binary. -trimpath and no
+// build ID keep it, and so the image's digest, the same from run to run.
+func buildKV() ([]byte, error) {
+	dir, err := os.MkdirTemp("", "berth-kv-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "kv")
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", out, "github.com/berth-gitops/berth/testenv/appimages/testdata/kv")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("go build kv: %w", err)
+	}
+	return os.ReadFile(out)
 }
 
 func main() {
@@ -85,8 +122,12 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	kv, err := buildKV()
+	if err != nil {
+		fail(err)
+	}
 	r := &registryClient{base: "http://" + *registry, http: &http.Client{Timeout: 60 * time.Second}}
-	for _, img := range images() {
+	for _, img := range images(kv) {
 		digest, err := r.push(img, bb)
 		if err != nil {
 			fail(fmt.Errorf("%s:%s: %w", img.repo, img.tag, err))
@@ -134,6 +175,9 @@ func layer(img appImage, busybox []byte) (gz []byte, diffID string, err error) {
 	for _, name := range slices.Sorted(maps.Keys(img.files)) {
 		steps = append(steps, func() error { return file(name, 0o644, []byte(img.files[name])) })
 	}
+	for _, name := range slices.Sorted(maps.Keys(img.bins)) {
+		steps = append(steps, func() error { return file(name, 0o755, img.bins[name]) })
+	}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, "", err
@@ -167,7 +211,7 @@ func config(img appImage, diffID string) ([]byte, error) {
 		"created":      epoch.Format(time.RFC3339),
 		"config": map[string]any{
 			// Not root: the app needs no privilege to serve on 8080.
-			"User": "65534:65534",
+			"User": cmp.Or(img.user, "65534:65534"),
 			"Cmd":  img.cmd,
 			"Env":  img.env,
 			"Healthcheck": map[string]any{

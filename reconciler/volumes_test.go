@@ -1,0 +1,67 @@
+package reconciler
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/berth-gitops/berth/ownership"
+	"github.com/berth-gitops/berth/reconciler/plan"
+	"github.com/berth-gitops/berth/reconciler/plan/plantest"
+	"github.com/berth-gitops/berth/spec"
+)
+
+func volumeApp(replicas int, cloudInit string) spec.App {
+	a := plantest.App("kv", replicas, 1, "reg/kv:1")
+	a.Spec.System.CloudInit = cloudInit
+	a.Spec.System.Volumes = []spec.SystemVolume{{Name: "data", Path: "/srv/data", Size: "1GiB", OnScaleDown: spec.VolumeDelete, OnAppDelete: spec.VolumeRetain}}
+	return a
+}
+
+// volumeWorld is kv converged with its volume attached.
+func volumeWorld(a spec.App) plan.Observed {
+	obs := plantest.Converged(a)
+	for i := range obs.Instances {
+		name := ownership.VolumeName("kv", "data", i)
+		obs.Instances[i].Devices = map[string]map[string]string{"berth-volume-data": {"type": "disk", "pool": "default", "source": name, "path": "/srv/data"}}
+		cfg := ownership.Volume{Owner: plan.DefaultOwner, App: "kv", Name: "data", Slot: i, OnAppDelete: spec.VolumeRetain}.Config()
+		cfg["size"] = "1GiB"
+		obs.Volumes = append(obs.Volumes, plan.Volume{Name: name, Pool: "default", Config: cfg, AttachedTo: []string{obs.Instances[i].Name}})
+	}
+	return obs
+}
+
+// A stateful recreate stops the old instance, snapshots its volume, and
+// only then deletes it; the new instance is created with the volume.
+func TestApplyStatefulRecreateOrder(t *testing.T) {
+	old := volumeApp(1, "")
+	now := volumeApp(1, "#cloud-config\n")
+	f := newFakeDriver()
+	ex := &Executor{Driver: f, Drainer: recDrainer{f}}
+	desired := plan.Desired{Revision: "0123456789abcdef0123", Apps: []spec.App{now}}
+	obs := volumeWorld(old)
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
+	if len(pl.Steps) != 1 || pl.Steps[0].Action != plan.Recreate {
+		t.Fatalf("plan %s", pl.Text())
+	}
+	res := ex.Apply(context.Background(), pl, desired, obs)
+	if !res.OK() {
+		t.Fatalf("result %+v", res)
+	}
+	want := []string{"drain kv-0", "preflight kv", "stop kv-0", "snapshot-volumes kv-data-0@berth-0123456789ab", "delete(backup=false) kv-0", "ensure-volumes kv-0", "create kv-0", "ensure kv-0", "ready kv-0"}
+	if got := f.calls; len(got) < len(want) || !slices.Equal(got[:len(want)], want) {
+		t.Fatalf("calls %q\nwant them to start with %q", got, want)
+	}
+}
+
+// A scale-down deletes the instance, then the volumes policy deletes.
+func TestApplyScaleDownDeletesVolumesByPolicy(t *testing.T) {
+	f := newFakeDriver()
+	desired := plan.Desired{Revision: "r2", Apps: []spec.App{volumeApp(1, "")}}
+	obs := volumeWorld(volumeApp(2, ""))
+	pl := plan.MakePlan(desired, obs, plan.Policy{AllowMassPrune: true})
+	res := (&Executor{Driver: f}).Apply(context.Background(), pl, desired, obs)
+	if !res.OK() || !slices.Equal(f.calls, []string{"delete(backup=false) kv-1", "delete-volume kv-data-1"}) {
+		t.Fatalf("plan %s\ncalls %q", pl.Text(), f.calls)
+	}
+}
