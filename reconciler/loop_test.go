@@ -612,14 +612,27 @@ func TestLoopWakesWhenLeaseExpires(t *testing.T) {
 	}
 
 	// The same through Run: nothing before the expiry, a run right after.
+	// The loop is idle once its wake-up is armed; until then the soonest
+	// timer may be the lease renewal's (30s), and advancing past that
+	// races the loop arming its own.
+	idle := make(chan struct{}, 1)
+	l.onIdle = func() {
+		select {
+		case idle <- struct{}{}:
+		default:
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = l.Run(ctx) }()
-	eventually(t, "the loop to wait", func() bool {
-		d := nextTimer(clk)
-		return d > 0 && d <= 84*time.Second && lease.acquiresSeen() >= 2
-	})
+	<-idle
+	if d := nextTimer(clk); d <= 0 || d > 84*time.Second || lease.acquiresSeen() < 2 {
+		t.Fatalf("the loop waits %s after %d acquires", d, lease.acquiresSeen())
+	}
 	clk.Advance(80 * time.Second)
+	// The renewal fired and re-arms on its own goroutine; the loop's
+	// wake-up stays the soonest timer.
+	eventually(t, "the renewal to re-arm", func() bool { d := nextTimer(clk); return d > 0 && d <= 4*time.Second })
 	// Advance fires due timers synchronously: the loop's wake-up is still
 	// armed, 4s away, so nothing ran.
 	if d := nextTimer(clk); d <= 0 || d > 4*time.Second || src.fetches() != 0 {
