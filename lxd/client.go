@@ -81,8 +81,10 @@ type Client struct {
 	mu     sync.Mutex
 	counts map[string]uint64
 
-	// execStarts holds a token per exec being set up (maxExecStarts).
+	// execStarts holds a token per exec being set up (maxExecStarts),
+	// starts one per instance start running (maxStarts).
 	execStarts chan struct{}
+	starts     chan struct{}
 }
 
 // systemSockets are where LXD installs put their socket: the Debian
@@ -150,6 +152,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		waitSlice:  30,
 		counts:     map[string]uint64{},
 		execStarts: make(chan struct{}, maxExecStarts),
+		starts:     make(chan struct{}, maxStarts),
 	}
 	if c.userAgent == "" {
 		c.userAgent = "berth"

@@ -480,3 +480,54 @@ func TestDefaultSocketPath(t *testing.T) {
 		t.Fatal(p)
 	}
 }
+
+// A start that LXD's forkstart failed (its device hook missed LXD's 30 s
+// under load) is tried once more; one that fails again says both. At
+// most maxStarts starts of one client run at once.
+func TestStartRetriesForkstartAndIsBounded(t *testing.T) {
+	defer func(d time.Duration) { startRetryPause = d }(startRetryPause)
+	startRetryPause = time.Millisecond
+	const forkstart = "Failed to run: /usr/bin/lxd forkstart web-0 /var/lib/lxd/containers /var/log/lxd/web-0/lxc.conf: exit status 1"
+	f := newFake(t)
+	var mu sync.Mutex
+	puts, running, most := map[string]int{}, 0, 0
+	f.mux.HandleFunc("PUT /1.0/instances/{name}/state", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		mu.Lock()
+		puts[name]++
+		n := puts[name]
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		running--
+		mu.Unlock()
+		switch {
+		case name == "broken" || name == "flaky" && n == 1:
+			async202(w, opJSON("op-"+name, 400, forkstart, false, nil))
+		default:
+			async202(w, opJSON("op-"+name, 200, "", false, nil))
+		}
+	})
+	c := f.connect(t, Config{})
+	ctx := context.Background()
+	if err := c.StartInstance(ctx, "flaky"); err != nil || puts["flaky"] != 2 {
+		t.Errorf("flaky: %v after %d PUTs; want a second try that starts it", err, puts["flaky"])
+	}
+	if err := c.StartInstance(ctx, "broken"); err == nil || !strings.Contains(err.Error(), "tried twice") || puts["broken"] != 2 {
+		t.Errorf("broken: %v after %d PUTs; want an error after 2", err, puts["broken"])
+	}
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.StartInstance(ctx, fmt.Sprintf("web-%d", i))
+		}()
+	}
+	wg.Wait()
+	if most > maxStarts {
+		t.Errorf("%d starts ran at once; want at most %d", most, maxStarts)
+	}
+}

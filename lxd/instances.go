@@ -511,12 +511,57 @@ func isAlreadyStopped(err error) bool {
 
 // StartInstance starts the instance. It is idempotent: an instance that is
 // already running is not an error.
+//
+// At most maxStarts starts run at once per client: LXD sets up each
+// instance's devices in a hook that must call back within 30 s, and 20
+// starts at once on a loaded 2-core host missed it, every one ("Failed to
+// run: lxd forkstart …: exit status 1"). A start that fails so is tried
+// once more after startRetryPause; a start that fails for a reason of the
+// instance's own fails the same way again, and that error is returned.
 func (c *Client) StartInstance(ctx context.Context, name string) error {
+	err := c.startOnce(ctx, name)
+	if err == nil || !forkstartFailed(err) || ctx.Err() != nil {
+		return err
+	}
+	t := time.NewTimer(startRetryPause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return err
+	}
+	if err2 := c.startOnce(ctx, name); err2 != nil {
+		return fmt.Errorf("%w (tried twice; the first: %v)", err2, err)
+	}
+	return nil
+}
+
+// maxStarts bounds the starts one client runs at once.
+const maxStarts = 4
+
+// startRetryPause is the pause before a failed start is tried again (a
+// variable only so that unit tests need not wait).
+var startRetryPause = 2 * time.Second
+
+func (c *Client) startOnce(ctx context.Context, name string) error {
+	select {
+	case c.starts <- struct{}{}:
+		defer func() { <-c.starts }()
+	case <-ctx.Done():
+		return fmt.Errorf("lxd: start %s: %w", name, ctx.Err())
+	}
 	err := c.SetInstanceState(ctx, name, InstanceStatePut{Action: "start", Timeout: -1})
 	if err != nil && isAlreadyRunning(err) {
 		return nil
 	}
 	return err
+}
+
+// forkstartFailed reports a start that LXD's forkstart helper failed: how
+// every failure inside liblxc's start (a hook, a device) is reported.
+func forkstartFailed(err error) bool {
+	var oe *OperationError
+	return errors.As(err, &oe) && strings.Contains(oe.Err, "forkstart") && strings.Contains(oe.Err, "exit status")
 }
 
 // StopInstance stops the instance cleanly, giving it timeout to shut down
