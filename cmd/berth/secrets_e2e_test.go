@@ -179,8 +179,7 @@ func TestEndToEndSecrets(t *testing.T) {
 	}
 
 	t.Log("a key that opens nothing holds the app, naming the file and its recipients")
-	other := filepath.Join(t.TempDir(), "other.key")
-	_ = os.WriteFile(other, []byte("# public key: age1other\nAGE-SECRET-KEY-1OTHER\n"), 0o600)
+	other := newSecretSealer(t).keyFile
 	code, errOut := func() (int, string) {
 		code, o, e := berth(t, "--project", project, "--owner", "e2e-sec", "--age-key-file", other, "plan", "--repo", r.dir)
 		return code, o + e
