@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -189,6 +190,9 @@ func TestEndToEndSecrets(t *testing.T) {
 		t.Errorf("plan with a key that opens nothing: exit %d, want %d naming the file and %s\n%s", code, exitBlocked, sealer.recipient, errOut)
 	}
 
+	t.Log("a key rotation: add the new key, re-encrypt, remove the old; no replica restarts")
+	checkRotation(t, r, sealer, project, checkReplica, rotated, &outputs)
+
 	t.Log("the plaintext is in no output, no inspect, no LXD config, and not on the instance's disk")
 	for _, plain := range []string{secret, rotated} {
 		for i, o := range outputs {
@@ -223,6 +227,59 @@ func TestEndToEndSecrets(t *testing.T) {
 		}
 		if !strings.Contains(onTmpfs, "/run/berth-secrets/web/") {
 			t.Errorf("%s: the search for the secret does not find it on berth's tmpfs either: %q", n, onTmpfs)
+		}
+	}
+}
+
+// checkRotation rotates the repository's secret file from sealer's key
+// to a new one with `berth secrets rotate`, as a team does: the new key is
+// added, berth runs with both, the old one is removed, berth runs with the
+// new one alone. The value never changes, so no replica is touched: its
+// app container stays the same.
+func checkRotation(t *testing.T, r *repo, sealer *secretSealer, project string, checkReplica func(name, want string) string, value string, outputs *[]string) {
+	t.Helper()
+	next := newSecretSealer(t)
+	file := filepath.Join(r.dir, "secrets", "web.enc.yaml")
+	ids := map[string]string{}
+	for _, n := range []string{"web-0", "web-1"} {
+		ids[n] = checkReplica(n, value)
+	}
+	run := func(keys []string, args ...string) (int, string) {
+		t.Helper()
+		pre := []string{"--project", project, "--owner", "e2e-sec"}
+		for _, k := range keys {
+			pre = append(pre, "--age-key-file", k)
+		}
+		code, o, e := berth(t, append(pre, args...)...)
+		*outputs = append(*outputs, o+e)
+		return code, o + e
+	}
+	steps := []struct {
+		rotate []string // berth secrets rotate ARGS, with the keys before
+		keys   []string // the keys berth then runs with
+	}{
+		{[]string{"--add", next.recipient}, []string{sealer.keyFile, next.keyFile}},
+		{[]string{"--remove", sealer.recipient}, []string{next.keyFile}},
+	}
+	for i, st := range steps {
+		before := []string{sealer.keyFile, next.keyFile}
+		if code, out := run(before, append(append([]string{"secrets", "rotate"}, st.rotate...), file)...); code != 0 {
+			t.Fatalf("rotation step %d: secrets rotate %v: exit %d\n%s", i, st.rotate, code, out)
+		}
+		r.commit(fmt.Sprintf("rotate the age key, step %d", i+1))
+		if code, out := run(st.keys, "plan", "--repo", r.dir); code != 0 {
+			t.Errorf("rotation step %d: plan with keys %v: exit %d, want 0 (nothing to do)\n%s", i, st.keys, code, out)
+		}
+		if code, out := run(st.keys, "apply", "--yes", "--repo", r.dir); code != 0 {
+			t.Errorf("rotation step %d: apply with keys %v: exit %d\n%s", i, st.keys, code, out)
+		}
+	}
+	if code, out := run([]string{sealer.keyFile}, "plan", "--repo", r.dir); code != exitBlocked || !strings.Contains(out, next.recipient) {
+		t.Errorf("the removed key still opens the file, or the error does not name the new recipient: exit %d\n%s", code, out)
+	}
+	for _, n := range []string{"web-0", "web-1"} {
+		if id := checkReplica(n, value); id != ids[n] {
+			t.Errorf("%s: the key rotation replaced the app container", n)
 		}
 	}
 }
