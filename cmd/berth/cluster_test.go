@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -389,5 +390,59 @@ func TestClusterStandInScheduleOutlivesTheProcess(t *testing.T) {
 	// Exit 3, not 2: the lost replica itself still blocks convergence.
 	if code == 0 || !strings.Contains(out, "create") || !strings.Contains(out, "replaceUnreachable") {
 		t.Errorf("a new process %s after m3 was lost does not plan its stand-in (exit %d):\n%s", d, code, out)
+	}
+}
+
+// update.maxUnavailable: 25% of 8 replicas takes 2 down at a time, as
+// LXD's event stream shows: a replica is down from its stop (or delete) to
+// the start of its new instance.
+func TestClusterPercentMaxUnavailable(t *testing.T) {
+	r := newClusterRun(t)
+	spec := func(cloudInit string) string {
+		s := strings.Replace(clusterSvc(8, cloudInit), "maxUnavailable: 1", "maxUnavailable: 25%", 1)
+		if !strings.Contains(s, "maxUnavailable: 25%") {
+			t.Fatal("the spec has no maxUnavailable to change")
+		}
+		return s
+	}
+	r.commit("svc.yaml", spec(""), "svc: 8, 25% at a time")
+	r.apply()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var events []lxd.Event
+	subscribed := make(chan struct{})
+	go func() {
+		_ = r.c.Events(ctx, []string{"lifecycle"}, func() { close(subscribed) }, func(e lxd.Event) {
+			mu.Lock()
+			events = append(events, e)
+			mu.Unlock()
+		})
+	}()
+	<-subscribed
+	r.commit("svc.yaml", spec("    cloudInit: |\n      #cloud-config\n      hostname: x\n"), "svc: a cloud-init change recreates every replica")
+	out := r.apply()
+	if n := strings.Count(out, "recreate"); n < 8 {
+		t.Fatalf("want 8 recreates:\n%s", out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	down, most := map[string]bool{}, 0
+	for _, e := range events {
+		name := e.Instance()
+		if !strings.HasPrefix(name, "svc-") {
+			continue
+		}
+		switch e.Metadata.Action {
+		case "instance-stopped", "instance-deleted":
+			down[name] = true
+		case "instance-started":
+			delete(down, name)
+		}
+		most = max(most, len(down))
+	}
+	if most != 2 {
+		t.Errorf("at most %d replicas were down at once; 25%% of 8 is 2", most)
 	}
 }
