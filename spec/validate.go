@@ -131,19 +131,32 @@ func checkMemory(s string) string {
 		}
 		return ""
 	}
-	m := memoryRE.FindStringSubmatch(s)
-	if m == nil {
+	n, ok := sizeBytes(s)
+	switch {
+	case !ok && !memoryRE.MatchString(s):
 		return fmt.Sprintf("%s, got %q", want, s)
-	}
-	n, err := strconv.ParseUint(m[1], 10, 64)
-	hi, bytes := bits.Mul64(n, memoryUnits[m[2]])
-	if err != nil || hi != 0 || bytes > MaxMemory {
+	case !ok || n > MaxMemory:
 		return fmt.Sprintf("memory size %q is too large: at most 1PiB", s)
-	}
-	if n == 0 {
+	case n == 0:
 		return "memory limit must be more than 0"
 	}
 	return ""
+}
+
+// sizeBytes reads a size in limits.memory's units ("512MiB", "1GB", a
+// byte count) as bytes; ok is false for one that does not parse or does
+// not fit in 64 bits.
+func sizeBytes(s string) (n uint64, ok bool) {
+	m := memoryRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, false
+	}
+	count, err := strconv.ParseUint(m[1], 10, 64)
+	hi, b := bits.Mul64(count, memoryUnits[m[2]])
+	if err != nil || hi != 0 {
+		return 0, false
+	}
+	return b, true
 }
 
 func checkCPU(s string) string {

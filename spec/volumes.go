@@ -2,7 +2,6 @@ package spec
 
 import (
 	"fmt"
-	"math/bits"
 	"path"
 	"regexp"
 	"strconv"
@@ -128,16 +127,13 @@ func checkVolumePath(p string) string {
 // checkVolumeSize checks a volume's size: limits.memory's units, no
 // percentage, more than 0 and at most MaxVolumeSize.
 func checkVolumeSize(s string) string {
-	m := memoryRE.FindStringSubmatch(s)
-	if m == nil {
+	n, ok := sizeBytes(s)
+	switch {
+	case !ok && !memoryRE.MatchString(s):
 		return fmt.Sprintf(`volume size must be a size like "10GiB", "512MiB", "1GB", or a byte count, got %q`, s)
-	}
-	n, err := strconv.ParseUint(m[1], 10, 64)
-	hi, b := bits.Mul64(n, memoryUnits[m[2]])
-	if err != nil || hi != 0 || b > MaxVolumeSize {
+	case !ok || n > MaxVolumeSize:
 		return fmt.Sprintf("volume size %q is too large: at most 1PiB", s)
-	}
-	if n == 0 {
+	case n == 0:
 		return "volume size must be more than 0"
 	}
 	return ""
@@ -145,16 +141,8 @@ func checkVolumeSize(s string) string {
 
 // VolumeBytes is a valid size in bytes (0 for one that is not).
 func VolumeBytes(s string) uint64 {
-	m := memoryRE.FindStringSubmatch(s)
-	if m == nil {
-		return 0
-	}
-	n, err := strconv.ParseUint(m[1], 10, 64)
-	hi, b := bits.Mul64(n, memoryUnits[m[2]])
-	if err != nil || hi != 0 {
-		return 0
-	}
-	return b
+	n, _ := sizeBytes(s)
+	return n
 }
 
 func checkSnapshotSchedule(s string) string {

@@ -408,28 +408,14 @@ func TestClusterPercentMaxUnavailable(t *testing.T) {
 	r.commit("svc.yaml", spec(""), "svc: 8, 25% at a time")
 	r.apply()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var mu sync.Mutex
-	var events []lxd.Event
-	subscribed := make(chan struct{})
-	go func() {
-		_ = r.c.Events(ctx, []string{"lifecycle"}, func() { close(subscribed) }, func(e lxd.Event) {
-			mu.Lock()
-			events = append(events, e)
-			mu.Unlock()
-		})
-	}()
-	<-subscribed
+	events := recordEvents(t, r.c)
 	r.commit("svc.yaml", spec("    cloudInit: |\n      #cloud-config\n      hostname: x\n"), "svc: a cloud-init change recreates every replica")
 	out := r.apply()
 	if n := strings.Count(out, "recreate"); n < 8 {
 		t.Fatalf("want 8 recreates:\n%s", out)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	down, most := map[string]bool{}, 0
-	for _, e := range events {
+	for _, e := range events() {
 		name := e.Instance()
 		if !strings.HasPrefix(name, "svc-") {
 			continue
@@ -444,5 +430,29 @@ func TestClusterPercentMaxUnavailable(t *testing.T) {
 	}
 	if most != 2 {
 		t.Errorf("at most %d replicas were down at once; 25%% of 8 is 2", most)
+	}
+}
+
+// recordEvents subscribes to c's lifecycle events until the test ends and
+// returns what has come so far.
+func recordEvents(t *testing.T, c *lxd.Client) func() []lxd.Event {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var mu sync.Mutex
+	var events []lxd.Event
+	subscribed := make(chan struct{})
+	go func() {
+		_ = c.Events(ctx, []string{"lifecycle"}, func() { close(subscribed) }, func(e lxd.Event) {
+			mu.Lock()
+			events = append(events, e)
+			mu.Unlock()
+		})
+	}()
+	<-subscribed
+	return func() []lxd.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(events)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -177,19 +176,8 @@ func TestSelfHealOff(t *testing.T) {
 		"--interval", "1h", "--self-heal=false")
 	d.waitFor("2 ready replicas", 5*time.Minute, func(st reconciler.LoopStatus) bool { return appReady(st, "web", 2, rev) })
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var mu sync.Mutex
-	var events []lxd.Event
-	subscribed := make(chan struct{})
-	go func() {
-		_ = c.Events(ctx, []string{"lifecycle"}, func() { close(subscribed) }, func(e lxd.Event) {
-			mu.Lock()
-			events = append(events, e)
-			mu.Unlock()
-		})
-	}()
-	<-subscribed
+	ctx := context.Background()
+	events := recordEvents(t, c)
 	if err := c.StopInstance(ctx, "web-1", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +198,7 @@ func TestSelfHealOff(t *testing.T) {
 		resp.Body.Close()
 	}
 	d.waitFor("the triggered run", time.Minute, func(s reconciler.LoopStatus) bool { return s.LastRun.After(st.LastRun) })
-	mu.Lock()
-	defer mu.Unlock()
-	for _, e := range events {
+	for _, e := range events() {
 		if e.Instance() == "web-1" && (e.Metadata.Action == "instance-started" || e.Metadata.Action == "instance-restarted") {
 			t.Errorf("berth wrote with self-heal off: %+v", e)
 		}

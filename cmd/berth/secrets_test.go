@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -95,22 +94,8 @@ func TestSecretsCheck(t *testing.T) {
 	}
 }
 
-// sopsBin is the test environment's sops CLI (testenv.sh up builds it).
-func sopsBin(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("BERTH_SOPS")
-	if p == "" {
-		cache := os.Getenv("BERTH_TESTENV_CACHE")
-		if cache == "" {
-			cache = "/var/cache/berth-testenv"
-		}
-		p = filepath.Join(cache, "sops-v3.13.3", "sops")
-	}
-	if _, err := os.Stat(p); err != nil {
-		testlxd.SkipUnlessUsable(t, errors.New("no sops CLI at "+p+" (testenv.sh up builds it)"))
-	}
-	return p
-}
+// sopsBin is the test environment's sops CLI (see testlxd.SOPS).
+func sopsBin(t *testing.T) string { return testlxd.SOPS(t) }
 
 func sopsRun(t *testing.T, bin string, keyFile string, args ...string) (string, error) {
 	t.Helper()
