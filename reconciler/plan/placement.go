@@ -239,6 +239,13 @@ func (pl *planner) standIns(app *spec.App, replicas int) (due []Reason, keep int
 		if pl.at.IsZero() || m.Since.IsZero() || pl.at.Sub(m.Since) < pm.ReplaceUnreachable.D() {
 			continue
 		}
+		if vols := app.Spec.System.Volumes; len(vols) > 0 {
+			// Its data is on the lost member's volume: a stand-in would
+			// start empty, which is worse than waiting.
+			pl.warnf("%s: no stand-in, waiting for member %s (holds volume %s)", inst.Name, inst.Location,
+				ownership.VolumeName(app.Metadata.Name, vols[0].Name, slot))
+			continue
+		}
 		due = append(due, Reason{Field: "placement.replaceUnreachable", Old: inst.Name + " " + why + " since " + m.Since.UTC().Format(time.RFC3339), New: "stand-in"})
 	}
 	extra := 0

@@ -285,3 +285,33 @@ func TestStaleSeesMembersAndAliases(t *testing.T) {
 		}
 	}
 }
+
+// A replica with volumes on a lost member gets no stand-in: its data is on
+// that member, and a stand-in would start empty. The plan says what it
+// waits for.
+func TestPlacementNoStandInForAStatefulReplica(t *testing.T) {
+	app := with(testApp("web", 3), func(a *spec.App) {
+		a.Spec.System.Placement = &spec.Placement{Spread: spec.SpreadMembers, ReplaceUnreachable: spec.Duration(5 * time.Minute)}
+		a.Spec.System.Volumes = []spec.SystemVolume{{Name: "data", Path: "/srv/data", Size: "1GiB"}}
+	})
+	insts := fleet(app)
+	for i := range insts {
+		insts[i].Location = "m" + string(rune('1'+i))
+	}
+	insts[2].Status, insts[2].Config = "Error", nil
+	members := cluster("Online", "Online", "Offline")
+	lost := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	members[2].Since = lost
+	obs := Observed{Instances: insts, Members: members, At: lost.Add(time.Hour)}
+	pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{app}}, obs, Policy{})
+	for _, s := range pl.Steps {
+		if s.Action == Create {
+			t.Errorf("a stand-in for a stateful replica: %q", stepLines(pl))
+		}
+	}
+	if !slices.ContainsFunc(pl.Warnings, func(w string) bool {
+		return strings.Contains(w, "web-2: no stand-in, waiting for member m3 (holds volume web-data-2)")
+	}) {
+		t.Errorf("the plan does not say what web-2 waits for: %q", pl.Warnings)
+	}
+}
