@@ -3,6 +3,7 @@ package reconciler
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"testing"
 
@@ -109,5 +110,18 @@ func TestRestoreVolume(t *testing.T) {
 	}
 	if err := (&Executor{Driver: newFakeDriver()}).RestoreVolume(context.Background(), r); err == nil {
 		t.Error("a driver that cannot restore restored")
+	}
+}
+
+// The loop's retained-volume gauges: every app has an entry, so an app
+// whose volumes were brought back falls back to 0.
+func TestRetainedVolumesMetrics(t *testing.T) {
+	st := plan.Status{Apps: []plan.AppStatusView{
+		{App: "kv", RetainedVolumes: []plan.VolumeView{{Name: "kv-data-1", Bytes: 1 << 30}, {Name: "kv-data-2", Bytes: 2 << 30}}},
+		{App: "web"},
+	}}
+	counts, bytes := retainedVolumes(st)
+	if !maps.Equal(counts, map[string]int{"kv": 2, "web": 0}) || !maps.Equal(bytes, map[string]uint64{"kv": 3 << 30, "web": 0}) {
+		t.Errorf("counts %v, bytes %v", counts, bytes)
 	}
 }
