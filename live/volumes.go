@@ -260,3 +260,20 @@ func (s *System) detachVolumes(ctx context.Context, name string) error {
 	}
 	return s.LXD.UpdateInstance(ctx, name, put, etag)
 }
+
+// RestoreVolume implements reconciler.VolumeRestorer.
+func (s *System) RestoreVolume(ctx context.Context, v plan.StepVolume, snapshot string) error {
+	t := lxd.VolumeTarget{Pool: v.Pool, Name: v.Name}
+	got, _, err := s.LXD.GetVolume(ctx, t)
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", v.Name, err)
+	}
+	if got.Config[ownership.KeyOwner] != s.Owner {
+		return fmt.Errorf("volume %s is not berth's: not restoring it", v.Name)
+	}
+	if err := s.LXD.RestoreVolumeSnapshot(ctx, t, snapshot); err != nil {
+		return err
+	}
+	s.Logger.Info("restored volume", "volume", v.Name, "snapshot", snapshot)
+	return nil
+}

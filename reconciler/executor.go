@@ -701,6 +701,18 @@ func (e *Executor) repair(ctx context.Context, name string, ephemeral bool, conv
 	return converge()
 }
 
+// converge brings a running instance's app container to the spec and
+// waits through the health gate: a replica counts as done only when it
+// serves again.
+func (e *Executor) converge(ctx context.Context, name string, app spec.App, slot int, revision string) error {
+	if app.Spec.HasContainer() {
+		if err := e.Driver.EnsureContainer(ctx, name, app, slot, revision); err != nil {
+			return err
+		}
+	}
+	return e.Driver.WaitReady(ctx, name, app)
+}
+
 func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *plan.Instance, revision, owner string) error {
 	d := e.Driver
 	if s.Action != plan.Delete {
@@ -714,14 +726,7 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 				s.SystemHash, s.ContainerHash, orNone(s.ProvisionHash), sys, ctr, orNone(prov))
 		}
 	}
-	converge := func() error {
-		if app.Spec.HasContainer() {
-			if err := d.EnsureContainer(ctx, s.Instance, *app, s.Slot, revision); err != nil {
-				return err
-			}
-		}
-		return d.WaitReady(ctx, s.Instance, *app)
-	}
+	converge := func() error { return e.converge(ctx, s.Instance, *app, s.Slot, revision) }
 	// create builds the instance, provisions it before anything runs in
 	// it, then its app container.
 	create := func() error {

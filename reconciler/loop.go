@@ -142,6 +142,10 @@ type LoopMetrics interface {
 	// SetUnobservedReplicas gives, per app, how many running replicas'
 	// Docker could not be looked at (LXD did not set up the tunnel).
 	SetUnobservedReplicas(counts map[string]int)
+	// SetRetainedVolumes gives, per app, how many of its volumes no
+	// instance has attached (kept on scale-down or app removal) and the
+	// sum of their sizes in bytes.
+	SetRetainedVolumes(counts map[string]int, bytes map[string]uint64)
 	Triggered(source string)
 	Succeeded(t time.Time)
 }
@@ -1068,6 +1072,7 @@ func (l *Loop) publish(r *run, observed plan.Observed, pl plan.Plan) {
 		l.Metrics.SetSpecErrors(len(r.diags))
 		l.Metrics.SetOutdatedBaseImages(countReplicas(st, func(r plan.ReplicaView) bool { return r.BaseImageOutdated }))
 		l.Metrics.SetUnobservedReplicas(countReplicas(st, func(r plan.ReplicaView) bool { return r.Unobserved }))
+		l.Metrics.SetRetainedVolumes(retainedVolumes(st))
 		if r.result == RunOK || r.result == RunNoop {
 			// Only a revision every app converged to is "applied".
 			l.Metrics.SetRevision(r.rev.SHA)
@@ -1109,6 +1114,19 @@ func (l *Loop) report(r *run, end time.Time, apps map[string]string, errText str
 	st, _ := l.Status().(LoopStatus)
 	l.OnRun(RunReport{Revision: r.rev.SHA, Subject: r.rev.Subject, Author: r.rev.Author, Started: r.start, Finished: end,
 		Result: r.result, Error: errText, Apps: apps, Status: st})
+}
+
+// retainedVolumes counts, per app, the retained volumes and their bytes;
+// every app has an entry, so a gauge falls back to 0.
+func retainedVolumes(st plan.Status) (map[string]int, map[string]uint64) {
+	counts, bytes := make(map[string]int, len(st.Apps)), make(map[string]uint64, len(st.Apps))
+	for _, a := range st.Apps {
+		counts[a.App], bytes[a.App] = len(a.RetainedVolumes), 0
+		for _, v := range a.RetainedVolumes {
+			bytes[a.App] += v.Bytes
+		}
+	}
+	return counts, bytes
 }
 
 // countReplicas counts, per app, the replicas that match (e.g. those whose

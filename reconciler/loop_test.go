@@ -445,8 +445,9 @@ func (m *fakeMetrics) SetRevision(sha string) {
 	m.revision = sha
 }
 
-func (m *fakeMetrics) SetOutdatedBaseImages(map[string]int) {}
-func (m *fakeMetrics) SetUnobservedReplicas(map[string]int) {}
+func (m *fakeMetrics) SetOutdatedBaseImages(map[string]int)                 {}
+func (m *fakeMetrics) SetUnobservedReplicas(map[string]int)                 {}
+func (m *fakeMetrics) SetRetainedVolumes(map[string]int, map[string]uint64) {}
 
 func (m *fakeMetrics) SetApps(s map[string]string) {
 	m.mu.Lock()

@@ -2,6 +2,8 @@ package reconciler
 
 import (
 	"context"
+	"errors"
+	"maps"
 	"slices"
 	"testing"
 
@@ -63,5 +65,63 @@ func TestApplyScaleDownDeletesVolumesByPolicy(t *testing.T) {
 	res := (&Executor{Driver: f}).Apply(context.Background(), pl, desired, obs)
 	if !res.OK() || !slices.Equal(f.calls, []string{"delete(backup=false) kv-1", "delete-volume kv-data-1"}) {
 		t.Fatalf("plan %s\ncalls %q", pl.Text(), f.calls)
+	}
+}
+
+// restoreDriver is the fake driver that can also restore volumes.
+type restoreDriver struct{ *fakeDriver }
+
+func (d restoreDriver) RestoreVolume(_ context.Context, v plan.StepVolume, snap string) error {
+	return d.record("restore-volume", v.Name+"@"+snap)
+}
+
+// A restore drains and stops the replica, rolls the volume back, starts
+// it and waits through the health gate; a restore that fails still starts
+// the replica again, and says so.
+func TestRestoreVolume(t *testing.T) {
+	a := volumeApp(1, "")
+	obs := volumeWorld(a)
+	r := Restore{Instance: &obs.Instances[0], App: a, Slot: 0, Revision: "r1",
+		Volume: plan.StepVolume{Name: "kv-data-0", Volume: "data", Pool: "default", Exists: true}, Snapshot: "berth-abc"}
+	for _, tc := range []struct {
+		name, fail, wantErr string
+		want                []string
+	}{
+		{name: "ok", want: []string{"drain kv-0", "stop kv-0", "restore-volume kv-data-0@berth-abc", "start kv-0", "ensure kv-0", "ready kv-0", "undrain(ready=false) kv-0"}},
+		{name: "restore fails", fail: "restore-volume kv-data-0@berth-abc",
+			wantErr: "restore kv-data-0 to berth-abc (the volume keeps its data; kv-0 is started again): boom",
+			want:    []string{"drain kv-0", "stop kv-0", "restore-volume kv-data-0@berth-abc", "start kv-0", "ensure kv-0", "ready kv-0", "undrain(ready=false) kv-0"}},
+		{name: "stop fails", fail: "stop kv-0", wantErr: "stopping kv-0 before the restore (nothing restored): boom",
+			want: []string{"drain kv-0", "stop kv-0", "undrain(ready=false) kv-0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeDriver()
+			if tc.fail != "" {
+				f.fail[tc.fail] = errors.New("boom")
+			}
+			err := (&Executor{Driver: restoreDriver{f}, Drainer: recDrainer{f}}).RestoreVolume(context.Background(), r)
+			if (err == nil) != (tc.wantErr == "") || err != nil && err.Error() != tc.wantErr {
+				t.Errorf("err %v, want %q", err, tc.wantErr)
+			}
+			if !slices.Equal(f.calls, tc.want) {
+				t.Errorf("calls %q\nwant %q", f.calls, tc.want)
+			}
+		})
+	}
+	if err := (&Executor{Driver: newFakeDriver()}).RestoreVolume(context.Background(), r); err == nil {
+		t.Error("a driver that cannot restore restored")
+	}
+}
+
+// The loop's retained-volume gauges: every app has an entry, so an app
+// whose volumes were brought back falls back to 0.
+func TestRetainedVolumesMetrics(t *testing.T) {
+	st := plan.Status{Apps: []plan.AppStatusView{
+		{App: "kv", RetainedVolumes: []plan.VolumeView{{Name: "kv-data-1", Bytes: 1 << 30}, {Name: "kv-data-2", Bytes: 2 << 30}}},
+		{App: "web"},
+	}}
+	counts, bytes := retainedVolumes(st)
+	if !maps.Equal(counts, map[string]int{"kv": 2, "web": 0}) || !maps.Equal(bytes, map[string]uint64{"kv": 3 << 30, "web": 0}) {
+		t.Errorf("counts %v, bytes %v", counts, bytes)
 	}
 }

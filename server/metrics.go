@@ -46,6 +46,8 @@ type Metrics struct {
 	specErrors    prometheus.Gauge
 	outdatedBase  *prometheus.GaugeVec
 	unobserved    *prometheus.GaugeVec
+	retained      *prometheus.GaugeVec
+	retainedBytes *prometheus.GaugeVec
 	lxdRequests   *prometheus.CounterVec
 	webhooks      *prometheus.CounterVec
 	triggers      *prometheus.CounterVec
@@ -117,6 +119,14 @@ func NewMetrics() *Metrics {
 			Name: "berth_replicas_unobserved",
 			Help: "Per app, running replicas whose Docker could not be looked at in the last run because LXD did not set up the exec tunnel: their state is unknown, and steps on their containers wait.",
 		}, []string{"app"}),
+		retained: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "berth_volumes_retained",
+			Help: "Per app, volumes of spec.system.volumes that no instance has attached: kept by onScaleDown or onAppDelete: retain, for a scale-up or the app's return.",
+		}, []string{"app"}),
+		retainedBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "berth_volumes_retained_bytes",
+			Help: "Per app, the sum of the sizes (quotas) of its retained volumes, in bytes.",
+		}, []string{"app"}),
 		lxdRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_lxd_requests_total",
 			Help: "Requests made to the LXD API by HTTP method.",
@@ -139,7 +149,7 @@ func NewMetrics() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.runs, m.duration, m.runErrors,
 		m.gitPolls, m.gitFetches, m.gitErrors,
-		m.revision, m.apps, m.appStatus, m.appRevision, m.specErrors, m.outdatedBase, m.unobserved, m.lxdRequests,
+		m.revision, m.apps, m.appStatus, m.appRevision, m.specErrors, m.outdatedBase, m.unobserved, m.retained, m.retainedBytes, m.lxdRequests,
 		m.webhooks, m.triggers, m.lastSuccessTS,
 	)
 	// Counters with a closed label set start at zero, so rate() and
@@ -252,6 +262,22 @@ func (m *Metrics) SetOutdatedBaseImages(counts map[string]int) {
 // counts are removed.
 func (m *Metrics) SetUnobservedReplicas(counts map[string]int) {
 	m.setPerApp(m.unobserved, counts)
+}
+
+// SetRetainedVolumes sets berth_volumes_retained and
+// berth_volumes_retained_bytes: per app, the volumes no instance has
+// attached and their sizes. Apps missing from counts are removed.
+func (m *Metrics) SetRetainedVolumes(counts map[string]int, bytes map[string]uint64) {
+	m.setPerApp(m.retained, counts)
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.retainedBytes.Reset()
+	for app, n := range bytes {
+		m.retainedBytes.WithLabelValues(app).Set(float64(n))
+	}
 }
 
 // setPerApp replaces every series of a per-app gauge with counts.

@@ -45,6 +45,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.SetApps(map[string]string{"web": "Healthy", "api": "Degraded", "db": "Invalid"})
 	m.SetAppRevisions(map[string]string{"web": "abc123"})
 	m.SetSpecErrors(2)
+	m.SetRetainedVolumes(map[string]int{"kv": 1}, map[string]uint64{"kv": 1 << 30})
 	m.LXDRequest("GET")
 	m.Triggered("poll")
 	m.Succeeded(time.Unix(1700000000, 0))
@@ -64,6 +65,8 @@ func TestMetricsExposition(t *testing.T) {
 		"berth_app_status",
 		"berth_app_revision_info",
 		"berth_spec_errors",
+		"berth_volumes_retained",
+		"berth_volumes_retained_bytes",
 		"berth_lxd_requests_total",
 		"berth_webhooks_total",
 		"berth_triggers_total",
@@ -129,6 +132,26 @@ berth_apps{status="Healthy"} 1
 	m.Succeeded(time.Unix(1700000000, 500_000_000))
 	if got := testutil.ToFloat64(m.lastSuccessTS); got != 1700000000.5 {
 		t.Errorf("last success = %v", got)
+	}
+
+	// Retained volumes: an app that no longer has any falls back to 0,
+	// one gone from the status loses its series.
+	m.SetRetainedVolumes(map[string]int{"kv": 2, "old": 1}, map[string]uint64{"kv": 3 << 30, "old": 1 << 20})
+	m.SetRetainedVolumes(map[string]int{"kv": 1, "web": 0}, map[string]uint64{"kv": 1 << 30, "web": 0})
+	err = testutil.CollectAndCompare(m.retained, strings.NewReader(`
+# HELP berth_volumes_retained Per app, volumes of spec.system.volumes that no instance has attached: kept by onScaleDown or onAppDelete: retain, for a scale-up or the app's return.
+# TYPE berth_volumes_retained gauge
+berth_volumes_retained{app="kv"} 1
+berth_volumes_retained{app="web"} 0
+`))
+	if err != nil {
+		t.Error(err)
+	}
+	if got := testutil.ToFloat64(m.retainedBytes.WithLabelValues("kv")); got != 1<<30 {
+		t.Errorf("retained bytes{kv} = %v", got)
+	}
+	if got := testutil.CollectAndCount(m.retainedBytes); got != 2 {
+		t.Errorf("retained bytes series = %d, want 2", got)
 	}
 }
 

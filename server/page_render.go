@@ -58,9 +58,12 @@ type appView struct {
 	Held     *heldView
 	Pending  []string
 	Replicas []replicaView
-	DNSName  string
-	Ports    []string
-	History  []Rollout
+	// RetainedVolumes are volumes no instance has attached (kept on a
+	// scale-down or the app's removal): data that takes room.
+	RetainedVolumes []plan.VolumeView
+	DNSName         string
+	Ports           []string
+	History         []Rollout
 }
 
 type revisionView struct {
@@ -239,6 +242,7 @@ func (b *pageBuilder) appView(a plan.AppStatusView) appView {
 	for _, r := range a.Replicas {
 		av.Replicas = append(av.Replicas, b.replicaView(r, byInstance[r.Instance], epApp))
 	}
+	av.RetainedVolumes = a.RetainedVolumes
 	av.Ports = appPorts(epApp, av.DNSName)
 	return av
 }

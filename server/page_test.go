@@ -63,6 +63,7 @@ func fleetStatus(rev, subject, text string) reconciler.LoopStatus {
 				{Instance: "web-1", Slot: 1, Status: "Running", Revision: rev, Container: "running", Health: "unhealthy",
 					Image: text, Error: text, Address: "10.0.0.11"},
 			},
+			RetainedVolumes: []plan.VolumeView{{Name: "web-data-2", Volume: "data", Slot: 2, Pool: "default", Size: "1GiB", Bytes: 1 << 30, Member: text}},
 		}}, Conflicts: []plan.Conflict{{Instance: "web-9", App: "web", Owner: text, Message: text}}},
 		Phase: "Idle", LastRun: t0, LastResult: reconciler.RunError, LastError: "lxd: " + text,
 		Subject: subject, LastGood: map[string]string{"web": rev}, LeaseHolder: text,
@@ -157,7 +158,8 @@ func TestPageShowsAppsReplicasAndDaemon(t *testing.T) {
 		"<h1>Apps</h1>", `<main id="content"`, `data-app="web"`, "Held", // a failure in memory holds the app
 		"c0ffee123456", "web: two replicas", "by Ada", "web-0", "web-1", "10.0.0.11", "member-b", "3d old",
 		"127.0.0.1:5000/berth/hello:1", "web-1 replace-container (container.image)", "Retrying", "Spec problems",
-		"Daemon", "lxd: plain", `http-equiv="refresh"`, "starts again when the daemon restarts",
+		"Daemon", "lxd: plain", `http-equiv="refresh"`,
+		"<h3>Retained volumes</h3>", "<code>web-data-2</code> (data of slot 2), 1GiB, pool <code>default</code>, on plain", "starts again when the daemon restarts",
 	} {
 		if want == "Retrying" {
 			want = "Tried again after 2026-12-02 10:01:00 UTC"

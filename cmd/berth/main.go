@@ -177,7 +177,7 @@ container on the instance's network. Rolling back is "git revert".`,
 	}
 	runCmd := newRunCmd(g)
 	runCmd.Annotations = map[string]string{annotationLogLevel: "info"}
-	for _, c := range []*cobra.Command{newPlanCmd(g), newApplyCmd(g), newStatusCmd(g), newObserveCmd(g), newVolumesCmd(g), runCmd, newEndpointsCmd(), newRollbackCmd()} {
+	for _, c := range []*cobra.Command{newPlanCmd(g), newApplyCmd(g), newStatusCmd(g), newObserveCmd(g), newVolumesCmd(g), newVolumeCmd(g), runCmd, newEndpointsCmd(), newRollbackCmd()} {
 		c.GroupID = "live"
 		root.AddCommand(c)
 	}

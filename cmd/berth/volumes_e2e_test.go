@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -303,4 +305,119 @@ func TestStatefulVolumes(t *testing.T) {
 		kv.expect(i0, keys0)
 		kv.expect(i1, keys1)
 	})
+}
+
+// berth volume restore brings an older key back and drops a newer one,
+// through the app's API; a snapshot that is not there changes nothing.
+func TestStatefulVolumeRestore(t *testing.T) {
+	requireLive(t)
+	requireTestNetwork(t)
+	project, pc := e2eProject(t)
+	sfx := randHex(2)
+	app, owner := "kvr"+sfx, "e2e-volr-"+sfx
+	volumeCleanup(t, pc, owner)
+	host, err := lxd.Connect(context.Background(), lxd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	kv := &kvClient{t: t, c: pc, http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}}
+	r := newRepo(t)
+	args := func(cmd ...string) []string {
+		return append([]string{"--project", project, "--owner", owner}, append(cmd, "--repo", r.dir, "--dir", "apps")...)
+	}
+	r.write("apps/kv.yaml", kvSpec(app, 1, "64MiB", ""))
+	r.commit("kv with a volume")
+	if code, out, errOut := berth(t, args("apply", "--yes")...); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	i0 := app + "-0"
+	kv.put(i0, "a", "older")
+	vt := lxd.VolumeTarget{Pool: "default", Name: ownership.VolumeName(app, "data", 0)}
+	if err := host.CreateVolumeSnapshot(context.Background(), vt, "before-b", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	kv.put(i0, "b", "newer")
+
+	code, out, errOut := berth(t, args("volume", "restore", i0, "data", "no-such-snap")...)
+	if code == 0 || !strings.Contains(errOut, `has no snapshot "no-such-snap" (it has: before-b)`) {
+		t.Fatalf("unknown snapshot: exit %d\n%s%s", code, out, errOut)
+	}
+	kv.expect(i0, map[string]string{"a": "older", "b": "newer"})
+	uuid := instanceConfig(t, pc, i0)["volatile.uuid"]
+
+	code, out, errOut = berth(t, args("volume", "restore", i0, "data", "before-b")...)
+	if code != 0 || !strings.Contains(out, i0+": volume "+vt.Name+" restored to before-b; ready again") {
+		t.Fatalf("restore: exit %d\n%s%s", code, out, errOut)
+	}
+	kv.expect(i0, map[string]string{"a": "older"})
+	if code, body := kv.do(i0, http.MethodGet, "b", ""); code == http.StatusOK {
+		t.Errorf("key b written after the snapshot is still there: %q", body)
+	}
+	if instanceConfig(t, pc, i0)["volatile.uuid"] != uuid {
+		t.Error("the restore recreated the instance")
+	}
+	if v, _, err := host.GetVolume(context.Background(), vt); err != nil || !slices.Equal(v.AttachedTo(), []string{i0}) {
+		t.Errorf("volume after the restore: %v %+v", err, v)
+	}
+	if code, out, errOut := berth(t, args("plan")...); code != 0 {
+		t.Errorf("plan after the restore: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// kill -9 of apply in a stateful recreate, once the old instance is
+// stopped and its volume snapshotted and before the new one exists: the
+// next apply carries on, the keys are there, and the volume is attached
+// to exactly one instance.
+func TestFaultKillApplyStatefulRecreate(t *testing.T) {
+	requireLive(t)
+	requireTestNetwork(t)
+	project, pc := e2eProject(t)
+	sfx := randHex(2)
+	app, owner := "kvk"+sfx, "e2e-volk-"+sfx
+	volumeCleanup(t, pc, owner)
+	host, err := lxd.Connect(context.Background(), lxd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	kv := &kvClient{t: t, c: pc, http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}}
+	r := newRepo(t)
+	// The killed apply cannot release its lease: a short TTL, and the
+	// next apply waits for it to expire.
+	applyArgs := []string{"--project", project, "--owner", owner, "--log-level", "info", "apply", "--yes",
+		"--repo", r.dir, "--dir", "apps", "--lease-ttl", "5s", "--wait-lease", "1m"}
+	r.write("apps/kv.yaml", kvSpec(app, 1, "64MiB", ""))
+	r.commit("kv with a volume")
+	if code, out, errOut := berth(t, applyArgs...); code != 0 {
+		t.Fatalf("apply: exit %d\n%s%s", code, out, errOut)
+	}
+	i0 := app + "-0"
+	keys := map[string]string{"a": "one", "b": "two"}
+	for k, v := range keys {
+		kv.put(i0, k, v)
+	}
+	vt := lxd.VolumeTarget{Pool: "default", Name: ownership.VolumeName(app, "data", 0)}
+
+	r.write("apps/kv.yaml", kvSpec(app, 1, "64MiB", "    cloudInit: |\n      #cloud-config\n      runcmd: [[touch, /tmp/v2]]\n"))
+	r.commit("kv: cloud-init")
+	out, killed := killAt(t, regexp.MustCompile(`snapshotted volume.*`+regexp.QuoteMeta(vt.Name)), applyArgs...)
+	if !killed {
+		t.Fatalf("apply ended before the kill point:\n%s", out)
+	}
+	v, _, err := host.GetVolume(context.Background(), vt)
+	if err != nil || len(v.AttachedTo()) > 1 {
+		t.Fatalf("volume right after the kill: %v %+v", err, v)
+	}
+	t.Logf("after the kill the volume is attached to %v", v.AttachedTo())
+	if code, out, errOut := berth(t, applyArgs...); code != 0 {
+		t.Fatalf("apply after the kill: exit %d\n%s%s", code, out, errOut)
+	}
+	kv.expect(i0, keys)
+	if v, _, err := host.GetVolume(context.Background(), vt); err != nil || !slices.Equal(v.AttachedTo(), []string{i0}) {
+		t.Errorf("volume after the second apply: %v %+v", err, v)
+	}
+	if code, out, errOut := berth(t, "--project", project, "--owner", owner, "plan", "--repo", r.dir, "--dir", "apps"); code != 0 {
+		t.Errorf("plan after the second apply: exit %d\n%s%s", code, out, errOut)
+	}
 }

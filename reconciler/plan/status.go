@@ -57,6 +57,26 @@ type AppStatusView struct {
 	// LastError is the most telling problem seen on the app's replicas.
 	LastError string        `json:"lastError,omitempty"`
 	Replicas  []ReplicaView `json:"replicas"`
+	// RetainedVolumes are the app's volumes attached to no instance: kept
+	// by onScaleDown or onAppDelete: retain, they hold data that a
+	// scale-up or the app's return brings back, and take room until then.
+	RetainedVolumes []VolumeView `json:"retainedVolumes,omitempty"`
+}
+
+// VolumeView is one of an app's volumes in the status.
+type VolumeView struct {
+	// Name is the LXD volume, <app>-<volume>-<slot>; Volume its name in
+	// system.volumes.
+	Name   string `json:"name"`
+	Volume string `json:"volume"`
+	Slot   int    `json:"slot"`
+	Pool   string `json:"pool"`
+	// Size is its quota as LXD has it ("1GiB"); Bytes the same in bytes
+	// (0 when it has none).
+	Size  string `json:"size,omitempty"`
+	Bytes uint64 `json:"bytes,omitempty"`
+	// Member is the cluster member that holds it on a local pool.
+	Member string `json:"member,omitempty"`
 }
 
 // ReplicaView is one replica as observed.
@@ -128,6 +148,7 @@ func BuildStatus(owner string, desired *Desired, observed Observed, plan *Plan) 
 	}
 	b.addReplicas(observed, desired != nil)
 	b.addLost(observed)
+	b.addRetained(observed, desired != nil)
 	if plan != nil {
 		b.addDrift(plan)
 		st.Conflicts = plan.Conflicts
@@ -233,6 +254,34 @@ func (b *statusBuilder) addLost(observed Observed) {
 			Instance: inst.Name, Slot: slot, Status: inst.Status, Member: inst.Location,
 			Error: m.unreachable(),
 		})
+	}
+}
+
+// addRetained adds owner's volumes that no instance has attached. The
+// app of a volume and nothing else (removed from Git, its data kept) is
+// Orphaned, as an app with only instances left is.
+func (b *statusBuilder) addRetained(observed Observed, haveDesired bool) {
+	for _, vol := range observed.Volumes {
+		if vol.Config[ownership.KeyOwner] != b.owner || len(vol.AttachedTo) > 0 {
+			continue
+		}
+		id, err := ownership.ParseVolume(vol.Name, vol.Config)
+		if err != nil {
+			continue // garbled keys: berth volumes shows it
+		}
+		v := b.get(id.App)
+		if haveDesired && v.Sync == SyncUnknown {
+			v.Sync, v.Desired = SyncOrphaned, 0
+		}
+		member := vol.Location
+		if member == "none" {
+			member = ""
+		}
+		v.RetainedVolumes = append(v.RetainedVolumes, VolumeView{Name: vol.Name, Volume: id.Name, Slot: id.Slot, Pool: vol.Pool,
+			Size: vol.Config["size"], Bytes: spec.VolumeBytes(vol.Config["size"]), Member: member})
+	}
+	for _, v := range b.apps {
+		slices.SortFunc(v.RetainedVolumes, func(a, b VolumeView) int { return strings.Compare(a.Name, b.Name) })
 	}
 }
 
@@ -381,6 +430,13 @@ func replicaSystem(r ReplicaView) string {
 	return out
 }
 
+func onMember(m string) string {
+	if m == "" {
+		return ""
+	}
+	return ", on " + m
+}
+
 // Text renders the status as a table for people.
 func (s Status) Text() string {
 	var b strings.Builder
@@ -425,6 +481,9 @@ func (s Status) Text() string {
 				state += ", " + r.Error
 			}
 			fmt.Fprintf(&b, "  %-18s rev %-12s %s\n", r.Instance, orDash(ShortSHA(r.Revision)), state)
+		}
+		for _, v := range a.RetainedVolumes {
+			fmt.Fprintf(&b, "  retained volume %s (%s of slot %d), %s, pool %s%s\n", v.Name, v.Volume, v.Slot, orDash(v.Size), v.Pool, onMember(v.Member))
 		}
 		for _, d := range a.Drift {
 			fmt.Fprintf(&b, "  drift: %s\n", d)

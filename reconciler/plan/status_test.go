@@ -1,6 +1,7 @@
 package plan_test
 
 import (
+	"encoding/json"
 	"github.com/berth-gitops/berth/ownership"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/reconciler/plan/plantest"
@@ -119,5 +120,56 @@ func TestUnreadyReplicasAreNotConverged(t *testing.T) {
 	}
 	if s := p.Summary(); s != "Nothing to do now: 1 not ready." || !strings.Contains(p.Text(), "? web-1: port 9999/tcp closed") {
 		t.Errorf("summary %q\n%s", s, p.Text())
+	}
+}
+
+// Volumes attached to no instance are shown per app with their size, in
+// the text and the JSON; a removed app's kept volumes show the app as
+// Orphaned. Attached volumes and other owners' are not retained.
+func TestStatusRetainedVolumes(t *testing.T) {
+	a := plantest.App("kv", 1, 1, "reg/kv:1")
+	obs := plantest.Converged(a)
+	vol := func(app string, slot int, size string, owner string, attached ...string) plan.Volume {
+		cfg := ownership.Volume{Owner: owner, App: app, Name: "data", Slot: slot}.Config()
+		if size != "" {
+			cfg["size"] = size
+		}
+		return plan.Volume{Name: ownership.VolumeName(app, "data", slot), Pool: "default", Location: "none", Config: cfg, AttachedTo: attached}
+	}
+	obs.Volumes = []plan.Volume{
+		vol("kv", 2, "2GiB", plan.DefaultOwner),
+		vol("kv", 0, "1GiB", plan.DefaultOwner, "kv-0"),
+		vol("kv", 1, "512MiB", plan.DefaultOwner),
+		vol("gone", 0, "", plan.DefaultOwner),
+		vol("theirs", 0, "1GiB", "someone-else"),
+	}
+	desired := plan.Desired{Revision: "r1", Apps: []spec.App{a}}
+	pl := plan.MakePlan(desired, obs, plan.Policy{})
+	st := plan.BuildStatus("", &desired, obs, &pl)
+	if len(st.Apps) != 2 || st.Apps[0].App != "gone" || st.Apps[1].App != "kv" {
+		t.Fatalf("apps %+v", st.Apps)
+	}
+	if g := st.Apps[0]; g.Sync != plan.SyncOrphaned || g.Desired != 0 || len(g.RetainedVolumes) != 1 || g.RetainedVolumes[0].Bytes != 0 {
+		t.Errorf("gone: %+v", g)
+	}
+	kv := st.Apps[1].RetainedVolumes
+	if len(kv) != 2 || kv[0] != (plan.VolumeView{Name: "kv-data-1", Volume: "data", Slot: 1, Pool: "default", Size: "512MiB", Bytes: 512 << 20}) || kv[1].Name != "kv-data-2" || kv[1].Bytes != 2<<30 {
+		t.Errorf("kv retained %+v", kv)
+	}
+	txt := st.Text()
+	for _, want := range []string{
+		"  retained volume gone-data-0 (data of slot 0), -, pool default\n",
+		"  retained volume kv-data-1 (data of slot 1), 512MiB, pool default\n  retained volume kv-data-2 (data of slot 2), 2GiB, pool default\n",
+	} {
+		if !strings.Contains(txt, want) {
+			t.Errorf("text lacks %q:\n%s", want, txt)
+		}
+	}
+	if strings.Contains(txt, "theirs") || strings.Contains(txt, "kv-data-0") {
+		t.Errorf("text shows a volume that is not retained:\n%s", txt)
+	}
+	b, err := json.Marshal(st.Apps[1])
+	if err != nil || !strings.Contains(string(b), `"retainedVolumes":[{"name":"kv-data-1","volume":"data","slot":1,"pool":"default","size":"512MiB","bytes":536870912}`) {
+		t.Errorf("json %s %v", b, err)
 	}
 }
