@@ -10,6 +10,7 @@ import (
 	"github.com/berth-gitops/berth/clock"
 	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/reconciler/plan/plantest"
+	"github.com/berth-gitops/berth/spec"
 )
 
 const dependsSpec = `apiVersion: berth/v1
@@ -104,5 +105,26 @@ func TestLoopHoldsAppWhoseDependencyTimesOut(t *testing.T) {
 	l.runOnce(ctx, "poll")
 	if countCalls(sys.fakeDriver, "create web-0") != 1 || strings.Contains(appStatus(l, "web").Blocked, "held") {
 		t.Errorf("db ready: calls %q, web blocked %q", sys.calls, appStatus(l, "web").Blocked)
+	}
+}
+
+// An app whose steps wait for its dependencies is Blocked in the result,
+// with the reason, not Ready.
+func TestApplyReportsBlockedApps(t *testing.T) {
+	db := plantest.App("db", 1, 1, "reg/db:1")
+	web := plantest.App("web", 1, 1, "reg/web:1")
+	web.Spec.DependsOn = []spec.Dependency{{App: "db", MinReady: 1, Timeout: spec.DefaultDependencyTimeout}}
+	f := newFakeDriver()
+	_, res, _ := apply(t, f, plan.Desired{Revision: "r1", Apps: []spec.App{db, web}}, plan.Observed{})
+	var got []string
+	for _, a := range res.Apps {
+		got = append(got, string(a.Status)+" "+a.App+": "+a.Reason)
+	}
+	want := []string{"Ready db: ", "Blocked web: blocked by db: 0/1 ready (db-0: not created)"}
+	if !slices.Equal(got, want) {
+		t.Errorf("apps %q, want %q", got, want)
+	}
+	if countCalls(f, "create web-0") != 0 {
+		t.Errorf("calls %q", f.calls)
 	}
 }

@@ -238,13 +238,15 @@ func (a *applyCmd) execute(cmd *cobra.Command, sys *live.System, lease *live.Hel
 // unblocked goes on while the plan had apps blocked by their
 // dependencies (spec.dependsOn) and what ran may have made them ready: it
 // observes, plans again and applies, so that one apply converges a chain
-// of dependencies from nothing. Each round is one link further, so there
-// are at most as many rounds as apps. It returns the last plan and the
+// of dependencies from nothing, or removes one. Each round is one link
+// further, so there are at most as many rounds as apps. It returns the last plan and the
 // steps of every round.
 func (a *applyCmd) unblocked(cmd *cobra.Command, sys *live.System, lease *live.Held, desired plan.Desired,
 	ex *reconciler.Executor, pl plan.Plan, res reconciler.Result) (plan.Plan, reconciler.Result, error) {
 	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	for round := 0; res.OK() && len(pl.Blocked) > 0 && round < len(desired.Apps); round++ {
+	// A chain of apps (created, or removed from Git) is one link a round.
+	rounds := len(desired.Apps) + len(pl.Blocked)
+	for round := 0; res.OK() && len(pl.Blocked) > 0 && round < rounds; round++ {
 		obs, err := sys.Observe(lease.Context())
 		if err != nil {
 			return pl, res, leaseLost(lease, a.g.owner, err)
