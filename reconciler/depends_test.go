@@ -92,6 +92,9 @@ func TestLoopHoldsAppWhoseDependencyTimesOut(t *testing.T) {
 	if got := appStatus(l, "web").Blocked; got != why {
 		t.Errorf("web blocked %q, want %q", got, why)
 	}
+	if got := appMetricStatus(appStatus(l, "web"), false, ""); got != AppStatusBlocked {
+		t.Errorf("web's metric status %q, want %q", got, AppStatusBlocked)
+	}
 	clk.Advance(6 * time.Minute)
 	l.runOnce(ctx, "poll")
 	st := l.Status().(LoopStatus)

@@ -119,6 +119,7 @@ const (
 	AppStatusHeld     = "Held"    // a rollout of this revision failed and is retried after a backoff (or a newer commit)
 	AppStatusStalled  = "Stalled" // a rollout of this revision failed for good (missing image, digest mismatch, never healthy): held until a newer commit
 	AppStatusOrphaned = "Orphaned"
+	AppStatusBlocked  = "Blocked" // its steps wait for its dependencies (spec.dependsOn)
 )
 
 // LoopMetrics is what the loop reports; server.Metrics implements it.
@@ -1159,6 +1160,8 @@ func appMetricStatus(a plan.AppStatusView, invalid bool, rolloutHeld Retry) stri
 		return AppStatusHeld
 	case a.Sync == plan.SyncOrphaned:
 		return AppStatusOrphaned
+	case a.Blocked != "":
+		return AppStatusBlocked
 	case a.Health != plan.HealthHealthy && a.Health != "":
 		return a.Health
 	case a.Sync == plan.SyncOutOfSync:

@@ -148,7 +148,7 @@ func (pl *planner) dependencyBlocker(app *spec.App) (on []string, why string) {
 // dependency whose rollout halts keeps its dependents where they are.
 func (pl *planner) dependencyNotReady(dep spec.Dependency) string {
 	if pl.held[dep.App] {
-		return "its spec is invalid at this revision (held)"
+		return "held at its last applied state (invalid spec, or a failed rollout)"
 	}
 	d := pl.apps[dep.App]
 	if d == nil {

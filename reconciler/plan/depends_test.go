@@ -138,7 +138,7 @@ func TestDependsOnHeldDependency(t *testing.T) {
 	other := testApp("other", 1)
 	p := MakePlan(Desired{Revision: testRev, Apps: []spec.App{web, other}, HeldApps: []string{"db"}}, Observed{}, Policy{})
 	checkLines(t, "apps with steps", appsWithSteps(p), []string{"other"})
-	checkLines(t, "blocked", blockedLines(p), []string{"web (1): blocked by db: its spec is invalid at this revision (held)"})
+	checkLines(t, "blocked", blockedLines(p), []string{"web (1): blocked by db: held at its last applied state (invalid spec, or a failed rollout)"})
 
 	// Missing altogether (a hand-written desired state; the loader refuses it).
 	p = MakePlan(Desired{Revision: testRev, Apps: []spec.App{web}}, Observed{}, Policy{})
