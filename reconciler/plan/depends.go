@@ -90,6 +90,52 @@ func (pl *planner) planInOrder() {
 	}
 }
 
+// scaleDownInReverse holds back the scale-down deletes of an app while
+// an app that depends on it still has replicas to scale down (in this
+// plan or held back): scaling both to zero removes the dependent's
+// replicas first, as a removal does.
+func (pl *planner) scaleDownInReverse() {
+	dependents := map[string][]string{}
+	for _, name := range pl.appNames {
+		for _, d := range pl.apps[name].Spec.DependsOn {
+			dependents[d.App] = append(dependents[d.App], name)
+		}
+	}
+	if len(dependents) == 0 {
+		return
+	}
+	shrinking := map[string]bool{}
+	for _, name := range pl.appNames {
+		if a := pl.apps[name]; len(pl.owned[name]) > max(a.Spec.Replicas, 0) {
+			shrinking[name] = true
+		}
+	}
+	held := map[string]int{}
+	why := map[string][]string{}
+	pl.plan.Steps = slices.DeleteFunc(pl.plan.Steps, func(s Step) bool {
+		if s.Action != Delete || pl.apps[s.App] == nil {
+			return false
+		}
+		var on []string
+		for _, d := range dependents[s.App] {
+			if shrinking[d] {
+				on = append(on, d)
+			}
+		}
+		if len(on) == 0 {
+			return false
+		}
+		held[s.App]++
+		why[s.App] = on
+		return true
+	})
+	for app, n := range held {
+		on := why[app]
+		pl.plan.Blocked = append(pl.plan.Blocked, Blocked{App: app, Steps: n, On: on,
+			Why: fmt.Sprintf("waiting for %s to scale down first (%s on %s)", strings.Join(on, ", "), dependWord(len(on)), app)})
+	}
+}
+
 // dependencyOrder is the names of the apps to plan, each after the apps
 // it depends on, otherwise by name: a depth-first walk, iterative so a
 // chain of thousands of apps is linear and does not grow the stack. A

@@ -199,3 +199,22 @@ func TestDependsOnStatus(t *testing.T) {
 		}
 	}
 }
+
+// Scaling a dependency and its dependent to zero together removes the
+// dependent's replicas first; the dependency alone scales down at once.
+func TestDependsOnScaleDownInReverse(t *testing.T) {
+	db := testApp("db", 2)
+	web := dependent(testApp("web", 2), spec.MinReadyAll, "db")
+	obs := Observed{Instances: fleet(db, web)}
+	zero := func(a spec.App) spec.App { return with(a, func(a *spec.App) { a.Spec.Replicas = 0 }) }
+	pol := Policy{AllowMassPrune: true}
+	p := MakePlan(Desired{Revision: testRev, Apps: []spec.App{zero(db), zero(web)}}, obs, pol)
+	checkLines(t, "apps with steps", appsWithSteps(p), []string{"web"})
+	checkLines(t, "blocked", blockedLines(p), []string{"db (2): waiting for web to scale down first (it depends on db)"})
+	p = MakePlan(Desired{Revision: testRev, Apps: []spec.App{zero(db), zero(web)}}, Observed{Instances: fleet(db)}, pol)
+	checkLines(t, "apps with steps", appsWithSteps(p), []string{"db"})
+	checkLines(t, "blocked", blockedLines(p), nil)
+	// db shrinks from 2 to 1 while web keeps its replicas: no wait.
+	p = MakePlan(Desired{Revision: testRev, Apps: []spec.App{with(db, func(a *spec.App) { a.Spec.Replicas = 1 }), web}}, obs, pol)
+	checkLines(t, "steps", stepLines(p), []string{"1 db-1 delete (replicas: 2 → 1)"})
+}

@@ -48,6 +48,7 @@ func MakePlan(desired Desired, observed Observed, policy Policy) Plan {
 	pl.indexDesired()
 	pl.indexObserved(observed)
 	pl.planInOrder()
+	pl.scaleDownInReverse()
 	pl.garbledConflicts()
 	pl.planPrune()
 	pl.finish()
