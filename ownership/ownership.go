@@ -52,6 +52,11 @@ const (
 	// (update.snapshot): disowned, so berth never touches it again.
 	KeyBackupOf    = KeyPrefix + "backup-of"
 	KeyBackupOwner = KeyPrefix + "backup-owner"
+	// KeyDependsOn lists, comma-separated and sorted, the apps the
+	// replica's app depends on (spec.dependsOn): an app removed from Git
+	// has no spec left, and its replicas still say what must be deleted
+	// after them.
+	KeyDependsOn = KeyPrefix + "depends-on"
 )
 
 // Docker labels berth sets on the app container of each replica. A

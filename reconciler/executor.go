@@ -153,6 +153,9 @@ const (
 	AppHeld     AppStatus = "Held"
 	// AppRemoved: the app is gone from Git and its instances were pruned.
 	AppRemoved AppStatus = "Removed"
+	// AppBlocked: the app's steps wait for its dependencies
+	// (plan.Blocked); Reason says which and why.
+	AppBlocked AppStatus = "Blocked"
 )
 
 // AppResult is an app's outcome.
@@ -430,8 +433,16 @@ func (x *execution) appResults(out []AppResult, desired plan.Desired, byApp map[
 	for _, h := range x.pl.Held {
 		out = append(out, AppResult{App: h, Status: AppHeld, Reason: "last applied state kept: invalid spec, or a failed rollout of this revision waiting out its backoff"})
 	}
+	blocked := map[string]string{}
+	for _, b := range x.pl.Blocked {
+		if _, ok := byApp[b.App]; !ok {
+			blocked[b.App] = b.Why
+			out = append(out, AppResult{App: b.App, Status: AppBlocked, Reason: b.Why})
+		}
+	}
 	for _, a := range desired.Apps {
-		if _, ok := byApp[a.Metadata.Name]; !ok {
+		_, ran := byApp[a.Metadata.Name]
+		if _, ok := blocked[a.Metadata.Name]; !ok && !ran {
 			out = append(out, AppResult{App: a.Metadata.Name, Status: AppReady})
 		}
 	}

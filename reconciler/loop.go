@@ -119,6 +119,7 @@ const (
 	AppStatusHeld     = "Held"    // a rollout of this revision failed and is retried after a backoff (or a newer commit)
 	AppStatusStalled  = "Stalled" // a rollout of this revision failed for good (missing image, digest mismatch, never healthy): held until a newer commit
 	AppStatusOrphaned = "Orphaned"
+	AppStatusBlocked  = "Blocked" // its steps wait for its dependencies (spec.dependsOn)
 )
 
 // LoopMetrics is what the loop reports; server.Metrics implements it.
@@ -327,6 +328,12 @@ type Loop struct {
 	// state is unknown, and nothing about them is decided until a look
 	// succeeds; default 10s, not the poll interval.
 	UnobservedRetry time.Duration
+	// DependencyRetry is how soon a run follows one after which an app
+	// still waits for its dependencies (spec.dependsOn) while they
+	// progress: steps ran, or a replica's health check is starting;
+	// default DefaultDependencyRetry, not the poll interval, so each link
+	// of a chain costs seconds at most.
+	DependencyRetry time.Duration
 	// Drain is how long steps in flight may go on after shutdown begins.
 	Drain time.Duration
 	// Clock is the time everything in the loop decides by (polls, backoff,
@@ -371,7 +378,10 @@ type Loop struct {
 	ready   bool
 	errKind string // reason of the last run's error ("" after a good run)
 	fails   failureMemory
-	errs    int // consecutive failed runs
+	// blockedSince is since when each app is blocked by its
+	// dependencies (trackBlocked).
+	blockedSince map[string]time.Time
+	errs         int // consecutive failed runs
 	// leaseHeld and leaseExpiry: this daemon holds the lease until then.
 	leaseHeld   bool
 	leaseExpiry time.Time
@@ -425,6 +435,9 @@ func (l *Loop) init() {
 	}
 	if l.UnobservedRetry <= 0 {
 		l.UnobservedRetry = 10 * time.Second
+	}
+	if l.DependencyRetry <= 0 {
+		l.DependencyRetry = DefaultDependencyRetry
 	}
 	if l.LeaseRenew <= 0 {
 		l.LeaseRenew = 20 * time.Second
@@ -666,6 +679,8 @@ type run struct {
 	// replanSoon: a rollout failed only because instances changed state
 	// under it; the next run comes after TransitionRetry, not the poll.
 	replanSoon bool
+	// blockedBefore: the plan applied had apps blocked by dependencies.
+	blockedBefore bool
 }
 
 // runOnce does one reconcile and returns how long to wait for the next:
@@ -734,10 +749,14 @@ func (l *Loop) runOnce(ctx context.Context, reason string) (next time.Duration) 
 	case err != nil:
 		return fail("lxd", err)
 	}
+	dependencySoon := l.trackBlocked(r, &pl, r.result == RunOK)
 	l.publish(r, observed, pl)
 	switch {
 	case r.replanSoon:
 		return l.TransitionRetry
+	case dependencySoon:
+		r.log.Info("apps wait for dependencies that are progressing; planning again soon", "apps", len(pl.Blocked), "retry_in", l.DependencyRetry)
+		return min(l.DependencyRetry, l.jitter(l.Interval))
 	case len(pl.Unobserved) > 0:
 		r.log.Info("some replicas could not be observed; looking again soon", "replicas", len(pl.Unobserved), "retry_in", l.UnobservedRetry)
 		return min(l.UnobservedRetry, l.jitter(l.Interval))
@@ -870,6 +889,7 @@ func (l *Loop) converge(ctx context.Context, r *run) (plan.Observed, plan.Plan, 
 	}
 	l.view(r, started, observed)
 	pl := plan.MakePlan(r.desired, observed, l.Policy)
+	r.blockedBefore = len(pl.Blocked) > 0
 	r.result = RunNoop
 	if pl.Empty() {
 		return observed, pl, nil
@@ -1158,6 +1178,8 @@ func appMetricStatus(a plan.AppStatusView, invalid bool, rolloutHeld Retry) stri
 		return AppStatusHeld
 	case a.Sync == plan.SyncOrphaned:
 		return AppStatusOrphaned
+	case a.Blocked != "":
+		return AppStatusBlocked
 	case a.Health != plan.HealthHealthy && a.Health != "":
 		return a.Health
 	case a.Sync == plan.SyncOutOfSync:

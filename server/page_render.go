@@ -364,6 +364,8 @@ func appHealth(a plan.AppStatusView, f reconciler.AppFailure) (health, tone, rea
 		return reconciler.AppStatusHeld, "held", "its spec is invalid at this revision: the last applied state is kept"
 	case a.Sync == plan.SyncOrphaned:
 		return plan.SyncOrphaned, "busy", "gone from Git: its replicas are being removed"
+	case a.Blocked != "":
+		return reconciler.AppStatusBlocked, "busy", a.Blocked
 	case a.Health == plan.HealthDegraded || a.Health == plan.HealthMissing:
 		return plan.HealthDegraded, "bad", orText(a.LastError, fmt.Sprintf("%d of %d replicas ready", a.Ready, a.Desired))
 	case a.Health == plan.HealthProgressing:

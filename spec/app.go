@@ -50,6 +50,32 @@ var (
 		{name: "update", decode: func(d *decoder, v *yaml.Node, s *AppSpec) {
 			object(d, v, updateFields, &s.Update)
 		}},
+		{name: "dependsOn", decode: func(d *decoder, v *yaml.Node, s *AppSpec) { s.DependsOn = d.dependsOn(v) }},
+	}
+	dependencyFields = fields[Dependency]{
+		{name: "app", required: true, decode: func(d *decoder, v *yaml.Node, dep *Dependency) {
+			if s, ok := d.str(v, ""); ok {
+				dep.App = s
+				if msg := checkName(s, 0, false); msg != "" {
+					d.errorf(d.resolve(v), "app %s", msg)
+				}
+			}
+		}},
+		{name: "minReady", isInt: true, min: 1, max: MaxReplicas, enum: []string{"all"},
+			decode: func(d *decoder, v *yaml.Node, dep *Dependency) {
+				if n := d.resolve(v); n != nil && n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "all" {
+					dep.MinReady = MinReadyAll
+				} else if n != nil && n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+					d.errorf(n, `must be a number of replicas from 1 to %d or "all", got %q`, MaxReplicas, n.Value)
+				} else if i, ok := d.integer(v, 1, MaxReplicas); ok {
+					dep.MinReady = MinReady(i)
+				}
+			}},
+		{name: "timeout", decode: func(d *decoder, v *yaml.Node, dep *Dependency) {
+			if t := d.duration(v, MinDependencyTimeout); t > 0 {
+				dep.Timeout = t
+			}
+		}},
 	}
 	systemFields = fields[System]{
 		{name: "image", required: true, decode: func(d *decoder, v *yaml.Node, s *System) {
@@ -288,8 +314,12 @@ const (
 	DefaultReplicas       = 1
 	DefaultMaxUnavailable = 1
 	DefaultHealthTimeout  = Duration(2 * time.Minute)
-	DefaultProfile        = "default"
-	DefaultProtocol       = ProtocolTCP
+	// DefaultDependencyTimeout is how long an app waits for a dependency
+	// that sets no timeout.
+	DefaultDependencyTimeout = Duration(10 * time.Minute)
+	DefaultMinReady          = MinReady(1)
+	DefaultProfile           = "default"
+	DefaultProtocol          = ProtocolTCP
 	// DefaultProvisionTimeout bounds a provision that sets no timeout.
 	DefaultProvisionTimeout = Duration(10 * time.Minute)
 	DefaultFileMode         = "0644"

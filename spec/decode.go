@@ -63,6 +63,9 @@ type decoder struct {
 
 	// nameNode is metadata.name once read as a string.
 	nameNode *yaml.Node
+	// depNodes are the spec.dependsOn[].app values read, by index, for
+	// the checks across apps the loader makes once every app is read.
+	depNodes []*yaml.Node
 	// mounts are the targets of spec.container.volumes read so far, by
 	// clean path, with the index of the volume; volume is the index of
 	// the one being read.

@@ -54,6 +54,8 @@ const (
 	MinHealthcheckDuration = time.Millisecond
 	// MinHealthTimeout is the lower bound on update.healthTimeout: 1s.
 	MinHealthTimeout = time.Second
+	// MinDependencyTimeout is the lower bound on dependsOn[].timeout: 1s.
+	MinDependencyTimeout = time.Second
 	// MaxMemory bounds spec.system.limits.memory: 1 PiB (2^50 bytes).
 	MaxMemory = 1 << 50
 	// MaxPorts bounds spec.container.ports and spec.system.ports: 100. Each TCP port is probed

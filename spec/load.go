@@ -362,6 +362,9 @@ type loadedDoc struct {
 	app   App
 	name  *yaml.Node // nil if no usable name was read
 	valid bool
+	// deps are the nodes of spec.dependsOn[].app, by index (nil where
+	// none was read).
+	deps []*yaml.Node
 }
 
 // fileProblem records a problem with a whole file (or directory, or other
@@ -593,7 +596,7 @@ func (l *loader) document(ctx context.Context, file string, doc *yaml.Node, file
 	app.Origin = Origin{File: file, Line: root.Line}
 	l.diags = append(l.diags, d.diags...)
 	l.warnings = append(l.warnings, d.warnings...)
-	l.docs = append(l.docs, &loadedDoc{app: app, name: name, valid: len(d.diags) == 0})
+	l.docs = append(l.docs, &loadedDoc{app: app, name: name, valid: len(d.diags) == 0, deps: d.depNodes})
 }
 
 // countNodes counts the nodes written under root, without expanding
@@ -631,6 +634,7 @@ func (l *loader) result() *Result {
 		})
 		first.valid, d.valid = false, false
 	}
+	l.checkDependencies(firstByName)
 
 	r := &Result{Diagnostics: l.diags, Unparsable: l.unparsable, Warnings: l.warnings}
 	for _, d := range l.docs {

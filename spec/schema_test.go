@@ -88,6 +88,19 @@ var decoderTables = []decoderTable{
 	tableOf("secretFileFields", secretFileFields),
 	tableOf("systemVolumeFields", systemVolumeFields),
 	tableOf("volumeSnapshotFields", volumeSnapshotFields),
+	tableOf("dependencyFields", dependencyFields),
+}
+
+// anyOf is the alternatives of a schema node.
+func anyOf(node map[string]any) []map[string]any {
+	list, _ := node["anyOf"].([]any)
+	var out []map[string]any
+	for _, x := range list {
+		if m, ok := x.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // outputFields are JSON fields berth computes while loading: they are in
@@ -144,6 +157,13 @@ func TestSpecFieldsAgree(t *testing.T) {
 			// percentage.
 			if !typeIs(node, "integer") || !typeIs(node, "string") || node["pattern"] == nil {
 				t.Errorf("%s: a number or percentage must be an integer or a string with a pattern", path)
+			}
+			return
+		}
+		if typ == reflect.TypeFor[MinReady]() {
+			alts := anyOf(node)
+			if len(alts) != 2 || alts[0]["type"] != "integer" || alts[1]["type"] != "string" {
+				t.Errorf("%s: minReady must be anyOf an integer and a string enum", path)
 			}
 			return
 		}
@@ -275,6 +295,15 @@ func walkStruct(t *testing.T, typ reflect.Type, node map[string]any, path string
 
 // checkBounds compares an integer's bounds and a string's enum.
 func checkBounds(t *testing.T, path string, typ reflect.Type, df decoderField, sub map[string]any, varName string) {
+	if typ == reflect.TypeFor[MinReady]() {
+		// A number or a word: JSON Schema needs the two as alternatives,
+		// as an enum would apply to the numbers too.
+		merged := map[string]any{}
+		for _, alt := range anyOf(sub) {
+			maps.Copy(merged, alt)
+		}
+		sub = merged
+	}
 	switch {
 	case typ.Kind() == reflect.Int && !df.isInt:
 		t.Errorf("%s: an integer the decoder's %s reads without bounds (use intField)", path, varName)

@@ -64,6 +64,67 @@ type AppSpec struct {
 	// system-only app (see HasContainer).
 	Container Container `json:"container,omitzero"`
 	Update    Update    `json:"update"`
+	// DependsOn are the apps whose replicas must be ready before this
+	// app's are created or updated, and which are deleted only after this
+	// app's replicas are gone. Not part of any hash: it orders the work,
+	// it changes no replica.
+	DependsOn []Dependency `json:"dependsOn,omitempty"`
+}
+
+// Dependency is one entry of spec.dependsOn.
+type Dependency struct {
+	// App is the name of another app in the same spec tree.
+	App string `json:"app"`
+	// MinReady is how many of App's replicas must be ready (default 1).
+	MinReady MinReady `json:"minReady"`
+	// Timeout is how long the dependent may wait for them before it is
+	// held with the reason (default 10m).
+	Timeout Duration `json:"timeout"`
+}
+
+// MinReady is a number of replicas from 1, or MinReadyAll: every replica
+// the dependency's spec asks for.
+type MinReady int
+
+// MinReadyAll is minReady: all.
+const MinReadyAll MinReady = -1
+
+// Of is how many ready replicas are needed of an app with replicas
+// replicas in its spec.
+func (m MinReady) Of(replicas int) int {
+	if m == MinReadyAll {
+		return replicas
+	}
+	return int(m)
+}
+
+func (m MinReady) String() string {
+	if m == MinReadyAll {
+		return "all"
+	}
+	return strconv.Itoa(int(m))
+}
+
+// MarshalJSON writes "all" or the number, as it is written in a spec.
+func (m MinReady) MarshalJSON() ([]byte, error) {
+	if m == MinReadyAll {
+		return []byte(`"all"`), nil
+	}
+	return []byte(strconv.Itoa(int(m))), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (m *MinReady) UnmarshalJSON(b []byte) error {
+	if string(b) == `"all"` {
+		*m = MinReadyAll
+		return nil
+	}
+	var n int
+	if err := json.Unmarshal(b, &n); err != nil || n < 1 || n > MaxReplicas {
+		return fmt.Errorf(`minReady must be a number from 1 to %d or "all", got %s`, MaxReplicas, b)
+	}
+	*m = MinReady(n)
+	return nil
 }
 
 // System is the LXD system container of each replica.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/berth-gitops/berth/spec"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -214,6 +215,10 @@ func (a *applyCmd) execute(cmd *cobra.Command, sys *live.System, lease *live.Hel
 	start := a.g.clock.Now()
 	res := ex.Apply(lease.Context(), pl, desired, obs)
 	progress.finish()
+	pl, res, err := a.unblocked(cmd, sys, lease, desired, ex, pl, res)
+	if err != nil {
+		return err
+	}
 	if a.output == "json" {
 		if err := writeJSON(out, res); err != nil {
 			return err
@@ -228,6 +233,46 @@ func (a *applyCmd) execute(cmd *cobra.Command, sys *live.System, lease *live.Hel
 		return silentExit(exitError)
 	}
 	return heldExit(pl)
+}
+
+// unblocked goes on while the plan had apps blocked by their
+// dependencies (spec.dependsOn) and what ran may have made them ready: it
+// observes, plans again and applies, so that one apply converges a chain
+// of dependencies from nothing, or removes one. Each round is one link
+// further, so there are at most as many rounds as apps. It returns the last plan and the
+// steps of every round.
+func (a *applyCmd) unblocked(cmd *cobra.Command, sys *live.System, lease *live.Held, desired plan.Desired,
+	ex *reconciler.Executor, pl plan.Plan, res reconciler.Result) (plan.Plan, reconciler.Result, error) {
+	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	// A chain of apps (created, or removed from Git) is one link a round.
+	rounds := len(desired.Apps) + len(pl.Blocked)
+	for round := 0; res.OK() && len(pl.Blocked) > 0 && round < rounds; round++ {
+		obs, err := sys.Observe(lease.Context())
+		if err != nil {
+			return pl, res, leaseLost(lease, a.g.owner, err)
+		}
+		next := plan.MakePlan(desired, obs, a.pf.policy(a.g.owner))
+		if next.Empty() {
+			return next, res, nil
+		}
+		if a.output == "text" {
+			fmt.Fprintf(out, "\nDependencies progressed; planned again:\n%s", planText(next))
+		}
+		progress := newProgress(errOut, len(next.Steps), isTerminal(errOut))
+		sys.OnEngineEvent, ex.OnEvent = progress.engineEvent, progress.event
+		more := ex.Apply(lease.Context(), next, desired, obs)
+		progress.finish()
+		res.Steps = append(res.Steps, more.Steps...)
+		for _, app := range more.Apps {
+			if i := slices.IndexFunc(res.Apps, func(x reconciler.AppResult) bool { return x.App == app.App }); i >= 0 {
+				res.Apps[i] = app
+			} else {
+				res.Apps = append(res.Apps, app)
+			}
+		}
+		pl = next
+	}
+	return pl, res, nil
 }
 
 // heldExit fails an apply that converged everything it could while

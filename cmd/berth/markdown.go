@@ -216,6 +216,9 @@ func planMarkdown(pl plan.Plan) string {
 		}
 		mdList(&b, lines, mdShareRecreated, "groups of recreated replicas")
 	}
+	if len(pl.Order) > 0 {
+		fmt.Fprintf(&b, "\n**Order** (each app after the apps it depends on; removals in reverse): %s\n", mdJoin(pl.Order, "", " → "))
+	}
 	if warnings := planWarnings(pl); len(warnings) > 0 {
 		b.WriteString("\n**Warnings**\n\n")
 		mdList(&b, warnings, mdShareWarnings, "warnings")
@@ -323,6 +326,9 @@ func planWarnings(pl plan.Plan) []string {
 	}
 	for _, w := range pl.Waiting {
 		warnings = append(warnings, fmt.Sprintf("Waiting: %s %s, %s", mdCode(w.Instance), w.Action, mdCode(w.Why)))
+	}
+	for _, bl := range pl.Blocked {
+		warnings = append(warnings, fmt.Sprintf("Blocked: %s (%d step%s): %s", mdCode(bl.App), bl.Steps, plural(bl.Steps), mdCode(bl.Why)))
 	}
 	for _, u := range pl.Unplaceable {
 		warnings = append(warnings, fmt.Sprintf("Cannot be placed: %s (%s): %s", mdCode(u.Instance), u.Action, mdCode(u.Why)))

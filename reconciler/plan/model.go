@@ -246,6 +246,9 @@ func managedPairs(app *spec.App, lxdConfig map[string]string, sysHash, owner, re
 		Image: app.Spec.System.Image, ConfigKeys: configKeys, Revision: revision,
 		SystemOnly: !app.Spec.HasContainer(),
 	}.Pairs()...)
+	if deps := dependsOnValue(app); deps != "" {
+		pairs = append(pairs, [2]string{ownership.KeyDependsOn, deps})
+	}
 	sortPairs(pairs)
 	return pairs, configKeys
 }

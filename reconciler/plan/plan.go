@@ -295,6 +295,13 @@ type Plan struct {
 	// Unplaceable are replicas no cluster member can take (see
 	// Unplaceable).
 	Unplaceable []Unplaceable `json:"unplaceable,omitempty"`
+	// Blocked are apps whose steps wait for their dependencies (see
+	// Blocked), by name.
+	Blocked []Blocked `json:"blocked,omitempty"`
+	// Order is the apps that depend on others or that others depend on,
+	// in the order they converge: each after its dependencies (removals
+	// go the other way).
+	Order []string `json:"order,omitempty"`
 	// PruneBlocked says why pruning was skipped, if it was.
 	PruneBlocked string `json:"pruneBlocked,omitempty"`
 	// Warnings are things people should know that change no step: foreign
@@ -353,6 +360,10 @@ func (p Plan) Blockers() []Blocker {
 	if n := len(p.Unready); n > 0 {
 		out = append(out, Blocker{fmt.Sprintf("%d not ready", n),
 			fmt.Sprintf("%d replica%s not ready (%s)", n, plural(n), list(n, func(i int) string { return p.Unready[i].Instance + ": " + p.Unready[i].Why }, "; "))})
+	}
+	if n := len(p.Blocked); n > 0 {
+		out = append(out, Blocker{fmt.Sprintf("%d app(s) blocked by dependencies", n),
+			fmt.Sprintf("%d app%s blocked by dependencies (%s)", n, plural(n), list(n, func(i int) string { return p.Blocked[i].App + ": " + p.Blocked[i].Why }, "; "))})
 	}
 	if n := len(p.Unplaceable); n > 0 {
 		out = append(out, Blocker{fmt.Sprintf("%d cannot be placed", n),
@@ -499,6 +510,12 @@ func (p Plan) Text() string {
 		for _, w := range p.Waiting {
 			b.WriteString(formatStep(w.Step, wName, wAction))
 			fmt.Fprintf(&b, "        waits: %s\n", w.Why)
+		}
+	}
+	if len(p.Blocked) > 0 {
+		b.WriteString("\nBlocked by dependencies (their steps wait):\n")
+		for _, bl := range p.Blocked {
+			fmt.Fprintf(&b, "  … %s (%d step%s): %s\n", bl.App, bl.Steps, plural(bl.Steps), bl.Why)
 		}
 	}
 	if len(p.Unready) > 0 {

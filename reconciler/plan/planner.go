@@ -47,9 +47,8 @@ func MakePlan(desired Desired, observed Observed, policy Policy) Plan {
 	}
 	pl.indexDesired()
 	pl.indexObserved(observed)
-	for _, name := range pl.appNames {
-		pl.planApp(pl.apps[name])
-	}
+	pl.planInOrder()
+	pl.scaleDownInReverse()
 	pl.garbledConflicts()
 	pl.planPrune()
 	pl.finish()
@@ -78,6 +77,10 @@ type planner struct {
 	memberList  []Member             // Observed.Members, for the fingerprint
 	imageList   []Image              // Observed.Images, for the fingerprint
 	vols        volumeIndex          // Observed.Volumes and Pools
+	// touched are the instances of the apps planned so far that have a
+	// step, or one held back: not ready at their desired spec for the
+	// apps that depend on theirs.
+	touched map[string]bool
 
 	warnings []string
 	plan     Plan
@@ -706,6 +709,11 @@ func (pl *planner) systemReasons(a *appPlan, inst *Instance) (recreate, update [
 	for _, k := range removedConfigKeys(cfg, a.lxdConfig, a.configKeys) {
 		diff(k, cfg[k], "")
 	}
+	if cfg[ownership.KeyDependsOn] != "" && dependsOnValue(a.app) == "" {
+		// spec.dependsOn was dropped: the record of it goes, or a later
+		// removal would still wait for the apps it named.
+		labels = append(labels, Reason{Field: ownership.KeyDependsOn, Old: cfg[ownership.KeyDependsOn], New: ""})
+	}
 	if sys.Provision == nil && cfg[ownership.KeyProvisionHash] != "" {
 		// The provision was dropped from the spec: its record goes (a
 		// pending one would keep the replica unready for ever).
@@ -772,6 +780,9 @@ func (pl *planner) planPrune() {
 	// replicas' slots, and those left without an instance.
 	var prunes []Step
 	for _, app := range pl.goneVolumeApps() {
+		if _, wait := pl.removalBlocker(app); wait != "" {
+			continue // with its replicas, after its dependents
+		}
 		prunes = append(prunes, pl.orphanDeletes(app, 0, nil, true, why)...)
 	}
 	for _, app := range gone {
@@ -804,6 +815,10 @@ func (pl *planner) planPrune() {
 		return
 	}
 	for _, app := range gone {
+		if on, wait := pl.removalBlocker(app); wait != "" {
+			pl.plan.Blocked = append(pl.plan.Blocked, Blocked{App: app, Why: wait, Steps: len(pl.owned[app]), On: on})
+			continue
+		}
 		pl.deleteAll(slices.Clone(pl.owned[app]), 1, why)
 	}
 	pl.addSteps(prunes, 1)
@@ -852,6 +867,7 @@ func (pl *planner) finish() {
 	// Apps were planned in name order, prunes after them; a stable sort by
 	// app keeps each app's batch and slot order.
 	slices.SortStableFunc(pl.plan.Steps, func(x, y Step) int { return cmp.Compare(x.App, y.App) })
+	slices.SortStableFunc(pl.plan.Blocked, func(x, y Blocked) int { return cmp.Compare(x.App, y.App) })
 	slices.Sort(pl.warnings)
 	pl.plan.Warnings = slices.Compact(pl.warnings)
 	pl.plan.ObservedFingerprint = fingerprint(pl.instances, pl.policy.Owner, pl.plan.wantedNames(), pl.memberList, pl.imageList)

@@ -54,6 +54,9 @@ type AppStatusView struct {
 	// Drift lists the plan's steps for the app: "web-1 update-in-place
 	// (system.limits.memory)", ...
 	Drift []string `json:"drift,omitempty"`
+	// Blocked says why the app's steps wait for its dependencies
+	// ("blocked by db: 1/3 ready (db-2: container health starting)").
+	Blocked string `json:"blocked,omitempty"`
 	// LastError is the most telling problem seen on the app's replicas.
 	LastError string        `json:"lastError,omitempty"`
 	Replicas  []ReplicaView `json:"replicas"`
@@ -304,6 +307,13 @@ func (b *statusBuilder) addDrift(p *Plan) {
 	for _, u := range p.Unplaceable {
 		add(u.App, u.Instance+" "+u.Action.String()+" cannot be placed: "+u.Why)
 	}
+	for _, bl := range p.Blocked {
+		v := b.get(bl.App)
+		v.Blocked = bl.Why
+		if v.Sync == SyncSynced {
+			v.Sync = SyncOutOfSync
+		}
+	}
 }
 
 // appHealth judges an app from its replicas, and names the first problem.
@@ -456,6 +466,9 @@ func (s Status) Text() string {
 			want = strconv.Itoa(a.Desired)
 		}
 		fmt.Fprintf(&b, "%-20s %-7s %-10s %-12s %s\n", a.App, fmt.Sprintf("%d/%s", a.Ready, want), a.Sync, a.Health, a.LastError)
+		if a.Blocked != "" {
+			fmt.Fprintf(&b, "  %s\n", a.Blocked)
+		}
 		for _, r := range a.Replicas {
 			state := r.Status
 			if r.Container != "" {
