@@ -724,6 +724,35 @@ func (e *Executor) converge(ctx context.Context, name string, app spec.App, slot
 	return e.Driver.WaitReady(ctx, name, app)
 }
 
+// create builds a step's instance with its volumes attached, provisions
+// it before anything runs in it, then its app container.
+func (e *Executor) create(ctx context.Context, s plan.Step, app *spec.App, revision, owner string) error {
+	d := e.Driver
+	cfg := plan.ManagedConfig(*app, owner, revision, s.Slot)
+	if app.Spec.System.Provision != nil {
+		// Not ready until the provision succeeds, even if berth dies half
+		// way.
+		cfg[ownership.KeyProvisionHash] = ownership.ProvisionPending
+	}
+	built := *app
+	if len(s.Volumes) > 0 {
+		vols, err := d.EnsureVolumes(ctx, s.Instance, *app, s.Slot, s.Volumes)
+		if err != nil {
+			return fmt.Errorf("volumes: %w", err)
+		}
+		// The instance is created with its volumes attached: it never runs
+		// without them.
+		built.Spec.System.Devices = plan.WantDevices(&app.Spec.System, vols)
+	}
+	if err := d.CreateInstance(ctx, s.Instance, built, cfg, s.Target); err != nil {
+		return err
+	}
+	if err := e.provision(ctx, s.Instance, app, revision, false); err != nil {
+		return err
+	}
+	return e.converge(ctx, s.Instance, *app, s.Slot, revision)
+}
+
 func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *plan.Instance, revision, owner string) error {
 	d := e.Driver
 	if s.Action != plan.Delete {
@@ -738,33 +767,7 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		}
 	}
 	converge := func() error { return e.converge(ctx, s.Instance, *app, s.Slot, revision) }
-	// create builds the instance, provisions it before anything runs in
-	// it, then its app container.
-	create := func() error {
-		cfg := plan.ManagedConfig(*app, owner, revision, s.Slot)
-		if app.Spec.System.Provision != nil {
-			// Not ready until the provision succeeds, even if berth
-			// dies half way.
-			cfg[ownership.KeyProvisionHash] = ownership.ProvisionPending
-		}
-		built := *app
-		if len(s.Volumes) > 0 {
-			vols, err := d.EnsureVolumes(ctx, s.Instance, *app, s.Slot, s.Volumes)
-			if err != nil {
-				return fmt.Errorf("volumes: %w", err)
-			}
-			// The instance is created with its volumes attached: it never
-			// runs without them.
-			built.Spec.System.Devices = plan.WantDevices(&app.Spec.System, vols)
-		}
-		if err := d.CreateInstance(ctx, s.Instance, built, cfg, s.Target); err != nil {
-			return err
-		}
-		if err := e.provision(ctx, s.Instance, app, revision, false); err != nil {
-			return err
-		}
-		return converge()
-	}
+	create := func() error { return e.create(ctx, s, app, revision, owner) }
 	switch s.Action {
 	case plan.Create:
 		return create()

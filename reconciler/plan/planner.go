@@ -503,18 +503,8 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		if w := unvolumedWarning(a.app, inst.Name); w != "" {
 			pl.warnf("%s", w)
 		}
-		if a.placer != nil {
-			target := a.placer.recreateOn(inst)
-			if target == "" {
-				pl.unplaceable(a, inst.Name, Recreate)
-				return slotSteps{slot: slot}
-			}
-			ss.steps[0].Target = target
-			for i, r := range ss.steps[0].Reasons {
-				if r.Field == "placement" {
-					ss.steps[0].Reasons[i].New = target
-				}
-			}
+		if !pl.placeRecreate(a, inst, &ss.steps[0]) {
+			return slotSteps{slot: slot}
 		}
 	} else if len(update) > 0 {
 		step(UpdateInPlace, update...)
@@ -578,6 +568,27 @@ func (pl *planner) replicaSteps(a *appPlan, slot int, inst *Instance) slotSteps 
 		}
 	}
 	return ss
+}
+
+// placeRecreate sets the member a recreate of inst goes to, on a cluster,
+// and names it in the placement reason. It reports false, and records
+// why, when no member may take it.
+func (pl *planner) placeRecreate(a *appPlan, inst *Instance, st *Step) bool {
+	if a.placer == nil {
+		return true
+	}
+	target := a.placer.recreateOn(inst)
+	if target == "" {
+		pl.unplaceable(a, inst.Name, Recreate)
+		return false
+	}
+	st.Target = target
+	for i, r := range st.Reasons {
+		if r.Field == "placement" {
+			st.Reasons[i].New = target
+		}
+	}
+	return true
 }
 
 // containerStep is what converges the app container c (nil when there is
