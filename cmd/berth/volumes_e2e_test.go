@@ -129,23 +129,45 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func TestStatefulVolumes(t *testing.T) {
+// volumeRun is the setup of a stateful end-to-end test: a project of its
+// own, an app and owner named with prefix and a random suffix, a client of
+// the host's LXD (custom volumes are not in the project's view of the
+// default pool), the kv client and a repository.
+type volumeRun struct {
+	project, app, owner string
+	pc, host            *lxd.Client
+	kv                  *kvClient
+	r                   *repo
+}
+
+func newVolumeRun(t *testing.T, appPrefix, ownerPrefix string) *volumeRun {
+	t.Helper()
 	requireLive(t)
 	requireTestNetwork(t)
-	project, pc := e2eProject(t)
+	v := &volumeRun{r: newRepo(t)}
+	v.project, v.pc = e2eProject(t)
 	sfx := randHex(2)
-	app, owner := "kv"+sfx, "e2e-vol-"+sfx
-	volumeCleanup(t, pc, owner)
+	v.app, v.owner = appPrefix+sfx, ownerPrefix+sfx
+	volumeCleanup(t, v.pc, v.owner)
 	host, err := lxd.Connect(context.Background(), lxd.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer host.Close()
-	kv := &kvClient{t: t, c: pc, http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}}
-	r := newRepo(t)
-	args := func(cmd ...string) []string {
-		return append([]string{"--project", project, "--owner", owner}, append(cmd, "--repo", r.dir, "--dir", "apps")...)
-	}
+	t.Cleanup(host.Close)
+	v.host = host
+	v.kv = &kvClient{t: t, c: v.pc, http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}}
+	return v
+}
+
+// args are berth's arguments for cmd on the run's project, owner and repo.
+func (v *volumeRun) args(cmd ...string) []string {
+	return append([]string{"--project", v.project, "--owner", v.owner}, append(cmd, "--repo", v.r.dir, "--dir", "apps")...)
+}
+
+func TestStatefulVolumes(t *testing.T) {
+	vr := newVolumeRun(t, "kv", "e2e-vol-")
+	pc, app, owner, host, kv, r := vr.pc, vr.app, vr.owner, vr.host, vr.kv, vr.r
+	args := vr.args
 	apply := func(why string) string {
 		t.Helper()
 		code, out, errOut := berth(t, args("apply", "--yes")...)
@@ -287,7 +309,7 @@ func TestStatefulVolumes(t *testing.T) {
 	})
 
 	t.Run("app removed and restored, data back", func(t *testing.T) {
-		r.write("apps/other.yaml", systemOnlySpec("other"+sfx, 0, ""))
+		r.write("apps/other.yaml", systemOnlySpec("other"+strings.TrimPrefix(app, "kv"), 0, ""))
 		r.git("rm", "-q", "apps/kv.yaml")
 		r.commit("kv removed")
 		code, out, errOut := berth(t, args("apply", "--yes", "--allow-mass-prune")...)
@@ -310,22 +332,9 @@ func TestStatefulVolumes(t *testing.T) {
 // berth volume restore brings an older key back and drops a newer one,
 // through the app's API; a snapshot that is not there changes nothing.
 func TestStatefulVolumeRestore(t *testing.T) {
-	requireLive(t)
-	requireTestNetwork(t)
-	project, pc := e2eProject(t)
-	sfx := randHex(2)
-	app, owner := "kvr"+sfx, "e2e-volr-"+sfx
-	volumeCleanup(t, pc, owner)
-	host, err := lxd.Connect(context.Background(), lxd.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	kv := &kvClient{t: t, c: pc, http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}}
-	r := newRepo(t)
-	args := func(cmd ...string) []string {
-		return append([]string{"--project", project, "--owner", owner}, append(cmd, "--repo", r.dir, "--dir", "apps")...)
-	}
+	vr := newVolumeRun(t, "kvr", "e2e-volr-")
+	pc, app, host, kv, r := vr.pc, vr.app, vr.host, vr.kv, vr.r
+	args := vr.args
 	r.write("apps/kv.yaml", kvSpec(app, 1, "64MiB", ""))
 	r.commit("kv with a volume")
 	if code, out, errOut := berth(t, args("apply", "--yes")...); code != 0 {
@@ -370,19 +379,8 @@ func TestStatefulVolumeRestore(t *testing.T) {
 // next apply carries on, the keys are there, and the volume is attached
 // to exactly one instance.
 func TestFaultKillApplyStatefulRecreate(t *testing.T) {
-	requireLive(t)
-	requireTestNetwork(t)
-	project, pc := e2eProject(t)
-	sfx := randHex(2)
-	app, owner := "kvk"+sfx, "e2e-volk-"+sfx
-	volumeCleanup(t, pc, owner)
-	host, err := lxd.Connect(context.Background(), lxd.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	kv := &kvClient{t: t, c: pc, http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}}
-	r := newRepo(t)
+	vr := newVolumeRun(t, "kvk", "e2e-volk-")
+	project, app, owner, host, kv, r := vr.project, vr.app, vr.owner, vr.host, vr.kv, vr.r
 	// The killed apply cannot release its lease: a short TTL, and the
 	// next apply waits for it to expire.
 	applyArgs := []string{"--project", project, "--owner", owner, "--log-level", "info", "apply", "--yes",
