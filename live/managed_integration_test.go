@@ -383,7 +383,7 @@ func TestProvisionLeavesNoProcessBehind(t *testing.T) {
 	ectx, cancel := context.WithCancel(ctx)
 	killed := make(chan error, 1)
 	go func() {
-		_, err := c.Exec(ectx, name, lxd.ExecRequest{Command: []string{"/bin/sh", "-c", provisionScript, "berth-provision", provisionFuncs, "sh", "-c", "sleep 1000"}})
+		_, err := c.Exec(ectx, name, lxd.ExecRequest{Command: []string{"/bin/sh", "-c", provisionScript, "berth-provision", provisionFuncs, newTry(), "sh", "-c", "sleep 1000"}})
 		killed <- err
 	}()
 	for len(running("sleep 1000")) == 0 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"path"
 	"strconv"
 	"strings"
@@ -175,10 +176,11 @@ func triesNote(attempts int) string {
 }
 
 // provisionFuncs are the shell functions of provisionScript and
-// provisionStop. The pid file holds "PID START BOOT [done]": the
-// provision's process group (its first process's pid), that process's
-// start time and init's, both from /proc/PID/stat, and "done" once the
-// command has exited. A group is killed only when it is the one recorded:
+// provisionStop. The pid file holds "PID START BOOT TRY STATE [CODE]":
+// the provision's process group (its first process's pid), that
+// process's start time and init's, both from /proc/PID/stat, the try
+// (one per run of a provision, the same for LXD's retries of its exec),
+// "running", or "done" and the command's exit code once it has exited. A group is killed only when it is the one recorded:
 // init's start time tells a later boot of the instance (whose pids start
 // over, and whose session leaders could have the same numbers), and a
 // leader that still runs must have the recorded start time. While any
@@ -193,7 +195,7 @@ starttime() {
 }
 stopgroup() {
 	[ -f "$f" ] || return 0
-	read -r p ps boot state <"$f"
+	read -r p ps boot _ state _ <"$f"
 	case $p in "" | *[!0-9]*) rm -f "$f"; return 0 ;; esac
 	[ "$state" = done ] && [ "$1" != all ] && return 0
 	rm -f "$f"
@@ -210,6 +212,23 @@ stopgroup() {
 		sleep 0.1 2>/dev/null || sleep 1
 		i=$((i + 1))
 	done
+}
+rejoin() {
+	[ -f "$f" ] || return 1
+	read -r p ps boot t state code <"$f"
+	[ "$t" = "$1" ] && [ "$(starttime 1)" = "$boot" ] || return 1
+	echo "berth: an earlier try of this provision started the command although LXD reported it had not; waiting for that one instead of running it again"
+	while [ "$state" != done ] && [ -e "/proc/$p" ] && [ "$(starttime "$p")" = "$ps" ]; do
+		sleep 0.2 2>/dev/null || sleep 1
+		read -r p ps boot t state code <"$f"
+	done
+	read -r p ps boot t state code <"$f"
+	if [ "$state" != done ]; then
+		echo "berth: that try ended without an exit code (killed?)"
+		code=1
+	fi
+	echo "berth-provision-exit $code" >&3
+	exit "$code"
 }
 `
 
@@ -230,23 +249,33 @@ stopgroup() {
 //     berth tells a command that exited and left a process holding its
 //     output from one still running.
 //
-// Its first argument is provisionFuncs, for the inner shell too.
+//   - The session's shell records the try and, once the command exits,
+//     its exit code. When LXD reports that an exec never ran and berth
+//     tries it again, but it did run (seen on a cluster member, for a
+//     command that starts a daemon), the new try finds its own try in the
+//     pid file: it waits for that command and reports its exit code,
+//     instead of running the command a second time.
+//
+// Its arguments are provisionFuncs, for the inner shell too, and the try.
 const provisionScript = `funcs=$1
-shift
+try=$2
+shift 2
 eval "$funcs"
 exec 3>&2 2>&1
+rejoin "$try"
 stopgroup earlier
 mkdir -p /run/berth 2>/dev/null
-run='echo "$$ $(starttime $$) $(starttime 1)" >"$f" 2>/dev/null; exec "$@"'
+run='echo "$$ $(starttime $$) $(starttime 1) '"$try"' running" >"$f" 2>/dev/null
+"$@"
+c=$?
+echo "$$ $(starttime $$) $(starttime 1) '"$try"' done $c" >"$f" 2>/dev/null
+exit $c'
 if command -v setsid >/dev/null 2>&1; then
 	setsid /bin/sh -c "$(printf '%s\n' "$funcs" "$run")" berth-provision "$@" 3>&-
 else
 	/bin/sh -c "$(printf '%s\n' "$funcs" "$run")" berth-provision "$@" 3>&-
 fi
 code=$?
-if read -r p ps boot _ <"$f" 2>/dev/null; then
-	echo "$p $ps $boot done" >"$f"
-fi
 echo "berth-provision-exit $code" >&3
 exit "$code"
 `
@@ -286,7 +315,7 @@ func (s *System) runProvision(ctx, pctx context.Context, name string, argv []str
 	clk := clock.Or(s.Clock)
 	exited := &exitMarker{seen: make(chan struct{})}
 	req := lxd.ExecRequest{
-		Command: append([]string{"/bin/sh", "-c", provisionScript, "berth-provision", provisionFuncs}, argv...),
+		Command: append([]string{"/bin/sh", "-c", provisionScript, "berth-provision", provisionFuncs, newTry()}, argv...),
 		Stderr:  exited,
 	}
 	ectx, cancelExec := context.WithCancel(pctx)
@@ -323,6 +352,10 @@ func (s *System) runProvision(ctx, pctx context.Context, name string, argv []str
 	run.stopped = s.stopProvision(ctx, name)
 	return run
 }
+
+// newTry names one run of a provision, for provisionScript: the same for
+// every exec attempt of that run, another for the next run.
+func newTry() string { return fmt.Sprintf("%016x", rand.Uint64()) }
 
 // stopProvision kills the last provision's processes in the instance, and
 // says so for messages.

@@ -3,11 +3,13 @@ package live
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -408,5 +410,58 @@ func TestProvisionFileWriteIsWholeOrNothing(t *testing.T) {
 	want := []string{"HEAD " + tmp, "POST " + tmp, "DELETE " + tmp}
 	if !slices.Equal(calls, want) {
 		t.Errorf("requests %q, want %q: only the temporary file is written, then deleted", calls, want)
+	}
+}
+
+// provisionScript runs a command once per try: a second exec of the same
+// try (LXD said the first never ran, but it did) waits for the first
+// one's command and reports its exit code without running it again; a
+// new try runs it. Run here with the host's /bin/sh, the pid file moved
+// to a temporary directory.
+func TestProvisionScriptRunsACommandOncePerTry(t *testing.T) {
+	dir := t.TempDir()
+	funcs := strings.Replace(provisionFuncs, "f=/run/berth/provision.pid", "f="+dir+"/provision.pid", 1)
+	script := strings.Replace(provisionScript, "mkdir -p /run/berth", "mkdir -p "+dir, 1)
+	runs := dir + "/runs"
+	run := func(try, cmd string) (string, int) {
+		t.Helper()
+		c := exec.Command("/bin/sh", "-c", script, "berth-provision", funcs, try, "/bin/sh", "-c", cmd)
+		out, err := c.CombinedOutput()
+		code := 0
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	count := func() int {
+		data, _ := os.ReadFile(runs)
+		return strings.Count(string(data), "x")
+	}
+	cmd := "echo x >>" + runs + "; exit 3"
+	if out, code := run("try1", cmd); code != 3 || count() != 1 || !strings.Contains(out, "berth-provision-exit 3") {
+		t.Fatalf("first try: exit %d, %d runs\n%s", code, count(), out)
+	}
+	out, code := run("try1", cmd)
+	if code != 3 || count() != 1 || !strings.Contains(out, "an earlier try of this provision started the command") {
+		t.Errorf("the same try again: exit %d, %d runs; want exit 3 and still 1 run\n%s", code, count(), out)
+	}
+	if _, code := run("try2", cmd); code != 3 || count() != 2 {
+		t.Errorf("a new try: exit %d, %d runs; want it run again", code, count())
+	}
+	// A try whose exec was lost while its command still runs: the same
+	// try waits for it and reports its code.
+	slow := "echo x >>" + runs + "; sleep 1; exit 5"
+	first := exec.Command("/bin/sh", "-c", script, "berth-provision", funcs, "try3", "/bin/sh", "-c", slow)
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = first.Wait() }()
+	for count() != 3 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if out, code := run("try3", slow); code != 5 || count() != 3 {
+		t.Errorf("the same try while the first runs: exit %d, %d runs; want 5 and 3\n%s", code, count(), out)
 	}
 }
