@@ -95,6 +95,12 @@ func unreachableTLS(host string, dialer *net.Dialer, cfg *tls.Config) func(ctx c
 		}
 		hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
 		defer cancel()
+		if cfg.ServerName == "" {
+			// Without a pinned certificate's name, the URL's host is the
+			// name to verify, as net/http would set it.
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(host)
+		}
 		conn := tls.Client(raw, cfg)
 		if err := conn.HandshakeContext(hctx); err != nil {
 			_ = raw.Close()

@@ -2,8 +2,11 @@ package lxd
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -135,4 +138,20 @@ func TestEndpointsAllDownAndBadLists(t *testing.T) {
 			t.Errorf("%q: no error", bad)
 		}
 	}
+}
+
+// Without a pinned certificate (system roots), the name verified is the
+// URL's host, as net/http would set it: a dial of its own must not lose
+// it ("either ServerName or InsecureSkipVerify must be specified").
+func TestEndpointsVerifyTheURLHostWithoutAPin(t *testing.T) {
+	m := newMember(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(m.srv.Certificate())
+	host := strings.TrimPrefix(m.srv.URL, "https://")
+	dial := unreachableTLS(host, &net.Dialer{}, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13})
+	conn, err := dial(context.Background(), "tcp", host)
+	if err != nil {
+		t.Fatalf("TLS to %s without a pin: %v", host, err)
+	}
+	_ = conn.Close()
 }
