@@ -656,7 +656,7 @@ func updateInPlace(app spec.App, observedConfig map[string]string, owner, revisi
 // attaches them to the new instance, so a volume is never on two
 // instances. Killed anywhere, the next run finds the volumes intact,
 // on the old instance or on none, and carries on.
-func (e *Executor) moveVolumesOut(ctx context.Context, s plan.Step, revision string) error {
+func (e *Executor) moveVolumesOut(ctx context.Context, s plan.Step, old *plan.Instance, revision string) error {
 	var existing []plan.StepVolume
 	for _, v := range s.Volumes {
 		if v.Exists {
@@ -669,19 +669,31 @@ func (e *Executor) moveVolumesOut(ctx context.Context, s plan.Step, revision str
 	if err := e.Driver.StopInstance(ctx, s.Instance); err != nil {
 		return fmt.Errorf("stopping the old instance before moving its volumes: %w", err)
 	}
-	if err := e.Driver.SnapshotVolumes(ctx, existing, VolumeSnapshotName(revision)); err != nil {
+	oldID := ""
+	if old != nil {
+		oldID = old.Config["volatile.uuid"]
+	}
+	if err := e.Driver.SnapshotVolumes(ctx, existing, VolumeSnapshotName(revision, oldID)); err != nil {
 		return fmt.Errorf("snapshot before the recreate (the old instance is stopped, not deleted): %w", err)
 	}
 	return nil
 }
 
 // VolumeSnapshotName is the snapshot a recreate takes of each volume
-// before it moves: berth-<revision, short>.
-func VolumeSnapshotName(revision string) string {
-	if revision == "" {
-		return "berth-norev"
+// before it moves: berth-<revision, short>-<old instance's uuid, short>.
+// The instance part makes it one per recreate: a run killed after the
+// snapshot finds its own again (and keeps it), while a later recreate at
+// the same revision (a base-image refresh, no commit) takes a new one
+// instead of keeping a stale one.
+func VolumeSnapshotName(revision, instanceID string) string {
+	name := "berth-norev"
+	if revision != "" {
+		name = "berth-" + plan.ShortSHA(revision)
 	}
-	return "berth-" + plan.ShortSHA(revision)
+	if id := strings.ReplaceAll(instanceID, "-", ""); id != "" {
+		name += "-" + id[:min(8, len(id))]
+	}
+	return name
 }
 
 // repair is a Restart step: wait a bounded time for a silent Docker, and
@@ -775,7 +787,7 @@ func (e *Executor) step(ctx context.Context, s plan.Step, app *spec.App, inst *p
 		if err := d.Preflight(ctx, *app); err != nil {
 			return fmt.Errorf("not deleting the old instance: %w", err)
 		}
-		if err := e.moveVolumesOut(ctx, s, revision); err != nil {
+		if err := e.moveVolumesOut(ctx, s, inst, revision); err != nil {
 			return err
 		}
 		if err := d.DeleteInstance(ctx, s.Instance, app.Spec.Update.Snapshot); err != nil {

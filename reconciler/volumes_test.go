@@ -125,3 +125,20 @@ func TestRetainedVolumesMetrics(t *testing.T) {
 		t.Errorf("counts %v, bytes %v", counts, bytes)
 	}
 }
+
+// A recreate's snapshot is one per recreate: the same name when a killed
+// run does it again (same old instance), a new one for a later recreate
+// at the same revision (a base-image refresh, no commit).
+func TestVolumeSnapshotNameIsOnePerRecreate(t *testing.T) {
+	rev := "0123456789abcdef0123456789abcdef01234567"
+	a := VolumeSnapshotName(rev, "5c3e1f2a-0d1b-4e7c-9a6b-1c2d3e4f5a6b")
+	if a != "berth-0123456789ab-5c3e1f2a" || a != VolumeSnapshotName(rev, "5c3e1f2a-0d1b-4e7c-9a6b-1c2d3e4f5a6b") {
+		t.Errorf("snapshot name %q", a)
+	}
+	if b := VolumeSnapshotName(rev, "77aa0000-0000-0000-0000-000000000000"); b == a {
+		t.Errorf("a later recreate at the same revision reuses %q", b)
+	}
+	if got := VolumeSnapshotName("", ""); got != "berth-norev" {
+		t.Errorf("no revision, no instance: %q", got)
+	}
+}
