@@ -96,19 +96,29 @@ func (pl *planner) planInOrder() {
 // replicas first, as a removal does.
 func (pl *planner) scaleDownInReverse() {
 	dependents := map[string][]string{}
+	shrinking := map[string]bool{}
 	for _, name := range pl.appNames {
 		for _, d := range pl.apps[name].Spec.DependsOn {
 			dependents[d.App] = append(dependents[d.App], name)
 		}
-	}
-	if len(dependents) == 0 {
-		return
-	}
-	shrinking := map[string]bool{}
-	for _, name := range pl.appNames {
 		if a := pl.apps[name]; len(pl.owned[name]) > max(a.Spec.Replicas, 0) {
 			shrinking[name] = true
 		}
+	}
+	// An app without a spec here (removed from Git, or held) still has
+	// its replicas' record of what they depend on; while any is left, the
+	// apps it names keep theirs.
+	for other, rs := range pl.owned {
+		if pl.apps[other] != nil {
+			continue
+		}
+		for dep := range recordedDependencies(rs) {
+			dependents[dep] = append(dependents[dep], other)
+			shrinking[other] = true
+		}
+	}
+	if len(dependents) == 0 {
+		return
 	}
 	held := map[string]int{}
 	why := map[string][]string{}
@@ -256,6 +266,20 @@ func (pl *planner) removalBlocker(app string) (on []string, why string) {
 	}
 	slices.Sort(on)
 	return on, fmt.Sprintf("waiting for %s to be removed first (%s on %s)", strings.Join(on, ", "), dependWord(len(on)), app)
+}
+
+// recordedDependencies are the apps that replicas rs recorded depending
+// on (ownership.KeyDependsOn).
+func recordedDependencies(rs []replica) map[string]bool {
+	deps := map[string]bool{}
+	for _, r := range rs {
+		for _, d := range strings.Split(r.inst.Config[ownership.KeyDependsOn], ",") {
+			if d != "" {
+				deps[d] = true
+			}
+		}
+	}
+	return deps
 }
 
 func dependWord(n int) string {

@@ -218,3 +218,21 @@ func TestDependsOnScaleDownInReverse(t *testing.T) {
 	p = MakePlan(Desired{Revision: testRev, Apps: []spec.App{with(db, func(a *spec.App) { a.Spec.Replicas = 1 }), web}}, obs, pol)
 	checkLines(t, "steps", stepLines(p), []string{"1 db-1 delete (replicas: 2 → 1)"})
 }
+
+// A dependency scaled down in the commit that removes its dependent (or
+// while the dependent is held) waits for the dependent's replicas, which
+// still record what they depend on.
+func TestDependsOnScaleDownWaitsForARemovedDependent(t *testing.T) {
+	db := testApp("db", 2)
+	web := dependent(testApp("web", 2), 1, "db")
+	obs := Observed{Instances: fleet(db, web)}
+	pol := Policy{AllowMassPrune: true}
+	dbZero := with(db, func(a *spec.App) { a.Spec.Replicas = 0 })
+	p := MakePlan(Desired{Revision: testRev, Apps: []spec.App{dbZero}}, obs, pol)
+	checkLines(t, "apps with steps", appsWithSteps(p), []string{"web"})
+	if len(p.Blocked) != 1 || p.Blocked[0].App != "db" || !strings.Contains(p.Blocked[0].Why, "web") {
+		t.Errorf("db scaled to 0 while web is removed: blocked %q", blockedLines(p))
+	}
+	p = MakePlan(Desired{Revision: testRev, Apps: []spec.App{dbZero}, HeldApps: []string{"web"}}, obs, pol)
+	checkLines(t, "apps with steps (web held)", appsWithSteps(p), nil)
+}
