@@ -315,3 +315,27 @@ func TestPlacementNoStandInForAStatefulReplica(t *testing.T) {
 		t.Errorf("the plan does not say what web-2 waits for: %q", pl.Warnings)
 	}
 }
+
+// A placement change never moves a replica with volumes to another member:
+// the recreate would delete it and fail to attach its volumes there.
+func TestPlacementKeepsAStatefulReplicaOnItsMember(t *testing.T) {
+	app := with(testApp("web", 3), func(a *spec.App) {
+		a.Spec.System.Volumes = []spec.SystemVolume{{Name: "data", Path: "/srv/data", Size: "1GiB"}}
+	})
+	insts := fleet(app)
+	for i := range insts {
+		insts[i].Location = "m" + string(rune('1'+i))
+	}
+	moved := with(app, func(a *spec.App) {
+		a.Spec.System.Placement = &spec.Placement{Spread: spec.SpreadMembers, Members: []string{"m1", "m2"}}
+	})
+	pl := MakePlan(Desired{Revision: testRev, Apps: []spec.App{moved}}, Observed{Instances: insts, Members: cluster("Online", "Online", "Online")}, Policy{})
+	for _, s := range pl.Steps {
+		if s.Instance == "web-2" {
+			t.Errorf("web-2 (volumes on m3) is moved: %q", stepLines(pl))
+		}
+	}
+	if len(pl.Unplaceable) != 1 || !strings.Contains(pl.Unplaceable[0].Why, "stays on its member m3") {
+		t.Errorf("unplaceable: %+v", pl.Unplaceable)
+	}
+}

@@ -582,6 +582,13 @@ func (pl *planner) placeRecreate(a *appPlan, inst *Instance, st *Step) bool {
 		pl.unplaceable(a, inst.Name, Recreate)
 		return false
 	}
+	if len(a.app.Spec.System.Volumes) > 0 && inst.Location != "" && target != inst.Location {
+		// Its volumes are on its member (a local pool): a recreate
+		// elsewhere would delete it and then fail to attach them.
+		pl.plan.Unplaceable = append(pl.plan.Unplaceable, Unplaceable{App: a.name, Instance: inst.Name, Action: Recreate,
+			Why: fmt.Sprintf("a replica with volumes stays on its member %s: moving it to %s (placement.moveVolumes) is not supported yet", inst.Location, target)})
+		return false
+	}
 	st.Target = target
 	for i, r := range st.Reasons {
 		if r.Field == "placement" {
