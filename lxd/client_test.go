@@ -531,3 +531,37 @@ func TestStartRetriesForkstartAndIsBounded(t *testing.T) {
 		t.Errorf("%d starts ran at once; want at most %d", most, maxStarts)
 	}
 }
+
+// LXD forgets a finished operation 5 s after it ends; a wait that comes
+// later gets a 404. A create or start whose result shows (the instance is
+// there, it runs) is then a success, not an error.
+func TestOperationGoneIsCheckedAgainstTheResult(t *testing.T) {
+	f := newFake(t)
+	f.mux.HandleFunc("POST /1.0/instances", func(w http.ResponseWriter, r *http.Request) {
+		async202(w, opJSON("gone1", 103, "", false, nil))
+	})
+	f.mux.HandleFunc("PUT /1.0/instances/{name}/state", func(w http.ResponseWriter, r *http.Request) {
+		async202(w, opJSON("gone2", 103, "", false, nil))
+	})
+	f.mux.HandleFunc("GET /1.0/operations/{id}/wait", func(w http.ResponseWriter, r *http.Request) {
+		errorResp(w, 404, "Operation not found")
+	})
+	f.mux.HandleFunc("GET /1.0/instances/made", func(w http.ResponseWriter, r *http.Request) {
+		sync200(w, map[string]any{"name": "made", "status": "Running", "status_code": 103})
+	})
+	f.mux.HandleFunc("GET /1.0/instances/made/state", func(w http.ResponseWriter, r *http.Request) {
+		sync200(w, map[string]any{"status": "Running", "status_code": 103})
+	})
+	c := f.connect(t, Config{})
+	ctx := context.Background()
+	if err := c.CreateInstance(ctx, InstancesPost{Name: "made", Source: ImageSource{Alias: "x"}}); err != nil {
+		t.Errorf("create whose instance is there: %v", err)
+	}
+	if err := c.StartInstance(ctx, "made"); err != nil {
+		t.Errorf("start of an instance that runs: %v", err)
+	}
+	err := c.CreateInstance(ctx, InstancesPost{Name: "lost", Source: ImageSource{Alias: "x"}})
+	if !errors.Is(err, ErrOperationGone) || !strings.Contains(err.Error(), "forgotten") {
+		t.Errorf("create whose instance is not there: %v; want ErrOperationGone", err)
+	}
+}

@@ -428,6 +428,13 @@ func (c *Client) CreateInstance(ctx context.Context, p InstancesPost) error {
 		q = url.Values{"target": {t}}
 	}
 	_, err := c.run(ctx, request{method: "POST", path: "/1.0/instances", query: q, project: true, body: body})
+	if errors.Is(err, ErrOperationGone) {
+		// LXD removes the record of a create that failed: one that is
+		// there was made.
+		if _, _, gerr := c.GetInstance(ctx, p.Name); gerr == nil {
+			return nil
+		}
+	}
 	return err
 }
 
@@ -554,6 +561,11 @@ func (c *Client) startOnce(ctx context.Context, name string) error {
 	if err != nil && isAlreadyRunning(err) {
 		return nil
 	}
+	if errors.Is(err, ErrOperationGone) {
+		if st, serr := c.GetInstanceState(ctx, name); serr == nil && st.StatusCode == StatusRunning {
+			return nil
+		}
+	}
 	return err
 }
 
@@ -610,6 +622,11 @@ func (c *Client) DeleteInstance(ctx context.Context, name string) error {
 			return err
 		}
 		_, err = c.run(ctx, request{method: "DELETE", path: instancePath(name), project: true})
+	}
+	if errors.Is(err, ErrOperationGone) {
+		if _, _, gerr := c.GetInstance(ctx, name); errors.Is(gerr, ErrNotFound) {
+			return nil
+		}
 	}
 	return err
 }

@@ -3,8 +3,10 @@ package lxd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"net/url"
 	"strconv"
 	"time"
@@ -113,6 +115,9 @@ func (c *Client) waitOperation(ctx context.Context, op *Operation) (*Operation, 
 				c.cancelOperation(ctx, op)
 				return op, fmt.Errorf("lxd: waiting for operation %q: %w", op.Description, ctx.Err())
 			}
+			if se := (*StatusError)(nil); errors.As(err, &se) && se.Code == http.StatusNotFound {
+				return op, &OperationGoneError{ID: op.ID, Description: op.Description, Err: err}
+			}
 			return op, err
 		}
 		var next Operation
@@ -179,3 +184,25 @@ func (c *Client) InstanceStopping(ctx context.Context, name string) (bool, error
 	}
 	return false, nil
 }
+
+// ErrOperationGone is matched by an *OperationGoneError.
+var ErrOperationGone = errors.New("lxd: operation gone")
+
+// OperationGoneError is an operation LXD no longer knows while berth waits
+// for it: LXD forgets a finished operation 5 s after it ends, and on a
+// loaded host berth's wait can come later than that. Its outcome is
+// unknown; callers that can look at the result (an instance created,
+// started, deleted) do so.
+type OperationGoneError struct {
+	ID, Description string
+	Err             error
+}
+
+func (e *OperationGoneError) Error() string {
+	return fmt.Sprintf("lxd: operation %q (%s) ended and was forgotten before its result was read: %v", e.Description, e.ID, e.Err)
+}
+
+func (e *OperationGoneError) Unwrap() error { return e.Err }
+
+// Is matches ErrOperationGone.
+func (e *OperationGoneError) Is(target error) bool { return target == ErrOperationGone }
