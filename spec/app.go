@@ -166,21 +166,13 @@ var (
 			}
 		}},
 		{name: "mode", decode: func(d *decoder, v *yaml.Node, f *ProvisionFile) {
-			if s, ok := d.str(v, "write the mode as a quoted octal string"); ok {
-				if m, msg := checkFileMode(s); msg != "" {
-					d.errorf(d.resolve(v), "%s", msg)
-				} else {
-					f.Mode = m
-				}
+			if m, ok := checkedStr(d, v, "write the mode as a quoted octal string", checkFileMode); ok {
+				f.Mode = m
 			}
 		}},
 		{name: "owner", decode: func(d *decoder, v *yaml.Node, f *ProvisionFile) {
-			if s, ok := d.str(v, ""); ok {
-				if o, msg := checkFileOwner(s); msg != "" {
-					d.errorf(d.resolve(v), "%s", msg)
-				} else {
-					f.Owner = o
-				}
+			if o, ok := checkedStr(d, v, "", checkFileOwner); ok {
+				f.Owner = o
 			}
 		}},
 		// Read once the whole file is: source may come after it.

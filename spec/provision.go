@@ -139,6 +139,21 @@ const maxFileMode = 0o777
 
 // checkFileMode checks a provision file's mode and returns it with 4
 // digits, so that "644" and "0644" are one value (and one hash).
+// checkedStr decodes v as a string and passes it through check, which
+// returns the value to keep or a message; a message is reported at v.
+func checkedStr(d *decoder, v *yaml.Node, hint string, check func(string) (string, string)) (string, bool) {
+	s, ok := d.str(v, hint)
+	if !ok {
+		return "", false
+	}
+	out, msg := check(s)
+	if msg != "" {
+		d.errorf(d.resolve(v), "%s", msg)
+		return "", false
+	}
+	return out, true
+}
+
 func checkFileMode(s string) (string, string) {
 	if !fileModeRE.MatchString(s) {
 		return "", fmt.Sprintf(`mode must be an octal permission string like "0644" or "0755" (at most "0777"), got %q`, s)

@@ -63,21 +63,13 @@ var secretFileFields = fields[SecretFile]{
 		}
 	}},
 	{name: "mode", decode: func(d *decoder, v *yaml.Node, f *SecretFile) {
-		if s, ok := d.str(v, "write the mode as a quoted octal string"); ok {
-			if m, msg := checkFileMode(s); msg != "" {
-				d.errorf(d.resolve(v), "%s", msg)
-			} else {
-				f.Mode = m
-			}
+		if m, ok := checkedStr(d, v, "write the mode as a quoted octal string", checkFileMode); ok {
+			f.Mode = m
 		}
 	}},
 	{name: "owner", decode: func(d *decoder, v *yaml.Node, f *SecretFile) {
-		if s, ok := d.str(v, ""); ok {
-			if o, msg := checkFileOwner(s); msg != "" {
-				d.errorf(d.resolve(v), "%s", msg)
-			} else {
-				f.Owner = o
-			}
+		if o, ok := checkedStr(d, v, "", checkFileOwner); ok {
+			f.Owner = o
 		}
 	}},
 }
