@@ -5,18 +5,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/berth-gitops/berth/clock"
-	"github.com/berth-gitops/berth/ownership"
-	"github.com/berth-gitops/berth/reconciler/plan"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-gitops/berth/clock"
+	"github.com/berth-gitops/berth/ownership"
+	"github.com/berth-gitops/berth/reconciler/plan"
 	"github.com/berth-gitops/berth/spec"
 )
 
@@ -1249,12 +1250,28 @@ func holdApps(d plan.Desired, names []string) plan.Desired {
 	return out
 }
 
+// stepWhy is what a step's start logs of its reasons: the fields that
+// differ (never their values, which may be a secret's tag), and for a
+// restart the Docker failure that planned it, the one evidence a
+// restart rests on.
+func stepWhy(s plan.Step) []any {
+	var fields []string
+	out := []any{}
+	for _, r := range s.Reasons {
+		fields = append(fields, r.Field)
+		if s.Action == plan.Restart && r.Field == "docker" {
+			out = append(out, "docker", r.Old)
+		}
+	}
+	return append(out, "why", strings.Join(fields, ","))
+}
+
 func (l *Loop) logEvent(log *slog.Logger) func(Event) {
 	return func(e Event) {
 		args := []any{"app", e.Step.App, "instance", e.Step.Instance, "action", e.Step.Action.String()}
 		switch e.Phase {
 		case PhaseStart:
-			log.Info("step started", args...)
+			log.Info("step started", append(args, stepWhy(e.Step)...)...)
 		case PhaseDone:
 			log.Info("step done", append(args, "took", e.Duration)...)
 		case PhaseFailed:
