@@ -248,7 +248,6 @@ rejoin() {
 //     exec only once every copy of its stdout is closed, so this is how
 //     berth tells a command that exited and left a process holding its
 //     output from one still running.
-//
 //   - The session's shell records the try and, once the command exits,
 //     its exit code. When LXD reports that an exec never ran and berth
 //     tries it again, but it did run (seen on a cluster member, for a
