@@ -265,6 +265,17 @@ func (pl *planner) removalBlocker(app string) (on []string, why string) {
 		return nil, ""
 	}
 	slices.Sort(on)
+	var stale []string
+	for _, other := range on {
+		if a := pl.apps[other]; a != nil && !slices.ContainsFunc(a.Spec.DependsOn, func(d spec.Dependency) bool { return d.App == app }) {
+			stale = append(stale, other)
+		}
+	}
+	if len(stale) == len(on) {
+		// Still in Git, no longer depending on app: only the record on
+		// their replicas is left, until their update writes it.
+		return on, fmt.Sprintf("waiting for the replicas of %s to record that they no longer depend on %s", strings.Join(on, ", "), app)
+	}
 	return on, fmt.Sprintf("waiting for %s to be removed first (%s on %s)", strings.Join(on, ", "), dependWord(len(on)), app)
 }
 

@@ -236,3 +236,13 @@ func TestDependsOnScaleDownWaitsForARemovedDependent(t *testing.T) {
 	p = MakePlan(Desired{Revision: testRev, Apps: []spec.App{dbZero}, HeldApps: []string{"web"}}, obs, pol)
 	checkLines(t, "apps with steps (web held)", appsWithSteps(p), nil)
 }
+
+// A dependency removed in the commit where its dependent drops dependsOn
+// waits for the dependent's record to be updated, and says so, not that
+// the dependent is being removed.
+func TestDependsOnRemovalWaitsForAStaleRecordAndSaysSo(t *testing.T) {
+	db := testApp("db", 1)
+	web := dependent(testApp("web", 1), 1, "db")
+	p := MakePlan(Desired{Revision: testRev, Apps: []spec.App{testApp("web", 1)}}, Observed{Instances: fleet(db, web)}, Policy{AllowMassPrune: true})
+	checkLines(t, "blocked", blockedLines(p), []string{"db (1): waiting for the replicas of web to record that they no longer depend on db"})
+}
