@@ -79,11 +79,8 @@ var (
 	}
 	systemFields = fields[System]{
 		{name: "image", required: true, decode: func(d *decoder, v *yaml.Node, s *System) {
-			if img, ok := d.str(v, ""); ok {
+			if img, ok := d.keptStr(v, checkSystemImage); ok {
 				s.Image = img
-				if msg := checkSystemImage(img); msg != "" {
-					d.errorf(d.resolve(v), "%s", msg)
-				}
 			}
 		}},
 		{name: "profiles", decode: func(d *decoder, v *yaml.Node, s *System) { s.Profiles = d.profiles(v) }},
@@ -158,11 +155,8 @@ var (
 			}
 		}},
 		{name: "path", required: true, decode: func(d *decoder, v *yaml.Node, f *ProvisionFile) {
-			if s, ok := d.str(v, ""); ok {
+			if s, ok := d.keptStr(v, checkInstancePath); ok {
 				f.Path = s
-				if msg := checkInstancePath(s); msg != "" {
-					d.errorf(d.resolve(v), "%s", msg)
-				}
 			}
 		}},
 		{name: "mode", decode: func(d *decoder, v *yaml.Node, f *ProvisionFile) {
@@ -198,11 +192,8 @@ var (
 		}},
 		{name: "env", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Env = d.env(v) }},
 		{name: "user", decode: func(d *decoder, v *yaml.Node, c *Container) {
-			if u, ok := d.str(v, ""); ok {
+			if u, ok := d.keptStr(v, checkUser); ok {
 				c.User = u
-				if msg := checkUser(u); msg != "" {
-					d.errorf(d.resolve(v), "%s", msg)
-				}
 			}
 		}},
 		{name: "volumes", decode: func(d *decoder, v *yaml.Node, c *Container) { c.Volumes = d.volumes(v) }},
@@ -212,11 +203,8 @@ var (
 	}
 	portFields = fields[Port]{
 		{name: "name", required: true, decode: func(d *decoder, v *yaml.Node, p *Port) {
-			if s, ok := d.str(v, ""); ok {
+			if s, ok := d.keptStr(v, checkPortName); ok {
 				p.Name = s
-				if msg := checkPortName(s); msg != "" {
-					d.errorf(d.resolve(v), "%s", msg)
-				}
 			}
 		}},
 		required(intField("port", 1, MaxPort, func(p *Port) *int { return &p.Port })),

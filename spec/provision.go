@@ -139,6 +139,19 @@ const maxFileMode = 0o777
 
 // checkFileMode checks a provision file's mode and returns it with 4
 // digits, so that "644" and "0644" are one value (and one hash).
+// keptStr decodes v as a string and reports check's message about it at
+// v; the string is kept (ok) whenever it decodes, valid or not, so later
+// checks see what was written.
+func (d *decoder) keptStr(v *yaml.Node, check func(string) string) (string, bool) {
+	s, ok := d.str(v, "")
+	if ok {
+		if msg := check(s); msg != "" {
+			d.errorf(d.resolve(v), "%s", msg)
+		}
+	}
+	return s, ok
+}
+
 // checkedStr decodes v as a string and passes it through check, which
 // returns the value to keep or a message; a message is reported at v.
 func checkedStr(d *decoder, v *yaml.Node, hint string, check func(string) (string, string)) (string, bool) {

@@ -39,19 +39,13 @@ const MaxSecretFileSize = 1 << 20
 
 var secretFileFields = fields[SecretFile]{
 	{name: "file", required: true, decode: func(d *decoder, v *yaml.Node, f *SecretFile) {
-		if s, ok := d.str(v, ""); ok {
+		if s, ok := d.keptStr(v, checkRepoPath); ok {
 			f.File = s
-			if msg := checkRepoPath(s); msg != "" {
-				d.errorf(d.resolve(v), "%s", msg)
-			}
 		}
 	}},
 	{name: "key", decode: func(d *decoder, v *yaml.Node, f *SecretFile) {
-		if s, ok := d.str(v, ""); ok {
+		if s, ok := d.keptStr(v, checkKeyPath); ok {
 			f.Key = s
-			if msg := checkKeyPath(s); msg != "" {
-				d.errorf(d.resolve(v), "%s", msg)
-			}
 		}
 	}},
 	{name: "target", required: true, decode: func(d *decoder, v *yaml.Node, f *SecretFile) {

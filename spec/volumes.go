@@ -28,19 +28,13 @@ func (v SystemVolume) DeviceName() string { return VolumeDevicePrefix + v.Name }
 var (
 	systemVolumeFields = fields[SystemVolume]{
 		{name: "name", required: true, decode: func(d *decoder, v *yaml.Node, vol *SystemVolume) {
-			if s, ok := d.str(v, ""); ok {
+			if s, ok := d.keptStr(v, checkVolumeName); ok {
 				vol.Name = s
-				if msg := checkVolumeName(s); msg != "" {
-					d.errorf(d.resolve(v), "%s", msg)
-				}
 			}
 		}},
 		{name: "path", required: true, decode: func(d *decoder, v *yaml.Node, vol *SystemVolume) {
-			if s, ok := d.str(v, ""); ok {
+			if s, ok := d.keptStr(v, checkVolumePath); ok {
 				vol.Path = s
-				if msg := checkVolumePath(s); msg != "" {
-					d.errorf(d.resolve(v), "%s", msg)
-				}
 			}
 		}},
 		{name: "size", required: true, decode: func(d *decoder, v *yaml.Node, vol *SystemVolume) {
@@ -65,11 +59,8 @@ var (
 	}
 	volumeSnapshotFields = fields[VolumeSnapshots]{
 		{name: "schedule", decode: func(d *decoder, v *yaml.Node, s *VolumeSnapshots) {
-			if str, ok := d.str(v, ""); ok {
+			if str, ok := d.keptStr(v, checkSnapshotSchedule); ok {
 				s.Schedule = str
-				if msg := checkSnapshotSchedule(str); msg != "" {
-					d.errorf(d.resolve(v), "%s", msg)
-				}
 			}
 		}},
 		{name: "expiry", decode: func(d *decoder, v *yaml.Node, s *VolumeSnapshots) {
